@@ -1,0 +1,147 @@
+"""Plain data types that cross module boundaries.
+
+Conventions (see README "Conventions"):
+- Poses are 4x4 float64 matrices named ``dst_from_src``; ``p_dst = dst_from_src @ p_src``.
+- Pixel coordinates are (x, y) with the centre of the top-left pixel at (0, 0), as in OpenCV.
+- Objects refer to each other by integer id. Matches use ``-1`` for "unmatched".
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Optional
+
+import numpy as np
+import torch
+
+
+@dataclass
+class Features:
+    """Local features of one image.
+
+    keypoints:   (N, 2) float32 torch tensor, pixels (x, y) in the ORIGINAL image, on the
+                 extractor's device.
+    scores:      (N,) float32 torch tensor, detection confidence (higher is better).
+    descriptors: (N, D) torch tensor. float32 and L2-normalised for learned features;
+                 uint8 packed bits (D = 32 bytes) for binary ORB descriptors.
+    image_size:  (width, height) of the original image in pixels.
+    extra:       optional per-keypoint tensors a specific matcher may want (e.g. ORB octave
+                 as ``{"octave": (N,) int}``); never required by the SLAM core.
+    """
+
+    keypoints: torch.Tensor
+    scores: torch.Tensor
+    descriptors: torch.Tensor
+    image_size: tuple[int, int]
+    extra: dict = field(default_factory=dict)
+    _kp_np: Optional[np.ndarray] = field(default=None, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        n = self.keypoints.shape[0]
+        if self.keypoints.ndim != 2 or self.keypoints.shape[1] != 2:
+            raise ValueError(f"keypoints must be (N,2), got {tuple(self.keypoints.shape)}")
+        if self.scores.shape != (n,):
+            raise ValueError(f"scores must be ({n},), got {tuple(self.scores.shape)}")
+        if self.descriptors.ndim != 2 or self.descriptors.shape[0] != n:
+            raise ValueError(f"descriptors must be ({n},D), got {tuple(self.descriptors.shape)}")
+
+    def __len__(self) -> int:
+        return int(self.keypoints.shape[0])
+
+    @property
+    def binary(self) -> bool:
+        return self.descriptors.dtype == torch.uint8
+
+    @property
+    def keypoints_np(self) -> np.ndarray:
+        """(N, 2) float64 numpy copy of the keypoints, pixels; computed once and cached."""
+        if self._kp_np is None:
+            self._kp_np = self.keypoints.detach().cpu().double().numpy()
+        return self._kp_np
+
+    def to(self, device: torch.device | str) -> "Features":
+        return Features(
+            self.keypoints.to(device),
+            self.scores.to(device),
+            self.descriptors.to(device),
+            self.image_size,
+            {k: v.to(device) if isinstance(v, torch.Tensor) else v for k, v in self.extra.items()},
+        )
+
+    def subset(self, idx: np.ndarray | torch.Tensor) -> "Features":
+        idx_t = torch.as_tensor(idx, dtype=torch.long, device=self.keypoints.device)
+        return Features(
+            self.keypoints[idx_t],
+            self.scores[idx_t],
+            self.descriptors[idx_t],
+            self.image_size,
+            {k: v[idx_t] if isinstance(v, torch.Tensor) else v for k, v in self.extra.items()},
+        )
+
+    @staticmethod
+    def empty(dim: int = 256, image_size: tuple[int, int] = (0, 0), binary: bool = False) -> "Features":
+        dtype = torch.uint8 if binary else torch.float32
+        return Features(torch.zeros(0, 2), torch.zeros(0), torch.zeros(0, dim, dtype=dtype), image_size)
+
+
+@dataclass
+class Matches:
+    """Matches from image 0 to image 1.
+
+    matches0: (N0,) int64 numpy, index into image 1's keypoints, -1 = unmatched.
+    scores0:  (N0,) float32 numpy, confidence in [0, 1]; 0 where unmatched.
+    """
+
+    matches0: np.ndarray
+    scores0: np.ndarray
+
+    def __post_init__(self) -> None:
+        self.matches0 = np.asarray(self.matches0, dtype=np.int64)
+        self.scores0 = np.asarray(self.scores0, dtype=np.float32)
+        if self.matches0.shape != self.scores0.shape:
+            raise ValueError("matches0 and scores0 must have the same shape")
+
+    def pairs(self) -> np.ndarray:
+        """(M, 2) int64 array of (index0, index1) for every match."""
+        i0 = np.nonzero(self.matches0 >= 0)[0]
+        return np.stack([i0, self.matches0[i0]], axis=1)
+
+    def __len__(self) -> int:
+        return int((self.matches0 >= 0).sum())
+
+
+@dataclass
+class Frame:
+    """One input frame as a reader yields it.
+
+    index:     0-based position in the stream (frames skipped as corrupt keep their index gap).
+    timestamp: seconds (sensor clock of the dataset, or wall clock for a camera).
+    image:     (H, W, 3) uint8 BGR.
+    depth:     (H, W) float32 metres, 0 where invalid; None for monocular input.
+    """
+
+    index: int
+    timestamp: float
+    image: np.ndarray
+    depth: Optional[np.ndarray] = None
+    path: Optional[str] = None
+    features: Optional[Features] = None
+
+
+@dataclass
+class TrackResult:
+    """What the tracker reports for one frame."""
+
+    index: int
+    timestamp: float
+    state: str  # "INIT", "OK", "LOST"
+    world_from_cam: Optional[np.ndarray]  # (4,4) float64, None when not tracked
+    n_inliers: int = 0
+    is_keyframe: bool = False
+    timings_ms: dict = field(default_factory=dict)
+
+
+class EndOfStream:
+    """Typed end-of-stream marker passed through pipeline queues."""
+
+    def __repr__(self) -> str:  # pragma: no cover - trivial
+        return "EndOfStream()"
