@@ -145,3 +145,29 @@ class EndOfStream:
 
     def __repr__(self) -> str:  # pragma: no cover - trivial
         return "EndOfStream()"
+
+
+@dataclass
+class FrameFeatures:
+    """A frame after the feature stage: what tracking consumes.
+
+    features:  Features on the extractor's device (keypoints in DISTORTED pixels, as detected).
+    kp_uv:     (N,2) float64 UNDISTORTED pixel coordinates (ideal pinhole with the camera's K).
+    kp_depth:  (N,) float64 metres sampled from the depth image, 0 = none (always 0 in mono).
+    kp_sigma2: (N,) float64 variance factor of each keypoint position (1 for single-scale).
+    kp_color:  (N,3) uint8 RGB of the image at each keypoint.
+    desc:      (N,D) numpy copy of the descriptors (uint8 bits or float32).
+    image:     (H,W,3) uint8 BGR, kept only when something downstream asks for it.
+    t_read:    perf_counter() seconds when the reader produced the frame (latency metrics).
+    """
+
+    index: int
+    timestamp: float
+    features: Features
+    kp_uv: np.ndarray
+    kp_depth: np.ndarray
+    kp_sigma2: np.ndarray
+    kp_color: np.ndarray
+    desc: np.ndarray
+    image: Optional[np.ndarray] = None
+    t_read: float = 0.0

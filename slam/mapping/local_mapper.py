@@ -1,0 +1,354 @@
+"""Local mapping: new points, fusion, local bundle adjustment, culling (ORB-SLAM style).
+
+process(KeyframeJob) runs once per keyframe the tracker inserted. Bundle adjustment is
+gathered under the map lock, optimised WITHOUT the lock (g2opy releases the GIL, so tracking
+runs meanwhile), and written back under the lock.
+"""
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass
+from typing import Optional
+
+import numpy as np
+
+from slam.geometry.camera import PinholeCamera
+from slam.geometry.epipolar import triangulate
+from slam.geometry.se3 import se3_inverse, transform_points
+from slam.mapping.map import Map
+from slam.matching.guided import search_by_projection
+from slam.optim.ba import BAProblem, bundle_adjust
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class MappingConfig:
+    local_ba: bool = True  # run local bundle adjustment after each keyframe
+    ba_window: int = 8  # keyframes optimised: the new one plus its best covisible ones
+    ba_max_fixed: int = 12  # at most this many fixed keyframes that also observe local points
+    ba_iterations: int = 5  # Levenberg iterations per BA stage (two stages)
+    global_ba_iterations: int = 15
+    n_triangulation_neighbours: int = 6  # monocular: covisible keyframes used to triangulate new points
+    n_fuse_neighbours: int = 6  # keyframes whose points are fused into the new keyframe
+    fuse_radius_px: float = 3.0
+    min_found_ratio: float = 0.25  # cull points found in fewer than this fraction of frames where visible
+    min_parallax_cos: float = 0.9998  # triangulation: cos of the minimum parallax angle
+    max_reproj_chi2: float = 5.991  # triangulation check (chi2, 2 dof, 95%)
+    cull_keyframes: bool = True
+    redundant_ratio: float = 0.9  # cull a keyframe when this share of its points is seen by 3+ others
+    max_desc_dist_binary: float = 50.0
+    max_desc_dist_float: float = 0.9
+    triangulation_ratio: float = 0.8  # NN ratio test for monocular triangulation matches
+
+
+class LocalMapper:
+    def __init__(self, cfg: MappingConfig, camera: PinholeCamera, slam_map: Map, matcher, mode: str = "rgbd", bf: float = 40.0):
+        self.cfg = cfg
+        self.camera = camera
+        self.K = camera.K
+        self.map = slam_map
+        self.matcher = matcher
+        self.mode = mode
+        self.bf = bf
+        self.recent_points: list[np.ndarray] = []
+        self.max_desc = cfg.max_desc_dist_binary if slam_map.binary else cfg.max_desc_dist_float
+        self.n_ba = 0
+        self.n_culled_kfs = 0
+        self.n_culled_points = 0
+        self.timings: dict[str, list[float]] = {"local_ba": [], "triangulate": [], "fuse": [], "cull": []}
+
+    # ------------------------------------------------------------------ entry point
+    def process(self, job) -> Optional[dict]:
+        t0 = time.perf_counter()
+        kf_id = job.kf_id
+        with self.map.lock:
+            if kf_id not in self.map.keyframes:
+                return None
+            self._cull_points(kf_id)
+        if self.mode == "mono" and not job.is_initial:
+            t = time.perf_counter()
+            new = self._triangulate(kf_id)
+            self.timings["triangulate"].append((time.perf_counter() - t) * 1e3)
+        else:
+            new = job.new_point_ids
+        with self.map.lock:
+            self.recent_points.append(np.concatenate([new, job.new_point_ids]) if self.mode == "mono" else new)
+            self.recent_points = self.recent_points[-3:]
+            t = time.perf_counter()
+            self._fuse(kf_id)
+            self.timings["fuse"].append((time.perf_counter() - t) * 1e3)
+        if self.cfg.local_ba and len(self.map.keyframes) >= 2:
+            t = time.perf_counter()
+            self.local_bundle_adjustment(kf_id)
+            self.timings["local_ba"].append((time.perf_counter() - t) * 1e3)
+        if self.cfg.cull_keyframes:
+            t = time.perf_counter()
+            with self.map.lock:
+                self._cull_keyframes(kf_id)
+            self.timings["cull"].append((time.perf_counter() - t) * 1e3)
+        return {"kf_id": kf_id, "ms": (time.perf_counter() - t0) * 1e3}
+
+    # ------------------------------------------------------------------ culling
+    def _cull_points(self, current_kf: int) -> None:
+        m = self.map
+        if not self.recent_points:
+            return
+        pts = np.unique(np.concatenate(self.recent_points))
+        pts = pts[m.pts_alive[pts]]
+        ratio = m.pts_found[pts] / np.maximum(m.pts_visible[pts], 1)
+        age = current_kf - m.pts_first_kf[pts]
+        min_obs = 2 if self.mode == "mono" else 1
+        bad = (ratio < self.cfg.min_found_ratio) | ((age >= 2) & (m.pts_n_obs[pts] <= min_obs))
+        m.remove_points(pts[bad])
+        self.n_culled_points += int(bad.sum())
+
+    def _cull_keyframes(self, current_kf: int) -> None:
+        m = self.map
+        for kid, _ in m.keyframe_covisibility(current_kf, min_shared=15):
+            if kid == 0 or kid == current_kf or kid not in m.keyframes:
+                continue
+            kf = m.keyframes[kid]
+            kp = np.nonzero(kf.point_ids >= 0)[0]
+            if len(kp) == 0:
+                continue
+            if self.mode == "rgbd":
+                d = kf.kp_depth[kp]
+                kp = kp[(d > 0) & (d < 3.0)]
+                if len(kp) == 0:
+                    continue
+            pids = kf.point_ids[kp]
+            redundant = (m.pts_n_obs[pids] - 1) >= 3
+            if redundant.mean() > self.cfg.redundant_ratio:
+                cov = m.keyframe_covisibility(kid, min_shared=1)
+                parent = next((k for k, _ in cov if k != kid), None)
+                if parent is None:
+                    continue
+                m.remove_keyframe(kid, parent_id=parent)
+                self.n_culled_kfs += 1
+
+    # ------------------------------------------------------------------ new points (monocular)
+    def _triangulate(self, kf_id: int) -> np.ndarray:
+        c = self.cfg
+        with self.map.lock:
+            kf = self.map.keyframes.get(kf_id)
+            if kf is None:
+                return np.zeros(0, dtype=np.int64)
+            neigh = [self.map.keyframes[k] for k, _ in self.map.keyframe_covisibility(kf_id, min_shared=10)[: c.n_triangulation_neighbours]]
+            kf_pose = kf.cam_from_world.copy()
+            kf_free = kf.point_ids < 0
+        if not neigh:
+            return np.zeros(0, dtype=np.int64)
+        new_ids = []
+        K = self.K
+        c1 = se3_inverse(kf_pose)[:3, 3]
+        for nb in neigh:
+            with self.map.lock:
+                if nb.id not in self.map.keyframes or kf_id not in self.map.keyframes:
+                    continue
+                nb_pose = nb.cam_from_world.copy()
+                nb_free = nb.point_ids < 0
+                pid_nb = nb.point_ids[nb.point_ids >= 0]
+                depths = transform_points(nb_pose, self.map.pts_xyz[pid_nb[self.map.pts_alive[pid_nb]]])[:, 2]
+            c2 = se3_inverse(nb_pose)[:3, 3]
+            baseline = np.linalg.norm(c2 - c1)
+            if len(depths) == 0 or baseline / max(np.median(depths), 1e-6) < 0.01:
+                continue
+            i_kf = np.nonzero(kf_free)[0]
+            i_nb = np.nonzero(nb_free)[0]
+            if len(i_kf) < 10 or len(i_nb) < 10:
+                continue
+            m = self.matcher.match(kf.features.subset(i_kf), nb.features.subset(i_nb))
+            pr = m.pairs()
+            if len(pr) == 0:
+                continue
+            a, b = i_kf[pr[:, 0]], i_nb[pr[:, 1]]
+            # epipolar check with the fundamental matrix from the two poses
+            x0, x1 = kf.kp_uv[a], nb.kp_uv[b]
+            pts = triangulate(kf_pose, nb_pose, x0, x1, K)
+            ok = self._check_points(pts, kf_pose, nb_pose, x0, x1, kf.kp_sigma2[a], nb.kp_sigma2[b], c1, c2)
+            if not ok.any():
+                continue
+            a, b, pts = a[ok], b[ok], pts[ok]
+            with self.map.lock:
+                if kf_id not in self.map.keyframes or nb.id not in self.map.keyframes:
+                    continue
+                free = (kf.point_ids[a] < 0) & (nb.point_ids[b] < 0)
+                a, b, pts = a[free], b[free], pts[free]
+                _, u = np.unique(a, return_index=True)
+                a, b, pts = a[u], b[u], pts[u]
+                _, u = np.unique(b, return_index=True)
+                a, b, pts = a[u], b[u], pts[u]
+                if len(a) == 0:
+                    continue
+                ids = self.map.add_points(pts, kf.desc[a], kf.kp_color[a], kf_id)
+                self.map.add_observations(kf_id, a, ids)
+                self.map.add_observations(nb.id, b, ids)
+                self.map._update_normals(ids)
+                kf_free = kf.point_ids < 0
+                new_ids.append(ids)
+        return np.concatenate(new_ids) if new_ids else np.zeros(0, dtype=np.int64)
+
+    def _check_points(self, pts, pose0, pose1, x0, x1, s0, s1, c0, c1) -> np.ndarray:
+        c = self.cfg
+        p0 = transform_points(pose0, pts)
+        p1 = transform_points(pose1, pts)
+        ok = (p0[:, 2] > 0) & (p1[:, 2] > 0) & np.isfinite(pts).all(1)
+        u0 = self.camera.project_undistorted(np.where(ok[:, None], p0, 1.0))
+        u1 = self.camera.project_undistorted(np.where(ok[:, None], p1, 1.0))
+        e0 = ((u0 - x0) ** 2).sum(1) / s0
+        e1 = ((u1 - x1) ** 2).sum(1) / s1
+        ok &= (e0 < c.max_reproj_chi2) & (e1 < c.max_reproj_chi2)
+        r0 = pts - c0
+        r1 = pts - c1
+        cos = (r0 * r1).sum(1) / np.maximum(np.linalg.norm(r0, axis=1) * np.linalg.norm(r1, axis=1), 1e-12)
+        ok &= cos < c.min_parallax_cos
+        return ok
+
+    # ------------------------------------------------------------------ fusion
+    def _fuse(self, kf_id: int) -> None:
+        """Project neighbours' points into the new keyframe and the new keyframe's points into
+        the neighbours; fill free keypoints, merge duplicates."""
+        m = self.map
+        kf = m.keyframes[kf_id]
+        neigh = [m.keyframes[k] for k, _ in m.keyframe_covisibility(kf_id, min_shared=5)[: self.cfg.n_fuse_neighbours]]
+        if not neigh:
+            return
+        # neighbours' points -> new keyframe
+        pts = np.unique(np.concatenate([nb.point_ids for nb in neigh]))
+        pts = pts[(pts >= 0)]
+        pts = pts[m.pts_alive[pts]]
+        pts = np.setdiff1d(pts, kf.point_ids)
+        self._fuse_into(kf, pts)
+        # new keyframe's points -> neighbours
+        own = kf.point_ids[kf.point_ids >= 0]
+        own = own[m.pts_alive[own]]
+        for nb in neigh:
+            self._fuse_into(nb, np.setdiff1d(own, nb.point_ids))
+
+    def _fuse_into(self, kf, pids: np.ndarray) -> None:
+        m = self.map
+        if len(pids) == 0:
+            return
+        pc = transform_points(kf.cam_from_world, m.pts_xyz[pids])
+        front = pc[:, 2] > 0.05
+        uv = self.camera.project_undistorted(np.where(front[:, None], pc, 1.0))
+        ok = front & self.camera.in_image(uv)
+        pids, uv = pids[ok], uv[ok]
+        if len(pids) == 0:
+            return
+        match, _ = search_by_projection(uv, m.pts_desc[pids], kf.kp_uv, kf.desc, self.cfg.fuse_radius_px, self.max_desc, 1.0)
+        sel = np.nonzero(match >= 0)[0]
+        if len(sel) == 0:
+            return
+        kp = match[sel]
+        cand = pids[sel]
+        existing = kf.point_ids[kp]
+        free = existing < 0
+        m.add_observations(kf.id, kp[free], cand[free])
+        # merge duplicates: keep the point with more observations
+        for old, new in zip(existing[~free].tolist(), cand[~free].tolist()):
+            if old == new or not (m.pts_alive[old] and m.pts_alive[new]):
+                continue
+            if m.pts_n_obs[old] > m.pts_n_obs[new]:
+                old, new = new, old
+            m.replace_point(old, new)
+
+    # ------------------------------------------------------------------ bundle adjustment
+    def _gather(self, window: list[int], fixed_extra: int, iterations: int) -> Optional[tuple]:
+        m = self.map
+        window = [k for k in window if k in m.keyframes]
+        if not window:
+            return None
+        pts = np.unique(np.concatenate([m.keyframes[k].point_ids for k in window]))
+        pts = pts[pts >= 0]
+        pts = pts[m.pts_alive[pts]]
+        if len(pts) == 0:
+            return None
+        rows = m.observation_rows(point_ids=pts)
+        obs_kf = m.obs_kf[rows]
+        others, counts = np.unique(obs_kf[~np.isin(obs_kf, window)], return_counts=True)
+        others = others[np.argsort(-counts, kind="stable")][:fixed_extra].tolist()
+        fixed_set = set(others)
+        if 0 in window or 0 in fixed_set:
+            fixed_set.add(0)
+        if not fixed_set:
+            # keep the gauge: fix the oldest keyframe of the window
+            fixed_set.add(min(window))
+        kf_ids = np.array(sorted(set(window) | fixed_set), dtype=np.int64)
+        keep = np.isin(obs_kf, kf_ids)
+        rows = rows[keep]
+        obs_kf = m.obs_kf[rows]
+        obs_kp = m.obs_kp[rows]
+        obs_pt = m.obs_pt[rows]
+        uv = np.empty((len(rows), 2))
+        inv_s2 = np.empty(len(rows))
+        ur = np.full(len(rows), np.nan)
+        for k in np.unique(obs_kf).tolist():
+            sel = obs_kf == k
+            kf = m.keyframes[k]
+            kp = obs_kp[sel]
+            uv[sel] = kf.kp_uv[kp]
+            inv_s2[sel] = 1.0 / kf.kp_sigma2[kp]
+            if self.mode == "rgbd":
+                d = kf.kp_depth[kp]
+                u = np.full(len(kp), np.nan)
+                u[d > 0] = kf.kp_uv[kp[d > 0], 0] - self.bf / d[d > 0]
+                ur[sel] = u
+        prob = BAProblem(
+            kf_ids=kf_ids,
+            cam_from_world=np.stack([m.keyframes[k].cam_from_world for k in kf_ids.tolist()]),
+            fixed=np.array([k in fixed_set for k in kf_ids.tolist()]),
+            point_ids=pts,
+            points_world=m.pts_xyz[pts].copy(),
+            obs_kf=obs_kf.copy(),
+            obs_pt=obs_pt.copy(),
+            obs_uv=uv,
+            obs_inv_sigma2=inv_s2,
+            obs_ur=ur,
+            bf=self.bf,
+            K=self.K,
+        )
+        return prob
+
+    def _apply(self, prob: BAProblem, res) -> None:
+        m = self.map
+        for i, k in enumerate(prob.kf_ids.tolist()):
+            if not prob.fixed[i] and k in m.keyframes:
+                m.keyframes[k].cam_from_world = res.cam_from_world[i]
+        alive = m.pts_alive[prob.point_ids]
+        m.pts_xyz[prob.point_ids[alive]] = res.points_world[alive]
+        out = res.obs_outlier
+        m.remove_observation_pairs(prob.obs_kf[out], prob.obs_pt[out])
+        m._update_normals(prob.point_ids[m.pts_alive[prob.point_ids]])
+        m.version += 1
+
+    def local_bundle_adjustment(self, kf_id: int) -> None:
+        c = self.cfg
+        with self.map.lock:
+            if kf_id not in self.map.keyframes:
+                return
+            window = [kf_id] + [k for k, _ in self.map.keyframe_covisibility(kf_id, min_shared=15)[: c.ba_window - 1]]
+            prob = self._gather(window, c.ba_max_fixed, c.ba_iterations)
+        if prob is None:
+            return
+        res = bundle_adjust(prob, iterations=c.ba_iterations)  # no lock held: tracking continues
+        with self.map.lock:
+            self._apply(prob, res)
+        self.n_ba += 1
+
+    def global_bundle_adjustment(self) -> Optional[dict]:
+        with self.map.lock:
+            window = sorted(self.map.keyframes)
+            if len(window) < 2:
+                return None
+            prob = self._gather(window, 0, self.cfg.global_ba_iterations)
+        if prob is None:
+            return None
+        prob.fixed[:] = False
+        prob.fixed[0] = True  # gauge: the first keyframe
+        res = bundle_adjust(prob, iterations=self.cfg.global_ba_iterations)
+        with self.map.lock:
+            self._apply(prob, res)
+        return {"chi2_before": float(res.chi2_before), "chi2_after": float(res.chi2_after), "n_keyframes": len(window)}

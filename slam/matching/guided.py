@@ -1,0 +1,78 @@
+"""Guided matching: match projected map points to keypoints inside a search radius.
+
+Used by the tracker (projection of the local map with a pose prior) and the local mapper
+(fusing map points into keyframes). Vectorised: one dense pixel-distance test, then
+descriptor distances only for the candidate pairs inside the radius.
+"""
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from slam.matching.nn import pairwise_distance
+
+
+def search_by_projection(
+    proj_uv: np.ndarray,
+    point_desc: np.ndarray,
+    kp_uv: np.ndarray,
+    kp_desc: np.ndarray,
+    radius: np.ndarray | float,
+    max_desc_dist: float,
+    ratio: float = 0.9,
+    kp_available: np.ndarray | None = None,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Match P projected points to N keypoints.
+
+    proj_uv:      (P, 2) float, predicted pixel positions (undistorted px) of the points.
+    point_desc:   (P, D) descriptors of the points (uint8 bits or float32).
+    kp_uv:        (N, 2) float, undistorted keypoint positions in px.
+    kp_desc:      (N, D) keypoint descriptors, same dtype as point_desc.
+    radius:       scalar or (P,) search radius in px.
+    max_desc_dist: accept only descriptor distances below this (bits or L2).
+    ratio:        best/second-best ratio within the window (1.0 disables).
+    kp_available: (N,) bool, keypoints that may still be matched (default all).
+    Returns (P,) int64 keypoint index or -1, and (P,) float32 descriptor distance (inf if none).
+    Each keypoint is given to at most one point (the one with the smallest distance).
+    """
+    P, N = len(proj_uv), len(kp_uv)
+    out = np.full(P, -1, dtype=np.int64)
+    out_d = np.full(P, np.inf, dtype=np.float32)
+    if P == 0 or N == 0:
+        return out, out_d
+    r = np.broadcast_to(np.asarray(radius, dtype=np.float32), (P,))
+    pu = torch.from_numpy(np.ascontiguousarray(proj_uv, dtype=np.float32))
+    ku = torch.from_numpy(np.ascontiguousarray(kp_uv, dtype=np.float32))
+    d2 = torch.cdist(pu, ku).square_()  # (P, N)
+    inside = d2 <= torch.from_numpy(np.ascontiguousarray(r * r))[:, None]
+    if kp_available is not None:
+        inside &= torch.from_numpy(np.asarray(kp_available, dtype=bool))[None, :]
+    cand = torch.nonzero(inside).numpy()
+    if len(cand) == 0:
+        return out, out_d
+    pi, ki = cand[:, 0], cand[:, 1]
+    dd = pairwise_distance(point_desc[pi], kp_desc[ki])
+    # per point: best and second best (sorted by point, then distance)
+    order = np.lexsort((dd, pi))
+    pi, ki, dd = pi[order], ki[order], dd[order]
+    first = np.ones(len(pi), dtype=bool)
+    first[1:] = pi[1:] != pi[:-1]
+    fidx = np.nonzero(first)[0]
+    best_p, best_k, best_d = pi[fidx], ki[fidx], dd[fidx]
+    # second best distance for each point (inf if only one candidate)
+    nxt = fidx + 1
+    has_second = (nxt < len(pi)) & (np.append(pi, -1)[np.minimum(nxt, len(pi))] == best_p)
+    second = np.full(len(fidx), np.inf, dtype=np.float32)
+    second[has_second] = dd[nxt[has_second]]
+    ok = best_d <= max_desc_dist
+    if ratio < 1.0:
+        ok &= best_d <= ratio * second
+    best_p, best_k, best_d = best_p[ok], best_k[ok], best_d[ok]
+    # one point per keypoint: keep the smallest distance
+    order = np.lexsort((best_d, best_k))
+    best_p, best_k, best_d = best_p[order], best_k[order], best_d[order]
+    uniq = np.ones(len(best_k), dtype=bool)
+    uniq[1:] = best_k[1:] != best_k[:-1]
+    out[best_p[uniq]] = best_k[uniq]
+    out_d[best_p[uniq]] = best_d[uniq]
+    return out, out_d

@@ -1,0 +1,92 @@
+"""Mutual nearest-neighbour matcher with Lowe's ratio test, in torch (CPU or GPU).
+
+Works for float descriptors (L2 distance of unit vectors) and for binary descriptors packed
+as uint8 (Hamming distance, computed as a matrix product of +-1 bit vectors).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Sequence
+
+import numpy as np
+import torch
+
+from slam.types import Features, Matches
+
+_BIT_TABLE = None
+
+
+def unpack_bits_pm1(desc: torch.Tensor) -> torch.Tensor:
+    """(N, B) uint8 packed bits -> (N, 8B) float32 with values +1/-1."""
+    shifts = torch.arange(7, -1, -1, device=desc.device, dtype=torch.uint8)
+    bits = (desc.unsqueeze(-1) >> shifts) & 1
+    return bits.reshape(desc.shape[0], -1).float() * 2.0 - 1.0
+
+
+def distance_matrix(desc0: torch.Tensor, desc1: torch.Tensor) -> torch.Tensor:
+    """(N0, D), (N1, D) -> (N0, N1) float32 distances.
+
+    Binary (uint8): Hamming distance in bits. Float: Euclidean distance (unit vectors assumed).
+    """
+    if desc0.dtype == torch.uint8:
+        a, b = unpack_bits_pm1(desc0), unpack_bits_pm1(desc1)
+        nbits = a.shape[1]
+        return (nbits - a @ b.T) * 0.5
+    a, b = desc0.float(), desc1.float()
+    sim = a @ b.T
+    return torch.sqrt(torch.clamp(2.0 - 2.0 * sim, min=0.0))
+
+
+def pairwise_distance(desc0: np.ndarray, desc1: np.ndarray) -> np.ndarray:
+    """Row-wise distances between (K, D) numpy descriptor pairs -> (K,) float32.
+
+    uint8 rows: Hamming distance in bits (popcount of XOR). Float rows: Euclidean distance.
+    """
+    if desc0.dtype == np.uint8:
+        x = np.bitwise_xor(desc0, desc1)
+        return np.unpackbits(x, axis=1).sum(axis=1).astype(np.float32)
+    d = desc0.astype(np.float32) - desc1.astype(np.float32)
+    return np.sqrt((d * d).sum(axis=1))
+
+
+@dataclass
+class NNConfig:
+    ratio: float = 0.8  # Lowe ratio test (best/second best); 1.0 disables
+    mutual: bool = True  # keep only mutual nearest neighbours
+    max_distance_binary: float = 64.0  # bits, for ORB
+    max_distance_float: float = 1.0  # L2 distance of unit vectors, for learned descriptors
+
+
+class NearestNeighborMatcher:
+    name = "nn"
+
+    def __init__(self, cfg: NNConfig | None = None, device: torch.device | str = "cpu"):
+        self.cfg = cfg or NNConfig()
+        self.device = torch.device(device)
+
+    @torch.inference_mode()
+    def match(self, feats0: Features, feats1: Features) -> Matches:
+        n0, n1 = len(feats0), len(feats1)
+        if n0 == 0 or n1 == 0:
+            return Matches(np.full(n0, -1), np.zeros(n0))
+        d0 = feats0.descriptors.to(self.device)
+        d1 = feats1.descriptors.to(self.device)
+        dist = distance_matrix(d0, d1)
+        binary = d0.dtype == torch.uint8
+        max_d = self.cfg.max_distance_binary if binary else self.cfg.max_distance_float
+        k = 2 if n1 >= 2 else 1
+        vals, idx = torch.topk(dist, k, dim=1, largest=False)
+        best, nn01 = vals[:, 0], idx[:, 0]
+        ok = best <= max_d
+        if k == 2 and self.cfg.ratio < 1.0:
+            ok &= best <= self.cfg.ratio * vals[:, 1]
+        if self.cfg.mutual:
+            nn10 = dist.argmin(dim=0)
+            ok &= nn10[nn01] == torch.arange(n0, device=dist.device)
+        m0 = torch.where(ok, nn01, torch.full_like(nn01, -1))
+        norm = float(d0.shape[1] * 8) if binary else 2.0
+        conf = torch.where(ok, 1.0 - best / norm, torch.zeros_like(best))
+        return Matches(m0.cpu().numpy(), conf.clamp(0, 1).cpu().numpy())
+
+    def match_many(self, query: Features, refs: Sequence[Features]) -> list[Matches]:
+        return [self.match(query, r) for r in refs]

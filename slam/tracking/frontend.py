@@ -1,0 +1,55 @@
+"""The feature stage: image -> features, undistorted keypoints, depth and colour per keypoint."""
+from __future__ import annotations
+
+import time
+
+import numpy as np
+
+from slam.features.base import Extractor
+from slam.geometry.camera import PinholeCamera
+from slam.types import Frame, FrameFeatures
+
+
+class FeatureStage:
+    """process(Frame) -> FrameFeatures. Runs everything that depends on one frame only."""
+
+    def __init__(self, extractor: Extractor, camera: PinholeCamera, min_depth: float = 0.1, max_depth: float = 6.0, keep_image: bool = False):
+        self.extractor = extractor
+        self.camera = camera
+        self.min_depth = min_depth
+        self.max_depth = max_depth
+        self.keep_image = keep_image
+        sig = getattr(extractor, "sigma2_per_level", None)
+        self._sigma2_per_level = None if sig is None else np.asarray(sig, dtype=np.float64)
+
+    def process(self, frame: Frame) -> FrameFeatures:
+        feats = self.extractor.extract(frame.image)
+        kp = feats.keypoints_np  # (N,2) distorted px
+        n = len(kp)
+        uv = self.camera.undistort_points(kp) if n else np.zeros((0, 2))
+        h, w = frame.image.shape[:2]
+        xi = np.clip(np.rint(kp[:, 0]).astype(np.int64), 0, w - 1)
+        yi = np.clip(np.rint(kp[:, 1]).astype(np.int64), 0, h - 1)
+        if frame.depth is not None:
+            d = frame.depth[yi, xi].astype(np.float64)
+            d[(d < self.min_depth) | (d > self.max_depth) | ~np.isfinite(d)] = 0.0
+        else:
+            d = np.zeros(n)
+        if self._sigma2_per_level is not None and "octave" in feats.extra:
+            octave = feats.extra["octave"].cpu().numpy()
+            sigma2 = self._sigma2_per_level[np.clip(octave, 0, len(self._sigma2_per_level) - 1)]
+        else:
+            sigma2 = np.ones(n)
+        bgr = frame.image[yi, xi] if frame.image.ndim == 3 else np.repeat(frame.image[yi, xi][:, None], 3, axis=1)
+        return FrameFeatures(
+            index=frame.index,
+            timestamp=frame.timestamp,
+            features=feats,
+            kp_uv=uv,
+            kp_depth=d,
+            kp_sigma2=sigma2,
+            kp_color=np.ascontiguousarray(bgr[:, ::-1]).astype(np.uint8),
+            desc=feats.descriptors.detach().cpu().numpy(),
+            image=frame.image if self.keep_image else None,
+            t_read=getattr(frame, "t_read", time.perf_counter()),
+        )

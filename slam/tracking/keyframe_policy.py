@@ -1,0 +1,46 @@
+"""When does a tracked frame become a keyframe (after ORB-SLAM2's criteria)."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from slam.types import FrameFeatures
+
+
+@dataclass
+class KeyframePolicyConfig:
+    min_interval: int = 0  # frames since the last keyframe before a new one may be inserted
+    max_interval: int = 30  # insert at the latest after this many frames (with enough tracked points)
+    ref_ratio_rgbd: float = 0.75  # insert when tracked points < ratio x points of the reference keyframe
+    ref_ratio_mono: float = 0.9
+    min_tracked: int = 15  # never insert with fewer tracked points than this
+    close_depth: float = 3.0  # m: RGB-D "close" points (ORB-SLAM ThDepth ~ 40 x baseline)
+    min_close_tracked: int = 100  # RGB-D: too few close tracked points ...
+    min_close_untracked: int = 70  # ... and this many close untracked ones -> insert
+
+
+class KeyframePolicy:
+    def __init__(self, cfg: KeyframePolicyConfig, mode: str):
+        self.cfg = cfg
+        self.mode = mode
+
+    def need_keyframe(self, fr: FrameFeatures, point_ids: np.ndarray, ref_tracked: int, frames_since_kf: int, slam_map) -> bool:
+        c = self.cfg
+        n_tracked = int((point_ids >= 0).sum())
+        if frames_since_kf < c.min_interval or n_tracked < c.min_tracked:
+            return False
+        need_close = False
+        if self.mode == "rgbd":
+            close = (fr.kp_depth > 0) & (fr.kp_depth < c.close_depth)
+            n_close_tracked = int((close & (point_ids >= 0)).sum())
+            n_close_untracked = int((close & (point_ids < 0)).sum())
+            need_close = n_close_tracked < c.min_close_tracked and n_close_untracked > c.min_close_untracked
+        ratio = c.ref_ratio_rgbd if self.mode == "rgbd" else c.ref_ratio_mono
+        if len(slam_map.keyframes) < 2:
+            ratio = 0.4
+        c1a = frames_since_kf >= c.max_interval
+        c1b = frames_since_kf >= c.min_interval
+        c1c = self.mode == "rgbd" and (n_tracked < 0.25 * ref_tracked or need_close)
+        c2 = (n_tracked < ref_tracked * ratio or need_close) and n_tracked > c.min_tracked
+        return bool((c1a or c1b or c1c) and (c2 or c1a))
