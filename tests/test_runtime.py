@@ -495,3 +495,26 @@ def test_g2o_optimize_lets_another_thread_run():
     during_gil_held = count_main_thread_iterations_during(lambda: sum(range(10_000_000)))
     assert during_ba > 50_000
     assert during_ba > 4 * during_gil_held
+
+
+def test_live_pipeline_with_a_video_file_standing_in_for_the_camera(tmp_path):
+    """A paced video file (realtime=True, 100 fps) feeds a live pipeline whose tracking is slower
+    than the camera: frames are dropped and counted, latency stays bounded by one frame of work."""
+    import cv2
+
+    from slam.io.camera import CameraSource
+
+    video = tmp_path / "cam.avi"
+    writer = cv2.VideoWriter(str(video), cv2.VideoWriter_fourcc(*"MJPG"), 100.0, (64, 48))
+    for i in range(40):
+        writer.write(np.full((48, 64, 3), i * 5, np.uint8))
+    writer.release()
+    outs: list = []
+    with CameraSource(str(video), realtime=True) as cam:
+        stages = [("features", Passthrough()), ("tracking", Slow(0.03)), ("mapping", Passthrough())]
+        stats = Pipeline(cam, stages, RuntimeConfig(live=True, progress=False), on_output=outs.append).run()
+    assert stats.items_read == 40
+    assert stats.dropped_total > 0 and len(outs) + stats.dropped_total == 40
+    assert outs[-1].index == 39
+    assert stats.latency.count == len(outs)
+    assert all(o.depth is None and o.image.shape == (48, 64, 3) for o in outs)
