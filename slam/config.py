@@ -42,8 +42,8 @@ class OutputConfig:
 @dataclass
 class Config:
     mode: str = "rgbd"  # "rgbd" or "mono"
-    features: str = "orb"  # orb | superpoint | aliked | disk
-    matcher: str = "nn"  # nn | superglue | lightglue
+    features: str = "auto"  # auto | orb | superpoint | aliked | disk (auto: our SuperPoint when its weights ship, else ORB)
+    matcher: str = "auto"  # auto | nn | superglue | lightglue (auto: our SuperGlue with SuperPoint, else NN)
     device: str = "auto"  # auto | cpu | cuda
     max_frames: int = 0  # 0 = all
     start_frame: int = 0
@@ -64,8 +64,8 @@ class Config:
     def validate(self) -> None:
         choices = {
             "mode": ("rgbd", "mono"),
-            "features": ("orb", "superpoint", "aliked", "disk"),
-            "matcher": ("nn", "superglue", "lightglue"),
+            "features": ("auto", "orb", "superpoint", "aliked", "disk"),
+            "matcher": ("auto", "nn", "superglue", "lightglue"),
             "device": ("auto", "cpu", "cuda"),
             "viewer": ("none", "open3d"),
         }

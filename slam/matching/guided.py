@@ -7,9 +7,53 @@ descriptor distances only for the candidate pairs inside the radius.
 from __future__ import annotations
 
 import numpy as np
-import torch
 
 from slam.matching.nn import pairwise_distance
+
+
+def candidate_pairs(proj_uv: np.ndarray, kp_uv: np.ndarray, radius: np.ndarray | float, kp_available: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """All (point, keypoint) pairs closer than radius, via a grid of cells (no P x N matrix).
+
+    proj_uv (P,2), kp_uv (N,2) px; radius scalar or (P,). Returns (pi, ki) int64 arrays.
+    """
+    P = len(proj_uv)
+    r = np.broadcast_to(np.asarray(radius, dtype=np.float64), (P,))
+    kidx = np.arange(len(kp_uv)) if kp_available is None else np.nonzero(kp_available)[0]
+    if len(kidx) == 0 or P == 0:
+        return np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.int64)
+    cs = max(float(r.max()), 1.0)
+    kxy = kp_uv[kidx]
+    origin = np.minimum(kxy.min(0), proj_uv.min(0)) - cs
+    kc = np.floor((kxy - origin) / cs).astype(np.int64)
+    ncols = int(kc[:, 0].max()) + 3
+    key = kc[:, 1] * ncols + kc[:, 0]
+    order = np.argsort(key, kind="stable")
+    skey, sk = key[order], kidx[order]
+    pc = np.floor((proj_uv - origin) / cs).astype(np.int64)
+    pis, kis = [], []
+    for dy in (-1, 0, 1):
+        for dx in (-1, 0, 1):
+            cx, cy = pc[:, 0] + dx, pc[:, 1] + dy
+            valid = (cx >= 0) & (cx < ncols) & (cy >= 0)
+            q = np.where(valid, cy * ncols + cx, -1)
+            lo = np.searchsorted(skey, q, side="left")
+            hi = np.searchsorted(skey, q, side="right")
+            cnt = np.where(valid, hi - lo, 0)
+            tot = int(cnt.sum())
+            if tot == 0:
+                continue
+            p_rep = np.repeat(np.arange(P), cnt)
+            starts = np.repeat(lo - np.concatenate([[0], np.cumsum(cnt)[:-1]]), cnt)
+            pos = starts + np.arange(tot)
+            pis.append(p_rep)
+            kis.append(sk[pos])
+    if not pis:
+        return np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.int64)
+    pi = np.concatenate(pis)
+    ki = np.concatenate(kis)
+    d2 = ((proj_uv[pi] - kp_uv[ki]) ** 2).sum(1)
+    keep = d2 <= r[pi] ** 2
+    return pi[keep], ki[keep]
 
 
 def search_by_projection(
@@ -40,17 +84,9 @@ def search_by_projection(
     out_d = np.full(P, np.inf, dtype=np.float32)
     if P == 0 or N == 0:
         return out, out_d
-    r = np.broadcast_to(np.asarray(radius, dtype=np.float32), (P,))
-    pu = torch.from_numpy(np.ascontiguousarray(proj_uv, dtype=np.float32))
-    ku = torch.from_numpy(np.ascontiguousarray(kp_uv, dtype=np.float32))
-    d2 = torch.cdist(pu, ku).square_()  # (P, N)
-    inside = d2 <= torch.from_numpy(np.ascontiguousarray(r * r))[:, None]
-    if kp_available is not None:
-        inside &= torch.from_numpy(np.asarray(kp_available, dtype=bool))[None, :]
-    cand = torch.nonzero(inside).numpy()
-    if len(cand) == 0:
+    pi, ki = candidate_pairs(proj_uv, kp_uv, radius, kp_available)
+    if len(pi) == 0:
         return out, out_d
-    pi, ki = cand[:, 0], cand[:, 1]
     dd = pairwise_distance(point_desc[pi], kp_desc[ki])
     # per point: best and second best (sorted by point, then distance)
     order = np.lexsort((dd, pi))

@@ -13,7 +13,7 @@ import torch
 
 from slam.types import Features, Matches
 
-_BIT_TABLE = None
+_POPCOUNT = np.array([bin(i).count("1") for i in range(256)], dtype=np.uint8)
 
 
 def unpack_bits_pm1(desc: torch.Tensor) -> torch.Tensor:
@@ -44,7 +44,7 @@ def pairwise_distance(desc0: np.ndarray, desc1: np.ndarray) -> np.ndarray:
     """
     if desc0.dtype == np.uint8:
         x = np.bitwise_xor(desc0, desc1)
-        return np.unpackbits(x, axis=1).sum(axis=1).astype(np.float32)
+        return _POPCOUNT[x].sum(axis=1, dtype=np.int32).astype(np.float32)
     d = desc0.astype(np.float32) - desc1.astype(np.float32)
     return np.sqrt((d * d).sum(axis=1))
 

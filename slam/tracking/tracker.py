@@ -230,6 +230,8 @@ class Tracker:
             return 0
         pid = ref.point_ids[ref.point_ids >= 0]
         min_obs = 2 if len(self.map.keyframes) <= 2 else 3
+        if self.mode == "rgbd":  # a depth observation counts as two (ORB-SLAM's stereo convention)
+            min_obs -= 1
         return int((self.map.pts_n_obs[pid] >= min_obs).sum())
 
     # ================================================================== tracking

@@ -1,0 +1,336 @@
+"""Command line: python -m slam <command> ...
+
+  run        SLAM on a sequence (default: the embedded synthetic sequence)
+  live       SLAM on a camera, a video file or a stream
+  bench      accuracy/speed benchmark on a sequence: a table and JSON
+  eval       ATE/RPE of a trajectory against ground truth (evo)
+  features   draw the keypoints of an image
+  match      draw the matches between two images
+  calibrate  chessboard calibration of a camera
+  download   fetch a dataset sequence
+  sequences  list known sequences
+  weights    list / install / verify model weights
+  render     render a synthetic sequence
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from pathlib import Path
+from typing import Optional
+
+log = logging.getLogger("slam")
+
+COMMANDS = ("run", "live", "bench", "eval", "features", "match", "calibrate", "download", "sequences", "weights", "render")
+
+
+def _setup_logging(verbose: bool) -> None:
+    root = logging.getLogger("slam")
+    if not root.handlers:
+        h = logging.StreamHandler(sys.stderr)
+        h.setFormatter(logging.Formatter("%(levelname)s %(name)s: %(message)s"))
+        root.addHandler(h)
+    root.setLevel(logging.DEBUG if verbose else logging.INFO)
+    for h in root.handlers:
+        if isinstance(h, logging.StreamHandler) and not isinstance(h, logging.FileHandler):
+            h.setLevel(logging.DEBUG if verbose else logging.WARNING)
+
+
+def _config_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--config", "-c", action="append", default=[], help="YAML config file(s) in configs/, applied in order")
+    p.add_argument("--mode", choices=("rgbd", "mono"), help="RGB-D or monocular (shortcut for mode=...)")
+    p.add_argument("--features", help="orb | superpoint | aliked | disk (shortcut for features=...)")
+    p.add_argument("--matcher", help="nn | superglue | lightglue (shortcut for matcher=...)")
+    p.add_argument("--device", help="auto | cpu | cuda")
+    p.add_argument("overrides", nargs="*", help="key=value config overrides, e.g. tracking.min_inliers=30")
+
+
+def _load_cfg(args):
+    from slam.config import load_config
+
+    ov = list(args.overrides)
+    for key in ("mode", "features", "matcher", "device"):
+        v = getattr(args, key, None)
+        if v:
+            ov.append(f"{key}={v}")
+    if getattr(args, "max_frames", None):
+        ov.append(f"max_frames={args.max_frames}")
+    if getattr(args, "viewer", None):
+        ov.append(f"viewer={args.viewer}")
+    if getattr(args, "sync", False):
+        ov.append("runtime.threaded=false")
+    if getattr(args, "out", None) and hasattr(args, "seq"):
+        ov.append(f"output.root={args.out}")
+    cfg = load_config(args.config, ov)
+    return _resolve_auto(cfg)
+
+
+def _resolve_auto(cfg):
+    """features/matcher 'auto': our learned weights when they exist, ORB + NN until then."""
+    if cfg.features == "auto" or cfg.matcher == "auto":
+        from slam.system import learned_defaults_available
+
+        learned = learned_defaults_available()
+        if cfg.features == "auto":
+            cfg.features = "superpoint" if learned else "orb"
+        if cfg.matcher == "auto":
+            cfg.matcher = "superglue" if learned and cfg.features == "superpoint" else "nn"
+    return cfg
+
+
+def cmd_run(args) -> int:
+    from slam.app import open_input, run_slam, summary_lines
+
+    cfg = _load_cfg(args)
+    inputs = open_input(args.seq, cfg, args.data_root, args.calib)
+    print(f"running {inputs.name} ({cfg.mode}) with features={cfg.features} matcher={cfg.matcher}")
+    metrics = run_slam(cfg, inputs)
+    for line in summary_lines(metrics):
+        print(line)
+    print(f"run folder: {metrics['run_dir']}")
+    return 0 if metrics["status"] in ("finished", "completed", "stopped") else 1
+
+
+def cmd_live(args) -> int:
+    from slam.app import RunInputs, run_slam, summary_lines
+    from slam.geometry.camera import PinholeCamera
+    from slam.io.camera import CameraSource
+
+    cfg = _load_cfg(args)
+    if cfg.mode == "rgbd":
+        cfg.mode = "mono"  # a plain camera has no depth
+    if not args.calib:
+        raise SystemExit("error: live needs --calib FILE.yaml; make one with `python -m slam calibrate --camera 0 --board 9x6 --square 0.025`")
+    camera = PinholeCamera.from_yaml(args.calib)
+    spec = int(args.camera) if str(args.camera).isdigit() else args.camera
+    source = CameraSource(spec, calib=camera, max_frames=cfg.max_frames, realtime=args.realtime)
+    name = f"live_{Path(str(args.camera)).stem}"
+    inputs = RunInputs(name, source, camera, None, None, f"camera {args.camera}")
+    metrics = run_slam(cfg, inputs, live=True)
+    for line in summary_lines(metrics):
+        print(line)
+    rt = metrics.get("runtime", {})
+    lat = rt.get("latency_ms") or {}
+    if lat:
+        print(f"latency p50 {lat.get('p50', float('nan')):.1f} ms, p95 {lat.get('p95', float('nan')):.1f} ms, dropped {rt.get('dropped_total', 0)}")
+    return 0
+
+
+def cmd_bench(args) -> int:
+    from slam.bench import bench_main
+
+    return bench_main(args)
+
+
+def cmd_features(args) -> int:
+    import cv2
+    import torch
+
+    from slam.config import load_config
+    from slam.device import resolve_device
+    from slam.system import build_extractor
+    from slam.viz.draw import draw_keypoints
+
+    cfg = load_config(args.config, list(args.overrides) + ([f"features={args.features}"] if args.features else []))
+    if cfg.features == "auto":
+        cfg = _resolve_auto(cfg)
+    img = cv2.imread(args.image, cv2.IMREAD_COLOR)
+    if img is None:
+        raise SystemExit(f"error: cannot read image {args.image}: missing or not an image")
+    ext = build_extractor(cfg, resolve_device(cfg.device))
+    feats = ext.extract(img)
+    out = args.out or str(Path(args.image).with_suffix("")) + f"_{cfg.features}_kp.png"
+    draw_keypoints(img, feats, out_path=out)
+    print(f"{len(feats)} {cfg.features} keypoints; drawing written to {out}")
+    return 0
+
+
+def cmd_match(args) -> int:
+    import cv2
+
+    from slam.config import load_config
+    from slam.device import resolve_device
+    from slam.system import build_extractor, build_matcher
+    from slam.viz.draw import draw_matches
+
+    ov = list(args.overrides)
+    if args.features:
+        ov.append(f"features={args.features}")
+    if args.matcher:
+        ov.append(f"matcher={args.matcher}")
+    cfg = _resolve_auto(load_config(args.config, ov))
+    imgs = []
+    for p in (args.image0, args.image1):
+        im = cv2.imread(p, cv2.IMREAD_COLOR)
+        if im is None:
+            raise SystemExit(f"error: cannot read image {p}: missing or not an image")
+        imgs.append(im)
+    dev = resolve_device(cfg.device)
+    ext = build_extractor(cfg, dev)
+    matcher = build_matcher(cfg, dev)
+    f0, f1 = ext.extract(imgs[0]), ext.extract(imgs[1])
+    m = matcher.match(f0, f1)
+    out = args.out or "matches.png"
+    lines = [f"{cfg.features} + {cfg.matcher}", f"keypoints {len(f0)}:{len(f1)}", f"matches {len(m)}"]
+    draw_matches(imgs[0], imgs[1], f0, f1, m, out_path=out, text_lines=lines)
+    print(f"{len(m)} matches ({len(f0)} and {len(f1)} keypoints); drawing written to {out}")
+    return 0
+
+
+def cmd_render(args) -> int:
+    from slam.io.sequences import resolve_data_root
+    from slam.io.synthetic import ensure_sequence
+
+    name = args.name.split("/", 1)[1] if args.name.startswith("synthetic/") else args.name
+    root = resolve_data_root(args.data_root)[0]
+    folder = ensure_sequence(name, root, n_frames=args.frames)
+    print(f"synthetic/{name} is in {folder}")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="python -m slam", description="Real-time visual SLAM with learned features.")
+    p.add_argument("-v", "--verbose", action="store_true", help="log debug messages to the terminal")
+    sub = p.add_subparsers(dest="command")
+
+    r = sub.add_parser("run", help="run SLAM on a sequence (default: the embedded synthetic sequence)")
+    r.add_argument("--seq", help="tum/<name> | synthetic/<profile> | a TUM-layout folder | an image folder | a video file")
+    r.add_argument("--data-root", help="where datasets live (else $SLAM_DATA, else ./sequences)")
+    r.add_argument("--calib", help="camera YAML (for videos, image folders, or to override a manifest)")
+    r.add_argument("--out", help="root folder for run folders (default runs/)")
+    r.add_argument("--max-frames", type=int, help="stop after this many frames")
+    r.add_argument("--viewer", choices=("none", "open3d"), help="live Open3D window (needs a display)")
+    r.add_argument("--sync", action="store_true", help="synchronous runner instead of the threaded pipeline")
+    _config_args(r)
+    r.set_defaults(func=cmd_run)
+
+    lv = sub.add_parser("live", help="run SLAM on a live camera (or a video file / stream standing in for one)")
+    lv.add_argument("--camera", default="0", help="camera index, video file or stream URL")
+    lv.add_argument("--calib", help="camera YAML written by `python -m slam calibrate`")
+    lv.add_argument("--max-frames", type=int, help="stop after this many frames")
+    lv.add_argument("--viewer", choices=("none", "open3d"))
+    lv.add_argument("--out", help="root folder for run folders (default runs/)")
+    lv.add_argument("--realtime", action="store_true", help="pace a video file at its frame rate, like a camera")
+    _config_args(lv)
+    lv.set_defaults(func=cmd_live, seq=None)
+
+    b = sub.add_parser("bench", help="benchmark accuracy and speed on a sequence (prints a table, writes JSON)")
+    b.add_argument("--seq", default="tum/fr1_xyz")
+    b.add_argument("--data-root")
+    b.add_argument("--modes", default="rgbd,mono", help="comma-separated modes to run")
+    b.add_argument("--json", default="bench.json", help="where to write the JSON results")
+    b.add_argument("--max-frames", type=int)
+    b.add_argument("--compare-sync", action="store_true", help="also run the synchronous runner and report the throughput ratio")
+    b.add_argument("--out", help="root folder for run folders (default runs/)")
+    _config_args(b)
+    b.set_defaults(func=cmd_bench)
+
+    f = sub.add_parser("features", help="draw the keypoints of an image")
+    f.add_argument("image")
+    f.add_argument("--out")
+    f.add_argument("--features")
+    f.add_argument("--config", "-c", action="append", default=[])
+    f.add_argument("overrides", nargs="*")
+    f.set_defaults(func=cmd_features)
+
+    m = sub.add_parser("match", help="draw the matches between two images")
+    m.add_argument("image0")
+    m.add_argument("image1")
+    m.add_argument("--out")
+    m.add_argument("--features")
+    m.add_argument("--matcher")
+    m.add_argument("--config", "-c", action="append", default=[])
+    m.add_argument("overrides", nargs="*")
+    m.set_defaults(func=cmd_match)
+
+    rd = sub.add_parser("render", help="render (or reuse) a synthetic sequence")
+    rd.add_argument("name", nargs="?", default="default", help="profile: default | xyz | desk | fast")
+    rd.add_argument("--data-root")
+    rd.add_argument("--frames", type=int)
+    rd.set_defaults(func=cmd_render)
+
+    for name, helptext in (
+        ("eval", "ATE/RPE of a trajectory against ground truth (evo)"),
+        ("calibrate", "chessboard calibration of a camera"),
+        ("download", "download a dataset sequence"),
+        ("sequences", "list known sequences"),
+        ("weights", "list / install / verify model weights"),
+    ):
+        sp = sub.add_parser(name, help=helptext, add_help=False)
+        sp.add_argument("rest", nargs=argparse.REMAINDER)
+        sp.set_defaults(func=None, passthrough=name)
+    return p
+
+
+def _passthrough(name: str, rest: list[str]) -> int:
+    if name == "eval":
+        from slam.eval import eval_main
+
+        return eval_main(rest)
+    if name == "calibrate":
+        from slam.io.calibration import calibrate_camera_main
+
+        return calibrate_camera_main(rest)
+    if name == "download":
+        from slam.io.sequences import download_main
+
+        return download_main(rest)
+    if name == "sequences":
+        from slam.io.sequences import sequences_main
+
+        return sequences_main(rest)
+    if name == "weights":
+        from slam.weights import weights_main
+
+        return weights_main(rest)
+    raise ValueError(name)
+
+
+def _known_errors() -> tuple[type, ...]:
+    errs: list[type] = [FileNotFoundError, PermissionError]
+    for mod, names in (
+        ("slam.config", ("ConfigError",)),
+        ("slam.app", ("InputError",)),
+        ("slam.io.errors", ("DatasetError",)),
+        ("slam.io.sequences", ("SequenceError", "SequenceNotFoundError")),
+        ("slam.weights", ("WeightsNotFoundError", "WeightsError")),
+        ("slam.io.camera", ("CameraError",)),
+        ("slam.io.calibration", ("CalibrationError",)),
+        ("slam.features.superpoint", ("WeightsError",)),
+    ):
+        try:
+            m = __import__(mod, fromlist=list(names))
+        except Exception:  # noqa: BLE001 - a module that fails to import has no errors to catch
+            continue
+        errs += [getattr(m, n) for n in names if isinstance(getattr(m, n, None), type)]
+    return tuple(errs)
+
+
+def main(argv: Optional[list[str]] = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    parser = build_parser()
+    if not argv or argv[0] not in COMMANDS and not argv[0].startswith("-"):
+        argv = ["run"] + argv  # `python -m slam` runs the embedded default
+    args = parser.parse_args(argv)
+    if args.command is None:
+        args = parser.parse_args(["run"] + argv)
+    _setup_logging(args.verbose)
+    known = _known_errors()
+    try:
+        if getattr(args, "passthrough", None):
+            return _passthrough(args.passthrough, args.rest)
+        return args.func(args)
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+    except known as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except Exception as exc:  # a stage failed: unwrap known causes into a clean message
+        orig = getattr(exc, "original", None)
+        if orig is not None and isinstance(orig, known):
+            print(f"error in stage '{getattr(exc, 'stage', '?')}': {orig}", file=sys.stderr)
+            return 2
+        raise
