@@ -1,0 +1,368 @@
+"""Trajectory evaluation against ground truth (ATE, RPE, frames tracked), using evo.
+
+Definitions (all poses are ``world_from_cam``; positions are camera centres in metres):
+
+- Association: evo's nearest-timestamp association (``evo.core.sync.associate_trajectories``)
+  with ``max_diff`` seconds (default 0.02 s, as TUM's tools). Each pose of the shorter
+  trajectory is matched to the closest pose of the other within ``max_diff``. KITTI files have
+  no timestamps: then both trajectories must have the same length and are matched by index.
+- Alignment: Umeyama on the matched positions, estimate onto ground truth: SE(3) (rotation +
+  translation) for RGB-D / stereo, Sim(3) (plus scale) for monocular (``mono=True``).
+- ATE: statistics of ``|p_gt - p_est_aligned|`` over matched poses (``ate_rmse_m`` is the
+  number papers report; ``ate_mean_m``, ``ate_median_m``, ``ate_std_m``, ``ate_max_m`` too).
+- RPE per frame (``rpe_trans_rmse_m``, ``rpe_rot_rmse_deg``): evo RPE with delta = 1 frame of
+  the associated sequence, on the aligned estimate (so monocular scale is corrected):
+  ``E_i = (gt_i^-1 gt_{i+1})^-1 (est_i^-1 est_{i+1})``; RMSE of ``|t(E_i)|`` and of angle(E_i).
+- RPE per second (``rpe_trans_rmse_m_per_s``, ``rpe_rot_rmse_deg_per_s``): the same relative
+  error over pairs ~``rpe_delta_s`` (1 s) apart (the TUM benchmark's ``evaluate_rpe.py``
+  default, "drift per second"), each error divided by the pair's actual time span. Pairs whose
+  span is off by more than 10 % (gaps) are skipped; NaN when there is no such pair.
+- ``tracked_pct`` = ``n_est / n_frames_total * 100``: the estimate holds one pose per tracked
+  frame. ``n_frames_total`` comes from the argument, else from a ``# n_frames: N`` header line
+  of the estimated TUM file (written by the SLAM run), else it is None.
+"""
+from __future__ import annotations
+
+import argparse
+import copy
+import json
+import logging
+import math
+import sys
+from pathlib import Path
+from typing import Optional, Sequence, Union
+
+import numpy as np
+
+from slam.io.errors import DatasetError
+from slam.io.trajectory import read_trajectory, read_tum_header, detect_format
+
+log = logging.getLogger(__name__)
+
+PathLike = Union[str, Path]
+TrajectoryInput = Union[PathLike, tuple]
+
+__all__ = ["evaluate", "evaluate_full", "plot_evaluation", "eval_main", "format_table"]
+
+
+def _load(source: TrajectoryInput, role: str) -> tuple[Optional[np.ndarray], np.ndarray, Optional[Path]]:
+    """-> (timestamps (N,) or None, world_from_cam (N,4,4), path or None)."""
+    if isinstance(source, (str, Path)):
+        path = Path(source)
+        if not path.is_file():
+            flag = "--gt" if role == "ground truth" else "--est"
+            raise DatasetError(f"{path}: {role} file not found; pass an existing trajectory file with {flag}")
+        ts, poses = read_trajectory(path)
+        return ts, poses, path
+    if isinstance(source, (tuple, list)) and len(source) == 2:
+        ts, poses = source
+        poses = np.asarray(poses, dtype=np.float64)
+        if poses.ndim != 3 or poses.shape[1:] != (4, 4):
+            raise ValueError(f"{role} poses must be (N, 4, 4), got {poses.shape}")
+        if ts is not None:
+            ts = np.asarray(ts, dtype=np.float64).reshape(-1)
+            if ts.shape != (len(poses),):
+                raise ValueError(f"{role} timestamps must be ({len(poses)},), got {ts.shape}")
+        return ts, poses, None
+    raise TypeError(f"{role}: expected a file path or a (timestamps, world_from_cam) tuple, got {type(source).__name__}")
+
+
+def _to_evo(ts: Optional[np.ndarray], poses: np.ndarray, name: str):
+    from evo.core.trajectory import PosePath3D, PoseTrajectory3D
+
+    if ts is None:
+        return PosePath3D(poses_se3=list(poses), meta={"name": name})
+    return PoseTrajectory3D(poses_se3=list(poses), timestamps=ts.copy(), meta={"name": name})
+
+
+def _stats(errors: np.ndarray) -> dict:
+    if errors.size == 0:
+        nan = float("nan")
+        return dict(rmse=nan, mean=nan, median=nan, std=nan, min=nan, max=nan)
+    return dict(
+        rmse=float(np.sqrt(np.mean(errors**2))),
+        mean=float(np.mean(errors)),
+        median=float(np.median(errors)),
+        std=float(np.std(errors)),
+        min=float(np.min(errors)),
+        max=float(np.max(errors)),
+    )
+
+
+def _relative_errors(gt: np.ndarray, est: np.ndarray, pairs: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Translation (m) and rotation (deg) of E = (gt_i^-1 gt_j)^-1 (est_i^-1 est_j) for (i, j) pairs."""
+    if len(pairs) == 0:
+        return np.zeros(0), np.zeros(0)
+    i, j = pairs[:, 0], pairs[:, 1]
+    gt_rel = np.linalg.inv(gt[i]) @ gt[j]
+    est_rel = np.linalg.inv(est[i]) @ est[j]
+    err = np.linalg.inv(gt_rel) @ est_rel
+    trans = np.linalg.norm(err[:, :3, 3], axis=1)
+    R = err[:, :3, :3]
+    cos = (np.trace(R, axis1=1, axis2=2) - 1.0) / 2.0
+    sin = 0.5 * np.linalg.norm(np.stack([R[:, 2, 1] - R[:, 1, 2], R[:, 0, 2] - R[:, 2, 0], R[:, 1, 0] - R[:, 0, 1]], axis=1), axis=1)
+    rot = np.degrees(np.arctan2(sin, cos))  # accurate near 0, unlike arccos
+    return trans, rot
+
+
+def _pairs_by_time(ts: np.ndarray, delta_s: float, tol: float = 0.1) -> np.ndarray:
+    """(M, 2) index pairs (i, j) with t_j the stamp closest to t_i + delta_s, within tol * delta_s."""
+    j = np.searchsorted(ts, ts + delta_s)
+    pairs = []
+    for i in range(len(ts)):
+        best = None
+        for k in (j[i] - 1, j[i]):
+            if i < k < len(ts):
+                if best is None or abs(ts[k] - ts[i] - delta_s) < abs(ts[best] - ts[i] - delta_s):
+                    best = k
+        if best is not None and abs(ts[best] - ts[i] - delta_s) <= tol * delta_s:
+            pairs.append((i, best))
+    return np.asarray(pairs, dtype=np.int64).reshape(-1, 2)
+
+
+def evaluate_full(
+    gt: TrajectoryInput,
+    est: TrajectoryInput,
+    mono: bool = False,
+    max_diff: float = 0.02,
+    n_frames_total: Optional[int] = None,
+    offset: float = 0.0,
+    rpe_delta_s: float = 1.0,
+) -> tuple[dict, dict]:
+    """Like :func:`evaluate`, also returning arrays for plotting.
+
+    Returns (metrics, details) where details has ``t`` (M,) matched estimate timestamps (or
+    indices), ``gt_xyz`` (M, 3), ``est_xyz_aligned`` (M, 3), ``ate_errors_m`` (M,), and
+    ``sim3`` (4, 4) ``gt_world_from_est_world`` (rotation scaled by ``scale``).
+    """
+    from evo.core import metrics, sync
+    from evo.core.geometry import GeometryException
+
+    gt_ts, gt_poses, gt_path = _load(gt, "ground truth")
+    est_ts, est_poses, est_path = _load(est, "estimated")
+    gt_name = str(gt_path) if gt_path else "ground truth"
+    est_name = str(est_path) if est_path else "estimate"
+    if len(gt_poses) == 0:
+        raise DatasetError(f"{gt_name}: contains no poses; pass a ground-truth file with 'timestamp tx ty tz qx qy qz qw' lines")
+    if len(est_poses) == 0:
+        raise DatasetError(f"{est_name}: contains no poses (the run tracked no frame?); nothing to evaluate")
+    if n_frames_total is None and est_path is not None:
+        try:
+            if detect_format(est_path) == "tum":
+                value = read_tum_header(est_path).get("n_frames")
+                n_frames_total = int(value) if value is not None else None
+        except (ValueError, DatasetError):
+            n_frames_total = None
+
+    if gt_ts is not None and est_ts is not None:
+        og, oe = np.argsort(gt_ts, kind="stable"), np.argsort(est_ts, kind="stable")
+        traj_gt = _to_evo(gt_ts[og], gt_poses[og], gt_name)
+        traj_est = _to_evo(est_ts[oe], est_poses[oe], est_name)
+        try:
+            traj_gt, traj_est = sync.associate_trajectories(traj_gt, traj_est, max_diff=max_diff, offset_2=offset)
+        except sync.SyncException:
+            raise DatasetError(
+                f"no timestamps of {est_name} (t = {est_ts.min():.3f} .. {est_ts.max():.3f} s) are within "
+                f"{max_diff} s of {gt_name} (t = {gt_ts.min():.3f} .. {gt_ts.max():.3f} s); check that both use "
+                "the dataset's clock, or pass --offset / --max-diff"
+            ) from None
+        t_matched = np.asarray(traj_est.timestamps, dtype=np.float64)
+    else:
+        if len(gt_poses) != len(est_poses):
+            which = est_name if est_ts is None else gt_name
+            raise DatasetError(
+                f"{which} has no timestamps (KITTI format), so poses are matched by line, but the ground truth "
+                f"has {len(gt_poses)} poses and the estimate {len(est_poses)}; write both in TUM format instead"
+            )
+        traj_gt = _to_evo(None, gt_poses, gt_name)
+        traj_est = _to_evo(None, est_poses, est_name)
+        t_matched = np.arange(len(est_poses), dtype=np.float64)
+
+    n_matched = int(traj_est.num_poses)
+    if n_matched < 3:
+        raise DatasetError(
+            f"only {n_matched} poses of {est_name} match {gt_name} within {max_diff} s; at least 3 are needed "
+            "for the alignment"
+        )
+    est_aligned = copy.deepcopy(traj_est)
+    try:
+        rot, trans, scale = est_aligned.align(traj_gt, correct_scale=mono)
+    except GeometryException as exc:
+        raise ValueError(f"cannot align {est_name} to {gt_name} ({exc}); is the estimate degenerate (all one point)?") from exc
+
+    ape = metrics.APE(metrics.PoseRelation.translation_part)
+    ape.process_data((traj_gt, est_aligned))
+    ate = np.asarray(ape.error, dtype=np.float64)
+    ate_stats = _stats(ate)
+
+    rpe_t = metrics.RPE(metrics.PoseRelation.translation_part, delta=1, delta_unit=metrics.Unit.frames, all_pairs=False)
+    rpe_t.process_data((traj_gt, est_aligned))
+    gt_arr = np.asarray(traj_gt.poses_se3)
+    est_arr = np.asarray(est_aligned.poses_se3)
+    # Rotation part on the same (i, i+1) pairs as evo's RPE, vectorised: evo's rotation_angle_deg
+    # relation converts pose by pose through scipy and takes seconds for a few thousand poses.
+    consecutive = np.stack([np.arange(n_matched - 1), np.arange(1, n_matched)], axis=1)
+    _, rpe_rot_deg = _relative_errors(gt_arr, est_arr, consecutive)
+    if gt_ts is not None and est_ts is not None:
+        pairs = _pairs_by_time(t_matched, rpe_delta_s)
+    else:
+        pairs = np.zeros((0, 2), dtype=np.int64)
+    per_s_t, per_s_r = _relative_errors(gt_arr, est_arr, pairs)
+    if len(pairs):
+        dt = t_matched[pairs[:, 1]] - t_matched[pairs[:, 0]]
+        per_s_t, per_s_r = per_s_t / dt, per_s_r / dt
+
+    result = {
+        "alignment": "Sim3" if mono else "SE3",
+        "ate_rmse_m": ate_stats["rmse"],
+        "ate_mean_m": ate_stats["mean"],
+        "ate_median_m": ate_stats["median"],
+        "ate_std_m": ate_stats["std"],
+        "ate_max_m": ate_stats["max"],
+        "rpe_trans_rmse_m": _stats(np.asarray(rpe_t.error))["rmse"],
+        "rpe_rot_rmse_deg": _stats(rpe_rot_deg)["rmse"],
+        "rpe_trans_rmse_m_per_s": _stats(per_s_t)["rmse"],
+        "rpe_rot_rmse_deg_per_s": _stats(per_s_r)["rmse"],
+        "rpe_delta_frames": 1,
+        "rpe_delta_s": float(rpe_delta_s),
+        "scale": float(scale),
+        "n_gt": int(len(gt_poses)),
+        "n_est": int(len(est_poses)),
+        "n_matched": n_matched,
+        "n_frames_total": int(n_frames_total) if n_frames_total else None,
+        "tracked_pct": (100.0 * len(est_poses) / n_frames_total) if n_frames_total else None,
+        "max_diff_s": float(max_diff),
+    }
+    sim3 = np.eye(4)
+    sim3[:3, :3] = scale * np.asarray(rot)
+    sim3[:3, 3] = np.asarray(trans)
+    details = {
+        "t": t_matched,
+        "gt_xyz": np.asarray(traj_gt.positions_xyz),
+        "est_xyz_aligned": np.asarray(est_aligned.positions_xyz),
+        "ate_errors_m": ate,
+        "sim3": sim3,
+    }
+    return result, details
+
+
+def evaluate(
+    gt: TrajectoryInput,
+    est: TrajectoryInput,
+    mono: bool = False,
+    max_diff: float = 0.02,
+    n_frames_total: Optional[int] = None,
+    offset: float = 0.0,
+    rpe_delta_s: float = 1.0,
+) -> dict:
+    """Evaluate an estimated trajectory against ground truth (see the module docstring).
+
+    gt, est: a trajectory file (TUM, EuRoC csv or KITTI; detected from the content) or a tuple
+             ``(timestamps (N,) seconds or None, world_from_cam (N, 4, 4) float64)``.
+    mono:    Sim(3) alignment (scale corrected) instead of SE(3).
+    max_diff: association threshold in seconds; offset: added to the estimate's timestamps.
+    n_frames_total: frames fed to the system, for ``tracked_pct``.
+    Returns a JSON-serialisable dict: ate_rmse_m, ate_mean_m, ate_median_m, ate_std_m, ate_max_m,
+    rpe_trans_rmse_m, rpe_rot_rmse_deg (delta 1 frame), rpe_trans_rmse_m_per_s,
+    rpe_rot_rmse_deg_per_s (delta ~1 s, normalised by time), scale, alignment ("SE3"/"Sim3"),
+    n_gt, n_est, n_matched, n_frames_total, tracked_pct (None when unknown), ...
+    Raises DatasetError for missing, malformed or non-overlapping inputs.
+    """
+    return evaluate_full(gt, est, mono, max_diff, n_frames_total, offset, rpe_delta_s)[0]
+
+
+def format_table(result: dict) -> str:
+    """A small human-readable table of an :func:`evaluate` result."""
+
+    def mm(v):
+        return "n/a" if v is None or (isinstance(v, float) and math.isnan(v)) else f"{v * 1000:.1f} mm"
+
+    def num(v, unit, fmt=".3f"):
+        return "n/a" if v is None or (isinstance(v, float) and math.isnan(v)) else f"{v:{fmt}} {unit}"
+
+    tracked = (
+        f"{result['tracked_pct']:.1f} % ({result['n_est']} / {result['n_frames_total']})"
+        if result.get("tracked_pct") is not None
+        else f"n/a ({result['n_est']} poses; pass --n-frames)"
+    )
+    rows = [
+        ("alignment", result["alignment"] + (f" (scale {result['scale']:.4f})" if result["alignment"] == "Sim3" else "")),
+        ("ATE RMSE", mm(result["ate_rmse_m"])),
+        ("ATE mean / median", f"{mm(result['ate_mean_m'])} / {mm(result['ate_median_m'])}"),
+        ("ATE max", mm(result["ate_max_m"])),
+        ("RPE trans (1 frame)", mm(result["rpe_trans_rmse_m"])),
+        ("RPE rot (1 frame)", num(result["rpe_rot_rmse_deg"], "deg")),
+        (f"RPE trans ({result['rpe_delta_s']:g} s)", num(result["rpe_trans_rmse_m_per_s"], "m/s", ".4f")),
+        (f"RPE rot ({result['rpe_delta_s']:g} s)", num(result["rpe_rot_rmse_deg_per_s"], "deg/s")),
+        ("poses matched", f"{result['n_matched']} of {result['n_est']} (gt {result['n_gt']})"),
+        ("frames tracked", tracked),
+    ]
+    width = max(len(k) for k, _ in rows)
+    return "\n".join(f"{k:<{width}}  {v}" for k, v in rows)
+
+
+def plot_evaluation(details: dict, result: dict, path: PathLike, title: str = "") -> None:
+    """Save a PNG: top view (x-y) of ground truth and aligned estimate, and ATE over time."""
+    import matplotlib
+
+    matplotlib.use("Agg", force=False)
+    import matplotlib.pyplot as plt
+
+    gt, est, err, t = details["gt_xyz"], details["est_xyz_aligned"], details["ate_errors_m"], details["t"]
+    fig, (ax0, ax1) = plt.subplots(1, 2, figsize=(12, 5))
+    ax0.plot(gt[:, 0], gt[:, 1], "k-", lw=1.5, label="ground truth")
+    ax0.plot(est[:, 0], est[:, 1], "-", color="tab:blue", lw=1.0, label=f"estimate ({result['alignment']}-aligned)")
+    for k in range(0, len(gt), max(1, len(gt) // 50)):
+        ax0.plot([gt[k, 0], est[k, 0]], [gt[k, 1], est[k, 1]], "r-", lw=0.5, alpha=0.6)
+    ax0.set_xlabel("x [m]")
+    ax0.set_ylabel("y [m]")
+    ax0.set_aspect("equal", adjustable="datalim")
+    ax0.legend(loc="best")
+    ax0.set_title(title or "trajectory (top view)")
+    ax1.plot(t - t[0], err * 1000.0, color="tab:red", lw=1.0)
+    ax1.axhline(result["ate_rmse_m"] * 1000.0, color="k", ls="--", lw=1.0, label=f"RMSE {result['ate_rmse_m'] * 1000:.1f} mm")
+    ax1.set_xlabel("time [s]")
+    ax1.set_ylabel("ATE [mm]")
+    ax1.legend(loc="best")
+    ax1.set_title("absolute trajectory error")
+    fig.tight_layout()
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+
+
+def eval_main(argv: Optional[Sequence[str]] = None) -> int:
+    """``python -m slam eval --gt G --est E [--mono] [--json out.json] [--plot out.png]``."""
+    parser = argparse.ArgumentParser(
+        prog="python -m slam eval",
+        description="ATE / RPE of an estimated trajectory against ground truth (evo). "
+        "SE(3) alignment, or Sim(3) with --mono.",
+    )
+    parser.add_argument("--gt", required=True, help="ground truth (TUM groundtruth.txt, EuRoC csv or KITTI)")
+    parser.add_argument("--est", required=True, help="estimated trajectory (e.g. runs/<run>/trajectory.txt)")
+    parser.add_argument("--mono", action="store_true", help="monocular: Sim(3) alignment (corrects scale)")
+    parser.add_argument("--max-diff", type=float, default=0.02, help="association threshold in s (default 0.02)")
+    parser.add_argument("--offset", type=float, default=0.0, help="time offset added to the estimate (s)")
+    parser.add_argument("--n-frames", type=int, default=None,
+                        help="frames given to the system, for the percentage tracked "
+                        "(default: the '# n_frames:' header of --est)")
+    parser.add_argument("--json", default=None, help="write the metrics as JSON here")
+    parser.add_argument("--plot", default=None, help="write a PNG plot here")
+    args = parser.parse_args(argv)
+    try:
+        result, details = evaluate_full(args.gt, args.est, mono=args.mono, max_diff=args.max_diff,
+                                        n_frames_total=args.n_frames, offset=args.offset)
+    except (DatasetError, ValueError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    print(f"{args.est}  vs  {args.gt}")
+    print(format_table(result))
+    if args.json:
+        Path(args.json).parent.mkdir(parents=True, exist_ok=True)
+        clean = {k: (None if isinstance(v, float) and math.isnan(v) else v) for k, v in result.items()}
+        Path(args.json).write_text(json.dumps(clean, indent=2) + "\n")
+        print(f"wrote {args.json}")
+    if args.plot:
+        plot_evaluation(details, result, args.plot, title=Path(args.est).name)
+        print(f"wrote {args.plot}")
+    return 0

@@ -1,0 +1,299 @@
+"""TUM RGB-D dataset reader.
+
+A TUM RGB-D sequence folder holds ``rgb.txt`` and ``depth.txt`` (``timestamp filename`` per
+line), the images they name, and usually ``groundtruth.txt`` (``timestamp tx ty tz qx qy qz qw``,
+``world_from_cam`` of the colour camera's optical frame). Colour and depth are recorded
+independently; :func:`associate` pairs them by timestamp exactly as TUM's ``associate.py`` does
+(greedy, closest pairs first, each stamp used once, ``|t_rgb - (t_depth + offset)| < 0.02 s``).
+
+Depth PNGs are 16-bit, ``depth_m = value / depth_factor`` (5000 for every TUM sequence), 0 means
+"no measurement". Colour images are read as whatever file ``rgb.txt`` names (png or jpg).
+"""
+from __future__ import annotations
+
+import logging
+import threading
+from pathlib import Path
+from typing import Iterator, Optional, Sequence, Union
+
+import cv2
+import numpy as np
+
+from slam.io.errors import DatasetError
+from slam.io.trajectory import read_tum
+from slam.types import Frame
+
+log = logging.getLogger(__name__)
+
+PathLike = Union[str, Path]
+
+__all__ = ["DatasetError", "read_file_list", "associate", "TUMReader", "read_groundtruth", "MAX_DIFFERENCE"]
+
+MAX_DIFFERENCE = 0.02  # seconds, TUM associate.py default
+
+
+def read_file_list(path: PathLike) -> list[tuple[float, list[str]]]:
+    """Parse a TUM list file (``rgb.txt``, ``depth.txt``, ``groundtruth.txt``, ...).
+
+    Returns ``[(timestamp_s, [field, ...]), ...]`` sorted by timestamp; fields are the remaining
+    whitespace/comma separated tokens of the line. ``#`` comments and blank lines are skipped.
+    Raises DatasetError naming the file and line number for a line whose first token is not a
+    number or that has no data after the timestamp.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise DatasetError(f"{path}: file not found; a TUM sequence folder must contain it")
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise DatasetError(f"{path}: cannot be read as text ({exc})") from exc
+    out: list[tuple[float, list[str]]] = []
+    for lineno, line in enumerate(text.splitlines(), start=1):
+        s = line.strip()
+        if not s or s.startswith("#"):
+            continue
+        fields = s.replace(",", " ").replace("\t", " ").split()
+        try:
+            stamp = float(fields[0])
+        except ValueError:
+            raise DatasetError(
+                f"{path}:{lineno}: first column {fields[0]!r} is not a timestamp; "
+                f"expected 'timestamp data...' per line: {s!r}"
+            ) from None
+        if not np.isfinite(stamp):
+            raise DatasetError(f"{path}:{lineno}: timestamp {fields[0]!r} is not finite")
+        if len(fields) < 2:
+            raise DatasetError(f"{path}:{lineno}: no data after the timestamp: {s!r}")
+        out.append((stamp, fields[1:]))
+    out.sort(key=lambda e: e[0])
+    return out
+
+
+def _stamps(seq) -> np.ndarray:
+    """Timestamps from a list of floats, of (t, fields) tuples, or a dict keyed by timestamp."""
+    if isinstance(seq, dict):
+        seq = list(seq.keys())
+    seq = list(seq)
+    if seq and isinstance(seq[0], (tuple, list)):
+        seq = [e[0] for e in seq]
+    return np.asarray(seq, dtype=np.float64).reshape(-1)
+
+
+def associate(
+    first: Sequence,
+    second: Sequence,
+    max_difference: float = MAX_DIFFERENCE,
+    offset: float = 0.0,
+) -> list[tuple[float, float]]:
+    """Match two timestamp lists as TUM's ``associate.py``.
+
+    first, second: timestamps in seconds, given as floats, ``(t, fields)`` tuples (as returned by
+    :func:`read_file_list`) or dicts keyed by timestamp.
+    Candidate pairs are all (a, b) with ``|a - (b + offset)| < max_difference``; they are taken
+    greedily in order of increasing difference, each timestamp at most once.
+    Returns ``[(t_first, t_second), ...]`` sorted by ``t_first`` (t_second without the offset).
+    """
+    a = _stamps(first)
+    b = _stamps(second)
+    if len(a) == 0 or len(b) == 0:
+        return []
+    order_b = np.argsort(b, kind="stable")
+    b_sorted = b[order_b] + offset
+    lo = np.searchsorted(b_sorted, a - max_difference, side="left")
+    hi = np.searchsorted(b_sorted, a + max_difference, side="right")
+    candidates: list[tuple[float, float, float, int, int]] = []
+    for i in range(len(a)):
+        for k in range(int(lo[i]), int(hi[i])):
+            diff = abs(a[i] - b_sorted[k])
+            if diff < max_difference:
+                j = int(order_b[k])
+                # tie-break like associate.py, which sorts (diff, a, b) tuples
+                candidates.append((diff, a[i], b[j], i, j))
+    candidates.sort()
+    used_a: set[int] = set()
+    used_b: set[int] = set()
+    matches: list[tuple[float, float]] = []
+    for diff, ta, tb, i, j in candidates:
+        if i in used_a or j in used_b:
+            continue
+        used_a.add(i)
+        used_b.add(j)
+        matches.append((float(ta), float(tb)))
+    matches.sort()
+    return matches
+
+
+def read_groundtruth(path: PathLike) -> tuple[np.ndarray, np.ndarray]:
+    """Read a TUM ``groundtruth.txt`` -> (timestamps (N,) s, world_from_cam (N, 4, 4) float64).
+
+    Sorted by timestamp. Quaternions are normalised (the file stores 4 decimals).
+    """
+    ts, poses = read_tum(path)
+    order = np.argsort(ts, kind="stable")
+    return ts[order], poses[order]
+
+
+class TUMReader:
+    """Iterate over the colour(+depth) frames of a TUM RGB-D sequence folder.
+
+    folder:         sequence folder containing ``rgb.txt`` (and ``depth.txt`` when use_depth).
+    depth_factor:   raw depth units per metre (5000 for TUM).
+    use_depth:      pair each colour frame with the depth image closest in time (RGB-D);
+                    False gives monocular frames (``depth=None``) for every line of rgb.txt.
+    max_frames:     stop after this many selected frames (0 = all).
+    start, stride:  take associated frames ``start, start+stride, ...``.
+    max_difference: association threshold in seconds (TUM: 0.02).
+
+    ``len(reader)`` is the number of selected frames; iteration yields :class:`slam.types.Frame`
+    with ``index`` = position in the selection (0..len-1), ``timestamp`` = colour timestamp (s),
+    ``image`` (H, W, 3) uint8 BGR, ``depth`` (H, W) float32 metres (0 = invalid) or None, and
+    ``path`` = colour image path. A frame whose image is missing or cannot be decoded is skipped
+    with a logged warning; its index is not reused (the gap stays) and it is counted in
+    ``n_skipped`` / recorded in ``skipped`` as ``(index, path, reason)``.
+    ``read(i)`` loads frame i alone (thread-safe; cv2 decoding releases the GIL) for prefetching.
+    """
+
+    def __init__(
+        self,
+        folder: PathLike,
+        depth_factor: float = 5000.0,
+        use_depth: bool = True,
+        max_frames: int = 0,
+        start: int = 0,
+        stride: int = 1,
+        max_difference: float = MAX_DIFFERENCE,
+    ) -> None:
+        self.folder = Path(folder)
+        if not self.folder.is_dir():
+            raise DatasetError(
+                f"{self.folder}: TUM sequence folder not found; download it from "
+                "https://cvg.cit.tum.de/data/datasets/rgbd-dataset/download and unpack it, or use "
+                "`python -m slam download tum/<name>`"
+            )
+        rgb_txt = self.folder / "rgb.txt"
+        if not rgb_txt.is_file():
+            raise DatasetError(
+                f"{rgb_txt}: not found; {self.folder} is not a TUM RGB-D sequence folder "
+                "(it must contain rgb.txt, depth.txt and the rgb/ and depth/ images; "
+                "was the archive fully unpacked?)"
+            )
+        if depth_factor <= 0:
+            raise ValueError(f"depth_factor must be > 0, got {depth_factor}")
+        if stride < 1:
+            raise ValueError(f"stride must be >= 1, got {stride}")
+        if start < 0 or max_frames < 0:
+            raise ValueError(f"start and max_frames must be >= 0, got start={start}, max_frames={max_frames}")
+        self.depth_factor = float(depth_factor)
+        self.use_depth = bool(use_depth)
+        rgb = read_file_list(rgb_txt)
+        if not rgb:
+            raise DatasetError(f"{rgb_txt}: lists no images")
+        rgb_by_t = {t: f[0] for t, f in rgb}
+        entries: list[tuple[float, str, Optional[str]]]
+        if self.use_depth:
+            depth_txt = self.folder / "depth.txt"
+            if not depth_txt.is_file():
+                raise DatasetError(
+                    f"{depth_txt}: not found; RGB-D needs depth.txt (run monocular with use_depth=False / --mode mono)"
+                )
+            depth = read_file_list(depth_txt)
+            depth_by_t = {t: f[0] for t, f in depth}
+            pairs = associate(rgb, depth, max_difference)
+            if not pairs:
+                raise DatasetError(
+                    f"{self.folder}: no colour/depth pairs within {max_difference} s; "
+                    "check that rgb.txt and depth.txt use the same clock"
+                )
+            entries = [(ta, rgb_by_t[ta], depth_by_t[tb]) for ta, tb in pairs]
+            self.n_unassociated = len(rgb) - len(pairs)
+        else:
+            entries = [(t, f[0], None) for t, f in rgb]
+            self.n_unassociated = 0
+        entries = entries[start::stride]
+        if max_frames > 0:
+            entries = entries[:max_frames]
+        self._entries = entries
+        self._lock = threading.Lock()
+        self.n_skipped = 0
+        self.skipped: list[tuple[int, str, str]] = []
+
+    # ------------------------------------------------------------------ info
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+    @property
+    def timestamps(self) -> np.ndarray:
+        """(N,) float64 colour timestamps (s) of the selected frames."""
+        return np.array([e[0] for e in self._entries], dtype=np.float64)
+
+    @property
+    def rgb_paths(self) -> list[Path]:
+        return [self.folder / e[1] for e in self._entries]
+
+    @property
+    def depth_paths(self) -> list[Optional[Path]]:
+        return [self.folder / e[2] if e[2] is not None else None for e in self._entries]
+
+    @property
+    def groundtruth_path(self) -> Optional[Path]:
+        """``<folder>/groundtruth.txt`` if it exists, else None."""
+        p = self.folder / "groundtruth.txt"
+        return p if p.is_file() else None
+
+    # ------------------------------------------------------------------ reading
+
+    def _skip(self, index: int, path: Path, reason: str) -> None:
+        log.warning("skipping frame %d (%s): %s", index, path, reason)
+        with self._lock:
+            self.n_skipped += 1
+            self.skipped.append((index, str(path), reason))
+
+    def read(self, index: int) -> Optional[Frame]:
+        """Load selected frame ``index``; None (and counted as skipped) if an image is unusable."""
+        t, rgb_name, depth_name = self._entries[index]
+        rgb_path = self.folder / rgb_name
+        if not rgb_path.is_file():
+            self._skip(index, rgb_path, "colour image missing")
+            return None
+        image = cv2.imread(str(rgb_path), cv2.IMREAD_COLOR)
+        if image is None or image.size == 0:
+            self._skip(index, rgb_path, "colour image cannot be decoded (corrupt or unsupported)")
+            return None
+        depth_m = None
+        if depth_name is not None:
+            depth_path = self.folder / depth_name
+            if not depth_path.is_file():
+                self._skip(index, depth_path, "depth image missing")
+                return None
+            raw = cv2.imread(str(depth_path), cv2.IMREAD_UNCHANGED)
+            if raw is None or raw.size == 0:
+                self._skip(index, depth_path, "depth image cannot be decoded (corrupt or unsupported)")
+                return None
+            if raw.ndim != 2:
+                self._skip(index, depth_path, f"depth image has {raw.shape[2]} channels, expected 1 (16-bit)")
+                return None
+            if raw.shape != image.shape[:2]:
+                self._skip(
+                    index, depth_path, f"depth size {raw.shape[::-1]} differs from colour size {image.shape[1::-1]}"
+                )
+                return None
+            depth_m = raw.astype(np.float32)
+            depth_m *= np.float32(1.0 / self.depth_factor)
+            if np.issubdtype(raw.dtype, np.floating):  # float depth maps may hold NaN for "invalid"
+                depth_m[~np.isfinite(depth_m)] = 0.0
+        return Frame(index=index, timestamp=float(t), image=image, depth=depth_m, path=str(rgb_path))
+
+    def __iter__(self) -> Iterator[Frame]:
+        with self._lock:
+            self.n_skipped = 0
+            self.skipped = []
+        for i in range(len(self._entries)):
+            frame = self.read(i)
+            if frame is not None:
+                yield frame
+        if self.n_skipped:
+            log.warning("%s: skipped %d of %d frames (missing or corrupt images)", self.folder, self.n_skipped, len(self))
+
+    def __repr__(self) -> str:
+        return f"TUMReader({str(self.folder)!r}, frames={len(self)}, depth={self.use_depth})"
