@@ -1,0 +1,324 @@
+"""Two-view geometry: essential matrix, relative pose, triangulation, monocular initialisation.
+
+All pixel inputs are UNDISTORTED pixels (N, 2) float64 with the pinhole matrix K (3, 3).
+Poses are (4, 4) float64 ``dst_from_src``.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Optional
+
+import cv2
+import numpy as np
+
+from slam.geometry.se3 import camera_center, make_se3, transform_points
+
+_RANSAC_METHOD = getattr(cv2, "USAC_MAGSAC", cv2.RANSAC)
+
+
+def _pts(x, name: str) -> np.ndarray:
+    arr = np.ascontiguousarray(np.asarray(x, dtype=np.float64))
+    if arr.ndim != 2 or arr.shape[1] != 2:
+        raise ValueError(f"{name} must be (N, 2) undistorted pixels, got shape {arr.shape}")
+    return arr
+
+
+def _check_pair(x0, x1) -> tuple[np.ndarray, np.ndarray]:
+    x0, x1 = _pts(x0, "x0"), _pts(x1, "x1")
+    if x0.shape != x1.shape:
+        raise ValueError(f"x0 and x1 must have the same shape, got {x0.shape} and {x1.shape}")
+    return x0, x1
+
+
+def _normalize(x: np.ndarray, K: np.ndarray) -> np.ndarray:
+    """(N, 2) pixels -> (N, 2) normalised image coordinates (K^-1, zero skew assumed)."""
+    return np.stack([(x[:, 0] - K[0, 2]) / K[0, 0], (x[:, 1] - K[1, 2]) / K[1, 1]], axis=1)
+
+
+def _project(K: np.ndarray, pts_cam: np.ndarray) -> np.ndarray:
+    with np.errstate(divide="ignore", invalid="ignore"):
+        xn = pts_cam[:, :2] / pts_cam[:, 2:3]
+    return np.stack([xn[:, 0] * K[0, 0] + K[0, 2], xn[:, 1] * K[1, 1] + K[1, 2]], axis=1)
+
+
+# ---------------------------------------------------------------------------- essential matrix
+def estimate_essential(x0: np.ndarray, x1: np.ndarray, K: np.ndarray, threshold_px: float = 1.0,
+                       confidence: float = 0.999) -> tuple[Optional[np.ndarray], np.ndarray]:
+    """Robust essential matrix with ``x1_h^T K^-T E K^-1 x0_h = 0``.
+
+    x0, x1: (N, 2) undistorted pixels in image 0 / image 1. K: (3, 3).
+    threshold_px: inlier threshold (pixels, point-to-epipolar-line for MAGSAC/RANSAC).
+    Returns (E (3, 3) or None, inliers (N,) bool). USAC_MAGSAC, RANSAC if unavailable.
+    """
+    x0, x1 = _check_pair(x0, x1)
+    n = x0.shape[0]
+    inliers = np.zeros(n, dtype=bool)
+    if n < 5:
+        return None, inliers
+    K = np.asarray(K, dtype=np.float64)
+    try:
+        E, mask = cv2.findEssentialMat(x0, x1, K, method=_RANSAC_METHOD, prob=confidence,
+                                       threshold=threshold_px)
+    except cv2.error:
+        E, mask = cv2.findEssentialMat(x0, x1, K, method=cv2.RANSAC, prob=confidence,
+                                       threshold=threshold_px)
+    if E is None or mask is None or E.shape[0] < 3:
+        return None, inliers
+    E = np.asarray(E[:3, :3], dtype=np.float64)
+    inliers = mask.reshape(-1).astype(bool)
+    if not np.all(np.isfinite(E)) or inliers.sum() < 5:
+        return None, np.zeros(n, dtype=bool)
+    return E, inliers
+
+
+def _pose_candidates_from_essential(E: np.ndarray) -> list[np.ndarray]:
+    R1, R2, t = cv2.decomposeEssentialMat(E)
+    t = t.reshape(3) / max(np.linalg.norm(t), 1e-12)
+    return [make_se3(R, s * t) for R in (R1, R2) for s in (1.0, -1.0)]
+
+
+def _cheirality(cam1_from_cam0: np.ndarray, x0: np.ndarray, x1: np.ndarray, K: np.ndarray) -> np.ndarray:
+    """(N,) bool: triangulated point finite and in front of both cameras."""
+    pts = triangulate(np.eye(4), cam1_from_cam0, x0, x1, K)
+    finite = np.all(np.isfinite(pts), axis=1)
+    with np.errstate(invalid="ignore"):
+        z0 = pts[:, 2]
+        z1 = transform_points(cam1_from_cam0, np.where(finite[:, None], pts, 0.0))[:, 2]
+        return finite & (z0 > 0) & (z1 > 0)
+
+
+def recover_pose(E: np.ndarray, x0: np.ndarray, x1: np.ndarray, K: np.ndarray,
+                 inliers: Optional[np.ndarray] = None) -> tuple[np.ndarray, np.ndarray]:
+    """Relative pose from an essential matrix by the cheirality test over the 4 decompositions.
+
+    Returns (cam1_from_cam0 (4, 4) with unit-norm translation, (N,) bool mask of the given
+    inliers whose triangulation is in front of both cameras).
+    """
+    x0, x1 = _check_pair(x0, x1)
+    n = x0.shape[0]
+    inl = np.ones(n, dtype=bool) if inliers is None else np.asarray(inliers, dtype=bool).reshape(-1)
+    if inl.shape[0] != n:
+        raise ValueError(f"inliers must be ({n},) bool, got {inl.shape}")
+    K = np.asarray(K, dtype=np.float64)
+    best, best_mask = None, np.zeros(n, dtype=bool)
+    idx = np.flatnonzero(inl)
+    for cand in _pose_candidates_from_essential(np.asarray(E, dtype=np.float64)):
+        mask = np.zeros(n, dtype=bool)
+        mask[idx] = _cheirality(cand, x0[idx], x1[idx], K)
+        if best is None or mask.sum() > best_mask.sum():
+            best, best_mask = cand, mask
+    return best, best_mask
+
+
+# ---------------------------------------------------------------------------- triangulation
+def triangulate(cam0_from_world: np.ndarray, cam1_from_world: np.ndarray, x0: np.ndarray,
+                x1: np.ndarray, K: np.ndarray) -> np.ndarray:
+    """Linear (DLT) triangulation, vectorised over points.
+
+    Solves each 4x4 homogeneous system in normalised coordinates (batched SVD).
+    Returns (N, 3) world points; rows are NaN when the solution is at infinity.
+    """
+    x0, x1 = _check_pair(x0, x1)
+    K = np.asarray(K, dtype=np.float64)
+    n = x0.shape[0]
+    if n == 0:
+        return np.zeros((0, 3))
+    P0 = np.asarray(cam0_from_world, dtype=np.float64)[:3]
+    P1 = np.asarray(cam1_from_world, dtype=np.float64)[:3]
+    n0, n1 = _normalize(x0, K), _normalize(x1, K)
+    A = np.empty((n, 4, 4))
+    A[:, 0] = n0[:, 0:1] * P0[2] - P0[0]
+    A[:, 1] = n0[:, 1:2] * P0[2] - P0[1]
+    A[:, 2] = n1[:, 0:1] * P1[2] - P1[0]
+    A[:, 3] = n1[:, 1:2] * P1[2] - P1[1]
+    # row-normalise for conditioning (does not change the null space)
+    A /= np.maximum(np.linalg.norm(A, axis=2, keepdims=True), 1e-300)
+    _, _, Vt = np.linalg.svd(A)
+    X = Vt[:, -1, :]
+    w = X[:, 3]
+    scale = np.linalg.norm(X[:, :3], axis=1)
+    ok = np.abs(w) > 1e-12 * np.maximum(scale, 1e-300)
+    out = np.full((n, 3), np.nan)
+    out[ok] = X[ok, :3] / w[ok, None]
+    return out
+
+
+def parallax_deg(pts_world: np.ndarray, center0: np.ndarray, center1: np.ndarray) -> np.ndarray:
+    """(N,) angle in degrees between the rays from the two camera centres (3,) to each point."""
+    pts = np.asarray(pts_world, dtype=np.float64)
+    r0 = pts - np.asarray(center0, dtype=np.float64).reshape(1, 3)
+    r1 = pts - np.asarray(center1, dtype=np.float64).reshape(1, 3)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        cos = np.sum(r0 * r1, axis=1) / (np.linalg.norm(r0, axis=1) * np.linalg.norm(r1, axis=1))
+    return np.degrees(np.arccos(np.clip(cos, -1.0, 1.0)))
+
+
+def triangulation_mask(pts_world: np.ndarray, cam0_from_world: np.ndarray, cam1_from_world: np.ndarray,
+                       x0: np.ndarray, x1: np.ndarray, K: np.ndarray, max_reproj_px: float = 2.0,
+                       min_parallax_deg: float = 1.0) -> np.ndarray:
+    """(N,) bool: finite point, positive depth in both views, reprojection error < max_reproj_px
+    (pixels) in both views and parallax >= min_parallax_deg."""
+    pts = np.asarray(pts_world, dtype=np.float64)
+    x0, x1 = _check_pair(x0, x1)
+    K = np.asarray(K, dtype=np.float64)
+    finite = np.all(np.isfinite(pts), axis=1)
+    p = np.where(finite[:, None], pts, 0.0)
+    c0 = transform_points(cam0_from_world, p)
+    c1 = transform_points(cam1_from_world, p)
+    ok = finite & (c0[:, 2] > 1e-9) & (c1[:, 2] > 1e-9)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        e0 = np.linalg.norm(_project(K, c0) - x0, axis=1)
+        e1 = np.linalg.norm(_project(K, c1) - x1, axis=1)
+        ok &= (e0 < max_reproj_px) & (e1 < max_reproj_px)
+    par = parallax_deg(p, camera_center(np.asarray(cam0_from_world, dtype=np.float64)),
+                       camera_center(np.asarray(cam1_from_world, dtype=np.float64)))
+    return ok & (par >= min_parallax_deg)
+
+
+# ---------------------------------------------------------------------------- initialiser
+@dataclass
+class TwoViewResult:
+    """Monocular two-view initialisation.
+
+    cam1_from_cam0: (4, 4) relative pose; translation scaled so that the median depth (in cam0)
+        of the valid points is 1.0.
+    pts_cam0: (N, 3) triangulated points in cam0 (same scale), NaN where not valid.
+    valid: (N,) bool, the points that passed depth / reprojection / parallax checks.
+    n_inliers: inliers of the chosen model (essential or homography).
+    median_parallax_deg: median parallax of the well-triangulated inliers (before the parallax cut).
+    model: "essential" or "homography" (which model gave the pose).
+    homography_ratio: n_H / (n_H + n_E) inlier ratio used to select the model.
+    """
+
+    cam1_from_cam0: np.ndarray
+    pts_cam0: np.ndarray
+    valid: np.ndarray
+    n_inliers: int
+    median_parallax_deg: float
+    model: str = "essential"
+    homography_ratio: float = 0.0
+
+
+def _score_candidate(cam1_from_cam0, x0, x1, K, inl, max_reproj_px, min_parallax_deg):
+    idx = np.flatnonzero(inl)
+    pts = triangulate(np.eye(4), cam1_from_cam0, x0[idx], x1[idx], K)
+    good = triangulation_mask(pts, np.eye(4), cam1_from_cam0, x0[idx], x1[idx], K,
+                              max_reproj_px=max_reproj_px, min_parallax_deg=0.0)
+    par = parallax_deg(np.where(np.isfinite(pts), pts, 0.0), np.zeros(3), camera_center(cam1_from_cam0))
+    valid = good & (par >= min_parallax_deg)
+    return idx, pts, good, par, valid
+
+
+def initialize_two_view(x0: np.ndarray, x1: np.ndarray, K: np.ndarray, threshold_px: float = 1.0,
+                        min_inliers: int = 50, min_parallax_deg: float = 1.0, min_valid: int = 50,
+                        min_median_parallax_deg: float = 1.0, homography_ratio_threshold: float = 0.45,
+                        max_ambiguity: float = 0.75, max_rotation_only_fraction: float = 0.9,
+                        confidence: float = 0.999) -> tuple[Optional[TwoViewResult], str]:
+    """Monocular map initialisation from two views (ORB-SLAM style model selection).
+
+    x0, x1: (N, 2) matched undistorted pixels; K (3, 3).
+
+    Steps
+    1. Essential matrix (MAGSAC, ``threshold_px``) and homography (same threshold) in parallel.
+    2. Model selection as in ORB-SLAM: ``r_H = n_H / (n_H + n_E)``. If ``r_H >
+       homography_ratio_threshold`` the scene is (near-)planar or the motion is (near-)rotational,
+       and the pose candidates come from decomposing H (up to 4), else from decomposing E (4).
+    3. Every candidate is triangulated on its model's inliers; the one with most points that are
+       in front of both cameras with reprojection error < 2*threshold_px wins. The result is
+       rejected as ambiguous when the runner-up has > ``max_ambiguity`` of the winner's points
+       (homography only; the 4 E candidates are separated by cheirality).
+    4. Degeneracy test: if the infinite homography ``K R K^-1`` of the chosen rotation alone
+       explains more than ``max_rotation_only_fraction`` of the inliers within 2*threshold_px, the
+       baseline is not observable (pure rotation / too distant scene) -> rejected.
+    5. Rejected when fewer than ``min_valid`` points pass depth + reprojection + parallax
+       (>= ``min_parallax_deg``) or the median parallax of the well-triangulated inliers is below
+       ``min_median_parallax_deg``.
+    6. Scale: translation and points scaled so the median cam0 depth of valid points is 1.0.
+
+    Returns (TwoViewResult or None, reason). ``reason`` is "ok" on success, otherwise a short
+    human-readable explanation of the rejection.
+    """
+    x0, x1 = _check_pair(x0, x1)
+    K = np.asarray(K, dtype=np.float64)
+    n = x0.shape[0]
+    if n < max(min_inliers, 8):
+        return None, f"too few matches ({n} < {max(min_inliers, 8)})"
+    E, inl_E = estimate_essential(x0, x1, K, threshold_px=threshold_px, confidence=confidence)
+    n_E = int(inl_E.sum())
+    try:
+        H, mask_H = cv2.findHomography(x0, x1, _RANSAC_METHOD, threshold_px, confidence=confidence)
+    except cv2.error:
+        H, mask_H = cv2.findHomography(x0, x1, cv2.RANSAC, threshold_px, confidence=confidence)
+    inl_H = mask_H.reshape(-1).astype(bool) if (H is not None and mask_H is not None) else np.zeros(n, bool)
+    n_H = int(inl_H.sum()) if H is not None else 0
+    if E is None and H is None:
+        return None, "neither essential matrix nor homography could be estimated"
+    ratio = n_H / max(n_H + n_E, 1)
+    use_h = E is None or ratio > homography_ratio_threshold
+    max_reproj = 2.0 * threshold_px
+
+    if use_h:
+        model, inl = "homography", inl_H
+        if n_H < min_inliers:
+            return None, f"too few homography inliers ({n_H} < {min_inliers})"
+        Kinv = np.linalg.inv(K)
+        Hn = Kinv @ H @ K
+        _, Rs, ts, _ = cv2.decomposeHomographyMat(Hn, np.eye(3))
+        cands = [make_se3(R, np.asarray(t).reshape(3)) for R, t in zip(Rs, ts)]
+    else:
+        model, inl = "essential", inl_E
+        if n_E < min_inliers:
+            return None, f"too few essential-matrix inliers ({n_E} < {min_inliers})"
+        cands = _pose_candidates_from_essential(E)
+
+    scored = []
+    for cand in cands:
+        tn = np.linalg.norm(cand[:3, 3])
+        if tn < 1e-9:
+            # homography decomposition with no translation: pure rotation
+            scored.append((0, cand, None))
+            continue
+        cand = cand.copy()
+        cand[:3, 3] /= tn
+        res = _score_candidate(cand, x0, x1, K, inl, max_reproj, min_parallax_deg)
+        scored.append((int(res[2].sum()), cand, res))
+    scored.sort(key=lambda s: -s[0])
+    n_good, best, res = scored[0]
+    if res is None or n_good == 0:
+        return None, f"no {model} pose candidate triangulates points in front of both cameras"
+    if use_h and len(scored) > 1 and scored[1][0] > max_ambiguity * n_good:
+        return None, (f"ambiguous homography decomposition ({scored[1][0]} vs {n_good} good points)")
+
+    # rotation-only degeneracy test on the model inliers
+    idx = np.flatnonzero(inl)
+    H_inf = K @ best[:3, :3] @ np.linalg.inv(K)
+    xh = np.c_[x0[idx], np.ones(idx.size)] @ H_inf.T
+    with np.errstate(divide="ignore", invalid="ignore"):
+        rot_err = np.linalg.norm(xh[:, :2] / xh[:, 2:3] - x1[idx], axis=1)
+    rot_frac = float(np.mean(rot_err < max_reproj)) if idx.size else 1.0
+    if rot_frac > max_rotation_only_fraction:
+        return None, (f"motion explained by pure rotation ({100 * rot_frac:.0f}% of inliers within "
+                      f"{max_reproj:.1f} px of K R K^-1): no baseline")
+
+    idx, pts, good, par, valid_sub = res
+    med_par = float(np.median(par[good])) if good.any() else 0.0
+    n_valid = int(valid_sub.sum())
+    if n_valid < min_valid:
+        return None, f"too few triangulated points ({n_valid} < {min_valid})"
+    if med_par < min_median_parallax_deg:
+        return None, f"median parallax too low ({med_par:.2f} < {min_median_parallax_deg:.2f} deg)"
+
+    med_depth = float(np.median(pts[valid_sub, 2]))
+    if not np.isfinite(med_depth) or med_depth <= 0:
+        return None, "degenerate scene depth"
+    s = 1.0 / med_depth
+    cam1_from_cam0 = best.copy()
+    cam1_from_cam0[:3, 3] *= s
+    pts_cam0 = np.full((n, 3), np.nan)
+    valid = np.zeros(n, dtype=bool)
+    sel = idx[valid_sub]
+    pts_cam0[sel] = pts[valid_sub] * s
+    valid[sel] = True
+    return TwoViewResult(cam1_from_cam0=cam1_from_cam0, pts_cam0=pts_cam0, valid=valid,
+                         n_inliers=int(inl.sum()), median_parallax_deg=med_par, model=model,
+                         homography_ratio=float(ratio)), "ok"

@@ -1,0 +1,90 @@
+"""PinholeCamera: projection, (un)distortion accuracy with TUM fr1 intrinsics, serialisation."""
+import numpy as np
+import pytest
+
+from slam.geometry.camera import PinholeCamera
+
+FR1 = dict(width=640, height=480, fx=517.306408, fy=516.469215, cx=318.643040, cy=255.313989,
+           dist=(0.262383, -0.953104, -0.005358, 0.002628, 1.163314))
+
+
+def grid(cam, step=20):
+    u, v = np.meshgrid(np.arange(0, cam.width, step, dtype=float), np.arange(0, cam.height, step, dtype=float))
+    uv = np.stack([u.ravel(), v.ravel()], 1)
+    # include the exact corners
+    corners = np.array([[0, 0], [cam.width - 1, 0], [0, cam.height - 1], [cam.width - 1, cam.height - 1]], float)
+    return np.r_[uv, corners]
+
+
+def test_undistort_round_trip_fr1_whole_image():
+    cam = PinholeCamera(**FR1)
+    assert cam.has_distortion
+    uv_dist = grid(cam)
+    und = cam.undistort_points(uv_dist)
+    assert und.dtype == np.float64 and und.shape == uv_dist.shape
+    assert np.abs(cam.distort_points(und) - uv_dist).max() < 0.01
+    # corners move by tens of pixels: make sure something actually happened
+    assert np.abs(und - uv_dist).max() > 5.0
+    # opposite direction
+    und_grid = grid(cam, 40)
+    assert np.abs(cam.undistort_points(cam.distort_points(und_grid)) - und_grid).max() < 0.01
+
+
+def test_project_matches_distort_of_pinhole_and_unproject():
+    cam = PinholeCamera(**FR1)
+    rng = np.random.default_rng(0)
+    pts = np.c_[rng.uniform(-1, 1, (50, 2)), rng.uniform(1.5, 5, 50)]
+    pts[0, 2] = -1.0
+    uv, valid = cam.project(pts)
+    assert valid.tolist() == [False] + [True] * 49
+    ideal = cam.project_undistorted(pts)
+    np.testing.assert_allclose(uv[valid], cam.distort_points(ideal[valid]), atol=1e-9)
+    back = cam.unproject(ideal[valid], pts[valid, 2])
+    np.testing.assert_allclose(back, pts[valid], atol=1e-12)
+    K = cam.K
+    np.testing.assert_allclose(K, [[FR1["fx"], 0, FR1["cx"]], [0, FR1["fy"], FR1["cy"]], [0, 0, 1]])
+    assert cam.dist_array.shape == (5,)
+
+
+def test_no_distortion_is_identity():
+    cam = PinholeCamera(640, 480, 500.0, 500.0, 320.0, 240.0)
+    assert not cam.has_distortion
+    uv = grid(cam, 50)
+    np.testing.assert_array_equal(cam.undistort_points(uv), uv)
+    np.testing.assert_array_equal(cam.distort_points(uv), uv)
+
+
+def test_in_image_and_scaled():
+    cam = PinholeCamera(**FR1)
+    uv = np.array([[0, 0], [639, 479], [639.5, 10], [-0.1, 10], [5, 5]], float)
+    assert cam.in_image(uv).tolist() == [True, True, False, False, True]
+    assert cam.in_image(uv, margin=10).tolist() == [False, False, False, False, False]
+    half = cam.scaled(0.5, 0.5)
+    assert (half.width, half.height) == (320, 240)
+    assert half.fx == pytest.approx(cam.fx / 2)
+    # a 3D point projects to corresponding positions (pixel-centre convention)
+    p = np.array([[0.3, -0.2, 2.0]])
+    u_full = cam.project_undistorted(p)[0]
+    u_half = half.project_undistorted(p)[0]
+    np.testing.assert_allclose(u_half, (u_full + 0.5) * 0.5 - 0.5, atol=1e-9)
+    assert half.dist == cam.dist
+
+
+def test_yaml_round_trip_and_errors(tmp_path):
+    cam = PinholeCamera(**FR1)
+    path = tmp_path / "cam.yaml"
+    cam.to_yaml(path)
+    again = PinholeCamera.from_yaml(path)
+    assert again == cam
+    assert PinholeCamera.from_dict(cam.to_dict()) == cam
+    assert cam.to_dict()["dist"] == list(FR1["dist"])
+
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("width: 640\nheight: 480\nfx: 500\nfy: 500\ncx: 320\n")
+    with pytest.raises(ValueError) as err:
+        PinholeCamera.from_yaml(bad)
+    assert "bad.yaml" in str(err.value) and "cy" in str(err.value)
+    with pytest.raises(ValueError, match="does not exist"):
+        PinholeCamera.from_yaml(tmp_path / "missing.yaml")
+    with pytest.raises(ValueError):
+        PinholeCamera(640, 480, 500, 500, 320, 240, dist=(0.1, 0.2))

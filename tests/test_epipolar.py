@@ -1,0 +1,165 @@
+"""Two-view geometry on synthetic scenes with known relative pose."""
+import numpy as np
+import pytest
+
+from slam.geometry.epipolar import (TwoViewResult, estimate_essential, initialize_two_view, parallax_deg,
+                                    recover_pose, triangulate, triangulation_mask)
+from slam.geometry.se3 import camera_center, make_se3, rotation_angle_deg, se3_inverse, so3_exp, transform_points
+
+K = np.array([[520.0, 0.0, 320.0], [0.0, 520.0, 240.0], [0.0, 0.0, 1.0]])
+
+
+def project(cam_from_world, pts):
+    pc = transform_points(cam_from_world, pts)
+    return (pc[:, :2] / pc[:, 2:3]) * [K[0, 0], K[1, 1]] + K[:2, 2], pc[:, 2]
+
+
+def scene(rng, n=400, depth=(2.0, 6.0)):
+    """World = cam0 frame; points in front of cam0 that stay in view of cam1."""
+    z = rng.uniform(*depth, n)
+    uv = rng.uniform([20, 20], [620, 460], (n, 2))
+    return np.c_[(uv - K[:2, 2]) / [K[0, 0], K[1, 1]] * z[:, None], z]
+
+
+def relative_pose(t=(0.3, 0.05, 0.1), w=(0.02, -0.08, 0.03)):
+    return make_se3(so3_exp(np.array(w)), np.array(t))
+
+
+def angle_between_deg(a, b):
+    c = a @ b / (np.linalg.norm(a) * np.linalg.norm(b))
+    return np.degrees(np.arccos(np.clip(c, -1, 1)))
+
+
+def make_pair(rng, cam1_from_cam0, n=400, noise=0.5, outlier_frac=0.2, pts=None):
+    pts = scene(rng, n) if pts is None else pts
+    x0, _ = project(np.eye(4), pts)
+    x1, _ = project(cam1_from_cam0, pts)
+    x0 = x0 + rng.normal(scale=noise, size=x0.shape)
+    x1 = x1 + rng.normal(scale=noise, size=x1.shape)
+    n_out = int(outlier_frac * len(pts))
+    out = rng.choice(len(pts), n_out, replace=False)
+    x1[out] = rng.uniform([0, 0], [640, 480], (n_out, 2))
+    is_out = np.zeros(len(pts), bool)
+    is_out[out] = True
+    return pts, x0, x1, is_out
+
+
+def test_essential_and_recover_pose_with_noise_and_outliers():
+    rng = np.random.default_rng(0)
+    gt = relative_pose()
+    pts, x0, x1, is_out = make_pair(rng, gt)
+    E, inl = estimate_essential(x0, x1, K, threshold_px=1.0)
+    assert E is not None and E.shape == (3, 3)
+    assert inl.shape == (len(pts),) and inl.dtype == bool
+    # most true inliers kept, few outliers accepted
+    assert inl[~is_out].mean() > 0.8
+    assert inl[is_out].mean() < 0.1
+    cam1_from_cam0, front = recover_pose(E, x0, x1, K, inl)
+    assert np.linalg.norm(cam1_from_cam0[:3, 3]) == pytest.approx(1.0)
+    assert rotation_angle_deg(cam1_from_cam0[:3, :3] @ gt[:3, :3].T) < 0.5
+    assert angle_between_deg(cam1_from_cam0[:3, 3], gt[:3, 3]) < 2.0
+    assert front.sum() > 0.9 * inl.sum()
+    assert not np.any(front & ~inl)
+
+
+def test_essential_too_few_points():
+    E, inl = estimate_essential(np.zeros((3, 2)), np.zeros((3, 2)), K)
+    assert E is None and inl.shape == (3,) and not inl.any()
+
+
+def test_triangulation_exact_and_mask():
+    rng = np.random.default_rng(1)
+    cam0_from_world = make_se3(so3_exp([0.1, 0.2, -0.1]), [0.5, -0.2, 1.0])
+    cam1_from_world = relative_pose() @ cam0_from_world
+    pts_cam0 = scene(rng, 200)
+    pts = transform_points(se3_inverse(cam0_from_world), pts_cam0)
+    x0, _ = project(cam0_from_world, pts)
+    x1, _ = project(cam1_from_world, pts)
+    tri = triangulate(cam0_from_world, cam1_from_world, x0, x1, K)
+    np.testing.assert_allclose(tri, pts, atol=1e-8)
+    mask = triangulation_mask(tri, cam0_from_world, cam1_from_world, x0, x1, K, 2.0, 0.0)
+    assert mask.all()
+
+    # points behind both cameras: same pixels, mirrored through the camera centre -> masked
+    c0 = camera_center(cam0_from_world)
+    behind = 2 * c0 - pts[:10]
+    bx0, z0 = project(cam0_from_world, behind)
+    bx1, z1 = project(cam1_from_world, behind)
+    assert np.all(z0 < 0)
+    tri_b = triangulate(cam0_from_world, cam1_from_world, bx0, bx1, K)
+    np.testing.assert_allclose(tri_b, behind, atol=1e-8)
+    assert not triangulation_mask(tri_b, cam0_from_world, cam1_from_world, bx0, bx1, K, 2.0, 0.0).any()
+
+    # a wrong correspondence has a large reprojection error -> masked
+    xw = x1.copy()
+    xw[:5] += 30.0
+    tri_w = triangulate(cam0_from_world, cam1_from_world, x0, xw, K)
+    m = triangulation_mask(tri_w, cam0_from_world, cam1_from_world, x0, xw, K, 2.0, 0.0)
+    assert not m[:5].any() and m[5:].all()
+
+    # parallax: far points have small parallax and are removed by the parallax threshold
+    par = parallax_deg(tri, c0, camera_center(cam1_from_world))
+    assert par.shape == (200,) and np.all(par > 0)
+    m_par = triangulation_mask(tri, cam0_from_world, cam1_from_world, x0, x1, K, 2.0, np.median(par))
+    assert 0.3 < m_par.mean() < 0.7
+    # known value: point at equal distance with rays 90 degrees apart
+    assert parallax_deg(np.array([[1.0, 1.0, 0.0]]), np.array([0.0, 1.0, 0.0]), np.array([1.0, 0.0, 0.0]))[0] \
+        == pytest.approx(90.0)
+
+
+def test_initialize_two_view_accepts_general_scene():
+    rng = np.random.default_rng(2)
+    gt = relative_pose()
+    pts, x0, x1, is_out = make_pair(rng, gt, n=500)
+    res, reason = initialize_two_view(x0, x1, K)
+    assert reason == "ok"
+    assert isinstance(res, TwoViewResult)
+    assert res.model == "essential"
+    assert rotation_angle_deg(res.cam1_from_cam0[:3, :3] @ gt[:3, :3].T) < 0.5
+    assert angle_between_deg(res.cam1_from_cam0[:3, 3], gt[:3, 3]) < 2.0
+    assert res.valid.sum() >= 50
+    # a random outlier can land on its epipolar line by chance; it must stay rare
+    gross = is_out & (np.abs(x1 - project(gt, pts)[0]).max(1) > 5)
+    assert (res.valid & gross).sum() <= 0.03 * res.valid.sum()
+    assert np.median(res.pts_cam0[res.valid, 2]) == pytest.approx(1.0)
+    assert np.all(np.isnan(res.pts_cam0[~res.valid]))
+    # the scale-free structure matches the ground truth up to the recovered scale
+    s = np.linalg.norm(res.cam1_from_cam0[:3, 3]) / np.linalg.norm(gt[:3, 3])
+    good = res.valid & ~is_out
+    rel = np.linalg.norm(res.pts_cam0[good] - s * pts[good], axis=1) / np.linalg.norm(s * pts[good], axis=1)
+    assert np.median(rel) < 0.05  # depth noise at 0.5 px, 0.33 m baseline, 2-6 m depth is ~2-3 %
+    assert res.median_parallax_deg > 1.0
+
+
+def test_initialize_two_view_rejects_pure_rotation():
+    rng = np.random.default_rng(3)
+    rot = make_se3(so3_exp([0.02, -0.1, 0.03]), np.zeros(3))
+    pts, x0, x1, _ = make_pair(rng, rot, n=500, outlier_frac=0.1)
+    res, reason = initialize_two_view(x0, x1, K)
+    assert res is None
+    assert reason != "ok" and len(reason) > 10
+
+
+def test_initialize_two_view_rejects_tiny_baseline_and_few_matches():
+    rng = np.random.default_rng(4)
+    pts, x0, x1, _ = make_pair(rng, relative_pose(t=(0.01, 0.0, 0.0)), n=500, outlier_frac=0.0)
+    res, reason = initialize_two_view(x0, x1, K)
+    assert res is None and reason != "ok"
+    res, reason = initialize_two_view(x0[:20], x1[:20], K)
+    assert res is None and "too few" in reason
+
+
+def test_initialize_two_view_planar_scene_uses_homography():
+    rng = np.random.default_rng(5)
+    gt = relative_pose(t=(0.4, 0.0, 0.05), w=(0.0, -0.05, 0.02))
+    uv = rng.uniform([20, 20], [620, 460], (400, 2))
+    rays = np.c_[(uv - K[:2, 2]) / [K[0, 0], K[1, 1]], np.ones(400)]
+    n_plane, d = np.array([0.0, -0.3, -1.0]) / np.linalg.norm([0.0, -0.3, -1.0]), 3.0  # n.X + d = 0
+    pts = rays * (-d / (rays @ n_plane))[:, None]
+    assert np.all(pts[:, 2] > 0)
+    pts, x0, x1, _ = make_pair(rng, gt, pts=pts, noise=0.3, outlier_frac=0.1)
+    res, reason = initialize_two_view(x0, x1, K)
+    assert reason == "ok", reason
+    assert res.model == "homography"
+    assert rotation_angle_deg(res.cam1_from_cam0[:3, :3] @ gt[:3, :3].T) < 1.0
+    assert angle_between_deg(res.cam1_from_cam0[:3, 3], gt[:3, 3]) < 5.0
