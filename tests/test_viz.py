@@ -114,7 +114,8 @@ def test_frustum_and_default_view_geometry():
     assert pts[1, 0] < 1.0 < pts[2, 0] and pts[1, 1] < 2.0 < pts[3, 1]  # top-left, top-right, bottom
     view = default_view(make_snapshot())
     assert np.isclose(np.linalg.norm(view["front"]), 1.0)
-    assert view["up"] @ np.array([0, -1, 0]) > 0.99  # cameras upright: world -y is up
+    assert view["world_up"] @ np.array([0, -1, 0]) > 0.99  # cameras upright: world -y is up
+    assert abs(view["up"] @ view["front"]) < 1e-9 and view["up"] @ view["world_up"] > 0.5
     assert view["front"][2] < 0  # the eye is behind the cameras (they look along +z)
 
 

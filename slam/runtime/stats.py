@@ -17,7 +17,7 @@ from __future__ import annotations
 import threading
 import time
 from dataclasses import asdict, dataclass, field
-from typing import Any, Iterable, Optional
+from typing import Iterable, Optional
 
 import numpy as np
 
@@ -78,8 +78,9 @@ class RunStats:
     items_done:    items the latency stage (normally "tracking") finished.
     fps:           items_done / wall_s.
     stages:        per stage name, timing of its process() calls.
-    flush_ms:      per stage name, time spent in flush() at end of stream.
-    sync_wait:     per stage name, time it waited for a downstream stage (sync_mapping).
+    flush_ms:      per stage name, total ms spent in flush() at end of stream.
+    sync_wait:     per stage name, time it waited for a downstream stage (sync_mapping); the
+                   table's "wait ms" column is the total.
     latency:       frame-to-pose latency, reader producing the item -> latency stage done.
     queues:        per consumer name ("<stage>" or "output"), queue summary.
     counts:        per stage name {"in": items received, "out": items emitted,
@@ -263,7 +264,7 @@ class StatsCollector:
             items_done=int(items_done),
             fps=float(items_done / wall_s) if wall_s > 0 else 0.0,
             stages={k: TimingSummary.from_samples(v) for k, v in self.stage_ms.items()},
-            flush_ms={k: TimingSummary.from_samples(v) for k, v in self.flush_ms.items()},
+            flush_ms={k: float(sum(v)) for k, v in self.flush_ms.items()},
             sync_wait={k: TimingSummary.from_samples(v) for k, v in self.wait_ms.items()},
             latency=TimingSummary.from_samples(self.latency_ms),
             queues=queues,
@@ -273,8 +274,3 @@ class StatsCollector:
             hung_threads=list(hung_threads or []),
             error_stage=error_stage,
         )
-
-
-def format_stats_dict(d: dict[str, Any]) -> str:
-    """Compact 'k=v' rendering of a flat dict (used by the progress log line)."""
-    return " ".join(f"{k}={v}" for k, v in d.items())

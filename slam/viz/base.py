@@ -174,7 +174,8 @@ def scene_bounds(snapshot: MapSnapshot, percentile: float = 2.0) -> tuple[np.nda
 
 def default_view(snapshot: MapSnapshot) -> dict[str, np.ndarray]:
     """A view from behind and above the cameras: ``lookat`` (scene centre), ``front`` (unit
-    vector from lookat towards the eye), ``up`` (unit), ``extent`` (scene diagonal, metres).
+    vector from lookat towards the eye), ``up`` (unit, orthogonal to front: the image's up),
+    ``world_up`` (unit, the scene's vertical), ``extent`` (scene diagonal, metres).
 
     'Up' is minus the mean camera y axis (cameras are usually held upright, y pointing down);
     'behind' is minus the mean viewing direction. Without cameras: world -y up, looking along +z.
@@ -203,4 +204,12 @@ def default_view(snapshot: MapSnapshot) -> dict[str, np.ndarray]:
     side = np.cross(up, front)
     front = front + 0.35 * side
     front = front / np.linalg.norm(front)
-    return {"lookat": (lo + hi) / 2.0, "front": front, "up": up, "extent": np.array(float(np.linalg.norm(hi - lo)))}
+    screen_up = up - front * (up @ front)  # Open3D needs up orthogonal to front for its extrinsics
+    screen_up = screen_up / np.linalg.norm(screen_up)
+    return {
+        "lookat": (lo + hi) / 2.0,
+        "front": front,
+        "up": screen_up,
+        "world_up": up,
+        "extent": np.array(float(np.linalg.norm(hi - lo))),
+    }

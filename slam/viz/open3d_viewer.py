@@ -11,6 +11,7 @@ viewer checks for a display itself and raises :class:`ViewerError` (suggesting
 """
 from __future__ import annotations
 
+import copy
 import logging
 import os
 import sys
@@ -44,6 +45,7 @@ class Open3DViewer:
     fps:           maximum redraw rate of the viewer thread.
     visible:       False renders into an invisible window (tests, headless checks).
     title:         window title.
+    camera:        PinholeCamera-like used for frusta when a snapshot carries none.
     """
 
     def __init__(
@@ -55,6 +57,7 @@ class Open3DViewer:
         visible: bool = True,
         title: str = "slam",
         start_timeout_s: float = 20.0,
+        camera: Any = None,
     ) -> None:
         if visible and not has_display():
             raise ViewerError(
@@ -74,6 +77,7 @@ class Open3DViewer:
         self.period_s = 1.0 / max(float(fps), 1e-3)
         self.visible = bool(visible)
         self.title = title
+        self.camera = camera
         self._lock = threading.Lock()
         self._pending: Optional[MapSnapshot] = None
         self._shots: list[tuple[Path, threading.Event]] = []
@@ -170,6 +174,9 @@ class Open3DViewer:
                 t0 = time.perf_counter()
                 snap = self._take()
                 if snap is not None:
+                    if snap.camera is None and self.camera is not None:
+                        snap = copy.copy(snap)
+                        snap.camera = self.camera
                     geoms = build_open3d_geometries(snap, trajectory_rgb=(0.35, 0.7, 1.0))  # bright on dark
                     for name, g in shown.items():
                         vis.remove_geometry(g, reset_bounding_box=False)

@@ -106,6 +106,62 @@ def apply_default_view(vis: Any, snapshot: MapSnapshot, zoom: float = 0.7) -> No
     vc.set_zoom(zoom)
 
 
+def _fit_points(snapshot: MapSnapshot) -> tuple[np.ndarray, np.ndarray]:
+    """(map points subsample, camera points) that the view should contain."""
+    pts, _ = display_points(snapshot, 20_000)
+    cams = [snapshot.camera_positions()]
+    depth = frustum_size(snapshot)
+    for poses in (snapshot.keyframe_world_from_cam,):
+        p, _ = _frusta(snapshot, poses, depth)
+        cams.append(p)
+    if snapshot.current_world_from_cam is not None:
+        cams.append(frustum_lines(snapshot.camera, snapshot.current_world_from_cam, depth * 1.8)[0])
+    return pts, np.vstack([c for c in cams if len(c)]) if any(len(c) for c in cams) else np.zeros((0, 3))
+
+
+def fit_view(vis: Any, snapshot: MapSnapshot, width: int, height: int, zoom: float, fill: float = 0.85) -> None:
+    """Re-centre and re-zoom so the map (1st-99th percentile of projected points) and every
+    camera fill about ``fill`` of the image."""
+    vc = vis.get_view_control()
+    params = vc.convert_to_pinhole_camera_parameters()
+    K = np.asarray(params.intrinsic.intrinsic_matrix, dtype=np.float64)
+    cam_from_world = np.asarray(params.extrinsic, dtype=np.float64)
+    pts, cams = _fit_points(snapshot)
+
+    def project(p: np.ndarray) -> np.ndarray:
+        if not len(p):
+            return np.zeros((0, 2))
+        q = p @ cam_from_world[:3, :3].T + cam_from_world[:3, 3]
+        q = q[q[:, 2] > 1e-6]
+        return q[:, :2] / q[:, 2:3] * np.diag(K)[:2] + K[:2, 2]
+
+    uv_pts, uv_cams = project(pts), project(cams)
+    los, his = [], []
+    if len(uv_pts) >= 10:
+        los.append(np.percentile(uv_pts, 1, axis=0))
+        his.append(np.percentile(uv_pts, 99, axis=0))
+    elif len(uv_pts):
+        los.append(uv_pts.min(axis=0))
+        his.append(uv_pts.max(axis=0))
+    if len(uv_cams):
+        los.append(uv_cams.min(axis=0))
+        his.append(uv_cams.max(axis=0))
+    if not los:
+        return
+    lo, hi = np.min(los, axis=0), np.max(his, axis=0)
+    span = np.maximum(hi - lo, 1.0)
+    scale = float(np.clip(max(span[0] / (fill * width), span[1] / (fill * height)), 0.02, 50.0))
+    centre_px = (lo + hi) / 2.0
+    lookat = default_view(snapshot)["lookat"]
+    z = float((cam_from_world[:3, :3] @ lookat + cam_from_world[:3, 3])[2])
+    if z > 1e-6:
+        d = centre_px - K[:2, 2]
+        shift_cam = np.array([d[0] * z / K[0, 0], d[1] * z / K[1, 1], 0.0])
+        lookat = lookat + cam_from_world[:3, :3].T @ shift_cam
+        vc.set_lookat(lookat)
+    vc.set_zoom(zoom * scale)
+
+
 def legend_text(snapshot: MapSnapshot) -> str:
     traj = snapshot.camera_positions()
     length = float(np.linalg.norm(np.diff(traj, axis=0), axis=1).sum()) if len(traj) > 1 else 0.0
@@ -174,7 +230,11 @@ def _render_open3d(snapshot: MapSnapshot, width: int, height: int, point_size: f
         opt.point_size = float(point_size)
         opt.background_color = np.asarray(BACKGROUND_RGB)
         opt.line_width = 2.0  # honoured where the GL driver supports wide lines
-        apply_default_view(vis, snapshot)
+        zoom = 0.7
+        apply_default_view(vis, snapshot, zoom)
+        vis.poll_events()
+        vis.update_renderer()
+        fit_view(vis, snapshot, width, height, zoom)
         vis.poll_events()
         vis.update_renderer()
         buf = np.asarray(vis.capture_screen_float_buffer(do_render=True))
@@ -202,7 +262,7 @@ def _render_matplotlib(snapshot: MapSnapshot, width: int, height: int) -> np.nda
     from matplotlib.figure import Figure
 
     view = default_view(snapshot)
-    up, front = view["up"], view["front"]
+    up, front = view["world_up"], view["front"]
     e1 = np.cross(up, front)
     e1 /= np.linalg.norm(e1)
     e2 = np.cross(up, e1)
