@@ -1,0 +1,232 @@
+"""ALIKED: detection post-processing on synthetic maps, the network with random and real weights."""
+from __future__ import annotations
+
+import cv2
+import numpy as np
+import pytest
+import torch
+
+from slam.features.aliked import (
+    ALIKED,
+    ALIKED_MODELS,
+    ALIKEDConfig,
+    ALIKEDNet,
+    bilinear_sample_hwc,
+    dkd_detect,
+    simple_nms,
+)
+from slam.features.base import Extractor
+from slam.weights import WeightsNotFoundError, resolve_weights
+
+
+def weights_or_skip(name: str):
+    try:
+        return resolve_weights(name)
+    except WeightsNotFoundError as exc:  # message names `python -m slam weights install NAME`
+        pytest.skip(f"{name} weights not installed: {exc}")
+
+
+def textured_image(h: int, w: int, seed: int = 0) -> np.ndarray:
+    """(h, w, 3) uint8 BGR: random filled rectangles and circles on a smooth background."""
+    rng = np.random.default_rng(seed)
+    img = cv2.GaussianBlur(rng.integers(0, 255, (h, w, 3), dtype=np.uint8), (0, 0), 3)
+    for _ in range(max(4, h * w // 300)):
+        color = tuple(int(c) for c in rng.integers(0, 255, 3))
+        x, y = int(rng.integers(0, w)), int(rng.integers(0, h))
+        if rng.random() < 0.5:
+            cv2.rectangle(img, (x, y), (x + int(rng.integers(5, 30)), y + int(rng.integers(5, 30))), color, -1)
+        else:
+            cv2.circle(img, (x, y), int(rng.integers(3, 15)), color, -1)
+    return img
+
+
+def random_aliked(**cfg) -> ALIKED:
+    torch.manual_seed(0)
+    net = ALIKEDNet()
+    for m in net.modules():  # non-trivial BN statistics so that eval mode is exercised
+        if isinstance(m, torch.nn.BatchNorm2d):
+            m.running_mean.uniform_(-0.1, 0.1)
+            m.running_var.uniform_(0.5, 1.5)
+    return ALIKED(ALIKEDConfig(**cfg), "cpu", state_dict=net.state_dict())
+
+
+# ----------------------------------------------------------------------------- post-processing
+
+
+def test_simple_nms_keeps_isolated_maxima_and_suppresses_neighbours():
+    s = torch.zeros(1, 1, 20, 20)
+    s[0, 0, 5, 5] = 0.9
+    s[0, 0, 5, 6] = 0.8  # neighbour of a stronger peak -> suppressed
+    s[0, 0, 14, 12] = 0.5  # isolated -> kept
+    out = simple_nms(s, 2)
+    kept = {tuple(p) for p in torch.nonzero(out[0, 0]).tolist()}
+    assert kept == {(5, 5), (14, 12)}
+    assert out[0, 0, 5, 5] == pytest.approx(0.9)
+
+
+def test_dkd_subpixel_refinement_recovers_blob_centre():
+    h, w = 40, 50
+    centres = [(12.3, 10.6), (30.8, 25.2), (40.4, 31.7)]  # (x, y)
+    yy, xx = torch.meshgrid(torch.arange(h, dtype=torch.float32), torch.arange(w, dtype=torch.float32), indexing="ij")
+    score = torch.zeros(h, w)
+    for cx, cy in centres:
+        score = torch.maximum(score, 0.9 * torch.exp(-((xx - cx) ** 2 + (yy - cy) ** 2) / (2 * 0.8 ** 2)))
+    (kpts, scores), = dkd_detect(score[None, None], radius=2, threshold=0.2, max_keypoints=10)
+    assert kpts.shape == (3, 2) and kpts.dtype == torch.float32
+    assert torch.all(scores[:-1] >= scores[1:])
+    for cx, cy in centres:
+        true = torch.tensor([cx, cy])
+        d = torch.linalg.norm(kpts - true, dim=1).min()
+        d_int = torch.linalg.norm(torch.round(true) - true)
+        # Soft-argmax with a fixed temperature is pulled towards the integer maximum but
+        # always moves from it towards the true centre.
+        assert d < 0.3 and d < d_int, f"blob at ({cx}, {cy}) refined {d:.3f} px away"
+
+
+def test_dkd_threshold_fallback_border_and_limit():
+    score = torch.full((1, 1, 30, 30), 0.05)
+    score[0, 0, 1, 15] = 0.15  # within the 2-px border -> never a keypoint
+    for i, (y, x) in enumerate([(8, 8), (8, 20), (20, 8), (20, 20)]):
+        score[0, 0, y, x] = 0.10 + 0.01 * i
+    # No maximum above 0.2: falls back to "above the mean score".
+    (kpts, _), = dkd_detect(score, 2, 0.2, 0)
+    assert len(kpts) == 4
+    assert torch.all((kpts >= 2) & (kpts <= 27))
+    (kpts2, scores2), = dkd_detect(score, 2, 0.2, 2)
+    assert len(kpts2) == 2 and torch.all(scores2 > 0.11)
+    (kpts3, _), = dkd_detect(score, 2, -1.0, 3)  # pure top-k mode
+    assert len(kpts3) == 3
+
+
+def test_bilinear_sample_hwc_matches_grid_sample():
+    gen = torch.Generator().manual_seed(0)
+    hwc = torch.randn(7, 9, 5, generator=gen)
+    pts = torch.rand(300, 2, generator=gen) * torch.tensor([13.0, 11.0]) - torch.tensor([2.0, 2.0])
+    grid = torch.stack(((2 * pts[:, 0] + 1) / 9 - 1, (2 * pts[:, 1] + 1) / 7 - 1), dim=-1)
+    want = torch.nn.functional.grid_sample(hwc.permute(2, 0, 1)[None], grid.view(1, 1, -1, 2),
+                                           align_corners=False)[0, :, 0].t()
+    torch.testing.assert_close(bilinear_sample_hwc(hwc, pts), want, rtol=1e-5, atol=1e-5)
+
+
+# ----------------------------------------------------------------------------- network, random weights
+
+
+def test_protocol_shapes_dtypes_and_unit_norm():
+    ext = random_aliked(max_keypoints=200)
+    assert isinstance(ext, Extractor)
+    assert ext.name == "aliked" and ext.descriptor_dim == 128 and ext.binary is False
+    img = textured_image(96, 128)
+    f = ext.extract(img)
+    assert 0 < len(f) <= 200
+    assert f.keypoints.dtype == torch.float32 and f.keypoints.shape == (len(f), 2)
+    assert f.scores.dtype == torch.float32 and f.descriptors.dtype == torch.float32
+    assert f.descriptors.shape == (len(f), 128)
+    torch.testing.assert_close(f.descriptors.norm(dim=1), torch.ones(len(f)), rtol=1e-4, atol=1e-4)
+    assert f.image_size == (128, 96)
+    assert torch.all((f.keypoints[:, 0] >= 0) & (f.keypoints[:, 0] <= 127))
+    assert torch.all((f.keypoints[:, 1] >= 0) & (f.keypoints[:, 1] <= 95))
+    assert torch.all(f.scores[:-1] >= f.scores[1:])
+    # Grey input is the same image replicated to RGB.
+    grey = cv2.cvtColor(img, cv2.COLOR_BGR2GRAY)
+    fg = ext.extract(grey)
+    fr = ext.extract(np.repeat(grey[:, :, None], 3, axis=2))
+    torch.testing.assert_close(fg.keypoints, fr.keypoints)
+
+
+def test_odd_sizes_and_mixed_batch_equal_single():
+    ext = random_aliked(max_keypoints=100)
+    imgs = [textured_image(67, 91, 1), textured_image(67, 91, 2), textured_image(45, 33, 3)]
+    batch = ext.extract_batch(imgs)
+    assert [f.image_size for f in batch] == [(91, 67), (91, 67), (33, 45)]
+    for img, fb in zip(imgs, batch):
+        fs = ext.extract(img)
+        assert len(fs) == len(fb) > 0
+        torch.testing.assert_close(fb.keypoints, fs.keypoints, rtol=0, atol=1e-4)
+        torch.testing.assert_close(fb.descriptors, fs.descriptors, rtol=0, atol=1e-4)
+        h, w = img.shape[:2]
+        assert torch.all(fb.keypoints[:, 0] <= w - 1) and torch.all(fb.keypoints[:, 1] <= h - 1)
+
+
+def test_bad_inputs_raise_clear_errors():
+    ext = random_aliked()
+    with pytest.raises(ValueError, match="uint8"):
+        ext.extract(np.zeros((64, 64, 3), np.float32))
+    with pytest.raises(ValueError, match="BGR"):
+        ext.extract(np.zeros((64, 64, 4), np.uint8))
+    with pytest.raises(ValueError, match="at least"):
+        ext.extract(np.zeros((8, 64), np.uint8))
+    with pytest.raises(ValueError, match="fp16 needs a CUDA"):
+        random_aliked(precision="fp16")
+    with pytest.raises(ValueError, match="precision"):
+        random_aliked(precision="half")
+    with pytest.raises(ValueError, match="not an ALIKED checkpoint"):
+        ALIKED(ALIKEDConfig(), "cpu", state_dict={"foo": torch.zeros(1)})
+    with pytest.raises(WeightsNotFoundError, match="aliked-n16"):
+        ALIKED(ALIKEDConfig(model="aliked-n99"), "cpu")
+
+
+# ----------------------------------------------------------------------------- real weights
+
+
+@pytest.fixture(scope="module")
+def aliked_n16() -> ALIKED:
+    weights_or_skip("aliked-n16")
+    return ALIKED(ALIKEDConfig(model="aliked-n16", max_keypoints=512), "cpu")
+
+
+@pytest.mark.parametrize("model", ALIKED_MODELS)
+def test_real_weights_load_strictly(model):
+    weights_or_skip(model)
+    ext = ALIKED(ALIKEDConfig(model=model, max_keypoints=64), "cpu")
+    assert ext.descriptor_dim == (64 if model == "aliked-t16" else 128)
+    assert ext.net.desc_head.n_pos == (32 if model == "aliked-n32" else 16)
+    f = ext.extract(textured_image(64, 96))
+    assert 0 < len(f) <= 64 and f.descriptors.shape[1] == ext.descriptor_dim
+    torch.testing.assert_close(f.descriptors.norm(dim=1), torch.ones(len(f)), rtol=1e-4, atol=1e-4)
+    assert torch.all((f.scores > 0) & (f.scores < 1))
+
+
+def test_real_weights_keypoints_follow_a_translation(aliked_n16):
+    """Keypoints are in original-image pixels: cropping shifts them by the crop offset."""
+    img = textured_image(160, 192, 7)
+    dx, dy = 13, 6
+    f_full = aliked_n16.extract(img)
+    f_crop = aliked_n16.extract(img[dy:, dx:])
+    kp = f_crop.keypoints + torch.tensor([dx, dy], dtype=torch.float32)
+    inner = (kp[:, 0] > dx + 20) & (kp[:, 1] > dy + 20) & (kp[:, 0] < 192 - 20) & (kp[:, 1] < 160 - 20)
+    kp = kp[inner]
+    assert len(kp) > 20
+    dist = torch.cdist(kp, f_full.keypoints).min(dim=1).values
+    assert (dist < 0.5).float().mean() > 0.8
+
+
+def test_real_weights_batch_equals_single(aliked_n16):
+    imgs = [textured_image(120, 150, 11), textured_image(120, 150, 12), textured_image(99, 77, 13)]
+    for img, fb in zip(imgs, aliked_n16.extract_batch(imgs)):
+        fs = aliked_n16.extract(img)
+        assert len(fb) == len(fs) > 0
+        torch.testing.assert_close(fb.keypoints, fs.keypoints, rtol=0, atol=1e-3)
+        torch.testing.assert_close(fb.descriptors, fs.descriptors, rtol=0, atol=1e-3)
+
+
+@pytest.mark.needs_data
+@pytest.mark.slow
+def test_churchill_mutual_nn_precision(shared_data, aliked_n16):
+    """Churchill 1 -> 2 (homography, strong zoom), half resolution: MNN precision at 3 px."""
+    root = shared_data / "pairs" / "churchill"
+    if not (root / "H_1_2").is_file():
+        pytest.skip(f"churchill pair not found at {root}")
+    scale = 0.5
+    im0, im1 = (cv2.resize(cv2.imread(str(root / f"{k}.png")), None, fx=scale, fy=scale,
+                           interpolation=cv2.INTER_AREA) for k in (1, 2))
+    s = np.diag([scale, scale, 1.0])
+    homography = s @ np.loadtxt(root / "H_1_2") @ np.linalg.inv(s)
+    f0, f1 = aliked_n16.extract_batch([im0, im1])
+    sim = f0.descriptors @ f1.descriptors.T
+    nn01, nn10 = sim.argmax(1), sim.argmax(0)
+    i0 = torch.nonzero(nn10[nn01] == torch.arange(len(f0)))[:, 0]
+    p0, p1 = f0.keypoints_np[i0.numpy()], f1.keypoints_np[nn01[i0].numpy()]
+    proj = np.c_[p0, np.ones(len(p0))] @ homography.T
+    err = np.linalg.norm(proj[:, :2] / proj[:, 2:] - p1, axis=1)
+    assert len(i0) >= 150
+    assert (err < 3.0).mean() >= 0.8
