@@ -195,20 +195,23 @@ def _sliding_max(x: torch.Tensor, k: int, dim: int) -> torch.Tensor:
     return x.narrow(dim, 0, out_len)
 
 
-def _max_filter(x: torch.Tensor, radius: int) -> torch.Tensor:
+def _max_filter(x: torch.Tensor, radius: int, use_pool: Optional[bool] = None) -> torch.Tensor:
     """(B,H,W) -> max over the (2r+1)x(2r+1) window around each pixel, the window clipped at
     the map edge (same as max_pool2d(kernel 2r+1, stride 1, padding r)). Separable: a row
     pass then a column pass. On CPU by doubling (:func:`_sliding_max`), on GPU by max-pool."""
     k = 2 * radius + 1
-    if x.device.type != "cpu":  # GPU: two max-pool kernels beat ~8 elementwise ones
-        y = F.max_pool2d(x[:, None], (1, k), stride=1, padding=(0, radius))
-        return F.max_pool2d(y, (k, 1), stride=1, padding=(radius, 0))[:, 0]
+    if use_pool is None:
+        use_pool = x.device.type != "cpu"  # GPU: two max-pool kernels beat ~8 elementwise maxima
+    if use_pool:
+        xf = x if x.is_floating_point() else x.to(torch.float16)  # no integer max-pool on CUDA
+        y = F.max_pool2d(xf[:, None], (1, k), stride=1, padding=(0, radius))
+        return F.max_pool2d(y, (k, 1), stride=1, padding=(radius, 0))[:, 0].to(x.dtype)
     fill = torch.finfo(x.dtype).min if x.is_floating_point() else 0
     x = F.pad(x, (radius, radius, radius, radius), value=fill)
     return _sliding_max(_sliding_max(x, k, 2), k, 1)
 
 
-def nms(scores: torch.Tensor, radius: int) -> torch.Tensor:
+def nms(scores: torch.Tensor, radius: int, use_pool: Optional[bool] = None) -> torch.Tensor:
     """Non-maximum suppression in max-pool form; (B, H, W) -> (B, H, W), non-maxima set to 0.
 
     Same rule as the reference SuperPoint implementation: a pixel is a maximum when it equals
@@ -216,17 +219,18 @@ def nms(scores: torch.Tensor, radius: int) -> torch.Tensor:
     (Chebyshev distance) of a kept maximum are suppressed, and a pixel that is not suppressed
     and is the maximum of its window among the non-suppressed scores (suppressed ones count
     as 0) is kept too. This recovers points whose only larger neighbours were themselves
-    suppressed. radius 0 returns the scores unchanged.
+    suppressed. radius 0 returns the scores unchanged. use_pool picks the max-filter
+    implementation (None: max-pool kernels on GPU, elementwise doubling on CPU; same result).
     """
     if radius < 0:
         raise ValueError(f"nms radius must be >= 0, got {radius}")
     if radius == 0:
         return scores
-    keep = scores == _max_filter(scores, radius)
+    keep = scores == _max_filter(scores, radius, use_pool)
     for _ in range(2):
-        suppressed = _max_filter(keep.to(scores.dtype), radius) > 0
+        suppressed = _max_filter(keep.to(torch.uint8), radius, use_pool) > 0  # dilation of the kept set
         rest = scores.masked_fill(suppressed, 0.0)
-        keep = keep | ((rest == _max_filter(rest, radius)) & ~suppressed)
+        keep = keep | ((rest == _max_filter(rest, radius, use_pool)) & ~suppressed)
     return scores * keep
 
 
@@ -523,7 +527,10 @@ def load_superpoint_weights(source: Union[str, os.PathLike, Mapping[str, torch.T
         try:
             raw = torch.load(str(path), map_location="cpu", weights_only=True)
         except Exception as exc:  # noqa: BLE001 - any unpickling failure becomes one clear error
-            raise WeightsError(f"{path}: cannot be read as a PyTorch checkpoint ({type(exc).__name__}: {exc})") from exc
+            raise WeightsError(
+                f"{path}: cannot be read as a PyTorch checkpoint ({type(exc).__name__}: {exc}). It must be a "
+                f"torch.save'd state dict (loaded with weights_only=True: tensors, numbers, strings and dicts only); "
+                f"re-save a trusted checkpoint with torch.save(model.state_dict(), path)") from exc
     sd = _unwrap_checkpoint(raw, origin)
     if is_open_layout(sd):
         sd = convert_open_layout(sd, origin)
@@ -649,6 +656,7 @@ class SuperPoint:
             out = self._forward_net(x)
         with torch.inference_mode():
             heat = heatmap_from_logits(out["logits"])
+            heat = heat * valid_region_mask(heat.shape[-2:], image_sizes, 0)  # padding must not suppress
             heat = nms(heat, c.nms_radius)
             kpts, scores, valid = extract_keypoints(heat, c.detection_threshold, c.max_keypoints,
                                                     c.remove_borders, image_sizes)
@@ -658,7 +666,9 @@ class SuperPoint:
     def _cudnn_flags(self):
         if self.device.type != "cuda":
             return nullcontext()
-        return torch.backends.cudnn.flags(enabled=True, benchmark=True, deterministic=False, allow_tf32=True)
+        # benchmark: cuDNN picks the fastest algorithms per input size (scoped, not global);
+        # no TF32, so precision=fp32 really is fp32 (the fast path is fp16 autocast).
+        return torch.backends.cudnn.flags(enabled=True, benchmark=True, deterministic=False, allow_tf32=False)
 
     def _extract_group(self, grays: Sequence[np.ndarray], precision: Optional[str] = None) -> list[Features]:
         """Grey images that share one padded size -> Features (one forward pass)."""
