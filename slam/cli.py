@@ -95,7 +95,6 @@ def cmd_run(args) -> int:
 
 def cmd_live(args) -> int:
     from slam.app import RunInputs, run_slam, summary_lines
-    from slam.geometry.camera import PinholeCamera
     from slam.io.camera import CameraSource
 
     cfg = _load_cfg(args)
@@ -103,18 +102,23 @@ def cmd_live(args) -> int:
         cfg.mode = "mono"  # a plain camera has no depth
     if not args.calib:
         raise SystemExit("error: live needs --calib FILE.yaml; make one with `python -m slam calibrate --camera 0 --board 9x6 --square 0.025`")
-    camera = PinholeCamera.from_yaml(args.calib)
+    from slam.io.camera import load_calibration
+
+    camera = load_calibration(args.calib)
     spec = int(args.camera) if str(args.camera).isdigit() else args.camera
-    source = CameraSource(spec, calib=camera, max_frames=cfg.max_frames, realtime=args.realtime)
+    resize = tuple(int(v) for v in args.resize.lower().split("x")) if args.resize else None
+    source = CameraSource(spec, calib=camera, max_frames=cfg.max_frames, realtime=args.realtime, resize=resize)
+    if resize:
+        camera = camera.scaled(resize[0] / camera.width, resize[1] / camera.height)
     name = f"live_{Path(str(args.camera)).stem}"
     inputs = RunInputs(name, source, camera, None, None, f"camera {args.camera}")
     metrics = run_slam(cfg, inputs, live=True)
     for line in summary_lines(metrics):
         print(line)
     rt = metrics.get("runtime", {})
-    lat = rt.get("latency_ms") or {}
+    lat = rt.get("latency") or {}
     if lat:
-        print(f"latency p50 {lat.get('p50', float('nan')):.1f} ms, p95 {lat.get('p95', float('nan')):.1f} ms, dropped {rt.get('dropped_total', 0)}")
+        print(f"frame-to-pose latency p50 {lat.get('p50_ms', float('nan')):.1f} ms, p95 {lat.get('p95_ms', float('nan')):.1f} ms, dropped frames {rt.get('dropped_total', rt.get('dropped', 0))}")
     return 0
 
 
@@ -213,6 +217,7 @@ def build_parser() -> argparse.ArgumentParser:
     lv.add_argument("--viewer", choices=("none", "open3d"))
     lv.add_argument("--out", help="root folder for run folders (default runs/)")
     lv.add_argument("--realtime", action="store_true", help="pace a video file at its frame rate, like a camera")
+    lv.add_argument("--resize", help="WxH: resize frames (the calibration is scaled to match)")
     _config_args(lv)
     lv.set_defaults(func=cmd_live, seq=None)
 

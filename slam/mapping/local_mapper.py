@@ -248,12 +248,11 @@ class LocalMapper:
         free = existing < 0
         m.add_observations(kf.id, kp[free], cand[free])
         # merge duplicates: keep the point with more observations
-        for old, new in zip(existing[~free].tolist(), cand[~free].tolist()):
-            if old == new or not (m.pts_alive[old] and m.pts_alive[new]):
-                continue
-            if m.pts_n_obs[old] > m.pts_n_obs[new]:
-                old, new = new, old
-            m.replace_point(old, new)
+        a, b = existing[~free], cand[~free]
+        swap = m.pts_n_obs[a] > m.pts_n_obs[b]
+        old = np.where(swap, b, a)
+        new = np.where(swap, a, b)
+        m.replace_points(old, new)
 
     # ------------------------------------------------------------------ bundle adjustment
     def _gather(self, window: list[int], fixed_extra: int, iterations: int) -> Optional[tuple]:

@@ -244,24 +244,52 @@ class Map:
         have = self.obs_kf[rows] * big + self.obs_pt[rows]
         self.remove_observation_rows(rows[np.isin(have, want)])
 
-    def replace_point(self, old: int, new: int) -> None:
-        """Merge point `old` into `new`: observations move to `new` unless the keyframe
-        already observes `new`, in which case they are dropped."""
-        if old == new or not (self.pts_alive[old] and self.pts_alive[new]):
-            return
-        rows = self.observation_rows(point_ids=np.array([old]))
-        have = set(self.obs_kf[self.observation_rows(point_ids=np.array([new]))].tolist())
-        move = np.array([self.obs_kf[r] not in have for r in rows], dtype=bool)
-        for r in rows[move]:
-            self.obs_pt[r] = new
-            self.keyframes[int(self.obs_kf[r])].point_ids[self.obs_kp[r]] = new
-        self.pts_n_obs[new] += int(move.sum())
-        self.pts_n_obs[old] -= int(move.sum())
-        self.pts_visible[new] += self.pts_visible[old]
-        self.pts_found[new] += self.pts_found[old]
-        self.remove_observation_rows(rows[~move])
+    def replace_points(self, old: np.ndarray, new: np.ndarray) -> int:
+        """Merge points old[i] into new[i] (vectorised). Observations move to the new point
+        unless that keyframe already observes it, in which case they are dropped. Pairs whose
+        target is itself being merged away are skipped. Returns the number of merges."""
+        old = np.asarray(old, dtype=np.int64)
+        new = np.asarray(new, dtype=np.int64)
+        ok = (old != new) & self.pts_alive[old] & self.pts_alive[new]
+        old, new = old[ok], new[ok]
+        _, first = np.unique(old, return_index=True)
+        old, new = old[first], new[first]
+        keep = ~np.isin(new, old)
+        old, new = old[keep], new[keep]
+        if len(old) == 0:
+            return 0
+        target = np.full(self.n_points, -1, dtype=np.int64)
+        target[old] = new
+        rows = self.observation_rows(point_ids=old)
+        dst = target[self.obs_pt[rows]]
+        big = np.int64(1) << 32
+        key = self.obs_kf[rows] * big + dst
+        have_rows = self.observation_rows(point_ids=np.unique(new))
+        have = self.obs_kf[have_rows] * big + self.obs_pt[have_rows]
+        conflict = np.isin(key, have)
+        # two old points merged into the same new one, seen by the same keyframe: keep one
+        _, first = np.unique(key, return_index=True)
+        dup = np.ones(len(rows), dtype=bool)
+        dup[first] = False
+        drop = conflict | dup
+        move = rows[~drop]
+        self.obs_pt[move] = dst[~drop]
+        for kf_id in np.unique(self.obs_kf[move]).tolist():
+            r = move[self.obs_kf[move] == kf_id]
+            self.keyframes[kf_id].point_ids[self.obs_kp[r]] = self.obs_pt[r]
+        np.add.at(self.pts_n_obs, dst[~drop], 1)
+        self.pts_n_obs[old] = 0
+        # dropped rows: their keypoint loses its point (`old`, which dies)
+        gone = rows[drop]
+        self.obs_alive[gone] = False
+        for kf_id in np.unique(self.obs_kf[gone]).tolist():
+            r = gone[self.obs_kf[gone] == kf_id]
+            self.keyframes[kf_id].point_ids[self.obs_kp[r]] = -1
+        np.add.at(self.pts_visible, new, self.pts_visible[old])
+        np.add.at(self.pts_found, new, self.pts_found[old])
         self.pts_alive[old] = False
         self.version += 1
+        return len(old)
 
     def remove_points(self, ids: np.ndarray) -> None:
         ids = np.asarray(ids, dtype=np.int64)

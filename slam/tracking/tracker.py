@@ -18,10 +18,11 @@ import numpy as np
 from slam.geometry.camera import PinholeCamera
 from slam.geometry.epipolar import initialize_two_view
 from slam.geometry.pnp import solve_pnp_ransac
-from slam.geometry.se3 import se3_inverse, transform_points
+from slam.geometry.se3 import project_to_so3, se3_inverse, transform_points
 from slam.mapping.map import Keyframe, Map
 from slam.matching.guided import search_by_projection
 from slam.optim.ba import optimize_pose
+from slam.optim.pose_gn import refine_pose_gn
 from slam.tracking.keyframe_policy import KeyframePolicy, KeyframePolicyConfig
 from slam.types import FrameFeatures, TrackResult
 
@@ -40,6 +41,7 @@ class TrackingConfig:
     max_desc_dist_float: float = 0.9  # L2 distance accepted for learned descriptors
     match_ratio: float = 0.9  # best/second-best ratio in guided search
     pnp_threshold_px: float = 4.0  # RANSAC reprojection threshold
+    final_pose_refiner: str = "g2o"  # g2o | gn: pose-only refinement after local-map tracking (the first pass is always numpy Gauss-Newton)
     min_matches_motion: int = 20  # fewer guided matches than this -> PnP fallback
     min_inliers: int = 30  # fewer inliers than this -> LOST
     n_local_keyframes: int = 10  # keyframes whose points form the local map
@@ -121,8 +123,10 @@ class Tracker:
                     self.n_relocalised += 1
                     log.info("frame %d: relocalised with %d inliers", fr.index, n_inl)
                 self.state = "OK"
+                cam_from_world[:3, :3] = project_to_so3(cam_from_world[:3, :3])
                 if self.last is not None and self.last.cam_from_world is not None:
                     self.velocity = cam_from_world @ se3_inverse(self.last.cam_from_world)
+                    self.velocity[:3, :3] = project_to_so3(self.velocity[:3, :3])
                 self.last = _LastFrame(fr, cam_from_world, point_ids)
                 with self.map.lock:
                     if self.policy.need_keyframe(fr, point_ids, self._ref_tracked_count(), fr.index - self.last_kf_frame, self.map):
@@ -356,7 +360,7 @@ class Tracker:
             init = cam_from_world
         else:
             init = prior
-        cam_from_world, inl = optimize_pose(init, pts, uv, self.K, inv_sigma2=inv_s2, ur=ur, bf=c.bf)
+        cam_from_world, inl = refine_pose_gn(init, pts, uv, self.K, inv_sigma2=inv_s2, ur=ur, bf=c.bf)
         if inl.sum() < 10:
             return None, inl_kp
         inl_kp[kp[inl]] = True
@@ -418,7 +422,8 @@ class Tracker:
         kp, pts, uv, inv_s2, ur = self._obs_arrays(fr, point_ids)
         if len(kp) < 10:
             return cam_from_world, point_ids, 0
-        cam_from_world, inl = optimize_pose(cam_from_world, pts, uv, self.K, inv_sigma2=inv_s2, ur=ur, bf=c.bf)
+        refine = optimize_pose if c.final_pose_refiner == "g2o" else refine_pose_gn
+        cam_from_world, inl = refine(cam_from_world, pts, uv, self.K, inv_sigma2=inv_s2, ur=ur, bf=c.bf)
         point_ids[kp[~inl]] = -1
         found = point_ids[point_ids >= 0]
         self.map.pts_found[found] += 1

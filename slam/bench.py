@@ -1,0 +1,114 @@
+"""`python -m slam bench`: accuracy and speed on a whole sequence; prints a table, writes JSON."""
+from __future__ import annotations
+
+import copy
+import json
+import platform
+from datetime import datetime
+from pathlib import Path
+
+import torch
+
+
+def machine_description() -> str:
+    import os
+
+    cpu = platform.processor() or platform.machine()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    gpu = torch.cuda.get_device_name(0) if torch.cuda.is_available() else "no GPU"
+    return f"{cpu}, {os.cpu_count()} cores, {gpu}, torch {torch.__version__}"
+
+
+def _row(m: dict) -> dict:
+    ev = m.get("eval") or {}
+    rt = m.get("runtime") or {}
+    stages = {k: v.get("mean_ms") for k, v in (rt.get("stages") or {}).items()} if isinstance(rt.get("stages"), dict) else {}
+    return {
+        "mode": m["mode"],
+        "runner": m.get("runner", ""),
+        "features": m["features"],
+        "matcher": m["matcher"],
+        "frames": m["frames_in"],
+        "tracked_pct": round(m["tracked_pct"], 2),
+        "tracked_after_init_pct": round(m["tracked_after_init_pct"], 2),
+        "ate_rmse_m": ev.get("ate_rmse_m"),
+        "rpe_trans_rmse_m": ev.get("rpe_trans_rmse_m"),
+        "rpe_rot_rmse_deg": ev.get("rpe_rot_rmse_deg"),
+        "fps": round(m["fps"], 2),
+        "peak_rss_mb": round(m["peak_rss_mb"], 1),
+        "keyframes": m["keyframes"],
+        "map_points": m["map_points"],
+        "stage_mean_ms": stages,
+        "latency_ms": rt.get("latency"),
+        "run_dir": m["run_dir"],
+    }
+
+
+def format_table(rows: list[dict]) -> str:
+    head = f"{'mode':5} {'runner':9} {'features':10} {'matcher':9} {'frames':>6} {'tracked%':>8} {'ATE cm':>7} {'RPE cm':>7} {'RPE deg':>7} {'fps':>6} {'peak MB':>8} {'KFs':>4}  ms/stage"
+    lines = [head, "-" * len(head)]
+    for r in rows:
+        ate = f"{r['ate_rmse_m'] * 100:7.2f}" if r["ate_rmse_m"] is not None else "      -"
+        rpe = f"{r['rpe_trans_rmse_m'] * 100:7.2f}" if r["rpe_trans_rmse_m"] is not None else "      -"
+        rpr = f"{r['rpe_rot_rmse_deg']:7.3f}" if r["rpe_rot_rmse_deg"] is not None else "      -"
+        st = " ".join(f"{k}={v:.0f}" for k, v in (r["stage_mean_ms"] or {}).items() if v is not None)
+        lines.append(
+            f"{r['mode']:5} {r['runner']:9} {r['features']:10} {r['matcher']:9} {r['frames']:6d} {r['tracked_pct']:8.1f} {ate} {rpe} {rpr} {r['fps']:6.1f} {r['peak_rss_mb']:8.0f} {r['keyframes']:4d}  {st}"
+        )
+    return "\n".join(lines)
+
+
+def bench_main(args) -> int:
+    from slam.app import open_input, run_slam
+    from slam.cli import _load_cfg
+
+    base = _load_cfg(args)
+    modes = [m.strip() for m in args.modes.split(",") if m.strip()]
+    rows = []
+    for mode in modes:
+        runners = [True, False] if args.compare_sync else [base.runtime.threaded]
+        for threaded in runners:
+            cfg = copy.deepcopy(base)
+            cfg.mode = mode
+            cfg.runtime.threaded = threaded
+            cfg.runtime.progress = False
+            inputs = open_input(args.seq, cfg, args.data_root)
+            m = run_slam(cfg, inputs)
+            m["runner"] = "threaded" if threaded else "sync"
+            rows.append(_row(m))
+            print(format_table(rows[-1:]).splitlines()[-1], flush=True)
+    print()
+    print(format_table(rows))
+    if args.compare_sync:
+        for mode in modes:
+            t = [r for r in rows if r["mode"] == mode and r["runner"] == "threaded"]
+            s = [r for r in rows if r["mode"] == mode and r["runner"] == "sync"]
+            if t and s:
+                print(f"{mode}: threaded/sync throughput = {t[0]['fps'] / s[0]['fps']:.2f}x")
+    out = {
+        "date": datetime.now().isoformat(timespec="seconds"),
+        "machine": machine_description(),
+        "sequence": args.seq,
+        "command": "python -m slam bench " + " ".join(_argv_echo(args)),
+        "results": rows,
+    }
+    Path(args.json).parent.mkdir(parents=True, exist_ok=True)
+    Path(args.json).write_text(json.dumps(out, indent=2, default=str))
+    print(f"JSON written to {args.json}")
+    return 0
+
+
+def _argv_echo(args) -> list[str]:
+    out = [f"--seq {args.seq}", f"--modes {args.modes}"]
+    if args.compare_sync:
+        out.append("--compare-sync")
+    if args.max_frames:
+        out.append(f"--max-frames {args.max_frames}")
+    out += list(args.overrides)
+    return out
