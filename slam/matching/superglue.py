@@ -247,34 +247,38 @@ def log_optimal_transport(scores: torch.Tensor, bin_score: torch.Tensor, iters: 
         torch.cat([alpha.expand(b, 1, m), alpha.expand(b, 1, 1)], dim=2),
     ], dim=1)
     log_mu, log_nu, norm = _sinkhorn_marginals(b, n, m, mask0, mask1, scores.device)
-    u = torch.zeros_like(log_mu)
-    v = torch.zeros_like(log_nu)
-    if not torch.is_grad_enabled() and iters > 0:
-        u, v = _log_sinkhorn_inference(couplings, log_mu, log_nu, iters)
+    # duals start at 0, and at -inf for zero-mass (padded) rows / columns so that padding has
+    # no influence even on the first iteration
+    u = torch.zeros_like(log_mu).masked_fill_(torch.isneginf(log_mu), float("-inf"))
+    v = torch.zeros_like(log_nu).masked_fill_(torch.isneginf(log_nu), float("-inf"))
+    if not torch.is_grad_enabled() and couplings.device.type == "cpu":
+        u, v = _log_sinkhorn_cpu(couplings, log_mu, log_nu, u, v, iters)
     else:
-        for _ in range(iters):
-            u = log_mu - torch.logsumexp(couplings + v.unsqueeze(1), dim=2)
-            v = log_nu - torch.logsumexp(couplings + u.unsqueeze(2), dim=1)
+        u, v = _log_sinkhorn(couplings, log_mu, log_nu, u, v, iters)
     return couplings + u.unsqueeze(2) + v.unsqueeze(1) - norm[:, None, None]
 
 
-def _log_sinkhorn_inference(z: torch.Tensor, log_mu: torch.Tensor, log_nu: torch.Tensor, iters: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """The log-space iterations of the differentiable loop, u = log_mu - LSE_j(z_ij + v_j) and
-    v = log_nu - LSE_i(z_ij + u_i), computed faster for inference. Returns u (B, N+1), v (B, M+1).
+def _log_sinkhorn(z: torch.Tensor, log_mu: torch.Tensor, log_nu: torch.Tensor, u: torch.Tensor, v: torch.Tensor,
+                  iters: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Log-space Sinkhorn: u = log_mu - LSE_j(z_ij + v_j), v = log_nu - LSE_i(z_ij + u_i).
+    z (B, N+1, M+1); log_mu, u (B, N+1); log_nu, v (B, M+1). Differentiable; used for training
+    and on CUDA."""
+    for _ in range(iters):
+        u = log_mu - torch.logsumexp(z + v.unsqueeze(1), dim=2)
+        v = log_nu - torch.logsumexp(z + u.unsqueeze(2), dim=1)
+    return u, v
 
-    On CPU each LSE uses the exact identity LSE_j(z_ij + v_j) = c_i + d + log sum_j K_ij exp(v_j - d)
+
+def _log_sinkhorn_cpu(z: torch.Tensor, log_mu: torch.Tensor, log_nu: torch.Tensor, u: torch.Tensor, v: torch.Tensor,
+                      iters: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """The same iterations as _log_sinkhorn, computed faster on CPU without autograd.
+
+    Each LSE uses the exact identity LSE_j(z_ij + v_j) = c_i + d + log sum_j K_ij exp(v_j - d)
     with K = exp(z - c) (c = row max, d = max v) computed once, so an iteration is two
     matrix-vector products instead of several passes of exp over the (N+1) x (M+1) matrix. When a
     sum gets small enough to lose fp32 precision (< 1e-30) that half-iteration is redone with the
-    direct LSE. On CUDA the direct LSE is used (fast there, and no host syncs).
+    direct LSE, so the result equals the plain loop up to rounding.
     """
-    u = torch.zeros_like(log_mu)
-    v = torch.zeros_like(log_nu)
-    if z.device.type != "cpu":
-        for _ in range(iters):
-            u = log_mu - torch.logsumexp(z + v.unsqueeze(1), dim=2)
-            v = log_nu - torch.logsumexp(z + u.unsqueeze(2), dim=1)
-        return u, v
     # rows / columns with zero mass (padding) stay at -inf and take no part
     live_r = torch.isfinite(log_mu)
     live_c = torch.isfinite(log_nu)
@@ -498,9 +502,11 @@ class SuperGlueNet(nn.Module):
                 w1_fused = torch.cat([w1x, w1m @ w_merge], dim=1)
                 b1_fused = b1 + w1m @ b_merge
                 layers.append((cast(w_qkv), cast(b_qkv), cast(w1_fused), cast(b1_fused), cast(w2), cast(b2)))
-            # fold the 1/sqrt(D) score scaling into the final projection of both images
+            # fold the 1/sqrt(D) score scaling into the final projection of both images; the
+            # projection and the score matrix stay in fp32 (cheap, and the logits keep their precision)
             s = d ** -0.25
-            final = (cast(self.final_proj.weight.detach().squeeze(-1).float() * s), cast(self.final_proj.bias.detach().float() * s))
+            f32 = lambda t: t.to(device=device, dtype=torch.float32).contiguous()  # noqa: E731
+            final = (f32(self.final_proj.weight.detach().squeeze(-1).float() * s), f32(self.final_proj.bias.detach().float() * s))
         prepared = {"kenc": kenc, "layers": layers, "final": final}
         self._prepared = (key, prepared)
         return prepared
@@ -557,9 +563,9 @@ class SuperGlueNet(nn.Module):
             x0 = x0.add_(F.linear(F.linear(buf0, w1, b1).relu_(), w2, b2))
             x1 = x1.add_(F.linear(F.linear(buf1, w1, b1).relu_(), w2, b2))
         w_f, b_f = p["final"]
-        m0 = F.linear(x0.to(dtype), w_f, b_f)
-        m1 = F.linear(x1.to(dtype), w_f, b_f)
-        return torch.matmul(m0, m1.transpose(1, 2)).float()
+        m0 = F.linear(x0, w_f, b_f)
+        m1 = F.linear(x1, w_f, b_f)
+        return torch.matmul(m0, m1.transpose(1, 2))
 
 
 # ----------------------------------------------------------------------------------------------
