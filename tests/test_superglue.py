@@ -276,11 +276,14 @@ def test_sinkhorn_inference_path_equals_differentiable_loop_even_for_extreme_sco
 # ---------------------------------------------------------------------------------------------
 
 
-def test_forward_matches_reference_maths_with_official_layout():
+@pytest.mark.parametrize("equal_sizes", [False, True], ids=["N!=M", "N==M"])
+def test_forward_matches_reference_maths_with_official_layout(equal_sizes):
     """Official layout + random weights: our (fused and differentiable) forward = the published maths."""
     sd = random_official_state_dict(seed=4)
     sg = SuperGlue(SuperGlueConfig(sinkhorn_iterations=50), "cpu", state_dict=sd)
     f0, f1, _ = homography_pair(5, n=48, n_out=10, dim=256)
+    if equal_sizes:  # both images go through the layers as one batch
+        f1 = f1.subset(np.arange(len(f0)))
     data = batch_of(f0, f1)
     ref = reference_forward(sd, data, num_heads=4, iters=50)
     with torch.no_grad():
@@ -290,9 +293,15 @@ def test_forward_matches_reference_maths_with_official_layout():
     torch.testing.assert_close(plain, ref, atol=2e-4, rtol=1e-4)
 
 
-def test_fused_inference_path_equals_differentiable_path():
+@pytest.mark.parametrize("mode", ["two_streams", "stacked_equal", "stacked_padded"])
+def test_fused_inference_path_equals_differentiable_path(mode, monkeypatch):
+    if mode == "stacked_padded":  # what CUDA does for N != M, forced here on CPU
+        monkeypatch.setattr(SuperGlueNet, "pad_to_stack", staticmethod(lambda device: True))
     net = random_net(6)
     f0, f1, _ = homography_pair(7, n=80, n_out=20)
+    if mode == "stacked_equal":
+        f1 = f1.subset(np.arange(len(f0)))
+    assert (len(f0) == len(f1)) == (mode == "stacked_equal")
     data = batch_of(f0, f1)
     plain = net(data)
     with torch.inference_mode():
@@ -300,6 +309,12 @@ def test_fused_inference_path_equals_differentiable_path():
     torch.testing.assert_close(fused["log_assignment"], plain["log_assignment"].detach(), atol=1e-4, rtol=1e-4)
     assert torch.equal(fused["matches0"], plain["matches0"])
     assert (fused["matches0"] >= 0).sum() > 40
+    if mode == "stacked_padded":  # padded batch with masks on both sides, then stacked
+        sg = make_sg(net)
+        pairs = [(f0, f1), (f0.subset(np.arange(50)), f1), (f1, f0.subset(np.arange(30)))]
+        for (a, c), got in zip(pairs, sg.match_pairs(pairs)):
+            alone = net(batch_of(a, c))
+            np.testing.assert_array_equal(got.matches0, alone["matches0"][0].numpy())
 
 
 def test_permuting_keypoints_permutes_matches():

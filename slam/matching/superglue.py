@@ -418,8 +418,8 @@ class SuperGlueNet(nn.Module):
         mask0 = None if mask0 is None else mask0.to(torch.bool)
         mask1 = None if mask1 is None else mask1.to(torch.bool)
 
-        if n == 0 or m == 0:
-            la = kpts0.new_zeros((b, n + 1, m + 1), dtype=torch.float32)
+        if n == 0 or m == 0:  # nothing to attend to: all mass goes to the dustbins
+            la = log_optimal_transport(desc0.new_zeros((b, n, m), dtype=torch.float32), self.bin_score, iters, mask0, mask1)
             return {"log_assignment": la, **mutual_matches(la, threshold)}
 
         # Attention masks: None when nothing is padded (fastest SDPA path). A sample whose other
@@ -517,10 +517,10 @@ class SuperGlueNet(nn.Module):
         return self.final_proj.weight.dtype
 
     def _scores_fused(self, kn0, s0, desc0, amask0, kn1, s1, desc1, amask1) -> torch.Tensor:
+        """Inference path -> scores (B, N, M) fp32 (already divided by sqrt(D))."""
         device = desc0.device
         dtype = self._resolve_compute_dtype(device)
         p = self._prepare(device, dtype)
-        d, h = self.descriptor_dim, self.num_heads
 
         def encode(kn, s, desc):
             z = torch.cat([kn, s.unsqueeze(-1).to(kn)], dim=-1).to(dtype)
@@ -529,24 +529,74 @@ class SuperGlueNet(nn.Module):
                 z = F.linear(z, w, bb)
                 if i < last:
                     z = z.relu_()
-            return desc.float() + z.float()  # residual stream in fp32
+            return desc.float() + z.float()  # the residual stream stays fp32
 
         x0 = encode(kn0, s0, desc0)
         x1 = encode(kn1, s1, desc1)
         b, n, m = x0.shape[0], x0.shape[1], x1.shape[1]
+        if n != m and self.pad_to_stack(device):
+            size = max(n, m)
+            x0, amask0 = _pad_points(x0, amask0, size)
+            x1, amask1 = _pad_points(x1, amask1, size)
+        if x0.shape[1] == x1.shape[1]:
+            x0, x1 = self._gnn_stacked(p, torch.cat([x0, x1], dim=0), amask0, amask1, dtype)
+        else:
+            x0, x1 = self._gnn_two_streams(p, x0, x1, amask0, amask1, dtype)
+        w_f, b_f = p["final"]
+        m0 = F.linear(x0, w_f, b_f)
+        m1 = F.linear(x1, w_f, b_f)
+        return torch.matmul(m0, m1.transpose(1, 2))[:, :n, :m]
+
+    @staticmethod
+    def pad_to_stack(device: torch.device) -> bool:
+        """Whether to pad two keypoint sets of different sizes to a common size so both images go
+        through each layer as one batch: on CUDA (fewer, larger kernels), not on CPU (the padding
+        would be computed for nothing)."""
+        return device.type == "cuda"
+
+    def _gnn_stacked(self, p: dict, x: torch.Tensor, amask0, amask1, dtype) -> tuple[torch.Tensor, torch.Tensor]:
+        """Both images in one batch x (2B, K, D) fp32: images 0 are x[:B], images 1 x[B:]."""
+        d, h = self.descriptor_dim, self.num_heads
         hd = d // h
-        # [x | attention output] in the compute dtype: the input of the (merge-folded) message MLP
+        b2, k = x.shape[:2]
+        b = b2 // 2
+        if amask0 is None and amask1 is None:
+            self_mask = m0 = m1 = None
+        else:
+            full = torch.ones(b, k, dtype=torch.bool, device=x.device)
+            a0 = full if amask0 is None else amask0
+            a1 = full if amask1 is None else amask1
+            self_mask = torch.cat([a0, a1], dim=0)[:, None, None, :]
+            m0, m1 = a0[:, None, None, :], a1[:, None, None, :]
+        buf = x.new_empty((b2, k, 2 * d), dtype=dtype)  # [x | attention output], the message-MLP input
+        out = buf[..., d:].view(b2, k, h, hd)
+        for (w_qkv, b_qkv, w1, b1, w2, b2_), name in zip(p["layers"], self.gnn.names):
+            xc = x.to(dtype)
+            buf[..., :d].copy_(xc)
+            q, kk, v = F.linear(xc, w_qkv, b_qkv).view(b2, k, 3, h, hd).permute(2, 0, 3, 1, 4).contiguous()
+            if name == "cross":
+                out[:b].copy_(F.scaled_dot_product_attention(q[:b], kk[b:], v[b:], attn_mask=m1).transpose(1, 2))
+                out[b:].copy_(F.scaled_dot_product_attention(q[b:], kk[:b], v[:b], attn_mask=m0).transpose(1, 2))
+            else:
+                out.copy_(F.scaled_dot_product_attention(q, kk, v, attn_mask=self_mask).transpose(1, 2))
+            x = x.add_(F.linear(F.linear(buf, w1, b1).relu_(), w2, b2_))
+        return x[:b], x[b:]
+
+    def _gnn_two_streams(self, p: dict, x0: torch.Tensor, x1: torch.Tensor, amask0, amask1, dtype) -> tuple[torch.Tensor, torch.Tensor]:
+        """Images 0 (B, N, D) and 1 (B, M, D), fp32, N != M, through the layers side by side."""
+        d, h = self.descriptor_dim, self.num_heads
+        hd = d // h
+        b, n, m = x0.shape[0], x0.shape[1], x1.shape[1]
+        am0 = None if amask0 is None else amask0[:, None, None, :]
+        am1 = None if amask1 is None else amask1[:, None, None, :]
         buf0 = x0.new_empty((b, n, 2 * d), dtype=dtype)
         buf1 = x1.new_empty((b, m, 2 * d), dtype=dtype)
+        out0 = buf0[..., d:].view(b, n, h, hd)
+        out1 = buf1[..., d:].view(b, m, h, hd)
 
         def qkv(xc, w, bias, k):
             # (B, K, 3D) -> (3, B, H, K, hd) contiguous, the layout SDPA is fastest on
             return F.linear(xc, w, bias).view(b, k, 3, h, hd).permute(2, 0, 3, 1, 4).contiguous()
-
-        def attend(q, k, v, key_mask, buf, k_q):
-            attn_mask = None if key_mask is None else key_mask[:, None, None, :]
-            out = F.scaled_dot_product_attention(q, k, v, attn_mask=attn_mask)  # (B, H, K, hd)
-            buf[..., d:].view(b, k_q, h, hd).copy_(out.transpose(1, 2))
 
         for (w_qkv, b_qkv, w1, b1, w2, b2), name in zip(p["layers"], self.gnn.names):
             xc0, xc1 = x0.to(dtype), x1.to(dtype)  # contiguous operands for the QKV GEMM
@@ -555,17 +605,24 @@ class SuperGlueNet(nn.Module):
             q0, k0, v0 = qkv(xc0, w_qkv, b_qkv, n)
             q1, k1, v1 = qkv(xc1, w_qkv, b_qkv, m)
             if name == "cross":
-                attend(q0, k1, v1, amask1, buf0, n)
-                attend(q1, k0, v0, amask0, buf1, m)
+                out0.copy_(F.scaled_dot_product_attention(q0, k1, v1, attn_mask=am1).transpose(1, 2))
+                out1.copy_(F.scaled_dot_product_attention(q1, k0, v0, attn_mask=am0).transpose(1, 2))
             else:
-                attend(q0, k0, v0, amask0, buf0, n)
-                attend(q1, k1, v1, amask1, buf1, m)
+                out0.copy_(F.scaled_dot_product_attention(q0, k0, v0, attn_mask=am0).transpose(1, 2))
+                out1.copy_(F.scaled_dot_product_attention(q1, k1, v1, attn_mask=am1).transpose(1, 2))
             x0 = x0.add_(F.linear(F.linear(buf0, w1, b1).relu_(), w2, b2))
             x1 = x1.add_(F.linear(F.linear(buf1, w1, b1).relu_(), w2, b2))
-        w_f, b_f = p["final"]
-        m0 = F.linear(x0, w_f, b_f)
-        m1 = F.linear(x1, w_f, b_f)
-        return torch.matmul(m0, m1.transpose(1, 2))
+        return x0, x1
+
+
+def _pad_points(x: torch.Tensor, mask: Optional[torch.Tensor], size: int) -> tuple[torch.Tensor, Optional[torch.Tensor]]:
+    """Pad x (B, K, C) with zero points to (B, size, C); the mask marks the real points."""
+    b, k = x.shape[:2]
+    if k == size:
+        return x, mask
+    real = torch.ones(b, k, dtype=torch.bool, device=x.device) if mask is None else mask
+    pad = torch.zeros(b, size - k, dtype=torch.bool, device=x.device)
+    return F.pad(x, (0, 0, 0, size - k)), torch.cat([real, pad], dim=1)
 
 
 # ----------------------------------------------------------------------------------------------
