@@ -199,6 +199,7 @@ def test_tum_files_parse(tiny_seq: Path):
     cam = yaml.safe_load((tiny_seq / "camera.yaml").read_text())
     assert cam["dataset"] == "synthetic" and cam["depth_factor"] == 5000 and cam["fps"] == 3.0
     assert PinholeCamera.from_dict(cam["camera"]) == HALF
+    assert syn.read_camera_manifest(tiny_seq) == HALF == PinholeCamera.from_yaml(tiny_seq / "camera.yaml")
     stamp = json.loads((tiny_seq / "stamp.json").read_text())
     assert stamp["hash"] == syn.manifest_hash(syn.load_manifest(_small_manifest()))
 

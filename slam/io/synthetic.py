@@ -29,7 +29,8 @@ Public API
 - ``PROFILES``: embedded manifests by name ("default", "xyz", "desk", "fast"); the files
   ``sequences/synthetic/<name>.yaml`` hold the same content.
 - ``render_sequence(name_or_manifest, out_dir, n_frames=None, seed=None, progress=False)``
-- ``ensure_sequence(name, root, n_frames=None)``: cached rendering into ``root/synthetic/name``.
+- ``ensure_sequence(name, root, n_frames=None)``: cached rendering into ``root/synthetic/name``;
+  ``read_camera_manifest(folder)`` -> PinholeCamera of a rendered sequence.
 - ``render_view(scene, camera, cam_from_world)`` -> (bgr, depth); ``Renderer(camera).render``
   also gives face ids and incidence angles.
 - ``make_scene(seed)`` -> ``Scene``; ``sample_pair(seed, ...)`` -> training pair dict;
@@ -1631,8 +1632,10 @@ def render_sequence(name_or_manifest: Union[str, dict], out_dir: Path, n_frames:
             lines.append(f"{s} {tx_:.9f} {ty_:.9f} {tz_:.9f} {q[0]:.9f} {q[1]:.9f} {q[2]:.9f} {q[3]:.9f}\n")
         (tmp / "groundtruth.txt").write_text(hdr + "# ground truth trajectory (exact), world_from_cam\n"
                                              "# timestamp tx ty tz qx qy qz qw\n" + "".join(lines))
+        # nested "camera" (the manifest format) plus the same intrinsics at the top level, so that
+        # flat readers such as PinholeCamera.from_yaml also accept the file
         cam_yaml = {"name": m["name"], "dataset": "synthetic", "camera": camera.to_dict(),
-                    "depth_factor": DEPTH_FACTOR, "fps": fps}
+                    "depth_factor": DEPTH_FACTOR, "fps": fps, **camera.to_dict()}
         (tmp / "camera.yaml").write_text(yaml.safe_dump(cam_yaml, sort_keys=False))
         elapsed = time.perf_counter() - t_start
         stamp = {"hash": manifest_hash(m), "renderer_version": RENDERER_VERSION, "frames": n,
@@ -1646,6 +1649,25 @@ def render_sequence(name_or_manifest: Union[str, dict], out_dir: Path, n_frames:
         if tmp.exists():
             shutil.rmtree(tmp, ignore_errors=True)
     return out_dir
+
+
+def read_camera_manifest(seq_dir: Union[str, Path]) -> PinholeCamera:
+    """The camera of a rendered sequence from ``seq_dir/camera.yaml`` (nested ``camera:`` mapping,
+    or flat intrinsics). Raises SyntheticError naming the file when it is missing or invalid."""
+    path = Path(seq_dir) / "camera.yaml"
+    if not path.is_file():
+        raise SyntheticError(f"{path} does not exist; render the sequence with ensure_sequence / render_sequence")
+    try:
+        data = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as exc:
+        raise SyntheticError(f"{path} is not valid YAML: {exc}") from None
+    if not isinstance(data, dict):
+        raise SyntheticError(f"{path} must be a mapping with a 'camera' key")
+    cam = data.get("camera", data)
+    try:
+        return PinholeCamera.from_dict(cam, source=str(path))
+    except ValueError as exc:
+        raise SyntheticError(str(exc)) from None
 
 
 def sequence_is_current(seq_dir: Path, manifest: dict) -> bool:
