@@ -95,17 +95,21 @@ def sync(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
-def time_calls(fn, n: int, warmup: int, device: torch.device) -> list[float]:
+def time_calls(fn, n: int, warmup: int, device: torch.device) -> tuple[list[float], list[float]]:
+    """Wall-clock and process CPU seconds of n calls after warm-up. On a shared machine the
+    CPU time of a 1-thread run (--threads 1) is the steadier figure: it is about what the wall
+    time would be on an idle core."""
     for _ in range(warmup):
         fn()
     sync(device)
-    out = []
+    wall, cpu = [], []
     for _ in range(n):
-        t0 = time.perf_counter()
+        t0, c0 = time.perf_counter(), time.process_time()
         fn()
         sync(device)
-        out.append(time.perf_counter() - t0)
-    return out
+        wall.append(time.perf_counter() - t0)
+        cpu.append(time.process_time() - c0)
+    return wall, cpu
 
 
 def agreement(ref_feats, test_feats) -> dict[str, float]:
@@ -174,8 +178,8 @@ def main(argv: Optional[list[str]] = None) -> int:
             k[0] += 1
             return sp.extract(img)
 
-        t_single = time_calls(single, args.frames, args.warmup, device)
-        t_batch = time_calls(lambda: sp.extract_batch(images[:batch]), batch_calls, 1, device)
+        t_single, c_single = time_calls(single, args.frames, args.warmup, device)
+        t_batch, c_batch = time_calls(lambda: sp.extract_batch(images[:batch]), batch_calls, 1, device)
         # the network alone, for the share of the post-processing
         gray = torch.from_numpy(cv2.cvtColor(images[0], cv2.COLOR_BGR2GRAY)).to(device)[None, None].float() / 255
         gray = gray.contiguous(memory_format=sp.memory_format)
@@ -184,7 +188,7 @@ def main(argv: Optional[list[str]] = None) -> int:
             with torch.inference_mode(), sp._autocast(sp.precision):
                 return sp._forward_net(gray)
 
-        t_net = time_calls(net_only, max(10, args.frames // 2), 2, device)
+        t_net, c_net = time_calls(net_only, max(10, args.frames // 2), 2, device)
         feats = sp.extract_batch(images[:8])
         if not comp:
             feats_by_prec[prec] = feats
@@ -192,6 +196,8 @@ def main(argv: Optional[list[str]] = None) -> int:
             "precision": label, "device": str(device),
             "single_ms": stats_ms(t_single), "batched_ms_per_frame": stats_ms(t_batch, batch),
             "batch": batch, "network_ms": stats_ms(t_net),
+            "single_cpu_ms": stats_ms(c_single), "batched_cpu_ms_per_frame": stats_ms(c_batch, batch),
+            "network_cpu_ms": stats_ms(c_net),
             "fps_single": 1000.0 / stats_ms(t_single)["mean"],
             "fps_batched": 1000.0 / stats_ms(t_batch, batch)["mean"],
             "keypoints_mean": float(np.mean([len(f) for f in feats])),
@@ -210,16 +216,18 @@ def main(argv: Optional[list[str]] = None) -> int:
         "weights": args.weights or "random (He init)", "loadavg_before": load_before, "loadavg_after": loadavg(),
     }
     head = (f"{'precision':<14}{'single mean':>12}{'p50':>9}{'p95':>9}{'batched/frame':>15}{'fps(batch)':>11}"
-            f"{'net p50':>9}{'kpts':>7}{'rep@1px':>9}{'exact':>7}{'desc cos':>9}")
+            f"{'net p50':>9}{'cpu single':>11}{'cpu net':>9}{'kpts':>7}{'rep@1px':>9}{'exact':>7}{'desc cos':>9}")
     print(f"SuperPoint end to end, 640x480, max_keypoints={args.max_keypoints}, device={device} "
           f"({env['gpu'] or platform.processor() or 'cpu'}), threads={env['cpu_threads']}, images: {source}")
     print(head)
     for r in rows:
         s, b, v = r["single_ms"], r["batched_ms_per_frame"], r.get("vs_fp32", {})
         print(f"{r['precision']:<14}{s['mean']:>12.2f}{s['p50']:>9.2f}{s['p95']:>9.2f}{b['mean']:>15.2f}"
-              f"{r['fps_batched']:>11.1f}{r['network_ms']['p50']:>9.2f}{r['keypoints_mean']:>7.0f}"
+              f"{r['fps_batched']:>11.1f}{r['network_ms']['p50']:>9.2f}{r['single_cpu_ms']['p50']:>11.2f}"
+              f"{r['network_cpu_ms']['p50']:>9.2f}{r['keypoints_mean']:>7.0f}"
               + (f"{v['repeatability_1px']:>9.3f}{v['repeatability_exact']:>7.3f}{v['descriptor_cosine']:>9.4f}" if v else ""))
-    print(f"(ms per frame; batched = batch {batch}; load average before/after: {load_before} / {env['loadavg_after']})")
+    print(f"(ms per frame, wall clock unless 'cpu' = process CPU time p50; batched = batch {batch}; "
+          f"load average before/after: {load_before} / {env['loadavg_after']})")
     if args.out:
         out = Path(args.out)
         out.parent.mkdir(parents=True, exist_ok=True)

@@ -55,7 +55,10 @@ def _put_text(canvas: np.ndarray, lines: Sequence[str], origin: tuple[int, int] 
     x, y = origin
     for i, line in enumerate(lines):
         pos = (x, y + step * (i + 1))
-        cv2.putText(canvas, str(line), pos, cv2.FONT_HERSHEY_DUPLEX, sc, (0, 0, 0), 2, cv2.LINE_AA)
+        # outline by offsets: a thicker stroke would also widen OpenCV's glyph advance
+        for dx, dy in ((-1, -1), (-1, 1), (1, -1), (1, 1), (0, 2), (2, 0), (0, -2), (-2, 0)):
+            cv2.putText(canvas, str(line), (pos[0] + dx, pos[1] + dy), cv2.FONT_HERSHEY_DUPLEX, sc,
+                        (0, 0, 0), 1, cv2.LINE_AA)
         cv2.putText(canvas, str(line), pos, cv2.FONT_HERSHEY_DUPLEX, sc, (255, 255, 255), 1, cv2.LINE_AA)
 
 
@@ -74,7 +77,8 @@ def _keypoints_np(feats: Features) -> np.ndarray:
 
 def draw_keypoints(image: np.ndarray, feats: Features, out_path: Optional[PathLike] = None,
                    text_lines: Optional[Sequence[str]] = None, radius: int = 2) -> np.ndarray:
-    """Keypoints on the image, coloured by score (jet colormap of score / max score).
+    """Keypoints on the image, coloured by score (jet colormap of the score scaled to the
+    image's min..max: blue = weakest, red = strongest).
 
     image: (H, W, 3) uint8 BGR or (H, W) uint8 grey; feats: Features of that image (pixels,
     any device). text_lines: shown at the top left (default: "<N> keypoints").
@@ -84,8 +88,8 @@ def draw_keypoints(image: np.ndarray, feats: Features, out_path: Optional[PathLi
     kp = _keypoints_np(feats)
     if len(kp):
         scores = feats.scores.detach().float().cpu().numpy()
-        top = float(scores.max()) if scores.size else 0.0
-        colors = confidence_colors(scores / top if top > 0 else np.ones_like(scores))
+        lo, hi = float(scores.min()), float(scores.max())
+        colors = confidence_colors((scores - lo) / (hi - lo) if hi > lo else np.ones_like(scores))
         for (x, y), col in zip(np.round(kp).astype(int), colors):
             cv2.circle(canvas, (int(x), int(y)), radius + 1, (0, 0, 0), -1, cv2.LINE_AA)
             cv2.circle(canvas, (int(x), int(y)), radius, tuple(int(c) for c in col), -1, cv2.LINE_AA)
