@@ -237,7 +237,9 @@ def log_optimal_transport(scores: torch.Tensor, bin_score: torch.Tensor, iters: 
     mask1 (B, M) bool or None (True = real keypoint). Returns the log assignment (B, N+1, M+1)
     float32: log of the transport plan times (n + m) for each sample's real counts n, m, so each
     real row and column sums to 1 in probability, the dustbin row to m and the dustbin column to n.
-    Padded rows / columns are -inf. Sinkhorn runs in fp32 in log space (differentiable).
+    Padded rows / columns are -inf. Sinkhorn runs in log space in fp32 (differentiable); without
+    autograd the same iterates are computed in the scaling domain in float64 (faster, see
+    _log_sinkhorn_scaling), falling back to the log-space loop for extreme logits.
     """
     b, n, m = scores.shape
     scores = scores.float()
@@ -251,62 +253,51 @@ def log_optimal_transport(scores: torch.Tensor, bin_score: torch.Tensor, iters: 
     # no influence even on the first iteration
     u = torch.zeros_like(log_mu).masked_fill_(torch.isneginf(log_mu), float("-inf"))
     v = torch.zeros_like(log_nu).masked_fill_(torch.isneginf(log_nu), float("-inf"))
-    if not torch.is_grad_enabled() and couplings.device.type == "cpu":
-        u, v = _log_sinkhorn_cpu(couplings, log_mu, log_nu, u, v, iters)
-    else:
-        u, v = _log_sinkhorn(couplings, log_mu, log_nu, u, v, iters)
+    duals = None
+    if not torch.is_grad_enabled():
+        duals = _log_sinkhorn_scaling(couplings, log_mu, log_nu, u, v, iters)
+    u, v = duals if duals is not None else _log_sinkhorn(couplings, log_mu, log_nu, u, v, iters)
     return couplings + u.unsqueeze(2) + v.unsqueeze(1) - norm[:, None, None]
 
 
 def _log_sinkhorn(z: torch.Tensor, log_mu: torch.Tensor, log_nu: torch.Tensor, u: torch.Tensor, v: torch.Tensor,
                   iters: int) -> tuple[torch.Tensor, torch.Tensor]:
     """Log-space Sinkhorn: u = log_mu - LSE_j(z_ij + v_j), v = log_nu - LSE_i(z_ij + u_i).
-    z (B, N+1, M+1); log_mu, u (B, N+1); log_nu, v (B, M+1). Differentiable; used for training
-    and on CUDA."""
+    z (B, N+1, M+1); log_mu, u (B, N+1); log_nu, v (B, M+1). Differentiable."""
     for _ in range(iters):
         u = log_mu - torch.logsumexp(z + v.unsqueeze(1), dim=2)
         v = log_nu - torch.logsumexp(z + u.unsqueeze(2), dim=1)
     return u, v
 
 
-def _log_sinkhorn_cpu(z: torch.Tensor, log_mu: torch.Tensor, log_nu: torch.Tensor, u: torch.Tensor, v: torch.Tensor,
-                      iters: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """The same iterations as _log_sinkhorn, computed faster on CPU without autograd.
+def _log_sinkhorn_scaling(z: torch.Tensor, log_mu: torch.Tensor, log_nu: torch.Tensor, u: torch.Tensor, v: torch.Tensor,
+                          iters: int) -> Optional[tuple[torch.Tensor, torch.Tensor]]:
+    """The iterates of _log_sinkhorn in the scaling domain, float64, without autograd.
 
-    Each LSE uses the exact identity LSE_j(z_ij + v_j) = c_i + d + log sum_j K_ij exp(v_j - d)
-    with K = exp(z - c) (c = row max, d = max v) computed once, so an iteration is two
-    matrix-vector products instead of several passes of exp over the (N+1) x (M+1) matrix. When a
-    sum gets small enough to lose fp32 precision (< 1e-30) that half-iteration is redone with the
-    direct LSE, so the result equals the plain loop up to rounding.
+    With c_i = max_j z_ij, K = exp(z - c), a = exp(u + c), b = exp(v) the log-space updates are
+    exactly a = mu / (K b) and b = nu / (K^T a): two matrix-vector products and two divisions per
+    iteration, few kernels (this matters on CUDA). Returns (u, v) = (log a - c, log b), or None
+    when a scaling left the range where float64 is exact to rounding (|log a|, |log b| > 300:
+    terms of K that underflow, below e^-745, could then matter), in which case the caller runs
+    the log-space loop. Realistic logits stay far inside that range.
     """
-    # rows / columns with zero mass (padding) stay at -inf and take no part
-    live_r = torch.isfinite(log_mu)
-    live_c = torch.isfinite(log_nu)
-    dead_r, dead_c = ~live_r, ~live_c
-    pad = dead_r.any() or dead_c.any()
-    if bool(pad):
-        z = z.masked_fill(dead_r.unsqueeze(2) | dead_c.unsqueeze(1), float("-inf"))
-    c_row = z.amax(dim=2).nan_to_num_(neginf=0.0)  # (B, N+1)
-    c_col = z.amax(dim=1).nan_to_num_(neginf=0.0)  # (B, M+1)
-    k_row = torch.sub(z, c_row.unsqueeze(2)).exp_()  # (B, N+1, M+1), rows stabilised
-    k_col = torch.sub(z, c_col.unsqueeze(1)).exp_()  # (B, N+1, M+1), columns stabilised
-    neg_inf = float("-inf")
+    if iters <= 0:
+        return u, v
+    zd = z.double()
+    c = zd.amax(dim=2, keepdim=True)  # finite: every row has the finite dustbin entry
+    k = zd.sub_(c).exp_()  # (B, N+1, M+1) in [0, 1], each row's max is 1
+    mu, nu = log_mu.double().exp(), log_nu.double().exp()  # zero for padded rows / columns
+    b = v.double().exp()
+    tiny = 1e-300  # keeps 0 / 0 at padded entries from turning into NaN
     for _ in range(iters):
-        d = v.amax(dim=1, keepdim=True)
-        r = torch.bmm(k_row, torch.exp(v - d).unsqueeze(2)).squeeze(2)
-        if bool(((r < 1e-30) & live_r).any()) or not bool(torch.isfinite(r).all()):
-            lse = torch.logsumexp(z + v.unsqueeze(1), dim=2)
-        else:
-            lse = r.log_().add_(c_row).add_(d)
-        u = (log_mu - lse).masked_fill_(dead_r, neg_inf)
-        e = u.amax(dim=1, keepdim=True)
-        s = torch.bmm(torch.exp(u - e).unsqueeze(1), k_col).squeeze(1)
-        if bool(((s < 1e-30) & live_c).any()) or not bool(torch.isfinite(s).all()):
-            lse = torch.logsumexp(z + u.unsqueeze(2), dim=1)
-        else:
-            lse = s.log_().add_(c_col).add_(e)
-        v = (log_nu - lse).masked_fill_(dead_c, neg_inf)
-    return u, v
+        a = mu / torch.bmm(k, b.unsqueeze(2)).squeeze(2).clamp_min_(tiny)
+        b = nu / torch.bmm(a.unsqueeze(1), k).squeeze(1).clamp_min_(tiny)
+    log_a, log_b = a.log(), b.log()
+    live_r, live_c = mu > 0, nu > 0
+    bad = ((log_a.abs() > 300) & live_r).any() | ((log_b.abs() > 300) & live_c).any()
+    if bool(bad):
+        return None
+    return (log_a - c.squeeze(2)).float(), log_b.float()
 
 
 def mutual_matches(log_assignment: torch.Tensor, threshold: float,
