@@ -329,6 +329,24 @@ def test_fused_inference_path_equals_differentiable_path(mode, monkeypatch):
             np.testing.assert_array_equal(got.matches0, alone["matches0"][0].numpy())
 
 
+def test_fused_weights_follow_parameter_changes():
+    net = random_net(41)
+    f0, f1, _ = homography_pair(42, n=40, n_out=5)
+    data = batch_of(f0, f1)
+    with torch.inference_mode():
+        before = net(data)["log_assignment"]
+    with torch.no_grad():
+        net.gnn.layers[1].mlp[3].weight.mul_(3.0)  # edit in place after a forward
+    with torch.inference_mode():
+        after = net(data)["log_assignment"]
+    torch.testing.assert_close(after, net(data)["log_assignment"].detach(), atol=1e-4, rtol=1e-4)
+    assert not torch.allclose(after, before, atol=1e-3)
+    net.load_state_dict(random_net(43).state_dict())
+    with torch.inference_mode():
+        reloaded = net(data)["log_assignment"]
+    torch.testing.assert_close(reloaded, random_net(43)(data)["log_assignment"].detach(), atol=1e-4, rtol=1e-4)
+
+
 def test_permuting_keypoints_permutes_matches():
     net = random_net(8)
     sg = make_sg(net)

@@ -365,6 +365,7 @@ class SuperGlueNet(nn.Module):
         self.final_proj = nn.Conv1d(self.descriptor_dim, self.descriptor_dim, kernel_size=1, bias=True)
         self.register_parameter("bin_score", nn.Parameter(torch.tensor(1.0)))
         self._prepared: Optional[tuple[Any, dict]] = None
+        self._tensors: Optional[list[torch.Tensor]] = None
 
     # -- configuration / checkpoints -----------------------------------------------------------
 
@@ -469,10 +470,28 @@ class SuperGlueNet(nn.Module):
 
     # -- fused inference path ------------------------------------------------------------------
 
+    def _apply(self, fn, *args, **kwargs):  # .to(), .cuda(), .half(), ...: new tensors
+        self._prepared = None
+        self._tensors = None
+        return super()._apply(fn, *args, **kwargs)
+
+    def train(self, mode: bool = True):
+        self._prepared = None
+        return super().train(mode)
+
+    def _weights_version(self) -> int:
+        """Changes whenever a parameter or buffer is modified in place (optimiser step,
+        load_state_dict, manual edits): version counters only grow."""
+        if self._tensors is None:
+            self._tensors = list(self.parameters()) + list(self.buffers())
+        try:
+            return sum(t._version for t in self._tensors)
+        except RuntimeError:  # inference tensors carry no version counter
+            return -1
+
     def _prepare(self, device: torch.device, dtype: torch.dtype) -> dict:
         """Folded weights for inference, cached until a parameter/buffer changes."""
-        tensors = list(self.parameters()) + list(self.buffers())
-        key = (device, dtype, tuple((t.data_ptr(), t._version) for t in tensors))
+        key = (device, dtype, self._weights_version())
         if self._prepared is not None and self._prepared[0] == key:
             return self._prepared[1]
         d, h = self.descriptor_dim, self.num_heads
