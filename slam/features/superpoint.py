@@ -107,6 +107,15 @@ class SuperPointConfig:
 # ----------------------------------------------------------------------------- network
 
 
+def _max_pool2(x: torch.Tensor) -> torch.Tensor:
+    """2x2 max-pool, stride 2 (H, W even). On CPU as the maximum of the four strided
+    sub-grids, about twice as fast as max_pool2d on channels-last bf16/fp32 maps."""
+    if x.device.type != "cpu":
+        return F.max_pool2d(x, 2, 2)
+    return torch.maximum(torch.maximum(x[..., ::2, ::2], x[..., 1::2, ::2]),
+                         torch.maximum(x[..., ::2, 1::2], x[..., 1::2, 1::2]))
+
+
 class SuperPointNet(nn.Module):
     """SuperPoint network in Magic Leap's layout (state-dict keys ``conv1a.*`` ... ``convDb.*``).
 
@@ -139,17 +148,21 @@ class SuperPointNet(nn.Module):
             x = getattr(self, "bn" + name[4:])(x)
         return x
 
+    def _block_pool(self, x: torch.Tensor, name: str) -> torch.Tensor:
+        """conv -> ReLU -> 2x2 max-pool. Without BatchNorm the ReLU is applied after the pool
+        (max and ReLU commute exactly), on a quarter of the data."""
+        if self.batch_norm:
+            return _max_pool2(self._block(x, name))
+        return F.relu(_max_pool2(getattr(self, name)(x)), inplace=True)
+
     def encode(self, image: torch.Tensor) -> torch.Tensor:
         """(B,1,H,W) -> (B,128,H/8,W/8) shared features."""
         x = self._block(image, "conv1a")
-        x = self._block(x, "conv1b")
-        x = F.max_pool2d(x, 2, 2)
+        x = self._block_pool(x, "conv1b")
         x = self._block(x, "conv2a")
-        x = self._block(x, "conv2b")
-        x = F.max_pool2d(x, 2, 2)
+        x = self._block_pool(x, "conv2b")
         x = self._block(x, "conv3a")
-        x = self._block(x, "conv3b")
-        x = F.max_pool2d(x, 2, 2)
+        x = self._block_pool(x, "conv3b")
         x = self._block(x, "conv4a")
         return self._block(x, "conv4b")
 
