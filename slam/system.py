@@ -68,7 +68,7 @@ def build_matcher(cfg: Config, device: torch.device):
         from slam.matching.lightglue import LightGlue
 
         lg = cfg.lightglue
-        if not lg.features:
+        if not lg.weights:  # the LightGlue weights must fit the extractor
             lg.features = cfg.features
         return LightGlue(lg, device)
     raise ValueError(f"unknown matcher {name!r}")

@@ -159,7 +159,10 @@ class LocalMapper:
             i_nb = np.nonzero(nb_free)[0]
             if len(i_kf) < 10 or len(i_nb) < 10:
                 continue
-            m = self.matcher.match(kf.features.subset(i_kf), nb.features.subset(i_nb))
+            if hasattr(self.matcher, "match_descriptors"):  # descriptor-only matcher: skip building Features
+                m = self.matcher.match_descriptors(kf.desc[i_kf], nb.desc[i_nb])
+            else:
+                m = self.matcher.match(kf.features.subset(i_kf), nb.features.subset(i_nb))
             pr = m.pairs()
             if len(pr) == 0:
                 continue

@@ -16,11 +16,13 @@ from slam.types import Features, Matches
 _POPCOUNT = np.array([bin(i).count("1") for i in range(256)], dtype=np.uint8)
 
 
+_PM1_TABLE = np.unpackbits(np.arange(256, dtype=np.uint8)[:, None], axis=1).astype(np.float32) * 2.0 - 1.0
+
+
 def unpack_bits_pm1(desc: torch.Tensor) -> torch.Tensor:
-    """(N, B) uint8 packed bits -> (N, 8B) float32 with values +1/-1."""
-    shifts = torch.arange(7, -1, -1, device=desc.device, dtype=torch.uint8)
-    bits = (desc.unsqueeze(-1) >> shifts) & 1
-    return bits.reshape(desc.shape[0], -1).float() * 2.0 - 1.0
+    """(N, B) uint8 packed bits -> (N, 8B) float32 with values +1/-1 (MSB first)."""
+    table = torch.from_numpy(_PM1_TABLE).to(desc.device)
+    return table[desc.long()].reshape(desc.shape[0], -1)
 
 
 def distance_matrix(desc0: torch.Tensor, desc1: torch.Tensor) -> torch.Tensor:
@@ -64,13 +66,17 @@ class NearestNeighborMatcher:
         self.cfg = cfg or NNConfig()
         self.device = torch.device(device)
 
-    @torch.inference_mode()
     def match(self, feats0: Features, feats1: Features) -> Matches:
-        n0, n1 = len(feats0), len(feats1)
+        return self.match_descriptors(feats0.descriptors, feats1.descriptors)
+
+    @torch.inference_mode()
+    def match_descriptors(self, desc0: torch.Tensor | np.ndarray, desc1: torch.Tensor | np.ndarray) -> Matches:
+        """Match (N0, D) against (N1, D) descriptors (uint8 bits or float, torch or numpy)."""
+        d0 = torch.as_tensor(desc0).to(self.device)
+        d1 = torch.as_tensor(desc1).to(self.device)
+        n0, n1 = d0.shape[0], d1.shape[0]
         if n0 == 0 or n1 == 0:
             return Matches(np.full(n0, -1), np.zeros(n0))
-        d0 = feats0.descriptors.to(self.device)
-        d1 = feats1.descriptors.to(self.device)
         dist = distance_matrix(d0, d1)
         binary = d0.dtype == torch.uint8
         max_d = self.cfg.max_distance_binary if binary else self.cfg.max_distance_float
