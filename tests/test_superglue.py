@@ -21,7 +21,6 @@ from slam.matching.superglue import (
     SuperGlueNet,
     SuperGlueWeightsError,
     _log_sinkhorn_scaling,
-    _sinkhorn_marginals,
     log_optimal_transport,
     resolve_superglue_weights,
 )

@@ -2,7 +2,8 @@
 keyframes in one batched pass, with random weights in the official configuration (9 self + 9 cross
 layers, 256 dims, 4 heads).
 
-    python tools/bench_superglue.py --out runs/bench_superglue.json
+    python tools/bench_superglue.py --out runs/bench_superglue.json   # (PYTHONPATH=. without pip install -e .)
+    python tools/bench_superglue.py --threads 1 --precision auto bf16 --reference
     python tools/bench_superglue.py --device cuda --precision fp16 --sizes 512 1024 2048
     python tools/bench_superglue.py --reference      # also time a plain re-statement of the
                                                      # published model (einsum, logsumexp loop)
@@ -22,7 +23,6 @@ import statistics
 import time
 from pathlib import Path
 
-import numpy as np
 import torch
 
 from slam.device import resolve_device

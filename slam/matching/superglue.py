@@ -33,10 +33,18 @@ order at run time so the state dict stays the reference one.
 
 Inference (module in eval mode and autograd off) runs a fused path: BatchNorm folded into the
 preceding linear layer, the attention merge folded into the message MLP, one QKV projection per
-image and layer, the compute dtype of ``SuperGlueConfig.precision``; the prepared weights are
-cached and rebuilt whenever a parameter changes. Training (or autograd on) runs the plain,
-differentiable path with the checkpoint's modules; with masks, BatchNorm statistics in training
-use only real keypoints.
+image and layer, both images through each layer as one batch when their sizes match (on CUDA the
+smaller set is padded to match), the compute dtype of ``SuperGlueConfig.precision`` with the
+residual stream, final projection and score matrix in fp32; the prepared weights are cached and
+rebuilt whenever a parameter changes. Its Sinkhorn computes the same iterates in the scaling
+domain in float64 (two matrix-vector products per iteration), falling back to the log-space loop
+for extreme logits. Training (or autograd on) runs the plain, differentiable path with the
+checkpoint's modules and the log-space loop; with masks, BatchNorm statistics in training use
+only real keypoints.
+
+Equivalence with the reference is tested against a direct re-statement of the published maths
+(reference layout, interleaved heads, unfused BatchNorm) with random weights in the official
+key layout; Magic Leap's weight files themselves were not available when this was written.
 
 Weights: never bundled. ``superglue_indoor`` / ``superglue_outdoor`` are Magic Leap's
 (non-commercial licence, download them yourself); ``superglue_ours`` is trained with
@@ -45,7 +53,6 @@ Weights: never bundled. ``superglue_indoor`` / ``superglue_outdoor`` are Magic L
 from __future__ import annotations
 
 import logging
-import math
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
