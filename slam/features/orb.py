@@ -14,7 +14,7 @@ from slam.types import Features
 
 @dataclass
 class ORBConfig:
-    n_features: int = 2000  # keypoints kept per image
+    n_features: int = 1000  # keypoints kept per image (ORB-SLAM2 uses 1000 at 640x480)
     scale_factor: float = 1.2  # pyramid scale between levels
     n_levels: int = 8  # pyramid levels
     fast_threshold: int = 12  # FAST threshold; low so textureless areas still get corners

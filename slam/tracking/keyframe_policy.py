@@ -10,7 +10,8 @@ from slam.types import FrameFeatures
 
 @dataclass
 class KeyframePolicyConfig:
-    min_interval: int = 0  # frames since the last keyframe before a new one may be inserted
+    min_interval: int = 5  # frames since the last keyframe before a new one may be inserted (unless tracking weakens)
+    weak_ratio: float = 0.5  # tracked < weak_ratio x reference points: insert regardless of min_interval
     max_interval: int = 30  # insert at the latest after this many frames (with enough tracked points)
     ref_ratio_rgbd: float = 0.75  # insert when tracked points < ratio x points of the reference keyframe
     ref_ratio_mono: float = 0.9
@@ -28,7 +29,10 @@ class KeyframePolicy:
     def need_keyframe(self, fr: FrameFeatures, point_ids: np.ndarray, ref_tracked: int, frames_since_kf: int, slam_map) -> bool:
         c = self.cfg
         n_tracked = int((point_ids >= 0).sum())
-        if frames_since_kf < c.min_interval or n_tracked < c.min_tracked:
+        if n_tracked < c.min_tracked:
+            return False
+        weak = n_tracked < c.weak_ratio * ref_tracked
+        if frames_since_kf < c.min_interval and not weak:
             return False
         need_close = False
         if self.mode == "rgbd":
@@ -40,7 +44,7 @@ class KeyframePolicy:
         if len(slam_map.keyframes) < 2:
             ratio = 0.4
         c1a = frames_since_kf >= c.max_interval
-        c1b = frames_since_kf >= c.min_interval
+        c1b = frames_since_kf >= c.min_interval or weak
         c1c = self.mode == "rgbd" and (n_tracked < 0.25 * ref_tracked or need_close)
         c2 = (n_tracked < ref_tracked * ratio or need_close) and n_tracked > c.min_tracked
         return bool((c1a or c1b or c1c) and (c2 or c1a))
