@@ -214,6 +214,12 @@ def overlay_polyline(img: np.ndarray, pts_world: np.ndarray, K: np.ndarray, cam_
 
 def _render_open3d(snapshot: MapSnapshot, width: int, height: int, point_size: float) -> np.ndarray:
     """(height, width, 3) uint8 RGB rendered offscreen with Open3D."""
+    import os
+    import tempfile
+
+    # GLFW complains on stderr when XDG_RUNTIME_DIR is unset (headless machines, CI)
+    if not os.environ.get("XDG_RUNTIME_DIR"):
+        os.environ["XDG_RUNTIME_DIR"] = tempfile.mkdtemp(prefix="slam-xdg-")
     import open3d as o3d
 
     geoms = build_open3d_geometries(snapshot)
