@@ -123,10 +123,15 @@ def make_run_dir(root: str | Path, name: str) -> Path:
 
 
 def _attach_log(path: Path) -> logging.Handler:
+    """Log INFO and above of the 'slam' loggers to the run folder (the terminal keeps its level)."""
     h = logging.FileHandler(path)
     h.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
-    h.setLevel(logging.DEBUG)
-    logging.getLogger("slam").addHandler(h)
+    h.setLevel(logging.INFO)
+    root = logging.getLogger("slam")
+    h._previous_level = root.level  # type: ignore[attr-defined]
+    if root.level == logging.NOTSET or root.level > logging.INFO:
+        root.setLevel(logging.INFO)
+    root.addHandler(h)
     return h
 
 
@@ -176,6 +181,7 @@ def run_slam(cfg: Config, inputs: RunInputs, out_dir: Optional[Path] = None, liv
         if viewer is not None:
             viewer.close()
         logging.getLogger("slam").removeHandler(handler)
+        logging.getLogger("slam").setLevel(getattr(handler, "_previous_level", logging.NOTSET))
         handler.close()
     if error is not None:
         raise error
@@ -217,7 +223,8 @@ def _finish(cfg: Config, system: SLAMSystem, inputs: RunInputs, out_dir: Path, s
         except Exception as exc:  # noqa: BLE001 - keep the trajectory anyway
             log.error("global bundle adjustment failed: %s", exc)
     idx, ts, traj = system.trajectory()
-    write_tum(out_dir / "trajectory.txt", ts, traj)
+    n_in = len(system.tracking_stage.results)
+    write_tum(out_dir / "trajectory.txt", ts, traj, header={"n_frames": n_in, "sequence": inputs.name, "mode": cfg.mode})
     if cfg.output.kitti:
         write_kitti(out_dir / "trajectory_kitti.txt", traj)
     if cfg.output.euroc:
@@ -228,7 +235,6 @@ def _finish(cfg: Config, system: SLAMSystem, inputs: RunInputs, out_dir: Path, s
     if cfg.output.ply:
         write_ply(out_dir / "map.ply", pts, col)
     results = system.tracking_stage.results
-    n_in = len(results)
     first_ok = next((i for i, r in enumerate(results) if r.state == "OK"), None)
     n_after_init = n_in - first_ok if first_ok is not None else 0
     n_ok_after = sum(1 for r in results[first_ok:] if r.state == "OK") if first_ok is not None else 0

@@ -23,6 +23,11 @@ from typing import Optional
 
 log = logging.getLogger("slam")
 
+
+class InputError(RuntimeError):
+    """Bad command-line input; main() prints it and returns 2."""
+
+PASSTHROUGH = ("eval", "calibrate", "download", "sequences", "weights")
 COMMANDS = ("run", "live", "bench", "eval", "features", "match", "calibrate", "download", "sequences", "weights", "render")
 
 
@@ -101,7 +106,7 @@ def cmd_live(args) -> int:
     if cfg.mode == "rgbd":
         cfg.mode = "mono"  # a plain camera has no depth
     if not args.calib:
-        raise SystemExit("error: live needs --calib FILE.yaml; make one with `python -m slam calibrate --camera 0 --board 9x6 --square 0.025`")
+        raise InputError("live needs --calib FILE.yaml; make one with `python -m slam calibrate --camera 0 --board 9x6 --square 0.025`")
     from slam.io.camera import load_calibration
 
     camera = load_calibration(args.calib)
@@ -142,7 +147,7 @@ def cmd_features(args) -> int:
         cfg = _resolve_auto(cfg)
     img = cv2.imread(args.image, cv2.IMREAD_COLOR)
     if img is None:
-        raise SystemExit(f"error: cannot read image {args.image}: missing or not an image")
+        raise InputError(f"cannot read image {args.image}: missing or not an image")
     ext = build_extractor(cfg, resolve_device(cfg.device))
     feats = ext.extract(img)
     out = args.out or str(Path(args.image).with_suffix("")) + f"_{cfg.features}_kp.png"
@@ -169,7 +174,7 @@ def cmd_match(args) -> int:
     for p in (args.image0, args.image1):
         im = cv2.imread(p, cv2.IMREAD_COLOR)
         if im is None:
-            raise SystemExit(f"error: cannot read image {p}: missing or not an image")
+            raise InputError(f"cannot read image {p}: missing or not an image")
         imgs.append(im)
     dev = resolve_device(cfg.device)
     ext = build_extractor(cfg, dev)
@@ -298,6 +303,7 @@ def _known_errors() -> tuple[type, ...]:
     for mod, names in (
         ("slam.config", ("ConfigError",)),
         ("slam.app", ("InputError",)),
+        ("slam.cli", ("InputError",)),
         ("slam.io.errors", ("DatasetError",)),
         ("slam.io.sequences", ("SequenceError", "SequenceNotFoundError")),
         ("slam.weights", ("WeightsNotFoundError", "WeightsError")),
@@ -315,6 +321,14 @@ def _known_errors() -> tuple[type, ...]:
 
 def main(argv: Optional[list[str]] = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
+    if argv and argv[0] in PASSTHROUGH:  # these parse their own options
+        _setup_logging("-v" in argv or "--verbose" in argv)
+        known = _known_errors()
+        try:
+            return _passthrough(argv[0], argv[1:])
+        except known as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            return 2
     parser = build_parser()
     if not argv or argv[0] not in COMMANDS and not argv[0].startswith("-"):
         argv = ["run"] + argv  # `python -m slam` runs the embedded default

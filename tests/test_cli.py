@@ -110,18 +110,10 @@ def test_video_without_calibration_is_exit_2(capsys, tmp_path):
     assert "--mode mono" in capsys.readouterr().err
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "slam/cli.py cmd_features/cmd_match raise SystemExit('error: cannot read image ...') (exit status 1 "
-    "from the shell, an exception from main(argv)) instead of returning 2 like every other input error; "
-    "raise slam.app.InputError (or a FileNotFoundError) instead so main() prints it and returns 2"))
 def test_unreadable_image_is_exit_2(capsys, tmp_path):
     assert call(["features", str(tmp_path / "none.png"), "--features", "orb"]) == 2
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "slam/cli.py cmd_live raises SystemExit('error: live needs --calib ...') when --calib is missing: "
-    "exit status 1 from the shell and an exception from main(argv) instead of returning 2; raise "
-    "slam.app.InputError (caught by main) instead"))
 def test_live_without_calibration_is_exit_2(capsys):
     assert call(["live", "--camera", "7"]) == 2
 
@@ -147,12 +139,6 @@ def _write_pair(tmp_path):
     return tmp_path / "gt.txt", tmp_path / "est.txt"
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "slam/cli.py: the passthrough subcommands (eval, calibrate, download, sequences, weights) take their "
-    "arguments with nargs=argparse.REMAINDER, which does not capture a leading option (CPython "
-    "gh-61252), so `python -m slam eval --gt A --est B`, `calibrate --camera 0 ...`, `sequences "
-    "--data-root D`, `download --help` all die with 'unrecognized arguments' (exit 2). Fix: in main(), "
-    "dispatch argv[0] in those commands to _passthrough(argv[0], argv[1:]) before parsing"))
 @pytest.mark.parametrize("which", ["eval", "sequences", "calibrate"])
 def test_passthrough_commands_accept_options(capsys, tmp_path, which):
     if which == "eval":

@@ -115,10 +115,6 @@ def test_run_folder_contents(rgbd_sync_run):
     assert (out / "map.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "run.log stays empty when run_slam is used as a library: app._attach_log adds a DEBUG FileHandler "
-    "to the 'slam' logger but never sets the logger's level, so INFO records are dropped at the "
-    "logger (effective level WARNING from the root); only the CLI's _setup_logging sets INFO"))
 def test_run_log_records_the_run(synthetic_seq, tmp_path, quiet_library_logging):
     m = run(synthetic_seq, tmp_path / "runs", "mode=rgbd", "runtime.threaded=false", "max_frames=5",
             "output.plot=false", "global_ba=false")
