@@ -20,7 +20,7 @@ class ORBConfig:
     fast_threshold: int = 12  # FAST threshold; low so textureless areas still get corners
     grid_cols: int = 16  # bucketing grid: at most n_features/(cols*rows)*oversample per cell
     grid_rows: int = 12
-    oversample: float = 3.0  # detect this many times n_features before bucketing
+    oversample: float = 10.0  # candidate pool = oversample x n_features (cv2 keeps the strongest globally), then per-cell bucketing
     edge_threshold: int = 19  # border (px) where no keypoint is detected
 
 
