@@ -57,8 +57,8 @@ class ORBExtractor:
         c = self.cfg
         if len(kps) <= c.n_features:
             return list(kps)
-        xy = np.array([k.pt for k in kps], dtype=np.float32)
-        resp = np.array([k.response for k in kps], dtype=np.float32)
+        xy = cv2.KeyPoint_convert(kps).reshape(-1, 2)
+        resp = np.fromiter((k.response for k in kps), dtype=np.float32, count=len(kps))
         cx = np.clip((xy[:, 0] * c.grid_cols / width).astype(np.int64), 0, c.grid_cols - 1)
         cy = np.clip((xy[:, 1] * c.grid_rows / height).astype(np.int64), 0, c.grid_rows - 1)
         cell = cy * c.grid_cols + cx
@@ -81,9 +81,9 @@ class ORBExtractor:
         kps, desc = self._orb.compute(gray, kps)
         if desc is None or len(kps) == 0:
             return Features.empty(32, (w, h), binary=True)
-        xy = np.array([k.pt for k in kps], dtype=np.float32)
-        resp = np.array([k.response for k in kps], dtype=np.float32)
-        octave = np.array([k.octave & 0xFF for k in kps], dtype=np.int64)
+        xy = cv2.KeyPoint_convert(kps).reshape(-1, 2).astype(np.float32)
+        resp = np.fromiter((k.response for k in kps), dtype=np.float32, count=len(kps))
+        octave = np.fromiter((k.octave & 0xFF for k in kps), dtype=np.int64, count=len(kps))
         return Features(
             torch.from_numpy(xy).to(self.device),
             torch.from_numpy(resp).to(self.device),

@@ -26,8 +26,8 @@ log = logging.getLogger(__name__)
 @dataclass
 class MappingConfig:
     local_ba: bool = True  # run local bundle adjustment after each keyframe
-    ba_window: int = 8  # keyframes optimised: the new one plus its best covisible ones
-    ba_max_fixed: int = 12  # at most this many fixed keyframes that also observe local points
+    ba_window: int = 6  # keyframes optimised: the new one plus its best covisible ones
+    ba_max_fixed: int = 6  # at most this many fixed keyframes that also observe local points
     ba_iterations: int = 5  # Levenberg iterations per BA stage (two stages)
     global_ba_iterations: int = 15
     n_triangulation_neighbours: int = 6  # monocular: covisible keyframes used to triangulate new points
