@@ -210,4 +210,4 @@ def test_shipped_tum_configs_content():
     assert rgbd.mode == "rgbd" and mono.mode == "mono"
     assert rgbd.features == mono.features == "orb"
     assert rgbd.matcher == mono.matcher == "nn"
-    assert rgbd.tracking.keyframes.min_interval == 5
+    assert rgbd.tracking.keyframes.min_interval == 8
