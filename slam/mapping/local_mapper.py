@@ -40,7 +40,6 @@ class MappingConfig:
     redundant_ratio: float = 0.9  # cull a keyframe when this share of its points is seen by 3+ others
     max_desc_dist_binary: float = 50.0
     max_desc_dist_float: float = 0.9
-    triangulation_ratio: float = 0.8  # NN ratio test for monocular triangulation matches
 
 
 class LocalMapper:
@@ -258,7 +257,7 @@ class LocalMapper:
         m.replace_points(old, new)
 
     # ------------------------------------------------------------------ bundle adjustment
-    def _gather(self, window: list[int], fixed_extra: int, iterations: int) -> Optional[tuple]:
+    def _gather(self, window: list[int], fixed_extra: int) -> Optional[BAProblem]:
         m = self.map
         window = [k for k in window if k in m.keyframes]
         if not window:
@@ -332,7 +331,7 @@ class LocalMapper:
             if kf_id not in self.map.keyframes:
                 return
             window = [kf_id] + [k for k, _ in self.map.keyframe_covisibility(kf_id, min_shared=15)[: c.ba_window - 1]]
-            prob = self._gather(window, c.ba_max_fixed, c.ba_iterations)
+            prob = self._gather(window, c.ba_max_fixed)
         if prob is None:
             return
         res = bundle_adjust(prob, iterations=c.ba_iterations)  # no lock held: tracking continues
@@ -345,7 +344,7 @@ class LocalMapper:
             window = sorted(self.map.keyframes)
             if len(window) < 2:
                 return None
-            prob = self._gather(window, 0, self.cfg.global_ba_iterations)
+            prob = self._gather(window, 0)
         if prob is None:
             return None
         prob.fixed[:] = False

@@ -34,7 +34,6 @@ class TrackingConfig:
     min_depth: float = 0.1  # m, nearest valid depth (RGB-D)
     max_depth: float = 6.0  # m, farthest depth used for RGB-D points
     bf: float = 40.0  # px*m: fx*baseline of the virtual stereo rig for RGB-D edges (ORB-SLAM2 TUM value)
-    close_depth_factor: float = 40.0  # points closer than close_depth_factor*bf/fx are "close" (ORB-SLAM ThDepth)
     search_radius_px: float = 15.0  # guided search radius around the motion-model prediction
     local_search_radius_px: float = 4.0  # guided search radius for local-map points (x sqrt(sigma2))
     max_desc_dist_binary: float = 50.0  # bits: ORB descriptor distance accepted by guided search
