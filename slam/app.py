@@ -8,6 +8,8 @@ still leaves the trajectory so far.
 """
 from __future__ import annotations
 
+import dataclasses
+import functools
 import json
 import logging
 import resource
@@ -21,7 +23,9 @@ import numpy as np
 
 from slam.config import Config, dump_yaml
 from slam.geometry.camera import PinholeCamera
-from slam.system import SLAMSystem, build_system
+from slam.device import resolve_device
+from slam.runtime.process_frontend import ProcessFrontend, use_process_frontend
+from slam.system import SLAMSystem, build_frontend, build_system
 
 log = logging.getLogger("slam")
 
@@ -149,10 +153,24 @@ def run_slam(cfg: Config, inputs: RunInputs, out_dir: Optional[Path] = None, liv
     handler = _attach_log(out_dir / "run.log")
     (out_dir / "config.yaml").write_text(dump_yaml(cfg))
     log.info("input: %s", inputs.info)
-    system = build_system(cfg, inputs.camera)
-    log.info("features: %s, matcher: %s, mode: %s, device: %s", cfg.features, cfg.matcher, cfg.mode, system.device)
     rt = cfg.runtime
     rt.live = live or rt.live
+    frontend_proc = None
+    source = inputs.source
+    if use_process_frontend(rt.feature_stage, rt.threaded, resolve_device(cfg.device).type):
+        # started first, so the child's imports overlap with building the system here
+        frontend_proc = ProcessFrontend(source, functools.partial(build_frontend, cfg, inputs.camera), live=rt.live,
+                                        queue_size=rt.queue_size, threads=1).start()
+        source = frontend_proc
+    try:
+        system = build_system(cfg, inputs.camera)
+    except BaseException:
+        if frontend_proc is not None:
+            frontend_proc.close()
+        raise
+    log.info("features: %s, matcher: %s, mode: %s, device: %s, feature process: %s", cfg.features, cfg.matcher, cfg.mode,
+             system.device, "yes" if frontend_proc is not None else "no")
+    stages = system.stages[1:] if frontend_proc is not None else system.stages
     runner_cls = Pipeline if rt.threaded else SyncRunner
     viewer = _make_viewer(cfg, inputs.camera)
 
@@ -162,7 +180,11 @@ def run_slam(cfg: Config, inputs: RunInputs, out_dir: Optional[Path] = None, liv
             viewer.update(snapshot(system))
         return info
 
-    runner = runner_cls(inputs.source, system.stages, rt, progress_fn=progress, total=inputs.n_frames)
+    run_rt = rt
+    if rt.sync_mapping and not system.needs_sync_mapping:
+        # the mapping handoff orders map updates itself; the runtime need not wait for mapping
+        run_rt = dataclasses.replace(rt, sync_mapping=False)
+    runner = runner_cls(source, stages, run_rt, progress_fn=progress, total=inputs.n_frames)
     t0 = time.perf_counter()
     stats = None
     error: Optional[BaseException] = None
@@ -174,6 +196,9 @@ def run_slam(cfg: Config, inputs: RunInputs, out_dir: Optional[Path] = None, liv
     except BaseException as exc:  # noqa: BLE001 - written below, then re-raised
         error = exc
         status = "failed"
+    finally:
+        if frontend_proc is not None:
+            frontend_proc.close()
     wall = time.perf_counter() - t0
     try:
         metrics = _finish(cfg, system, inputs, out_dir, stats, wall, status, error)
@@ -261,6 +286,7 @@ def _finish(cfg: Config, system: SLAMSystem, inputs: RunInputs, out_dir: Path, s
         "global_ba": gba,
         "mapping_ms": {k: (float(np.mean(v)) if v else 0.0) for k, v in system.mapper.timings.items()},
         "local_ba_count": system.mapper.n_ba,
+        "tracking_waited_for_mapping_ms": float(sum(system.handoff.wait_ms)) if system.handoff is not None else None,
         "culled_keyframes": system.mapper.n_culled_kfs,
     }
     if stats is not None:

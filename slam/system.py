@@ -2,10 +2,15 @@
 
 Stages (plain classes with process(item); the runtime connects them):
   reader (iterable of Frame) -> FeatureStage -> TrackingStage -> MappingStage
+
+With ``mapping.commit_delay_frames > 0`` (the default) a MappingHandoff lets local bundle
+adjustment run while tracking goes on, with the same result in threads and synchronously; the
+runtime's own sync_mapping wait is then not needed (SLAMSystem.needs_sync_mapping).
 """
 from __future__ import annotations
 
 import logging
+import threading
 import time
 from dataclasses import dataclass, field
 from typing import Any, Iterable, Optional
@@ -74,26 +79,142 @@ def build_matcher(cfg: Config, device: torch.device):
     raise ValueError(f"unknown matcher {name!r}")
 
 
-class TrackingStage:
-    """process(FrameFeatures) -> KeyframeJob or None; keeps every TrackResult."""
+class MappingHandoff:
+    """Overlaps local bundle adjustment with tracking, deterministically.
 
-    def __init__(self, tracker: Tracker):
+    The mapping stage prepares a keyframe's job (phase A: cull, triangulate, fuse, gather the BA
+    problem) while tracking waits, then optimises (phase B) while tracking goes on. The tracking
+    stage commits the result (phase C) itself, at a point fixed by the frame sequence alone:
+    before tracking the frame ``delay`` frames after the keyframe, or before handing over the
+    next keyframe job, whichever comes first. So the map that tracking sees at every frame, and
+    the whole run, is the same whether the stages run in threads or in the synchronous runner;
+    only the waiting differs.
+
+    Waits poll every 0.25 s; ``close()`` (the mapping stage's close, also after an error or a
+    stop) releases them, after which tracking goes on without the outstanding results.
+    """
+
+    def __init__(self, mapper: LocalMapper, delay: int) -> None:
+        if delay < 1:
+            raise ValueError(f"mapping.commit_delay_frames must be >= 1 for a handoff, got {delay}")
+        self.mapper = mapper
+        self.delay = int(delay)
+        self._cond = threading.Condition()
+        self._tasks: dict[int, dict] = {}  # job number -> {"state": issued|prepared|optimized, "task", "due"}
+        self._issued = 0
+        self._closed = False
+        self.wait_ms: list[float] = []  # time tracking spent waiting for mapping
+
+    # -- tracking side --------------------------------------------------------------------------
+    def issue(self, job, frame_no: int) -> tuple:
+        """Register a job produced while tracking frame number ``frame_no``; returns what the
+        pipeline sends to the mapping stage."""
+        with self._cond:
+            n = self._issued
+            self._issued += 1
+            self._tasks[n] = {"state": "issued", "task": None, "due": frame_no + self.delay}
+        return (n, job)
+
+    def _wait(self, n: int, states: tuple) -> bool:
+        t = time.perf_counter()
+        with self._cond:
+            while self._tasks.get(n, {}).get("state") not in states:
+                if self._closed or n not in self._tasks:
+                    return False
+                self._cond.wait(0.25)
+        self.wait_ms.append((time.perf_counter() - t) * 1e3)
+        return True
+
+    def before_frame(self, frame_no: int) -> None:
+        """Called by tracking before frame ``frame_no``: the last job must be prepared, and
+        every job that is due is committed."""
+        if self._issued:
+            self._wait(self._issued - 1, ("prepared", "optimized", "dropped"))
+        for n in sorted(self._tasks):
+            if self._tasks[n]["due"] <= frame_no:
+                self._commit(n)
+
+    def commit_all(self) -> None:
+        """Commit every outstanding job (before the next job is handed over, and at the end)."""
+        for n in sorted(self._tasks):
+            self._commit(n)
+
+    def _commit(self, n: int) -> None:
+        if not self._wait(n, ("optimized", "dropped")):
+            return
+        with self._cond:
+            entry = self._tasks.pop(n)
+        if entry["task"] is not None:
+            self.mapper.commit(entry["task"])
+
+    # -- mapping side ---------------------------------------------------------------------------
+    def run(self, item: tuple) -> None:
+        n, job = item
+        task = None
+        try:
+            task = self.mapper.prepare(job)
+        finally:
+            self._set(n, "prepared" if task is not None else "dropped", task)
+        if task is not None:
+            self.mapper.optimize(task)
+            self._set(n, "optimized", task)
+
+    def _set(self, n: int, state: str, task) -> None:
+        with self._cond:
+            if n in self._tasks:
+                self._tasks[n]["state"] = state
+                self._tasks[n]["task"] = task
+            self._cond.notify_all()
+
+    def close(self) -> None:
+        with self._cond:
+            self._closed = True
+            self._cond.notify_all()
+
+
+class TrackingStage:
+    """process(FrameFeatures) -> mapping job or None; keeps every TrackResult.
+
+    With a MappingHandoff the job is ``(n, KeyframeJob)`` and mapping results are committed
+    here, at fixed frames (see MappingHandoff)."""
+
+    def __init__(self, tracker: Tracker, handoff: Optional[MappingHandoff] = None):
         self.tracker = tracker
+        self.handoff = handoff
         self.results: list[TrackResult] = []
 
     def process(self, fr: FrameFeatures):
+        frame_no = len(self.results)
+        if self.handoff is not None:
+            self.handoff.before_frame(frame_no)
         res, job = self.tracker.process(fr)
         self.results.append(res)
-        return job
+        if job is None or self.handoff is None:
+            return job
+        self.handoff.commit_all()  # the next job is prepared on the map with every earlier result in it
+        return self.handoff.issue(job, frame_no)
+
+    def flush(self) -> list:
+        if self.handoff is not None:
+            self.handoff.commit_all()
+        return []
 
 
 class MappingStage:
-    def __init__(self, mapper: LocalMapper):
+    def __init__(self, mapper: LocalMapper, handoff: Optional[MappingHandoff] = None):
         self.mapper = mapper
+        self.handoff = handoff
 
     def process(self, job):
-        self.mapper.process(job)
+        if self.handoff is not None:
+            self.handoff.run(job)
+        else:
+            self.mapper.process(job)
         return None
+
+    def close(self) -> None:
+        if self.handoff is not None:
+            self.handoff.close()
 
 
 @dataclass
@@ -107,12 +228,19 @@ class SLAMSystem:
     frontend: FeatureStage
     tracker: Tracker
     mapper: LocalMapper
+    handoff: Optional[MappingHandoff] = None
     tracking_stage: TrackingStage = field(init=False)
     mapping_stage: MappingStage = field(init=False)
 
     def __post_init__(self) -> None:
-        self.tracking_stage = TrackingStage(self.tracker)
-        self.mapping_stage = MappingStage(self.mapper)
+        self.tracking_stage = TrackingStage(self.tracker, self.handoff)
+        self.mapping_stage = MappingStage(self.mapper, self.handoff)
+
+    @property
+    def needs_sync_mapping(self) -> bool:
+        """Whether the runtime must wait for each whole mapping job to equal the synchronous run
+        (False with a handoff, which orders the map updates itself)."""
+        return self.handoff is None
 
     @property
     def stages(self) -> list[tuple[str, Any]]:
@@ -147,6 +275,14 @@ class SLAMSystem:
         return ts, poses
 
 
+def build_frontend(cfg: Config, camera: PinholeCamera) -> FeatureStage:
+    """The feature stage alone (what a feature process builds for itself)."""
+    device = resolve_device(cfg.device)
+    extractor = build_extractor(cfg, device)
+    tc = cfg.tracking
+    return FeatureStage(extractor, camera, min_depth=tc.min_depth, max_depth=tc.max_depth)
+
+
 def build_system(cfg: Config, camera: PinholeCamera) -> SLAMSystem:
     device = resolve_device(cfg.device)
     extractor = build_extractor(cfg, device)
@@ -157,4 +293,5 @@ def build_system(cfg: Config, camera: PinholeCamera) -> SLAMSystem:
     tracker = Tracker(tc, camera, slam_map, matcher, mode=cfg.mode)
     mc = cfg.mapping
     mapper = LocalMapper(mc, camera, slam_map, matcher, mode=cfg.mode, bf=tc.bf)
-    return SLAMSystem(cfg, camera, device, extractor, matcher, slam_map, frontend, tracker, mapper)
+    handoff = MappingHandoff(mapper, mc.commit_delay_frames) if mc.commit_delay_frames > 0 else None
+    return SLAMSystem(cfg, camera, device, extractor, matcher, slam_map, frontend, tracker, mapper, handoff)

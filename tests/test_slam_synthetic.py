@@ -156,8 +156,15 @@ def g2o_edge_order_is_deterministic() -> bool:
     return len(set(ids)) == len(ids)
 
 
-def test_threaded_pipeline_equals_sync_runner(synthetic_seq, tmp_path, rgbd_sync_run):
-    m = run(synthetic_seq, tmp_path / "runs", "mode=rgbd", "runtime.threaded=true", "runtime.sync_mapping=true")
+@pytest.mark.parametrize("overrides", [
+    ("runtime.feature_stage=process",),  # features in a child process, BA overlapping tracking (handoff)
+    ("runtime.feature_stage=thread", "mapping.commit_delay_frames=0"),  # all threads, runtime waits for mapping
+], ids=["process+handoff", "threads+sync_mapping"])
+def test_threaded_pipeline_equals_sync_runner(synthetic_seq, tmp_path, rgbd_sync_run, overrides):
+    m = run(synthetic_seq, tmp_path / "runs", "mode=rgbd", "runtime.threaded=true", "runtime.sync_mapping=true", *overrides)
+    mapping = [o for o in overrides if o.startswith("mapping.")]
+    if mapping:  # the synchronous reference with the same mapping schedule
+        rgbd_sync_run = run(synthetic_seq, tmp_path / "sync", "mode=rgbd", "runtime.threaded=false", *mapping)
     assert m["runtime"]["mode"] != "sync"
     sync_dir, thr_dir = Path(rgbd_sync_run["run_dir"]), Path(m["run_dir"])
     a, b = read_tum(sync_dir / "trajectory.txt"), read_tum(thr_dir / "trajectory.txt")

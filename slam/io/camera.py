@@ -19,6 +19,7 @@ Iterating yields :class:`slam.types.Frame` objects: ``index`` counts yielded fra
 """
 from __future__ import annotations
 
+import functools
 import glob
 import logging
 import sys
@@ -136,6 +137,8 @@ class CameraSource:
         open_timeout_s: float = 10.0,
         request_fps: float = 0.0,
     ) -> None:
+        self._init_args = dict(spec=spec, calib=calib, max_frames=max_frames, loop=loop, realtime=realtime, resize=resize,
+                               frame_timeout_s=frame_timeout_s, open_timeout_s=open_timeout_s, request_fps=request_fps)
         self.kind, self.target = parse_camera_spec(spec)
         self.name = self._describe()
         if max_frames < 0:
@@ -362,6 +365,17 @@ class CameraSource:
             if img is not None and (img.shape[1], img.shape[0]) != self.frame_size:
                 LOG.warning("%s changed frame size to %dx%d mid-stream; ending the stream", self.name, img.shape[1], img.shape[0])
                 break
+
+    def process_factory(self) -> "functools.partial[CameraSource]":
+        """For a feature process (slam.runtime.process_frontend): releases this capture (a device
+        can be open only once) and returns a picklable callable that reopens the same input, with
+        the calibration already loaded, in the process that reads it."""
+        if self._iterated:
+            raise CameraError(f"{self.name}: already being read; a feature process must reopen it before reading starts")
+        self.close()
+        args = dict(self._init_args)
+        args["calib"] = self.camera
+        return functools.partial(CameraSource, **args)
 
     def close(self) -> None:
         if self._cap is not None:

@@ -101,6 +101,15 @@ class ImageFolderReader:
         self.n_skipped = 0
         self.skipped: list[tuple[int, str, str]] = []
 
+    def __getstate__(self) -> dict:  # picklable (a feature process reads it); locks are not
+        state = self.__dict__.copy()
+        state.pop("_lock", None)
+        return state
+
+    def __setstate__(self, state: dict) -> None:
+        self.__dict__.update(state)
+        self._lock = threading.Lock()
+
     def __len__(self) -> int:
         return len(self._entries)
 

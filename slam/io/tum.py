@@ -219,6 +219,15 @@ class TUMReader:
 
     # ------------------------------------------------------------------ info
 
+    def __getstate__(self) -> dict:  # picklable (a feature process reads it); locks are not
+        state = self.__dict__.copy()
+        state.pop("_lock", None)
+        return state
+
+    def __setstate__(self, state: dict) -> None:
+        self.__dict__.update(state)
+        self._lock = threading.Lock()
+
     def __len__(self) -> int:
         return len(self._entries)
 

@@ -1,15 +1,19 @@
 """Local mapping: new points, fusion, local bundle adjustment, culling (ORB-SLAM style).
 
-process(KeyframeJob) runs once per keyframe the tracker inserted. Bundle adjustment is
-gathered under the map lock, optimised WITHOUT the lock (g2opy releases the GIL, so tracking
-runs meanwhile), and written back under the lock.
+process(KeyframeJob) runs once per keyframe the tracker inserted, in three phases that can
+also be called one by one (slam.system.MappingHandoff does, to overlap them with tracking):
+
+- prepare(job): cull recent points, triangulate (monocular), fuse, gather the local BA problem
+  (a copy), under the map lock;
+- optimize(task): bundle adjustment on that copy, WITHOUT the lock (g2opy releases the GIL);
+- commit(task): write the result back and cull redundant keyframes, under the lock.
 """
 from __future__ import annotations
 
 import logging
 import time
 from dataclasses import dataclass
-from typing import Optional
+from typing import Any, Optional
 
 import numpy as np
 
@@ -21,6 +25,17 @@ from slam.matching.guided import search_by_projection
 from slam.optim.ba import BAProblem, bundle_adjust
 
 log = logging.getLogger(__name__)
+
+
+@dataclass
+class MappingTask:
+    """One keyframe's local-mapping work between its phases (see LocalMapper.prepare)."""
+
+    kf_id: int
+    problem: Optional[BAProblem]  # local BA problem (copied arrays), None when BA is off/empty
+    result: Any = None  # slam.optim.ba result after optimize()
+    ms: float = 0.0  # prepare time
+    ba_ms: float = 0.0  # optimize time
 
 
 @dataclass
@@ -37,6 +52,7 @@ class MappingConfig:
     min_parallax_cos: float = 0.9998  # triangulation: cos of the minimum parallax angle
     max_reproj_chi2: float = 5.991  # triangulation check (chi2, 2 dof, 95%)
     cull_keyframes: bool = True
+    commit_delay_frames: int = 4  # local BA runs while tracking goes on; its result is written back before this many more frames are tracked (0 = tracking waits for the whole job)
     redundant_ratio: float = 0.9  # cull a keyframe when this share of its points is seen by 3+ others
     max_desc_dist_binary: float = 50.0
     max_desc_dist_float: float = 0.9
@@ -60,6 +76,16 @@ class LocalMapper:
 
     # ------------------------------------------------------------------ entry point
     def process(self, job) -> Optional[dict]:
+        """The whole job at once: prepare, optimise, commit."""
+        task = self.prepare(job)
+        if task is None:
+            return None
+        self.optimize(task)
+        return self.commit(task)
+
+    def prepare(self, job) -> Optional["MappingTask"]:
+        """Phase A, everything that reads and edits the map before bundle adjustment: cull recent
+        points, triangulate (monocular), fuse, and gather the local BA problem (a copy)."""
         t0 = time.perf_counter()
         kf_id = job.kf_id
         with self.map.lock:
@@ -78,16 +104,35 @@ class LocalMapper:
             t = time.perf_counter()
             self._fuse(kf_id)
             self.timings["fuse"].append((time.perf_counter() - t) * 1e3)
+        prob = None
         if self.cfg.local_ba and len(self.map.keyframes) >= 2:
-            t = time.perf_counter()
-            self.local_bundle_adjustment(kf_id)
-            self.timings["local_ba"].append((time.perf_counter() - t) * 1e3)
-        if self.cfg.cull_keyframes:
-            t = time.perf_counter()
             with self.map.lock:
-                self._cull_keyframes(kf_id)
-            self.timings["cull"].append((time.perf_counter() - t) * 1e3)
-        return {"kf_id": kf_id, "ms": (time.perf_counter() - t0) * 1e3}
+                prob = self._local_problem(kf_id)
+        return MappingTask(kf_id=kf_id, problem=prob, ms=(time.perf_counter() - t0) * 1e3)
+
+    def optimize(self, task: "MappingTask") -> None:
+        """Phase B: local bundle adjustment on the task's own copy; touches no map state, holds
+        no lock (g2opy releases the GIL), so tracking runs meanwhile."""
+        if task.problem is None:
+            return
+        t = time.perf_counter()
+        task.result = bundle_adjust(task.problem, iterations=self.cfg.ba_iterations)
+        task.ba_ms = (time.perf_counter() - t) * 1e3
+
+    def commit(self, task: "MappingTask") -> dict:
+        """Phase C: write the BA result back and cull redundant keyframes (takes the lock)."""
+        t = time.perf_counter()
+        with self.map.lock:
+            if task.result is not None:
+                self._apply(task.problem, task.result)
+                self.n_ba += 1
+            if self.cfg.cull_keyframes:
+                self._cull_keyframes(task.kf_id)
+        commit_ms = (time.perf_counter() - t) * 1e3
+        if task.problem is not None:
+            self.timings["local_ba"].append(task.ba_ms + commit_ms)
+        self.timings["cull"].append(commit_ms)
+        return {"kf_id": task.kf_id, "ms": task.ms + task.ba_ms + commit_ms}
 
     # ------------------------------------------------------------------ culling
     def _cull_points(self, current_kf: int) -> None:
@@ -325,16 +370,21 @@ class LocalMapper:
         m._update_normals(prob.point_ids[m.pts_alive[prob.point_ids]])
         m.version += 1
 
-    def local_bundle_adjustment(self, kf_id: int) -> None:
+    def _local_problem(self, kf_id: int) -> Optional[BAProblem]:
+        """The local BA problem of keyframe kf_id (caller holds the lock): the keyframe and its
+        best covisible ones free, other observers fixed."""
         c = self.cfg
+        if kf_id not in self.map.keyframes:
+            return None
+        window = [kf_id] + [k for k, _ in self.map.keyframe_covisibility(kf_id, min_shared=15)[: c.ba_window - 1]]
+        return self._gather(window, c.ba_max_fixed)
+
+    def local_bundle_adjustment(self, kf_id: int) -> None:
         with self.map.lock:
-            if kf_id not in self.map.keyframes:
-                return
-            window = [kf_id] + [k for k, _ in self.map.keyframe_covisibility(kf_id, min_shared=15)[: c.ba_window - 1]]
-            prob = self._gather(window, c.ba_max_fixed)
+            prob = self._local_problem(kf_id)
         if prob is None:
             return
-        res = bundle_adjust(prob, iterations=c.ba_iterations)  # no lock held: tracking continues
+        res = bundle_adjust(prob, iterations=self.cfg.ba_iterations)  # no lock held: tracking continues
         with self.map.lock:
             self._apply(prob, res)
         self.n_ba += 1

@@ -1,59 +1,42 @@
 """Guided matching: match projected map points to keypoints inside a search radius.
 
 Used by the tracker (projection of the local map with a pose prior) and the local mapper
-(fusing map points into keyframes). Vectorised: one dense pixel-distance test, then
-descriptor distances only for the candidate pairs inside the radius.
+(fusing map points into keyframes). Vectorised: a k-d tree radius query, then descriptor
+distances only for the candidate pairs inside the radius.
 """
 from __future__ import annotations
 
 import numpy as np
+from scipy.spatial import cKDTree
 
 from slam.matching.nn import pairwise_distance
 
 
 def candidate_pairs(proj_uv: np.ndarray, kp_uv: np.ndarray, radius: np.ndarray | float, kp_available: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
-    """All (point, keypoint) pairs closer than radius, via a grid of cells (no P x N matrix).
+    """All (point, keypoint) pairs closer than radius (no P x N matrix).
 
-    proj_uv (P,2), kp_uv (N,2) px; radius scalar or (P,). Returns (pi, ki) int64 arrays.
+    proj_uv (P,2), kp_uv (N,2) px; radius scalar or (P,) px; kp_available (N,) bool or None.
+    Returns (pi, ki) int64 arrays, sorted by point then keypoint index. Two k-d trees and one
+    sparse distance query at the largest radius (C code, no Python loop), then the per-point
+    radius test.
     """
     P = len(proj_uv)
     r = np.broadcast_to(np.asarray(radius, dtype=np.float64), (P,))
     kidx = np.arange(len(kp_uv)) if kp_available is None else np.nonzero(kp_available)[0]
     if len(kidx) == 0 or P == 0:
         return np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.int64)
-    cs = max(float(r.max()), 1.0)
-    kxy = kp_uv[kidx]
-    origin = np.minimum(kxy.min(0), proj_uv.min(0)) - cs
-    kc = np.floor((kxy - origin) / cs).astype(np.int64)
-    ncols = int(kc[:, 0].max()) + 3
-    key = kc[:, 1] * ncols + kc[:, 0]
-    order = np.argsort(key, kind="stable")
-    skey, sk = key[order], kidx[order]
-    pc = np.floor((proj_uv - origin) / cs).astype(np.int64)
-    pis, kis = [], []
-    for dy in (-1, 0, 1):
-        for dx in (-1, 0, 1):
-            cx, cy = pc[:, 0] + dx, pc[:, 1] + dy
-            valid = (cx >= 0) & (cx < ncols) & (cy >= 0)
-            q = np.where(valid, cy * ncols + cx, -1)
-            lo = np.searchsorted(skey, q, side="left")
-            hi = np.searchsorted(skey, q, side="right")
-            cnt = np.where(valid, hi - lo, 0)
-            tot = int(cnt.sum())
-            if tot == 0:
-                continue
-            p_rep = np.repeat(np.arange(P), cnt)
-            starts = np.repeat(lo - np.concatenate([[0], np.cumsum(cnt)[:-1]]), cnt)
-            pos = starts + np.arange(tot)
-            pis.append(p_rep)
-            kis.append(sk[pos])
-    if not pis:
+    rmax = float(r.max())
+    if rmax <= 0:
         return np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.int64)
-    pi = np.concatenate(pis)
-    ki = np.concatenate(kis)
-    d2 = ((proj_uv[pi] - kp_uv[ki]) ** 2).sum(1)
-    keep = d2 <= r[pi] ** 2
-    return pi[keep], ki[keep]
+    m = cKDTree(np.asarray(proj_uv, dtype=np.float64)).sparse_distance_matrix(
+        cKDTree(np.asarray(kp_uv, dtype=np.float64)[kidx]), rmax, output_type="ndarray"
+    )
+    pi = m["i"].astype(np.int64)
+    ki = kidx[m["j"]]
+    keep = m["v"] <= r[pi]
+    pi, ki = pi[keep], ki[keep]
+    order = np.lexsort((ki, pi))
+    return pi[order], ki[order]
 
 
 def search_by_projection(
@@ -89,7 +72,7 @@ def search_by_projection(
         return out, out_d
     dd = pairwise_distance(point_desc[pi], kp_desc[ki])
     # per point: best and second best (sorted by point, then distance)
-    order = np.lexsort((dd, pi))
+    order = np.lexsort((dd, pi))  # stable: ties keep the keypoint order of candidate_pairs
     pi, ki, dd = pi[order], ki[order], dd[order]
     first = np.ones(len(pi), dtype=bool)
     first[1:] = pi[1:] != pi[:-1]

@@ -103,6 +103,7 @@ class RuntimeConfig:
     latency_stage: str = "tracking"  # frame-to-pose latency ends when this stage finishes an item
     progress_log_s: float = 5.0  # seconds between progress log lines when stdout is not a TTY
     stall_timeout_s: float = 0.0  # > 0: fail naming the busy stage when no item moves for this long
+    feature_stage: str = "auto"  # where reader + features run when threaded: auto (process on a multi-core CPU) | process | thread
 
 
 class _Stopped:
@@ -274,6 +275,16 @@ class Pipeline:
         # the conditions use re-entrant locks, so this is safe even from a signal handler that
         # interrupted the main thread inside a queue call
         self._wake_all()
+        self._stop_source()
+
+    def _stop_source(self) -> None:
+        """A source with a stop() method (ProcessFrontend) is told to stop too."""
+        fn = getattr(self.source, "stop", None)
+        if callable(fn):
+            try:
+                fn()
+            except Exception as exc:  # noqa: BLE001
+                LOG.warning("source stop() failed: %s", exc)
 
     def _wake_all(self) -> None:
         for q in self._queues:
@@ -303,6 +314,7 @@ class Pipeline:
                 LOG.debug("stage '%s' raised %s: %s", name, type(exc).__name__, exc)
         self._stop.set()
         self._wake_all()
+        self._stop_source()
 
     # -- threads ------------------------------------------------------------------------------
     def _reader(self) -> None:
@@ -312,7 +324,8 @@ class Pipeline:
             for payload in self.source:
                 if self._stop.is_set():
                     return
-                item = stamp_source_item(payload, seq)
+                # a source that runs stages of its own (ProcessFrontend) yields stamped Items
+                item = payload if isinstance(payload, Item) else stamp_source_item(payload, seq)
                 seq += 1
                 self.stats.count(READER, "out")
                 if not q.put(item):
@@ -320,6 +333,8 @@ class Pipeline:
                 if self._stop.is_set():
                     return
             q.put(EndOfStream())
+        except StageError as exc:  # a stage that runs inside the source (ProcessFrontend)
+            self._fail(exc.stage, exc.original)
         except BaseException as exc:  # noqa: BLE001 - re-raised in the main thread
             self._fail(READER, exc)
 
@@ -451,6 +466,12 @@ class Pipeline:
                     continue
                 self._deliver(item)
         progress.close(self._done(), self._progress_info(pstate))
+        merge = getattr(self.source, "merge_stats", None)
+        if callable(merge):  # statistics of stages that ran inside the source (ProcessFrontend)
+            try:
+                merge(self.stats)
+            except Exception as exc:  # noqa: BLE001
+                LOG.warning("could not merge the source's statistics: %s", exc)
         if self._error is not None:
             status = "error"
         elif reached_end and not self._stop.is_set():

@@ -1,0 +1,232 @@
+"""The reader + feature stage in a child process (slam.runtime.process_frontend) and the
+mapping handoff (slam.system.MappingHandoff) that lets bundle adjustment overlap tracking."""
+from __future__ import annotations
+
+import functools
+import time
+from dataclasses import dataclass
+
+import numpy as np
+import pytest
+
+from slam.runtime.pipeline import Pipeline, RuntimeConfig, StageError
+from slam.runtime.process_frontend import ProcessFrontend, use_process_frontend
+from slam.runtime.stats import StatsCollector
+from slam.runtime.sync import Item, SyncRunner
+
+
+# -- picklable toys (module level: the spawned child imports this module to unpickle them) -----
+@dataclass
+class Frame:
+    index: int
+    value: float
+
+
+class Source:
+    """n frames; raises at frame ``fail_at`` (reader error) when given."""
+
+    def __init__(self, n: int, fail_at: int = -1, delay_s: float = 0.0):
+        self.n, self.fail_at, self.delay_s = n, fail_at, delay_s
+
+    def __iter__(self):
+        for i in range(self.n):
+            if i == self.fail_at:
+                raise OSError(f"cannot decode frame {i}")
+            if self.delay_s:
+                time.sleep(self.delay_s)
+            yield Frame(i, float(i))
+
+
+class Square:
+    """The 'feature' stage: value -> value**2 as a numpy array; fails at ``fail_at``."""
+
+    def __init__(self, fail_at: int = -1):
+        self.fail_at = fail_at
+
+    def process(self, fr: Frame):
+        if fr.index == self.fail_at:
+            raise ValueError(f"bad frame {fr.index}")
+        return {"index": fr.index, "sq": np.array([fr.value**2])}
+
+
+def make_square(fail_at: int = -1) -> Square:
+    return Square(fail_at)
+
+
+def broken_factory() -> Square:
+    raise FileNotFoundError("weights.pth not found; run `python -m slam weights install x`")
+
+
+class Collect:
+    def __init__(self):
+        self.seen = []
+
+    def process(self, item):
+        self.seen.append(item)
+        return None
+
+
+# -- tests ----------------------------------------------------------------------------------------
+def test_auto_setting_resolution():
+    assert use_process_frontend("process", True, "cuda")
+    assert not use_process_frontend("thread", True, "cpu")
+    assert not use_process_frontend("process", False, "cpu")  # the synchronous runner never uses one
+    assert not use_process_frontend("auto", True, "cuda")
+    with pytest.raises(ValueError, match="feature_stage"):
+        use_process_frontend("yes", True, "cpu")
+
+
+def test_items_come_back_stamped_in_order_with_child_statistics():
+    pf = ProcessFrontend(Source(30), functools.partial(make_square), queue_size=4)
+    sink = Collect()
+    pipe = Pipeline(pf, [("tracking", sink)], RuntimeConfig(progress=False))
+    stats = pipe.run()
+    pf.close()
+    assert stats.status == "completed"
+    assert [s["index"] for s in sink.seen] == list(range(30))
+    assert [float(s["sq"][0]) for s in sink.seen] == [float(i * i) for i in range(30)]
+    # the child's stage is in the parent's statistics, first in the chain
+    assert list(stats.stages)[0] == "features" and stats.stages["features"].count == 30
+    assert stats.counts["features"]["in"] == 30 and stats.items_read == 30
+    assert stats.latency.count == 30 and stats.latency.p50_ms > 0
+
+
+def test_child_items_keep_their_read_time():
+    pf = ProcessFrontend(Source(5), functools.partial(make_square))
+    t0 = time.perf_counter()
+    items = list(pf)
+    pf.close()
+    assert all(isinstance(it, Item) for it in items)
+    assert [it.item_id for it in items] == list(range(5))
+    # perf_counter is the system-wide monotonic clock: the child's stamps are comparable
+    assert all(t0 < it.t_read < time.perf_counter() for it in items)
+
+
+def test_stage_error_in_child_is_named_and_chained():
+    pf = ProcessFrontend(Source(20), functools.partial(make_square, 7))
+    pipe = Pipeline(pf, [("tracking", Collect())], RuntimeConfig(progress=False))
+    with pytest.raises(StageError) as ei:
+        pipe.run()
+    pf.close()
+    assert ei.value.stage == "features"
+    assert isinstance(ei.value.original, ValueError) and "bad frame 7" in str(ei.value)
+
+
+def test_reader_error_and_factory_error_in_child_are_named():
+    pf = ProcessFrontend(Source(20, fail_at=3), functools.partial(make_square))
+    with pytest.raises(StageError) as ei:
+        Pipeline(pf, [("tracking", Collect())], RuntimeConfig(progress=False)).run()
+    pf.close()
+    assert ei.value.stage == "reader" and "cannot decode frame 3" in str(ei.value)
+
+    pf = ProcessFrontend(Source(20), broken_factory)
+    with pytest.raises(StageError) as ei:
+        Pipeline(pf, [("tracking", Collect())], RuntimeConfig(progress=False)).run()
+    pf.close()
+    assert ei.value.stage == "features" and "weights install" in str(ei.value)
+
+
+def test_stop_mid_run_ends_the_child_without_hanging():
+    pf = ProcessFrontend(Source(10_000, delay_s=0.002), functools.partial(make_square))
+    holder = {}
+
+    class StopAt20(Collect):
+        def process(self, item):
+            super().process(item)
+            if len(self.seen) == 20:
+                holder["pipe"].stop()
+
+    sink = StopAt20()
+    pipe = holder["pipe"] = Pipeline(pf, [("tracking", sink)], RuntimeConfig(progress=False, join_timeout_s=10))
+    t = time.perf_counter()
+    stats = pipe.run()
+    pf.close()
+    assert time.perf_counter() - t < 30
+    assert stats.status == "stopped" and not stats.hung_threads
+    assert 20 <= len(sink.seen) < 10_000
+    assert pf._proc is None  # joined
+
+
+def test_live_mode_child_keeps_only_the_newest_frame_and_counts_drops():
+    pf = ProcessFrontend(Source(60), functools.partial(make_square), live=True)
+
+    class SlowSink(Collect):
+        def process(self, item):
+            time.sleep(0.02)
+            return super().process(item)
+
+    sink = SlowSink()
+    stats = Pipeline(pf, [("tracking", sink)], RuntimeConfig(progress=False, live=True)).run()
+    pf.close()
+    idx = [s["index"] for s in sink.seen]
+    assert idx == sorted(idx) and idx[-1] == 59  # order kept, the last frame always arrives
+    assert stats.dropped_total > 0 and len(idx) + stats.dropped_total == 60
+
+
+def test_merge_stats_adds_child_queue_and_counts():
+    pf = ProcessFrontend(Source(3), functools.partial(make_square))
+    list(pf)
+    pf.close()
+    col = StatsCollector()
+    col.register_stage("tracking")
+    assert pf.merge_stats(col)
+    assert not pf.merge_stats(col)  # once
+    assert col.counts["features"]["out"] == 3 and len(col.stage_ms["features"]) == 3
+
+
+# -- the mapping handoff ---------------------------------------------------------------------------
+class FakeMapper:
+    """Records the order of prepare / optimize / commit; optimize is slow (like g2o)."""
+
+    def __init__(self, log, optimize_s=0.0):
+        self.log, self.optimize_s = log, optimize_s
+
+    def prepare(self, job):
+        self.log.append(("prepare", job))
+        return {"job": job}
+
+    def optimize(self, task):
+        time.sleep(self.optimize_s)
+        self.log.append(("optimized", task["job"]))
+
+    def commit(self, task):
+        self.log.append(("commit", task["job"]))
+
+
+class FakeTracker:
+    """Emits a keyframe job at the given frames and logs each frame it tracks."""
+
+    def __init__(self, log, kf_frames):
+        self.log, self.kf_frames = log, set(kf_frames)
+
+    def process(self, fr):
+        self.log.append(("track", fr))
+        return object(), (fr if fr in self.kf_frames else None)
+
+
+def _handoff_run(threaded: bool, optimize_s: float):
+    from slam.system import MappingHandoff, MappingStage, TrackingStage
+
+    log = []
+    mapper = FakeMapper(log, optimize_s)
+    handoff = MappingHandoff(mapper, delay=3)
+    stages = [("tracking", TrackingStage(FakeTracker(log, [2, 4, 10]), handoff)), ("mapping", MappingStage(mapper, handoff))]
+    cfg = RuntimeConfig(threaded=threaded, progress=False, sync_mapping=False)
+    Pipeline(range(16), stages, cfg).run()
+    # optimize runs concurrently in threads: compare the order of what touches the map
+    return [e for e in log if e[0] != "optimized"]
+
+
+def test_handoff_commits_at_fixed_frames_in_threads_and_synchronously():
+    sync = _handoff_run(False, 0.0)
+    thr = _handoff_run(True, 0.05)  # optimisation slower than tracking: tracking must wait at the due frame
+    assert thr == sync
+    pos = {e: i for i, e in enumerate(sync)}
+    # job of frame 2 is prepared before frame 3 is tracked
+    assert pos[("prepare", 2)] < pos[("track", 3)]
+    # ... and committed before the next job (frame 4) is prepared, not later
+    assert pos[("track", 4)] < pos[("commit", 2)] < pos[("prepare", 4)]
+    # job of frame 4 is due 3 frames later: committed between frames 6 and 7
+    assert pos[("track", 6)] < pos[("commit", 4)] < pos[("track", 7)]
+    # the last job is committed at the end of the stream
+    assert sync[-1] == ("commit", 10) or pos[("commit", 10)] < pos[("track", 14)]
