@@ -7,6 +7,7 @@ import platform
 from datetime import datetime
 from pathlib import Path
 
+import numpy as np
 import torch
 
 
@@ -71,32 +72,46 @@ def bench_main(args) -> int:
     base = _load_cfg(args)
     modes = [m.strip() for m in args.modes.split(",") if m.strip()]
     rows = []
+    repeat = max(1, int(getattr(args, "repeat", 1) or 1))
     for mode in modes:
-        runners = [True, False] if args.compare_sync else [base.runtime.threaded]
-        for threaded in runners:
-            cfg = copy.deepcopy(base)
-            cfg.mode = mode
-            cfg.runtime.threaded = threaded
-            cfg.runtime.progress = False
-            inputs = open_input(args.seq, cfg, args.data_root)
-            m = run_slam(cfg, inputs)
-            m["runner"] = "threaded" if threaded else "sync"
-            rows.append(_row(m))
-            print(format_table(rows[-1:]).splitlines()[-1], flush=True)
+        for rep in range(repeat):
+            runners = [True, False] if args.compare_sync else [base.runtime.threaded]
+            if rep % 2 == 1:  # alternate the order, so slow phases of a shared machine hit both alike
+                runners = runners[::-1]
+            for threaded in runners:
+                cfg = copy.deepcopy(base)
+                cfg.mode = mode
+                cfg.runtime.threaded = threaded
+                cfg.runtime.progress = False
+                inputs = open_input(args.seq, cfg, args.data_root)
+                m = run_slam(cfg, inputs)
+                m["runner"] = "threaded" if threaded else "sync"
+                row = _row(m)
+                row["repeat"] = rep
+                rows.append(row)
+                print(format_table(rows[-1:]).splitlines()[-1], flush=True)
     print()
     print(format_table(rows))
+    ratios = {}
     if args.compare_sync:
         for mode in modes:
-            t = [r for r in rows if r["mode"] == mode and r["runner"] == "threaded"]
-            s = [r for r in rows if r["mode"] == mode and r["runner"] == "sync"]
-            if t and s:
-                print(f"{mode}: threaded/sync throughput = {t[0]['fps'] / s[0]['fps']:.2f}x")
+            per = []
+            for rep in range(repeat):
+                t = [r for r in rows if r["mode"] == mode and r["runner"] == "threaded" and r["repeat"] == rep]
+                s_ = [r for r in rows if r["mode"] == mode and r["runner"] == "sync" and r["repeat"] == rep]
+                if t and s_:
+                    per.append(t[0]["fps"] / s_[0]["fps"])
+            if per:
+                ratios[mode] = {"per_repeat": per, "median": float(np.median(per))}
+                each = ", ".join(f"{v:.2f}" for v in per)
+                print(f"{mode}: threaded/sync throughput = {np.median(per):.2f}x (median of {len(per)}: {each})")
     out = {
         "date": datetime.now().isoformat(timespec="seconds"),
         "machine": machine_description(),
         "sequence": args.seq,
         "command": "python -m slam bench " + " ".join(_argv_echo(args)),
         "results": rows,
+        "threaded_over_sync": ratios,
     }
     Path(args.json).parent.mkdir(parents=True, exist_ok=True)
     Path(args.json).write_text(json.dumps(out, indent=2, default=str))
@@ -108,6 +123,8 @@ def _argv_echo(args) -> list[str]:
     out = [f"--seq {args.seq}", f"--modes {args.modes}"]
     if args.compare_sync:
         out.append("--compare-sync")
+    if getattr(args, "repeat", 1) and args.repeat > 1:
+        out.append(f"--repeat {args.repeat}")
     if args.max_frames:
         out.append(f"--max-frames {args.max_frames}")
     out += list(args.overrides)

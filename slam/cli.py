@@ -233,6 +233,7 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--json", default="bench.json", help="where to write the JSON results")
     b.add_argument("--max-frames", type=int)
     b.add_argument("--compare-sync", action="store_true", help="also run the synchronous runner and report the throughput ratio")
+    b.add_argument("--repeat", type=int, default=1, help="with --compare-sync: pairs of runs, order alternating; the median ratio is reported")
     b.add_argument("--out", help="root folder for run folders (default runs/)")
     _config_args(b)
     b.set_defaults(func=cmd_bench)

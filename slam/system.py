@@ -293,5 +293,7 @@ def build_system(cfg: Config, camera: PinholeCamera) -> SLAMSystem:
     tracker = Tracker(tc, camera, slam_map, matcher, mode=cfg.mode)
     mc = cfg.mapping
     mapper = LocalMapper(mc, camera, slam_map, matcher, mode=cfg.mode, bf=tc.bf)
-    handoff = MappingHandoff(mapper, mc.commit_delay_frames) if mc.commit_delay_frames > 0 else None
+    # live runs need no reproducibility and must never wait for a due commit: mapping then
+    # writes its results back itself, as soon as they are ready
+    handoff = MappingHandoff(mapper, mc.commit_delay_frames) if mc.commit_delay_frames > 0 and not cfg.runtime.live else None
     return SLAMSystem(cfg, camera, device, extractor, matcher, slam_map, frontend, tracker, mapper, handoff)
