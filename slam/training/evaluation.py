@@ -39,7 +39,8 @@ __all__ = [
     "evaluate_scannet", "format_table", "METHOD_NAMES", "shapes_detection_metrics",
 ]
 
-METHOD_NAMES = ("orb+nn", "sift+nn", "superpoint(ours)+nn", "superpoint(ours)+superglue(ours)", "aliked+lightglue")
+METHOD_NAMES = ("orb+nn", "sift+nn", "superpoint(ours)+nn", "superpoint(ours)+superglue(ours)", "aliked+lightglue",
+                "disk+lightglue")
 
 
 # ------------------------------------------------------------------------------------------ data
@@ -294,6 +295,12 @@ def build_methods(names: Sequence[str], superpoint_weights: Optional[str], super
                 from slam.matching.lightglue import LightGlue, LightGlueConfig
                 ext = ALIKED(ALIKEDConfig(max_keypoints=max_keypoints, precision="fp32"), dev)
                 lg = LightGlue(LightGlueConfig(features="aliked", precision="fp32"), dev)
+                methods.append(Method(name, ext.extract, lg.match))
+            elif name == "disk+lightglue":
+                from slam.features.disk import DISK, DISKConfig
+                from slam.matching.lightglue import LightGlue, LightGlueConfig
+                ext = DISK(DISKConfig(max_keypoints=max_keypoints, precision="fp32"), dev)
+                lg = LightGlue(LightGlueConfig(features="disk", precision="fp32"), dev)
                 methods.append(Method(name, ext.extract, lg.match))
             else:
                 raise ValueError(f"unknown method {name!r}; choose from {', '.join(METHOD_NAMES)}")
