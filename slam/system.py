@@ -172,16 +172,35 @@ class MappingHandoff:
             self._cond.notify_all()
 
 
+class MappingLoad:
+    """Keyframe jobs handed to mapping and not yet finished (live runs: the tracker defers
+    keyframes that are merely due while mapping is busy)."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self.pending = 0
+
+    def add(self, n: int) -> None:
+        with self._lock:
+            self.pending += n
+
+    def busy(self) -> bool:
+        return self.pending > 0
+
+
 class TrackingStage:
     """process(FrameFeatures) -> mapping job or None; keeps every TrackResult.
 
     With a MappingHandoff the job is ``(n, KeyframeJob)`` and mapping results are committed
     here, at fixed frames (see MappingHandoff)."""
 
-    def __init__(self, tracker: Tracker, handoff: Optional[MappingHandoff] = None):
+    def __init__(self, tracker: Tracker, handoff: Optional[MappingHandoff] = None, load: Optional[MappingLoad] = None):
         self.tracker = tracker
         self.handoff = handoff
+        self.load = load
         self.results: list[TrackResult] = []
+        if load is not None:
+            tracker.mapping_busy = load.busy
 
     def process(self, fr: FrameFeatures):
         frame_no = len(self.results)
@@ -189,6 +208,8 @@ class TrackingStage:
             self.handoff.before_frame(frame_no)
         res, job = self.tracker.process(fr)
         self.results.append(res)
+        if job is not None and self.load is not None:
+            self.load.add(1)
         if job is None or self.handoff is None:
             return job
         self.handoff.commit_all()  # the next job is prepared on the map with every earlier result in it
@@ -201,15 +222,20 @@ class TrackingStage:
 
 
 class MappingStage:
-    def __init__(self, mapper: LocalMapper, handoff: Optional[MappingHandoff] = None):
+    def __init__(self, mapper: LocalMapper, handoff: Optional[MappingHandoff] = None, load: Optional[MappingLoad] = None):
         self.mapper = mapper
         self.handoff = handoff
+        self.load = load
 
     def process(self, job):
-        if self.handoff is not None:
-            self.handoff.run(job)
-        else:
-            self.mapper.process(job)
+        try:
+            if self.handoff is not None:
+                self.handoff.run(job)
+            else:
+                self.mapper.process(job)
+        finally:
+            if self.load is not None:
+                self.load.add(-1)
         return None
 
     def close(self) -> None:
@@ -229,12 +255,13 @@ class SLAMSystem:
     tracker: Tracker
     mapper: LocalMapper
     handoff: Optional[MappingHandoff] = None
+    load: Optional[MappingLoad] = None
     tracking_stage: TrackingStage = field(init=False)
     mapping_stage: MappingStage = field(init=False)
 
     def __post_init__(self) -> None:
-        self.tracking_stage = TrackingStage(self.tracker, self.handoff)
-        self.mapping_stage = MappingStage(self.mapper, self.handoff)
+        self.tracking_stage = TrackingStage(self.tracker, self.handoff, self.load)
+        self.mapping_stage = MappingStage(self.mapper, self.handoff, self.load)
 
     @property
     def needs_sync_mapping(self) -> bool:
@@ -296,4 +323,5 @@ def build_system(cfg: Config, camera: PinholeCamera) -> SLAMSystem:
     # live runs need no reproducibility and must never wait for a due commit: mapping then
     # writes its results back itself, as soon as they are ready
     handoff = MappingHandoff(mapper, mc.commit_delay_frames) if mc.commit_delay_frames > 0 and not cfg.runtime.live else None
-    return SLAMSystem(cfg, camera, device, extractor, matcher, slam_map, frontend, tracker, mapper, handoff)
+    load = MappingLoad() if cfg.runtime.live else None
+    return SLAMSystem(cfg, camera, device, extractor, matcher, slam_map, frontend, tracker, mapper, handoff, load)

@@ -230,3 +230,40 @@ def test_handoff_commits_at_fixed_frames_in_threads_and_synchronously():
     assert pos[("track", 6)] < pos[("commit", 4)] < pos[("track", 7)]
     # the last job is committed at the end of the stream
     assert sync[-1] == ("commit", 10) or pos[("commit", 10)] < pos[("track", 14)]
+
+
+# -- live keyframe deferral --------------------------------------------------------------------------
+def test_keyframe_policy_defers_due_keyframes_while_mapping_is_busy():
+    from types import SimpleNamespace
+
+    from slam.tracking.keyframe_policy import KeyframePolicy, KeyframePolicyConfig
+
+    pol = KeyframePolicy(KeyframePolicyConfig(min_interval=5, max_interval=30), "mono")
+    fr = SimpleNamespace(kp_depth=np.zeros(300))
+    kfs = SimpleNamespace(keyframes={0: None, 1: None, 2: None})
+    ids = np.full(300, -1)
+    ids[:80] = np.arange(80)  # 80 tracked of a reference with 100: due (ratio 0.9), not weak (0.5)
+    assert pol.need_keyframe(fr, ids, 100, 6, kfs)
+    assert not pol.need_keyframe(fr, ids, 100, 6, kfs, mapping_busy=True)
+    assert pol.need_keyframe(fr, ids, 100, 30, kfs, mapping_busy=True)  # max_interval still inserts
+    weak = ids.copy()
+    weak[40:] = -1  # 40 of 100: tracking weakens, insert even while mapping is busy
+    assert pol.need_keyframe(fr, weak, 100, 6, kfs, mapping_busy=True)
+
+
+def test_mapping_load_counts_jobs_until_mapping_finishes():
+    from slam.system import MappingLoad, MappingStage, TrackingStage
+
+    load = MappingLoad()
+    tracker = FakeTracker([], kf_frames=[1])
+    ts = TrackingStage(tracker, None, load)
+    assert tracker.mapping_busy is not None and not load.busy()
+    job = ts.process(1)
+    assert job == 1 and load.busy()
+    MappingStage(SimpleMapper(), None, load).process(job)
+    assert not load.busy()
+
+
+class SimpleMapper:
+    def process(self, job):
+        return None

@@ -26,7 +26,10 @@ class KeyframePolicy:
         self.cfg = cfg
         self.mode = mode
 
-    def need_keyframe(self, fr: FrameFeatures, point_ids: np.ndarray, ref_tracked: int, frames_since_kf: int, slam_map) -> bool:
+    def need_keyframe(self, fr: FrameFeatures, point_ids: np.ndarray, ref_tracked: int, frames_since_kf: int, slam_map,
+                      mapping_busy: bool = False) -> bool:
+        """mapping_busy (live runs): local mapping has queued work, so a keyframe that is only due
+        by the frame count (ORB-SLAM's c1b) waits; weak tracking or max_interval still insert."""
         c = self.cfg
         n_tracked = int((point_ids >= 0).sum())
         if n_tracked < c.min_tracked:
@@ -44,7 +47,7 @@ class KeyframePolicy:
         if len(slam_map.keyframes) < 2:
             ratio = 0.4
         c1a = frames_since_kf >= c.max_interval
-        c1b = frames_since_kf >= c.min_interval or weak
+        c1b = (frames_since_kf >= c.min_interval and not mapping_busy) or weak
         c1c = self.mode == "rgbd" and (n_tracked < 0.25 * ref_tracked or need_close)
         c2 = (n_tracked < ref_tracked * ratio or need_close) and n_tracked > c.min_tracked
         return bool((c1a or c1b or c1c) and (c2 or c1a))

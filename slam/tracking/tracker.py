@@ -11,7 +11,7 @@ from __future__ import annotations
 import logging
 import time
 from dataclasses import dataclass, field
-from typing import Optional
+from typing import Callable, Optional
 
 import numpy as np
 
@@ -84,6 +84,10 @@ class Tracker:
         self.mode = mode
         self.learned_matcher = getattr(matcher, "name", "nn") != "nn"
         self.policy = KeyframePolicy(cfg.keyframes, mode)
+        # live runs: a callable telling whether local mapping still has work queued; keyframes
+        # that are merely due (not needed to keep tracking) then wait, as in ORB-SLAM. None in
+        # dataset runs, whose keyframes must not depend on timing.
+        self.mapping_busy: Optional[Callable[[], bool]] = None
         self.state = "INIT"
         self.last: Optional[_LastFrame] = None
         self.velocity: Optional[np.ndarray] = None  # cam_t_from_cam_{t-1}
@@ -130,7 +134,8 @@ class Tracker:
                     self.velocity[:3, :3] = project_to_so3(self.velocity[:3, :3])
                 self.last = _LastFrame(fr, cam_from_world, point_ids)
                 with self.map.lock:
-                    if self.policy.need_keyframe(fr, point_ids, self._ref_tracked_count(), fr.index - self.last_kf_frame, self.map):
+                    busy = self.mapping_busy() if self.mapping_busy is not None else False
+                    if self.policy.need_keyframe(fr, point_ids, self._ref_tracked_count(), fr.index - self.last_kf_frame, self.map, mapping_busy=busy):
                         job = self._insert_keyframe(fr, cam_from_world, point_ids)
         if cam_from_world is not None and self.ref_kf_id is not None:
             with self.map.lock:
