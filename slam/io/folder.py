@@ -18,6 +18,7 @@ import numpy as np
 
 from slam.io.errors import DatasetError
 from slam.types import Frame
+from slam.io.errors import LockedReader
 
 log = logging.getLogger(__name__)
 
@@ -46,7 +47,7 @@ def _stamp_from_stem(stem: str) -> Optional[float]:
     return value
 
 
-class ImageFolderReader:
+class ImageFolderReader(LockedReader):
     """Iterate over the images of a folder as monocular :class:`slam.types.Frame` objects.
 
     folder:      folder with the images (not recursive).
@@ -100,15 +101,6 @@ class ImageFolderReader:
         self._lock = threading.Lock()
         self.n_skipped = 0
         self.skipped: list[tuple[int, str, str]] = []
-
-    def __getstate__(self) -> dict:  # picklable (a feature process reads it); locks are not
-        state = self.__dict__.copy()
-        state.pop("_lock", None)
-        return state
-
-    def __setstate__(self, state: dict) -> None:
-        self.__dict__.update(state)
-        self._lock = threading.Lock()
 
     def __len__(self) -> int:
         return len(self._entries)

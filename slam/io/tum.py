@@ -22,6 +22,7 @@ import numpy as np
 from slam.io.errors import DatasetError
 from slam.io.trajectory import read_tum
 from slam.types import Frame
+from slam.io.errors import LockedReader
 
 log = logging.getLogger(__name__)
 
@@ -133,7 +134,7 @@ def read_groundtruth(path: PathLike) -> tuple[np.ndarray, np.ndarray]:
     return ts[order], poses[order]
 
 
-class TUMReader:
+class TUMReader(LockedReader):
     """Iterate over the colour(+depth) frames of a TUM RGB-D sequence folder.
 
     folder:         sequence folder containing ``rgb.txt`` (and ``depth.txt`` when use_depth).
@@ -218,15 +219,6 @@ class TUMReader:
         self.skipped: list[tuple[int, str, str]] = []
 
     # ------------------------------------------------------------------ info
-
-    def __getstate__(self) -> dict:  # picklable (a feature process reads it); locks are not
-        state = self.__dict__.copy()
-        state.pop("_lock", None)
-        return state
-
-    def __setstate__(self, state: dict) -> None:
-        self.__dict__.update(state)
-        self._lock = threading.Lock()
 
     def __len__(self) -> int:
         return len(self._entries)
