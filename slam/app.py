@@ -11,7 +11,6 @@ from __future__ import annotations
 import dataclasses
 import functools
 import json
-import os
 import logging
 import resource
 import time
@@ -21,7 +20,6 @@ from pathlib import Path
 from typing import Any, Iterable, Optional
 
 import numpy as np
-import torch
 
 from slam.config import Config, dump_yaml
 from slam.geometry.camera import PinholeCamera
@@ -191,11 +189,6 @@ def run_slam(cfg: Config, inputs: RunInputs, out_dir: Optional[Path] = None, liv
     stats = None
     error: Optional[BaseException] = None
     status = "finished"
-    torch_threads = torch.get_num_threads()
-    if frontend_proc is not None:
-        # the child takes one core; torch threads here beyond the rest only spin against it
-        # (measured: 7-10 % more throughput on 2 cores with 1 thread here); restored after
-        torch.set_num_threads(max(1, (os.cpu_count() or 1) - frontend_proc.threads))
     try:
         with handle_sigint(runner, log):
             stats = runner.run()
@@ -204,7 +197,6 @@ def run_slam(cfg: Config, inputs: RunInputs, out_dir: Optional[Path] = None, liv
         error = exc
         status = "failed"
     finally:
-        torch.set_num_threads(torch_threads)
         if frontend_proc is not None:
             frontend_proc.close()
     wall = time.perf_counter() - t0
