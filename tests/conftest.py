@@ -1,6 +1,7 @@
 """Shared pytest fixtures: where the shared data lives, GPU skipping."""
 from __future__ import annotations
 
+import logging
 import os
 from pathlib import Path
 
@@ -16,6 +17,18 @@ def shared_data_root() -> Path:
     if env:
         return Path(env)
     return REPO_ROOT.parent / "shared" / "data"
+
+
+@pytest.fixture
+def restore_slam_logging():
+    """Put the 'slam' logger's level and handlers back after a test (the CLI configures it)."""
+    logger = logging.getLogger("slam")
+    level, handlers = logger.level, list(logger.handlers)
+    yield
+    for h in logger.handlers[:]:
+        if h not in handlers:
+            logger.removeHandler(h)
+    logger.setLevel(level)
 
 
 @pytest.fixture(scope="session")

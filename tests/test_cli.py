@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import json
-import logging
 from pathlib import Path
 
 import cv2
@@ -15,19 +14,13 @@ from slam.io.trajectory import write_tum
 
 
 @pytest.fixture(autouse=True)
-def _isolate(monkeypatch, tmp_path):
+def _isolate(monkeypatch, tmp_path, restore_slam_logging):
     """No data roots or weights from the environment; ./sequences and ./runs under tmp_path;
     the 'slam' logger restored afterwards (main() configures it)."""
     monkeypatch.delenv("SLAM_DATA", raising=False)
     monkeypatch.setenv("SLAM_WEIGHTS_DIR", str(tmp_path / "weights"))
     monkeypatch.chdir(tmp_path)
-    logger = logging.getLogger("slam")
-    level, handlers = logger.level, list(logger.handlers)
     yield
-    for h in logger.handlers[:]:
-        if h not in handlers:
-            logger.removeHandler(h)
-    logger.setLevel(level)
 
 
 def call(argv: list[str]):

@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import json
-import logging
 from pathlib import Path
 
 import cv2
@@ -19,14 +18,8 @@ N_VIDEO_FRAMES = 40
 
 
 @pytest.fixture(autouse=True)
-def _restore_logging():
-    logger = logging.getLogger("slam")
-    level, handlers = logger.level, list(logger.handlers)
+def _restore_logging(restore_slam_logging):
     yield
-    for h in logger.handlers[:]:
-        if h not in handlers:
-            logger.removeHandler(h)
-    logger.setLevel(level)
 
 
 @pytest.fixture(scope="module")

@@ -18,6 +18,7 @@ import pytest
 from slam.app import open_input, run_slam
 from slam.config import load_config
 from slam.io.synthetic import ensure_sequence
+from slam.optim.ba import edge_ids_are_unique
 from slam.runtime.sync import StageError
 from slam.tracking.tracker import Tracker
 
@@ -123,39 +124,6 @@ def test_run_log_records_the_run(synthetic_seq, tmp_path, quiet_library_logging)
 
 
 # ------------------------------------------------------------------ runners
-def g2o_edge_order_is_deterministic() -> bool:
-    """True when slam.optim.ba gives every g2o edge a unique internal id.
-
-    g2o sorts the active edges by internal id; with duplicated ids (staging graphs merged with
-    add_graph) ties are ordered by heap address, so sums in the Hessian, and therefore the
-    results of bundle_adjust / optimize_pose, change at the 1e-12 level from run to run.
-    """
-    import g2opy as g2o
-
-    from slam.optim import ba
-
-    adder_cls = getattr(ba, "_EdgeAdder", None)
-    if adder_cls is None:
-        return True
-    opt = ba._new_optimizer()
-    v = g2o.VertexSE3Expmap()
-    v.set_id(0)
-    opt.add_vertex(v)
-    adder = adder_cls(opt, 600)
-    edges = []
-    for _ in range(600):
-        e = g2o.EdgeSE3ProjectXYZOnlyPose()
-        e.set_vertex(0, v)
-        e.set_measurement(np.zeros(2))
-        e.set_information(np.eye(2))
-        e.Xw = np.ones(3)
-        adder.add(e)
-        edges.append(e)
-    adder.flush()
-    ids = [e.internal_id() if callable(e.internal_id) else e.internal_id for e in edges]
-    return len(set(ids)) == len(ids)
-
-
 @pytest.mark.parametrize("overrides", [
     ("runtime.feature_stage=process",),  # features in a child process, BA overlapping tracking (handoff)
     ("runtime.feature_stage=thread", "mapping.commit_delay_frames=0"),  # all threads, runtime waits for mapping
@@ -174,7 +142,7 @@ def test_threaded_pipeline_equals_sync_runner(synthetic_seq, tmp_path, rgbd_sync
     np.testing.assert_array_equal(read_tum(sync_dir / "keyframes.txt")[:, 0], read_tum(thr_dir / "keyframes.txt")[:, 0])
     assert m["map_points"] == rgbd_sync_run["map_points"]
     assert m["local_ba_count"] == rgbd_sync_run["local_ba_count"]
-    if not g2o_edge_order_is_deterministic():
+    if not edge_ids_are_unique():
         pytest.xfail("bit-for-bit equality needs deterministic g2o edge order: slam/optim/ba.py _EdgeAdder "
                      "merges staging graphs whose edges share internal ids (see test_pose_gn.py)")
     assert (thr_dir / "trajectory.txt").read_text() == (sync_dir / "trajectory.txt").read_text()

@@ -83,7 +83,7 @@ class LocalMapper:
         self.optimize(task)
         return self.commit(task)
 
-    def prepare(self, job) -> Optional["MappingTask"]:
+    def prepare(self, job) -> Optional[MappingTask]:
         """Phase A, everything that reads and edits the map before bundle adjustment: cull recent
         points, triangulate (monocular), fuse, and gather the local BA problem (a copy)."""
         t0 = time.perf_counter()
@@ -110,7 +110,7 @@ class LocalMapper:
                 prob = self._local_problem(kf_id)
         return MappingTask(kf_id=kf_id, problem=prob, ms=(time.perf_counter() - t0) * 1e3)
 
-    def optimize(self, task: "MappingTask") -> None:
+    def optimize(self, task: MappingTask) -> None:
         """Phase B: local bundle adjustment on the task's own copy; touches no map state, holds
         no lock (g2opy releases the GIL), so tracking runs meanwhile."""
         if task.problem is None:
@@ -119,7 +119,7 @@ class LocalMapper:
         task.result = bundle_adjust(task.problem, iterations=self.cfg.ba_iterations)
         task.ba_ms = (time.perf_counter() - t) * 1e3
 
-    def commit(self, task: "MappingTask") -> dict:
+    def commit(self, task: MappingTask) -> dict:
         """Phase C: write the BA result back and cull redundant keyframes (takes the lock)."""
         t = time.perf_counter()
         with self.map.lock:
@@ -378,16 +378,6 @@ class LocalMapper:
             return None
         window = [kf_id] + [k for k, _ in self.map.keyframe_covisibility(kf_id, min_shared=15)[: c.ba_window - 1]]
         return self._gather(window, c.ba_max_fixed)
-
-    def local_bundle_adjustment(self, kf_id: int) -> None:
-        with self.map.lock:
-            prob = self._local_problem(kf_id)
-        if prob is None:
-            return
-        res = bundle_adjust(prob, iterations=self.cfg.ba_iterations)  # no lock held: tracking continues
-        with self.map.lock:
-            self._apply(prob, res)
-        self.n_ba += 1
 
     def global_bundle_adjustment(self) -> Optional[dict]:
         with self.map.lock:

@@ -88,6 +88,32 @@ class _EdgeAdder:
                                    "(slam.optim.ba needs g2opy >= 2.3)")
 
 
+def edge_ids_are_unique(n_edges: int = 600) -> bool:
+    """Whether _EdgeAdder gives every g2o edge a unique internal id (a diagnostic for tests).
+
+    g2o sorts the active edges by internal id; with duplicated ids (staging graphs merged with
+    add_graph) ties are ordered by heap address, so sums in the Hessian, and therefore the
+    results of bundle_adjust / optimize_pose, change at the 1e-12 level from run to run.
+    """
+    opt = _new_optimizer()
+    v = g2o.VertexSE3Expmap()
+    v.set_id(0)
+    opt.add_vertex(v)
+    adder = _EdgeAdder(opt, n_edges)
+    edges = []
+    for _ in range(n_edges):
+        e = g2o.EdgeSE3ProjectXYZOnlyPose()
+        e.set_vertex(0, v)
+        e.set_measurement(np.zeros(2))
+        e.set_information(np.eye(2))
+        e.Xw = np.ones(3)
+        adder.add(e)
+        edges.append(e)
+    adder.flush()
+    ids = [e.internal_id() if callable(e.internal_id) else e.internal_id for e in edges]
+    return len(set(ids)) == len(ids)
+
+
 def _se3quat(cam_from_world: np.ndarray) -> "g2o.SE3Quat":
     return g2o.SE3Quat(np.ascontiguousarray(cam_from_world[:3, :3], dtype=np.float64),
                        np.ascontiguousarray(cam_from_world[:3, 3], dtype=np.float64))

@@ -227,7 +227,6 @@ class ProcessFrontend:
         self._stopping = False
         self._child_stats: Optional[dict] = None
         self._merged = False
-        self.n_items = 0
 
     # -- control --------------------------------------------------------------------------------
     def start(self) -> "ProcessFrontend":
@@ -273,8 +272,8 @@ class ProcessFrontend:
                 msg = self._q.get_nowait()
             except (queue_mod.Empty, OSError, ValueError):
                 return
-            if msg[0] in ("end", "error") and msg[-1] is not None:
-                self._child_stats = msg[-1] if msg[0] == "end" else msg[4]
+            if msg[0] in ("end", "error") and msg[-1] is not None:  # both end with the child's statistics
+                self._child_stats = msg[-1]
 
     def __enter__(self) -> "ProcessFrontend":
         return self.start()
@@ -309,7 +308,6 @@ class ProcessFrontend:
                 item_id = int(index) if isinstance(index, int) else seq
                 yield Item(seq, t_read, out, item_id)
                 seq += 1
-                self.n_items += 1
             elif kind == "end":
                 self._child_stats = msg[1]
                 return

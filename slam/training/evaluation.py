@@ -314,6 +314,12 @@ def _np(f: Features) -> np.ndarray:
     return f.keypoints.detach().cpu().numpy().astype(np.float64)
 
 
+def _extract_and_match(m: Method, pair: dict):
+    """Keypoints (N0,2), (N1,2) float64 px of both images and the method's Matches."""
+    f0, f1 = m.extract(pair["image0"]), m.extract(pair["image1"])
+    return _np(f0), _np(f1), m.match(f0, f1)
+
+
 def evaluate_churchill(methods: Sequence[Method], pairs: list[dict], eps: float = 3.0,
                        thresholds: Sequence[float] = (3.0, 5.0, 10.0)) -> dict:
     out = {}
@@ -321,9 +327,7 @@ def evaluate_churchill(methods: Sequence[Method], pairs: list[dict], eps: float 
         rows = []
         t0 = time.perf_counter()
         for p in pairs:
-            f0, f1 = m.extract(p["image0"]), m.extract(p["image1"])
-            mt = m.match(f0, f1)
-            k0, k1 = _np(f0), _np(f1)
+            k0, k1, mt = _extract_and_match(m, p)
             size0 = (p["image0"].shape[1], p["image0"].shape[0])
             size1 = (p["image1"].shape[1], p["image1"].shape[0])
             mm = match_metrics(k0, k1, mt.matches0, p["h1_from_0"], size1, eps)
@@ -349,9 +353,7 @@ def evaluate_scannet(methods: Sequence[Method], pairs: list[dict], thresholds: S
         rows = []
         t0 = time.perf_counter()
         for p in pairs:
-            f0, f1 = m.extract(p["image0"]), m.extract(p["image1"])
-            mt = m.match(f0, f1)
-            k0, k1 = _np(f0), _np(f1)
+            k0, k1, mt = _extract_and_match(m, p)
             valid = mt.matches0 >= 0
             res = estimate_relative_pose(k0[valid], k1[mt.matches0[valid]], p["K0"], p["K1"], ransac_px)
             if res is None:
