@@ -179,3 +179,31 @@ def test_match_many_equals_individual_matches():
         want = nn.match(q, ref)
         np.testing.assert_array_equal(got.matches0, want.matches0)
         np.testing.assert_array_equal(got.scores0, want.scores0)
+
+
+def _reference_selection(dist: np.ndarray, ratio: float, max_d: float) -> np.ndarray:
+    """Plain loops: first nearest neighbour, ratio against the second smallest distance of the
+    row, mutual with the column's first minimum."""
+    n0, n1 = dist.shape
+    out = np.full(n0, -1)
+    for i in range(n0):
+        j = int(np.argmin(dist[i]))
+        second = min((dist[i, k] for k in range(n1) if k != j), default=np.inf)
+        if dist[i, j] <= max_d and dist[i, j] <= ratio * second and int(np.argmin(dist[:, j])) == i:
+            out[i] = j
+    return out
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_cpu_selection_equals_plain_loops_with_ties(seed):
+    """Hamming distances tie often; the fast CPU selection must follow the first-index rule."""
+    rng = np.random.default_rng(seed)
+    a = rng.integers(0, 256, size=(120, 32), dtype=np.uint8)
+    b = np.concatenate([a[rng.permutation(120)[:80]], rng.integers(0, 256, size=(50, 32), dtype=np.uint8)])
+    b[:40, :30] ^= rng.integers(0, 2, size=(40, 30), dtype=np.uint8)  # near duplicates, many ties
+    b[100] = b[101]  # an exact tie in a column pair
+    cfg = NNConfig(ratio=0.9, max_distance_binary=100)
+    m = NearestNeighborMatcher(cfg).match_descriptors(a, b)
+    want = _reference_selection(popcount_hamming(a, b).astype(np.float32), 0.9, 100)
+    np.testing.assert_array_equal(m.matches0, want)
+    assert (m.matches0 >= 0).sum() >= 60

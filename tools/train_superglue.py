@@ -33,6 +33,7 @@ def main(argv=None) -> int:
     ap.add_argument("--stop-at", type=int, default=None, help="also stop once this step is reached")
     ap.add_argument("--images", type=Path, default=None, help="training images (default ../shared/data/images)")
     ap.add_argument("--device", default="auto", help="auto | cpu | cuda")
+    ap.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: the config's; also on resume)")
     ap.add_argument("--finalize", action="store_true",
                     help="end the run now: weights.pth from the latest checkpoint (schedule cut short)")
     ap.add_argument("--export", type=Path, default=None, help="after the run has finished, write fp16 weights here")
@@ -43,7 +44,8 @@ def main(argv=None) -> int:
     summary = run_superglue(args.config, args.out, superpoint=sp, resume=args.resume, minutes=args.minutes,
                             stop_at=args.stop_at, overrides={"steps": args.steps, "batch": args.batch,
                                                              "n_layers": args.layers},
-                            images_root=args.images, device=args.device, finalize_early=args.finalize)
+                            images_root=args.images, device=args.device, finalize_early=args.finalize,
+                            threads=args.threads)
     if args.export is not None:
         weights = args.out / "weights.pth"
         if not weights.is_file():

@@ -35,6 +35,7 @@ def main(argv=None) -> int:
     ap.add_argument("--init", type=Path, default=None, help="weights for adapt / to initialise joint")
     ap.add_argument("--labels", type=Path, default=None, help="labels.npz for joint")
     ap.add_argument("--device", default="auto", help="auto | cpu | cuda")
+    ap.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: the config's; also on resume)")
     ap.add_argument("--finalize", action="store_true",
                     help="end the stage now: weights.pth from the latest checkpoint (schedule cut short)")
     ap.add_argument("--export", type=Path, default=None,
@@ -44,7 +45,7 @@ def main(argv=None) -> int:
                         round_=args.round, stop_at=args.stop_at,
                         overrides={"steps": args.steps, "batch": args.batch},
                         images_root=args.images, init=args.init, labels=args.labels, device=args.device,
-                        finalize_early=args.finalize)
+                        finalize_early=args.finalize, threads=args.threads)
     if args.export is not None:
         weights = stage_dir(args.out, args.stage, args.round) / "weights.pth"
         if args.stage == "adapt" or not weights.is_file():

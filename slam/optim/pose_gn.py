@@ -95,11 +95,15 @@ def refine_pose_gn(
     rounds: int = 4,
     iterations: int = 10,
     step_tol: float = 1e-6,
+    restart_rounds: bool = False,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Pose-only refinement. Arguments and result as slam.optim.ba.optimize_pose:
     cam_from_world_init (4,4); pts_world (N,3) m; uv (N,2) undistorted px; K (3,3);
     inv_sigma2 (N,); ur (N,) virtual right px (NaN = mono; used when bf > 0).
     A round stops early when an update is shorter than step_tol (rad / m of the se(3) step).
+    Each round continues from the previous round's estimate (it converges in one or two
+    iterations once the outliers are out); restart_rounds=True restarts every round from the
+    initial pose instead, as ORB-SLAM's g2o PoseOptimization does (about twice the iterations).
     Returns (cam_from_world (4,4), inliers (N,) bool)."""
     n = len(pts_world)
     init = np.array(cam_from_world_init, dtype=np.float64)
@@ -117,7 +121,8 @@ def refine_pose_gn(
     inlier = np.ones(n, dtype=bool)
     current = init.copy()
     for rnd in range(rounds):
-        current = init.copy()
+        if restart_rounds or rnd == 0:
+            current = init.copy()
         robust = rnd < 2
         for _ in range(iterations):
             r, pc, iz, z = _residuals(current, pts, uv, ur, stereo, K, bf)

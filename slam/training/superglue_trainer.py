@@ -190,8 +190,9 @@ def _load_sp(path: Path) -> dict:
 def run_superglue(config: str, out: Path, *, superpoint: "Path | str", resume: bool = False, minutes: float = 10.0,
                   stop_at: Optional[int] = None, overrides: Optional[dict] = None,
                   images_root: Optional[Path] = None, device: str = "auto", printer=print,
-                  finalize_early: bool = False) -> dict:
-    """Run (a chunk of) SuperGlue training into ``out`` with features from ``superpoint`` weights."""
+                  finalize_early: bool = False, threads: Optional[int] = None) -> dict:
+    """Run (a chunk of) SuperGlue training into ``out`` with features from ``superpoint`` weights.
+    threads: torch CPU threads for this chunk (overrides the config, also on resume)."""
     out = Path(out)
     if images_root is not None:
         check_training_path(images_root)
@@ -209,6 +210,8 @@ def run_superglue(config: str, out: Path, *, superpoint: "Path | str", resume: b
     else:
         cfg = get_config(config, overrides)
         cfg["superpoint"] = str(superpoint)
+    if threads:
+        cfg["threads"] = int(threads)
     sp_spec = str(cfg.get("superpoint") or superpoint)
     if sp_spec == "random":  # smoke tests without trained weights: a seeded random SuperPoint
         torch.manual_seed(int(cfg.get("seed", 0)))

@@ -346,13 +346,15 @@ def _joint_step_fn(cfg: dict, images: np.ndarray, points: list[np.ndarray]) -> C
 def run_stage(stage: str, config: str, out: Path, *, resume: bool = False, minutes: float = 10.0,
               round_: int = 1, stop_at: Optional[int] = None, overrides: Optional[dict] = None,
               images_root: Optional[Path] = None, init: Optional[Path] = None, labels: Optional[Path] = None,
-              device: str = "auto", printer=print, finalize_early: bool = False) -> dict:
+              device: str = "auto", printer=print, finalize_early: bool = False,
+              threads: Optional[int] = None) -> dict:
     """Run (a chunk of) one stage. Returns a summary dict (step, finished, run_dir, ...).
 
     init: weights to start ``joint`` from / to run ``adapt`` with (default: the previous stage
     in ``out``); labels: labels.npz for ``joint`` (default ``out/adapt_r<round>/labels.npz``);
     finalize_early: write weights.pth from the latest checkpoint and mark the stage finished
-    (the learning-rate schedule stopped early; recorded in status.json)."""
+    (the learning-rate schedule stopped early; recorded in status.json); threads: torch CPU
+    threads for this chunk (overrides the config, also on resume)."""
     out = Path(out)
     if images_root is not None:
         check_training_path(images_root)
@@ -371,6 +373,8 @@ def run_stage(stage: str, config: str, out: Path, *, resume: bool = False, minut
             _say(printer, f"note: resuming a '{cfg.get('config_name')}' run; --config {config} ignored")
     else:
         cfg = get_config(config, stage, overrides)
+    if threads:
+        cfg["threads"] = int(threads)
     dev = resolve_device(device)
     torch.set_num_threads(int(cfg.get("threads", 1)))
     torch.manual_seed(int(cfg.get("seed", 0)))  # the initial weights depend only on the seed
