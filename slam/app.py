@@ -287,6 +287,7 @@ def _finish(cfg: Config, system: SLAMSystem, inputs: RunInputs, out_dir: Path, s
         "mapping_ms": {k: (float(np.mean(v)) if v else 0.0) for k, v in system.mapper.timings.items()},
         "local_ba_count": system.mapper.n_ba,
         "tracking_waited_for_mapping_ms": float(sum(system.handoff.wait_ms)) if system.handoff is not None else None,
+        "mapping_yielded_to_tracking_ms": float(system.load.yield_ms) if system.load is not None else None,
         "culled_keyframes": system.mapper.n_culled_kfs,
     }
     if stats is not None:

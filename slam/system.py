@@ -12,8 +12,9 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import Any, Iterable, Optional
+from typing import Any, Iterable, Iterator, Optional
 
 import numpy as np
 import torch
@@ -173,12 +174,24 @@ class MappingHandoff:
 
 
 class MappingLoad:
-    """Keyframe jobs handed to mapping and not yet finished (live runs: the tracker defers
-    keyframes that are merely due while mapping is busy)."""
+    """Live runs: how tracking (the latency path) and mapping share one interpreter.
 
-    def __init__(self) -> None:
+    - ``pending``: keyframe jobs handed to mapping and not yet finished; the tracker defers
+      keyframes that are merely due while mapping is busy.
+    - Tracking goes first: while a frame is being tracked (:meth:`foreground`), mapping's
+      Python work waits at its yield points (:meth:`yield_point`, at most ``max_wait_s`` each),
+      so the two threads do not take turns on the GIL in the middle of a frame. g2o's optimize
+      releases the GIL and is not paused. ``yield_ms`` adds up mapping's waits.
+    """
+
+    def __init__(self, max_wait_s: float = 0.05) -> None:
         self._lock = threading.Lock()
         self.pending = 0
+        self.max_wait_s = float(max_wait_s)
+        self._idle = threading.Event()
+        self._idle.set()
+        self.yield_ms = 0.0
+        self.n_yields = 0
 
     def add(self, n: int) -> None:
         with self._lock:
@@ -186,6 +199,23 @@ class MappingLoad:
 
     def busy(self) -> bool:
         return self.pending > 0
+
+    @contextmanager
+    def foreground(self) -> Iterator[None]:
+        self._idle.clear()
+        try:
+            yield
+        finally:
+            self._idle.set()
+
+    def yield_point(self) -> None:
+        """Called by mapping between pieces of work (never while holding the map lock)."""
+        if self._idle.is_set():
+            return
+        t = time.perf_counter()
+        self._idle.wait(self.max_wait_s)  # blocks without the GIL
+        self.yield_ms += (time.perf_counter() - t) * 1e3
+        self.n_yields += 1
 
 
 class TrackingStage:
@@ -206,7 +236,11 @@ class TrackingStage:
         frame_no = len(self.results)
         if self.handoff is not None:
             self.handoff.before_frame(frame_no)
-        res, job = self.tracker.process(fr)
+        if self.load is not None:
+            with self.load.foreground():
+                res, job = self.tracker.process(fr)
+        else:
+            res, job = self.tracker.process(fr)
         self.results.append(res)
         if job is not None and self.load is not None:
             self.load.add(1)
@@ -226,6 +260,8 @@ class MappingStage:
         self.mapper = mapper
         self.handoff = handoff
         self.load = load
+        if load is not None:
+            mapper.yield_point = load.yield_point
 
     def process(self, job):
         try:
@@ -323,5 +359,5 @@ def build_system(cfg: Config, camera: PinholeCamera) -> SLAMSystem:
     # live runs need no reproducibility and must never wait for a due commit: mapping then
     # writes its results back itself, as soon as they are ready
     handoff = MappingHandoff(mapper, mc.commit_delay_frames) if mc.commit_delay_frames > 0 and not cfg.runtime.live else None
-    load = MappingLoad() if cfg.runtime.live else None
+    load = MappingLoad(mc.live_yield_max_ms / 1e3) if cfg.runtime.live else None
     return SLAMSystem(cfg, camera, device, extractor, matcher, slam_map, frontend, tracker, mapper, handoff, load)

@@ -267,3 +267,51 @@ def test_mapping_load_counts_jobs_until_mapping_finishes():
 class SimpleMapper:
     def process(self, job):
         return None
+
+
+def test_mapping_yields_to_a_frame_being_tracked():
+    """Live runs: mapping's yield point waits until tracking has finished its frame (or
+    max_wait_s), and returns at once when no frame is being tracked."""
+    import threading
+
+    from slam.system import MappingLoad, MappingStage
+
+    load = MappingLoad(max_wait_s=30.0)
+    order: list[str] = []
+    in_frame = threading.Event()
+    release = threading.Event()
+
+    def tracking():
+        with load.foreground():
+            in_frame.set()
+            release.wait(10)
+            order.append("frame tracked")
+
+    class YieldingMapper:
+        yield_point = None
+
+        def process(self, job):
+            self.yield_point()
+            order.append("mapping work")
+
+    mapper = YieldingMapper()
+    stage = MappingStage(mapper, None, load)
+    assert mapper.yield_point == load.yield_point
+    t = threading.Thread(target=tracking)
+    t.start()
+    assert in_frame.wait(10)
+    m = threading.Thread(target=stage.process, args=(None,))
+    m.start()
+    m.join(0.2)
+    assert m.is_alive() and order == []  # mapping waits while the frame is tracked
+    release.set()
+    t.join(10)
+    m.join(10)
+    assert order == ["frame tracked", "mapping work"]
+    assert load.n_yields == 1 and load.yield_ms > 0
+    load.yield_point()  # no frame in progress: no wait
+    assert load.n_yields == 1
+    short = MappingLoad(max_wait_s=0.01)
+    with short.foreground():
+        short.yield_point()  # the wait is bounded even if tracking never finishes
+    assert short.n_yields == 1

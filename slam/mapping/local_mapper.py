@@ -13,7 +13,7 @@ from __future__ import annotations
 import logging
 import time
 from dataclasses import dataclass
-from typing import Any, Optional
+from typing import Any, Callable, Optional
 
 import numpy as np
 
@@ -53,9 +53,14 @@ class MappingConfig:
     max_reproj_chi2: float = 5.991  # triangulation check (chi2, 2 dof, 95%)
     cull_keyframes: bool = True
     commit_delay_frames: int = 4  # local BA runs while tracking goes on; its result is written back before this many more frames are tracked (0 = tracking waits for the whole job)
+    live_yield_max_ms: float = 50.0  # live runs: longest wait of mapping at one yield point while a frame is tracked
     redundant_ratio: float = 0.9  # cull a keyframe when this share of its points is seen by 3+ others
     max_desc_dist_binary: float = 50.0
     max_desc_dist_float: float = 0.9
+
+
+def _no_yield() -> None:
+    return None
 
 
 class LocalMapper:
@@ -73,6 +78,9 @@ class LocalMapper:
         self.n_culled_kfs = 0
         self.n_culled_points = 0
         self.timings: dict[str, list[float]] = {"local_ba": [], "triangulate": [], "fuse": [], "cull": []}
+        # called between pieces of Python work, never under the map lock (live runs: waits
+        # while tracking has a frame, see slam.system.MappingLoad); a no-op otherwise
+        self.yield_point: Callable[[], None] = _no_yield
 
     # ------------------------------------------------------------------ entry point
     def process(self, job) -> Optional[dict]:
@@ -88,6 +96,7 @@ class LocalMapper:
         points, triangulate (monocular), fuse, and gather the local BA problem (a copy)."""
         t0 = time.perf_counter()
         kf_id = job.kf_id
+        self.yield_point()
         with self.map.lock:
             if kf_id not in self.map.keyframes:
                 return None
@@ -98,14 +107,16 @@ class LocalMapper:
             self.timings["triangulate"].append((time.perf_counter() - t) * 1e3)
         else:
             new = job.new_point_ids
+        self.yield_point()
         with self.map.lock:
             self.recent_points.append(np.concatenate([new, job.new_point_ids]) if self.mode == "mono" else new)
             self.recent_points = self.recent_points[-3:]
-            t = time.perf_counter()
-            self._fuse(kf_id)
-            self.timings["fuse"].append((time.perf_counter() - t) * 1e3)
+        t = time.perf_counter()
+        self._fuse(kf_id)
+        self.timings["fuse"].append((time.perf_counter() - t) * 1e3)
         prob = None
         if self.cfg.local_ba and len(self.map.keyframes) >= 2:
+            self.yield_point()
             with self.map.lock:
                 prob = self._local_problem(kf_id)
         return MappingTask(kf_id=kf_id, problem=prob, ms=(time.perf_counter() - t0) * 1e3)
@@ -116,11 +127,12 @@ class LocalMapper:
         if task.problem is None:
             return
         t = time.perf_counter()
-        task.result = bundle_adjust(task.problem, iterations=self.cfg.ba_iterations)
+        task.result = bundle_adjust(task.problem, iterations=self.cfg.ba_iterations, pause=self.yield_point)
         task.ba_ms = (time.perf_counter() - t) * 1e3
 
     def commit(self, task: MappingTask) -> dict:
         """Phase C: write the BA result back and cull redundant keyframes (takes the lock)."""
+        self.yield_point()
         t = time.perf_counter()
         with self.map.lock:
             if task.result is not None:
@@ -188,6 +200,7 @@ class LocalMapper:
         K = self.K
         c1 = se3_inverse(kf_pose)[:3, 3]
         for nb in neigh:
+            self.yield_point()
             with self.map.lock:
                 if nb.id not in self.map.keyframes or kf_id not in self.map.keyframes:
                     continue
@@ -256,23 +269,31 @@ class LocalMapper:
     # ------------------------------------------------------------------ fusion
     def _fuse(self, kf_id: int) -> None:
         """Project neighbours' points into the new keyframe and the new keyframe's points into
-        the neighbours; fill free keypoints, merge duplicates."""
+        the neighbours; fill free keypoints, merge duplicates. Takes the map lock once per
+        keyframe fused into (with a yield point in between), not for the whole fusion."""
         m = self.map
-        kf = m.keyframes[kf_id]
-        neigh = [m.keyframes[k] for k, _ in m.keyframe_covisibility(kf_id, min_shared=5)[: self.cfg.n_fuse_neighbours]]
-        if not neigh:
-            return
-        # neighbours' points -> new keyframe
-        pts = np.unique(np.concatenate([nb.point_ids for nb in neigh]))
-        pts = pts[(pts >= 0)]
-        pts = pts[m.pts_alive[pts]]
-        pts = np.setdiff1d(pts, kf.point_ids)
-        self._fuse_into(kf, pts)
+        with m.lock:
+            kf = m.keyframes.get(kf_id)
+            if kf is None:
+                return
+            neigh = [m.keyframes[k] for k, _ in m.keyframe_covisibility(kf_id, min_shared=5)[: self.cfg.n_fuse_neighbours]]
+            if not neigh:
+                return
+            # neighbours' points -> new keyframe
+            pts = np.unique(np.concatenate([nb.point_ids for nb in neigh]))
+            pts = pts[(pts >= 0)]
+            pts = pts[m.pts_alive[pts]]
+            pts = np.setdiff1d(pts, kf.point_ids)
+            self._fuse_into(kf, pts)
+            own = kf.point_ids[kf.point_ids >= 0]
+            own = own[m.pts_alive[own]]
         # new keyframe's points -> neighbours
-        own = kf.point_ids[kf.point_ids >= 0]
-        own = own[m.pts_alive[own]]
         for nb in neigh:
-            self._fuse_into(nb, np.setdiff1d(own, nb.point_ids))
+            self.yield_point()
+            with m.lock:
+                if nb.id not in m.keyframes:
+                    continue
+                self._fuse_into(nb, np.setdiff1d(own, nb.point_ids))
 
     def _fuse_into(self, kf, pids: np.ndarray) -> None:
         m = self.map

@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field
-from typing import Optional
+from typing import Callable, Optional
 
 import numpy as np
 
@@ -354,7 +354,8 @@ def _validate(p: BAProblem):
 
 
 def bundle_adjust(problem: BAProblem, iterations: int = 10, robust: bool = True, two_stage: bool = True,
-                  verbose: bool = False, edge_chunk: int = 256) -> BAResult:
+                  verbose: bool = False, edge_chunk: int = 256,
+                  pause: Optional[Callable[[], None]] = None) -> BAResult:
     """Bundle adjustment of poses and points (ORB-SLAM2 ``LocalBundleAdjustment`` scheme).
 
     Stage 1: ``iterations`` LM iterations with Huber kernels (if ``robust``).
@@ -363,7 +364,9 @@ def bundle_adjust(problem: BAProblem, iterations: int = 10, robust: bool = True,
     iterations run. Final outliers are re-classified on the optimised estimate.
     Points seen only by fixed keyframes are still optimised; points and keyframes without
     observations are passed through unchanged. ``edge_chunk``: see :class:`_EdgeAdder`
-    (0 = add edges one by one, quadratic in the number of observations).
+    (0 = add edges one by one, quadratic in the number of observations). ``pause``: called
+    every 512 observations while the graph is built (the Python part, which holds the GIL) and
+    before each g2o optimize; live runs use it to let tracking go first.
     """
     t_start, c_start = time.perf_counter(), time.process_time()
     kf_ids, poses, fixed, point_ids, pts, obs_kf, obs_pt, uv, w, ur, K = _validate(problem)
@@ -411,22 +414,32 @@ def bundle_adjust(problem: BAProblem, iterations: int = 10, robust: bool = True,
     I2, I3 = np.eye(2), np.eye(3)
     edges = []
     append = edges.append
+    info2: dict[float, np.ndarray] = {}  # one information matrix per distinct weight (per octave)
+    info3: dict[float, np.ndarray] = {}
     adder = _EdgeAdder(opt, m, edge_chunk)
     add_edge = adder.add
     Mono, Stereo = g2o.EdgeSE3ProjectXYZ, g2o.EdgeStereoSE3ProjectXYZ
     # The only per-observation Python loop: g2o edges must be created one by one.
     for i, (ki, pj, is_st, wi) in enumerate(zip(kf_idx.tolist(), pt_idx.tolist(), stereo.tolist(), w.tolist())):
+        if pause is not None and i % 512 == 511:
+            pause()
         if is_st:
             e = Stereo()
             e.set_measurement(meas3[i])
-            e.set_information(I3 * wi)
+            info = info3.get(wi)
+            if info is None:
+                info = info3[wi] = I3 * wi
+            e.set_information(info)
             e.bf = bf
             if robust:
                 e.set_robust_kernel(k_stereo)
         else:
             e = Mono()
             e.set_measurement(uv[i])
-            e.set_information(I2 * wi)
+            info = info2.get(wi)
+            if info is None:
+                info = info2[wi] = I2 * wi
+            e.set_information(info)
             if robust:
                 e.set_robust_kernel(k_mono)
         e.set_vertex(0, point_vertices[pj])
@@ -452,6 +465,8 @@ def bundle_adjust(problem: BAProblem, iterations: int = 10, robust: bool = True,
         return chi2, ~(chi2 <= thr)
 
     t_built, c_built = time.perf_counter(), time.process_time()
+    if pause is not None:
+        pause()
     opt.initialize_optimization(0)
     n_iter = max(int(opt.optimize(int(iterations))), 0)
     t_opt = time.perf_counter() - t_built
@@ -464,6 +479,8 @@ def bundle_adjust(problem: BAProblem, iterations: int = 10, robust: bool = True,
         k_mono.set_delta(_NO_ROBUST_DELTA)
         k_stereo.set_delta(_NO_ROBUST_DELTA)
         if not outlier.all():
+            if pause is not None:
+                pause()
             t0, c0 = time.perf_counter(), time.process_time()
             opt.initialize_optimization(0)
             n_iter += max(int(opt.optimize(int(iterations))), 0)

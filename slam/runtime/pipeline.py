@@ -52,6 +52,7 @@ from __future__ import annotations
 
 import collections
 import logging
+import os
 import signal
 import threading
 import time
@@ -104,6 +105,8 @@ class RuntimeConfig:
     progress_log_s: float = 5.0  # seconds between progress log lines when stdout is not a TTY
     stall_timeout_s: float = 0.0  # > 0: fail naming the busy stage when no item moves for this long
     feature_stage: str = "auto"  # where reader + features run when threaded: auto (process on a multi-core CPU) | process | thread
+    background_stages: list[str] = field(default_factory=lambda: ["mapping"])  # live mode: threads run at a lower OS priority
+    background_nice: int = 10  # live mode: nice increment of those threads (Linux; 0 = off), so g2o yields the cores to the frame path
 
 
 class _Stopped:
@@ -349,6 +352,20 @@ class Pipeline:
         self.stats.record_wait(waiter, (time.perf_counter() - t0) * 1000.0)
         return True
 
+    def _lower_priority(self, name: str) -> None:
+        """Live mode: stages named in ``background_stages`` (mapping) run their thread at a
+        lower OS priority (Linux nice is per thread), so bundle adjustment, which runs without
+        the GIL, takes CPU only where features and tracking leave it."""
+        cfg = self.cfg
+        if not (cfg.live and cfg.threaded and cfg.background_nice > 0 and name in cfg.background_stages):
+            return
+        try:
+            tid = threading.get_native_id()
+            os.setpriority(os.PRIO_PROCESS, tid, os.getpriority(os.PRIO_PROCESS, tid) + int(cfg.background_nice))
+            LOG.debug("%s thread runs at nice +%d", name, cfg.background_nice)
+        except (AttributeError, OSError) as exc:  # not Linux, or not allowed: run at normal priority
+            LOG.info("could not lower the priority of the %s thread (%s)", name, exc)
+
     def _stage_loop(self, i: int) -> None:
         name, stage = self.stages[i]
         inq, outq = self._queues[i], self._queues[i + 1]
@@ -357,6 +374,7 @@ class Pipeline:
         sent = 0
         is_latency = name == self._latency_stage
         try:
+            self._lower_priority(name)
             while True:
                 item = inq.get()
                 if item is _STOPPED:
