@@ -12,7 +12,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass, field
 from typing import Any, Iterable, Iterator, Optional
 
@@ -236,10 +236,7 @@ class TrackingStage:
         frame_no = len(self.results)
         if self.handoff is not None:
             self.handoff.before_frame(frame_no)
-        if self.load is not None:
-            with self.load.foreground():
-                res, job = self.tracker.process(fr)
-        else:
+        with self.load.foreground() if self.load is not None else nullcontext():
             res, job = self.tracker.process(fr)
         self.results.append(res)
         if job is not None and self.load is not None:

@@ -19,10 +19,9 @@ from typing import Iterator, Optional, Sequence, Union
 import cv2
 import numpy as np
 
-from slam.io.errors import DatasetError
+from slam.io.errors import DatasetError, LockedReader
 from slam.io.trajectory import read_tum
 from slam.types import Frame
-from slam.io.errors import LockedReader
 
 log = logging.getLogger(__name__)
 

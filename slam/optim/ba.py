@@ -414,8 +414,7 @@ def bundle_adjust(problem: BAProblem, iterations: int = 10, robust: bool = True,
     I2, I3 = np.eye(2), np.eye(3)
     edges = []
     append = edges.append
-    info2: dict[float, np.ndarray] = {}  # one information matrix per distinct weight (per octave)
-    info3: dict[float, np.ndarray] = {}
+    infos: dict[tuple[bool, float], np.ndarray] = {}  # one information matrix per edge kind and weight (octave)
     adder = _EdgeAdder(opt, m, edge_chunk)
     add_edge = adder.add
     Mono, Stereo = g2o.EdgeSE3ProjectXYZ, g2o.EdgeStereoSE3ProjectXYZ
@@ -423,25 +422,21 @@ def bundle_adjust(problem: BAProblem, iterations: int = 10, robust: bool = True,
     for i, (ki, pj, is_st, wi) in enumerate(zip(kf_idx.tolist(), pt_idx.tolist(), stereo.tolist(), w.tolist())):
         if pause is not None and i % 512 == 511:
             pause()
+        info = infos.get((is_st, wi))
+        if info is None:
+            info = infos[(is_st, wi)] = (I3 if is_st else I2) * wi
         if is_st:
             e = Stereo()
             e.set_measurement(meas3[i])
-            info = info3.get(wi)
-            if info is None:
-                info = info3[wi] = I3 * wi
-            e.set_information(info)
             e.bf = bf
             if robust:
                 e.set_robust_kernel(k_stereo)
         else:
             e = Mono()
             e.set_measurement(uv[i])
-            info = info2.get(wi)
-            if info is None:
-                info = info2[wi] = I2 * wi
-            e.set_information(info)
             if robust:
                 e.set_robust_kernel(k_mono)
+        e.set_information(info)
         e.set_vertex(0, point_vertices[pj])
         e.set_vertex(1, pose_vertices[ki])
         e.fx = fx

@@ -290,17 +290,15 @@ def build_methods(names: Sequence[str], superpoint_weights: Optional[str], super
                     from slam.matching.superglue import SuperGlue, SuperGlueConfig
                     sg = SuperGlue(SuperGlueConfig(weights=superglue_weights or "superglue_ours", precision="fp32"), dev)
                     methods.append(Method(name, sp.extract, sg.match))
-            elif name == "aliked+lightglue":
-                from slam.features.aliked import ALIKED, ALIKEDConfig
+            elif name in ("aliked+lightglue", "disk+lightglue"):
                 from slam.matching.lightglue import LightGlue, LightGlueConfig
-                ext = ALIKED(ALIKEDConfig(max_keypoints=max_keypoints, precision="fp32"), dev)
-                lg = LightGlue(LightGlueConfig(features="aliked", precision="fp32"), dev)
-                methods.append(Method(name, ext.extract, lg.match))
-            elif name == "disk+lightglue":
-                from slam.features.disk import DISK, DISKConfig
-                from slam.matching.lightglue import LightGlue, LightGlueConfig
-                ext = DISK(DISKConfig(max_keypoints=max_keypoints, precision="fp32"), dev)
-                lg = LightGlue(LightGlueConfig(features="disk", precision="fp32"), dev)
+                if name.startswith("aliked"):
+                    from slam.features.aliked import ALIKED as Extractor, ALIKEDConfig as ExtractorConfig
+                else:
+                    from slam.features.disk import DISK as Extractor, DISKConfig as ExtractorConfig
+                feature = name.split("+")[0]
+                ext = Extractor(ExtractorConfig(max_keypoints=max_keypoints, precision="fp32"), dev)
+                lg = LightGlue(LightGlueConfig(features=feature, precision="fp32"), dev)
                 methods.append(Method(name, ext.extract, lg.match))
             else:
                 raise ValueError(f"unknown method {name!r}; choose from {', '.join(METHOD_NAMES)}")
