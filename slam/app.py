@@ -24,7 +24,7 @@ import numpy as np
 from slam.config import Config, dump_yaml
 from slam.geometry.camera import PinholeCamera
 from slam.device import resolve_device
-from slam.runtime.process_frontend import ProcessFrontend, use_process_frontend
+from slam.runtime.process_frontend import FeatureWorker, ProcessFrontend, use_process_frontend
 from slam.system import SLAMSystem, build_frontend, build_system
 
 log = logging.getLogger("slam")
@@ -143,8 +143,12 @@ def peak_rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
 
 
-def run_slam(cfg: Config, inputs: RunInputs, out_dir: Optional[Path] = None, live: bool = False, quiet: bool = False) -> dict:
-    """Run the system over inputs.source; write the run folder; return metrics.json's content."""
+def run_slam(cfg: Config, inputs: RunInputs, out_dir: Optional[Path] = None, live: bool = False, quiet: bool = False,
+             feature_worker: Optional[FeatureWorker] = None) -> dict:
+    """Run the system over inputs.source; write the run folder; return metrics.json's content.
+
+    feature_worker: a feature process started in advance (slam.runtime.process_frontend), used
+    when this run puts its features in a process and the worker fits; the caller closes it."""
     from slam.runtime.pipeline import Pipeline, handle_sigint
     from slam.runtime.sync import SyncRunner
 
@@ -160,7 +164,7 @@ def run_slam(cfg: Config, inputs: RunInputs, out_dir: Optional[Path] = None, liv
     if use_process_frontend(rt.feature_stage, rt.threaded, resolve_device(cfg.device).type):
         # started first, so the child's imports overlap with building the system here
         frontend_proc = ProcessFrontend(source, functools.partial(build_frontend, cfg, inputs.camera), live=rt.live,
-                                        queue_size=rt.queue_size, threads=1).start()
+                                        queue_size=rt.queue_size, threads=1, worker=feature_worker).start()
         source = frontend_proc
     try:
         system = build_system(cfg, inputs.camera)
@@ -169,7 +173,8 @@ def run_slam(cfg: Config, inputs: RunInputs, out_dir: Optional[Path] = None, liv
             frontend_proc.close()
         raise
     log.info("features: %s, matcher: %s, mode: %s, device: %s, feature process: %s", cfg.features, cfg.matcher, cfg.mode,
-             system.device, "yes" if frontend_proc is not None else "no")
+             system.device,
+             "no" if frontend_proc is None else ("yes (started in advance)" if frontend_proc.reused_worker else "yes"))
     stages = system.stages[1:] if frontend_proc is not None else system.stages
     runner_cls = Pipeline if rt.threaded else SyncRunner
     viewer = _make_viewer(cfg, inputs.camera)

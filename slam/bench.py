@@ -65,11 +65,13 @@ def format_table(rows: list[dict]) -> str:
     return "\n".join(lines)
 
 
-def bench_main(args) -> int:
+def bench_main(args, feature_worker=None) -> int:
     from slam.app import open_input, run_slam
     from slam.cli import _load_cfg
 
     base = _load_cfg(args)
+    if feature_worker is not None and not feature_worker.wait_ready():
+        print("warning: the feature process did not start; threaded runs start their own", flush=True)
     modes = [m.strip() for m in args.modes.split(",") if m.strip()]
     rows = []
     repeat = max(1, int(getattr(args, "repeat", 1) or 1))
@@ -84,7 +86,7 @@ def bench_main(args) -> int:
                 cfg.runtime.threaded = threaded
                 cfg.runtime.progress = False
                 inputs = open_input(args.seq, cfg, args.data_root)
-                m = run_slam(cfg, inputs)
+                m = run_slam(cfg, inputs, feature_worker=feature_worker)
                 m["runner"] = "threaded" if threaded else "sync"
                 row = _row(m)
                 row["repeat"] = rep

@@ -15,8 +15,8 @@
 from __future__ import annotations
 
 import argparse
-import json
 import logging
+import os
 import sys
 from pathlib import Path
 from typing import Optional
@@ -85,13 +85,75 @@ def _resolve_auto(cfg):
     return cfg
 
 
+def _light_settings(args) -> dict:
+    """The few settings that decide whether a run puts its features in a process, read from
+    the YAML files and key=value overrides without slam.config (which imports torch)."""
+    import yaml
+
+    flat: dict = {}
+
+    def walk(d: dict, prefix: str = "") -> None:
+        for k, v in d.items():
+            if isinstance(v, dict):
+                walk(v, f"{prefix}{k}.")
+            else:
+                flat[f"{prefix}{k}"] = v
+
+    for path in getattr(args, "config", None) or []:
+        try:
+            data = yaml.safe_load(Path(path).read_text())
+        except (OSError, yaml.YAMLError):
+            continue  # load_config reports it properly
+        if isinstance(data, dict):
+            walk(data)
+    for ov in getattr(args, "overrides", None) or []:
+        if "=" in ov:
+            k, v = ov.split("=", 1)
+            try:
+                flat[k.strip()] = yaml.safe_load(v)
+            except yaml.YAMLError:
+                flat[k.strip()] = v
+    if getattr(args, "device", None):
+        flat["device"] = args.device
+    if getattr(args, "sync", False):
+        flat["runtime.threaded"] = False
+    return flat
+
+
+def start_feature_worker(args):
+    """Start the feature process before the config, torch and the rest of slam are imported,
+    so that the child's imports (seconds) run beside ours instead of after them.
+
+    A guess from the command line and the YAML files: the run uses the worker only when it
+    does put its features in a process (threaded, CPU, more than one core; see
+    slam.runtime.process_frontend.use_process_frontend) with the same queue size; the caller
+    closes it either way. None when the guess is no, for example with runtime.threaded=false,
+    runtime.feature_stage=thread, or device auto on a machine with an NVIDIA driver."""
+    if (os.cpu_count() or 1) < 2:
+        return None
+    s = _light_settings(args)
+    stage = str(s.get("runtime.feature_stage", "auto"))
+    device = str(s.get("device", "auto"))
+    if s.get("runtime.threaded", True) in (False, "false", "False", 0) or stage == "thread":
+        return None
+    if stage == "auto" and (device.startswith("cuda") or (device == "auto" and Path("/dev/nvidiactl").exists())):
+        return None
+    try:
+        queue_size = int(s.get("runtime.queue_size", 8))
+    except (TypeError, ValueError):
+        return None
+    from slam.runtime.worker import FeatureWorker
+
+    return FeatureWorker(queue_size=queue_size, threads=1)
+
+
 def cmd_run(args) -> int:
     from slam.app import open_input, run_slam, summary_lines
 
     cfg = _load_cfg(args)
     inputs = open_input(args.seq, cfg, args.data_root, args.calib)
     print(f"running {inputs.name} ({cfg.mode}) with features={cfg.features} matcher={cfg.matcher}")
-    metrics = run_slam(cfg, inputs)
+    metrics = run_slam(cfg, inputs, feature_worker=getattr(args, "feature_worker", None))
     for line in summary_lines(metrics):
         print(line)
     print(f"run folder: {metrics['run_dir']}")
@@ -117,7 +179,7 @@ def cmd_live(args) -> int:
         camera = camera.scaled(resize[0] / camera.width, resize[1] / camera.height)
     name = f"live_{Path(str(args.camera)).stem}"
     inputs = RunInputs(name, source, camera, None, None, f"camera {args.camera}")
-    metrics = run_slam(cfg, inputs, live=True)
+    metrics = run_slam(cfg, inputs, live=True, feature_worker=getattr(args, "feature_worker", None))
     for line in summary_lines(metrics):
         print(line)
     rt = metrics.get("runtime", {})
@@ -130,12 +192,11 @@ def cmd_live(args) -> int:
 def cmd_bench(args) -> int:
     from slam.bench import bench_main
 
-    return bench_main(args)
+    return bench_main(args, getattr(args, "feature_worker", None))  # one feature process for all threaded runs
 
 
 def cmd_features(args) -> int:
     import cv2
-    import torch
 
     from slam.config import load_config
     from slam.device import resolve_device
@@ -337,6 +398,16 @@ def main(argv: Optional[list[str]] = None) -> int:
     if args.command is None:
         args = parser.parse_args(["run"] + argv)
     _setup_logging(args.verbose)
+    # first of all, before the imports below: a feature process whose own imports run beside them
+    args.feature_worker = start_feature_worker(args) if args.command in ("run", "live", "bench") else None
+    try:
+        return _dispatch(args)
+    finally:
+        if args.feature_worker is not None:
+            args.feature_worker.close()
+
+
+def _dispatch(args) -> int:
     known = _known_errors()
     try:
         if getattr(args, "passthrough", None):

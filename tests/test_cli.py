@@ -284,3 +284,39 @@ def test_run_on_rendered_folder(capsys, tmp_path_factory, tmp_path):
     assert metrics["frames_in"] == 12 and metrics["runtime"]["mode"] == "sync"
     assert "input:" in (run_dir / "run.log").read_text()  # the CLI sets up logging
     assert not (tmp_path / "runs").exists()
+
+
+# ------------------------------------------------------------------ feature process started first
+@pytest.mark.parametrize("argv", [
+    ["run", "--sync"],
+    ["run", "runtime.threaded=false"],
+    ["run", "runtime.feature_stage=thread"],
+    ["run", "--device", "cuda"],
+    ["run", "-c", "sync.yaml"],
+])
+def test_no_feature_process_is_started_for_runs_that_will_not_use_one(argv, monkeypatch, tmp_path):
+    import slam.cli as cli
+
+    (tmp_path / "sync.yaml").write_text("runtime:\n  threaded: false\n")
+    monkeypatch.setattr("os.cpu_count", lambda: 4)
+    args = cli.build_parser().parse_args(argv)
+    assert cli.start_feature_worker(args) is None
+
+
+def test_feature_process_started_first_takes_the_queue_size_of_the_config(monkeypatch, tmp_path):
+    import slam.cli as cli
+
+    if Path("/dev/nvidiactl").exists():
+        pytest.skip("device auto on a machine with an NVIDIA driver: no feature process is started")
+    (tmp_path / "q.yaml").write_text("runtime:\n  queue_size: 5\n")
+    monkeypatch.setattr("os.cpu_count", lambda: 4)
+    w = cli.start_feature_worker(cli.build_parser().parse_args(["run", "-c", "q.yaml"]))
+    try:
+        assert w is not None and w.queue_size == 5 and w.fits(5, 1) and not w.fits(8, 1)
+    finally:
+        w.close()
+    w = cli.start_feature_worker(cli.build_parser().parse_args(["bench", "--seq", "x", "-c", "q.yaml", "runtime.queue_size=7"]))
+    try:
+        assert w is not None and w.queue_size == 7
+    finally:
+        w.close()

@@ -174,6 +174,63 @@ def test_merge_stats_adds_child_queue_and_counts():
     assert col.counts["features"]["out"] == 3 and len(col.stage_ms["features"]) == 3
 
 
+# -- a feature process started in advance and kept between runs -------------------------------------
+def test_worker_serves_runs_one_after_another_and_survives_errors_and_stops():
+    from slam.runtime.worker import FeatureWorker
+
+    w = FeatureWorker(queue_size=4, threads=1, preload=())
+    try:
+        assert w.wait_ready(60)
+        pf = ProcessFrontend(Source(12), functools.partial(make_square), queue_size=4, worker=w)
+        assert [it.payload["index"] for it in pf] == list(range(12))
+        pf.close()
+        assert pf.reused_worker and w.alive() and w.runs == 1 and not w.busy
+        # a stage error ends the run, not the worker
+        pf = ProcessFrontend(Source(20), functools.partial(make_square, 3), queue_size=4, worker=w)
+        with pytest.raises(StageError, match="bad frame 3"):
+            list(pf)
+        pf.close()
+        assert w.alive() and w.runs == 2
+        # a run stopped half-way leaves nothing behind for the next one
+        pf = ProcessFrontend(Source(10_000, delay_s=0.002), functools.partial(make_square), queue_size=4, worker=w)
+        it = iter(pf)
+        assert [next(it).payload["index"] for _ in range(5)] == list(range(5))
+        pf.close()
+        assert w.alive() and w.runs == 3
+        pf = ProcessFrontend(Source(6), functools.partial(make_square), queue_size=4, worker=w)
+        assert [it.payload["sq"][0] for it in pf] == [float(i * i) for i in range(6)]
+        pf.close()
+        pf.close()  # idempotent
+        assert w.runs == 4
+        # a worker that does not fit (another queue size) is left alone; the run starts its own
+        pf = ProcessFrontend(Source(3), functools.partial(make_square), queue_size=2, worker=w)
+        assert len(list(pf)) == 3
+        pf.close()
+        assert not pf.reused_worker and w.runs == 4 and w.alive()
+    finally:
+        w.close()
+    assert not w.alive()
+    w.close()  # idempotent
+
+
+def test_idle_worker_closes_at_once():
+    from slam.runtime.worker import FeatureWorker
+
+    t = time.perf_counter()
+    w = FeatureWorker(preload=("slam.system",))  # still importing when closed
+    w.close()
+    assert not w.alive() and time.perf_counter() - t < 5
+
+
+def test_first_output_time_is_reported():
+    pf = ProcessFrontend(Source(5), functools.partial(make_square))
+    stats = Pipeline(pf, [("tracking", Collect())], RuntimeConfig(progress=False)).run()
+    pf.close()
+    assert stats.first_output_s is not None and 0 < stats.first_output_s <= stats.wall_s
+    stats = SyncRunner(Source(5), [("features", Square()), ("tracking", Collect())], RuntimeConfig(progress=False, threaded=False)).run()
+    assert stats.first_output_s is not None and 0 < stats.first_output_s <= stats.wall_s
+
+
 # -- the mapping handoff ---------------------------------------------------------------------------
 class FakeMapper:
     """Records the order of prepare / optimize / commit; optimize is slow (like g2o)."""

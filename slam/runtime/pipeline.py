@@ -501,6 +501,7 @@ class Pipeline:
             live=cfg.live,
             status=status,
             wall_s=time.perf_counter() - t_start,
+            t_start=t_start,
             items_read=self.stats.get_count(READER, "out"),
             items_done=self._done(),
             hung_threads=hung,

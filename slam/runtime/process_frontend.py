@@ -31,21 +31,20 @@ child: the parent decides, and stops the child through an event.
 from __future__ import annotations
 
 import logging
-import multiprocessing as mp
 import os
 import pickle
 import queue as queue_mod
-import signal
 import threading
 import time
 import traceback
 from typing import Any, Callable, Iterator, Optional
 
 from slam.runtime.sync import READER, Item, StageError
+from slam.runtime.worker import FeatureWorker, drain as _drain
 
 LOG = logging.getLogger("slam.runtime")
 
-__all__ = ["ProcessFrontend", "use_process_frontend", "source_factory"]
+__all__ = ["FeatureWorker", "ProcessFrontend", "use_process_frontend", "source_factory"]
 
 
 def use_process_frontend(setting: str, threaded: bool, device_type: str) -> bool:
@@ -124,27 +123,14 @@ def _picklable(exc: BaseException) -> BaseException:
         return RuntimeError(f"{type(exc).__name__}: {exc}")
 
 
-def _child_main(source_obj: Any, stage_factory: Callable[[], Any], stage_name: str, live: bool, queue_size: int,
-                threads: int, out_q: Any, stop_flag: Any) -> None:
-    """Entry point of the child process (module level, so the spawn start method can import it)."""
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
-    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s (feature process): %(message)s")
-    try:
-        import torch
-
-        torch.set_num_threads(max(1, threads))
-    except Exception:  # noqa: BLE001 - torch is optional for the child
-        pass
-    try:
-        import cv2
-
-        cv2.setNumThreads(max(1, threads))
-    except Exception:  # noqa: BLE001
-        pass
+def _serve(task: bytes, out_q: Any, stop_flag: Any) -> None:
+    """One run in the child: unpickle the task, build the source and the stage, run them and
+    send every output, then ("end", stats) or ("error", stage, exc, traceback, stats)."""
     from slam.runtime.pipeline import Pipeline, RuntimeConfig
 
     where = READER
     try:
+        source_obj, stage_factory, stage_name, live, queue_size = pickle.loads(task)
         source = source_obj() if callable(source_obj) and not hasattr(source_obj, "__iter__") else source_obj
         where = stage_name
         stage = stage_factory()
@@ -183,6 +169,7 @@ def _child_main(source_obj: Any, stage_factory: Callable[[], Any], stage_name: s
         return
     finally:
         done.set()
+        watcher.join(1.0)
         close = getattr(source, "close", None)
         if callable(close):
             try:
@@ -202,17 +189,22 @@ class ProcessFrontend:
     live:          newest-only queues in the child (drops counted and merged into the stats).
     queue_size:    capacity of the child's queues and of the queue back to the parent.
     threads:       torch intra-op threads in the child.
+    worker:        a :class:`FeatureWorker` started earlier, used when it :meth:`~FeatureWorker.fits`
+                   (and left running for the next run); otherwise the frontend starts its own
+                   and ends it in ``close()``.
 
-    ``start()`` spawns the child (iteration starts it if needed; start early to overlap its
-    imports with the parent's set-up). ``stop()`` asks the child to stop after the frame in
-    flight (safe from a signal handler); ``close()`` joins it, terminating it after
-    ``join_timeout_s``. ``merge_stats(collector)`` adds the child's stage timings, queue
-    depths, drops and counts to the parent's :class:`~slam.runtime.stats.StatsCollector`
-    (the pipeline calls it at the end of a run).
+    ``start()`` hands the run to the child (iteration starts it if needed; start early to
+    overlap a new child's imports with the parent's set-up). ``stop()`` asks the child to stop
+    after the frame in flight (safe from a signal handler); ``close()`` waits for the child to
+    finish the run, ending a child that does not within ``join_timeout_s``.
+    ``merge_stats(collector)`` adds the child's stage timings, queue depths, drops and counts to
+    the parent's :class:`~slam.runtime.stats.StatsCollector` (the pipeline calls it at the end of
+    a run).
     """
 
     def __init__(self, source: Any, stage_factory: Callable[[], Any], *, stage_name: str = "features", live: bool = False,
-                 queue_size: int = 8, threads: int = 1, join_timeout_s: float = 10.0) -> None:
+                 queue_size: int = 8, threads: int = 1, join_timeout_s: float = 10.0,
+                 worker: Optional[FeatureWorker] = None) -> None:
         self._source_obj = source_factory(source)
         self.stage_factory = stage_factory
         self.stage_name = stage_name
@@ -220,27 +212,41 @@ class ProcessFrontend:
         self.queue_size = max(1, int(queue_size))
         self.threads = int(threads)
         self.join_timeout_s = float(join_timeout_s)
-        self._ctx = mp.get_context("spawn")
+        self._given_worker = worker
+        self._worker: Optional[FeatureWorker] = None
+        self._own_worker = False
         self._q: Any = None
         self._stop_flag: Any = None
         self._proc: Any = None
         self._stopping = False
+        self._finished = False  # the child reported the end of this run (end or error)
+        self._closed = False
         self._child_stats: Optional[dict] = None
         self._merged = False
 
+    @property
+    def reused_worker(self) -> bool:
+        """Whether this run went to a worker started before it (no process start-up)."""
+        return self._worker is not None and not self._own_worker
+
     # -- control --------------------------------------------------------------------------------
     def start(self) -> "ProcessFrontend":
-        if self._proc is not None:
+        if self._worker is not None:
             return self
-        self._q = self._ctx.Queue(maxsize=self.queue_size)
-        self._stop_flag = self._ctx.RawValue("b", 0)
-        self._proc = self._ctx.Process(
-            target=_child_main,
-            args=(self._source_obj, self.stage_factory, self.stage_name, self.live, self.queue_size, self.threads, self._q, self._stop_flag),
-            name="slam-feature-process",
-            daemon=True,
-        )
-        self._proc.start()
+        task = pickle.dumps((self._source_obj, self.stage_factory, self.stage_name, self.live, self.queue_size),
+                            protocol=pickle.HIGHEST_PROTOCOL)
+        w = self._given_worker
+        if w is not None and w.fits(self.queue_size, self.threads):
+            self._own_worker = False
+        else:
+            if w is not None:
+                LOG.info("the feature process started in advance does not fit this run (alive %s, busy %s, queue %d/%d, "
+                         "threads %d/%d); starting another", w.alive(), w.busy, w.queue_size, self.queue_size, w.threads, self.threads)
+            w = FeatureWorker(self.queue_size, self.threads, preload=())
+            self._own_worker = True
+        self._worker = w
+        self._q, self._stop_flag, self._proc = w.out_q, w.stop_flag, w.proc
+        w.submit(task)
         return self
 
     def stop(self) -> None:
@@ -249,31 +255,34 @@ class ProcessFrontend:
             self._stop_flag.value = 1
 
     def close(self) -> None:
-        """Stop the child and wait for it (terminate after join_timeout_s). Idempotent."""
-        if self._proc is None:
+        """Stop the run and wait for the child to finish it (ending the child after
+        join_timeout_s); a worker of our own is ended, one given to us is kept. Idempotent."""
+        w = self._worker
+        if w is None or self._closed or w.proc is None:
             return
-        self.stop()
-        deadline = time.monotonic() + self.join_timeout_s
-        while self._proc.is_alive() and time.monotonic() < deadline:
-            self._drain()  # a child blocked on a full queue must be able to finish
-            self._proc.join(0.05)
-        if self._proc.is_alive():
-            LOG.warning("feature process did not stop within %.0f s; terminating it", self.join_timeout_s)
-            self._proc.terminate()
-            self._proc.join(2.0)
-        self._drain()
-        self._q.close()
-        self._q.join_thread()
+        self._closed = True
+        if not self._finished:
+            self.stop()
+            deadline = time.monotonic() + self.join_timeout_s
+            while not self._finished and w.alive() and time.monotonic() < deadline:
+                self._note(_drain(self._q))  # a child blocked on a full queue must be able to finish
+                if not self._finished:
+                    time.sleep(0.02)
+            if not self._finished:
+                self._note(_drain(self._q))
+        if self._finished:
+            w.busy = False
+            w.runs += 1
+        if self._own_worker or not self._finished:  # ours, or one that did not finish the run: end it
+            w.close(timeout_s=0.5)
         self._proc = None
 
-    def _drain(self) -> None:
-        while True:
-            try:
-                msg = self._q.get_nowait()
-            except (queue_mod.Empty, OSError, ValueError):
-                return
-            if msg[0] in ("end", "error") and msg[-1] is not None:  # both end with the child's statistics
-                self._child_stats = msg[-1]
+    def _note(self, msg: Optional[tuple]) -> None:
+        if msg is None:
+            return
+        self._finished = True
+        if msg[-1] is not None:  # end and error messages both end with the child's statistics
+            self._child_stats = msg[-1]
 
     def __enter__(self) -> "ProcessFrontend":
         return self.start()
@@ -309,10 +318,12 @@ class ProcessFrontend:
                 yield Item(seq, t_read, out, item_id)
                 seq += 1
             elif kind == "end":
+                self._finished = True
                 self._child_stats = msg[1]
                 return
             elif kind == "error":
                 _, where, exc, tb, stats = msg
+                self._finished = True
                 self._child_stats = stats
                 LOG.error("feature process: stage '%s' failed:\n%s", where, tb.rstrip())
                 raise StageError(where, exc)

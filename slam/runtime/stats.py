@@ -90,6 +90,8 @@ class RunStats:
                    dropped, so a caller can tell which frames never reached tracking.
     hung_threads:  names of threads still alive after their join timeout (should be empty).
     error_stage:   the stage that raised, when status == "error".
+    first_output_s: seconds from run() start to the first item the latency stage finished
+                   (start-up: a feature process's imports, model loading); None if none did.
     """
 
     mode: str = "threaded"
@@ -109,6 +111,7 @@ class RunStats:
     dropped_ids: dict = field(default_factory=dict)
     hung_threads: list = field(default_factory=list)
     error_stage: Optional[str] = None
+    first_output_s: Optional[float] = None
 
     def to_dict(self, include_dropped_ids: bool = False) -> dict:
         """JSON-ready dict for metrics.json (dropped ids left out unless asked: they can be long)."""
@@ -172,6 +175,7 @@ class StatsCollector:
         self.dropped: dict[str, int] = {}
         self.dropped_ids: dict[str, list[int]] = {}
         self.counts: dict[str, dict[str, int]] = {}
+        self.first_done: Optional[float] = None  # perf_counter() when the latency stage finished its first item
 
     # -- registration -------------------------------------------------------------------------
     def register_stage(self, name: str) -> None:
@@ -199,9 +203,12 @@ class StatsCollector:
     def record_latency(self, t_read: Optional[float], t_done: Optional[float] = None) -> Optional[float]:
         """Record one frame-to-pose latency from ``t_read`` (perf_counter seconds) to ``t_done``
         (default: now). Returns the latency in ms, or None when ``t_read`` is None."""
+        t_done = time.perf_counter() if t_done is None else t_done
+        if self.first_done is None:
+            self.first_done = t_done
         if t_read is None:
             return None
-        ms = ((time.perf_counter() if t_done is None else t_done) - t_read) * 1000.0
+        ms = (t_done - t_read) * 1000.0
         self.latency_ms.append(ms)
         return ms
 
@@ -240,6 +247,7 @@ class StatsCollector:
         items_done: int,
         hung_threads: Optional[list[str]] = None,
         error_stage: Optional[str] = None,
+        t_start: Optional[float] = None,
     ) -> RunStats:
         with self._lock:
             counts = {k: dict(v) for k, v in self.counts.items()}
@@ -273,4 +281,5 @@ class StatsCollector:
             dropped_ids=dropped_ids,
             hung_threads=list(hung_threads or []),
             error_stage=error_stage,
+            first_output_s=(self.first_done - t_start) if (t_start is not None and self.first_done is not None) else None,
         )

@@ -264,6 +264,7 @@ class SyncRunner:
                 live=False,
                 status=status,
                 wall_s=time.perf_counter() - t_start,
+                t_start=t_start,
                 items_read=n_read,
                 items_done=self._done(),
                 error_stage=error_stage,
