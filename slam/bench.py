@@ -122,7 +122,11 @@ def bench_main(args, feature_worker=None) -> int:
 
 
 def _argv_echo(args) -> list[str]:
-    out = [f"--seq {args.seq}", f"--modes {args.modes}"]
+    out = [f"--seq {args.seq}"]
+    if getattr(args, "data_root", None):
+        out.append(f"--data-root {args.data_root}")
+    out += [f"-c {c}" for c in getattr(args, "config", None) or []]
+    out.append(f"--modes {args.modes}")
     if args.compare_sync:
         out.append("--compare-sync")
     if getattr(args, "repeat", 1) and args.repeat > 1:

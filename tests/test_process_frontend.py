@@ -3,6 +3,7 @@ mapping handoff (slam.system.MappingHandoff) that lets bundle adjustment overlap
 from __future__ import annotations
 
 import functools
+import os
 import time
 from dataclasses import dataclass
 
@@ -220,6 +221,30 @@ def test_idle_worker_closes_at_once():
     w = FeatureWorker(preload=("slam.system",))  # still importing when closed
     w.close()
     assert not w.alive() and time.perf_counter() - t < 5
+
+
+@pytest.mark.skipif(not os.path.isdir("/proc"), reason="reads the child's state from /proc (Linux)")
+def test_worker_ends_when_its_parent_dies():
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    script = ("import os\nfrom slam.runtime.worker import FeatureWorker\n"
+              "w = FeatureWorker(preload=())\nassert w.wait_ready(60)\nprint(w.proc.pid, flush=True)\nos._exit(0)\n")
+    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
+    pid = int(out.stdout.strip())
+
+    def running() -> bool:
+        try:
+            status = Path(f"/proc/{pid}/status").read_text()
+        except OSError:
+            return False
+        return "State:\tZ" not in status  # a zombie has ended
+
+    deadline = time.monotonic() + 20
+    while running() and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert not running()
 
 
 def test_first_output_time_is_reported():

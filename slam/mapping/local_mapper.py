@@ -52,7 +52,7 @@ class MappingConfig:
     min_parallax_cos: float = 0.9998  # triangulation: cos of the minimum parallax angle
     max_reproj_chi2: float = 5.991  # triangulation check (chi2, 2 dof, 95%)
     cull_keyframes: bool = True
-    commit_delay_frames: int = 4  # local BA runs while tracking goes on; its result is written back before this many more frames are tracked (0 = tracking waits for the whole job)
+    commit_delay_frames: int = 8  # local BA runs while tracking goes on; its result is written back before this many more frames are tracked, or before the next keyframe job (0 = tracking waits for the whole job)
     live_yield_max_ms: float = 50.0  # live runs: longest wait of mapping at one yield point while a frame is tracked
     redundant_ratio: float = 0.9  # cull a keyframe when this share of its points is seen by 3+ others
     max_desc_dist_binary: float = 50.0

@@ -46,9 +46,12 @@ def _worker_main(tasks: Any, out_q: Any, stop_flag: Any, ready: Any, threads: in
             importlib.import_module(name)
         except Exception:  # noqa: BLE001 - a run that needs it reports the error itself
             pass
-    ready.set()
+    ready.value = 1
     while True:
-        task = tasks.get()
+        try:
+            task = tasks.recv()
+        except (EOFError, OSError):  # the parent is gone (it holds the only write end)
+            return
         if task is None:
             return
         from slam.runtime.process_frontend import _serve
@@ -67,23 +70,25 @@ class FeatureWorker:
     which imports what the task needs). The queue back to the parent holds ``queue_size``
     items and the child runs torch/OpenCV with ``threads`` threads, so a worker serves runs
     with those settings only (:meth:`fits`). ``close()`` ends the process (idempotent).
-    The child never waits on anything the parent sets except its task queue and a polled byte
-    (``stop_flag``), so a parent that exits never leaves it hanging.
+    A child whose parent died ends by itself (its task pipe reaches end of file).
+    Parent and child signal each other through polled bytes (``stop_flag``, ``ready``), not
+    ``mp.Event``, whose ``set()`` waits for the waiters to wake and would hang if one died.
     """
 
     def __init__(self, queue_size: int = 8, threads: int = 1, preload: tuple = ("slam.system",)) -> None:
         ctx = mp.get_context("spawn")
         self.queue_size = max(1, int(queue_size))
         self.threads = int(threads)
-        self.tasks = ctx.SimpleQueue()
+        tasks_in, self.tasks = ctx.Pipe(duplex=False)  # the child gets the read end only
         self.out_q = ctx.Queue(maxsize=self.queue_size)
         self.stop_flag = ctx.RawValue("b", 0)
-        self.ready = ctx.Event()  # set by the child once ``preload`` is imported
+        self.ready = ctx.RawValue("b", 0)  # set to 1 by the child once ``preload`` is imported
         self.busy = False  # a run was handed over and has not reported its end yet
         self.runs = 0  # runs served to the end
-        self.proc: Any = ctx.Process(target=_worker_main, args=(self.tasks, self.out_q, self.stop_flag, self.ready, self.threads, tuple(preload)),
+        self.proc: Any = ctx.Process(target=_worker_main, args=(tasks_in, self.out_q, self.stop_flag, self.ready, self.threads, tuple(preload)),
                                      name="slam-feature-process", daemon=True)
         self.proc.start()
+        tasks_in.close()
 
     def alive(self) -> bool:
         return self.proc is not None and self.proc.is_alive()
@@ -92,9 +97,10 @@ class FeatureWorker:
         """Wait until the child has imported ``preload`` (benchmarks: so that no timed run
         includes the process start-up); False on timeout or when the child died."""
         deadline = time.monotonic() + timeout_s
-        while not self.ready.wait(0.1):
+        while not self.ready.value:
             if not self.alive() or time.monotonic() > deadline:
                 return False
+            time.sleep(0.05)
         return True
 
     def fits(self, queue_size: int, threads: int) -> bool:
@@ -104,7 +110,7 @@ class FeatureWorker:
     def submit(self, task: bytes) -> None:
         self.stop_flag.value = 0
         self.busy = True
-        self.tasks.put(task)
+        self.tasks.send(task)
 
     def close(self, timeout_s: float = 10.0) -> None:
         """End the process: an idle one at once (it holds nothing but its imports), one with a
@@ -113,7 +119,7 @@ class FeatureWorker:
             return
         if self.proc.is_alive() and self.busy:
             self.stop_flag.value = 1  # the run ends after its current frame
-            self.tasks.put(None)
+            self.tasks.send(None)
             deadline = time.monotonic() + timeout_s
             while self.proc.is_alive() and time.monotonic() < deadline:
                 drain(self.out_q)  # a child blocked on a full queue must be able to finish
@@ -126,6 +132,7 @@ class FeatureWorker:
         drain(self.out_q)
         self.out_q.close()
         self.out_q.join_thread()
+        self.tasks.close()
         self.proc = None
         self.busy = False
 
