@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import argparse
 import logging
-import os
 import sys
 from pathlib import Path
 from typing import Optional
@@ -124,26 +123,25 @@ def start_feature_worker(args):
     """Start the feature process before the config, torch and the rest of slam are imported,
     so that the child's imports (seconds) run beside ours instead of after them.
 
-    A guess from the command line and the YAML files: the run uses the worker only when it
-    does put its features in a process (threaded, CPU, more than one core; see
-    slam.runtime.process_frontend.use_process_frontend) with the same queue size; the caller
-    closes it either way. None when the guess is no, for example with runtime.threaded=false,
+    A guess from the command line and the YAML files, decided by the run's own rule
+    (slam.runtime.worker.use_process_frontend) with the device guessed without torch: the run
+    uses the worker only when it does put its features in a process with the same queue size;
+    the caller closes it either way. None when the guess is no, for example with runtime.threaded=false,
     runtime.feature_stage=thread, or device auto on a machine with an NVIDIA driver."""
-    if (os.cpu_count() or 1) < 2:
-        return None
+    from slam.runtime.worker import FeatureWorker, use_process_frontend
+
     s = _light_settings(args)
-    stage = str(s.get("runtime.feature_stage", "auto"))
     device = str(s.get("device", "auto"))
-    if s.get("runtime.threaded", True) in (False, "false", "False", 0) or stage == "thread":
-        return None
-    if stage == "auto" and (device.startswith("cuda") or (device == "auto" and Path("/dev/nvidiactl").exists())):
+    guessed = "cuda" if device.startswith("cuda") or (device == "auto" and Path("/dev/nvidiactl").exists()) else "cpu"
+    try:
+        if not use_process_frontend(str(s.get("runtime.feature_stage", "auto")), bool(s.get("runtime.threaded", True)), guessed):
+            return None
+    except ValueError:  # a bad setting: load_config reports it
         return None
     try:
         queue_size = int(s.get("runtime.queue_size", 8))
     except (TypeError, ValueError):
         return None
-    from slam.runtime.worker import FeatureWorker
-
     return FeatureWorker(queue_size=queue_size, threads=1)
 
 

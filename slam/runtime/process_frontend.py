@@ -31,7 +31,6 @@ child: the parent decides, and stops the child through an event.
 from __future__ import annotations
 
 import logging
-import os
 import pickle
 import queue as queue_mod
 import threading
@@ -40,26 +39,11 @@ import traceback
 from typing import Any, Callable, Iterator, Optional
 
 from slam.runtime.sync import READER, Item, StageError
-from slam.runtime.worker import FeatureWorker, drain as _drain
+from slam.runtime.worker import FeatureWorker, drain as _drain, use_process_frontend
 
 LOG = logging.getLogger("slam.runtime")
 
 __all__ = ["FeatureWorker", "ProcessFrontend", "use_process_frontend", "source_factory"]
-
-
-def use_process_frontend(setting: str, threaded: bool, device_type: str) -> bool:
-    """Resolve ``runtime.feature_stage`` ("auto", "process", "thread") for a run.
-
-    auto: a process for threaded runs on the CPU when the machine has more than one core.
-    The synchronous runner never uses one.
-    """
-    if setting not in ("auto", "process", "thread"):
-        raise ValueError(f"runtime.feature_stage must be auto, process or thread, got {setting!r}")
-    if not threaded or setting == "thread":
-        return False
-    if setting == "process":
-        return True
-    return device_type == "cpu" and (os.cpu_count() or 1) > 1
 
 
 def source_factory(source: Any) -> Any:
@@ -271,8 +255,7 @@ class ProcessFrontend:
             if not self._finished:
                 self._note(_drain(self._q))
         if self._finished:
-            w.busy = False
-            w.runs += 1
+            w.run_finished()
         if self._own_worker or not self._finished:  # ours, or one that did not finish the run: end it
             w.close(timeout_s=0.5)
         self._proc = None

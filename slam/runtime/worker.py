@@ -1,7 +1,7 @@
 """A feature process that starts before it is needed (see :class:`FeatureWorker`).
 
-Light on purpose: it imports neither torch nor the rest of slam, so the command line can start
-the process first and let the child's imports run beside its own. What runs in the child, one
+Light on purpose: it imports neither torch nor the rest of slam, so the command line can decide
+whether a run will want the process (:func:`use_process_frontend`) and start it first and let the child's imports run beside its own. What runs in the child, one
 task after another, is :func:`slam.runtime.process_frontend._serve`.
 """
 from __future__ import annotations
@@ -9,6 +9,7 @@ from __future__ import annotations
 import importlib
 import logging
 import multiprocessing as mp
+import os
 import queue as queue_mod
 import signal
 import time
@@ -16,7 +17,22 @@ from typing import Any, Optional
 
 LOG = logging.getLogger("slam.runtime")
 
-__all__ = ["FeatureWorker", "drain"]
+__all__ = ["FeatureWorker", "drain", "use_process_frontend"]
+
+
+def use_process_frontend(setting: str, threaded: bool, device_type: str) -> bool:
+    """Resolve ``runtime.feature_stage`` ("auto", "process", "thread") for a run.
+
+    auto: a process for threaded runs on the CPU when the machine has more than one core.
+    The synchronous runner never uses one.
+    """
+    if setting not in ("auto", "process", "thread"):
+        raise ValueError(f"runtime.feature_stage must be auto, process or thread, got {setting!r}")
+    if not threaded or setting == "thread":
+        return False
+    if setting == "process":
+        return True
+    return device_type == "cpu" and (os.cpu_count() or 1) > 1
 
 
 def _set_threads(threads: int) -> None:
@@ -111,6 +127,11 @@ class FeatureWorker:
         self.stop_flag.value = 0
         self.busy = True
         self.tasks.send(task)
+
+    def run_finished(self) -> None:
+        """The run handed over last reported its end: the worker can take the next one."""
+        self.busy = False
+        self.runs += 1
 
     def close(self, timeout_s: float = 10.0) -> None:
         """End the process: an idle one at once (it holds nothing but its imports), one with a
