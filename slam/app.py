@@ -148,7 +148,16 @@ def run_slam(cfg: Config, inputs: RunInputs, out_dir: Optional[Path] = None, liv
     """Run the system over inputs.source; write the run folder; return metrics.json's content.
 
     feature_worker: a feature process started in advance (slam.runtime.process_frontend), used
-    when this run puts its features in a process and the worker fits; the caller closes it."""
+    when this run puts its features in a process and the worker fits; the caller closes it.
+    numpy's BLAS is limited to ``cfg.runtime.blas_threads`` for the run (slam.runtime.blas)."""
+    from slam.runtime.blas import blas_threads
+
+    with blas_threads(cfg.runtime.blas_threads):
+        return _run_slam(cfg, inputs, out_dir, live, quiet, feature_worker)
+
+
+def _run_slam(cfg: Config, inputs: RunInputs, out_dir: Optional[Path], live: bool, quiet: bool,
+              feature_worker: Optional[FeatureWorker]) -> dict:
     from slam.runtime.pipeline import Pipeline, handle_sigint
     from slam.runtime.sync import SyncRunner
 
@@ -294,6 +303,8 @@ def _finish(cfg: Config, system: SLAMSystem, inputs: RunInputs, out_dir: Path, s
         "tracking_waited_for_mapping_ms": float(sum(system.handoff.wait_ms)) if system.handoff is not None else None,
         "mapping_yielded_to_tracking_ms": float(system.load.yield_ms) if system.load is not None else None,
         "culled_keyframes": system.mapper.n_culled_kfs,
+        "mapping_jobs_skipped": system.mapper.n_skipped,
+        "local_ba_aborted": system.mapper.n_ba_aborted,
     }
     if stats is not None:
         metrics["runtime"] = stats.to_dict()

@@ -69,9 +69,16 @@ class Config:
             "device": ("auto", "cpu", "cuda"),
             "viewer": ("none", "open3d"),
         }
-        for key, valid in choices.items():
-            if getattr(self, key) not in valid:
-                raise ConfigError(f"{key}={getattr(self, key)!r} is not valid; choose one of {', '.join(valid)}")
+        nested = {
+            "tracking.final_pose_refiner": ("gn", "g2o"),
+            "mapping.triangulation_match": ("epipolar", "matcher"),
+        }
+        for key, valid in {**choices, **nested}.items():
+            value = self
+            for part in key.split("."):
+                value = getattr(value, part)
+            if value not in valid:
+                raise ConfigError(f"{key}={value!r} is not valid; choose one of {', '.join(valid)}")
 
 
 def _coerce(value: Any, typ: Any, key: str) -> Any:

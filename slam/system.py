@@ -14,7 +14,7 @@ import threading
 import time
 from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass, field
-from typing import Any, Iterable, Iterator, Optional
+from typing import Any, Iterator, Optional
 
 import numpy as np
 import torch
@@ -24,6 +24,7 @@ from slam.device import resolve_device
 from slam.geometry.camera import PinholeCamera
 from slam.mapping.local_mapper import LocalMapper
 from slam.mapping.map import Map
+from slam.optim.ba import BAStop
 from slam.tracking.frontend import FeatureStage
 from slam.tracking.tracker import Tracker
 from slam.types import FrameFeatures, TrackResult
@@ -182,6 +183,10 @@ class MappingLoad:
       Python work waits at its yield points (:meth:`yield_point`, at most ``max_wait_s`` each),
       so the two threads do not take turns on the GIL in the middle of a frame. g2o's optimize
       releases the GIL and is not paused. ``yield_ms`` adds up mapping's waits.
+    - New keyframes go first: when a job is handed over while another is still being worked on,
+      ``ba_stop`` ends that job's running local BA early, and :meth:`backlog` tells the mapper to
+      skip the optional work of a job that has another one queued behind it
+      (``mapping.live_skip_when_queued``).
     """
 
     def __init__(self, max_wait_s: float = 0.05) -> None:
@@ -192,13 +197,21 @@ class MappingLoad:
         self._idle.set()
         self.yield_ms = 0.0
         self.n_yields = 0
+        self.ba_stop = BAStop()
 
     def add(self, n: int) -> None:
         with self._lock:
             self.pending += n
+            queued = n > 0 and self.pending > 1
+        if queued:  # a new job waits behind the running one: end its local BA early
+            self.ba_stop.request()
 
     def busy(self) -> bool:
         return self.pending > 0
+
+    def backlog(self) -> bool:
+        """Another job is queued behind the one mapping is working on."""
+        return self.pending > 1
 
     @contextmanager
     def foreground(self) -> Iterator[None]:
@@ -259,6 +272,8 @@ class MappingStage:
         self.load = load
         if load is not None:
             mapper.yield_point = load.yield_point
+            mapper.backlog = load.backlog
+            mapper.ba_stop = load.ba_stop
 
     def process(self, job):
         try:

@@ -11,7 +11,7 @@ from typing import Optional
 import cv2
 import numpy as np
 
-from slam.geometry.se3 import camera_center, make_se3, transform_points
+from slam.geometry.se3 import camera_center, make_se3, skew, transform_points
 
 _RANSAC_METHOD = getattr(cv2, "USAC_MAGSAC", cv2.RANSAC)
 
@@ -111,6 +111,15 @@ def recover_pose(E: np.ndarray, x0: np.ndarray, x1: np.ndarray, K: np.ndarray,
 
 
 # ---------------------------------------------------------------------------- triangulation
+def fundamental_from_poses(cam1_from_cam0: np.ndarray, K0: np.ndarray, K1: Optional[np.ndarray] = None) -> np.ndarray:
+    """(3, 3) fundamental matrix F with x1^T F x0 = 0 for undistorted pixel coordinates x0 of
+    camera 0 and x1 of camera 1, from the relative pose (4, 4) ``cam1_from_cam0`` and the
+    intrinsics K0, K1 (K1 defaults to K0). F = K1^-T [t]x R K0^-1; zero for a pure rotation."""
+    K1 = K0 if K1 is None else K1
+    E = skew(cam1_from_cam0[:3, 3]) @ cam1_from_cam0[:3, :3]
+    return np.linalg.inv(K1).T @ E @ np.linalg.inv(K0)
+
+
 def triangulate(cam0_from_world: np.ndarray, cam1_from_world: np.ndarray, x0: np.ndarray,
                 x1: np.ndarray, K: np.ndarray) -> np.ndarray:
     """Linear (DLT) triangulation, vectorised over points.

@@ -18,11 +18,11 @@ from typing import Any, Callable, Optional
 import numpy as np
 
 from slam.geometry.camera import PinholeCamera
-from slam.geometry.epipolar import triangulate
+from slam.geometry.epipolar import fundamental_from_poses, triangulate
 from slam.geometry.se3 import se3_inverse, transform_points
 from slam.mapping.map import Map
-from slam.matching.guided import search_by_projection
-from slam.optim.ba import BAProblem, bundle_adjust
+from slam.matching.guided import search_by_projection, search_epipolar
+from slam.optim.ba import BAProblem, BAStop, bundle_adjust
 
 log = logging.getLogger(__name__)
 
@@ -46,6 +46,8 @@ class MappingConfig:
     ba_iterations: int = 5  # Levenberg iterations per BA stage (two stages)
     global_ba_iterations: int = 15
     n_triangulation_neighbours: int = 6  # monocular: covisible keyframes used to triangulate new points
+    triangulation_match: str = "epipolar"  # epipolar: descriptor search along each keypoint's epipolar line (ORB-SLAM's SearchForTriangulation; for descriptor-only matchers such as nn, ~4x cheaper than matching all pairs) | matcher: the configured matcher on all free keypoints (always used by learned matchers)
+    triangulation_ratio: float = 0.9  # epipolar search: best/second-best descriptor distance ratio within the band
     n_fuse_neighbours: int = 6  # keyframes whose points are fused into the new keyframe
     fuse_radius_px: float = 3.0
     min_found_ratio: float = 0.25  # cull points found in fewer than this fraction of frames where visible
@@ -54,6 +56,7 @@ class MappingConfig:
     cull_keyframes: bool = True
     commit_delay_frames: int = 8  # local BA runs while tracking goes on; its result is written back before this many more frames are tracked, or before the next keyframe job (0 = tracking waits for the whole job)
     live_yield_max_ms: float = 50.0  # live runs: longest wait of mapping at one yield point while a frame is tracked
+    live_skip_when_queued: bool = True  # live runs: when another keyframe job is waiting, skip this one's fusion and local BA, and end a running local BA early (ORB-SLAM's CheckNewKeyFrames and abort of BA), so the new keyframe's points reach tracking sooner
     redundant_ratio: float = 0.9  # cull a keyframe when this share of its points is seen by 3+ others
     max_desc_dist_binary: float = 50.0
     max_desc_dist_float: float = 0.9
@@ -61,6 +64,10 @@ class MappingConfig:
 
 def _no_yield() -> None:
     return None
+
+
+def _no_backlog() -> bool:
+    return False
 
 
 class LocalMapper:
@@ -81,6 +88,15 @@ class LocalMapper:
         # called between pieces of Python work, never under the map lock (live runs: waits
         # while tracking has a frame, see slam.system.MappingLoad); a no-op otherwise
         self.yield_point: Callable[[], None] = _no_yield
+        # live runs: whether another keyframe job is already queued behind the current one
+        # (slam.system.MappingLoad.backlog); then the optional work of this job is skipped when
+        # cfg.live_skip_when_queued. Always False in dataset runs, whose map must not depend on timing.
+        self.backlog: Callable[[], bool] = _no_backlog
+        # live runs: the handle that ends a running local BA when a new job arrives (requested by
+        # slam.system.MappingLoad); None in dataset runs
+        self.ba_stop: Optional[BAStop] = None
+        self.n_skipped = 0  # jobs whose fusion and BA were skipped (backlog)
+        self.n_ba_aborted = 0  # local BAs ended early (a new job arrived while they ran)
 
     # ------------------------------------------------------------------ entry point
     def process(self, job) -> Optional[dict]:
@@ -111,6 +127,11 @@ class LocalMapper:
         with self.map.lock:
             self.recent_points.append(np.concatenate([new, job.new_point_ids]) if self.mode == "mono" else new)
             self.recent_points = self.recent_points[-3:]
+        if self.cfg.live_skip_when_queued and self.backlog():
+            # the next keyframe is waiting: its new points matter more to tracking than this
+            # keyframe's fusion and BA (the next job's BA window covers this keyframe)
+            self.n_skipped += 1
+            return MappingTask(kf_id=kf_id, problem=None, ms=(time.perf_counter() - t0) * 1e3)
         t = time.perf_counter()
         self._fuse(kf_id)
         self.timings["fuse"].append((time.perf_counter() - t) * 1e3)
@@ -127,7 +148,17 @@ class LocalMapper:
         if task.problem is None:
             return
         t = time.perf_counter()
-        task.result = bundle_adjust(task.problem, iterations=self.cfg.ba_iterations, pause=self.yield_point)
+        stop = self.ba_stop if self.cfg.live_skip_when_queued else None
+        if stop is not None:
+            stop.reset()
+            if self.backlog():  # a job arrived after prepare(), before the stop was armed
+                self.n_ba_aborted += 1
+                return
+        res = bundle_adjust(task.problem, iterations=self.cfg.ba_iterations, pause=self.yield_point, stop=stop)
+        if res.aborted:
+            self.n_ba_aborted += 1
+        # a BA stopped before g2o ran changed nothing: nothing to write back
+        task.result = None if res.aborted and res.iterations == 0 else res
         task.ba_ms = (time.perf_counter() - t) * 1e3
 
     def commit(self, task: MappingTask) -> dict:
@@ -216,11 +247,16 @@ class LocalMapper:
             i_nb = np.nonzero(nb_free)[0]
             if len(i_kf) < 10 or len(i_nb) < 10:
                 continue
-            if hasattr(self.matcher, "match_descriptors"):  # descriptor-only matcher: skip building Features
-                m = self.matcher.match_descriptors(kf.desc[i_kf], nb.desc[i_nb])
+            descriptor_only = hasattr(self.matcher, "match_descriptors")
+            if descriptor_only and c.triangulation_match == "epipolar":
+                F = fundamental_from_poses(nb_pose @ se3_inverse(kf_pose), K)
+                m0, _ = search_epipolar(kf.kp_uv[i_kf], kf.desc[i_kf], nb.kp_uv[i_nb], nb.desc[i_nb], F,
+                                        self.max_desc, c.triangulation_ratio, sigma2_1=nb.kp_sigma2[i_nb])
+                pr = np.c_[np.nonzero(m0 >= 0)[0], m0[m0 >= 0]]
+            elif descriptor_only:  # skip building Features
+                pr = self.matcher.match_descriptors(kf.desc[i_kf], nb.desc[i_nb]).pairs()
             else:
-                m = self.matcher.match(kf.features.subset(i_kf), nb.features.subset(i_nb))
-            pr = m.pairs()
+                pr = self.matcher.match(kf.features.subset(i_kf), nb.features.subset(i_nb)).pairs()
             if len(pr) == 0:
                 continue
             a, b = i_kf[pr[:, 0]], i_nb[pr[:, 1]]

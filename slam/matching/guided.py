@@ -71,14 +71,27 @@ def search_by_projection(
     if len(pi) == 0:
         return out, out_d
     dd = pairwise_distance(point_desc[pi], kp_desc[ki])
-    # per point: best and second best (sorted by point, then distance)
-    order = np.lexsort((dd, pi))  # stable: ties keep the keypoint order of candidate_pairs
+    return select_candidates(pi, ki, dd, P, max_desc_dist, ratio)
+
+
+def select_candidates(pi: np.ndarray, ki: np.ndarray, dd: np.ndarray, P: int, max_desc_dist: float,
+                      ratio: float) -> tuple[np.ndarray, np.ndarray]:
+    """One keypoint for each of P queries from candidate pairs (pi, ki) with descriptor distances dd
+    (K,): the nearest one per query if below ``max_desc_dist`` and, with ``ratio`` < 1, below
+    ratio x the second nearest; then each keypoint goes to the query nearest to it.
+    Returns (P,) int64 keypoint index or -1 and (P,) float32 distance (inf if none)."""
+    out = np.full(P, -1, dtype=np.int64)
+    out_d = np.full(P, np.inf, dtype=np.float32)
+    if len(pi) == 0:
+        return out, out_d
+    # per query: best and second best (sorted by query, then distance)
+    order = np.lexsort((dd, pi))  # stable: ties keep the keypoint order of the candidates
     pi, ki, dd = pi[order], ki[order], dd[order]
     first = np.ones(len(pi), dtype=bool)
     first[1:] = pi[1:] != pi[:-1]
     fidx = np.nonzero(first)[0]
     best_p, best_k, best_d = pi[fidx], ki[fidx], dd[fidx]
-    # second best distance for each point (inf if only one candidate)
+    # second best distance for each query (inf if only one candidate)
     nxt = fidx + 1
     has_second = (nxt < len(pi)) & (np.append(pi, -1)[np.minimum(nxt, len(pi))] == best_p)
     second = np.full(len(fidx), np.inf, dtype=np.float32)
@@ -87,7 +100,7 @@ def search_by_projection(
     if ratio < 1.0:
         ok &= best_d <= ratio * second
     best_p, best_k, best_d = best_p[ok], best_k[ok], best_d[ok]
-    # one point per keypoint: keep the smallest distance
+    # one query per keypoint: keep the smallest distance
     order = np.lexsort((best_d, best_k))
     best_p, best_k, best_d = best_p[order], best_k[order], best_d[order]
     uniq = np.ones(len(best_k), dtype=bool)
@@ -95,3 +108,47 @@ def search_by_projection(
     out[best_p[uniq]] = best_k[uniq]
     out_d[best_p[uniq]] = best_d[uniq]
     return out, out_d
+
+
+def epipolar_candidate_pairs(x0: np.ndarray, x1: np.ndarray, F: np.ndarray, sigma2_1: np.ndarray | float = 1.0,
+                             chi2: float = 3.84, chunk: int = 512) -> tuple[np.ndarray, np.ndarray]:
+    """All (i, j) with keypoint j of image 1 within the epipolar band of keypoint i of image 0.
+
+    x0 (N,2), x1 (M,2): undistorted px. F (3,3): x1^T F x0 = 0. sigma2_1: scalar or (M,) position
+    variance of image-1 keypoints (px^2, e.g. scale^(2*octave)); a pair is kept when the squared
+    distance of x1_j to the line F x0_i is below chi2 * sigma2_1[j] (ORB-SLAM's
+    SearchForTriangulation test, 3.84 = chi2 95 % with 1 dof). Returns (i, j) int64 sorted by i.
+    Memory: chunk x M floats at a time.
+    """
+    N, M = len(x0), len(x1)
+    if N == 0 or M == 0:
+        return np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.int64)
+    lines = np.c_[x0, np.ones(N)] @ F.T  # (N, 3) lines a u + b v + c = 0 in image 1
+    lines /= np.maximum(np.hypot(lines[:, 0], lines[:, 1]), 1e-12)[:, None]
+    lines = lines.astype(np.float32)
+    x1h = np.c_[x1, np.ones(M)].astype(np.float32).T  # (3, M)
+    thr = (chi2 * np.broadcast_to(np.asarray(sigma2_1, dtype=np.float32), (M,)))[None, :]
+    ii, jj = [], []
+    for a in range(0, N, chunk):
+        d = lines[a : a + chunk] @ x1h
+        i, j = np.nonzero(d * d < thr)
+        ii.append(i + a)
+        jj.append(j)
+    return np.concatenate(ii).astype(np.int64), np.concatenate(jj).astype(np.int64)
+
+
+def search_epipolar(x0: np.ndarray, desc0: np.ndarray, x1: np.ndarray, desc1: np.ndarray, F: np.ndarray,
+                    max_desc_dist: float, ratio: float = 0.9, sigma2_1: np.ndarray | float = 1.0,
+                    chi2: float = 3.84) -> tuple[np.ndarray, np.ndarray]:
+    """Match keypoints of image 0 to keypoints of image 1 along epipolar lines (poses known).
+
+    x0 (N,2), x1 (M,2): undistorted px; desc0 (N,D), desc1 (M,D): uint8 bits or float32.
+    F (3,3): x1^T F x0 = 0 (see :func:`slam.geometry.epipolar.fundamental_from_poses`). Candidates: the epipolar band
+    (:func:`epipolar_candidate_pairs`); then nearest descriptor, ``max_desc_dist``, ratio test and
+    one match per image-1 keypoint (:func:`select_candidates`). Descriptor distances are
+    computed for the candidates only (a few percent of all pairs), not for an N x M matrix.
+    Returns (N,) int64 index into image 1 or -1, and (N,) float32 descriptor distance.
+    """
+    i, j = epipolar_candidate_pairs(x0, x1, F, sigma2_1, chi2)
+    dd = pairwise_distance(desc0[i], desc1[j]) if len(i) else np.zeros(0, dtype=np.float32)
+    return select_candidates(i, j, dd, len(x0), max_desc_dist, ratio)

@@ -19,6 +19,7 @@ marginalised points), Levenberg-Marquardt. ``SparseOptimizer.optimize`` releases
 """
 from __future__ import annotations
 
+import threading
 import time
 from dataclasses import dataclass, field
 from typing import Callable, Optional
@@ -299,6 +300,8 @@ class BAResult:
     chi2_before / chi2_after: sum of (non-robust) chi2 over the observations that are inliers in
         the final result, at the initial and at the optimised estimate (same edge set).
     iterations: LM iterations actually run (both stages).
+    aborted: a :class:`BAStop` ended the optimisation early (after stage 1, or within an
+        iteration: g2o keeps the state of the last accepted step, so the result is consistent).
     timings: wall-clock seconds ``build`` (graph construction, the Python per-edge loop),
         ``optimize`` (g2o, GIL released), ``total``; and the same as process CPU seconds
         (``build_cpu``, ``optimize_cpu``, ``total_cpu``; all threads of the process).
@@ -311,6 +314,47 @@ class BAResult:
     chi2_after: float
     iterations: int
     timings: dict = field(default_factory=dict)
+    aborted: bool = False
+
+
+class BAStop:
+    """Ends a running :func:`bundle_adjust` early, from another thread (ORB-SLAM's abort of
+    local BA when tracking inserts a keyframe).
+
+    ``request()`` sets g2o's force-stop flag of the optimiser in use (checked by g2o between
+    and within LM iterations, while the GIL is released) and is remembered until ``reset()``:
+    the graph building loop stops at its next pause point, and a second stage is not started.
+    One handle serves one bundle adjustment at a time.
+    """
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._requested = False
+        self._opt = None
+
+    @property
+    def requested(self) -> bool:
+        return self._requested
+
+    def request(self) -> None:
+        with self._lock:
+            self._requested = True
+            if self._opt is not None:
+                self._opt.set_force_stop_flag(True)
+
+    def reset(self) -> None:
+        with self._lock:
+            self._requested = False
+
+    def _attach(self, opt) -> None:
+        with self._lock:
+            self._opt = opt
+            if self._requested:
+                opt.set_force_stop_flag(True)
+
+    def _detach(self) -> None:
+        with self._lock:
+            self._opt = None
 
 
 def _index_of(ids: np.ndarray, query: np.ndarray, what: str) -> np.ndarray:
@@ -355,7 +399,7 @@ def _validate(p: BAProblem):
 
 def bundle_adjust(problem: BAProblem, iterations: int = 10, robust: bool = True, two_stage: bool = True,
                   verbose: bool = False, edge_chunk: int = 256,
-                  pause: Optional[Callable[[], None]] = None) -> BAResult:
+                  pause: Optional[Callable[[], None]] = None, stop: Optional[BAStop] = None) -> BAResult:
     """Bundle adjustment of poses and points (ORB-SLAM2 ``LocalBundleAdjustment`` scheme).
 
     Stage 1: ``iterations`` LM iterations with Huber kernels (if ``robust``).
@@ -366,7 +410,9 @@ def bundle_adjust(problem: BAProblem, iterations: int = 10, robust: bool = True,
     observations are passed through unchanged. ``edge_chunk``: see :class:`_EdgeAdder`
     (0 = add edges one by one, quadratic in the number of observations). ``pause``: called
     every 512 observations while the graph is built (the Python part, which holds the GIL) and
-    before each g2o optimize; live runs use it to let tracking go first.
+    before each g2o optimize; live runs use it to let tracking go first. ``stop``: a
+    :class:`BAStop` that may end the adjustment early (``BAResult.aborted``); a stop requested
+    while the graph is built returns the input unchanged with ``iterations`` 0.
     """
     t_start, c_start = time.perf_counter(), time.process_time()
     kf_ids, poses, fixed, point_ids, pts, obs_kf, obs_pt, uv, w, ur, K = _validate(problem)
@@ -420,8 +466,11 @@ def bundle_adjust(problem: BAProblem, iterations: int = 10, robust: bool = True,
     Mono, Stereo = g2o.EdgeSE3ProjectXYZ, g2o.EdgeStereoSE3ProjectXYZ
     # The only per-observation Python loop: g2o edges must be created one by one.
     for i, (ki, pj, is_st, wi) in enumerate(zip(kf_idx.tolist(), pt_idx.tolist(), stereo.tolist(), w.tolist())):
-        if pause is not None and i % 512 == 511:
-            pause()
+        if i % 512 == 511:
+            if pause is not None:
+                pause()
+            if stop is not None and stop.requested:
+                return _unchanged(poses, pts, thr, chi2_init, t_start, c_start)
         info = infos.get((is_st, wi))
         if info is None:
             info = infos[(is_st, wi)] = (I3 if is_st else I2) * wi
@@ -462,35 +511,55 @@ def bundle_adjust(problem: BAProblem, iterations: int = 10, robust: bool = True,
     t_built, c_built = time.perf_counter(), time.process_time()
     if pause is not None:
         pause()
-    opt.initialize_optimization(0)
-    n_iter = max(int(opt.optimize(int(iterations))), 0)
-    t_opt = time.perf_counter() - t_built
-    c_opt = time.process_time() - c_built
-    read_back()
-    if two_stage:
-        _, outlier = classify()
-        for i in np.flatnonzero(outlier).tolist():
-            edges[i].set_level(1)
-        k_mono.set_delta(_NO_ROBUST_DELTA)
-        k_stereo.set_delta(_NO_ROBUST_DELTA)
-        if not outlier.all():
-            if pause is not None:
-                pause()
-            t0, c0 = time.perf_counter(), time.process_time()
-            opt.initialize_optimization(0)
-            n_iter += max(int(opt.optimize(int(iterations))), 0)
-            t_opt += time.perf_counter() - t0
-            c_opt += time.process_time() - c0
-            read_back()
+    if stop is not None:
+        if stop.requested:
+            return _unchanged(poses, pts, thr, chi2_init, t_start, c_start)
+        stop._attach(opt)
+    try:
+        opt.initialize_optimization(0)
+        n_iter = max(int(opt.optimize(int(iterations))), 0)
+        t_opt = time.perf_counter() - t_built
+        c_opt = time.process_time() - c_built
+        read_back()
+        aborted = stop is not None and stop.requested
+        if two_stage and not aborted:
+            _, outlier = classify()
+            for i in np.flatnonzero(outlier).tolist():
+                edges[i].set_level(1)
+            k_mono.set_delta(_NO_ROBUST_DELTA)
+            k_stereo.set_delta(_NO_ROBUST_DELTA)
+            if not outlier.all():
+                if pause is not None:
+                    pause()
+                t0, c0 = time.perf_counter(), time.process_time()
+                opt.initialize_optimization(0)
+                n_iter += max(int(opt.optimize(int(iterations))), 0)
+                t_opt += time.perf_counter() - t0
+                c_opt += time.process_time() - c0
+                read_back()
+            aborted = stop is not None and stop.requested
+    finally:
+        if stop is not None:
+            stop._detach()
     chi2_final, outlier = classify()
     inl = ~outlier
     return BAResult(cam_from_world=out_poses, points_world=out_pts, obs_outlier=outlier,
                     chi2_before=float(np.sum(chi2_init[inl])), chi2_after=float(np.sum(chi2_final[inl])),
-                    iterations=n_iter,
+                    iterations=n_iter, aborted=aborted,
                     timings={"build": t_built - t_start, "optimize": t_opt,
                              "total": time.perf_counter() - t_start,
                              "build_cpu": c_built - c_start, "optimize_cpu": c_opt,
                              "total_cpu": time.process_time() - c_start})
+
+
+def _unchanged(poses, pts, thr, chi2_init, t_start, c_start) -> BAResult:
+    """The result of an adjustment stopped before g2o ran: the input, outliers classified on it."""
+    outlier = ~(chi2_init <= thr)
+    chi2 = float(np.sum(chi2_init[~outlier]))
+    dt, dc = time.perf_counter() - t_start, time.process_time() - c_start
+    return BAResult(cam_from_world=poses.copy(), points_world=pts.copy(), obs_outlier=outlier, chi2_before=chi2,
+                    chi2_after=chi2, iterations=0, aborted=True,
+                    timings={"build": dt, "optimize": 0.0, "total": dt, "build_cpu": dc, "optimize_cpu": 0.0, "total_cpu": dc})
 
 
 def synthetic_ba_problem(n_kf: int = 10, n_points: int = 3000, obs_per_point: int = 5,

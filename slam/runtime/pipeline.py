@@ -107,6 +107,7 @@ class RuntimeConfig:
     feature_stage: str = "auto"  # where reader + features run when threaded: auto (process on a multi-core CPU) | process | thread
     background_stages: list[str] = field(default_factory=lambda: ["mapping"])  # live mode: threads run at a lower OS priority
     background_nice: int = 10  # live mode: nice increment of those threads (Linux; 0 = off), so g2o yields the cores to the frame path
+    blas_threads: int = 1  # threads of numpy's BLAS during a run, here and in the feature process (0 = library default); see slam.runtime.blas
 
 
 class _Stopped:

@@ -1,0 +1,41 @@
+"""How many threads numpy's BLAS (OpenBLAS, MKL) may use during a run.
+
+The stages multiply small matrices (N x 3 points by 3 x 3 rotations, chunks of epipolar lines),
+where a second BLAS thread gains nothing: OpenBLAS still splits such products over every core,
+and its threads spin while they wait for work, on the cores that feature extraction, tracking
+and g2o need. Measured on a 2-core CPU: a (512 x 3) @ (3 x 1000) product took 0.27 ms and
+0.53 ms of CPU with the default 2 threads, 0.17 ms and 0.17 ms with one; live monocular runs
+went from p95 latency 117-148 ms to 69-73 ms (docs/benchmarks.md, section 5).
+
+``runtime.blas_threads`` (default 1; 0 leaves the library's own setting) is applied for the
+duration of a run with threadpoolctl, in the main process and in the feature process.
+"""
+from __future__ import annotations
+
+import importlib
+import logging
+from contextlib import contextmanager
+from typing import Iterator
+
+LOG = logging.getLogger("slam.runtime")
+
+__all__ = ["blas_threads"]
+
+
+@contextmanager
+def blas_threads(n: int) -> Iterator[None]:
+    """Limit the BLAS libraries loaded in this process to ``n`` threads inside the block
+    (n <= 0: no limit). numpy must be imported before (threadpoolctl finds loaded libraries)."""
+    if n <= 0:
+        yield
+        return
+    try:
+        from threadpoolctl import threadpool_limits
+    except ImportError:  # a dependency in setup.cfg; an environment without it runs unlimited
+        LOG.warning("threadpoolctl is not installed: runtime.blas_threads=%d not applied (pip install threadpoolctl)", n)
+        yield
+        return
+    importlib.import_module("numpy")  # loads the BLAS that threadpoolctl then finds
+
+    with threadpool_limits(limits=int(n), user_api="blas"):
+        yield
