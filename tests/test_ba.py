@@ -242,3 +242,88 @@ def test_bundle_adjust_chunked_edge_insertion_matches_direct_insertion():
     np.testing.assert_allclose(chunked.points_world, direct.points_world, atol=1e-12)
     np.testing.assert_array_equal(chunked.obs_outlier, direct.obs_outlier)
     assert chunked.chi2_after == pytest.approx(direct.chi2_after, rel=1e-9)
+
+
+# ------------------------------------------------------------------------------------- BAStop
+def _stopping_pause(stop, at_call):
+    """A pause callback that requests the stop on its at_call-th call (1-based)."""
+    calls = []
+
+    def pause():
+        calls.append(1)
+        if len(calls) == at_call:
+            stop.request()
+
+    return pause, calls
+
+
+def test_bastop_before_optimisation_returns_input_unchanged():
+    from slam.optim.ba import BAStop
+
+    rng = np.random.default_rng(11)
+    problem, _, _, _ = build_problem(rng)
+    n_build = problem.obs_kf.size // 512  # pauses while the graph is built
+    stop = BAStop()
+    pause, _ = _stopping_pause(stop, n_build + 1)  # the pause just before stage 1's optimize
+    res = bundle_adjust(problem, iterations=10, pause=pause, stop=stop)
+    assert res.aborted and res.iterations == 0
+    assert np.array_equal(res.cam_from_world, problem.cam_from_world)
+    assert np.array_equal(res.points_world, problem.points_world)
+    assert res.obs_outlier.shape == (problem.obs_kf.size,)
+
+
+def test_bastop_while_building_the_graph_returns_input_unchanged():
+    from slam.optim.ba import BAStop
+
+    rng = np.random.default_rng(12)
+    problem, _, _, _ = build_problem(rng)
+    assert problem.obs_kf.size > 1024
+    stop = BAStop()
+    pause, calls = _stopping_pause(stop, 1)
+    res = bundle_adjust(problem, iterations=10, pause=pause, stop=stop)
+    assert res.aborted and res.iterations == 0 and len(calls) == 1  # no further pauses: it returned at once
+    assert np.array_equal(res.cam_from_world, problem.cam_from_world)
+
+
+def test_bastop_before_second_stage_keeps_stage_one_result():
+    from slam.optim.ba import BAStop
+
+    rng = np.random.default_rng(13)
+    problem, poses_gt, _, _ = build_problem(rng)
+    n_build = problem.obs_kf.size // 512
+    stop = BAStop()
+    pause, _ = _stopping_pause(stop, n_build + 2)  # the pause just before stage 2's optimize
+    res = bundle_adjust(problem, iterations=10, pause=pause, stop=stop)
+    full = bundle_adjust(problem, iterations=10)
+    assert res.aborted and not full.aborted
+    assert 0 < res.iterations <= 10 < full.iterations  # stage 1 ran, stage 2 did not
+    assert res.chi2_after < 1e-2 * res.chi2_before  # the robust stage already converged
+    free = np.flatnonzero(~problem.fixed)
+    for k in free:
+        r, t = pose_err(res.cam_from_world[k], poses_gt[k])
+        assert r < 0.05 and t < 5e-3, (k, r, t)
+
+
+@pytest.mark.slow
+def test_bastop_from_another_thread_ends_a_running_optimisation():
+    """g2o runs without the GIL; a request from another thread sets its force-stop flag."""
+    import threading
+
+    from slam.optim.ba import BAStop, synthetic_ba_problem
+
+    problem = synthetic_ba_problem(n_kf=20, n_points=6000, obs_per_point=5)
+    stop = BAStop()
+    done = threading.Event()
+
+    def requester():
+        while stop._opt is None and not done.is_set():  # until g2o runs stage 1 (seconds at this size)
+            done.wait(0.001)
+        stop.request()
+
+    th = threading.Thread(target=requester)
+    th.start()
+    res = bundle_adjust(problem, iterations=50, stop=stop)
+    done.set()
+    th.join(10)
+    assert res.aborted
+    assert res.iterations < 50  # stopped inside stage 1 (50 LM iterations alone); stage 2 never started

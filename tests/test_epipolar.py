@@ -163,3 +163,25 @@ def test_initialize_two_view_planar_scene_uses_homography():
     assert res.model == "homography"
     assert rotation_angle_deg(res.cam1_from_cam0[:3, :3] @ gt[:3, :3].T) < 1.0
     assert angle_between_deg(res.cam1_from_cam0[:3, 3], gt[:3, 3]) < 5.0
+
+
+def test_fundamental_from_poses_satisfies_epipolar_constraint():
+    from slam.geometry.epipolar import fundamental_from_poses
+
+    rng = np.random.default_rng(5)
+    K0 = np.array([[520.0, 0.0, 320.0], [0.0, 515.0, 240.0], [0.0, 0.0, 1.0]])
+    K1 = np.array([[480.0, 0.0, 300.0], [0.0, 482.0, 250.0], [0.0, 0.0, 1.0]])
+    cam1_from_cam0 = make_se3(so3_exp([0.05, -0.1, 0.03]), [0.3, -0.05, 0.1])
+    pts0 = np.c_[rng.uniform(-2, 2, 100), rng.uniform(-1.5, 1.5, 100), rng.uniform(2, 6, 100)]
+    pts1 = transform_points(cam1_from_cam0, pts0)
+    x0 = pts0[:, :2] / pts0[:, 2:] @ K0[:2, :2].T + K0[:2, 2]
+    x1 = pts1[:, :2] / pts1[:, 2:] @ K1[:2, :2].T + K1[:2, 2]
+    F = fundamental_from_poses(cam1_from_cam0, K0, K1)
+    lines = np.c_[x0, np.ones(100)] @ F.T
+    dist_px = np.abs((lines * np.c_[x1, np.ones(100)]).sum(1)) / np.hypot(lines[:, 0], lines[:, 1])
+    assert dist_px.max() < 1e-6
+    # a point off its epipolar line is measurably off
+    lines_bad = (np.c_[x1 + [0.0, 5.0], np.ones(100)] * lines).sum(1) / np.hypot(lines[:, 0], lines[:, 1])
+    assert np.median(np.abs(lines_bad)) > 1.0
+    # pure rotation: no epipolar geometry
+    assert np.abs(fundamental_from_poses(make_se3(so3_exp([0.1, 0.0, 0.0]), [0.0, 0.0, 0.0]), K0)).max() == 0.0

@@ -227,3 +227,95 @@ def test_search_by_projection_empty():
     m, d = search_by_projection(np.ones((4, 2)), np.zeros((4, 32), np.uint8), np.zeros((0, 2)),
                                 np.zeros((0, 32), np.uint8), 5.0, 50.0)
     assert m.tolist() == [-1] * 4 and np.all(np.isinf(d))
+
+
+# ------------------------------------------------------------------ epipolar search
+def _two_view(seed, n=400, n_distract=300, flip_bits=6, binary=True):
+    """Two cameras with known relative pose; keypoints of image 1 shuffled and mixed with
+    distractors. Returns x0, d0, x1, d1, F, truth (N,) index into image 1."""
+    from slam.geometry.epipolar import fundamental_from_poses
+    from slam.geometry.se3 import make_se3, so3_exp, transform_points
+
+    rng = np.random.default_rng(seed)
+    K = np.array([[520.0, 0.0, 320.0], [0.0, 520.0, 240.0], [0.0, 0.0, 1.0]])
+    cam1_from_cam0 = make_se3(so3_exp([0.01, -0.04, 0.02]), [0.25, 0.03, 0.05])
+    z = rng.uniform(2.0, 6.0, n)
+    x0 = rng.uniform([20, 20], [620, 460], (n, 2))
+    p0 = np.c_[(x0 - K[:2, 2]) / K[0, 0] * z[:, None], z]
+    p1 = transform_points(cam1_from_cam0, p0)
+    x1 = p1[:, :2] / p1[:, 2:] * K[0, 0] + K[:2, 2]
+    if binary:
+        d0 = rng.integers(0, 256, (n, D_BITS), dtype=np.uint8)
+        d1 = d0.copy()
+        for i in range(n):  # a few flipped bits per corresponding descriptor
+            for b in rng.choice(D_BITS * 8, flip_bits, replace=False):
+                d1[i, b // 8] ^= np.uint8(1 << (b % 8))
+        dx = rng.integers(0, 256, (n_distract, D_BITS), dtype=np.uint8)
+    else:
+        d0 = rng.normal(size=(n, 64)).astype(np.float32)
+        d0 /= np.linalg.norm(d0, axis=1, keepdims=True)
+        d1 = d0 + rng.normal(scale=0.02, size=d0.shape).astype(np.float32)
+        d1 /= np.linalg.norm(d1, axis=1, keepdims=True)
+        dx = rng.normal(size=(n_distract, 64)).astype(np.float32)
+        dx /= np.linalg.norm(dx, axis=1, keepdims=True)
+    x1 = np.r_[x1 + rng.normal(scale=0.3, size=x1.shape), rng.uniform([0, 0], [640, 480], (n_distract, 2))]
+    d1 = np.r_[d1, dx]
+    perm = rng.permutation(len(x1))
+    inv = np.argsort(perm)
+    return x0, d0, x1[perm], d1[perm], fundamental_from_poses(cam1_from_cam0, K), inv[:n]
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_epipolar_candidate_pairs_equals_brute_force(seed):
+    from slam.matching.guided import epipolar_candidate_pairs
+
+    x0, _, x1, _, F, _ = _two_view(seed)
+    sigma2 = np.random.default_rng(seed).choice([1.0, 1.44, 2.07], len(x1))
+    i, j = epipolar_candidate_pairs(x0, x1, F, sigma2, chi2=3.84, chunk=97)  # chunks that do not divide N
+    lines = np.c_[x0, np.ones(len(x0))] @ F.T
+    d = (lines @ np.c_[x1, np.ones(len(x1))].T) / np.hypot(lines[:, 0], lines[:, 1])[:, None]
+    brute = lambda s: set(zip(*np.nonzero(d ** 2 < s * 3.84 * sigma2[None, :])))  # noqa: E731
+    got = set(zip(i.tolist(), j.tolist()))
+    assert len(got) == len(i)  # no duplicates
+    assert brute(0.999) <= got <= brute(1.001)  # float32 inside, float64 reference
+    assert np.all(np.diff(i) >= 0)  # sorted by image-0 keypoint
+    assert 0 < len(got) < 0.1 * len(x0) * len(x1)  # a band, not everything
+
+
+@pytest.mark.parametrize("binary", [True, False])
+def test_search_epipolar_recovers_correspondences(binary):
+    from slam.matching.guided import search_epipolar
+
+    x0, d0, x1, d1, F, truth = _two_view(7, binary=binary)
+    max_d = 50.0 if binary else 0.9
+    m, dist = search_epipolar(x0, d0, x1, d1, F, max_d, ratio=0.9, sigma2_1=1.0)
+    assert m.shape == (len(x0),) and m.dtype == np.int64 and dist.dtype == np.float32
+    found = m >= 0
+    assert found.mean() > 0.95
+    assert np.array_equal(m[found], truth[found])  # no wrong match
+    assert np.all(np.isinf(dist[~found]))
+    assert len(np.unique(m[found])) == found.sum()  # one match per image-1 keypoint
+
+
+def test_search_epipolar_ignores_identical_descriptor_off_the_line():
+    from slam.matching.guided import search_epipolar
+
+    x0, d0, x1, d1, F, truth = _two_view(8, n=50, n_distract=0)
+    x1 = x1.copy()
+    x1[truth[0]] += [0.0, 12.0]  # 12 px off its epipolar line (band: 1.96 px at sigma 1)
+    d1 = d1.copy()
+    d1[truth[0]] = d0[0]  # and a perfect descriptor
+    m, _ = search_epipolar(x0, d0, x1, d1, F, 50.0, ratio=1.0)
+    assert m[0] == -1
+    assert (m[1:] == truth[1:]).mean() > 0.9
+
+
+def test_search_epipolar_empty_inputs():
+    from slam.matching.guided import search_epipolar
+
+    F = np.array([[0.0, -1e-3, 0.1], [1e-3, 0.0, -0.3], [-0.1, 0.3, 0.0]])
+    d = np.zeros((0, D_BITS), np.uint8)
+    m, dist = search_epipolar(np.zeros((0, 2)), d, np.ones((5, 2)), np.zeros((5, D_BITS), np.uint8), F, 50.0)
+    assert m.shape == (0,) and dist.shape == (0,)
+    m, dist = search_epipolar(np.ones((3, 2)), np.zeros((3, D_BITS), np.uint8), np.zeros((0, 2)), d, F, 50.0)
+    assert m.tolist() == [-1, -1, -1] and np.all(np.isinf(dist))
