@@ -4,8 +4,9 @@ The stages multiply small matrices (N x 3 points by 3 x 3 rotations, chunks of e
 where a second BLAS thread gains nothing: OpenBLAS still splits such products over every core,
 and its threads spin while they wait for work, on the cores that feature extraction, tracking
 and g2o need. Measured on a 2-core CPU: a (512 x 3) @ (3 x 1000) product took 0.27 ms and
-0.53 ms of CPU with the default 2 threads, 0.17 ms and 0.17 ms with one; live monocular runs
-went from p95 latency 117-148 ms to 69-73 ms (docs/benchmarks.md, section 5).
+0.53 ms of CPU with the default 2 threads, 0.17 ms and 0.17 ms with one; in four alternated
+live monocular runs each, p95 latency was 112-187 ms with two BLAS threads and 67-73 ms with
+one (docs/benchmarks.md, section 5).
 
 ``runtime.blas_threads`` (default 1; 0 leaves the library's own setting) is applied for the
 duration of a run with threadpoolctl, in the main process and in the feature process.
