@@ -54,6 +54,19 @@ def make_square(fail_at: int = -1) -> Square:
     return Square(fail_at)
 
 
+class BlasThreads:
+    """Reports how many threads numpy's BLAS has in the child while it processes a frame."""
+
+    def process(self, fr: Frame):
+        from threadpoolctl import threadpool_info
+
+        return {"index": fr.index, "blas": [i["num_threads"] for i in threadpool_info() if i["user_api"] == "blas"]}
+
+
+def make_blas_threads() -> BlasThreads:
+    return BlasThreads()
+
+
 def broken_factory() -> Square:
     raise FileNotFoundError("weights.pth not found; run `python -m slam weights install x`")
 
@@ -397,3 +410,23 @@ def test_mapping_yields_to_a_frame_being_tracked():
     with short.foreground():
         short.yield_point()  # the wait is bounded even if tracking never finishes
     assert short.n_yields == 1
+
+
+def test_child_limits_numpy_blas_to_the_runs_setting():
+    threadpoolctl = pytest.importorskip("threadpoolctl")
+    from slam.runtime.worker import FeatureWorker
+
+    library_default = [i["num_threads"] for i in threadpoolctl.threadpool_info() if i["user_api"] == "blas"]
+    if not library_default or max(library_default) == 1:
+        pytest.skip("numpy's BLAS has one thread by default here: nothing to tell apart")
+    worker = FeatureWorker(queue_size=8, threads=1)
+    try:
+        seen = []
+        for n in (1, 0, 1):  # one child serves runs with different settings, each with its own
+            pf = ProcessFrontend(Source(2), functools.partial(make_blas_threads), blas_threads=n, worker=worker)
+            seen.append([it.payload["blas"] for it in pf])
+            pf.close()
+        assert seen[0] == seen[2] == [[1] * len(library_default)] * 2
+        assert seen[1] == [library_default] * 2  # 0: the library's own setting, restored after the run
+    finally:
+        worker.close()

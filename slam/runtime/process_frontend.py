@@ -110,11 +110,12 @@ def _picklable(exc: BaseException) -> BaseException:
 def _serve(task: bytes, out_q: Any, stop_flag: Any) -> None:
     """One run in the child: unpickle the task, build the source and the stage, run them and
     send every output, then ("end", stats) or ("error", stage, exc, traceback, stats)."""
+    from slam.runtime.blas import blas_threads
     from slam.runtime.pipeline import Pipeline, RuntimeConfig
 
     where = READER
     try:
-        source_obj, stage_factory, stage_name, live, queue_size = pickle.loads(task)
+        source_obj, stage_factory, stage_name, live, queue_size, n_blas = pickle.loads(task)
         source = source_obj() if callable(source_obj) and not hasattr(source_obj, "__iter__") else source_obj
         where = stage_name
         stage = stage_factory()
@@ -144,7 +145,8 @@ def _serve(task: bytes, out_q: Any, stop_flag: Any) -> None:
     watcher = threading.Thread(target=watch, name="slam-feature-process-stop", daemon=True)
     watcher.start()
     try:
-        pipe.run()
+        with blas_threads(n_blas):
+            pipe.run()
     except StageError as exc:
         out_q.put(("error", exc.stage, _picklable(exc.original), "".join(traceback.format_exception(exc.original)), _raw_stats(pipe.stats)))
         return
@@ -173,6 +175,8 @@ class ProcessFrontend:
     live:          newest-only queues in the child (drops counted and merged into the stats).
     queue_size:    capacity of the child's queues and of the queue back to the parent.
     threads:       torch intra-op threads in the child.
+    blas_threads:  numpy's BLAS threads in the child during this run (0 = library default; see
+                   slam.runtime.blas).
     worker:        a :class:`FeatureWorker` started earlier, used when it :meth:`~FeatureWorker.fits`
                    (and left running for the next run); otherwise the frontend starts its own
                    and ends it in ``close()``.
@@ -188,13 +192,14 @@ class ProcessFrontend:
 
     def __init__(self, source: Any, stage_factory: Callable[[], Any], *, stage_name: str = "features", live: bool = False,
                  queue_size: int = 8, threads: int = 1, join_timeout_s: float = 10.0,
-                 worker: Optional[FeatureWorker] = None) -> None:
+                 worker: Optional[FeatureWorker] = None, blas_threads: int = 1) -> None:
         self._source_obj = source_factory(source)
         self.stage_factory = stage_factory
         self.stage_name = stage_name
         self.live = bool(live)
         self.queue_size = max(1, int(queue_size))
         self.threads = int(threads)
+        self.blas_threads = int(blas_threads)
         self.join_timeout_s = float(join_timeout_s)
         self._given_worker = worker
         self._worker: Optional[FeatureWorker] = None
@@ -217,7 +222,8 @@ class ProcessFrontend:
     def start(self) -> "ProcessFrontend":
         if self._worker is not None:
             return self
-        task = pickle.dumps((self._source_obj, self.stage_factory, self.stage_name, self.live, self.queue_size),
+        task = pickle.dumps((self._source_obj, self.stage_factory, self.stage_name, self.live, self.queue_size,
+                             self.blas_threads),
                             protocol=pickle.HIGHEST_PROTOCOL)
         w = self._given_worker
         if w is not None and w.fits(self.queue_size, self.threads):

@@ -50,18 +50,6 @@ def _set_threads(threads: int) -> None:
         pass
 
 
-def _limit_blas(threads: int) -> None:
-    """numpy's BLAS in the child: as many threads as torch and OpenCV get (see slam.runtime.blas);
-    the limit holds for the child's lifetime (threadpoolctl restores only on exit of a with block)."""
-    try:
-        importlib.import_module("numpy")
-        from threadpoolctl import threadpool_limits
-
-        threadpool_limits(limits=max(1, threads), user_api="blas")
-    except Exception:  # noqa: BLE001 - optional: without it the child keeps the library default
-        pass
-
-
 def _worker_main(tasks: Any, out_q: Any, stop_flag: Any, ready: Any, threads: int, preload: tuple) -> None:
     """Entry point of the child process (module level, so the spawn start method can import
     it): import ``preload`` ahead of the first task, set ``ready``, then serve tasks until None
@@ -74,7 +62,6 @@ def _worker_main(tasks: Any, out_q: Any, stop_flag: Any, ready: Any, threads: in
             importlib.import_module(name)
         except Exception:  # noqa: BLE001 - a run that needs it reports the error itself
             pass
-    _limit_blas(threads)  # after the imports: threadpoolctl finds the BLAS that numpy loaded
     ready.value = 1
     while True:
         try:
