@@ -26,7 +26,8 @@ only for CPU runs with more than one core.
 Errors in the child (opening the source, building the extractor, a frame that fails) are
 re-raised in the parent as :class:`~slam.runtime.sync.StageError` naming the child's stage
 ("reader" or "features"), with the child's traceback in the message. SIGINT is ignored in the
-child: the parent decides, and stops the child through an event.
+child: the parent decides, and stops the run through a shared flag that the child polls
+(:class:`~slam.runtime.worker.FeatureWorker`).
 """
 from __future__ import annotations
 
