@@ -22,16 +22,13 @@ from typing import Any, Iterable, Optional
 import numpy as np
 
 from slam.config import Config, dump_yaml
+from slam.errors import InputError
 from slam.geometry.camera import PinholeCamera
 from slam.device import resolve_device
 from slam.runtime.process_frontend import FeatureWorker, ProcessFrontend, use_process_frontend
 from slam.system import SLAMSystem, build_frontend, build_system
 
 log = logging.getLogger("slam")
-
-
-class InputError(RuntimeError):
-    """Bad input (missing data, calibration, ...): the message says what to do."""
 
 
 @dataclass

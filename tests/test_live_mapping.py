@@ -115,7 +115,8 @@ def test_blas_threads_limits_inside_the_block_only():
 
 
 def test_runtime_blas_threads_default_and_validation():
-    from slam.config import ConfigError, load_config
+    from slam.config import load_config
+    from slam.errors import ConfigError
 
     cfg = load_config([], [])
     assert cfg.runtime.blas_threads == 1

@@ -8,8 +8,9 @@ import cv2
 import numpy as np
 import pytest
 
+from slam.errors import DeviceError
 from slam.geometry.camera import PinholeCamera
-from slam.viz.base import MapSnapshot, Viewer, ViewerError, create_viewer, default_view, frustum_lines
+from slam.viz.base import MapSnapshot, Viewer, create_viewer, default_view, frustum_lines
 from slam.viz.null import NullViewer
 from slam.viz.plots import plot_trajectories
 from slam.viz.render import render_map_png
@@ -138,7 +139,7 @@ def test_open3d_viewer_without_display_is_a_clear_error(monkeypatch):
     import slam.viz.open3d_viewer as ov
 
     monkeypatch.setattr(ov.sys, "platform", "linux")
-    with pytest.raises(ViewerError, match="--viewer none"):
+    with pytest.raises(DeviceError, match="--viewer none"):
         create_viewer("open3d")
 
 
