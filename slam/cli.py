@@ -150,12 +150,31 @@ def cmd_run(args) -> int:
 
     cfg = _load_cfg(args)
     inputs = open_input(args.seq, cfg, args.data_root, args.calib)
+    if inputs.layout:
+        print(f"input: {inputs.layout}")
     print(f"running {inputs.name} ({cfg.mode}) with features={cfg.features} matcher={cfg.matcher}")
     metrics = run_slam(cfg, inputs, feature_worker=getattr(args, "feature_worker", None))
     for line in summary_lines(metrics):
         print(line)
     print(f"run folder: {metrics['run_dir']}")
+    if nothing_tracked(metrics):
+        return 1
     return 0 if metrics["status"] in ("finished", "completed", "stopped") else 1
+
+
+def nothing_tracked(metrics: dict) -> bool:
+    """True (and says so on stderr) when a run tracked no frame: never an exit code 0."""
+    if metrics.get("frames_tracked", 0) > 0:
+        return False
+    n = metrics.get("frames_in", 0)
+    why = ("no frame could be read" if not n else
+           f"no frame of {n} was tracked; check the calibration (--calib or the dataset's own), the mode (--mode) "
+           "and that the images show a textured scene")
+    if n and metrics.get("mode") == "mono" and metrics.get("init_frame") is None:
+        why = (f"no frame of {n} was tracked: the monocular map never initialised, which needs the camera to move "
+               "sideways enough for parallax; check the calibration, or run a longer stretch or another mode (--mode)")
+    print(f"error: {why} (run folder {metrics.get('run_dir')})", file=sys.stderr)
+    return True
 
 
 def cmd_live(args) -> int:
@@ -264,7 +283,8 @@ def build_parser() -> argparse.ArgumentParser:
     sub = p.add_subparsers(dest="command")
 
     r = sub.add_parser("run", help="run SLAM on a sequence (default: the embedded synthetic sequence)")
-    r.add_argument("--seq", help="tum/<name> | synthetic/<profile> | a TUM-layout folder | an image folder | a video file")
+    r.add_argument("--seq", help="tum/<name> | euroc/<name> | kitti/<XX> | synthetic/<profile> | a folder in TUM, "
+                   "EuRoC (holding mav0/) or KITTI (sequences/XX) layout | an image folder | a video file")
     r.add_argument("--data-root", help="where datasets live (else $SLAM_DATA, else ./sequences)")
     r.add_argument("--calib", help="camera YAML (for videos, image folders, or to override a manifest)")
     r.add_argument("--out", help="root folder for run folders (default runs/)")
@@ -286,9 +306,12 @@ def build_parser() -> argparse.ArgumentParser:
     lv.set_defaults(func=cmd_live, seq=None)
 
     b = sub.add_parser("bench", help="benchmark accuracy and speed on a sequence (prints a table, writes JSON)")
-    b.add_argument("--seq", default="tum/fr1_xyz")
-    b.add_argument("--data-root")
-    b.add_argument("--modes", default="rgbd,mono", help="comma-separated modes to run")
+    b.add_argument("--seq", action="append", default=None,
+                   help="sequences: a comma-separated list and/or repeated (default tum/fr1_xyz); SEQ:mono+rgbd picks "
+                   "the modes of one sequence")
+    b.add_argument("--data-root", help="where datasets live; several folders separated by ':'")
+    b.add_argument("--modes", default=None, help="comma-separated modes for every sequence (default: each "
+                   "sequence's own, rgbd,mono for TUM and synthetic, mono for EuRoC and KITTI)")
     b.add_argument("--json", default="bench.json", help="where to write the JSON results")
     b.add_argument("--max-frames", type=int)
     b.add_argument("--compare-sync", action="store_true", help="also run the synchronous runner and report the throughput ratio")
