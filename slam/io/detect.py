@@ -54,7 +54,7 @@ def _subsequences(path: Path) -> tuple[str, list[Path]]:
     found = sorted(p for p in path.iterdir() if p.is_dir() and find_mav0(p) is not None and p.name != "mav0")
     if found:
         return "euroc", found
-    for seqdir in (path / "sequences", path / "dataset" / "sequences"):
+    for seqdir in (path, path / "sequences", path / "dataset" / "sequences"):
         if seqdir.is_dir():
             ks = sorted(p for p in seqdir.iterdir() if is_kitti_sequence(p))
             if ks:
@@ -100,7 +100,8 @@ def detect_layout(path: Union[str, Path]) -> Layout:
     kind, found = _subsequences(path)
     if found:
         names = ", ".join(p.name for p in found[:6]) + (", ..." if len(found) > 6 else "")
-        hint = {"euroc": f"--seq euroc/{found[0].name} --data-root {path}", "kitti": f"--seq kitti/{found[0].name} --data-root {found[0].parent.parent}",
+        hint = {"euroc": f"--seq euroc/{found[0].name} --data-root {path}", "kitti": f"--seq kitti/{found[0].name} --data-root {found[0].parent.parent}" if found[0].parent.name == "sequences"
+                else f"--seq {found[0]}",
                 "tum": f"--seq {found[0]}"}[kind]
         raise DatasetError(
             f"{path}: is a folder of {_NAMES[kind]} sequences ({names}), not a sequence itself; pass one of them, e.g. {hint}"

@@ -292,14 +292,22 @@ class EuRoCReader(LockedReader):
         if max_frames > 0:
             entries = entries[:max_frames]
         self._entries = entries
+        self._check_first_sizes()
         self.rig: Optional[StereoRig] = None
         if self.cam1 is not None:
-            self.rig = StereoRig(self.cam0.camera, self.cam1.camera,
-                                 se3_inverse(self.cam1.body_from_cam) @ self.cam0.body_from_cam,
-                                 rectified=False, left_from_body=se3_inverse(self.cam0.body_from_cam))
+            try:
+                self.rig = StereoRig(self.cam0.camera, self.cam1.camera,
+                                     se3_inverse(self.cam1.body_from_cam) @ self.cam0.body_from_cam,
+                                     rectified=False, left_from_body=se3_inverse(self.cam0.body_from_cam))
+            except ValueError as exc:
+                if self.stereo:
+                    raise DatasetError(
+                        f"{self.cam1.sensor_yaml}: does not make a stereo pair with {self.cam0.sensor_yaml} ({exc}); "
+                        "use the sensor.yaml files of one rig, or run monocular (--mode mono)"
+                    ) from None
+                log.debug("cam0/cam1 do not form a stereo rig (%s); monocular only", exc)
         self.rectification: Optional[StereoRectification] = None
         self.camera: PinholeCamera = self.cam0.camera
-        self._check_first_sizes()
         if self.stereo and rectify:
             assert self.rig is not None
             self.rectification = rectify_stereo(self.rig)
