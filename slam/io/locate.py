@@ -25,7 +25,7 @@ import stat
 import urllib.error
 import zipfile
 from pathlib import Path
-from typing import Optional, TextIO
+from typing import Callable, Optional, TextIO
 
 from slam.io.errors import DatasetError
 
@@ -133,12 +133,12 @@ def _safe_unzip(archive: Path, dest: Path) -> None:
             raise DatasetError(f"{archive}: extraction failed ({exc}); delete it and download again") from exc
 
 
-def download_archive(info, root: Path, url: str, timeout: float, keep_archive: bool, progress: bool, out: TextIO) -> int:
+def download_archive(info, root: Path, url: str, timeout: float, keep_archive: bool, progress: bool, out: TextIO,
+                     fetch: Callable[[str, Path, float, bool, TextIO], None]) -> int:
     """``python -m slam download`` for EuRoC (fetch and unzip into ``<root>/<name>``) and KITTI
-    (print what to fetch by hand). Returns 0 on success or when present, 1 when the download
-    fails or must be done by hand, 2 for a bad archive."""
-    from slam.io.sequences import _fetch
-
+    (print what to fetch by hand). ``fetch(url, part_file, timeout, progress, out)`` streams the
+    archive (slam.io.sequences passes its resuming downloader). Returns 0 on success or when
+    present, 1 when the download fails or must be done by hand, 2 for a bad archive."""
     if info.dataset == "kitti":
         existing = next((c for c in candidates("kitti", info.folder, root) if is_dataset_folder(c, "kitti")), None)
         if existing is not None:
@@ -160,7 +160,7 @@ def download_archive(info, root: Path, url: str, timeout: float, keep_archive: b
     if not archive.is_file():
         out.write(f"downloading {url}\n       into {archive}\n")
         try:
-            _fetch(url, part, timeout, progress, out)
+            fetch(url, part, timeout, progress, out)
         except (urllib.error.URLError, OSError, TimeoutError, ValueError) as exc:
             reason = getattr(exc, "reason", None) or exc
             out.write(f"\nerror: could not download {url}: {reason}\n")

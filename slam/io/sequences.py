@@ -541,7 +541,7 @@ def download_sequence(
     if info.dataset in ("euroc", "kitti"):
         from slam.io.locate import download_archive
 
-        return download_archive(info, root, url, timeout, keep_archive, progress, out)
+        return download_archive(info, root, url, timeout, keep_archive, progress, out, fetch=_fetch)
     target = root / info.folder
     if (target / "rgb.txt").is_file():
         out.write(f"{info.name} is already present at {target}\n")
