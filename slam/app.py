@@ -53,8 +53,11 @@ class RunInputs:
 def open_input(seq: Optional[str], cfg: Config, data_root: Optional[str] = None, calib: Optional[str] = None) -> RunInputs:
     """Resolve --seq into a reader and a camera.
 
-    seq: "tum/<name>", "synthetic/<profile>", a folder in TUM layout, an image folder or a
-    video file. None = the embedded default "synthetic/default".
+    seq: "tum/<name>", "euroc/<name>", "kitti/<XX>", "synthetic/<profile>", or a path whose
+    layout is detected (slam.io.detect: TUM, EuRoC, KITTI, image folder, video; the choice is in
+    ``RunInputs.layout``). None = the embedded default "synthetic/default". EuRoC and KITTI
+    (slam.io.datasets) take cfg.mode "mono" (left camera) or "stereo" (rectified pairs and
+    ``RunInputs.rig``); their ground truth is the camera's pose, with a note saying how it was made.
     """
     from slam.io.sequences import find_sequence, load_manifest
 
