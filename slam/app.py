@@ -22,16 +22,13 @@ from typing import Any, Iterable, Optional, Union
 import numpy as np
 
 from slam.config import Config, dump_yaml
+from slam.errors import InputError
 from slam.geometry.camera import PinholeCamera
 from slam.device import resolve_device
 from slam.runtime.process_frontend import FeatureWorker, ProcessFrontend, use_process_frontend
 from slam.system import SLAMSystem, build_frontend, build_system
 
 log = logging.getLogger("slam")
-
-
-class InputError(RuntimeError):
-    """Bad input (missing data, calibration, ...): the message says what to do."""
 
 
 @dataclass
@@ -90,7 +87,7 @@ def open_input(seq: Optional[str], cfg: Config, data_root: Optional[str] = None,
 
     reader = TUMReader(folder, depth_factor=info.depth_factor, use_depth=use_depth, max_frames=cfg.max_frames, start=cfg.start_frame)
     c = info.camera
-    camera = PinholeCamera(int(c["width"]), int(c["height"]), float(c["fx"]), float(c["fy"]), float(c["cx"]), float(c["cy"]), tuple(info.dist[:5].tolist()))
+    camera = PinholeCamera.from_dict({**c, "dist": tuple(info.dist[:5].tolist())}, source=f"manifest of {info.name}")
     if calib:
         camera = PinholeCamera.from_yaml(calib)
     gt = folder / "groundtruth.txt"

@@ -144,7 +144,7 @@ def parse_sequences(specs: list[str], modes: str | None) -> list[tuple[str, list
     sequence) and ``--modes`` (all sequences; None = each sequence's own modes) ->
     [(sequence, [mode, ...])]. Modes a sequence cannot do are dropped with a note; a mode the
     system does not have, or a sequence with no mode left, raises InputError."""
-    from slam.app import InputError
+    from slam.errors import InputError
 
     valid = _valid_modes()
     wanted = [m.strip() for m in modes.split(",") if m.strip()] if modes else None

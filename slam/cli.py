@@ -20,11 +20,10 @@ import sys
 from pathlib import Path
 from typing import Optional
 
+from slam.errors import InputError
+
 log = logging.getLogger("slam")
 
-
-class InputError(RuntimeError):
-    """Bad command-line input; main() prints it and returns 2."""
 
 PASSTHROUGH = ("eval", "calibrate", "download", "sequences", "weights")
 COMMANDS = ("run", "live", "bench", "eval", "features", "match", "calibrate", "download", "sequences", "weights", "render")
@@ -382,24 +381,9 @@ def _passthrough(name: str, rest: list[str]) -> int:
 
 
 def _known_errors() -> tuple[type, ...]:
-    errs: list[type] = [FileNotFoundError, PermissionError]
-    for mod, names in (
-        ("slam.config", ("ConfigError",)),
-        ("slam.app", ("InputError",)),
-        ("slam.cli", ("InputError",)),
-        ("slam.io.errors", ("DatasetError",)),
-        ("slam.io.sequences", ("SequenceError", "SequenceNotFoundError")),
-        ("slam.weights", ("WeightsNotFoundError", "WeightsError")),
-        ("slam.io.camera", ("CameraError",)),
-        ("slam.io.calibration", ("CalibrationError",)),
-        ("slam.features.superpoint", ("WeightsError",)),
-    ):
-        try:
-            m = __import__(mod, fromlist=list(names))
-        except Exception:  # noqa: BLE001 - a module that fails to import has no errors to catch
-            continue
-        errs += [getattr(m, n) for n in names if isinstance(getattr(m, n, None), type)]
-    return tuple(errs)
+    from slam.errors import SlamError
+
+    return (SlamError, FileNotFoundError, PermissionError)
 
 
 def main(argv: Optional[list[str]] = None) -> int:

@@ -58,13 +58,14 @@ def test_unknown_sequence_is_exit_2_naming_it(capsys):
 
 
 def test_missing_data_for_known_sequence_names_paths_and_download(capsys, tmp_path):
-    from slam.io.sequences import SequenceNotFoundError, find_sequence
+    from slam.io.sequences import find_sequence
+    from slam.errors import InputError
 
     nowhere = tmp_path / "nowhere"
     try:
         find_sequence("tum/fr1_desk", nowhere)
         pytest.skip("fr1_desk is present in a data root of this machine")
-    except SequenceNotFoundError:
+    except InputError:
         pass
     assert call(["run", "--seq", "tum/fr1_desk", "--data-root", str(nowhere)]) == 2
     err = capsys.readouterr().err

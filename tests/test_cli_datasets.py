@@ -19,7 +19,7 @@ from slam.bench import format_summary, parse_sequences
 from slam.cli import build_parser, main
 from slam.config import load_config
 from slam.eval import evaluate
-from slam.io.errors import DatasetError
+from slam.errors import InputError
 
 from tiny_datasets import T_BS0, T_BS1, make_euroc, make_kitti, sensor_yaml
 
@@ -117,7 +117,7 @@ def _broken_stereo_inputs(tmp_path: Path) -> list[tuple[str, tuple]]:
     sized = make_kitti(tmp_path / "k2" / "dataset", n=3, right_size=(100, 60))
     make_euroc(tmp_path / "cam1_size", n=3)
     cam1 = tmp_path / "cam1_size" / "mav0" / "cam1"
-    (cam1 / "sensor.yaml").write_text(sensor_yaml(T_BS1, 80, 60))
+    (cam1 / "sensor.yaml").write_text(sensor_yaml(T_BS1, 80, 60, intrinsics=(60.0, 59.5, 40.5, 31.0)))
     for p in (cam1 / "data").glob("*.png"):
         cv2.imwrite(str(p), cv2.resize(cv2.imread(str(p)), (80, 60)))
     return [
@@ -130,7 +130,7 @@ def _broken_stereo_inputs(tmp_path: Path) -> list[tuple[str, tuple]]:
 
 def test_stereo_input_errors_name_the_file_and_the_fix(tmp_path):
     for seq, needles in _broken_stereo_inputs(tmp_path):
-        with pytest.raises(DatasetError) as info:
+        with pytest.raises(InputError) as info:
             open_input(seq, _stereo_cfg())
         for n in needles:
             assert n in str(info.value), (n, str(info.value))

@@ -8,7 +8,8 @@ from typing import Optional
 import pytest
 import yaml
 
-from slam.config import Config, ConfigError, apply_dict, dump_yaml, load_config, parse_override
+from slam.config import Config, apply_dict, dump_yaml, load_config, parse_override
+from slam.errors import ConfigError
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 SHIPPED_CONFIGS = sorted((REPO_ROOT / "configs").glob("*.yaml"))

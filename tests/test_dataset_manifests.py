@@ -10,7 +10,7 @@ import pytest
 
 import slam.io.sequences as sequences
 from slam.io.datasets import resolve_named
-from slam.io.errors import SequenceError, SequenceNotFoundError
+from slam.errors import InputError
 from slam.io.sequences import download_sequence, find_sequence, list_sequences, load_manifest
 
 from tiny_datasets import make_euroc, make_kitti
@@ -72,12 +72,12 @@ def test_kitti_found_from_each_root(isolated, root):
 
 def test_not_found_messages_say_where_and_how(isolated):
     (isolated / "data" / "V2_01_easy").mkdir(parents=True)  # an incomplete unpack
-    with pytest.raises(SequenceNotFoundError) as info:
+    with pytest.raises(InputError) as info:
         find_sequence("euroc/V2_01_easy", isolated / "data")
     msg = str(info.value)
     assert "no V2_01_easy/mav0/cam0/data.csv" in msg and "not a complete sequence" in msg
     assert "python -m slam download euroc/V2_01_easy" in msg and "V2_01_easy.zip" in msg
-    with pytest.raises(SequenceNotFoundError) as info:
+    with pytest.raises(InputError) as info:
         find_sequence("kitti/03", isolated / "data")
     msg = str(info.value)
     assert str(isolated / "data" / "dataset" / "sequences" / "03") in msg
@@ -118,6 +118,6 @@ def test_unlisted_euroc_name_is_taken_from_a_data_root(isolated):
     make_euroc(isolated / "data" / "my_flight", n=2)
     name, layout, folder = resolve_named("euroc/my_flight", isolated / "data")
     assert (name, layout, folder) == ("euroc/my_flight", "euroc", isolated / "data" / "my_flight")
-    with pytest.raises(SequenceError, match="unknown sequence 'euroc/other'"):
+    with pytest.raises(InputError, match="unknown sequence 'euroc/other'"):
         resolve_named("euroc/other", isolated / "data")
     assert resolve_named("tum/fr1_xyz", isolated / "data") is None

@@ -5,7 +5,7 @@ import cv2
 import pytest
 
 from slam.io.detect import describe, detect_layout
-from slam.io.errors import DatasetError
+from slam.errors import InputError
 
 from tiny_datasets import make_euroc, make_kitti, textured
 
@@ -39,24 +39,24 @@ def test_each_layout_is_recognised(tmp_path):
 def test_unclassifiable_folder_lists_what_was_looked_for(tmp_path):
     (tmp_path / "notes").mkdir()
     (tmp_path / "notes" / "readme.txt").write_text("hello")
-    with pytest.raises(DatasetError) as info:
+    with pytest.raises(InputError) as info:
         detect_layout(tmp_path / "notes")
     msg = str(info.value)
     assert str(tmp_path / "notes") in msg and "\n" not in msg
     for looked_for in ("rgb.txt", "mav0/cam0/data.csv", "calib.txt + times.txt + image_0/", "*.png", "video file"):
         assert looked_for in msg
-    with pytest.raises(DatasetError, match="cannot tell what this file holds"):
+    with pytest.raises(InputError, match="cannot tell what this file holds"):
         detect_layout(tmp_path / "notes" / "readme.txt")
-    with pytest.raises(DatasetError, match="no such file or folder; pass a sequence name"):
+    with pytest.raises(InputError, match="no such file or folder; pass a sequence name"):
         detect_layout(tmp_path / "missing")
 
 
 def test_dataset_roots_name_their_sequences(tmp_path):
     make_euroc(tmp_path / "euroc" / "V1_a", n=2)
     make_euroc(tmp_path / "euroc" / "V1_b", n=2)
-    with pytest.raises(DatasetError, match=r"folder of EuRoC \(ASL\) sequences \(V1_a, V1_b\).*--seq euroc/V1_a --data-root"):
+    with pytest.raises(InputError, match=r"folder of EuRoC \(ASL\) sequences \(V1_a, V1_b\).*--seq euroc/V1_a --data-root"):
         detect_layout(tmp_path / "euroc")
     make_kitti(tmp_path / "kitti" / "dataset", n=2)
     for root in (tmp_path / "kitti", tmp_path / "kitti" / "dataset", tmp_path / "kitti" / "dataset" / "sequences"):
-        with pytest.raises(DatasetError, match=r"KITTI odometry sequences \(07\).*--seq kitti/07 --data-root"):
+        with pytest.raises(InputError, match=r"KITTI odometry sequences \(07\).*--seq kitti/07 --data-root"):
             detect_layout(root)

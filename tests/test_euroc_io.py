@@ -6,7 +6,7 @@ import logging
 import numpy as np
 import pytest
 
-from slam.io.errors import DatasetError
+from slam.errors import InputError
 from slam.io.euroc import EuRoCReader, read_groundtruth, read_image_list, read_sensor_yaml
 
 from tiny_datasets import STEP_NS, T0_NS, T_BS0, T_BS1, make_euroc, sensor_yaml
@@ -52,7 +52,7 @@ def test_stereo_pairs_by_timestamp_skips_unpaired_and_rectifies(tmp_path, caplog
     expected_b = np.linalg.norm((np.linalg.inv(T_BS1) @ T_BS0)[:3, 3])
     assert rig.baseline == pytest.approx(expected_b, rel=1e-9)
     # too strict a pairing tolerance leaves every frame unpaired: an error, not an empty run
-    with pytest.raises(DatasetError, match="none of the images"):
+    with pytest.raises(InputError, match="none of the images"):
         EuRoCReader(tmp_path / "seq", stereo=True, max_pair_difference_s=1e-5)
 
 
@@ -73,7 +73,7 @@ def test_groundtruth_is_camera_pose_world_from_body_times_T_BS(tmp_path):
 def test_missing_sensor_yaml_names_file_and_fix(tmp_path):
     make_euroc(tmp_path / "seq")
     (tmp_path / "seq" / "mav0" / "cam0" / "sensor.yaml").unlink()
-    with pytest.raises(DatasetError, match=r"cam0/sensor.yaml: not found; .*unpack"):
+    with pytest.raises(InputError, match=r"cam0/sensor.yaml: not found; .*unpack"):
         EuRoCReader(tmp_path / "seq")
 
 
@@ -86,7 +86,7 @@ def test_malformed_data_csv_names_file_and_line(tmp_path, line, what):
     make_euroc(tmp_path / "seq")
     csv = tmp_path / "seq" / "mav0" / "cam0" / "data.csv"
     csv.write_text(csv.read_text() + line + "\n")
-    with pytest.raises(DatasetError) as info:
+    with pytest.raises(InputError) as info:
         read_image_list(csv)
     assert f"{csv}:8:" in str(info.value) and what in str(info.value)
 
@@ -94,7 +94,7 @@ def test_malformed_data_csv_names_file_and_line(tmp_path, line, what):
 def test_missing_cam1_only_matters_for_stereo(tmp_path):
     make_euroc(tmp_path / "seq", with_cam1=False)
     assert len(EuRoCReader(tmp_path / "seq")) == 6
-    with pytest.raises(DatasetError, match=r"mav0/cam1: not found, but stereo was asked for; run monocular"):
+    with pytest.raises(InputError, match=r"mav0/cam1: not found, but stereo was asked for; run monocular"):
         EuRoCReader(tmp_path / "seq", stereo=True)
 
 
@@ -102,7 +102,7 @@ def test_image_size_differing_from_sensor_yaml_is_an_error(tmp_path):
     make_euroc(tmp_path / "seq")
     yml = tmp_path / "seq" / "mav0" / "cam0" / "sensor.yaml"
     yml.write_text(sensor_yaml(T_BS0, 752, 480))
-    with pytest.raises(DatasetError, match=r"image is 160x120 but .*sensor.yaml says resolution \[752, 480\]"):
+    with pytest.raises(InputError, match=r"image is 160x120 but .*sensor.yaml says resolution \[752, 480\]"):
         EuRoCReader(tmp_path / "seq")
 
 
@@ -110,7 +110,7 @@ def test_unsupported_camera_model_is_named(tmp_path):
     make_euroc(tmp_path / "seq")
     yml = tmp_path / "seq" / "mav0" / "cam0" / "sensor.yaml"
     yml.write_text(sensor_yaml(T_BS0, 160, 120, model="equidistant"))
-    with pytest.raises(DatasetError, match="distortion_model 'equidistant' is not supported"):
+    with pytest.raises(InputError, match="distortion_model 'equidistant' is not supported"):
         read_sensor_yaml(yml)
 
 

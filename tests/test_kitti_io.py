@@ -4,7 +4,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from slam.io.errors import DatasetError
+from slam.errors import InputError
 from slam.io.kitti import KITTIReader, poses_path, read_calib, read_groundtruth, read_times
 
 from tiny_datasets import make_kitti
@@ -31,8 +31,8 @@ def test_mono_reader_frames_and_groundtruth_with_times(tmp_path):
     frames = list(reader)
     assert [f.index for f in frames] == list(range(5))
     np.testing.assert_allclose([f.timestamp for f in frames], made["times"])
-    assert frames[0].image.shape == (60, 200, 3) and frames[0].image_right is None
-    assert (reader.camera.width, reader.camera.height) == (200, 60)
+    assert frames[0].image.shape == (192, 640, 3) and frames[0].image_right is None
+    assert (reader.camera.width, reader.camera.height) == (640, 192)
     ts, world_from_cam = reader.groundtruth()
     np.testing.assert_allclose(ts, made["times"])
     np.testing.assert_allclose(world_from_cam, made["world_from_cam0"], atol=1e-8)
@@ -62,13 +62,13 @@ def test_colour_groundtruth_moves_cam0_poses_to_cam2(tmp_path):
 def test_calib_without_P1_is_an_error_for_stereo_only(tmp_path):
     made = make_kitti(tmp_path / "dataset", keys=("P0",))
     assert len(KITTIReader(made["folder"])) == 5
-    with pytest.raises(DatasetError, match=r"calib.txt: has no P1, needed for stereo.*data_odometry_calib.zip"):
+    with pytest.raises(InputError, match=r"calib.txt: has no P1, needed for stereo.*data_odometry_calib.zip"):
         KITTIReader(made["folder"], stereo=True)
 
 
 def test_left_right_size_mismatch_is_an_error(tmp_path):
     made = make_kitti(tmp_path / "dataset", right_size=(100, 60))
-    with pytest.raises(DatasetError, match=r"image_1/000000.png: image is 100x60 but the left image .* is 200x60"):
+    with pytest.raises(InputError, match=r"image_1/000000.png: image is 100x60 but the left image .* is 640x192"):
         KITTIReader(made["folder"], stereo=True)
 
 
@@ -76,11 +76,11 @@ def test_malformed_calib_and_times_name_file_and_line(tmp_path):
     made = make_kitti(tmp_path / "dataset")
     calib = made["folder"] / "calib.txt"
     calib.write_text("P0: 1 2 3\n")
-    with pytest.raises(DatasetError, match=r"calib.txt:1: P0 must hold 12 finite numbers"):
+    with pytest.raises(InputError, match=r"calib.txt:1: P0 must hold 12 finite numbers"):
         read_calib(calib)
     times = made["folder"] / "times.txt"
     times.write_text("0.0\n0.1\nabc\n")
-    with pytest.raises(DatasetError, match=r"times.txt:3: 'abc' is not a timestamp"):
+    with pytest.raises(InputError, match=r"times.txt:3: 'abc' is not a timestamp"):
         read_times(times)
 
 
@@ -101,5 +101,5 @@ def test_shared_kitti_07_excerpt(shared_data):
     np.testing.assert_allclose(world_from_cam0[0], np.eye(4), atol=1e-9)  # KITTI's first pose is the identity
     length = np.linalg.norm(np.diff(world_from_cam0[:, :3, 3], axis=0), axis=1).sum()
     assert 50.0 < length < 60.0  # about 54 m of driving
-    with pytest.raises(DatasetError, match="image_1: not found"):  # the excerpt has no right images
+    with pytest.raises(InputError, match="image_1: not found"):  # the excerpt has no right images
         KITTIReader(folder, stereo=True)

@@ -14,8 +14,10 @@ W, H = 752, 480
 
 def euroc_like_rig() -> StereoRig:
     """Two distorted cameras 11 cm apart, slightly rotated against each other (like EuRoC's)."""
-    left = PinholeCamera(W, H, 458.654, 457.296, 367.215, 248.375, (-0.28340811, 0.07395907, 0.00019359, 1.76187114e-05))
-    right = PinholeCamera(W, H, 457.587, 456.134, 379.999, 255.238, (-0.28368365, 0.07451284, -0.00010473, -3.55590700e-05))
+    left = PinholeCamera(width=W, height=H, fx=458.654, fy=457.296, cx=367.215, cy=248.375,
+                         dist=(-0.28340811, 0.07395907, 0.00019359, 1.76187114e-05))
+    right = PinholeCamera(width=W, height=H, fx=457.587, fy=456.134, cx=379.999, cy=255.238,
+                          dist=(-0.28368365, 0.07451284, -0.00010473, -3.55590700e-05))
     right_from_left = np.eye(4)
     right_from_left[:3, :3] = Rotation.from_rotvec([0.004, -0.002, 0.003]).as_matrix()
     right_from_left[:3, 3] = [-0.110, 0.0004, -0.0008]
@@ -79,14 +81,14 @@ def test_remap_maps_agree_with_the_point_mapping_and_move_image_content():
 
 
 def test_rig_checks():
-    cam = PinholeCamera(W, H, 400, 400, 376, 240)
+    cam = PinholeCamera(width=W, height=H, fx=400, fy=400, cx=376, cy=240)
     with pytest.raises(ValueError, match="baseline"):
         StereoRig(cam, cam, np.eye(4))
     shifted = np.eye(4)
     shifted[0, 3] = 0.1  # right camera to the LEFT: not a valid rectified pair
     with pytest.raises(ValueError, match=r"right_from_left = \[I \| \(-baseline"):
         StereoRig(cam, cam, shifted, rectified=True)
-    other = PinholeCamera(640, 480, 400, 400, 320, 240)
+    other = PinholeCamera(width=640, height=480, fx=400, fy=400, cx=320, cy=240)
     shifted[0, 3] = -0.1
     with pytest.raises(ValueError, match="image sizes differ"):
         StereoRig(cam, other, shifted)

@@ -93,7 +93,7 @@ KITTI_P = {
 }
 
 
-def make_kitti(dataset: Path, seq: str = "07", n: int = 5, w: int = 200, h: int = 60, keys=("P0", "P1", "P2", "P3"),
+def make_kitti(dataset: Path, seq: str = "07", n: int = 5, w: int = 640, h: int = 192, keys=("P0", "P1", "P2", "P3"),
                right: bool = True, right_size: Optional[tuple] = None, poses: bool = True) -> dict:
     """Write ``dataset/sequences/<seq>`` and ``dataset/poses/<seq>.txt``. Returns {"folder", "times", "world_from_cam0"}."""
     folder = dataset / "sequences" / seq

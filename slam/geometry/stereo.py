@@ -214,8 +214,8 @@ def rectify_stereo(rig: StereoRig, alpha: float = 0.0, new_size: Optional[tuple[
             f"after rectification the right camera is at x = {baseline:.4f} m of the left one; "
             "swap left and right (right_from_left must put the right camera at +x)"
         )
-    cam = PinholeCamera(out_size[0], out_size[1], fx, fy, cx, cy)
-    right_cam = PinholeCamera(out_size[0], out_size[1], P2[0, 0], P2[1, 1], P2[0, 2], P2[1, 2])
+    cam = PinholeCamera(width=out_size[0], height=out_size[1], fx=fx, fy=fy, cx=cx, cy=cy)
+    right_cam = PinholeCamera(width=out_size[0], height=out_size[1], fx=P2[0, 0], fy=P2[1, 1], cx=P2[0, 2], cy=P2[1, 2])
     rect_rl = np.eye(4)
     rect_rl[0, 3] = -baseline
     rect_from_left = _rotation_4x4(R1)

@@ -25,7 +25,7 @@ import numpy as np
 
 from slam.geometry.camera import PinholeCamera
 from slam.geometry.stereo import StereoRig
-from slam.io.errors import DatasetError
+from slam.errors import InputError
 
 log = logging.getLogger(__name__)
 
@@ -70,13 +70,13 @@ class DatasetInput:
 
 
 def _check_mode(mode: str, layout: str, folder: Path) -> bool:
-    """-> stereo? Raises DatasetError for a mode the dataset cannot do."""
+    """-> stereo? Raises InputError for a mode the dataset cannot do."""
     if mode == "stereo":
         return True
     if mode == "mono":
         return False
     what = "EuRoC" if layout == "euroc" else "KITTI"
-    raise DatasetError(f"{folder}: a {what} sequence has no depth images for --mode {mode}; run it with --mode mono")
+    raise InputError(f"{folder}: a {what} sequence has no depth images for --mode {mode}; run it with --mode mono")
 
 
 def open_euroc(folder: PathLike, mode: str = "mono", name: Optional[str] = None, max_frames: int = 0,
@@ -130,17 +130,17 @@ def open_kitti(folder: PathLike, mode: str = "mono", name: Optional[str] = None,
 def resolve_named(seq: str, data_root: Optional[PathLike]) -> Optional[tuple[str, str, Path]]:
     """``euroc/<name>`` or ``kitti/<XX>`` -> (canonical name, layout, folder); None for other names.
 
-    Raises SequenceError / SequenceNotFoundError (slam.io.sequences) with the paths tried and
+    Raises InputError (slam.io.sequences) with the paths tried and
     how to get the data. ``euroc/<name>`` without a manifest is accepted when a EuRoC folder of
     that name is under a data root (:func:`slam.io.locate.find_unlisted`)."""
     from slam.io.locate import DATASETS, find_unlisted
-    from slam.io.sequences import SequenceError, _labelled_roots, find_sequence
+    from slam.io.sequences import _labelled_roots, find_sequence
 
     if seq.split("/", 1)[0] not in DATASETS:
         return None
     try:
         info, folder = find_sequence(seq, data_root)
-    except SequenceError as exc:
+    except InputError as exc:
         found = find_unlisted(seq.strip("/"), _labelled_roots(data_root))
         if found is None or "unknown sequence" not in str(exc):
             raise

@@ -8,7 +8,7 @@
 - image files (png, jpg, jpeg, bmp) directly in the folder -> image folder,
 - a file with a video extension -> video,
 
-and raises DatasetError listing what it looked for when none matches. A dataset root holding
+and raises InputError listing what it looked for when none matches. A dataset root holding
 several sequences (``.../euroc`` with ``V1_01_easy/mav0``, or ``.../dataset`` with
 ``sequences/07``) is not guessed: the error names the sequences found and how to pick one.
 """
@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Union
 
-from slam.io.errors import DatasetError
+from slam.errors import InputError
 
 __all__ = ["Layout", "LAYOUTS", "VIDEO_EXTENSIONS", "detect_layout", "describe"]
 
@@ -64,14 +64,14 @@ def _subsequences(path: Path) -> tuple[str, list[Path]]:
 
 
 def detect_layout(path: Union[str, Path]) -> Layout:
-    """Classify ``path`` (see the module docstring). Raises DatasetError naming the path and what
+    """Classify ``path`` (see the module docstring). Raises InputError naming the path and what
     it looked for when it is missing or none of the layouts matches."""
     from slam.io.euroc import find_mav0
     from slam.io.kitti import is_kitti_sequence
 
     path = Path(path)
     if not path.exists():
-        raise DatasetError(
+        raise InputError(
             f"{path}: no such file or folder; pass a sequence name (tum/<name>, euroc/<name>, kitti/<XX>, "
             "synthetic/<profile>; list them with `python -m slam sequences`) or an existing path"
         )
@@ -80,8 +80,8 @@ def detect_layout(path: Union[str, Path]) -> Layout:
         if suffix in VIDEO_EXTENSIONS:
             return Layout("video", path, f"a {suffix} file")
         if suffix in _IMAGE_EXTENSIONS:
-            raise DatasetError(f"{path}: a single image; pass the folder that holds the sequence's images")
-        raise DatasetError(f"{path}: cannot tell what this file holds; --seq takes a folder with {_LOOKED_FOR}")
+            raise InputError(f"{path}: a single image; pass the folder that holds the sequence's images")
+        raise InputError(f"{path}: cannot tell what this file holds; --seq takes a folder with {_LOOKED_FOR}")
     if (path / "rgb.txt").is_file():
         return Layout("tum", path, "rgb.txt")
     mav0 = find_mav0(path)
@@ -94,7 +94,7 @@ def detect_layout(path: Union[str, Path]) -> Layout:
     try:
         has_images = any(p.suffix.lower() in _IMAGE_EXTENSIONS for p in path.iterdir() if p.is_file())
     except OSError as exc:
-        raise DatasetError(f"{path}: cannot be listed ({exc}); check its permissions") from exc
+        raise InputError(f"{path}: cannot be listed ({exc}); check its permissions") from exc
     if has_images:
         return Layout("images", path, "image files")
     kind, found = _subsequences(path)
@@ -103,7 +103,7 @@ def detect_layout(path: Union[str, Path]) -> Layout:
         hint = {"euroc": f"--seq euroc/{found[0].name} --data-root {path}", "kitti": f"--seq kitti/{found[0].name} --data-root {found[0].parent.parent}" if found[0].parent.name == "sequences"
                 else f"--seq {found[0]}",
                 "tum": f"--seq {found[0]}"}[kind]
-        raise DatasetError(
+        raise InputError(
             f"{path}: is a folder of {_NAMES[kind]} sequences ({names}), not a sequence itself; pass one of them, e.g. {hint}"
         )
-    raise DatasetError(f"{path}: cannot tell what this folder holds; looked for {_LOOKED_FOR}")
+    raise InputError(f"{path}: cannot tell what this folder holds; looked for {_LOOKED_FOR}")

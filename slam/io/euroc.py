@@ -34,7 +34,8 @@ import yaml
 from slam.geometry.camera import PinholeCamera
 from slam.geometry.se3 import se3_inverse
 from slam.geometry.stereo import StereoRectification, StereoRig, rectify_stereo
-from slam.io.errors import DatasetError, LockedReader
+from slam.errors import InputError
+from slam.io.base import LockedReader
 from slam.io.trajectory import read_euroc
 from slam.types import Frame
 
@@ -84,15 +85,15 @@ def _load_opencv_yaml(path: Path) -> dict:
     try:
         text = path.read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError) as exc:
-        raise DatasetError(f"{path}: cannot be read ({exc}); restore it from the sequence's archive") from exc
+        raise InputError(f"{path}: cannot be read ({exc}); restore it from the sequence's archive") from exc
     lines = [ln for ln in text.splitlines() if not ln.lstrip().startswith("%YAML")]
     text = "\n".join(lines).replace("!!opencv-matrix", "")
     try:
         data = yaml.safe_load(text)
     except yaml.YAMLError as exc:
-        raise DatasetError(f"{path}: not valid YAML ({str(exc).splitlines()[0]}); restore it from the sequence's archive") from exc
+        raise InputError(f"{path}: not valid YAML ({str(exc).splitlines()[0]}); restore it from the sequence's archive") from exc
     if not isinstance(data, dict):
-        raise DatasetError(f"{path}: expected a mapping of keys (intrinsics, T_BS, ...); restore it from the sequence's archive")
+        raise InputError(f"{path}: expected a mapping of keys (intrinsics, T_BS, ...); restore it from the sequence's archive")
     return data
 
 
@@ -101,38 +102,38 @@ def _numbers(path: Path, data: dict, key: str, n: int) -> list[float]:
     if isinstance(value, dict) and "data" in value:
         value = value["data"]
     if not isinstance(value, (list, tuple)) or len(value) != n:
-        raise DatasetError(
+        raise InputError(
             f"{path}: key '{key}' must be a list of {n} numbers, got {value!r}; "
             "fix the file (see cam0/sensor.yaml of any EuRoC sequence for the format)"
         )
     try:
         out = [float(v) for v in value]
     except (TypeError, ValueError):
-        raise DatasetError(f"{path}: key '{key}' holds a value that is not a number: {value!r}") from None
+        raise InputError(f"{path}: key '{key}' holds a value that is not a number: {value!r}") from None
     if not all(np.isfinite(out)):
-        raise DatasetError(f"{path}: key '{key}' holds NaN or inf: {value!r}")
+        raise InputError(f"{path}: key '{key}' holds NaN or inf: {value!r}")
     return out
 
 
 def read_sensor_yaml(path: PathLike) -> EuRoCCamera:
     """Read a EuRoC camera ``sensor.yaml`` -> :class:`EuRoCCamera`.
 
-    Raises DatasetError (naming the file and the fix) when the file is missing, is not a pinhole
+    Raises InputError (naming the file and the fix) when the file is missing, is not a pinhole
     radial-tangential camera, or lacks intrinsics, resolution or ``T_BS``.
     """
     path = Path(path)
     if not path.is_file():
-        raise DatasetError(
+        raise InputError(
             f"{path}: not found; each EuRoC camera folder needs sensor.yaml (intrinsics, distortion, T_BS): "
             "unpack the sequence's whole ASL archive, or copy sensor.yaml from the same camera rig"
         )
     data = _load_opencv_yaml(path)
     model = str(data.get("camera_model", "pinhole")).lower()
     if model != "pinhole":
-        raise DatasetError(f"{path}: camera_model {model!r} is not supported; only 'pinhole' cameras can be read")
+        raise InputError(f"{path}: camera_model {model!r} is not supported; only 'pinhole' cameras can be read")
     dist_model = str(data.get("distortion_model", "radial-tangential")).lower()
     if dist_model not in _RADTAN:
-        raise DatasetError(
+        raise InputError(
             f"{path}: distortion_model {dist_model!r} is not supported; recalibrate with the "
             "radial-tangential model (k1, k2, p1, p2) or undistort the images first"
         )
@@ -146,31 +147,31 @@ def read_sensor_yaml(path: PathLike) -> EuRoCCamera:
     body_from_cam = np.asarray(_numbers(path, data, "T_BS", 16), dtype=np.float64).reshape(4, 4)
     R = body_from_cam[:3, :3]
     if np.abs(R @ R.T - np.eye(3)).max() > 1e-3 or np.abs(body_from_cam[3] - [0, 0, 0, 1]).max() > 1e-9:
-        raise DatasetError(f"{path}: T_BS is not a rigid transform (rotation not orthonormal); fix the file")
+        raise InputError(f"{path}: T_BS is not a rigid transform (rotation not orthonormal); fix the file")
     try:
-        camera = PinholeCamera(width, height, fu, fv, cu, cv, tuple(dist))
+        camera = PinholeCamera(width=width, height=height, fx=fu, fy=fv, cx=cu, cy=cv, dist=tuple(dist))
     except ValueError as exc:
-        raise DatasetError(f"{path}: invalid camera ({exc})") from None
+        raise InputError(f"{path}: invalid camera ({exc})") from None
     try:
         rate = float(data.get("rate_hz", 20.0))
     except (TypeError, ValueError):
-        raise DatasetError(f"{path}: rate_hz {data.get('rate_hz')!r} is not a number") from None
+        raise InputError(f"{path}: rate_hz {data.get('rate_hz')!r} is not a number") from None
     return EuRoCCamera(path.parent.name, camera, body_from_cam, rate, path)
 
 
 def read_image_list(csv_path: PathLike) -> list[tuple[int, str]]:
     """Read a camera's ``data.csv`` -> ``[(timestamp_ns, filename), ...]`` sorted by time.
 
-    Raises DatasetError naming the file and line for a malformed row (not ``<integer ns>,<file>``)
+    Raises InputError naming the file and line for a malformed row (not ``<integer ns>,<file>``)
     or a repeated timestamp.
     """
     path = Path(csv_path)
     if not path.is_file():
-        raise DatasetError(f"{path}: not found; a EuRoC camera folder must hold data.csv ('#timestamp [ns],filename')")
+        raise InputError(f"{path}: not found; a EuRoC camera folder must hold data.csv ('#timestamp [ns],filename')")
     try:
         lines = path.read_text(encoding="utf-8").splitlines()
     except (OSError, UnicodeDecodeError) as exc:
-        raise DatasetError(f"{path}: cannot be read as text ({exc}); restore it from the sequence's archive") from exc
+        raise InputError(f"{path}: cannot be read as text ({exc}); restore it from the sequence's archive") from exc
     rows: list[tuple[int, str]] = []
     for lineno, line in enumerate(lines, start=1):
         s = line.strip()
@@ -178,23 +179,23 @@ def read_image_list(csv_path: PathLike) -> list[tuple[int, str]]:
             continue
         fields = [f.strip() for f in s.split(",")]
         if len(fields) != 2 or not fields[1]:
-            raise DatasetError(
+            raise InputError(
                 f"{path}:{lineno}: expected '<timestamp ns>,<filename>', found {s!r}; fix or remove the line"
             )
         try:
             ns = int(fields[0])
         except ValueError:
-            raise DatasetError(
+            raise InputError(
                 f"{path}:{lineno}: timestamp {fields[0]!r} is not an integer number of nanoseconds; fix or remove the line"
             ) from None
         rows.append((ns, fields[1]))
     if not rows:
-        raise DatasetError(f"{path}: lists no images; restore it from the sequence's archive")
+        raise InputError(f"{path}: lists no images; restore it from the sequence's archive")
     rows.sort()
     stamps = [r[0] for r in rows]
     if len(set(stamps)) != len(stamps):
         dup = next(a for a, b in zip(stamps, stamps[1:]) if a == b)
-        raise DatasetError(f"{path}: timestamp {dup} appears twice; remove the duplicate line")
+        raise InputError(f"{path}: timestamp {dup} appears twice; remove the duplicate line")
     return rows
 
 
@@ -206,7 +207,7 @@ def read_groundtruth(mav0: PathLike, body_from_cam: Optional[np.ndarray] = None)
                    its sensor.yaml); the identity gives the body (IMU) poses themselves.
     Returns (timestamps (N,) float64 seconds, world_from_cam (N, 4, 4) float64 metres) with
     ``world_from_cam = world_from_body @ body_from_cam``, or None when the sequence has no
-    ``state_groundtruth_estimate0/data.csv``. Malformed rows raise DatasetError (file and line).
+    ``state_groundtruth_estimate0/data.csv``. Malformed rows raise InputError (file and line).
     """
     root = find_mav0(mav0) or Path(mav0)
     path = root / GROUNDTRUTH_CSV
@@ -216,7 +217,7 @@ def read_groundtruth(mav0: PathLike, body_from_cam: Optional[np.ndarray] = None)
         body_from_cam = read_sensor_yaml(root / "cam0" / "sensor.yaml").body_from_cam
     ts, world_from_body = read_euroc(path)
     if len(ts) == 0:
-        raise DatasetError(f"{path}: holds no poses; restore it from the sequence's archive")
+        raise InputError(f"{path}: holds no poses; restore it from the sequence's archive")
     order = np.argsort(ts, kind="stable")
     return ts[order], world_from_body[order] @ np.asarray(body_from_cam, dtype=np.float64)
 
@@ -252,7 +253,7 @@ class EuRoCReader(LockedReader):
     ``image_right``) (H, W, 3) uint8 BGR (the grey images repeated), ``path`` the cam0 file.
     An unreadable image, or one whose size is not ``resolution`` of sensor.yaml, is skipped
     with a warning and recorded in ``skipped`` as (index, path, reason).
-    Raises DatasetError (file and fix named) for a missing sensor.yaml or data.csv, a malformed
+    Raises InputError (file and fix named) for a missing sensor.yaml or data.csv, a malformed
     data.csv, a missing cam1 when stereo, or a first image whose size disagrees with sensor.yaml.
     """
 
@@ -263,7 +264,7 @@ class EuRoCReader(LockedReader):
         folder = Path(folder)
         mav0 = find_mav0(folder)
         if mav0 is None:
-            raise DatasetError(
+            raise InputError(
                 f"{folder}: not a EuRoC sequence (no mav0/cam0/data.csv); point at the folder that holds mav0/ "
                 "(download it with `python -m slam download euroc/<name>`)"
             )
@@ -275,7 +276,7 @@ class EuRoCReader(LockedReader):
         self.cam1: Optional[EuRoCCamera] = None
         if (mav0 / "cam1" / "sensor.yaml").is_file() or self.stereo:
             if self.stereo and not (mav0 / "cam1").is_dir():
-                raise DatasetError(
+                raise InputError(
                     f"{mav0 / 'cam1'}: not found, but stereo was asked for; run monocular (--mode mono) "
                     "or unpack the sequence's whole archive (it includes cam1)"
                 )
@@ -287,7 +288,7 @@ class EuRoCReader(LockedReader):
         else:
             entries = [(ns, p, None) for ns, p in left]
         if not entries:
-            raise DatasetError(f"{mav0 / 'cam0' / 'data'}: none of the images listed in cam0/data.csv exist; unpack the archive again")
+            raise InputError(f"{mav0 / 'cam0' / 'data'}: none of the images listed in cam0/data.csv exist; unpack the archive again")
         entries = entries[start::stride]
         if max_frames > 0:
             entries = entries[:max_frames]
@@ -301,7 +302,7 @@ class EuRoCReader(LockedReader):
                                      rectified=False, left_from_body=se3_inverse(self.cam0.body_from_cam))
             except ValueError as exc:
                 if self.stereo:
-                    raise DatasetError(
+                    raise InputError(
                         f"{self.cam1.sensor_yaml}: does not make a stereo pair with {self.cam0.sensor_yaml} ({exc}); "
                         "use the sensor.yaml files of one rig, or run monocular (--mode mono)"
                     ) from None
@@ -339,10 +340,10 @@ class EuRoCReader(LockedReader):
         for path, cam in checks:
             img = cv2.imread(str(path), cv2.IMREAD_UNCHANGED)
             if img is None:
-                raise DatasetError(f"{path}: cannot be decoded as an image; restore it from the sequence's archive")
+                raise InputError(f"{path}: cannot be decoded as an image; restore it from the sequence's archive")
             w, h = img.shape[1], img.shape[0]
             if (w, h) != (cam.camera.width, cam.camera.height):
-                raise DatasetError(
+                raise InputError(
                     f"{path}: image is {w}x{h} but {cam.sensor_yaml} says resolution [{cam.camera.width}, "
                     f"{cam.camera.height}]; use the images this calibration belongs to, or fix its resolution and intrinsics"
                 )

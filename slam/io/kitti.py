@@ -28,7 +28,8 @@ import numpy as np
 
 from slam.geometry.camera import PinholeCamera
 from slam.geometry.stereo import StereoRig
-from slam.io.errors import DatasetError, LockedReader
+from slam.errors import InputError
+from slam.io.base import LockedReader
 from slam.io.trajectory import read_kitti
 from slam.types import Frame
 
@@ -63,7 +64,7 @@ class KITTICalib:
 
     def _get(self, name: str, why: str) -> np.ndarray:
         if name not in self.P:
-            raise DatasetError(
+            raise InputError(
                 f"{self.path}: has no {name}, needed for {why}; use the calib.txt of KITTI's "
                 "data_odometry_calib.zip for this sequence"
             )
@@ -72,7 +73,7 @@ class KITTICalib:
     def camera(self, index: int, width: int, height: int) -> PinholeCamera:
         """PinholeCamera of camera ``index`` (0..3) for images of ``width`` x ``height`` pixels."""
         P = self._get(f"P{index}", f"camera {index}")
-        return PinholeCamera(width, height, P[0, 0], P[1, 1], P[0, 2], P[1, 2])
+        return PinholeCamera(width=width, height=height, fx=P[0, 0], fy=P[1, 1], cx=P[0, 2], cy=P[1, 2])
 
     def offset(self, index: int) -> np.ndarray:
         """(3,) ``t_i = K^-1 Pi[:, 3]``: ``p_cam_i = p_cam0 + t_i`` (metres)."""
@@ -95,11 +96,11 @@ class KITTICalib:
 def read_calib(path: PathLike) -> KITTICalib:
     """Parse KITTI ``calib.txt`` (lines ``Pn: 12 numbers``; Tr and other keys are ignored).
 
-    Raises DatasetError naming the file and line for a malformed P line, or when P0 is absent.
+    Raises InputError naming the file and line for a malformed P line, or when P0 is absent.
     """
     path = Path(path)
     if not path.is_file():
-        raise DatasetError(
+        raise InputError(
             f"{path}: not found; every KITTI sequence folder needs calib.txt (from data_odometry_calib.zip)"
         )
     P: dict = {}
@@ -114,17 +115,17 @@ def read_calib(path: PathLike) -> KITTICalib:
         try:
             values = [float(v) for v in rest.split()]
         except ValueError:
-            raise DatasetError(f"{path}:{lineno}: {key} holds a value that is not a number; use KITTI's calib.txt") from None
+            raise InputError(f"{path}:{lineno}: {key} holds a value that is not a number; use KITTI's calib.txt") from None
         if len(values) != 12 or not np.all(np.isfinite(values)):
-            raise DatasetError(
+            raise InputError(
                 f"{path}:{lineno}: {key} must hold 12 finite numbers (3x4 row-major), found {len(values)}; use KITTI's calib.txt"
             )
         m = np.asarray(values, dtype=np.float64).reshape(3, 4)
         if m[0, 0] <= 0 or m[1, 1] <= 0 or abs(m[2, 2] - 1.0) > 1e-6:
-            raise DatasetError(f"{path}:{lineno}: {key} is not a rectified projection matrix K [I | t] (fx, fy > 0, P[2,2] = 1)")
+            raise InputError(f"{path}:{lineno}: {key} is not a rectified projection matrix K [I | t] (fx, fy > 0, P[2,2] = 1)")
         P[key] = m
     if "P0" not in P:
-        raise DatasetError(f"{path}: has no 'P0:' line; use the calib.txt of KITTI's data_odometry_calib.zip")
+        raise InputError(f"{path}: has no 'P0:' line; use the calib.txt of KITTI's data_odometry_calib.zip")
     return KITTICalib(P, path)
 
 
@@ -132,7 +133,7 @@ def read_times(path: PathLike) -> np.ndarray:
     """(N,) float64 seconds of KITTI ``times.txt`` (one number per line, non-decreasing)."""
     path = Path(path)
     if not path.is_file():
-        raise DatasetError(f"{path}: not found; every KITTI sequence folder needs times.txt (from data_odometry_calib.zip)")
+        raise InputError(f"{path}: not found; every KITTI sequence folder needs times.txt (from data_odometry_calib.zip)")
     out = []
     for lineno, line in enumerate(path.read_text(errors="replace").splitlines(), start=1):
         s = line.strip()
@@ -141,13 +142,13 @@ def read_times(path: PathLike) -> np.ndarray:
         try:
             t = float(s.split()[0])
         except ValueError:
-            raise DatasetError(f"{path}:{lineno}: {s!r} is not a timestamp in seconds; fix or restore the file") from None
+            raise InputError(f"{path}:{lineno}: {s!r} is not a timestamp in seconds; fix or restore the file") from None
         out.append(t)
     ts = np.asarray(out, dtype=np.float64)
     if len(ts) == 0:
-        raise DatasetError(f"{path}: holds no timestamps; restore it from data_odometry_calib.zip")
+        raise InputError(f"{path}: holds no timestamps; restore it from data_odometry_calib.zip")
     if np.any(np.diff(ts) < 0):
-        raise DatasetError(f"{path}: timestamps decrease at line {int(np.argmax(np.diff(ts) < 0)) + 2}; restore the file")
+        raise InputError(f"{path}: timestamps decrease at line {int(np.argmax(np.diff(ts) < 0)) + 2}; restore the file")
     return ts
 
 
@@ -156,7 +157,7 @@ def read_groundtruth(sequence_folder: PathLike, camera: int = 0) -> Optional[tup
 
     ``poses/XX.txt`` beside ``sequences/`` holds world_from_cam0; ``camera`` 2 (colour left)
     moves it by cam2's offset from calib.txt. None when the file does not exist (sequences 11-21).
-    Raises DatasetError when the pose and timestamp counts differ.
+    Raises InputError when the pose and timestamp counts differ.
     """
     folder = Path(sequence_folder)
     path = poses_path(folder)
@@ -165,7 +166,7 @@ def read_groundtruth(sequence_folder: PathLike, camera: int = 0) -> Optional[tup
     world_from_cam0 = read_kitti(path)
     ts = read_times(folder / "times.txt")
     if len(world_from_cam0) != len(ts):
-        raise DatasetError(
+        raise InputError(
             f"{path}: holds {len(world_from_cam0)} poses but {folder / 'times.txt'} {len(ts)} timestamps; "
             "use the poses file of this sequence"
         )
@@ -187,7 +188,7 @@ class KITTIReader(LockedReader):
     ``left_index`` (0 or 2). Frames: ``index`` = position in the selection (the frame number
     when start=0 and stride=1), ``timestamp`` from times.txt (s), ``image``/``image_right``
     (H, W, 3) uint8 BGR, ``path`` the left file (whose name is the KITTI frame number).
-    Raises DatasetError for a missing image folder, a calib.txt without P1 (P3) when stereo,
+    Raises InputError for a missing image folder, a calib.txt without P1 (P3) when stereo,
     a times.txt whose length differs from the number of images, or left/right images of
     different sizes.
     """
@@ -198,7 +199,7 @@ class KITTIReader(LockedReader):
             raise ValueError(f"need stride >= 1, start >= 0, max_frames >= 0; got {stride}, {start}, {max_frames}")
         self.folder = Path(folder)
         if not self.folder.is_dir():
-            raise DatasetError(f"{self.folder}: KITTI sequence folder not found; pass .../dataset/sequences/XX")
+            raise InputError(f"{self.folder}: KITTI sequence folder not found; pass .../dataset/sequences/XX")
         self.color = bool(color)
         self.stereo = bool(stereo)
         self.left_index = 2 if color else 0
@@ -212,14 +213,14 @@ class KITTIReader(LockedReader):
         for d in [left_dir] + ([right_dir] if stereo else []):
             if not d.is_dir():
                 other = "image_2 (colour, --color)" if not color else "image_0 (grey)"
-                raise DatasetError(
+                raise InputError(
                     f"{d}: not found; unpack KITTI's data_odometry_{'color' if color else 'gray'}.zip here"
                     + ("" if d == right_dir else f", or read {other}")
                     + ("; or run monocular (--mode mono)" if d == right_dir else "")
                 )
         files = sorted(p for p in left_dir.iterdir() if p.suffix.lower() == ".png")
         if not files:
-            raise DatasetError(f"{left_dir}: holds no PNG images; unpack the sequence again")
+            raise InputError(f"{left_dir}: holds no PNG images; unpack the sequence again")
         if len(files) != len(times):
             log.warning("%s: %d images but %s lists %d timestamps; frames beyond either are dropped",
                         left_dir, len(files), self.folder / "times.txt", len(times))
@@ -228,12 +229,12 @@ class KITTIReader(LockedReader):
         if max_frames > 0:
             idx = idx[:max_frames]
         if not idx:
-            raise DatasetError(f"{self.folder}: no frames selected (start={start} of {n})")
+            raise InputError(f"{self.folder}: no frames selected (start={start} of {n})")
         self._frames = [(i, float(times[i]), left_dir / files[i].name, (right_dir / files[i].name) if stereo else None)
                         for i in idx]
         first = cv2.imread(str(self._frames[0][2]), cv2.IMREAD_UNCHANGED)
         if first is None:
-            raise DatasetError(f"{self._frames[0][2]}: cannot be decoded as an image; restore it from the archive")
+            raise InputError(f"{self._frames[0][2]}: cannot be decoded as an image; restore it from the archive")
         self.width, self.height = first.shape[1], first.shape[0]
         self.camera = self.calib.camera(self.left_index, self.width, self.height)
         self.rig: Optional[StereoRig] = None
@@ -241,9 +242,9 @@ class KITTIReader(LockedReader):
             rp = self._frames[0][3]
             right = cv2.imread(str(rp), cv2.IMREAD_UNCHANGED) if rp is not None and rp.is_file() else None
             if right is None:
-                raise DatasetError(f"{rp}: missing or not an image; unpack the right camera's images, or run --mode mono")
+                raise InputError(f"{rp}: missing or not an image; unpack the right camera's images, or run --mode mono")
             if right.shape[:2] != first.shape[:2]:
-                raise DatasetError(
+                raise InputError(
                     f"{rp}: image is {right.shape[1]}x{right.shape[0]} but the left image {self._frames[0][2]} is "
                     f"{self.width}x{self.height}; left and right images must come from the same KITTI sequence"
                 )
@@ -254,7 +255,7 @@ class KITTIReader(LockedReader):
             try:
                 self.rig = StereoRig(self.camera, right_cam, right_from_left, rectified=True)
             except ValueError as exc:
-                raise DatasetError(f"{self.calib.path}: P{self.left_index}/P{right_index} do not describe a rectified pair ({exc})") from None
+                raise InputError(f"{self.calib.path}: P{self.left_index}/P{right_index} do not describe a rectified pair ({exc})") from None
         self._lock = threading.Lock()
         self.n_skipped = 0
         self.skipped: list[tuple[int, str, str]] = []

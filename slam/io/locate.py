@@ -27,7 +27,7 @@ import zipfile
 from pathlib import Path
 from typing import Callable, Optional, TextIO
 
-from slam.io.errors import DatasetError
+from slam.errors import InputError
 
 __all__ = ["DATASETS", "candidates", "is_dataset_folder", "not_found_message", "find_unlisted", "download_archive",
            "canonical_kitti_name"]
@@ -77,7 +77,7 @@ def _marker(dataset: str, folder: str) -> str:
 
 
 def not_found_message(info, tried: list[tuple[Path, str, str]], target_root: Path) -> str:
-    """The message of SequenceNotFoundError for a EuRoC or KITTI sequence: where it looked, how to get it."""
+    """The message of InputError for a EuRoC or KITTI sequence: where it looked, how to get it."""
     lines = [f"sequence {info.name} not found: no {_marker(info.dataset, info.folder)} under any data root. Looked in:"]
     for path, label, note in tried:
         lines.append(f"  {path}  ({label}){'  <- ' + note if note else ''}")
@@ -119,18 +119,18 @@ def _safe_unzip(archive: Path, dest: Path) -> None:
     try:
         zf = zipfile.ZipFile(archive)
     except (zipfile.BadZipFile, OSError) as exc:
-        raise DatasetError(f"{archive}: not a readable zip archive ({exc}); delete it and download again") from exc
+        raise InputError(f"{archive}: not a readable zip archive ({exc}); delete it and download again") from exc
     with zf:
         for m in zf.infolist():
             parts = Path(m.filename).parts
             if m.filename.startswith(("/", "\\")) or ".." in parts or (len(m.filename) > 1 and m.filename[1] == ":"):
-                raise DatasetError(f"{archive}: refusing path {m.filename!r} that leaves the destination")
+                raise InputError(f"{archive}: refusing path {m.filename!r} that leaves the destination")
             if stat.S_ISLNK(m.external_attr >> 16):
-                raise DatasetError(f"{archive}: refusing symbolic link {m.filename!r}")
+                raise InputError(f"{archive}: refusing symbolic link {m.filename!r}")
         try:
             zf.extractall(dest)
         except (zipfile.BadZipFile, OSError, EOFError) as exc:
-            raise DatasetError(f"{archive}: extraction failed ({exc}); delete it and download again") from exc
+            raise InputError(f"{archive}: extraction failed ({exc}); delete it and download again") from exc
 
 
 def download_archive(info, root: Path, url: str, timeout: float, keep_archive: bool, progress: bool, out: TextIO,
@@ -176,7 +176,7 @@ def download_archive(info, root: Path, url: str, timeout: float, keep_archive: b
     out.write(f"unpacking {archive.name} into {target}\n")
     try:
         _safe_unzip(archive, target)
-    except DatasetError as exc:
+    except InputError as exc:
         out.write(f"error: {exc}\n")
         return 2
     nested = target / info.folder / "mav0"

@@ -20,6 +20,7 @@ import numpy as np
 from slam.geometry.camera import PinholeCamera
 from slam.geometry.epipolar import fundamental_from_poses, triangulate
 from slam.geometry.se3 import se3_inverse, transform_points
+from slam.mapping.config import MappingConfig
 from slam.mapping.map import Map
 from slam.matching.guided import search_by_projection, search_epipolar
 from slam.optim.ba import BAProblem, BAStop, bundle_adjust
@@ -36,30 +37,6 @@ class MappingTask:
     result: Any = None  # slam.optim.ba result after optimize()
     ms: float = 0.0  # prepare time
     ba_ms: float = 0.0  # optimize time
-
-
-@dataclass
-class MappingConfig:
-    local_ba: bool = True  # run local bundle adjustment after each keyframe
-    ba_window: int = 6  # keyframes optimised: the new one plus its best covisible ones
-    ba_max_fixed: int = 6  # at most this many fixed keyframes that also observe local points
-    ba_iterations: int = 5  # Levenberg iterations per BA stage (two stages)
-    global_ba_iterations: int = 15
-    n_triangulation_neighbours: int = 6  # monocular: covisible keyframes used to triangulate new points
-    triangulation_match: str = "epipolar"  # epipolar: descriptor search along each keypoint's epipolar line (ORB-SLAM's SearchForTriangulation; for descriptor-only matchers such as nn, ~4x cheaper than matching all pairs) | matcher: the configured matcher on all free keypoints (always used by learned matchers)
-    triangulation_ratio: float = 0.9  # epipolar search: best/second-best descriptor distance ratio within the band
-    n_fuse_neighbours: int = 6  # keyframes whose points are fused into the new keyframe
-    fuse_radius_px: float = 3.0
-    min_found_ratio: float = 0.25  # cull points found in fewer than this fraction of frames where visible
-    min_parallax_cos: float = 0.9998  # triangulation: cos of the minimum parallax angle
-    max_reproj_chi2: float = 5.991  # triangulation check (chi2, 2 dof, 95%)
-    cull_keyframes: bool = True
-    commit_delay_frames: int = 8  # local BA runs while tracking goes on; its result is written back before this many more frames are tracked, or before the next keyframe job (0 = tracking waits for the whole job)
-    live_yield_max_ms: float = 50.0  # live runs: longest wait of mapping at one yield point while a frame is tracked
-    live_skip_when_queued: bool = True  # live runs: when another keyframe job is waiting, skip this one's fusion and local BA, and end a running local BA early (ORB-SLAM's CheckNewKeyFrames and abort of BA), so the new keyframe's points reach tracking sooner
-    redundant_ratio: float = 0.9  # cull a keyframe when this share of its points is seen by 3+ others
-    max_desc_dist_binary: float = 50.0
-    max_desc_dist_float: float = 0.9
 
 
 def _no_yield() -> None:

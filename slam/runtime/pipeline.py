@@ -57,9 +57,9 @@ import signal
 import threading
 import time
 from contextlib import contextmanager
-from dataclasses import dataclass, field
 from typing import Any, Callable, Iterable, Iterator, Optional
 
+from slam.runtime.config import RuntimeConfig
 from slam.runtime.progress import ProgressDisplay
 from slam.runtime.stats import RunStats, StatsCollector
 from slam.runtime.sync import (
@@ -89,25 +89,6 @@ __all__ = [
     "handle_sigint",
     "EndOfStream",
 ]
-
-
-@dataclass
-class RuntimeConfig:
-    threaded: bool = True  # run reader and each stage in its own thread; False = synchronous runner
-    queue_size: int = 8  # capacity of each blocking queue between threads (items)
-    live: bool = False  # live camera: queues keep only the newest item and count drops
-    join_timeout_s: float = 30.0  # deadline for joining all threads at the end (seconds)
-    progress: bool = True  # progress line on a TTY (a log line every progress_log_s otherwise)
-    sync_mapping: bool = True  # dataset mode: wait for mapping to finish each job (= synchronous result)
-    sync_stages: list[str] = field(default_factory=lambda: ["mapping"])  # stages whose producer waits (sync_mapping)
-    lossless_stages: list[str] = field(default_factory=lambda: ["mapping"])  # live mode: input queues that never drop
-    latency_stage: str = "tracking"  # frame-to-pose latency ends when this stage finishes an item
-    progress_log_s: float = 5.0  # seconds between progress log lines when stdout is not a TTY
-    stall_timeout_s: float = 0.0  # > 0: fail naming the busy stage when no item moves for this long
-    feature_stage: str = "auto"  # where reader + features run when threaded: auto (process on a multi-core CPU) | process | thread
-    background_stages: list[str] = field(default_factory=lambda: ["mapping"])  # live mode: threads run at a lower OS priority
-    background_nice: int = 10  # live mode: nice increment of those threads (Linux; 0 = off), so g2o yields the cores to the frame path
-    blas_threads: int = 1  # threads of numpy's BLAS during a run, here and in the feature process (0 = library default); see slam.runtime.blas
 
 
 class _Stopped:

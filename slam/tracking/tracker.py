@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import logging
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Callable, Optional
 
 import numpy as np
@@ -23,37 +23,11 @@ from slam.mapping.map import Keyframe, Map
 from slam.matching.guided import search_by_projection
 from slam.optim.ba import optimize_pose
 from slam.optim.pose_gn import refine_pose_gn
+from slam.tracking.config import TrackingConfig
 from slam.tracking.keyframe_policy import KeyframePolicy, KeyframePolicyConfig
 from slam.types import FrameFeatures, TrackResult
 
 log = logging.getLogger(__name__)
-
-
-@dataclass
-class TrackingConfig:
-    min_depth: float = 0.1  # m, nearest valid depth (RGB-D)
-    max_depth: float = 6.0  # m, farthest depth used for RGB-D points
-    bf: float = 40.0  # px*m: fx*baseline of the virtual stereo rig for RGB-D edges (ORB-SLAM2 TUM value)
-    search_radius_px: float = 15.0  # guided search radius around the motion-model prediction
-    local_search_radius_px: float = 4.0  # guided search radius for local-map points (x sqrt(sigma2))
-    max_desc_dist_binary: float = 50.0  # bits: ORB descriptor distance accepted by guided search
-    max_desc_dist_float: float = 0.9  # L2 distance accepted for learned descriptors
-    match_ratio: float = 0.9  # best/second-best ratio in guided search
-    pnp_threshold_px: float = 4.0  # RANSAC reprojection threshold
-    final_pose_refiner: str = "gn"  # gn | g2o: pose-only refinement after local-map tracking. Same model and
-    # outlier rounds (tests/test_pose_gn.py checks they agree to 1e-6); g2o costs ~10 ms more per frame on CPU
-    # because g2opy builds its graph edge by edge in Python
-    min_matches_motion: int = 20  # fewer guided matches than this -> PnP fallback
-    min_inliers: int = 30  # fewer inliers than this -> LOST
-    n_local_keyframes: int = 10  # keyframes whose points form the local map
-    n_match_keyframes: int = 3  # learned matchers: reference + best covisible keyframes matched per frame
-    reloc_candidates: int = 8  # keyframes tried when relocalising
-    reloc_min_inliers: int = 40
-    mono_init_min_matches: int = 100
-    mono_init_max_gap: int = 40  # frames; replace the reference frame after this many failures
-    mono_init_min_parallax_deg: float = 1.0
-    mono_init_threshold_px: float = 1.0
-    keyframes: KeyframePolicyConfig = field(default_factory=KeyframePolicyConfig)
 
 
 @dataclass

@@ -14,19 +14,17 @@ from typing import Any, Optional, Protocol, Union, runtime_checkable
 
 import numpy as np
 
+from slam.errors import DeviceError
+
 __all__ = [
     "MapSnapshot",
     "Viewer",
-    "ViewerError",
+    "DeviceError",
     "create_viewer",
     "frustum_lines",
     "scene_bounds",
     "default_view",
 ]
-
-
-class ViewerError(RuntimeError):
-    """A viewer cannot start (no display, Open3D missing); the message says what to do."""
 
 
 def _poses(arr: Any, name: str) -> np.ndarray:
