@@ -101,6 +101,11 @@ def _dataset_inputs(ds, cfg: Config, calib: Optional[str], layout: str = "") -> 
         if ds.rig is not None:
             raise InputError(f"{calib}: --calib applies to monocular runs; a stereo run takes both cameras from {ds.folder}")
         camera = PinholeCamera.from_yaml(calib)
+        if (camera.width, camera.height) != (ds.camera.width, ds.camera.height):
+            raise InputError(
+                f"{calib}: calibrated for {camera.width}x{camera.height} images but {ds.folder} has "
+                f"{ds.camera.width}x{ds.camera.height}; calibrate the camera at that resolution, or drop --calib"
+            )
     return RunInputs(ds.name, ds.reader, camera, ds.groundtruth, ds.n_frames, ds.info,
                      layout=layout or f"{ds.folder}: {ds.layout}", groundtruth_note=ds.groundtruth_note,
                      trajectory_formats=ds.trajectory_formats, rig=ds.rig, dataset=ds.layout)

@@ -83,6 +83,13 @@ def test_image_size_not_matching_the_calibration(capsys, tmp_path):
     assert_one_line_error(capsys.readouterr().err, "image is 160x120", "sensor.yaml says resolution [752, 480]")
 
 
+def test_calibration_for_another_image_size(capsys, tmp_path):
+    make_euroc(tmp_path / "seq", n=3)
+    (tmp_path / "cam.yaml").write_text("width: 640\nheight: 480\nfx: 500\nfy: 500\ncx: 320\ncy: 240\n")
+    assert call(["run", "--seq", str(tmp_path / "seq"), "--mode", "mono", "--calib", str(tmp_path / "cam.yaml")]) == 2
+    assert_one_line_error(capsys.readouterr().err, str(tmp_path / "cam.yaml"), "640x480", "160x120", "drop --calib")
+
+
 def test_depth_mode_on_euroc_and_kitti_asks_for_mono(capsys, tmp_path):
     make_euroc(tmp_path / "seq", n=3)
     made = make_kitti(tmp_path / "dataset", n=3)
