@@ -103,7 +103,7 @@ def check_is_lightglue(state_dict: dict, source: str) -> None:
         return
     keys = [str(k) for k in state_dict]
     looks = next((name for prefix, name in _FEATURE_KEYS if any(k.startswith(prefix) for k in keys)), None)
-    what = f"it looks like a {looks} checkpoint" if looks else f"its keys are {', '.join(keys[:3]) or 'none'}"
+    what = f"it looks like a checkpoint of {looks}" if looks else f"its keys are {', '.join(keys[:3]) or 'none'}"
     raise WeightsError(f"{source} is not a LightGlue checkpoint (no transformer layers; {what}); set lightglue.weights "
                        f"to a LightGlue file, e.g. python -m slam weights install aliked_lightglue, or leave it "
                        f"empty to use the weights for lightglue.features")
