@@ -2,7 +2,7 @@
 import numpy as np
 import pytest
 
-from slam.geometry.se3 import (camera_center, make_se3, rotation_angle_deg, se3_exp, se3_inverse, so3_exp,
+from slam.geometry.se3 import (camera_center, make_se3, rotation_angle_deg, se3_exp, so3_exp,
                                transform_points)
 from slam.optim.ba import BAProblem, BAResult, bundle_adjust, optimize_pose
 

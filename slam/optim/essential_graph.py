@@ -309,7 +309,8 @@ def optimize_essential_graph(kf_ids: np.ndarray, cam_from_world: np.ndarray, cor
     pg = optimize_sim3_pose_graph(ids, init, np.concatenate([loops, other]), meas, fixed_ids,
                                   fix_scale=fix_scale, iterations=iterations, edge_chunk=edge_chunk,
                                   verbose=verbose)
-    return EssentialGraphResult(ids, init, pg.cam_from_world, se3_from_sim3(pg.cam_from_world),
+    rigid = pg.cam_from_world.copy() if fix_scale else se3_from_sim3(pg.cam_from_world)
+    return EssentialGraphResult(ids, init, pg.cam_from_world, rigid,
                                 pg.chi2_before, pg.chi2_after, pg.iterations, pg.n_edges, pg.timings)
 
 
