@@ -176,6 +176,7 @@ def test_essential_graph_rgbd_loop_keeps_scale_one():
     for m in res.sim3_after:
         np.testing.assert_allclose(m[:3, :3] @ m[:3, :3].T, np.eye(3), atol=1e-12)
     assert np.array_equal(res.cam_from_world[0], data["cam_from_world"][0])
+    assert np.array_equal(run_loop(data, fix_scale=True).cam_from_world, res.cam_from_world)  # deterministic
     with pytest.raises(ValueError, match="rigid"):
         mono = synthetic_loop(n_kf=20)
         run_loop(mono, fix_scale=True)

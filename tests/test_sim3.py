@@ -182,6 +182,7 @@ def test_optimize_sim3_refines_a_perturbed_estimate_and_flags_outliers(fix_scale
     assert np.sum(res.inliers & ~inlier) <= 2
     assert np.sum(res.inliers & inlier) >= 0.8 * inlier.sum()
     assert np.all(res.chi2[res.inliers] <= 10.0)
+    assert np.array_equal(optimize_sim3(init, **data, K_src=K, fix_scale=fix_scale).dst_from_src, res.dst_from_src)
 
 
 def test_ransac_then_refinement_and_sigma_weighting():
