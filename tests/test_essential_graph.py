@@ -255,3 +255,10 @@ def test_essential_graph_edges_selects_tree_strong_covisibility_and_loops():
     assert essential_graph_edges(ids, parents, min_weight=100).shape == (4, 2)
     with pytest.raises(ValueError, match="not in kf_ids"):
         essential_graph_edges(ids, parents, np.array([[10, 99]]), np.array([500]))
+
+
+def test_staged_edge_insertion_gives_the_same_result_bit_for_bit():
+    data = synthetic_loop(n_kf=40, seed=5)
+    direct = run_loop(data, fix_scale=False, edge_chunk=0)
+    staged = run_loop(data, fix_scale=False, edge_chunk=37)
+    assert np.array_equal(direct.sim3_after, staged.sim3_after) and direct.chi2_after == staged.chi2_after

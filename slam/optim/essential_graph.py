@@ -49,7 +49,7 @@ __all__ = ["PoseGraphResult", "optimize_sim3_pose_graph", "EssentialGraphResult"
            "MIN_COVIS_WEIGHT"]
 
 MIN_COVIS_WEIGHT = 100  # ORB-SLAM: covisibility edges of the essential graph share >= 100 map points
-EDGE_CHUNK = 4096  # direct edge insertion up to this many edges (deterministic; ~30 ms CPU for 1800 edges)
+EDGE_CHUNK = 1024  # edges staged per graph (slam.optim.ba._EdgeAdder); 0 = one by one
 
 
 def _ids(a, name: str) -> np.ndarray:
@@ -134,9 +134,8 @@ def optimize_sim3_pose_graph(kf_ids: np.ndarray, cam_from_world: np.ndarray, edg
         keyframe to pin its scale too).
     information: None (identity), one (7, 7) / (6, 6) matrix for every edge, or (E, 7, 7) /
         (E, 6, 6) per edge; order ``[omega, upsilon, sigma]`` (drop sigma with ``fix_scale``).
-    edge_chunk: see :class:`slam.optim.ba._EdgeAdder`; graphs up to this many edges are built edge by
-        edge (unique g2o edge ids: bit-identical results from run to run), larger ones through
-        staging graphs of this size (insertion one by one is quadratic).
+    edge_chunk: see :class:`slam.optim.ba._EdgeAdder` (edges keep unique g2o ids either way, so
+        results are bit-identical from run to run).
     """
     t0, c0 = time.perf_counter(), time.process_time()
     ids, init = _check_kfs(kf_ids, cam_from_world, "cam_from_world")

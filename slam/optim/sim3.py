@@ -136,7 +136,7 @@ def optimize_sim3(dst_from_src: np.ndarray, p_src: np.ndarray, p_dst: np.ndarray
     info_src = np.zeros((n, 2, 2))
     info_src[:, [0, 1], [0, 1]] = w_src[:, None] * np.diag(K_src)[:2] ** 2
     kernel = g2o.RobustKernelHuber(float(np.sqrt(chi2_threshold)))
-    adder = _EdgeAdder(opt, 2 * n + 1, chunk=4096)  # direct up to 2048 matches: unique edge ids, deterministic
+    adder = _EdgeAdder(opt, 2 * n + 1)
     edges = []
     # vertex 1 + 2i: p_src[i] (projected into dst), vertex 2 + 2i: p_dst[i] (projected into src)
     for i in range(2 * n):
