@@ -183,6 +183,9 @@ def test_optimize_sim3_refines_a_perturbed_estimate_and_flags_outliers(fix_scale
     assert np.sum(res.inliers & inlier) >= 0.8 * inlier.sum()
     assert np.all(res.chi2[res.inliers] <= 10.0)
     assert np.array_equal(optimize_sim3(init, **data, K_src=K, fix_scale=fix_scale).dst_from_src, res.dst_from_src)
+    # Levenberg-Marquardt is not slowed down by the scale prior of fix_scale: two iterations suffice
+    quick = optimize_sim3(init, **data, K_src=K, fix_scale=fix_scale, iterations=(2, 1, 1))
+    assert sim3_errors(quick.dst_from_src, truth)[0] < 0.1
 
 
 def test_ransac_then_refinement_and_sigma_weighting():
