@@ -3,7 +3,7 @@
 ``plot_trajectories`` draws the estimate and, when given, the ground truth in three panels: a
 top view (the plane perpendicular to "up") and two side views (each horizontal axis vs up). Both trajectories
 must already be in the same frame (align the estimate to the ground truth first, e.g. with
-slam.geometry.align / evo); this module draws, it does not align.
+slam.geometry.sim3.umeyama_alignment / evo); this module draws, it does not align.
 """
 from __future__ import annotations
 
