@@ -246,9 +246,15 @@ def estimate_up(snapshot: MapSnapshot) -> np.ndarray:
        (on TUM fr1_xyz, within 2 deg of gravity, where the cameras' -y is 42 deg off).
     Without cameras: world -y (the first camera's up in a camera-rooted world).
     """
+    return _up_and_ground(snapshot)[0]
+
+
+def _up_and_ground(snapshot: MapSnapshot) -> tuple[np.ndarray, Optional[float]]:
+    """(:func:`estimate_up`, offset d (metres) of the dominant plane n . p = d when it gave the
+    up, else None)."""
     poses = _camera_poses(snapshot)
     if not len(poses):
-        return np.array([0.0, -1.0, 0.0])
+        return np.array([0.0, -1.0, 0.0]), None
     up = _unit(-poses[:, :3, 1].mean(axis=0), np.array([0.0, -1.0, 0.0]))
     xs = poses[:, :3, 0]
     w, vec = np.linalg.eigh(xs.T @ xs / len(xs))  # ascending
@@ -266,8 +272,8 @@ def estimate_up(snapshot: MapSnapshot) -> np.ndarray:
                 up = n
     plane = dominant_plane(snapshot, up, max_angle_deg=50.0)
     if plane is not None:
-        up = plane[0]
-    return _unit(up, np.array([0.0, -1.0, 0.0]))
+        return plane[0], plane[1]
+    return _unit(up, np.array([0.0, -1.0, 0.0])), None
 
 
 def dominant_plane(snapshot: MapSnapshot, up: np.ndarray, max_angle_deg: float = 50.0, min_share: float = 0.25,
@@ -350,14 +356,16 @@ def default_view(snapshot: MapSnapshot) -> dict[str, np.ndarray]:
     """A view from behind and above the cameras: ``lookat`` (scene centre), ``front`` (unit
     vector from lookat towards the eye), ``up`` (unit, orthogonal to front: the image's up),
     ``world_up`` (unit, the scene's vertical, :func:`estimate_up`), ``forward`` (unit, the
-    horizontal direction the cameras look along), ``extent`` (scene diagonal, metres).
+    horizontal direction the cameras look along), ``extent`` (scene diagonal, metres),
+    ``ground`` (offset d of the floor / desk plane ``world_up . p = d`` that gave the up, metres;
+    NaN when the up came from the cameras alone).
 
     The view looks the way the cameras look on average, turned 15 deg sideways so the depth of
     the scene reads, and 15 deg further down than they do (at least 30 deg, at most 70 deg below
     the horizon): close to what the cameras saw, so the scene is recognisable, seen from above.
     """
     lo, hi = scene_bounds(snapshot)
-    up = estimate_up(snapshot)
+    up, ground = _up_and_ground(snapshot)
     forward = horizontal_forward(snapshot, up)
     poses = _camera_poses(snapshot)
     look = poses[:, :3, 2].mean(axis=0) if len(poses) else forward
@@ -376,4 +384,5 @@ def default_view(snapshot: MapSnapshot) -> dict[str, np.ndarray]:
         "world_up": up,
         "forward": forward,
         "extent": np.array(float(np.linalg.norm(hi - lo))),
+        "ground": np.array(np.nan if ground is None else ground),
     }
