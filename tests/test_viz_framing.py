@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from slam.viz.base import MapSnapshot, dominant_plane, estimate_up, frustum_size, scene_bounds
-from slam.viz.render import perspective_camera, point_radius, splat_points, top_camera
+from slam.viz.base import MapSnapshot, default_view, dominant_plane, estimate_up, frustum_size, scene_bounds
+from slam.viz.render import ground_grid, perspective_camera, point_radius, splat_points, top_camera
 
 Z_UP = np.array([0.0, 0.0, 1.0])
 
@@ -55,9 +55,14 @@ def test_up_from_the_desk_plane_not_the_tilted_cameras():
     assert angle_deg(estimate_up(snap), Z_UP) < 2.0
     normal, d, share = dominant_plane(snap, -snap.trajectory_world_from_cam[:, :3, 1].mean(axis=0))
     assert angle_deg(normal, Z_UP) < 1.0 and d == pytest.approx(0.75, abs=0.01) and share > 0.9
+    view = default_view(snap)  # the desk top is the ground the perspective view draws a grid on
+    assert float(view["ground"]) == pytest.approx(0.75, abs=0.01) and angle_deg(view["world_up"], Z_UP) < 2.0
+    segs = ground_grid(top_camera(snap, 600, 500, view=view), view["world_up"], float(view["ground"]))
+    assert len(segs[0]) >= 4 and np.allclose(np.r_[segs[0], segs[1]] @ view["world_up"], 0.75)
     # without a map the cameras' mean -y is the estimate: 45 deg off for cameras looking down
     bare = desk_scene(with_desk=False)
     assert angle_deg(estimate_up(bare), Z_UP) == pytest.approx(45.0, abs=3.0)
+    assert np.isnan(default_view(bare)["ground"])
 
 
 def test_up_from_camera_headings_when_they_turn():
