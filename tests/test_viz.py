@@ -165,3 +165,24 @@ def test_open3d_viewer_thread_renders_the_newest_snapshot(tmp_path):
         assert viewer.wait(timeout_s=5) and not viewer.running
     finally:
         viewer.close()
+
+
+def test_open3d_geometries_match_the_picture():
+    pytest.importorskip("open3d")
+    from slam.viz.base import frustum_size
+    from slam.viz.open3d_viewer import build_open3d_geometries
+
+    snap = make_snapshot()
+    snap.loop_edges = snap._check_loops(np.array([[0, 5]]))
+    snap.groundtruth_xyz = snap.camera_positions() + 0.01
+    geoms = build_open3d_geometries(snap)
+    assert set(geoms) == {"points", "trajectory", "groundtruth", "keyframes", "current", "loops"}
+    assert len(geoms["points"].points) == len(snap.points_world)
+    assert np.allclose(np.asarray(geoms["points"].colors)[0], snap.colors[0] / 255.0)
+    assert len(geoms["keyframes"].lines) == 8 * len(snap.keyframe_world_from_cam)
+    # the current camera is as large as a keyframe's frustum (not several times larger)
+    cur = np.asarray(geoms["current"].points)
+    kf = np.asarray(geoms["keyframes"].points)[:5]
+    size = lambda p: np.linalg.norm(p[1:] - p[0], axis=1).max()
+    assert size(cur) == pytest.approx(size(kf)) and size(cur) > frustum_size(snap)
+    assert len(build_open3d_geometries(MapSnapshot())) == 0

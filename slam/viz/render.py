@@ -357,7 +357,7 @@ def point_radius(n_visible: int, width: int, height: int) -> float:
 def _render_panel(snapshot: MapSnapshot, cam: ViewCamera, ui: float, label: str, depth_f: float,
                   grid: Optional[tuple[np.ndarray, np.ndarray]] = None) -> np.ndarray:
     img = np.full((cam.height, cam.width, 3), PANEL, np.uint8)
-    if cam.ortho:
+    if cam.ortho and not snapshot.is_empty:
         _grid_and_scale(img, cam, ui, snapshot.metric)
     elif grid is not None:
         _draw_segments(img, cam, grid[0], grid[1], GROUND_GRID, 1, halo=False)
