@@ -478,6 +478,11 @@ def eval_main(argv: Optional[Sequence[str]] = None) -> int:
     if args.plot:
         from slam.viz.plots import plot_evaluation
 
-        plot_evaluation(details, result, args.plot, title=Path(args.est).name)
+        title = Path(args.est).name
+        try:  # a run's trajectory.txt names its sequence in the header
+            title = read_tum_header(args.est).get("sequence") or title
+        except (InputError, ValueError, OSError):
+            pass
+        plot_evaluation(details, result, args.plot, title=title)
         print(f"wrote {args.plot}")
     return 0
