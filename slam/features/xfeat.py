@@ -36,9 +36,9 @@ Detection at inference (:func:`detect`):
 Sampling convention of the released model: a pixel position p (x or y, full resolution, image
 side S) is mapped to ``g = 2 p / (S - 1) - 1`` and sampled with ``grid_sample(...,
 align_corners=False)``, i.e. at ``p * s / (S - 1) - 0.5`` on a map of side s. This is what the
-model was trained with, so it is kept exactly. For the heatmap (s = S, nearest) it means the
-heatmap value is read at pixel p in the left/top half of the image and at p + 1 in the
-right/bottom half, and keypoints on the last column or row get a score of 0.
+model was trained with, so it is kept exactly. For the full-resolution heatmap (s = S, nearest)
+it reads pixel p itself, except on the last column or row, which fall outside: those
+keypoints score 0 and are dropped.
 
 Images whose sides are not multiples of 32 are resized (bilinear, as the released model does) to
 the nearest smaller multiples and the keypoints scaled back to the original pixels. Colour images
@@ -59,7 +59,7 @@ from slam.features.config import XFeatConfig
 from slam.types import Features
 from slam.weights import resolve_weights
 
-__all__ = ["XFeat", "XFeatConfig", "XFeatNet", "keypoint_heatmap", "nms_candidates", "detect",
+__all__ = ["XFeat", "XFeatConfig", "XFeatNet", "XFeatInference", "keypoint_heatmap", "nms_candidates", "detect",
            "sample_descriptors", "CELL", "DIVISOR"]
 
 #: Pixels per side of a keypoint-head cell (three stride-2 convolutions).
@@ -158,6 +158,140 @@ class XFeatNet(nn.Module):
         return feats, logits, reliability
 
 
+class _FoldedConv(nn.Module):
+    """A basic layer (or plain conv) with BatchNorm folded in: conv(x, W * s, -mean * s) [+ ReLU],
+    s = 1 / sqrt(var + eps). Inputs and outputs are NCHW tensors (channels-last memory)."""
+
+    def __init__(self, weight: torch.Tensor, bias: torch.Tensor, stride: int, padding: int, relu: bool) -> None:
+        super().__init__()
+        self.register_buffer("weight", weight.detach().clone().contiguous(memory_format=torch.channels_last))
+        self.register_buffer("bias", bias.detach().clone())
+        self.stride, self.padding, self.relu = stride, padding, relu
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y = F.conv2d(x, self.weight, self.bias, self.stride, self.padding)
+        return F.relu_(y) if self.relu else y
+
+
+class _Pointwise(nn.Module):
+    """A 1x1 basic layer (or conv) as a matrix product over the channels of an NHWC tensor."""
+
+    def __init__(self, weight: torch.Tensor, bias: torch.Tensor, relu: bool) -> None:
+        super().__init__()
+        self.register_buffer("weight", weight.detach().reshape(weight.shape[0], -1).clone())
+        self.register_buffer("bias", bias.detach().clone())
+        self.relu = relu
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y = F.linear(x, self.weight, self.bias)
+        return F.relu_(y) if self.relu else y
+
+
+def _fold(module: nn.Module) -> tuple[torch.Tensor, torch.Tensor, int, int, bool]:
+    """(weight, bias, stride, padding, relu) of a basic layer with its BatchNorm folded, or of a plain conv."""
+    if isinstance(module, _BasicLayer):
+        conv, bn = module.layer[0], module.layer[1]
+        s = torch.rsqrt(bn.running_var + bn.eps)
+        return conv.weight * s[:, None, None, None], -bn.running_mean * s, conv.stride[0], conv.padding[0], True
+    assert isinstance(module, nn.Conv2d)
+    return module.weight, module.bias, module.stride[0], module.padding[0], False
+
+
+class _SpaceToDepthStem(nn.Module):
+    """The first two layers of block1 (3x3 conv 1->4 at full resolution, 3x3 stride-2 conv 4->8)
+    computed on the 2x2 space-to-depth image: pixel (2Y + py, 2X + px) of the full-resolution map
+    is channel 4c + 2py + px at (Y, X) of the half-resolution one. Both become 3x3 convolutions
+    at half resolution (1->4 at full resolution = 4->16 phases; the stride-2 conv reads phases
+    at offsets -1 and 0), which oneDNN runs far faster than a one-channel full-resolution conv.
+    Same sums, other rounding order."""
+
+    def __init__(self, first: tuple, second: tuple) -> None:
+        super().__init__()
+        w1, b1, _, _, _ = first
+        w2, b2, _, _, _ = second
+        c1 = w1.shape[0]
+        k1 = w1.new_zeros(4 * c1, 4, 3, 3)
+        k2 = w2.new_zeros(w2.shape[0], 4 * c1, 3, 3)
+        for ky in range(3):
+            for kx in range(3):
+                for qy in range(2):
+                    for qx in range(2):  # output phase (qy, qx) reads full-res offset (qy+ky-1, qx+kx-1)
+                        ty, tx = qy + ky - 1, qx + kx - 1
+                        k1[qy * 2 + qx::4, 2 * (ty % 2) + tx % 2, ty // 2 + 1, tx // 2 + 1] += w1[:, 0, ky, kx]
+                ty, tx = ky - 1, kx - 1  # stride 2: output (Y, X) reads full-res (2Y+ty, 2X+tx)
+                k2[:, 2 * (ty % 2) + tx % 2::4, ty // 2 + 1, tx // 2 + 1] = w2[:, :, ky, kx]
+        self.first = _FoldedConv(k1, b1.repeat_interleave(4), 1, 1, relu=True)
+        self.second = _FoldedConv(k2, b2, 1, 1, relu=True)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """(B,1,H,W) -> block1's second layer output (B,8,H/2,W/2)."""
+        phases = F.pixel_unshuffle(x, 2).contiguous(memory_format=torch.channels_last)
+        return self.second(self.first(phases))
+
+
+def _nhwc(x: torch.Tensor) -> torch.Tensor:
+    return x.permute(0, 2, 3, 1)
+
+
+def _nchw(x: torch.Tensor) -> torch.Tensor:
+    return x.permute(0, 3, 1, 2)
+
+
+class XFeatInference(nn.Module):
+    """The function of a loaded :class:`XFeatNet`, arranged for fast inference (same inputs and
+    outputs, equal up to float rounding): BatchNorm folded into the convolutions, channels-last
+    memory, and every 1x1 convolution at 1/8 resolution (the two heads, the 1x1 layers of blocks
+    3 and 5 and of the fusion) as one matrix product over NHWC channels, so no layout copies.
+    The outputs are NCHW views of channels-last memory."""
+
+    def __init__(self, net: XFeatNet) -> None:
+        super().__init__()
+        self.norm = net.norm
+        self.skip_pool = net.skip1[0]
+        w, b, *_ = _fold(net.skip1[1])
+        self.skip_conv = _Pointwise(w, b, relu=False)
+        seq = {name: getattr(net, name) for name in ("block1", "block2", "block3", "block4", "block5", "block_fusion")}
+        for name, block in seq.items():
+            setattr(self, name, nn.ModuleList(self._stage(m) for m in block))
+        self.block1 = nn.ModuleList([_SpaceToDepthStem(_fold(net.block1[0]), _fold(net.block1[1])),
+                                     *[self._stage(m) for m in net.block1[2:]]])
+        self.heatmap_head = nn.ModuleList(_Pointwise(*_fold(m)[:2], relu=_fold(m)[4]) for m in net.heatmap_head[:3])
+        self.keypoint_head = nn.ModuleList(_Pointwise(*_fold(m)[:2], relu=_fold(m)[4]) for m in net.keypoint_head)
+
+    @staticmethod
+    def _stage(m: nn.Module) -> nn.Module:
+        w, b, stride, pad, relu = _fold(m)
+        return _Pointwise(w, b, relu) if w.shape[-1] == 1 else _FoldedConv(w, b, stride, pad, relu)
+
+    @staticmethod
+    def _run(stages: nn.ModuleList, x: torch.Tensor) -> torch.Tensor:
+        for m in stages:
+            x = _nchw(m(_nhwc(x))) if isinstance(m, _Pointwise) else m(x)
+        return x
+
+    def forward(self, grey: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        b, _, h, w = grey.shape
+        if grey.shape[1] != 1 or h % DIVISOR or w % DIVISOR:
+            raise InputError(f"XFeat needs (B,1,H,W) input with sides multiples of {DIVISOR}, got {tuple(grey.shape)}")
+        x = self.norm(grey)
+        skip = _nchw(self.skip_conv(_nhwc(self.skip_pool(x))))
+        x2 = self._run(self.block2, self._run(self.block1, x) + skip)
+        x3 = self._run(self.block3, x2)
+        x4 = self._run(self.block4, x3)
+        x5 = self._run(self.block5, x4)
+        size = x3.shape[-2:]
+        x4 = F.interpolate(x4, size, mode="bilinear", align_corners=False)
+        x5 = F.interpolate(x5, size, mode="bilinear", align_corners=False)
+        feats = self._run(self.block_fusion, x3 + x4 + x5)
+        r = _nhwc(feats)
+        for m in self.heatmap_head:
+            r = m(r)
+        k = x.reshape(b, h // CELL, CELL, w // CELL, CELL).permute(0, 1, 3, 2, 4).reshape(b, h // CELL, w // CELL, CELL * CELL)
+        for m in self.keypoint_head:
+            k = m(k)
+        return feats, _nchw(k), _nchw(torch.sigmoid(r))
+
+
 # ----------------------------------------------------------------------------- detection
 
 
@@ -165,9 +299,10 @@ def keypoint_heatmap(logits: torch.Tensor) -> torch.Tensor:
     """(B,65,h,w) keypoint logits -> (B,1,8h,8w) float32 per-pixel keypoint probability.
 
     Softmax over the 65 channels, dustbin dropped, channel 8*i + j of cell (r, c) placed at
-    pixel (row 8r + i, column 8c + j) (depth-to-space)."""
-    prob = torch.softmax(logits.float(), dim=1)[:, : CELL * CELL]
-    return F.pixel_shuffle(prob, CELL)
+    pixel (row 8r + i, column 8c + j) (depth-to-space, as ``pixel_shuffle``)."""
+    b, _, h, w = logits.shape
+    prob = torch.softmax(_nhwc(logits).float(), dim=-1)[..., : CELL * CELL]  # (B,h,w,64)
+    return prob.reshape(b, h, w, CELL, CELL).permute(0, 1, 3, 2, 4).reshape(b, 1, h * CELL, w * CELL)
 
 
 def nms_candidates(heat: torch.Tensor, size: int, threshold: float) -> list[torch.Tensor]:
@@ -208,19 +343,18 @@ def detect(heat: torch.Tensor, reliability: torch.Tensor, nms_size: int, thresho
     (B,1,H/8,W/8) float32 in (0,1). Returns per image (xy (N,2) int64 pixels (x, y), scores (N,)
     float32 > 0), sorted by decreasing score, N <= max_keypoints (no limit when <= 0).
 
-    score = heat at the nearest pixel of the sampling position x reliability bilinearly sampled
-    there (positions mapped as in the module doc: for the full-resolution heatmap the pixel
-    read is p in the left/top half and p + 1 in the right/bottom half, nothing on the last
-    column/row). The corner pixel (0, 0) is never a keypoint (the released model uses it as its
-    padding marker)."""
+    score = heat at the keypoint x reliability bilinearly sampled there (positions mapped as in
+    the module doc). As in the released model, keypoints on the last column or row score 0
+    (their nearest-neighbour read of the heatmap falls outside) and the corner pixel (0, 0) is
+    never a keypoint (the released model uses it as its padding marker)."""
     b, _, h, w = heat.shape
     out = []
     for i, idx in enumerate(nms_candidates(heat, nms_size, threshold)):
         ys, xs = idx // w, idx % w
-        xr = xs + (2 * xs > w - 1).long()  # nearest pixel of p * W / (W - 1) - 0.5 (never a tie for even W)
-        yr = ys + (2 * ys > h - 1).long()
-        inside = (xr < w) & (yr < h) & (idx > 0)
-        hv = heat[i, 0][yr.clamp(max=h - 1), xr.clamp(max=w - 1)] * inside
+        # nearest pixel of p * S / (S - 1) - 0.5 is p itself, except S - 0.5 for p = S - 1,
+        # which rounds (half to even) to S: outside, so the last column / row reads 0.
+        inside = (xs < w - 1) & (ys < h - 1) & (idx > 0)
+        hv = heat[i, 0].reshape(-1)[idx] * inside
         xy = torch.stack((xs, ys), dim=1)
         rel = F.grid_sample(reliability[i:i + 1].float(), _grid(xy.float(), w, h), mode="bilinear",
                             padding_mode="zeros", align_corners=False).view(-1)
@@ -297,9 +431,7 @@ class XFeat:
             source = str(path)
         else:
             source = "the given state_dict"
-        self.net = XFeatNet.from_state_dict(state_dict, source).to(self.device).eval()
-        # channels-last: faster convolutions on CPU (oneDNN) and GPU
-        self.net = self.net.to(memory_format=torch.channels_last)
+        self.net = XFeatInference(XFeatNet.from_state_dict(state_dict, source)).to(self.device).eval()
 
     @torch.inference_mode()
     def extract_batch(self, images: Sequence[np.ndarray]) -> list[Features]:
