@@ -187,7 +187,8 @@ def test_bad_state_dict_error_names_the_problem():
         _random_net(1).load_cvg_state_dict(sd, "bad.pth")
     sd = _random_net(0, n_layers=5).state_dict()
     with pytest.raises(ValueError, match="5 transformer layers but lightglue.n_layers=9"):
-        LightGlue(LightGlueConfig(), "cpu", state_dict=sd)
+        LightGlue(LightGlueConfig(n_layers=9), "cpu", state_dict=sd)
+    assert LightGlue(LightGlueConfig(), "cpu", state_dict=sd).net.n_layers == 5  # 0 = from the weights
 
 
 def test_released_weights_load_in_both_layouts():
