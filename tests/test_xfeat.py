@@ -275,6 +275,13 @@ def test_protocol_shapes_dtypes_and_unit_norm():
     assert torch.all(f.keypoints >= 0) and torch.all(f.keypoints[:, 0] < 127) and torch.all(f.keypoints[:, 1] < 95)
 
 
+def test_nothing_detected_gives_empty_features():
+    ext = random_xfeat(detection_threshold=0.99)
+    for img in (np.zeros((64, 96, 3), np.uint8), textured_image(64, 96, 5)):
+        f = ext.extract(img)
+        assert len(f) == 0 and f.keypoints.shape == (0, 2) and f.descriptors.shape == (0, 64)
+
+
 def test_batch_equals_single_mixed_sizes_and_grey():
     ext = random_xfeat(1, max_keypoints=80)
     colour = [textured_image(96, 128, 11), textured_image(96, 128, 12), textured_image(70, 100, 13)]

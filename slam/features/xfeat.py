@@ -60,7 +60,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from slam.errors import ConfigError, InputError, WeightsError
-from slam.features.aliked import autocast_context, group_by_size, load_checkpoint, resolve_precision
+from slam.features.aliked import autocast_context, load_checkpoint, resolve_precision
 from slam.features.config import XFeatConfig
 from slam.types import Features
 from slam.weights import resolve_weights
