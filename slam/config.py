@@ -15,7 +15,7 @@ from typing import Any, Optional
 import yaml
 
 from slam.errors import ConfigError
-from slam.features.config import ALIKEDConfig, DISKConfig, ORBConfig, SuperPointConfig
+from slam.features.config import ALIKEDConfig, DISKConfig, ORBConfig, SuperPointConfig, XFeatConfig
 from slam.mapping.config import MappingConfig
 from slam.matching.config import LightGlueConfig, NNConfig, SuperGlueConfig
 from slam.params import check_params, param
@@ -37,7 +37,7 @@ class OutputConfig:
 @dataclass
 class Config:
     mode: str = param("rgbd", choices=("rgbd", "mono"))
-    features: str = param("auto", choices=("auto", "orb", "superpoint", "aliked", "disk"))  # auto: our SuperPoint when its weights ship, else ORB
+    features: str = param("auto", choices=("auto", "orb", "superpoint", "aliked", "disk", "xfeat"))  # auto: our SuperPoint when its weights ship, else ORB
     matcher: str = param("auto", choices=("auto", "nn", "superglue", "lightglue"))  # auto: our SuperGlue with SuperPoint, else NN
     device: str = param("auto", choices=("auto", "cpu", "cuda"))
     max_frames: int = param(0, ge=0)  # 0 = all
@@ -49,6 +49,7 @@ class Config:
     superpoint: SuperPointConfig = field(default_factory=SuperPointConfig)
     aliked: ALIKEDConfig = field(default_factory=ALIKEDConfig)
     disk: DISKConfig = field(default_factory=DISKConfig)
+    xfeat: XFeatConfig = field(default_factory=XFeatConfig)
     nn: NNConfig = field(default_factory=NNConfig)
     superglue: SuperGlueConfig = field(default_factory=SuperGlueConfig)
     lightglue: LightGlueConfig = field(default_factory=LightGlueConfig)

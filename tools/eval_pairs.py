@@ -4,7 +4,8 @@
     python tools/eval_pairs.py --superpoint runs/sp_cpu/joint_r1/weights.pth --superglue runs/sg_cpu/weights.pth \
         --methods "superpoint(ours)+nn" "superpoint(ours)+superglue(ours)" --out runs/eval_ours.json
 
-Methods: orb+nn, sift+nn, superpoint(ours)+nn, superpoint(ours)+superglue(ours), aliked+lightglue
+Methods: orb+nn, sift+nn, superpoint(ours)+nn, superpoint(ours)+superglue(ours), aliked+lightglue,
+disk+lightglue, xfeat+nn, xfeat+lightglue
 (max 1024 keypoints each; NN = mutual nearest neighbour with ratio test 0.8).
 churchill (images resized to at most 640 px, H_1_k for k = 2..6): repeatability at 3 px,
 matching precision/recall at 3 px, homography accuracy (mean corner error < 3/5/10 px).

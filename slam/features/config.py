@@ -54,3 +54,12 @@ class DISKConfig:
     detection_threshold: float = 0.0  # minimum heatmap logit of a keypoint
     pad_if_not_divisible: bool = True  # zero-pad sides to a multiple of 16; False = error for such images
     precision: str = param("auto", choices=PRECISIONS)  # auto (fp16 on CUDA, fp32 on CPU) | fp32 | fp16 (CUDA only) | bf16
+
+
+@dataclass
+class XFeatConfig:
+    weights: str = "xfeat"  # registry name (`python -m slam weights install xfeat`) or a path to xfeat.pt
+    max_keypoints: int = 1024  # keep at most this many (highest score = heatmap x reliability); <= 0 = no limit
+    detection_threshold: float = param(0.05, ge=0.0, lt=1.0)  # keypoint-heatmap probability a candidate must exceed (reference 0.05)
+    nms_size: int = param(5, ge=1)  # odd side of the non-maximum-suppression window, pixels (reference 5)
+    precision: str = param("auto", choices=PRECISIONS)  # auto (fp16 on CUDA, fp32 on CPU) | fp32 | fp16 (CUDA only) | bf16

@@ -5,6 +5,7 @@ Each matcher module re-exports its own class (``from slam.matching.nn import NNC
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Optional
 
 from slam.params import param
 
@@ -34,14 +35,14 @@ class SuperGlueConfig:
 
 @dataclass
 class LightGlueConfig:
-    weights: str = ""  # registry name or .pth path; "" = chosen from `features` (aliked_lightglue / disk_lightglue)
-    features: str = "aliked"  # extractor the weights were trained for: aliked | disk | superpoint
-    depth_confidence: float = param(0.95, le=1.0)  # early exit when this share of points is confident; -1 disables
-    width_confidence: float = param(0.99, le=1.0)  # prune points with matchability < 1 - this; -1 disables
+    weights: str = ""  # registry name or .pth path; "" = chosen from `features` (aliked_lightglue / disk_lightglue / xfeat_lighterglue)
+    features: str = "aliked"  # extractor the weights were trained for: aliked | disk | superpoint | xfeat (xfeat: LighterGlue)
+    depth_confidence: Optional[float] = param(None, le=1.0)  # early exit when this share of points is confident; -1 disables; None = the model's default (LightGlue 0.95, LighterGlue -1)
+    width_confidence: Optional[float] = param(None, le=1.0)  # prune points with matchability < 1 - this; -1 disables; None = the model's default (LightGlue 0.99, LighterGlue 0.95)
     filter_threshold: float = param(0.1, ge=0.0, le=1.0)  # minimum match probability
-    n_layers: int = param(9, ge=1)  # transformer layers (must match the weights)
-    num_heads: int = param(4, ge=1)  # attention heads
-    descriptor_dim: int = param(256, ge=1)  # internal feature width d
+    n_layers: int = param(0, ge=0)  # transformer layers; 0 = from the weights (LightGlue 9, LighterGlue 6), else must match them
+    num_heads: int = param(0, ge=0)  # attention heads; 0 = from the weights (LightGlue 4, LighterGlue 1), else must match them
+    descriptor_dim: int = param(0, ge=0)  # internal feature width d; 0 = from the weights (LightGlue 256, LighterGlue 96), else must match them
     input_dim: int = param(128, ge=1)  # descriptor size of the extractor (taken from the weights when they have input_proj)
     flash: bool = True  # True: scaled_dot_product_attention (fused kernels); False: explicit softmax attention
     precision: str = param("auto", choices=PRECISIONS)  # auto (fp16 on cuda, fp32 on cpu)

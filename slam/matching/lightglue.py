@@ -2,9 +2,13 @@
 
 An independent implementation of the published method that loads the cvg/LightGlue weight
 files (``aliked_lightglue.pth``, ``disk_lightglue.pth``, both the old key layout
-``self_attn.N.* / cross_attn.N.*`` and the new one ``transformers.N.*``).
+``self_attn.N.* / cross_attn.N.*`` and the new one ``transformers.N.*``), and LighterGlue,
+the smaller LightGlue trained for XFeat (``xfeat_lighterglue``: d = 96, one head of size 96,
+6 layers, input 64-D; published with early exit off and width confidence 0.95). The sizes are
+read from the weights (:func:`architecture`); the adaptivity defaults follow the weights'
+extractor (:data:`ADAPTIVITY`).
 
-Architecture (d = 256, H = 4 heads, head size 64, L = 9 layers):
+Architecture (LightGlue: d = 256, H = 4 heads, head size 64, L = 9 layers):
 
 * input projection ``input_proj``: Linear(input_dim -> d) (absent when input_dim == d).
 * positional encoding ``posenc.Wr``: keypoints normalised by the image size
@@ -61,7 +65,13 @@ FEATURE_WEIGHTS = {
     "aliked": ("aliked_lightglue", 128),
     "disk": ("disk_lightglue", 128),
     "superpoint": ("superpoint_lightglue", 256),
+    "xfeat": ("xfeat_lighterglue", 64),
 }
+#: Published adaptivity (depth_confidence, width_confidence) per extractor; others use LightGlue's.
+ADAPTIVITY = {"xfeat": (-1.0, 0.95)}
+LIGHTGLUE_ADAPTIVITY = (0.95, 0.99)
+#: Architecture of the released LightGlue files (used when nothing else says: random networks).
+LIGHTGLUE_ARCH = {"n_layers": 9, "num_heads": 4, "descriptor_dim": 256}
 
 
 # ----------------------------------------------------------------------------- state dicts
@@ -69,6 +79,11 @@ FEATURE_WEIGHTS = {
 _OLD_KEY = re.compile(r"^(self_attn|cross_attn)\.(\d+)\.(.*)$")
 #: keys present in some released files that this model does not use.
 _IGNORED_KEY = re.compile(r"^(log_assignment\.\d+\.r|confidence_thresholds)$")
+#: LighterGlue's file (xfeat_lighterglue) nests the matcher under ``matcher.`` and also carries a
+#: copy of the XFeat network under ``extractor.`` (BatchNorm statistics differ from xfeat.pt; the
+#: reference pipeline describes with xfeat.pt and uses only the matcher part of this file).
+_MATCHER_PREFIX = "matcher."
+_EXTRACTOR_PREFIX = "extractor."
 
 
 def convert_state_dict(state_dict: dict) -> dict:
@@ -76,12 +91,17 @@ def convert_state_dict(state_dict: dict) -> dict:
 
     Old layout ``self_attn.N.X`` / ``cross_attn.N.X`` -> ``transformers.N.self_attn.X`` /
     ``transformers.N.cross_attn.X``; the new layout is already ours. A ``module.`` prefix
-    (DataParallel) is stripped; unused extras (``log_assignment.N.r``) are dropped.
+    (DataParallel) is stripped; unused extras (``log_assignment.N.r``) are dropped. LighterGlue's
+    layout (``matcher.*`` plus a bundled ``extractor.*``) keeps the matcher keys only.
     """
     out = {}
     for key, value in state_dict.items():
         if key.startswith("module."):
             key = key[len("module."):]
+        if key.startswith(_EXTRACTOR_PREFIX):
+            continue
+        if key.startswith(_MATCHER_PREFIX):
+            key = key[len(_MATCHER_PREFIX):]
         if _IGNORED_KEY.match(key):
             continue
         m = _OLD_KEY.match(key)
@@ -113,6 +133,34 @@ def count_layers(state_dict: dict) -> int:
     """Number of transformer layers in a (converted) state dict."""
     idx = {int(m.group(1)) for k in state_dict for m in [re.match(r"^transformers\.(\d+)\.", k)] if m}
     return max(idx) + 1 if idx else 0
+
+
+def architecture(state_dict: dict, source: str = "state dict") -> dict:
+    """Sizes of the network a (converted) state dict was saved from.
+
+    Returns {"n_layers", "num_heads", "descriptor_dim", "input_dim"}: d from ``final_proj``, the
+    head size from the rotary encoding (``posenc.Wr`` has head_size / 2 rows), input_dim from
+    ``input_proj`` (d when absent). LightGlue: 9, 4, 256, 128 (256 for SuperPoint); LighterGlue:
+    6, 1, 96, 64."""
+    try:
+        d = int(state_dict["log_assignment.0.final_proj.weight"].shape[0])
+        head = 2 * int(state_dict["posenc.Wr.weight"].shape[0])
+    except KeyError as exc:
+        raise WeightsError(f"{source} is not a LightGlue checkpoint (no {exc}); pass a cvg LightGlue or "
+                           f"LighterGlue file") from None
+    if head <= 0 or d % head:
+        raise WeightsError(f"{source}: descriptor width {d} is not a multiple of the head size {head}")
+    inp = state_dict.get("input_proj.weight")
+    return {"n_layers": count_layers(state_dict), "num_heads": d // head, "descriptor_dim": d,
+            "input_dim": int(inp.shape[1]) if inp is not None else d}
+
+
+def adaptivity(cfg: LightGlueConfig) -> tuple[float, float]:
+    """(depth_confidence, width_confidence): the config's, or the defaults published with the
+    weights of ``cfg.features`` where the config says None."""
+    depth, width = ADAPTIVITY.get(cfg.features, LIGHTGLUE_ADAPTIVITY)
+    return (depth if cfg.depth_confidence is None else float(cfg.depth_confidence),
+            width if cfg.width_confidence is None else float(cfg.width_confidence))
 
 
 # ----------------------------------------------------------------------------- layers
@@ -339,11 +387,15 @@ class LightGlueNet(nn.Module):
         self.thresholds = [confidence_threshold(i, n_layers) for i in range(n_layers)]
 
     @classmethod
-    def from_cfg(cls, cfg: LightGlueConfig, input_dim: Optional[int] = None, n_layers: Optional[int] = None) -> "LightGlueNet":
-        return cls(n_layers=n_layers or cfg.n_layers, num_heads=cfg.num_heads, descriptor_dim=cfg.descriptor_dim,
-                   input_dim=input_dim or cfg.input_dim, depth_confidence=cfg.depth_confidence,
-                   width_confidence=cfg.width_confidence, filter_threshold=cfg.filter_threshold, flash=cfg.flash,
-                   prune_min_keypoints=cfg.prune_min_keypoints)
+    def from_cfg(cls, cfg: LightGlueConfig, input_dim: Optional[int] = None, n_layers: Optional[int] = None,
+                 num_heads: Optional[int] = None, descriptor_dim: Optional[int] = None) -> "LightGlueNet":
+        """Sizes: the arguments, else the config's non-zero values, else LightGlue's (9, 4, 256)."""
+        depth, width = adaptivity(cfg)
+        return cls(n_layers=n_layers or cfg.n_layers or LIGHTGLUE_ARCH["n_layers"],
+                   num_heads=num_heads or cfg.num_heads or LIGHTGLUE_ARCH["num_heads"],
+                   descriptor_dim=descriptor_dim or cfg.descriptor_dim or LIGHTGLUE_ARCH["descriptor_dim"],
+                   input_dim=input_dim or cfg.input_dim, depth_confidence=depth, width_confidence=width,
+                   filter_threshold=cfg.filter_threshold, flash=cfg.flash, prune_min_keypoints=cfg.prune_min_keypoints)
 
     def load_cvg_state_dict(self, state_dict: dict, source: str = "state dict") -> None:
         """Load either cvg key layout; a clear error names the file and what is wrong."""
@@ -571,23 +623,25 @@ class LightGlue:
             source = str(path)
         sd = convert_state_dict(state_dict)
         check_is_lightglue(sd, source)
-        input_dim = sd["input_proj.weight"].shape[1] if "input_proj.weight" in sd else cfg.descriptor_dim
-        layers = count_layers(sd)
-        if layers != cfg.n_layers:
-            raise ConfigError(f"{source} has {layers} transformer layers but lightglue.n_layers={cfg.n_layers}; "
-                             f"set lightglue.n_layers={layers}")
+        arch = architecture(sd, source)
+        for key, what in (("n_layers", "transformer layers"), ("num_heads", "attention heads"),
+                          ("descriptor_dim", "feature channels")):
+            want = getattr(cfg, key)
+            if want and want != arch[key]:
+                raise ConfigError(f"{source} has {arch[key]} {what} but lightglue.{key}={want}; "
+                                  f"set lightglue.{key}={arch[key]} (or 0 to take it from the weights)")
         self.precision = resolve_precision(cfg.precision, self.device, "lightglue")
         self.autocast_dtype = None if self.precision == "fp32" else DTYPES[self.precision]
-        self.net = LightGlueNet.from_cfg(cfg, input_dim=input_dim)
+        self.net = LightGlueNet.from_cfg(cfg, **arch)
         self.net.load_cvg_state_dict(state_dict, source)
         self.net.eval().to(self.device)
-        self.descriptor_dim = input_dim
+        self.descriptor_dim = arch["input_dim"]
         self.last_info: dict = {}
 
     def _check(self, f: Features, what: str) -> None:
         if f.binary:
-            raise ConfigError(f"LightGlue needs float descriptors and {what} are binary (ORB): use --features aliked "
-                              f"or disk, or --matcher nn for ORB")
+            raise ConfigError(f"LightGlue needs float descriptors and {what} are binary (ORB): use --features "
+                              f"{', '.join(FEATURE_WEIGHTS)}, or --matcher nn for ORB")
         if f.descriptors.shape[1] != self.descriptor_dim:
             raise ValueError(f"{what} has {f.descriptors.shape[1]}-D descriptors but these LightGlue weights expect "
                              f"{self.descriptor_dim}-D; set lightglue.features to the extractor in use")

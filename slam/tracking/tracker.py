@@ -25,7 +25,7 @@ from slam.optim.ba import optimize_pose
 from slam.optim.pose_gn import refine_pose_gn
 from slam.runtime.schedule import MappingSchedule
 from slam.tracking.config import TrackingConfig
-from slam.tracking.keyframe_policy import KeyframePolicy, KeyframePolicyConfig
+from slam.tracking.keyframe_policy import KeyframePolicy
 from slam.types import FrameFeatures, TrackResult
 
 log = logging.getLogger(__name__)

@@ -40,7 +40,7 @@ __all__ = [
 ]
 
 METHOD_NAMES = ("orb+nn", "sift+nn", "superpoint(ours)+nn", "superpoint(ours)+superglue(ours)", "aliked+lightglue",
-                "disk+lightglue")
+                "disk+lightglue", "xfeat+nn", "xfeat+lightglue")
 
 
 # ------------------------------------------------------------------------------------------ data
@@ -290,14 +290,19 @@ def build_methods(names: Sequence[str], superpoint_weights: Optional[str], super
                     from slam.matching.superglue import SuperGlue, SuperGlueConfig
                     sg = SuperGlue(SuperGlueConfig(weights=superglue_weights or "superglue_ours", precision="fp32"), dev)
                     methods.append(Method(name, sp.extract, sg.match))
-            elif name in ("aliked+lightglue", "disk+lightglue"):
+            elif name in ("aliked+lightglue", "disk+lightglue", "xfeat+nn", "xfeat+lightglue"):
                 from slam.matching.lightglue import LightGlue, LightGlueConfig
                 if name.startswith("aliked"):
                     from slam.features.aliked import ALIKED as Extractor, ALIKEDConfig as ExtractorConfig
+                elif name.startswith("xfeat"):
+                    from slam.features.xfeat import XFeat as Extractor, XFeatConfig as ExtractorConfig
                 else:
                     from slam.features.disk import DISK as Extractor, DISKConfig as ExtractorConfig
                 feature = name.split("+")[0]
                 ext = Extractor(ExtractorConfig(max_keypoints=max_keypoints, precision="fp32"), dev)
+                if name.endswith("+nn"):
+                    methods.append(Method(name, ext.extract, nn.match))
+                    continue
                 lg = LightGlue(LightGlueConfig(features=feature, precision="fp32"), dev)
                 methods.append(Method(name, ext.extract, lg.match))
             else:
