@@ -125,22 +125,25 @@ def cmd_live(args) -> int:
 
     from slam.system import resolve_config
 
-    cfg = resolve_config(args.cfg, live=True)
-    if cfg.mode == "rgbd":
-        cfg.mode = "mono"  # a plain camera has no depth
+    asked = args.mode or next((o.split("=", 1)[1] for o in reversed(args.overrides) if o.startswith("mode=")), None)
+    if asked not in (None, "mono"):
+        raise InputError(f"live runs monocular only: a camera or video file gives no depth or second view "
+                         f"(--mode {asked} was asked for); use `run --seq` for rgbd or stereo datasets")
+    args.cfg.mode = "mono"
     if not args.calib:
         raise InputError("live needs --calib FILE.yaml; make one with `python -m slam calibrate --camera 0 --board 9x6 --square 0.025`")
-    from slam.io.camera import load_calibration
+    from slam.io.camera import load_calibration, parse_camera_spec, parse_size
 
-    camera = load_calibration(args.calib)
     spec = int(args.camera) if str(args.camera).isdigit() else args.camera
-    resize = tuple(int(v) for v in args.resize.lower().split("x")) if args.resize else None
-    source = CameraSource(spec, calib=camera, max_frames=cfg.max_frames, realtime=args.realtime, resize=resize)
-    if resize:
-        camera = camera.scaled(resize[0] / camera.width, resize[1] / camera.height)
+    # a video file is processed whole unless pacing is asked for; cameras and streams run live
+    live = parse_camera_spec(spec)[0] != "file" or bool(args.realtime)
+    cfg = resolve_config(args.cfg, live=live)
+    source = CameraSource(spec, calib=load_calibration(args.calib), max_frames=cfg.max_frames, realtime=args.realtime,
+                          resize=parse_size(args.resize))
+    camera = source.camera  # scaled to --resize when it was made at the camera's own resolution
     name = f"live_{Path(str(args.camera)).stem}"
     inputs = RunInputs(name, source, camera, None, None, f"camera {args.camera}")
-    metrics = run_slam(cfg, inputs, live=True, feature_worker=args.feature_worker)
+    metrics = run_slam(cfg, inputs, live=live, feature_worker=args.feature_worker)
     for line in summary_lines(metrics):
         print(line)
     rt = metrics.get("runtime", {})
@@ -248,8 +251,8 @@ def build_parser() -> argparse.ArgumentParser:
     lv.add_argument("--max-frames", type=int, help="stop after this many frames")
     lv.add_argument("--viewer", choices=("none", "open3d"))
     lv.add_argument("--out", help="root folder for run folders (default runs/)")
-    lv.add_argument("--realtime", action="store_true", help="pace a video file at its frame rate, like a camera")
-    lv.add_argument("--resize", help="WxH: resize frames (the calibration is scaled to match)")
+    lv.add_argument("--realtime", action="store_true", help="pace a video file at its frame rate and drop frames like a camera (default: every frame)")
+    lv.add_argument("--resize", help="WxH: resize frames; a calibration made at the camera's own size is scaled to match")
     _config_args(lv)
     lv.set_defaults(func=cmd_live, seq=None)
 

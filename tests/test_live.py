@@ -51,7 +51,8 @@ def _call(argv):
         return exc.code
 
 
-def test_live_on_video_file_writes_run_folder(video_and_calib, tmp_path, capsys):
+def test_live_on_video_file_processes_every_frame(video_and_calib, tmp_path, capsys):
+    """Without --realtime a video file is read whole, in order, like a dataset: nothing is dropped."""
     video, calib, _ = video_and_calib
     out_root = tmp_path / "runs"
     rc = _call(["live", "--camera", str(video), "--calib", str(calib), "--out", str(out_root),
@@ -64,19 +65,35 @@ def test_live_on_video_file_writes_run_folder(video_and_calib, tmp_path, capsys)
     assert metrics["mode"] == "mono"  # a plain camera has no depth
     assert metrics["status"] == "completed"
     rt = metrics["runtime"]
+    assert rt["live"] is False and rt["mode"] == "threaded"
+    assert rt["items_read"] == N_VIDEO_FRAMES
+    assert rt["dropped_total"] == 0
+    assert metrics["frames_in"] == N_VIDEO_FRAMES
+    assert metrics["frames_tracked"] >= N_VIDEO_FRAMES // 2
+    traj_lines = [ln for ln in (run_dir / "trajectory.txt").read_text().splitlines() if ln and not ln.startswith("#")]
+    assert len(traj_lines) == metrics["frames_tracked"]
+    out = capsys.readouterr().out
+    assert f"run folder: {run_dir}" in out
+
+
+def test_live_realtime_video_runs_like_a_camera(video_and_calib, tmp_path, capsys):
+    """--realtime paces the file at its frame rate through the live queues, which may drop frames."""
+    video, calib, _ = video_and_calib
+    out_root = tmp_path / "runs"
+    rc = _call(["live", "--camera", str(video), "--calib", str(calib), "--out", str(out_root), "--realtime",
+                "--features", "orb", "--matcher", "nn", "runtime.progress=false", "output.plot=false"])
+    (run_dir,) = list(out_root.iterdir())
+    metrics = json.loads((run_dir / "metrics.json").read_text())
+    rt = metrics["runtime"]
     assert rt["live"] is True and rt["mode"] == "threaded"
     assert rt["items_read"] == N_VIDEO_FRAMES
-    assert "dropped_total" in rt and rt["dropped_total"] >= 0
     per_queue = {name: q["dropped"] for name, q in rt["queues"].items()}
     assert sum(per_queue.values()) == rt["dropped_total"]
     assert per_queue.get("mapping", 0) == 0  # mapping jobs are never dropped
     # every frame read was either tracked (or tried) or dropped on the way
     assert metrics["frames_in"] + rt["dropped_total"] == N_VIDEO_FRAMES
-    assert metrics["frames_in"] > 0
-    traj_lines = [ln for ln in (run_dir / "trajectory.txt").read_text().splitlines() if ln and not ln.startswith("#")]
-    assert len(traj_lines) == metrics["frames_tracked"]
-    out = capsys.readouterr().out
-    assert "dropped frames" in out
+    assert rc == (0 if metrics["status"] == "completed" else 1)
+    assert "dropped frames" in capsys.readouterr().out
 
 
 def test_live_calibration_size_mismatch_is_exit_2(video_and_calib, tmp_path, capsys):
@@ -97,13 +114,44 @@ def test_live_resize_makes_calibration_fit(video_and_calib, tmp_path):
     video, _, camera = video_and_calib
     small = tmp_path / "small.yaml"
     camera.scaled(0.5, 0.5).to_yaml(small)
-    rc = _call(["live", "--camera", str(video), "--calib", str(small), "--resize", "320x240", "--max-frames", "8",
+    rc = _call(["live", "--camera", str(video), "--calib", str(small), "--resize", "320x240", "--max-frames", "20",
                 "--out", str(tmp_path / "runs"), "--features", "orb", "--matcher", "nn", "runtime.progress=false",
                 "output.plot=false"])
     assert rc == 0
     (run_dir,) = list((tmp_path / "runs").iterdir())
     metrics = json.loads((run_dir / "metrics.json").read_text())
-    assert metrics["runtime"]["items_read"] == 8
+    assert metrics["runtime"]["items_read"] == 20
+
+
+def test_live_resize_scales_a_full_size_calibration(video_and_calib, tmp_path):
+    """--resize with a calibration made at the camera's own 640x480: the intrinsics are halved."""
+    video, calib, camera = video_and_calib
+    rc = _call(["live", "--camera", str(video), "--calib", str(calib), "--resize", "320x240", "--max-frames", "20",
+                "--out", str(tmp_path / "runs"), "--features", "orb", "--matcher", "nn", "runtime.progress=false",
+                "output.plot=false"])
+    (run_dir,) = list((tmp_path / "runs").iterdir())
+    metrics = json.loads((run_dir / "metrics.json").read_text())
+    assert metrics["runtime"]["items_read"] == 20
+    cam = metrics["camera"]
+    assert (cam["width"], cam["height"]) == (320, 240)
+    half = camera.scaled(0.5, 0.5)  # pixel-centre convention: cx' = (cx + 0.5) / 2 - 0.5
+    assert cam["fx"] == pytest.approx(half.fx) and cam["cy"] == pytest.approx(half.cy)
+    assert rc == 0 and metrics["frames_tracked"] > 0
+
+
+@pytest.mark.parametrize("extra, needle", [
+    (["--mode", "rgbd"], "monocular only"),
+    (["mode=rgbd"], "monocular only"),
+    (["--resize", "big"], "WIDTHxHEIGHT"),
+])
+def test_live_bad_options_are_exit_2(video_and_calib, tmp_path, capsys, extra, needle):
+    video, calib, _ = video_and_calib
+    rc = _call(["live", "--camera", str(video), "--calib", str(calib), "--out", str(tmp_path / "runs"),
+                "--features", "orb", "--matcher", "nn"] + extra)
+    assert rc == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and needle in err and "Traceback" not in err
+    assert not (tmp_path / "runs").exists()
 
 
 def test_live_missing_device_is_exit_2(video_and_calib, tmp_path, capsys):

@@ -273,6 +273,11 @@ class CameraSource:
         if self.camera is None:
             return
         want = (self.camera.width, self.camera.height)
+        raw = self.raw_size()
+        if self.resize is not None and want != self.frame_size and raw is not None and want == raw:
+            # calibrated at the camera's own resolution: scale the intrinsics to the resized frames
+            self.camera = self.camera.scaled(self.frame_size[0] / raw[0], self.frame_size[1] / raw[1])
+            want = self.frame_size
         if self.frame_size != want:
             self.close()
             raw = "resized " if self.resize is not None else ""
@@ -285,12 +290,17 @@ class CameraSource:
         if self.resize is not None and self.raw_aspect_differs():
             LOG.warning("%s: --resize changes the aspect ratio; intrinsics will be wrong unless calibrated so", self.name)
 
+    def raw_size(self) -> Optional[tuple[int, int]]:
+        """(width, height) of the frames before --resize, as the capture reports them; None if unknown."""
+        w = int(self._cap.get(cv2.CAP_PROP_FRAME_WIDTH) or 0)
+        h = int(self._cap.get(cv2.CAP_PROP_FRAME_HEIGHT) or 0)
+        return (w, h) if w > 0 and h > 0 else None
+
     def raw_aspect_differs(self) -> bool:
-        w = float(self._cap.get(cv2.CAP_PROP_FRAME_WIDTH) or 0)
-        h = float(self._cap.get(cv2.CAP_PROP_FRAME_HEIGHT) or 0)
-        if w <= 0 or h <= 0 or self.resize is None:
+        raw = self.raw_size()
+        if raw is None or self.resize is None:
             return False
-        return abs(w / h - self.resize[0] / self.resize[1]) > 0.01
+        return abs(raw[0] / raw[1] - self.resize[0] / self.resize[1]) > 0.01
 
     # ------------------------------------------------------------------------------------------
     @property
