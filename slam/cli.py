@@ -248,7 +248,7 @@ def cmd_match(args) -> int:
 
 def cmd_render(args) -> int:
     from slam.io.sequences import resolve_data_root
-    from slam.io.synthetic import ensure_sequence
+    from slam.synth.dataset import ensure_sequence
 
     name = args.name.split("/", 1)[1] if args.name.startswith("synthetic/") else args.name
     root = resolve_data_root(args.data_root)[0]
@@ -339,7 +339,7 @@ def _passthrough(name: str, rest: list[str]) -> int:
 
         return eval_main(rest)
     if name == "calibrate":
-        from slam.io.calibration import calibrate_camera_main
+        from slam.calibration import calibrate_camera_main
 
         return calibrate_camera_main(rest)
     if name == "download":

@@ -17,7 +17,7 @@ import pytest
 
 from slam.app import open_input, run_slam
 from slam.config import load_config
-from slam.io.synthetic import ensure_sequence
+from slam.synth.dataset import ensure_sequence
 from slam.optim.ba import edge_ids_are_unique
 from slam.runtime.sync import StageError
 from slam.tracking.tracker import Tracker

@@ -218,3 +218,18 @@ class PinholeCamera:
         except yaml.YAMLError as exc:
             raise ValueError(f"camera file {path} is not valid YAML: {exc}") from exc
         return cls.from_dict(d, source=f"camera file {path}")
+
+
+def as_pinhole_camera(camera) -> PinholeCamera:
+    """``camera`` as a :class:`PinholeCamera`: itself, one built from a dict (``from_dict`` keys),
+    or from any object with width/height/fx/fy/cx/cy (and optional dist) attributes.
+    Raises TypeError for anything else."""
+    if isinstance(camera, PinholeCamera):
+        return camera
+    if isinstance(camera, dict):
+        return PinholeCamera.from_dict(camera)
+    try:
+        return PinholeCamera(camera.width, camera.height, camera.fx, camera.fy, camera.cx, camera.cy,
+                             tuple(getattr(camera, "dist", (0.0,) * 5)))
+    except AttributeError as exc:
+        raise TypeError(f"camera must be a PinholeCamera, a dict or have width/height/fx/fy/cx/cy/dist: {exc}") from None
