@@ -315,7 +315,7 @@ def build_parser() -> argparse.ArgumentParser:
     m.set_defaults(func=cmd_match)
 
     rd = sub.add_parser("render", help="render (or reuse) a synthetic sequence")
-    rd.add_argument("name", nargs="?", default="default", help="profile: default | xyz | desk | fast")
+    rd.add_argument("name", nargs="?", default="default", help="profile: default | xyz | desk | fast | loop | loop_short | fast_blur | corridor | stereo (sequences/synthetic/)")
     rd.add_argument("--data-root")
     rd.add_argument("--frames", type=int)
     rd.set_defaults(func=cmd_render)

@@ -1,7 +1,8 @@
 """Parameters of a synthetic sequence: camera motion types and sensor effects (light: no numpy).
 
-A manifest (``sequences/synthetic/<name>.yaml``, :mod:`slam.synth.manifest`) names a motion
-``type`` and gives that type's parameters, and the ``realism`` fields. Distances are metres
+A manifest (``sequences/synthetic/<name>.yaml``, :mod:`slam.synth.manifest`) names a scene
+``type`` and a motion ``type`` with their parameters, the ``realism`` fields and an optional
+``stereo`` right camera. Distances are metres
 (relative to the scene's anchor: the centre of the desk top in the office), angles degrees,
 periods and times seconds. :func:`parse_dataclass` turns a manifest mapping into one of these
 dataclasses: unknown keys, wrong types and values outside the declared ranges are an
@@ -16,8 +17,8 @@ from typing import Any
 from slam.errors import ConfigError, InputError
 from slam.params import check_params, param
 
-__all__ = ["MotionBase", "SweepMotion", "XYZMotion", "OrbitMotion", "RotationMotion", "MOTION_TYPES",
-           "Realism", "parse_dataclass"]
+__all__ = ["MotionBase", "SweepMotion", "XYZMotion", "OrbitMotion", "RotationMotion", "LoopMotion", "ForwardMotion",
+           "MOTION_TYPES", "OfficeScene", "CorridorScene", "SCENE_TYPES", "StereoConfig", "Realism", "parse_dataclass"]
 
 
 @dataclass
@@ -79,7 +80,70 @@ class RotationMotion(MotionBase):
     translation_amplitude: float = param(0.03, ge=0.0)  # m
 
 
-MOTION_TYPES = {"sweep": SweepMotion, "xyz": XYZMotion, "orbit": OrbitMotion, "rotation": RotationMotion}
+@dataclass
+class LoopMotion(MotionBase):
+    """A walk around the room on an ellipse (counter-clockwise seen from above), looking across
+    the room ahead and inwards, back to its start after ``lap_period`` seconds: every part of the
+    room is seen from one place per lap, so the end of a lap revisits the start from the same
+    viewpoint (loop closing). The ellipse keeps ``margin`` metres from the walls; needs the
+    anchors ``room_min``/``room_max``."""
+
+    margin: float = param(1.1, gt=0.0)  # m: distance of the path from the walls
+    eye_height: float = param(1.4, gt=0.0)  # m above the floor
+    lap_period: float = param(24.0, gt=0.0)  # s: duration of one lap
+    start_deg: float = -90.0  # deg: where the lap starts on the ellipse (-90 = middle of the -y side)
+    look_inward_deg: float = param(60.0, ge=-90.0, le=90.0)  # deg: view direction from the walking direction, towards the inside (90: at the centre, -90: at the wall)
+    pitch_deg: float = param(-15.0, ge=-60.0, le=60.0)  # deg: view elevation (negative = down)
+    bob_amplitude: float = param(0.01, ge=0.0)  # m: vertical walking bob
+    bob_period: float = param(0.6, gt=0.0)  # s: step period
+
+
+@dataclass
+class ForwardMotion(MotionBase):
+    """Forward motion along a corridor or street (KITTI-like: the camera moves along its optical
+    axis), with slow lateral drift, a little yaw and a walking or driving bob. Starts at the
+    anchor ``path_start`` and moves towards ``path_end``."""
+
+    speed: float = param(1.2, gt=0.0)  # m/s
+    eye_height: float = param(1.5, gt=0.0)  # m above the floor
+    lateral_amplitude: float = param(0.15, ge=0.0)  # m: slow sideways drift
+    lateral_period: float = param(9.0, gt=0.0)  # s
+    yaw_amplitude_deg: float = param(4.0, ge=0.0)  # deg: heading wander
+    yaw_period: float = param(7.0, gt=0.0)  # s
+    pitch_deg: float = param(-3.0, ge=-60.0, le=60.0)  # deg: view elevation (negative = down)
+    bob_amplitude: float = param(0.01, ge=0.0)  # m: vertical bob
+    bob_period: float = param(0.55, gt=0.0)  # s
+
+
+MOTION_TYPES = {"sweep": SweepMotion, "xyz": XYZMotion, "orbit": OrbitMotion, "rotation": RotationMotion,
+                "loop": LoopMotion, "forward": ForwardMotion}
+
+
+@dataclass
+class OfficeScene:
+    """The furnished office room (:mod:`slam.synth.office`); everything follows from the seed."""
+
+
+@dataclass
+class CorridorScene:
+    """A long office corridor along world x (:mod:`slam.synth.corridor`): walls with doors,
+    posters and boards, tiled floor, ceiling lights, benches, cabinets, bins and plants."""
+
+    length: float = param(40.0, ge=8.0, le=400.0)  # m
+    width: float = param(2.4, ge=1.5, le=8.0)  # m
+    height: float = param(2.8, ge=2.2, le=6.0)  # m
+
+
+SCENE_TYPES = {"office": OfficeScene, "corridor": CorridorScene}
+
+
+@dataclass
+class StereoConfig:
+    """A right camera beside each frame's (left) camera: same intrinsics and distortion, same
+    orientation, ``baseline`` metres along the left camera's +x axis (a rectified pair when the
+    camera has no distortion)."""
+
+    baseline: float = param(0.1, gt=0.0, le=2.0)  # m
 
 
 @dataclass

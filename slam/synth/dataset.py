@@ -1,13 +1,23 @@
 """Rendering a synthetic sequence into a TUM RGB-D folder, and the cache of rendered sequences.
 
 A sequence folder holds ``rgb/NNNNNN.png`` (uint8 BGR), ``depth/NNNNNN.png`` (uint16, metres *
-5000, 0 = invalid), ``rgb.txt``/``depth.txt`` and ``groundtruth.txt`` (exact ``world_from_cam``),
+5000, 0 = invalid), ``rgb.txt``/``depth.txt`` and ``groundtruth.txt`` (exact ``world_from_cam``
+of the (left) colour camera),
 all written through the TUM reader's and the trajectory writer's own code
 (:func:`slam.io.tum.write_file_list`, :func:`slam.io.tum.encode_depth`,
 :func:`slam.io.trajectory.write_tum`), so :class:`slam.io.tum.TUMReader` and
 :func:`slam.io.trajectory.read_tum` read back exactly what was rendered; plus ``camera.yaml`` and
 ``stamp.json`` (the cache key, :func:`cache_key`; see :mod:`slam.synth` for the rule).
 Timestamps are ``TIMESTAMP_BASE + i / fps`` rounded to the microsecond.
+
+Stereo (manifest ``stereo: {baseline: b}``): the right image of frame i is
+``rgb_right/NNNNNN.png``, listed in ``rgb_right.txt`` with the same timestamps (TUM list format),
+taken at the same time by a camera with the same intrinsics and distortion and the same
+orientation, ``b`` metres along the left camera's +x axis. ``camera.yaml`` then has a ``stereo``
+mapping: ``baseline`` (m), ``cam_right_from_cam_left`` (4x4, translation (-b, 0, 0)) and
+``camera_right``. With zero distortion the pair is rectified: a point at depth z (left camera)
+appears ``fx * b / z`` pixels further left in the right image, on the same row. Depth and
+ground truth are the left camera's.
 """
 from __future__ import annotations
 
@@ -29,14 +39,17 @@ from slam.errors import InputError
 from slam.geometry.camera import PinholeCamera
 from slam.io.trajectory import write_tum
 from slam.io.tum import encode_depth, write_file_list
-from slam.synth.config import Realism, parse_dataclass
+from slam.synth.config import CorridorScene, Realism, parse_dataclass
+from slam.synth.corridor import make_corridor
 from slam.synth.effects import SensorEffects
 from slam.synth.manifest import load_manifest, manifest_camera
 from slam.synth.motion import Trajectory
 from slam.synth.office import make_office
 from slam.synth.raycast import NEAR, renderer_for
+from slam.synth.scene import Scene
 
-__all__ = ["PIXELS_VERSION", "DEPTH_FACTOR", "TIMESTAMP_BASE", "cache_key", "frame_timestamps", "render_sequence",
+__all__ = ["PIXELS_VERSION", "DEPTH_FACTOR", "TIMESTAMP_BASE", "cache_key", "frame_timestamps", "make_scene",
+           "right_from_left", "render_sequence",
            "read_camera_manifest", "sequence_is_current", "ensure_sequence"]
 
 #: Bump when a change of the rendering code (scene builder, textures, ray caster, motions,
@@ -59,6 +72,22 @@ def cache_key(m: dict) -> str:
     blob = json.dumps({"manifest": content, "render": _RENDER_CONSTANTS, "pixels_version": PIXELS_VERSION},
                       sort_keys=True, default=float)
     return hashlib.sha256(blob.encode()).hexdigest()
+
+
+def make_scene(m: dict) -> Scene:
+    """The scene of the resolved manifest ``m`` (its ``scene`` type and parameters, its seed)."""
+    spec = dict(m["scene"])
+    kind = spec.pop("type")
+    if kind == "corridor":
+        return make_corridor(m["seed"], parse_dataclass(CorridorScene, spec, "scene"))
+    return make_office(m["seed"])
+
+
+def right_from_left(baseline: float) -> np.ndarray:
+    """(4, 4) float64 ``cam_right_from_cam_left`` of a rectified pair with ``baseline`` metres."""
+    out = np.eye(4)
+    out[0, 3] = -float(baseline)
+    return out
 
 
 def render_sequence(name_or_manifest: Union[str, dict], out_dir: Path, n_frames: Optional[int] = None,
@@ -86,17 +115,24 @@ def render_sequence(name_or_manifest: Union[str, dict], out_dir: Path, n_frames:
     t_start = time.perf_counter()
     camera = manifest_camera(m)
     realism = parse_dataclass(Realism, m["realism"], "realism")
-    scene = make_office(m["seed"])
+    scene = make_scene(m)
     traj = Trajectory(scene, m["motion"], m["seed"])
     fps, n = m["fps"], m["frames"]
     poses = [traj.world_from_cam(i / fps) for i in range(n)]
+    # the right camera of a stereo pair: world_from_right = world_from_left @ left_from_right
+    left_from_right = np.linalg.inv(right_from_left(m["stereo"]["baseline"])) if m["stereo"] else None
     for i, world_from_cam in enumerate(poses):
-        what = scene.solid_at(world_from_cam[:3, 3], margin=0.05)
-        if what is not None:
-            raise InputError(f"motion of {m['name']!r} puts the camera inside {what} at frame {i} "
-                             f"(position {np.round(world_from_cam[:3, 3], 3).tolist()}); change motion parameters or seed")
+        centres = [("", world_from_cam[:3, 3])]
+        if left_from_right is not None:
+            centres.append(("right ", (world_from_cam @ left_from_right)[:3, 3]))
+        for which, centre in centres:
+            what = scene.solid_at(centre, margin=0.05)
+            if what is not None:
+                raise InputError(f"motion of {m['name']!r} puts the {which}camera inside {what} at frame {i} "
+                                 f"(position {np.round(centre, 3).tolist()}); change motion parameters or seed")
     renderer = renderer_for(camera)
     effects = SensorEffects(realism, renderer, m["seed"], fps)
+    effects_right = SensorEffects(realism, renderer, m["seed"], fps, stream=1)
     scene.prepare()  # before the worker threads start
 
     tmp = out_dir.parent / f".{out_dir.name}.tmp-{os.getpid()}"
@@ -104,6 +140,8 @@ def render_sequence(name_or_manifest: Union[str, dict], out_dir: Path, n_frames:
         shutil.rmtree(tmp)
     (tmp / "rgb").mkdir(parents=True)
     (tmp / "depth").mkdir()
+    if left_from_right is not None:
+        (tmp / "rgb_right").mkdir()
     # fast lossless PNG: SUB filter + Huffman-only deflate (~2x faster than zlib level 1, smaller)
     png = [cv2.IMWRITE_PNG_COMPRESSION, 1, cv2.IMWRITE_PNG_STRATEGY, cv2.IMWRITE_PNG_STRATEGY_HUFFMAN_ONLY,
            cv2.IMWRITE_PNG_FILTER, cv2.IMWRITE_PNG_FILTER_SUB]
@@ -113,7 +151,14 @@ def render_sequence(name_or_manifest: Union[str, dict], out_dir: Path, n_frames:
         out = renderer.render(scene, cam_from_world)
         bgr = effects.color(out, i, traj.world_from_cam, cam_from_world)
         d16 = encode_depth(effects.depth(out, i), DEPTH_FACTOR)
-        for path, img in ((tmp / "rgb" / f"{i:06d}.png", bgr), (tmp / "depth" / f"{i:06d}.png", d16)):
+        images = [(tmp / "rgb" / f"{i:06d}.png", bgr), (tmp / "depth" / f"{i:06d}.png", d16)]
+        if left_from_right is not None:
+            right_from_world = np.linalg.inv(poses[i] @ left_from_right)
+            out_r = renderer.render(scene, right_from_world)
+            images.append((tmp / "rgb_right" / f"{i:06d}.png",
+                           effects_right.color(out_r, i, lambda t: traj.world_from_cam(t) @ left_from_right,
+                                               right_from_world)))
+        for path, img in images:
             if not cv2.imwrite(str(path), img, png):
                 raise OSError(f"could not write {path}")
 
@@ -162,12 +207,20 @@ def _write_lists(folder: Path, m: dict, camera: PinholeCamera, poses: list) -> N
                     [origin, "color images", "timestamp filename"])
     write_file_list(folder / "depth.txt", stamps, [f"depth/{i:06d}.png" for i in range(n)],
                     [origin, f"depth maps (uint16 PNG, depth factor {DEPTH_FACTOR:g})", "timestamp filename"])
+    if m["stereo"]:
+        write_file_list(folder / "rgb_right.txt", stamps, [f"rgb_right/{i:06d}.png" for i in range(n)],
+                        [origin, f"right color images (stereo baseline {m['stereo']['baseline']:g} m)",
+                         "timestamp filename"])
     write_tum(folder / "groundtruth.txt", stamps, np.stack(poses),
               header={"sequence": f"synthetic/{m['name']}", "groundtruth": "exact, world_from_cam"})
     # nested "camera" (the manifest format) plus the same intrinsics at the top level, so that
     # flat readers such as PinholeCamera.from_yaml also accept the file
     cam_yaml = {"name": m["name"], "dataset": "synthetic", "camera": camera.to_dict(),
                 "depth_factor": DEPTH_FACTOR, "fps": fps, **camera.to_dict()}
+    if m["stereo"]:
+        cam_yaml["stereo"] = {"baseline": float(m["stereo"]["baseline"]),
+                              "cam_right_from_cam_left": right_from_left(m["stereo"]["baseline"]).tolist(),
+                              "camera_right": camera.to_dict()}
     (folder / "camera.yaml").write_text(yaml.safe_dump(cam_yaml, sort_keys=False))
 
 

@@ -27,18 +27,25 @@ def to_u8(img: np.ndarray) -> np.ndarray:
 
 
 class SensorEffects:
-    """Applies :class:`Realism` to rendered frames of one sequence (deterministic per frame)."""
+    """Applies :class:`Realism` to rendered frames of one camera of a sequence (deterministic per
+    frame). ``stream`` tells the cameras of a rig apart (0: the main camera, 1: the right camera of
+    a stereo pair): they share the exposure gain but not the noise or the depth holes."""
 
     _BANK = 1 << 21  # size of the per-sequence bank of N(0, 1) samples
 
-    def __init__(self, realism: Realism, renderer: Renderer, seed: int, fps: float) -> None:
+    def __init__(self, realism: Realism, renderer: Renderer, seed: int, fps: float, stream: int = 0) -> None:
         self.r = realism
         self.renderer = renderer
         self.seed = seed
+        self.stream = int(stream)
         self.fps = fps
         self.gain = SmoothNoise(np.random.default_rng([seed, 3]), 1, 0.5 / max(realism.exposure_period, 1e-3),
                                  1.5 / max(realism.exposure_period, 1e-3), 4)
         self._bank: Optional[np.ndarray] = None
+
+    def _entropy(self, what: int, i: int) -> list:
+        """Seed of the random draws ``what`` of frame ``i`` (stream 0 keeps the single-camera seeds)."""
+        return [self.seed, what, i] if self.stream == 0 else [self.seed, what, i, self.stream]
 
     def _normal(self, rng: np.random.Generator, shape: tuple) -> np.ndarray:
         """Standard normal samples: a random window of a per-sequence bank (much cheaper than
@@ -54,7 +61,7 @@ class SensorEffects:
         """(H, W, 3) uint8 BGR frame ``i`` with motion blur (needs ``pose_at(t)`` ->
         world_from_cam), exposure gain, vignetting, optics blur and noise, as configured."""
         r = self.r
-        rng = np.random.default_rng([self.seed, 2, i])
+        rng = np.random.default_rng(self._entropy(2, i))
         if r.exposure_time > 0 and pose_at is not None:
             img = self._motion_blur(out.bgr, out.depth, i, pose_at, cam_from_world)
         else:
@@ -118,7 +125,7 @@ class SensorEffects:
     def depth(self, out: RenderOutput, i: int) -> np.ndarray:
         r = self.r
         z = out.depth.copy()
-        rng = np.random.default_rng([self.seed, 4, i])
+        rng = np.random.default_rng(self._entropy(4, i))
         valid = z > 0
         if r.depth_noise > 0:
             z = z + (np.float32(r.depth_noise) * z * z) * self._normal(rng, z.shape)

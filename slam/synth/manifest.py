@@ -6,14 +6,22 @@ profile, :data:`slam.synth.profiles.PROFILES`) with the keys
 - ``name``, ``description``: text;
 - ``frames`` (int >= 1), ``fps`` (> 0), ``seed`` (int: scene, motion jitter and noise);
 - ``camera``: ``fr1`` (TUM Freiburg 1) or ``{width, height, fx, fy, cx, cy, dist}``;
+- ``scene``: ``office`` (default) or a mapping ``{type, ...}`` with a type of
+  :data:`slam.synth.config.SCENE_TYPES` and its parameters (``{type: corridor, length: 50}``);
 - ``motion``: ``type`` (one of :data:`slam.synth.config.MOTION_TYPES`) and that type's parameters;
-- ``realism``: fields of :class:`slam.synth.config.Realism`.
+- ``realism``: fields of :class:`slam.synth.config.Realism`;
+- ``stereo``: absent/null (one camera) or ``{baseline: 0.1}`` (:class:`slam.synth.config.StereoConfig`):
+  a right camera beside each frame's camera, written as ``rgb_right/``.
+
+Validation fills in defaults: ``scene`` becomes a mapping with every parameter, ``stereo`` None
+or a mapping with every parameter, so a resolved manifest states everything that is rendered.
 
 Every problem is an :class:`~slam.errors.InputError` naming the manifest and the key.
 """
 from __future__ import annotations
 
 import copy
+import dataclasses
 import os
 from pathlib import Path
 from typing import Optional, Union
@@ -22,12 +30,13 @@ import yaml
 
 from slam.errors import InputError
 from slam.geometry.camera import PinholeCamera
-from slam.synth.config import MOTION_TYPES, Realism, parse_dataclass
+from slam.synth.config import MOTION_TYPES, SCENE_TYPES, Realism, StereoConfig, parse_dataclass
 from slam.synth.profiles import FR1_CAMERA, PROFILES
 
 __all__ = ["MANIFEST_KEYS", "load_manifest", "validate_manifest", "manifest_camera"]
 
-MANIFEST_KEYS = frozenset({"name", "description", "frames", "fps", "seed", "camera", "motion", "realism"})
+MANIFEST_KEYS = frozenset({"name", "description", "frames", "fps", "seed", "camera", "scene", "motion", "realism",
+                           "stereo"})
 
 
 def load_manifest(name_or_path: Union[str, Path, dict], root: Optional[Path] = None) -> dict:
@@ -79,6 +88,8 @@ def validate_manifest(m: dict, where: str) -> dict:
     m.setdefault("seed", 0)
     m.setdefault("camera", "fr1")
     m.setdefault("realism", {})
+    m["scene"] = _scene_of(m.get("scene", "office"), where)
+    m["stereo"] = _stereo_of(m.get("stereo"), where)
     try:
         m["frames"] = int(m["frames"])
         m["fps"] = float(m["fps"])
@@ -109,3 +120,25 @@ def manifest_camera(m: dict, where: str = "manifest") -> PinholeCamera:
         except ValueError as exc:
             raise InputError(str(exc)) from None
     raise InputError(f"{where}: camera must be 'fr1' or a mapping {{width, height, fx, fy, cx, cy, dist}}, got {cam!r}")
+
+
+def _scene_of(scene, where: str) -> dict:
+    """``office`` / ``{type: corridor, length: ...}`` -> ``{type, every parameter}``."""
+    if isinstance(scene, str):
+        scene = {"type": scene}
+    if not isinstance(scene, dict) or scene.get("type") not in SCENE_TYPES:
+        got = scene.get("type") if isinstance(scene, dict) else scene
+        raise InputError(f"{where}: scene must be one of {sorted(SCENE_TYPES)} or a mapping with such a 'type', got {got!r}")
+    params = parse_dataclass(SCENE_TYPES[scene["type"]], {k: v for k, v in scene.items() if k != "type"},
+                             f"{where}: scene")
+    return {"type": scene["type"], **dataclasses.asdict(params)}
+
+
+def _stereo_of(stereo, where: str) -> Optional[dict]:
+    """None/False -> None; True -> default :class:`StereoConfig`; a mapping -> its parameters."""
+    if stereo is None or stereo is False:
+        return None
+    if stereo is True:
+        stereo = {}
+    return dataclasses.asdict(parse_dataclass(StereoConfig, stereo, f"{where}: stereo"))
+

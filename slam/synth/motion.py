@@ -14,7 +14,8 @@ import cv2
 import numpy as np
 
 from slam.errors import InputError
-from slam.synth.config import MOTION_TYPES, OrbitMotion, SweepMotion, XYZMotion, parse_dataclass
+from slam.synth.config import (MOTION_TYPES, ForwardMotion, LoopMotion, OrbitMotion, RotationMotion, SweepMotion, XYZMotion,
+                               parse_dataclass)
 from slam.synth.scene import Scene
 
 __all__ = ["look_at", "rot_xyz", "SmoothNoise", "Trajectory"]
@@ -42,6 +43,7 @@ def look_at(eye: np.ndarray, target: np.ndarray, roll: float = 0.0) -> np.ndarra
 
 
 def rot_xyz(rx: float, ry: float, rz: float) -> np.ndarray:
+    """(3, 3) rotation matrix of the rotation vector (rx, ry, rz) in radians (Rodrigues)."""
     v = np.array([rx, ry, rz], float)
     R, _ = cv2.Rodrigues(v)
     return R
@@ -72,21 +74,28 @@ class Trajectory:
         self.kind = mtype
         self.p = parse_dataclass(MOTION_TYPES[mtype], {k: v for k, v in motion.items() if k != "type"}, where)
         self.desk = np.asarray(scene.anchors.get("desk_center", np.array([0.0, 1.8, 0.75])), float)
+        needs = {LoopMotion: ("room_min", "room_max"), ForwardMotion: ("path_start", "path_end")}.get(type(self.p), ())
+        missing = [a for a in needs if a not in scene.anchors]
+        if missing:
+            raise InputError(f"{where}.type = {mtype!r} needs a scene with the anchor(s) {missing}; "
+                             f"this scene has {sorted(scene.anchors)}")
+        self.anchors = {k: np.asarray(v, float) for k, v in scene.anchors.items()}
         rng = np.random.default_rng([int(seed), 1])
         self.jit_p = SmoothNoise(rng, 3, 0.5, 3.0)
         self.jit_r = SmoothNoise(rng, 3, 0.5, 3.0)
         self.wander = SmoothNoise(rng, 1, 0.05, 0.2)
 
     def world_from_cam(self, t: float) -> np.ndarray:
+        """(4, 4) float64 world_from_cam at time ``t`` (seconds)."""
         p, d = self.p, self.desk
         roll = math.radians(p.roll_deg) * float(self.wander(t)[0])
         if isinstance(p, SweepMotion):
-            w = [2 * math.pi / T for T in p.period]
+            w = [2 * math.pi / per for per in p.period]
             off = np.array([a * math.sin(wi * t + ph) for a, wi, ph in zip(p.amplitude, w, p.phase)])
             eye = d + np.array([0.0, -p.distance, p.height]) + off
-            tw = [2 * math.pi / T for T in p.target_period]
+            tw = [2 * math.pi / per for per in p.target_period]
             target = d + np.array([a * math.sin(wi * t + 0.7 * k) for k, (a, wi) in enumerate(zip(p.target_amplitude, tw))])
-            pose = look_at(eye, target, roll)
+            w_from_c = look_at(eye, target, roll)
         elif isinstance(p, XYZMotion):
             base = look_at(d + np.array([0.0, -p.distance, p.height]), d, 0.0)
             seg = max(p.segment, 1e-3)
@@ -102,17 +111,17 @@ class Trajectory:
             else:
                 off = np.array(p.amplitude) * np.array([s, math.sin(2 * math.pi * t / p.period * 0.7),
                                                         math.sin(2 * math.pi * t / p.period * 1.3)]) * ramp * 0.6
-            pose = base.copy()
-            pose[:3, 3] = base[:3, 3] + base[:3, :3] @ off
+            w_from_c = base.copy()
+            w_from_c[:3, 3] = base[:3, 3] + base[:3, :3] @ off
             c, s_ = math.cos(roll), math.sin(roll)
-            pose[:3, :3] = pose[:3, :3] @ np.array([[c, -s_, 0], [s_, c, 0], [0, 0, 1.0]])
+            w_from_c[:3, :3] = w_from_c[:3, :3] @ np.array([[c, -s_, 0], [s_, c, 0], [0, 0, 1.0]])
         elif isinstance(p, OrbitMotion):
             ang = math.radians(p.arc_deg) / 2 * math.sin(2 * math.pi * t / p.period)
             eye = d + np.array([p.radius * math.sin(ang), -p.radius * math.cos(ang),
                                 p.height + p.height_amplitude * math.sin(2 * math.pi * t / (0.77 * p.period))])
             target = d + p.target_amplitude * np.array([math.sin(1.3 * t), math.sin(0.9 * t + 1), 0.5 * math.sin(0.7 * t)])
-            pose = look_at(eye, target, roll)
-        else:  # RotationMotion
+            w_from_c = look_at(eye, target, roll)
+        elif isinstance(p, RotationMotion):
             eye = d + np.array([0.0, -p.distance, p.height])
             eye = eye + p.translation_amplitude * np.array([math.sin(1.1 * t), math.sin(0.8 * t + 1), math.sin(1.4 * t + 2)])
             base = look_at(eye, d, 0.0)
@@ -120,10 +129,50 @@ class Trajectory:
             pitch = math.radians(p.pitch_amplitude_deg) * math.sin(2 * math.pi * t / p.pitch_period + 0.6)
             rl = math.radians(p.roll_amplitude_deg) * math.sin(2 * math.pi * t / p.roll_period + 1.3)
             # yaw about world z, then pitch / roll in the camera frame
-            pose = base.copy()
-            pose[:3, :3] = rot_xyz(0, 0, yaw) @ base[:3, :3] @ rot_xyz(pitch, 0, rl)
+            w_from_c = base.copy()
+            w_from_c[:3, :3] = rot_xyz(0, 0, yaw) @ base[:3, :3] @ rot_xyz(pitch, 0, rl)
+        elif isinstance(p, LoopMotion):
+            w_from_c = self._loop(p, t, roll)
+        else:
+            w_from_c = self._forward(p, t, roll)
         # hand-held jitter
-        pose = pose.copy()
-        pose[:3, 3] += p.jitter_position * self.jit_p(t)
-        pose[:3, :3] = pose[:3, :3] @ rot_xyz(*(math.radians(p.jitter_rotation_deg) * self.jit_r(t)))
-        return pose
+        w_from_c = w_from_c.copy()
+        w_from_c[:3, 3] += p.jitter_position * self.jit_p(t)
+        w_from_c[:3, :3] = w_from_c[:3, :3] @ rot_xyz(*(math.radians(p.jitter_rotation_deg) * self.jit_r(t)))
+        return w_from_c
+
+    def _loop(self, p: LoopMotion, t: float, roll: float) -> np.ndarray:
+        lo, hi = self.anchors["room_min"], self.anchors["room_max"]
+        centre = 0.5 * (lo + hi)
+        a, b = 0.5 * (hi[0] - lo[0]) - p.margin, 0.5 * (hi[1] - lo[1]) - p.margin
+        if a <= 0.1 or b <= 0.1:
+            raise InputError(f"motion.margin = {p.margin} leaves no room for the loop in a "
+                             f"{hi[0] - lo[0]:.2f} x {hi[1] - lo[1]:.2f} m room; use a smaller margin")
+        th = math.radians(p.start_deg) + 2 * math.pi * t / p.lap_period
+        c, s = math.cos(th), math.sin(th)
+        bob = p.bob_amplitude * math.sin(2 * math.pi * t / p.bob_period)
+        eye = np.array([centre[0] + a * c, centre[1] + b * s, lo[2] + p.eye_height + bob])
+        ahead = np.array([-a * s, b * c, 0.0])  # walking direction (counter-clockwise)
+        inward = -np.array([c / a, s / b, 0.0])  # inward normal of the ellipse
+        ahead /= np.linalg.norm(ahead)
+        inward /= np.linalg.norm(inward)
+        phi = math.radians(p.look_inward_deg)
+        view = math.cos(phi) * ahead + math.sin(phi) * inward
+        view[2] = math.tan(math.radians(p.pitch_deg))
+        return look_at(eye, eye + view, roll)
+
+    def _forward(self, p: ForwardMotion, t: float, roll: float) -> np.ndarray:
+        start, end = self.anchors["path_start"], self.anchors["path_end"]
+        axis = end - start
+        axis[2] = 0.0
+        axis /= np.linalg.norm(axis)
+        side = np.array([-axis[1], axis[0], 0.0])  # left of the direction of travel
+        lateral = p.lateral_amplitude * math.sin(2 * math.pi * t / p.lateral_period)
+        bob = p.bob_amplitude * math.sin(2 * math.pi * t / p.bob_period)
+        eye = start + p.speed * t * axis + lateral * side
+        eye[2] = start[2] + p.eye_height + bob
+        yaw = math.radians(p.yaw_amplitude_deg) * math.sin(2 * math.pi * t / p.yaw_period + 0.4)
+        view = math.cos(yaw) * axis + math.sin(yaw) * side
+        view[2] = math.tan(math.radians(p.pitch_deg))
+        return look_at(eye, eye + view, roll)
+

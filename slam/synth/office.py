@@ -19,10 +19,10 @@ from slam.synth import textures as tx
 from slam.synth.scene import Scene
 from slam.synth.textures import tex_dims
 
-__all__ = ["make_office"]
+__all__ = ["make_office", "wall_texture"]
 
 
-def _wall_texture(rng: np.random.Generator, width_m: float, height_m: float, texel: float, base,
+def wall_texture(rng: np.random.Generator, width_m: float, height_m: float, texel: float, base,
                   density: float, window: bool = False, door: bool = False, whiteboard: bool = False) -> np.ndarray:
     """A painted wall with posters, photos, boards, notes, a clock, maybe a window and a door."""
     h, w = tex_dims((width_m, height_m), texel)
@@ -172,7 +172,7 @@ def make_office(seed: int = 0) -> Scene:
     walls = []
     # face order -x, +x, -y, +y; +y is behind the desk (seen most): densest
     for k, (wm, dens) in enumerate(((D, 2.0), (D, 2.0), (W, 1.8), (W, 3.0))):
-        walls.append(_wall_texture(rng, wm, Hr, wall_texel, wall_base, dens, window=(k == 0),
+        walls.append(wall_texture(rng, wm, Hr, wall_texel, wall_base, dens, window=(k == 0),
                                    door=(k == 2), whiteboard=(k == 3)))
     fh, fw = tex_dims((W, D), floor_texel)
     floor = tx.planks(rng, fh, fw, floor_texel) if rng.random() < 0.6 else tx.tiles(rng, fh, fw, floor_texel, 0.5)
