@@ -75,7 +75,7 @@ def open_input(seq: Optional[str], cfg: Config, data_root: Optional[str] = None,
 
     reader = TUMReader(folder, depth_factor=info.depth_factor, use_depth=use_depth, max_frames=cfg.max_frames, start=cfg.start_frame)
     c = info.camera
-    camera = PinholeCamera(int(c["width"]), int(c["height"]), float(c["fx"]), float(c["fy"]), float(c["cx"]), float(c["cy"]), tuple(info.dist[:5].tolist()))
+    camera = PinholeCamera.from_dict({**c, "dist": tuple(info.dist[:5].tolist())}, source=f"manifest of {info.name}")
     if calib:
         camera = PinholeCamera.from_yaml(calib)
     gt = folder / "groundtruth.txt"

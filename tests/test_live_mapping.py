@@ -23,7 +23,7 @@ def _mapper(**cfg) -> LocalMapper:
             features=Features(torch.zeros(n, 2), torch.zeros(n), torch.zeros(n, 32, dtype=torch.uint8), (640, 480)),
             kp_uv=np.zeros((n, 2)), kp_depth=np.zeros(n), kp_sigma2=np.ones(n), kp_color=np.zeros((n, 3), np.uint8),
             desc=np.zeros((n, 32), np.uint8), point_ids=np.full(n, -1, dtype=np.int64)))
-    cam = PinholeCamera(520.0, 520.0, 320.0, 240.0, 640, 480)
+    cam = PinholeCamera(width=640, height=480, fx=520.0, fy=520.0, cx=320.0, cy=240.0)
     mapper = LocalMapper(MappingConfig(**cfg), cam, m, matcher=None, mode="rgbd")
     calls = []
     mapper._fuse = lambda kf_id: calls.append(("fuse", kf_id))  # type: ignore[method-assign]

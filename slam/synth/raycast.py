@@ -329,7 +329,7 @@ def _sample_trilinear(tex: Texture, s: np.ndarray, t: np.ndarray, lod: np.ndarra
 @lru_cache(maxsize=4)
 def _renderer_for_key(key: tuple) -> Renderer:
     w, h, fx, fy, cx, cy, dist = key
-    return Renderer(PinholeCamera(w, h, fx, fy, cx, cy, dist))
+    return Renderer(PinholeCamera(width=w, height=h, fx=fx, fy=fy, cx=cx, cy=cy, dist=dist))
 
 
 def renderer_for(camera) -> Renderer:
