@@ -303,6 +303,13 @@ def test_cache_key_covers_what_changes_the_output(monkeypatch):
     assert cache_key(base) != key  # a bumped version re-renders
 
 
+def test_cache_key_of_the_default_profile_is_pinned():
+    """The key depends on the manifest, the render constants and PIXELS_VERSION only, never on
+    source files. If this fails, the output rule changed: a change that alters pixels, depth,
+    poses or stamps bumps slam.synth.dataset.PIXELS_VERSION; then update the value here."""
+    assert cache_key(load_manifest("default")) == "59af20455f78d4a39fb6e354f2c6841b97bc6d3f00df581daa5460ffde691868"
+
+
 def test_refuses_to_overwrite_foreign_folder(tmp_path: Path):
     (tmp_path / "mine.txt").write_text("precious")
     with pytest.raises(InputError, match="refusing to overwrite"):

@@ -77,9 +77,10 @@ PROFILES: dict = {
     },
     "loop_short": {
         "name": "loop_short",
-        "description": "Short loop for CI: a smaller lap of the office in 7 s and back to the start, 1 s of revisit.",
+        "description": "Short loop for CI: a small lap round the middle of the office in 7 s (about 5 m) and back to "
+                       "the start, 1 s of revisit; turns at about 52 deg/s.",
         "frames": 240, "fps": 30.0, "seed": 5, "camera": "fr1",
-        "motion": {"type": "loop", "margin": 1.4, "eye_height": 1.5, "lap_period": 7.0, "start_deg": -90.0,
+        "motion": {"type": "loop", "margin": 2.0, "eye_height": 1.5, "lap_period": 7.0, "start_deg": -90.0,
                    "look_inward_deg": 60.0, "pitch_deg": -15.0, "bob_amplitude": 0.01, "bob_period": 0.6,
                    "jitter_position": 0.002, "jitter_rotation_deg": 0.15, "roll_deg": 1.0},
         "realism": {"noise_sigma": 1.0, "noise_shot": 0.02, "exposure_time": 0.3, "exposure_amplitude": 0.03,
