@@ -6,17 +6,19 @@ and exact poses, and writes them as TUM RGB-D folders that every reader of the p
 
 Modules, by concern (each imports only those above it):
 
-- :mod:`~slam.synth.config`: motion types and sensor-effect parameters of a manifest (light);
+- :mod:`~slam.synth.config`: scene and motion types, stereo and sensor-effect parameters (light);
 - :mod:`~slam.synth.textures`, :mod:`~slam.synth.items`: procedural textures (materials; things);
 - :mod:`~slam.synth.scene`: textures with mip pyramids, faces, boxes, cylinders, quads, lights;
 - :mod:`~slam.synth.raycast`: the ray caster (``Renderer``, ``render_view``);
 - :mod:`~slam.synth.office`: the furnished office room (``make_office(seed)``);
-- :mod:`~slam.synth.motion`: camera trajectories ``world_from_cam(t)`` (``Trajectory``, ``look_at``);
+- :mod:`~slam.synth.corridor`: a long office corridor (``make_corridor(seed, params)``);
+- :mod:`~slam.synth.motion`: camera trajectories ``world_from_cam(t)`` (``Trajectory``, ``look_at``):
+  sweep, xyz, orbit, rotation (office desk), loop (round the room), forward (along a corridor);
 - :mod:`~slam.synth.effects`: sensor effects (motion blur, exposure, vignetting, noise, depth holes);
 - :mod:`~slam.synth.profiles`, :mod:`~slam.synth.manifest`: embedded profiles; loading and
   validating manifests (``sequences/synthetic/<name>.yaml``);
-- :mod:`~slam.synth.dataset`: rendering a sequence folder and the cache (``render_sequence``,
-  ``ensure_sequence``).
+- :mod:`~slam.synth.dataset`: rendering a sequence folder (TUM layout, optional right camera) and
+  the cache (``render_sequence``, ``ensure_sequence``).
 
 Training pairs sampled from these scenes are in :mod:`slam.training.synthetic_pairs`; exact
 correspondences from depth and poses in :mod:`slam.geometry.depth_warp`.
@@ -27,7 +29,8 @@ Cache rule
 cache key (:func:`slam.synth.dataset.cache_key`): a hash of what determines the written data and
 nothing else, namely
 
-1. the resolved manifest (frames, fps, seed, camera, motion, realism, name; not the description),
+1. the resolved manifest (frames, fps, seed, camera, scene, motion, realism, stereo, name; not
+   the description),
 2. the renderer's fixed parameters (depth factor, timestamp base, near plane),
 3. ``slam.synth.dataset.PIXELS_VERSION``.
 
