@@ -17,7 +17,7 @@ from slam.geometry.camera import PinholeCamera
 from slam.geometry.depth_warp import warp_points
 from slam.io.trajectory import read_tum
 from slam.io.tum import read_file_list
-from slam.synth.dataset import DEPTH_FACTOR, make_scene, render_sequence, right_from_left
+from slam.synth.dataset import DEPTH_FACTOR, make_scene, read_stereo_rig, render_sequence, right_from_left
 from slam.synth.manifest import load_manifest, manifest_camera
 from slam.synth.motion import Trajectory
 from slam.synth.raycast import Renderer
@@ -141,6 +141,8 @@ def test_stereo_sequence_layout_and_disparity(worlds, tmp_path: Path):
     assert cam_yaml["stereo"]["baseline"] == b
     assert np.allclose(cam_yaml["stereo"]["cam_right_from_cam_left"], right_from_left(b))
     assert PinholeCamera.from_dict(cam_yaml["stereo"]["camera_right"]) == half
+    rig = read_stereo_rig(seq)
+    assert rig.rectified and rig.left == rig.right == half and abs(rig.baseline - b) < 1e-12
     left, right = read_file_list(seq / "rgb.txt"), read_file_list(seq / "rgb_right.txt")
     assert [t for t, _ in left] == [t for t, _ in right] == list(read_tum(seq / "groundtruth.txt")[0])
     img_l = cv2.imread(str(seq / left[1][1][0]), cv2.IMREAD_GRAYSCALE).astype(np.float32)

@@ -10,7 +10,8 @@ import pytest
 
 from slam.errors import DeviceError
 from slam.geometry.camera import PinholeCamera
-from slam.viz.base import MapSnapshot, Viewer, create_viewer, default_view, frustum_lines
+from slam.viz import create_viewer
+from slam.viz.base import MapSnapshot, Viewer, default_view, frustum_lines
 from slam.viz.null import NullViewer
 from slam.viz.plots import plot_trajectories
 from slam.viz.render import render_map_png

@@ -15,7 +15,8 @@ Stereo (manifest ``stereo: {baseline: b}``): the right image of frame i is
 taken at the same time by a camera with the same intrinsics and distortion and the same
 orientation, ``b`` metres along the left camera's +x axis. ``camera.yaml`` then has a ``stereo``
 mapping: ``baseline`` (m), ``cam_right_from_cam_left`` (4x4, translation (-b, 0, 0)) and
-``camera_right``. With zero distortion the pair is rectified: a point at depth z (left camera)
+``camera_right`` (:func:`read_stereo_rig` gives the :class:`slam.geometry.stereo.StereoRig`).
+With zero distortion the pair is rectified: a point at depth z (left camera)
 appears ``fx * b / z`` pixels further left in the right image, on the same row. Depth and
 ground truth are the left camera's.
 """
@@ -37,6 +38,7 @@ import yaml
 
 from slam.errors import InputError
 from slam.geometry.camera import PinholeCamera
+from slam.geometry.stereo import StereoRig
 from slam.io.trajectory import write_tum
 from slam.io.tum import encode_depth, write_file_list
 from slam.synth.config import CorridorScene, Realism, parse_dataclass
@@ -50,7 +52,7 @@ from slam.synth.scene import Scene
 
 __all__ = ["PIXELS_VERSION", "DEPTH_FACTOR", "TIMESTAMP_BASE", "cache_key", "frame_timestamps", "make_scene",
            "right_from_left", "render_sequence",
-           "read_camera_manifest", "sequence_is_current", "ensure_sequence"]
+           "read_camera_manifest", "read_stereo_rig", "sequence_is_current", "ensure_sequence"]
 
 #: Bump when a change of the rendering code (scene builder, textures, ray caster, motions,
 #: sensor effects, writer) changes any written image, depth value, pose or timestamp.
@@ -241,6 +243,23 @@ def read_camera_manifest(seq_dir: Union[str, Path]) -> PinholeCamera:
         return PinholeCamera.from_dict(cam, source=str(path))
     except ValueError as exc:
         raise InputError(str(exc)) from None
+
+
+def read_stereo_rig(seq_dir: Union[str, Path]) -> Optional[StereoRig]:
+    """The stereo rig of a rendered sequence from the ``stereo`` mapping of ``camera.yaml`` (None
+    for a single-camera sequence): left = the sequence camera, right = ``camera_right``,
+    ``right_from_left`` = ``cam_right_from_cam_left``; rectified when the camera has no distortion."""
+    path = Path(seq_dir) / "camera.yaml"
+    left = read_camera_manifest(seq_dir)
+    stereo = yaml.safe_load(path.read_text()).get("stereo")
+    if stereo is None:
+        return None
+    try:
+        right = PinholeCamera.from_dict(stereo["camera_right"], source=f"{path}: stereo.camera_right")
+        return StereoRig(left=left, right=right, right_from_left=np.asarray(stereo["cam_right_from_cam_left"], float),
+                         rectified=not left.has_distortion)
+    except (KeyError, TypeError, ValueError) as exc:
+        raise InputError(f"{path}: invalid stereo mapping ({exc}); render the sequence again") from None
 
 
 def sequence_is_current(seq_dir: Path, manifest: dict) -> bool:

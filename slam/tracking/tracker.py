@@ -11,7 +11,7 @@ from __future__ import annotations
 import logging
 import time
 from dataclasses import dataclass
-from typing import Callable, Optional
+from typing import Optional
 
 import numpy as np
 
@@ -23,6 +23,7 @@ from slam.mapping.map import Keyframe, Map
 from slam.matching.guided import search_by_projection
 from slam.optim.ba import optimize_pose
 from slam.optim.pose_gn import refine_pose_gn
+from slam.runtime.schedule import MappingSchedule
 from slam.tracking.config import TrackingConfig
 from slam.tracking.keyframe_policy import KeyframePolicy, KeyframePolicyConfig
 from slam.types import FrameFeatures, TrackResult
@@ -49,7 +50,8 @@ class KeyframeJob:
 class Tracker:
     """process(FrameFeatures) -> (TrackResult, Optional[KeyframeJob])."""
 
-    def __init__(self, cfg: TrackingConfig, camera: PinholeCamera, slam_map: Map, matcher, mode: str = "rgbd"):
+    def __init__(self, cfg: TrackingConfig, camera: PinholeCamera, slam_map: Map, matcher, mode: str = "rgbd",
+                 schedule: Optional[MappingSchedule] = None):
         self.cfg = cfg
         self.camera = camera
         self.K = camera.K
@@ -58,10 +60,10 @@ class Tracker:
         self.mode = mode
         self.learned_matcher = getattr(matcher, "name", "nn") != "nn"
         self.policy = KeyframePolicy(cfg.keyframes, mode)
-        # live runs: a callable telling whether local mapping still has work queued; keyframes
-        # that are merely due (not needed to keep tracking) then wait, as in ORB-SLAM. None in
-        # dataset runs, whose keyframes must not depend on timing.
-        self.mapping_busy: Optional[Callable[[], bool]] = None
+        # live runs: while local mapping still has work queued, keyframes that are merely due
+        # (not needed to keep tracking) wait, as in ORB-SLAM; the default schedule is never busy,
+        # so dataset runs' keyframes do not depend on timing
+        self.schedule = schedule if schedule is not None else MappingSchedule()
         self.state = "INIT"
         self.last: Optional[_LastFrame] = None
         self.velocity: Optional[np.ndarray] = None  # cam_t_from_cam_{t-1}
@@ -108,7 +110,7 @@ class Tracker:
                     self.velocity[:3, :3] = project_to_so3(self.velocity[:3, :3])
                 self.last = _LastFrame(fr, cam_from_world, point_ids)
                 with self.map.lock:
-                    busy = self.mapping_busy() if self.mapping_busy is not None else False
+                    busy = self.schedule.mapping_busy()
                     if self.policy.need_keyframe(fr, point_ids, self._ref_tracked_count(), fr.index - self.last_kf_frame, self.map, mapping_busy=busy):
                         job = self._insert_keyframe(fr, cam_from_world, point_ids)
         if cam_from_world is not None and self.ref_kf_id is not None:
