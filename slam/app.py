@@ -62,7 +62,7 @@ def open_input(seq: Optional[str], cfg: Config, data_root: Optional[str] = None,
     seq = seq or "synthetic/default"
     path = Path(seq)
     if seq.startswith("synthetic/"):
-        from slam.io.synthetic import ensure_sequence
+        from slam.synth.dataset import ensure_sequence
         from slam.io.sequences import resolve_data_root
         from slam.io.tum import TUMReader
 
@@ -70,7 +70,7 @@ def open_input(seq: Optional[str], cfg: Config, data_root: Optional[str] = None,
         folder = ensure_sequence(seq.split("/", 1)[1], root)
         camera = PinholeCamera.from_yaml(folder / "camera.yaml") if (folder / "camera.yaml").is_file() else None
         if camera is None:
-            from slam.io.synthetic import read_camera_manifest
+            from slam.synth.dataset import read_camera_manifest
 
             camera = read_camera_manifest(folder)
         reader = TUMReader(folder, use_depth=use_depth, max_frames=cfg.max_frames, start=cfg.start_frame)

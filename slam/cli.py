@@ -210,7 +210,7 @@ def cmd_match(args) -> int:
 
 def cmd_render(args) -> int:
     from slam.io.sequences import resolve_data_root
-    from slam.io.synthetic import ensure_sequence
+    from slam.synth.dataset import ensure_sequence
 
     name = args.name.split("/", 1)[1] if args.name.startswith("synthetic/") else args.name
     root = resolve_data_root(args.data_root)[0]
@@ -290,7 +290,7 @@ def build_parser() -> argparse.ArgumentParser:
     m.set_defaults(func=cmd_match)
 
     rd = sub.add_parser("render", help="render (or reuse) a synthetic sequence")
-    rd.add_argument("name", nargs="?", default="default", help="profile: default | xyz | desk | fast")
+    rd.add_argument("name", nargs="?", default="default", help="profile: default | xyz | desk | fast | loop | loop_short | fast_blur | corridor | stereo (sequences/synthetic/)")
     rd.add_argument("--data-root")
     rd.add_argument("--frames", type=int)
     rd.set_defaults(func=cmd_render)
@@ -319,7 +319,7 @@ def _passthrough(name: str, rest: list[str]) -> int:
 
         return eval_main(rest)
     if name == "calibrate":
-        from slam.io.calibration import calibrate_camera_main
+        from slam.calibration import calibrate_camera_main
 
         return calibrate_camera_main(rest)
     if name == "download":

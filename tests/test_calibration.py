@@ -1,5 +1,6 @@
-"""Tests of chessboard calibration (slam/io/calibration.py) on rendered views of known
-intrinsics, and of camera input (slam/io/camera.py) with video files standing in for a camera."""
+"""Tests of chessboard calibration (slam/geometry/calibration.py, the command in slam/calibration.py)
+on rendered views of known intrinsics, and of camera input (slam/io/camera.py) with video files
+standing in for a camera."""
 from __future__ import annotations
 
 import io
@@ -11,11 +12,11 @@ import pytest
 
 from slam.errors import InputError
 from slam.geometry.camera import PinholeCamera
-from slam.io.calibration import (
+from slam.calibration import calibrate_camera_main
+from slam.geometry.calibration import (
     InputError,
     ViewSelector,
     board_object_points,
-    calibrate_camera_main,
     calibrate_from_images,
     detect_board,
     parse_board,

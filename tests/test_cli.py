@@ -270,7 +270,7 @@ def test_help_and_unknown_command():
 # ------------------------------------------------------------------ a real (short) run
 @pytest.mark.slow
 def test_run_on_rendered_folder(capsys, tmp_path_factory, tmp_path):
-    from slam.io.synthetic import ensure_sequence
+    from slam.synth.dataset import ensure_sequence
 
     seq = ensure_sequence("default", tmp_path_factory.getbasetemp() / "synthetic_data", n_frames=60)
     out_root = tmp_path / "myruns"

@@ -10,7 +10,7 @@ import pytest
 
 from slam.cli import main
 from slam.geometry.camera import PinholeCamera
-from slam.io.synthetic import ensure_sequence
+from slam.synth.dataset import ensure_sequence
 
 pytestmark = pytest.mark.slow
 

@@ -126,7 +126,7 @@ def test_bad_manifest_names_file_and_key(tmp_path):
 
 
 def test_synthetic_names():
-    synthetic = pytest.importorskip("slam.io.synthetic")
+    synthetic = pytest.importorskip("slam.synth.profiles")
     profile = sorted(synthetic.PROFILES)[0]
     info = load_manifest(f"synthetic/{profile}")
     assert info.dataset == "synthetic" and info.folder == f"synthetic/{profile}" and info.url == ""
@@ -171,7 +171,7 @@ def test_missing_sequence_message_names_paths_and_fix(isolated, monkeypatch):
 
 
 def test_synthetic_find_returns_render_location(isolated):
-    synthetic = pytest.importorskip("slam.io.synthetic")
+    synthetic = pytest.importorskip("slam.synth.profiles")
     profile = sorted(synthetic.PROFILES)[0]
     info, path = find_sequence(f"synthetic/{profile}")
     assert info.dataset == "synthetic" and path == isolated / "sequences" / "synthetic" / profile
@@ -238,7 +238,7 @@ def test_download_wrong_archive_and_unknown_name(isolated):
 def test_download_main_parses_arguments(isolated, capsys):
     assert download_main(["tum/not_a_sequence", "--data-root", str(isolated)]) == 2
     assert "unknown sequence" in capsys.readouterr().err
-    synthetic = pytest.importorskip("slam.io.synthetic")
+    synthetic = pytest.importorskip("slam.synth.profiles")
     assert download_main([f"synthetic/{sorted(synthetic.PROFILES)[0]}", "--data-root", str(isolated)]) == 2
     assert "nothing to download" in capsys.readouterr().err
 

@@ -17,7 +17,7 @@ import pytest
 
 from slam.app import open_input, run_slam
 from slam.config import load_config
-from slam.io.synthetic import ensure_sequence
+from slam.synth.dataset import ensure_sequence
 from slam.runtime.runner import StageError
 from slam.tracking.tracker import Tracker
 

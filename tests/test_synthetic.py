@@ -1,4 +1,4 @@
-"""Tests of the synthetic RGB-D renderer (slam.io.synthetic): exact geometry, TUM output,
+"""Tests of the synthetic RGB-D renderer (slam.synth): exact geometry, TUM output,
 determinism and caching. Renders only a few small frames."""
 from __future__ import annotations
 
@@ -13,10 +13,22 @@ import yaml
 from scipy.spatial.transform import Rotation
 
 from slam.geometry.camera import PinholeCamera
-from slam.io import synthetic as syn
+from slam.errors import InputError
+from slam.geometry.depth_warp import warp_points
+from slam.synth.config import Realism
+from slam.synth.dataset import (DEPTH_FACTOR, cache_key, ensure_sequence, frame_timestamps, read_camera_manifest,
+                                render_sequence, sequence_is_current)
+from slam.synth.effects import SensorEffects
+from slam.synth.manifest import load_manifest
+from slam.synth.motion import Trajectory, look_at
+from slam.synth.office import make_office
+from slam.synth.profiles import FR1_CAMERA, PROFILES
+from slam.synth.raycast import Renderer, render_view
+from slam.synth.scene import Scene
+from slam.training.synthetic_pairs import sample_pair
 
 REPO = Path(__file__).resolve().parents[1]
-FR1 = PinholeCamera.from_dict(syn.FR1_CAMERA)
+FR1 = PinholeCamera.from_dict(FR1_CAMERA)
 HALF = FR1.scaled(0.5, 0.5)  # 320x240, same distortion
 
 
@@ -39,15 +51,15 @@ def _blob_texture(n: int, centres, sigma: float) -> np.ndarray:
     return np.repeat((230 * shade)[..., None], 3, axis=2).astype(np.uint8)
 
 
-def _tilted_quad_scene(tex: np.ndarray) -> syn.Scene:
-    sc = syn.Scene()
+def _tilted_quad_scene(tex: np.ndarray) -> Scene:
+    sc = Scene()
     ea = np.array([1.0, 0.15, 0.0])
     eb = np.array([0.0, 0.35, -1.0])
     sc.add_quad([-0.5, 2.0, 1.6], ea, eb, (1.0, 1.0), tex, name="panel")
     return sc
 
 
-CAMS_FROM_WORLD = [np.linalg.inv(syn.look_at(e, t, r)) for e, t, r in (
+CAMS_FROM_WORLD = [np.linalg.inv(look_at(e, t, r)) for e, t, r in (
     (np.array([0.1, 0.8, 1.2]), np.array([0.1, 2.2, 1.1]), 0.1),
     (np.array([-0.3, 0.9, 1.0]), np.array([0.0, 2.3, 1.2]), -0.2),
 )]
@@ -58,7 +70,7 @@ CAMS_FROM_WORLD = [np.linalg.inv(syn.look_at(e, t, r)) for e, t, r in (
 def test_plane_depth_equals_analytic_depth(k):
     sc = _tilted_quad_scene(np.full((64, 64, 3), 200, np.uint8))
     cam_from_world = CAMS_FROM_WORLD[k]
-    _, depth = syn.render_view(sc, HALF, cam_from_world)
+    _, depth = render_view(sc, HALF, cam_from_world)
     face = sc.faces[0]
     R, t = cam_from_world[:3, :3], cam_from_world[:3, 3]
     n_c = R @ face.normal
@@ -77,11 +89,11 @@ def test_plane_depth_equals_analytic_depth(k):
 
 
 def test_room_wall_depth_and_face_ids():
-    sc = syn.Scene()
+    sc = Scene()
     tex = np.full((32, 32, 3), 128, np.uint8)
     sc.add_box([0.0, 0.0, 1.25], [2.0, 3.0, 1.25], [tex] * 6, inside=True, name="room")
-    cam_from_world = np.linalg.inv(syn.look_at([0.3, -0.5, 1.4], [1.2, 3.0, 1.0], 0.05))
-    out = syn.Renderer(HALF).render(sc, cam_from_world)
+    cam_from_world = np.linalg.inv(look_at([0.3, -0.5, 1.4], [1.2, 3.0, 1.0], 0.05))
+    out = Renderer(HALF).render(sc, cam_from_world)
     wall = sc.primitives[0].faces[3]  # +y wall at y = 3
     m = out.face == wall
     assert m.mean() > 0.3
@@ -95,11 +107,11 @@ def test_room_wall_depth_and_face_ids():
 
 
 def test_cylinder_points_lie_on_the_cylinder():
-    sc = syn.Scene()
+    sc = Scene()
     side = np.full((64, 256, 3), 150, np.uint8)
     cyl = sc.add_cylinder([0.2, 2.0, 0.5], 0.15, 0.4, side, np.full((32, 32, 3), 90, np.uint8))
-    cam_from_world = np.linalg.inv(syn.look_at([0.0, 1.2, 1.3], [0.2, 2.0, 0.7]))
-    out = syn.Renderer(HALF).render(sc, cam_from_world)
+    cam_from_world = np.linalg.inv(look_at([0.0, 1.2, 1.3], [0.2, 2.0, 0.7]))
+    out = Renderer(HALF).render(sc, cam_from_world)
     rays = _pixel_rays(HALF)
     P = (rays * out.depth.reshape(-1, 1)) @ cam_from_world[:3, :3] - cam_from_world[:3, :3].T @ cam_from_world[:3, 3]
     side_px = (out.face == cyl.faces[0]).ravel()
@@ -118,7 +130,7 @@ def test_projected_marker_lands_where_drawn(k):
     centres = [(0.3, 0.6), (0.8, 0.2), (0.12, 0.15), (0.85, 0.85)]
     sc = _tilted_quad_scene(_blob_texture(800, centres, 0.006))
     cam_from_world = CAMS_FROM_WORLD[k]
-    bgr, _ = syn.render_view(sc, FR1, cam_from_world)
+    bgr, _ = render_view(sc, FR1, cam_from_world)
     grey = cv2.cvtColor(bgr, cv2.COLOR_BGR2GRAY).astype(np.float64)
     face = sc.faces[0]
     rvec, _ = cv2.Rodrigues(cam_from_world[:3, :3])
@@ -142,16 +154,16 @@ def test_projected_marker_lands_where_drawn(k):
 def test_depth_png_roundtrip_and_warp_points():
     sc = _tilted_quad_scene(_blob_texture(400, [(0.5, 0.5)], 0.01))
     c0, c1 = CAMS_FROM_WORLD
-    _, d0 = syn.render_view(sc, HALF, c0)
-    _, d1 = syn.render_view(sc, HALF, c1)
-    d16 = np.round(d0 * syn.DEPTH_FACTOR).astype(np.uint16)
+    _, d0 = render_view(sc, HALF, c0)
+    _, d1 = render_view(sc, HALF, c1)
+    d16 = np.round(d0 * DEPTH_FACTOR).astype(np.uint16)
     ok, buf = cv2.imencode(".png", d16)
-    back = cv2.imdecode(buf, cv2.IMREAD_UNCHANGED).astype(np.float64) / syn.DEPTH_FACTOR
-    assert np.abs(back - d0).max() <= 0.5 / syn.DEPTH_FACTOR + 1e-6
+    back = cv2.imdecode(buf, cv2.IMREAD_UNCHANGED).astype(np.float64) / DEPTH_FACTOR
+    assert np.abs(back - d0).max() <= 0.5 / DEPTH_FACTOR + 1e-6
     # exact correspondences: the panel's point seen at p0 is seen at warp(p0) in view 1
     ys, xs = np.mgrid[10:HALF.height - 10:20, 10:HALF.width - 10:20]
     p0 = np.stack([xs.ravel(), ys.ravel()], 1).astype(np.float64)
-    p1, valid = syn.warp_points(p0, d0, HALF, c1 @ np.linalg.inv(c0), d1)
+    p1, valid = warp_points(p0, d0, HALF, c1 @ np.linalg.inv(c0), d1)
     assert valid.sum() > 20
     # back-project both into the world: same 3D point
     rays0 = _pixel_rays(HALF).reshape(HALF.height, HALF.width, 3)
@@ -164,7 +176,7 @@ def test_depth_png_roundtrip_and_warp_points():
 # ----------------------------------------------------------------------------- sequences
 def _small_manifest(name: str = "tiny", frames: int = 3) -> dict:
     """The default profile on a 320x240 fr1-like camera at 3 Hz (so that frames differ)."""
-    m = copy.deepcopy(syn.PROFILES["default"])
+    m = copy.deepcopy(PROFILES["default"])
     m.update(name=name, frames=frames, camera=HALF.to_dict(), fps=3.0)
     m["realism"]["exposure_time"] = 0.02
     return m
@@ -172,7 +184,7 @@ def _small_manifest(name: str = "tiny", frames: int = 3) -> dict:
 
 @pytest.fixture(scope="module")
 def tiny_seq(tmp_path_factory) -> Path:
-    return syn.render_sequence(_small_manifest(), tmp_path_factory.mktemp("syn") / "tiny")
+    return render_sequence(_small_manifest(), tmp_path_factory.mktemp("syn") / "tiny")
 
 
 def _read_list(path: Path) -> list:
@@ -199,9 +211,9 @@ def test_tum_files_parse(tiny_seq: Path):
     cam = yaml.safe_load((tiny_seq / "camera.yaml").read_text())
     assert cam["dataset"] == "synthetic" and cam["depth_factor"] == 5000 and cam["fps"] == 3.0
     assert PinholeCamera.from_dict(cam["camera"]) == HALF
-    assert syn.read_camera_manifest(tiny_seq) == HALF == PinholeCamera.from_yaml(tiny_seq / "camera.yaml")
+    assert read_camera_manifest(tiny_seq) == HALF == PinholeCamera.from_yaml(tiny_seq / "camera.yaml")
     stamp = json.loads((tiny_seq / "stamp.json").read_text())
-    assert stamp["hash"] == syn.manifest_hash(syn.load_manifest(_small_manifest()))
+    assert stamp["hash"] == cache_key(load_manifest(_small_manifest()))
 
 
 def test_groundtruth_is_world_from_cam(tiny_seq: Path):
@@ -218,7 +230,7 @@ def test_groundtruth_is_world_from_cam(tiny_seq: Path):
     im2 = cv2.imread(str(tiny_seq / "rgb" / "000002.png"), cv2.IMREAD_GRAYSCALE)
     d0 = cv2.imread(str(tiny_seq / "depth" / "000000.png"), cv2.IMREAD_UNCHANGED).astype(np.float32) / 5000.0
     p0 = cv2.goodFeaturesToTrack(im0, 400, 0.01, 6).reshape(-1, 2).astype(np.float64)
-    pred, valid = syn.warp_points(p0, d0, HALF, np.linalg.inv(world_from_cam(2)) @ world_from_cam(0))
+    pred, valid = warp_points(p0, d0, HALF, np.linalg.inv(world_from_cam(2)) @ world_from_cam(0))
     assert valid.sum() > 100
     p0, pred = p0[valid].astype(np.float32), pred[valid].astype(np.float32)
     p2, st, _ = cv2.calcOpticalFlowPyrLK(im0, im2, p0, pred.copy(), winSize=(15, 15), maxLevel=2,
@@ -230,7 +242,7 @@ def test_groundtruth_is_world_from_cam(tiny_seq: Path):
 
 
 def test_render_is_deterministic(tiny_seq: Path, tmp_path: Path):
-    again = syn.render_sequence(_small_manifest(), tmp_path / "again")
+    again = render_sequence(_small_manifest(), tmp_path / "again")
     files = sorted(p.relative_to(tiny_seq) for p in tiny_seq.rglob("*") if p.is_file() and p.name != "stamp.json")
     assert len(files) == 3 * 2 + 4
     for f in files:
@@ -241,57 +253,105 @@ def test_ensure_sequence_caches(tmp_path: Path, capsys):
     (tmp_path / "synthetic").mkdir()
     m = _small_manifest("cached", frames=2)
     (tmp_path / "synthetic" / "cached.yaml").write_text(yaml.safe_dump(m))
-    out = syn.ensure_sequence("cached", tmp_path)
+    out = ensure_sequence("cached", tmp_path)
     assert out == tmp_path / "synthetic" / "cached"
     assert "rendering" in capsys.readouterr().out
     stamp_before = (out / "stamp.json").stat().st_mtime_ns
-    assert syn.ensure_sequence("cached", tmp_path) == out
+    assert ensure_sequence("cached", tmp_path) == out
     assert capsys.readouterr().out == ""  # reused, not re-rendered
     assert (out / "stamp.json").stat().st_mtime_ns == stamp_before
     # a changed manifest makes the cache stale
     m["realism"]["noise_sigma"] = 2.0
     (tmp_path / "synthetic" / "cached.yaml").write_text(yaml.safe_dump(m))
-    assert not syn.sequence_is_current(out, syn.load_manifest("cached", tmp_path))
+    assert not sequence_is_current(out, load_manifest("cached", tmp_path))
+
+
+def test_sequence_reads_back_through_the_readers(tiny_seq: Path):
+    """The folder is written with the TUM reader's and trajectory writer's own code: TUMReader
+    and read_tum give back the same stamps (bit for bit) and the exact depth."""
+    from slam.io.trajectory import read_tum
+    from slam.io.tum import TUMReader
+
+    reader = TUMReader(tiny_seq)
+    frames = list(reader)
+    gt_t, gt_poses = read_tum(tiny_seq / "groundtruth.txt")
+    assert len(frames) == 3 and np.array_equal(reader.timestamps, gt_t)
+    assert np.array_equal(gt_t, frame_timestamps(3, 3.0))
+    raw = cv2.imread(str(tiny_seq / "depth" / "000001.png"), cv2.IMREAD_UNCHANGED)
+    assert np.array_equal(frames[1].depth, raw.astype(np.float32) * np.float32(1 / DEPTH_FACTOR))
+    assert np.allclose(gt_poses[:, 3], [0, 0, 0, 1]) and gt_poses.shape == (3, 4, 4)
+
+
+def test_cache_key_covers_what_changes_the_output(monkeypatch):
+    import slam.synth.dataset as dataset
+
+    base = load_manifest(_small_manifest())
+    key = cache_key(base)
+    assert cache_key(copy.deepcopy(base)) == key
+    text_only = copy.deepcopy(base)
+    text_only["description"] = "reworded"
+    assert cache_key(text_only) == key  # text only: no re-render
+    for path, value in ((("realism", "noise_sigma"), 2.0), (("motion", "distance"), 1.6), (("seed",), 9),
+                        (("frames",), 4), (("fps",), 30.0)):
+        m = copy.deepcopy(base)
+        node = m
+        for k in path[:-1]:
+            node = node[k]
+        node[path[-1]] = value
+        assert cache_key(m) != key, path
+    monkeypatch.setattr(dataset, "PIXELS_VERSION", dataset.PIXELS_VERSION + 1)
+    assert cache_key(base) != key  # a bumped version re-renders
+
+
+def test_cache_key_of_the_default_profile_is_pinned():
+    """The key depends on the manifest, the render constants and PIXELS_VERSION only, never on
+    source files. If this fails, the output rule changed: a change that alters pixels, depth,
+    poses or stamps bumps slam.synth.dataset.PIXELS_VERSION; then update the value here."""
+    assert cache_key(load_manifest("default")) == "59af20455f78d4a39fb6e354f2c6841b97bc6d3f00df581daa5460ffde691868"
 
 
 def test_refuses_to_overwrite_foreign_folder(tmp_path: Path):
     (tmp_path / "mine.txt").write_text("precious")
-    with pytest.raises(syn.InputError, match="refusing to overwrite"):
-        syn.render_sequence(_small_manifest(), tmp_path)
+    with pytest.raises(InputError, match="refusing to overwrite"):
+        render_sequence(_small_manifest(), tmp_path)
     assert (tmp_path / "mine.txt").read_text() == "precious"
 
 
 # ----------------------------------------------------------------------------- manifests
-@pytest.mark.parametrize("name", sorted(syn.PROFILES))
+@pytest.mark.parametrize("name", sorted(PROFILES))
 def test_manifest_files_match_profiles(name):
     path = REPO / "sequences" / "synthetic" / f"{name}.yaml"
     assert path.is_file(), f"missing manifest {path}"
-    assert syn.load_manifest(path) == syn.load_manifest(name)
+    assert load_manifest(path) == load_manifest(name)
 
 
 def test_bad_manifest_errors_name_the_key():
     m = _small_manifest()
     m["motion"]["amplitud"] = 0.3
-    with pytest.raises(syn.InputError, match="amplitud"):
-        syn.load_manifest(m)
+    with pytest.raises(InputError, match="amplitud"):
+        load_manifest(m)
     m = _small_manifest()
     m["motion"]["type"] = "spiral"
-    with pytest.raises(syn.InputError, match="sweep"):
-        syn.load_manifest(m)
-    with pytest.raises(syn.InputError, match="default"):
-        syn.load_manifest("no_such_profile")
+    with pytest.raises(InputError, match="sweep"):
+        load_manifest(m)
+    with pytest.raises(InputError, match="default"):
+        load_manifest("no_such_profile")
+    m = _small_manifest()
+    m["realism"]["exposure_time"] = 2.0  # more than the frame interval
+    with pytest.raises(InputError, match=r"realism\.exposure_time=2\.0 is out of range"):
+        load_manifest(m)
 
 
 # ----------------------------------------------------------------------------- scene
 @pytest.fixture(scope="module")
-def default_scene() -> syn.Scene:
-    return syn.make_scene(syn.PROFILES["default"]["seed"])
+def default_scene() -> Scene:
+    return make_office(PROFILES["default"]["seed"])
 
 
 def test_default_view_is_well_textured(default_scene):
-    m = syn.load_manifest("default")
-    traj = syn.Trajectory(default_scene, m["motion"], m["seed"])
-    bgr, depth = syn.render_view(default_scene, FR1, np.linalg.inv(traj.world_from_cam(0.0)))
+    m = load_manifest("default")
+    traj = Trajectory(default_scene, m["motion"], m["seed"])
+    bgr, depth = render_view(default_scene, FR1, np.linalg.inv(traj.world_from_cam(0.0)))
     assert 1.0 <= np.percentile(depth, 5) and np.percentile(depth, 95) <= 4.0  # scene 1-4 m away
     kps = cv2.ORB_create(2000).detect(cv2.cvtColor(bgr, cv2.COLOR_BGR2GRAY))
     assert len(kps) > 1000
@@ -301,13 +361,13 @@ def test_default_view_is_well_textured(default_scene):
 
 
 def test_sample_pair_has_exact_correspondences(default_scene):
-    pair = syn.sample_pair(7, scene=default_scene, camera=HALF)
+    pair = sample_pair(7, scene=default_scene, camera=HALF)
     assert pair["image0"].shape == (HALF.height, HALF.width, 3) and pair["depth1"].dtype == np.float32
     assert pair["overlap"] >= 0.3
     c1_from_c0 = pair["cam1_from_world"] @ np.linalg.inv(pair["cam0_from_world"])
     ys, xs = np.mgrid[8:HALF.height - 8:6, 8:HALF.width - 8:6]
     p0 = np.stack([xs.ravel(), ys.ravel()], 1).astype(np.float64)
-    p1, valid = syn.warp_points(p0, pair["depth0"], HALF, c1_from_c0, pair["depth1"])
+    p1, valid = warp_points(p0, pair["depth0"], HALF, c1_from_c0, pair["depth1"])
     assert valid.sum() > 200
     g0 = cv2.cvtColor(pair["image0"], cv2.COLOR_BGR2GRAY).astype(np.float32)
     g1 = cv2.cvtColor(pair["image1"], cv2.COLOR_BGR2GRAY).astype(np.float32)
@@ -322,9 +382,9 @@ def test_sample_pair_has_exact_correspondences(default_scene):
 
 def test_culling_is_exact(default_scene):
     """Per-primitive pixel bounding boxes never drop a pixel: same image as testing every pixel."""
-    m = syn.load_manifest("desk")
-    traj = syn.Trajectory(default_scene, m["motion"], m["seed"])
-    culled, brute = syn.Renderer(HALF), syn.Renderer(HALF)
+    m = load_manifest("desk")
+    traj = Trajectory(default_scene, m["motion"], m["seed"])
+    culled, brute = Renderer(HALF), Renderer(HALF)
     brute._pixel_bbox = lambda pts: (0, HALF.height, 0, HALF.width)
     for t in (0.0, 4.0, 9.0):
         cam_from_world = np.linalg.inv(traj.world_from_cam(t))
@@ -333,13 +393,13 @@ def test_culling_is_exact(default_scene):
 
 
 def test_motion_blur_follows_the_motion(default_scene):
-    m = syn.load_manifest("fast")  # fastest yaw at t = 0: mostly horizontal image motion
-    traj = syn.Trajectory(default_scene, m["motion"], m["seed"])
-    renderer = syn.Renderer(HALF)
+    m = load_manifest("fast")  # fastest yaw at t = 0: mostly horizontal image motion
+    traj = Trajectory(default_scene, m["motion"], m["seed"])
+    renderer = Renderer(HALF)
     cam_from_world = np.linalg.inv(traj.world_from_cam(0.0))
     out = renderer.render(default_scene, cam_from_world)
-    sharp = syn._FrameEffects(syn.Realism(), renderer, 0, 30.0).color(out, 0, traj.world_from_cam, cam_from_world)
-    blurred = syn._FrameEffects(syn.Realism(exposure_time=0.35), renderer, 0, 30.0).color(
+    sharp = SensorEffects(Realism(), renderer, 0, 30.0).color(out, 0, traj.world_from_cam, cam_from_world)
+    blurred = SensorEffects(Realism(exposure_time=0.35), renderer, 0, 30.0).color(
         out, 0, traj.world_from_cam, cam_from_world)
     assert np.array_equal(sharp, out.bgr)  # no effects configured: the clean render
 

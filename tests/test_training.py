@@ -226,10 +226,13 @@ def test_assignment_is_mutual_and_one_to_one():
 
 def test_gt_from_synthetic_rgbd_pair_exact_and_occlusion():
     from slam.geometry.camera import PinholeCamera
-    from slam.io.synthetic import FR1_CAMERA, make_scene, sample_pair, warp_points as depth_warp
+    from slam.geometry.depth_warp import warp_points as depth_warp
+    from slam.synth.office import make_office
+    from slam.synth.profiles import FR1_CAMERA
+    from slam.training.synthetic_pairs import sample_pair
 
     cam = PinholeCamera.from_dict(FR1_CAMERA).scaled(0.25, 0.25)  # 160x120
-    scene = make_scene(0)
+    scene = make_office(0)
     found = None
     for seed in range(12):
         p = sample_pair(seed, scene=scene, camera=cam, baseline=(0.3, 0.6))

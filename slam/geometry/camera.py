@@ -248,3 +248,18 @@ class PinholeCamera:
         except (yaml.YAMLError, UnicodeDecodeError) as exc:
             raise InputError(f"camera file {path} is not valid YAML ({str(exc).splitlines()[0]})") from None
         return cls.from_dict(d, source=f"camera file {path}")
+
+
+def as_pinhole_camera(camera) -> PinholeCamera:
+    """``camera`` as a :class:`PinholeCamera`: itself, one built from a dict (``from_dict`` keys),
+    or from any object with width/height/fx/fy/cx/cy (and optional dist) attributes.
+    Raises TypeError for anything else."""
+    if isinstance(camera, PinholeCamera):
+        return camera
+    if isinstance(camera, dict):
+        return PinholeCamera.from_dict(camera)
+    try:
+        return PinholeCamera(width=camera.width, height=camera.height, fx=camera.fx, fy=camera.fy, cx=camera.cx,
+                             cy=camera.cy, dist=tuple(getattr(camera, "dist", (0.0,) * 5)))
+    except AttributeError as exc:
+        raise TypeError(f"camera must be a PinholeCamera, a dict or have width/height/fx/fy/cx/cy/dist: {exc}") from None

@@ -15,7 +15,7 @@ EuRoC (``euroc/<name>``) and KITTI (``kitti/<XX>``) sequences have their own fol
 candidate folders, not-found messages and downloads: :mod:`slam.io.locate`.
 
 Synthetic sequences (``synthetic/<profile>``) have no download: their folder
-``<root>/synthetic/<profile>`` is rendered on demand by :mod:`slam.io.synthetic`;
+``<root>/synthetic/<profile>`` is rendered on demand by :mod:`slam.synth.dataset`;
 :func:`find_sequence` returns where it is (or where it should be rendered) without raising.
 """
 from __future__ import annotations
@@ -199,11 +199,9 @@ def _canonical_name(name: str, base: Path) -> str:
 
 
 def _synthetic_profiles() -> list[str]:
-    """Profile names embedded in :mod:`slam.io.synthetic` ([] when that module is unavailable)."""
-    try:
-        from slam.io.synthetic import PROFILES
-    except ImportError:  # pragma: no cover - synthetic renderer not installed
-        return []
+    """Profile names embedded in :mod:`slam.synth.profiles`."""
+    from slam.synth.profiles import PROFILES
+
     return sorted(PROFILES)
 
 
@@ -222,7 +220,7 @@ def _synthetic_info(name: str, profile: str, path: Optional[Path]) -> Optional[S
     elif profile not in _synthetic_profiles():
         return None
     else:
-        from slam.io.synthetic import PROFILES
+        from slam.synth.profiles import PROFILES
 
         data = dict(PROFILES[profile])
     camera = data.get("camera") if isinstance(data.get("camera"), dict) else {}
@@ -243,7 +241,7 @@ def load_manifest(name: str, root: Optional[PathLike] = None) -> SequenceInfo:
     ``root`` overrides the manifest folder (default :func:`manifest_dir`). Unknown names raise
     InputError listing close matches. "synthetic/<profile>" is read from
     ``sequences/synthetic/<profile>.yaml`` or, without one, from the profiles embedded in
-    :mod:`slam.io.synthetic`: dataset "synthetic", folder "synthetic/<profile>", no url.
+    :mod:`slam.synth.profiles`: dataset "synthetic", folder "synthetic/<profile>", no url.
     """
     base = Path(root) if root is not None else manifest_dir()
     canon = _canonical_name(name, base)
@@ -398,7 +396,7 @@ def open_sequence(
     if not (folder / "rgb.txt").is_file():
         raise InputError(
             f"sequence {info.name}: {folder / 'rgb.txt'} does not exist"
-            + ("; render it first with slam.io.synthetic.ensure_sequence" if info.dataset == "synthetic" else "")
+            + ("; render it first with slam.synth.dataset.ensure_sequence" if info.dataset == "synthetic" else "")
         )
     reader = TUMReader(folder, depth_factor=info.depth_factor, use_depth=use_depth,
                        max_frames=max_frames, start=start, stride=stride)

@@ -40,6 +40,7 @@ __all__ = [
     "quats_xyzw_from_poses",
     "poses_from_tq",
     "write_tum",
+    "format_timestamp",
     "read_tum",
     "read_tum_header",
     "write_kitti",
@@ -103,8 +104,9 @@ def poses_from_tq(t_xyz: np.ndarray, q_xyzw: np.ndarray) -> np.ndarray:
     return out
 
 
-def _fmt_time(t: float) -> str:
-    """Shortest decimal that round-trips, at most 9 decimals (TUM files use microseconds)."""
+def format_timestamp(t: float) -> str:
+    """Seconds as the shortest decimal that round-trips, at most 9 decimals (TUM files use
+    microseconds): the timestamp format of every TUM-style file we write."""
     return np.format_float_positional(float(t), precision=9, unique=True, trim="0")
 
 
@@ -184,7 +186,7 @@ def write_tum(
     for i in range(len(poses)):
         t = poses[i, :3, 3]
         lines.append(
-            f"{_fmt_time(ts[i])} {t[0]:.9f} {t[1]:.9f} {t[2]:.9f} {q[i, 0]:.9f} {q[i, 1]:.9f} {q[i, 2]:.9f} {q[i, 3]:.9f}"
+            f"{format_timestamp(ts[i])} {t[0]:.9f} {t[1]:.9f} {t[2]:.9f} {q[i, 0]:.9f} {q[i, 1]:.9f} {q[i, 2]:.9f} {q[i, 3]:.9f}"
         )
     path.write_text("\n".join(lines) + "\n")
 

@@ -21,14 +21,15 @@ import numpy as np
 
 from slam.errors import InputError
 from slam.io.base import LockedReader
-from slam.io.trajectory import read_tum
+from slam.io.trajectory import format_timestamp, read_tum
 from slam.types import Frame
 
 log = logging.getLogger(__name__)
 
 PathLike = Union[str, Path]
 
-__all__ = ["InputError", "read_file_list", "associate", "TUMReader", "read_groundtruth", "MAX_DIFFERENCE"]
+__all__ = ["InputError", "read_file_list", "write_file_list", "encode_depth", "associate", "TUMReader",
+           "read_groundtruth", "MAX_DIFFERENCE"]
 
 MAX_DIFFERENCE = 0.02  # seconds, TUM associate.py default
 
@@ -68,6 +69,25 @@ def read_file_list(path: PathLike) -> list[tuple[float, list[str]]]:
         out.append((stamp, fields[1:]))
     out.sort(key=lambda e: e[0])
     return out
+
+
+def write_file_list(path: PathLike, timestamps: Sequence[float], names: Sequence[str],
+                    comments: Sequence[str] = ()) -> None:
+    """Write a TUM list file (``rgb.txt``, ``depth.txt``): ``# comment`` lines, then
+    ``timestamp name`` per line, timestamps (seconds) in the shortest exact form of
+    :func:`slam.io.trajectory.format_timestamp`. :func:`read_file_list` reads it back exactly."""
+    if len(timestamps) != len(names):
+        raise ValueError(f"{len(timestamps)} timestamps for {len(names)} file names")
+    lines = [f"# {c}" for c in comments]
+    lines += [f"{format_timestamp(t)} {name}" for t, name in zip(timestamps, names)]
+    Path(path).write_text("\n".join(lines) + "\n")
+
+
+def encode_depth(depth_m: np.ndarray, depth_factor: float = 5000.0) -> np.ndarray:
+    """(H, W) float depth in metres (0 = invalid) -> (H, W) uint16 PNG values as TUM stores them
+    (``round(depth * depth_factor)``, saturated to 0..65535); :class:`TUMReader` divides by
+    ``depth_factor`` again."""
+    return np.clip(np.round(depth_m * depth_factor), 0, 65535).astype(np.uint16)
 
 
 def _stamps(seq) -> np.ndarray:

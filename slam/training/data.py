@@ -4,7 +4,7 @@ Sources
     * ``../shared/data/images`` (66 unlabelled images) - the only real training images.
       :func:`check_training_path` refuses the evaluation data (the TUM fr1_xyz sequence and
       the ``pairs/`` sets), whatever path is given.
-    * the synthetic RGB-D renderer (``slam.io.synthetic``): views and view pairs of procedural
+    * the synthetic RGB-D renderer (``slam.synth``): views and view pairs of procedural
       office scenes with exact depth and poses, rendered once into a cache folder.
 
 Images are grey uint8 (H, W). Resizing keeps the aspect ratio: the image is scaled to cover
@@ -161,7 +161,7 @@ def homography_pair(img: np.ndarray, rng: np.random.Generator, params: Optional[
 def small_camera(width: int, height: int):
     """The renderer's TUM fr1 camera scaled to (width, height) (same distortion coefficients)."""
     from slam.geometry.camera import PinholeCamera
-    from slam.io.synthetic import FR1_CAMERA
+    from slam.synth.profiles import FR1_CAMERA
 
     cam = PinholeCamera.from_dict(FR1_CAMERA)
     return cam.scaled(width / cam.width, height / cam.height)
@@ -170,13 +170,14 @@ def small_camera(width: int, height: int):
 def render_rgbd_pairs(n_pairs: int, width: int, height: int, seed: int, cache: Optional[Path] = None,
                       pairs_per_scene: int = 8, max_rotation_deg: float = 30.0,
                       baseline: tuple = (0.05, 0.5), progress=None) -> list[dict]:
-    """``n_pairs`` synthetic RGB-D pairs with exact depth and poses (slam.io.synthetic.sample_pair),
+    """``n_pairs`` synthetic RGB-D pairs with exact depth and poses (slam.training.synthetic_pairs.sample_pair),
     rendered at (width, height) with the scaled fr1 camera; scenes are shared by
     ``pairs_per_scene`` pairs. Cached as ``cache/pair_XXXXX.npz`` when ``cache`` is given.
 
     Each dict: image0, image1 (H, W) uint8 grey; depth0, depth1 (H, W) float32 metres;
     cam1_from_cam0 (4, 4) float64; camera (dict: width, height, fx, fy, cx, cy, dist)."""
-    from slam.io.synthetic import make_scene, sample_pair
+    from slam.synth.office import make_office
+    from slam.training.synthetic_pairs import sample_pair
 
     cam = small_camera(width, height)
     out: list[dict] = []
@@ -192,7 +193,7 @@ def render_rgbd_pairs(n_pairs: int, width: int, height: int, seed: int, cache: O
             continue
         sid = seed * 100003 + i // pairs_per_scene
         if scene is None or scene_id != sid:
-            scene, scene_id = make_scene(sid), sid
+            scene, scene_id = make_office(sid), sid
         p = sample_pair(seed * 1000003 + i, scene=scene, camera=cam, max_rotation_deg=max_rotation_deg,
                         baseline=baseline)
         d = {"image0": cv2.cvtColor(p["image0"], cv2.COLOR_BGR2GRAY),

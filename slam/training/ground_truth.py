@@ -111,7 +111,7 @@ def project_with_depth(kpts: np.ndarray, depth_src: np.ndarray, depth_dst: np.nd
     kpts (N, 2) distorted px; depth_* (H, W) float32 metres (0 = unknown); camera: PinholeCamera or
     dict; dst_from_src (4, 4). Returns (proj (N, 2) float64 px, ok (N,) bool: in front, inside
     and not occluded, unknown (N,) bool: no depth at the keypoint)."""
-    from slam.io.synthetic import warp_points as warp_depth
+    from slam.geometry.depth_warp import warp_points as warp_depth
 
     kp = np.asarray(kpts, np.float64).reshape(-1, 2)
     h, w = depth_src.shape
