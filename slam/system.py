@@ -25,6 +25,7 @@ from slam.geometry.camera import PinholeCamera
 from slam.mapping.local_mapper import LocalMapper
 from slam.mapping.map import Map
 from slam.optim.ba import BAStop
+from slam.runtime.schedule import MappingSchedule
 from slam.tracking.frontend import FeatureStage
 from slam.tracking.tracker import Tracker
 from slam.types import FrameFeatures, TrackResult
@@ -174,7 +175,7 @@ class MappingHandoff:
             self._cond.notify_all()
 
 
-class MappingLoad:
+class MappingLoad(MappingSchedule):
     """Live runs: how tracking (the latency path) and mapping share one interpreter.
 
     - ``pending``: keyframe jobs handed to mapping and not yet finished; the tracker defers
@@ -209,6 +210,10 @@ class MappingLoad:
     def busy(self) -> bool:
         return self.pending > 0
 
+    def mapping_busy(self) -> bool:
+        """The tracker's question (MappingSchedule): keyframe jobs are still pending."""
+        return self.busy()
+
     def backlog(self) -> bool:
         """Another job is queued behind the one mapping is working on."""
         return self.pending > 1
@@ -242,8 +247,6 @@ class TrackingStage:
         self.handoff = handoff
         self.load = load
         self.results: list[TrackResult] = []
-        if load is not None:
-            tracker.mapping_busy = load.busy
 
     def process(self, fr: FrameFeatures):
         frame_no = len(self.results)
@@ -365,11 +368,11 @@ def build_system(cfg: Config, camera: PinholeCamera) -> SLAMSystem:
     slam_map = Map(extractor.descriptor_dim, extractor.binary)
     tc = cfg.tracking
     frontend = FeatureStage(extractor, camera, min_depth=tc.min_depth, max_depth=tc.max_depth)
-    tracker = Tracker(tc, camera, slam_map, matcher, mode=cfg.mode)
     mc = cfg.mapping
+    load = MappingLoad(mc.live_yield_max_ms / 1e3) if cfg.runtime.live else None
+    tracker = Tracker(tc, camera, slam_map, matcher, mode=cfg.mode, schedule=load)
     mapper = LocalMapper(mc, camera, slam_map, matcher, mode=cfg.mode, bf=tc.bf)
     # live runs need no reproducibility and must never wait for a due commit: mapping then
     # writes its results back itself, as soon as they are ready
     handoff = MappingHandoff(mapper, mc.commit_delay_frames) if mc.commit_delay_frames > 0 and not cfg.runtime.live else None
-    load = MappingLoad(mc.live_yield_max_ms / 1e3) if cfg.runtime.live else None
     return SLAMSystem(cfg, camera, device, extractor, matcher, slam_map, frontend, tracker, mapper, handoff, load)

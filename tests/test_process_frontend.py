@@ -347,16 +347,17 @@ def test_keyframe_policy_defers_due_keyframes_while_mapping_is_busy():
 
 
 def test_mapping_load_counts_jobs_until_mapping_finishes():
+    from slam.runtime.schedule import MappingSchedule
     from slam.system import MappingLoad, MappingStage, TrackingStage
 
     load = MappingLoad()
     tracker = FakeTracker([], kf_frames=[1])
     ts = TrackingStage(tracker, None, load)
-    assert tracker.mapping_busy is not None and not load.busy()
+    assert isinstance(load, MappingSchedule) and not load.busy() and not load.mapping_busy()
     job = ts.process(1)
-    assert job == 1 and load.busy()
+    assert job == 1 and load.busy() and load.mapping_busy()
     MappingStage(SimpleMapper(), None, load).process(job)
-    assert not load.busy()
+    assert not load.busy() and not load.mapping_busy()
 
 
 class SimpleMapper:
