@@ -43,6 +43,7 @@ class Config:
     max_frames: int = param(0, ge=0)  # 0 = all
     start_frame: int = param(0, ge=0)
     global_ba: bool = True  # run a global bundle adjustment at the end
+    min_tracked_pct: float = param(0.0, ge=0.0, le=100.0)  # a run that tracks a smaller share of its frames ends "failed" (exit code 1); with 0 only a run that tracks nothing does
     viewer: str = param("none", choices=("none", "open3d"))
     orb: ORBConfig = field(default_factory=ORBConfig)
     superpoint: SuperPointConfig = field(default_factory=SuperPointConfig)

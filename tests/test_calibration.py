@@ -257,7 +257,7 @@ def test_camera_source_loop_max_frames_and_realtime(tmp_path):
 
 def test_camera_source_resize_to_calibration(tmp_path):
     video = write_video(tmp_path / "v.avi", 3, size=(320, 240))
-    calib = PinholeCamera(160, 120, 150.0, 150.0, 80.0, 60.0)
+    calib = PinholeCamera(width=160, height=120, fx=150.0, fy=150.0, cx=80.0, cy=60.0)
     frames = list(CameraSource(str(video), calib=calib, resize="160x120"))
     assert frames[0].image.shape == (120, 160, 3)
 
@@ -273,7 +273,7 @@ def test_camera_errors_are_clear(tmp_path):
         CameraSource(str(bogus))
     video = write_video(tmp_path / "v.avi", 3, size=(160, 120))
     with pytest.raises(InputError) as info:
-        CameraSource(str(video), calib=PinholeCamera(640, 480, 500.0, 500.0, 320.0, 240.0))
+        CameraSource(str(video), calib=PinholeCamera(width=640, height=480, fx=500.0, fy=500.0, cx=320.0, cy=240.0))
     msg = str(info.value)
     assert "160x120" in msg and "640x480" in msg and "--resize" in msg and "calibrate" in msg.lower()
     with pytest.raises(InputError, match="slam calibrate"):

@@ -429,14 +429,15 @@ def test_tracker_defers_due_keyframes_while_its_schedule_says_mapping_is_busy():
     assert kf_frames["idle"][:2] == [0, 20] and len(kf_frames["idle"]) > 2  # due by min_interval once the policy's ratio allows
 
 
-def test_live_system_gives_the_tracker_the_mapping_load_as_its_schedule():
+def test_system_gives_the_tracker_the_run_schedule():
     from slam.config import load_config
+    from slam.runtime.schedule import LiveSchedule
     from slam.system import build_system
 
     system = build_system(load_config(None, ["features=orb", "matcher=nn", "device=cpu", "runtime.live=true"]), CAM)
-    assert system.tracker.schedule is system.load
+    assert isinstance(system.schedule, LiveSchedule) and system.tracker.schedule is system.schedule
     assert not system.tracker.schedule.mapping_busy()
-    system.load.add(1)
+    system.schedule.add(1)
     assert system.tracker.schedule.mapping_busy()
     system = build_system(load_config(None, ["features=orb", "matcher=nn", "device=cpu"]), CAM)
-    assert system.load is None and type(system.tracker.schedule) is MappingSchedule
+    assert system.tracker.schedule is system.schedule and not system.tracker.schedule.mapping_busy()

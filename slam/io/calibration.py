@@ -348,7 +348,7 @@ def calibrate_from_images(
         n_out = len(bad)
     dist5 = np.zeros(5)
     dist5[: min(5, dist.size)] = dist[:5]
-    camera = PinholeCamera(size[0], size[1], K[0, 0], K[1, 1], K[0, 2], K[1, 2], tuple(float(x) for x in dist5))
+    camera = PinholeCamera(width=size[0], height=size[1], fx=K[0, 0], fy=K[1, 1], cx=K[0, 2], cy=K[1, 2], dist=tuple(float(x) for x in dist5))
     cover = ViewSelector(size, board)
     for c in img:
         cover.cells |= cover._cells_of(c.reshape(-1, 2))

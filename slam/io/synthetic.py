@@ -407,8 +407,8 @@ def _camera_from_any(camera) -> PinholeCamera:
     if isinstance(camera, dict):
         return PinholeCamera.from_dict(camera)
     try:
-        return PinholeCamera(camera.width, camera.height, camera.fx, camera.fy, camera.cx, camera.cy,
-                             tuple(getattr(camera, "dist", (0.0,) * 5)))
+        return PinholeCamera(width=camera.width, height=camera.height, fx=camera.fx, fy=camera.fy, cx=camera.cx, cy=camera.cy,
+                             dist=tuple(getattr(camera, "dist", (0.0,) * 5)))
     except AttributeError as exc:
         raise TypeError(f"camera must be a PinholeCamera, a dict or have width/height/fx/fy/cx/cy/dist: {exc}") from None
 
@@ -704,7 +704,7 @@ def _sample_trilinear(tex: Texture, s: np.ndarray, t: np.ndarray, lod: np.ndarra
 @lru_cache(maxsize=4)
 def _renderer_for(key: tuple) -> Renderer:
     w, h, fx, fy, cx, cy, dist = key
-    return Renderer(PinholeCamera(w, h, fx, fy, cx, cy, dist))
+    return Renderer(PinholeCamera(width=w, height=h, fx=fx, fy=fy, cx=cx, cy=cy, dist=dist))
 
 
 def render_view(scene: Scene, camera, cam_from_world: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

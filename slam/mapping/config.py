@@ -22,9 +22,6 @@ class MappingConfig:
     min_parallax_cos: float = param(0.9998, gt=0.0, le=1.0)  # triangulation: cos of the minimum parallax angle
     max_reproj_chi2: float = param(5.991, gt=0.0)  # triangulation check (chi2, 2 dof, 95%)
     cull_keyframes: bool = True
-    commit_delay_frames: int = param(8, ge=0)  # local BA runs while tracking goes on; its result is written back before this many more frames are tracked, or before the next keyframe job (0 = tracking waits for the whole job)
-    live_yield_max_ms: float = param(50.0, ge=0.0)  # live runs: longest wait of mapping at one yield point while a frame is tracked
-    live_skip_when_queued: bool = True  # live runs: when another keyframe job is waiting, skip this one's fusion and local BA, and end a running local BA early (ORB-SLAM's CheckNewKeyFrames and abort of BA), so the new keyframe's points reach tracking sooner
     redundant_ratio: float = param(0.9, ge=0.0, le=1.0)  # cull a keyframe when this share of its points is seen by 3+ others
     max_desc_dist_binary: float = param(50.0, ge=0.0)
     max_desc_dist_float: float = param(0.9, ge=0.0)

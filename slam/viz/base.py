@@ -20,7 +20,6 @@ __all__ = [
     "MapSnapshot",
     "Viewer",
     "DeviceError",
-    "create_viewer",
     "frustum_lines",
     "scene_bounds",
     "default_view",
@@ -114,19 +113,6 @@ class Viewer(Protocol):
     def close(self) -> None: ...
 
     def save_png(self, path: Union[str, Path], snapshot: MapSnapshot) -> Path: ...
-
-
-def create_viewer(kind: str, **kwargs: Any) -> Viewer:
-    """``"none"`` -> NullViewer, ``"open3d"`` -> Open3DViewer(**kwargs)."""
-    if kind == "none":
-        from slam.viz.null import NullViewer
-
-        return NullViewer()
-    if kind == "open3d":
-        from slam.viz.open3d_viewer import Open3DViewer
-
-        return Open3DViewer(**kwargs)
-    raise ValueError(f"viewer {kind!r} is not valid; choose one of none, open3d")
 
 
 def _intrinsics(camera: Any) -> tuple[float, float, float, float, float, float]:
