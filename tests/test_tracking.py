@@ -30,7 +30,7 @@ from slam.tracking.tracker import Tracker
 from slam.tracking.trajectory import FrameTrajectory
 from slam.types import Features, FrameFeatures, Matches
 
-CAM = PinholeCamera(640, 480, 500.0, 500.0, 320.0, 240.0)
+CAM = PinholeCamera(width=640, height=480, fx=500.0, fy=500.0, cx=320.0, cy=240.0)
 D = 32
 
 
