@@ -44,6 +44,7 @@ class RunInputs:
     trajectory_formats: tuple = ()  # extra trajectory files this dataset gets by default: "kitti", "euroc"
     rig: Any = None  # slam.geometry.stereo.StereoRig of a stereo input, else None
     dataset: str = ""  # "euroc", "kitti", ... when known (KITTI gets its relative metrics)
+    groundtruth_source: str = ""  # file or dataset folder the ground truth was read from (`eval --gt` takes it)
 
 
 def open_input(seq: Optional[str], cfg: Config, data_root: Optional[str] = None, calib: Optional[str] = None) -> RunInputs:
@@ -107,7 +108,8 @@ def _dataset_inputs(ds, cfg: Config, calib: Optional[str], layout: str = "") -> 
             )
     return RunInputs(ds.name, ds.reader, camera, ds.groundtruth, ds.n_frames, ds.info,
                      layout=layout or f"{ds.folder}: {ds.layout}", groundtruth_note=ds.groundtruth_note,
-                     trajectory_formats=ds.trajectory_formats, rig=ds.rig, dataset=ds.layout)
+                     trajectory_formats=ds.trajectory_formats, rig=ds.rig, dataset=ds.layout,
+                     groundtruth_source=str(Path(ds.folder).resolve()) if ds.groundtruth is not None else "")
 
 
 def _open_named_dataset(seq: str, cfg: Config, data_root: Optional[str], calib: Optional[str]) -> Optional[RunInputs]:
@@ -295,7 +297,8 @@ def _run(cfg: Config, inputs: RunInputs, out_dir: Optional[Path], feature_worker
     return metrics
 
 
-def snapshot(system: SLAMSystem):
+def snapshot(system: SLAMSystem, title: str = ""):
+    """The MapSnapshot of the system now (copies), for the viewer and map.png."""
     from slam.viz.base import MapSnapshot
 
     _, _, traj = system.trajectory()
@@ -308,7 +311,17 @@ def snapshot(system: SLAMSystem):
         points_world=pts,
         colors=col,
         camera=system.camera,
+        title=title,
+        metric=system.cfg.mode != "mono",
     )
+
+
+def _groundtruth_source(inputs: RunInputs) -> Optional[str]:
+    """Where the ground truth of a run comes from (a file or a dataset folder), as a path that
+    `python -m slam eval --gt` and `python -m slam view` take; None without ground truth."""
+    if isinstance(inputs.groundtruth, (str, Path)):
+        return str(Path(inputs.groundtruth).resolve())
+    return inputs.groundtruth_source or None
 
 
 def _finish(cfg: Config, system: SLAMSystem, inputs: RunInputs, out_dir: Path, stats, wall: float, status: str, error) -> dict:
@@ -364,6 +377,12 @@ def _finish(cfg: Config, system: SLAMSystem, inputs: RunInputs, out_dir: Path, s
         "global_ba": gba,
         **system.stats(),
     }
+    cam = inputs.camera
+    if cam is not None:
+        metrics["camera"] = {k: getattr(cam, k) for k in ("width", "height", "fx", "fy", "cx", "cy")}
+    gt_source = _groundtruth_source(inputs)
+    if gt_source:
+        metrics["groundtruth"] = gt_source
     if failure is not None:
         metrics["failure"] = failure
     if stats is not None:
@@ -404,14 +423,14 @@ def _write_pictures(system, inputs, out_dir, ts, traj) -> None:
     try:
         from slam.viz.render import render_map_png
 
-        render_map_png(snapshot(system), out_dir / "map.png")
+        render_map_png(snapshot(system, title=f"{inputs.name} ({system.cfg.mode}, {system.cfg.features}+{system.cfg.matcher})"),
+                       out_dir / "map.png")
     except Exception as exc:  # noqa: BLE001 - pictures must never lose a run
         log.warning("could not render map.png: %s", exc)
     if inputs.groundtruth is not None and len(ts) > 2:
         try:
-            from slam.eval import evaluate_full, plot_evaluation
-
-            from slam.eval import mono_alignment
+            from slam.eval import evaluate_full, mono_alignment
+            from slam.viz.plots import plot_evaluation
 
             res, details = evaluate_full(inputs.groundtruth, (ts, traj), mono_alignment(system.cfg.mode), 0.02, None, 0.0, 1.0)
             plot_evaluation(details, res, out_dir / "trajectory.png", title=inputs.name)

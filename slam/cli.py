@@ -11,6 +11,7 @@
   sequences  list known sequences
   weights    list / install / verify model weights
   render     render a synthetic sequence
+  view       look at a finished run (Open3D window, or --png FILE headless)
 """
 from __future__ import annotations
 
@@ -26,7 +27,7 @@ log = logging.getLogger("slam")
 
 
 PASSTHROUGH = ("eval", "calibrate", "download", "sequences", "weights")
-COMMANDS = ("run", "live", "bench", "eval", "features", "match", "calibrate", "download", "sequences", "weights", "render")
+COMMANDS = ("run", "live", "bench", "eval", "features", "match", "calibrate", "download", "sequences", "weights", "render", "view")
 
 
 def _setup_logging(verbose: bool) -> None:
@@ -215,6 +216,15 @@ def cmd_render(args) -> int:
     return 0
 
 
+def cmd_view(args) -> int:
+    from slam.viz.run_view import view_run
+
+    out = view_run(args.run_dir, png=args.png)
+    if out is not None:
+        print(f"wrote {out}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m slam", description="Real-time visual SLAM with learned features.")
     p.add_argument("-v", "--verbose", action="store_true", help="log debug messages to the terminal")
@@ -281,6 +291,11 @@ def build_parser() -> argparse.ArgumentParser:
     rd.add_argument("--data-root")
     rd.add_argument("--frames", type=int)
     rd.set_defaults(func=cmd_render)
+
+    vw = sub.add_parser("view", help="look at a finished run: trajectory, keyframes, map, ground truth")
+    vw.add_argument("run_dir", help="a run folder written by `python -m slam run` (runs/<date>_<time>_<sequence>)")
+    vw.add_argument("--png", help="render the scene to this PNG instead of opening a window (headless)")
+    vw.set_defaults(func=cmd_view)
 
     for name, helptext in (
         ("eval", "ATE/RPE of a trajectory against ground truth (evo)"),

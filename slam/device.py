@@ -1,14 +1,108 @@
-"""Torch device selection."""
+"""Torch device and numeric precision: the one place where both are decided.
+
+* :func:`resolve_device`: ``auto`` / ``cpu`` / ``cuda[:i]`` -> ``torch.device``; asking for a
+  GPU that torch cannot see is a :class:`~slam.errors.DeviceError` (one line, no traceback).
+* :func:`resolve_precision`: a model's ``precision`` setting (``auto`` / ``fp32`` / ``fp16`` /
+  ``bf16``) -> the precision it runs in. ``auto`` is fp16 on CUDA and fp32 on CPU unless the
+  model asks for bf16 there (only where the CPU has native bf16 matrix instructions, and, when
+  the model passes a quality probe, only if the probe's score reaches its bar).
+* :func:`autocast`: the context a forward pass runs under for a resolved precision.
+"""
 from __future__ import annotations
+
+import logging
+from contextlib import nullcontext
+from typing import Any, Callable, ContextManager, Optional
 
 import torch
 
+from slam.errors import ConfigError, DeviceError
 
-def resolve_device(name: str = "auto") -> torch.device:
-    """'auto' -> cuda when available, else cpu. 'cuda' without a GPU is an error."""
+log = logging.getLogger(__name__)
+
+#: Values of every model's ``precision`` setting.
+PRECISIONS = ("auto", "fp32", "fp16", "bf16")
+#: Resolved precision -> compute dtype.
+DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
+
+
+def resolve_device(name: Optional[str] = "auto") -> torch.device:
+    """'auto' (or empty) -> cuda when torch sees a GPU, else cpu. A CUDA device that is not
+    there is a DeviceError; a name torch does not know is a ConfigError."""
     if name in ("auto", "", None):
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    dev = torch.device(name)
-    if dev.type == "cuda" and not torch.cuda.is_available():
-        raise RuntimeError("device=cuda was asked for but torch sees no CUDA GPU; use device=cpu or device=auto")
+    try:
+        dev = torch.device(str(name))
+    except (RuntimeError, ValueError):
+        raise ConfigError(f"device={name!r} is not a device; use auto, cpu or cuda (cuda:N for one GPU of several)") from None
+    if dev.type == "cuda":
+        if not torch.cuda.is_available():
+            raise DeviceError(f"device={name} was asked for but torch sees no CUDA GPU "
+                              f"(torch {torch.__version__}, CUDA build: {torch.version.cuda or 'none'}); "
+                              "use --device cpu or --device auto")
+        if dev.index is not None and dev.index >= torch.cuda.device_count():
+            raise DeviceError(f"device={name}: torch sees {torch.cuda.device_count()} CUDA GPU(s); "
+                              f"use cuda:0 .. cuda:{torch.cuda.device_count() - 1}")
     return dev
+
+
+def native_bf16(device: torch.device) -> bool:
+    """Whether bf16 matrix products run natively (and so fast) on this device: CUDA GPUs with
+    bf16 support, CPUs with AVX512-BF16 or AMX (oneDNN's check)."""
+    if device.type == "cuda":
+        return bool(torch.cuda.is_available() and torch.cuda.is_bf16_supported())
+    if device.type == "cpu":
+        try:
+            return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
+        except (AttributeError, RuntimeError):
+            return False
+    return False
+
+
+def check_precision(precision: str, device: torch.device, owner: str) -> str:
+    """Validate an explicit or 'auto' precision value for ``device``; returns it lower-cased.
+    ConfigError names ``owner.precision`` and the valid values."""
+    p = str(precision).lower()
+    if p not in PRECISIONS:
+        raise ConfigError(f"{owner}.precision={precision!r} is not valid; choose auto, fp32, fp16 or bf16")
+    if p == "fp16" and device.type != "cuda":
+        raise ConfigError(f"{owner}.precision=fp16 needs a CUDA device (got {device}); use fp32 or bf16 on CPU")
+    return p
+
+
+def resolve_precision(precision: str, device: torch.device, owner: str, *, cuda_auto: str = "fp16",
+                      cpu_auto: str = "fp32", probe: Optional[Callable[[], float]] = None,
+                      min_quality: float = 0.0) -> str:
+    """A model's precision setting -> the precision it runs in: 'fp32', 'fp16' or 'bf16'.
+
+    precision: 'auto' | 'fp32' | 'fp16' | 'bf16' (anything else, or fp16 off CUDA: ConfigError).
+    cuda_auto / cpu_auto: what 'auto' means on that device for this model. A 'bf16' choice
+        needs native bf16 (:func:`native_bf16`), else it becomes fp32.
+    probe: for 'auto' choosing bf16 on CPU, a callable returning the quality of bf16 against
+        fp32 (the model's bf16 quality probe: fp32 and bf16 on the same input, compared);
+        bf16 is kept only if it is >= min_quality. Where 'auto' needs no probe, none runs.
+    Explicit values are returned as given (bf16 without native support runs, slowly).
+    """
+    p = check_precision(precision, device, owner)
+    if p != "auto":
+        return p
+    choice = {"cuda": cuda_auto, "cpu": cpu_auto}.get(device.type, "fp32")
+    if choice == "bf16" and not native_bf16(device):
+        return "fp32"
+    if choice == "bf16" and probe is not None and device.type == "cpu":
+        quality = float(probe())
+        ok = quality >= min_quality
+        log.info("%s: bf16 against fp32: quality %.4f (bar %.4f) -> %s", owner, quality, min_quality,
+                 "bf16" if ok else "fp32")
+        return "bf16" if ok else "fp32"
+    return choice
+
+
+def autocast(device: torch.device, precision: str) -> ContextManager[Any]:
+    """Context for a forward pass in a resolved precision: a no-op for fp32, else torch.autocast
+    with fp16 / bf16 on the device's type."""
+    if precision == "fp32":
+        return nullcontext()
+    if precision not in DTYPES:
+        raise ConfigError(f"precision {precision!r} is not resolved; expected fp32, fp16 or bf16")
+    return torch.autocast(device_type=device.type, dtype=DTYPES[precision])

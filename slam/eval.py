@@ -48,7 +48,7 @@ log = logging.getLogger(__name__)
 PathLike = Union[str, Path]
 TrajectoryInput = Union[PathLike, tuple]
 
-__all__ = ["evaluate", "evaluate_full", "plot_evaluation", "eval_main", "format_table", "mono_alignment",
+__all__ = ["evaluate", "evaluate_full", "eval_main", "format_table", "mono_alignment",
            "kitti_relative_errors", "KITTI_LENGTHS_M", "load_groundtruth"]
 
 KITTI_LENGTHS_M = (100.0, 200.0, 300.0, 400.0, 500.0, 600.0, 700.0, 800.0)  # the devkit's segment lengths
@@ -201,8 +201,9 @@ def evaluate_full(
     """Like :func:`evaluate`, also returning arrays for plotting.
 
     Returns (metrics, details) where details has ``t`` (M,) matched estimate timestamps (or
-    indices), ``gt_xyz`` (M, 3), ``est_xyz_aligned`` (M, 3), ``ate_errors_m`` (M,), and
-    ``sim3`` (4, 4) ``gt_world_from_est_world`` (rotation scaled by ``scale``).
+    indices), ``gt_xyz`` (M, 3), ``est_xyz_aligned`` (M, 3), ``ate_errors_m`` (M,),
+    ``sim3`` (4, 4) ``gt_world_from_est_world`` (rotation scaled by ``scale``) and
+    ``gt_world_from_cam`` (M, 4, 4) the matched ground-truth poses (metres).
     """
     from evo.core import metrics, sync
     from evo.core.geometry import GeometryException
@@ -313,6 +314,7 @@ def evaluate_full(
         "est_xyz_aligned": np.asarray(est_aligned.positions_xyz),
         "ate_errors_m": ate,
         "sim3": sim3,
+        "gt_world_from_cam": gt_arr,
     }
     return result, details
 
@@ -402,36 +404,6 @@ def format_table(result: dict) -> str:
     return "\n".join(f"{k:<{width}}  {v}" for k, v in rows)
 
 
-def plot_evaluation(details: dict, result: dict, path: PathLike, title: str = "") -> None:
-    """Save a PNG: top view (x-y) of ground truth and aligned estimate, and ATE over time."""
-    import matplotlib
-
-    matplotlib.use("Agg", force=False)
-    import matplotlib.pyplot as plt
-
-    gt, est, err, t = details["gt_xyz"], details["est_xyz_aligned"], details["ate_errors_m"], details["t"]
-    fig, (ax0, ax1) = plt.subplots(1, 2, figsize=(12, 5))
-    ax0.plot(gt[:, 0], gt[:, 1], "k-", lw=1.5, label="ground truth")
-    ax0.plot(est[:, 0], est[:, 1], "-", color="tab:blue", lw=1.0, label=f"estimate ({result['alignment']}-aligned)")
-    for k in range(0, len(gt), max(1, len(gt) // 50)):
-        ax0.plot([gt[k, 0], est[k, 0]], [gt[k, 1], est[k, 1]], "r-", lw=0.5, alpha=0.6)
-    ax0.set_xlabel("x [m]")
-    ax0.set_ylabel("y [m]")
-    ax0.set_aspect("equal", adjustable="datalim")
-    ax0.legend(loc="best")
-    ax0.set_title(title or "trajectory (top view)")
-    ax1.plot(t - t[0], err * 1000.0, color="tab:red", lw=1.0)
-    ax1.axhline(result["ate_rmse_m"] * 1000.0, color="k", ls="--", lw=1.0, label=f"RMSE {result['ate_rmse_m'] * 1000:.1f} mm")
-    ax1.set_xlabel("time [s]")
-    ax1.set_ylabel("ATE [mm]")
-    ax1.legend(loc="best")
-    ax1.set_title("absolute trajectory error")
-    fig.tight_layout()
-    Path(path).parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
-
-
 def load_groundtruth(path: PathLike) -> tuple[TrajectoryInput, str, bool]:
     """Ground truth given as a file (any trajectory format) or a dataset folder.
 
@@ -504,6 +476,13 @@ def eval_main(argv: Optional[Sequence[str]] = None) -> int:
         Path(args.json).write_text(json.dumps(clean, indent=2) + "\n")
         print(f"wrote {args.json}")
     if args.plot:
-        plot_evaluation(details, result, args.plot, title=Path(args.est).name)
+        from slam.viz.plots import plot_evaluation
+
+        title = Path(args.est).name
+        try:  # a run's trajectory.txt names its sequence in the header
+            title = read_tum_header(args.est).get("sequence") or title
+        except (InputError, ValueError, OSError):
+            pass
+        plot_evaluation(details, result, args.plot, title=title)
         print(f"wrote {args.plot}")
     return 0

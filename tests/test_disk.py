@@ -7,8 +7,9 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from conftest import textured_image
 from slam.errors import WeightsError
-from slam.features.aliked import images_to_tensor
+from slam.features.base import images_to_tensor
 from slam.features.base import Extractor
 from slam.features.disk import DISK, DISKConfig, DISKNet, heatmap_nms_topk
 from slam.weights import resolve_weights
@@ -21,20 +22,6 @@ def weights_or_skip(name: str = "disk-depth-save"):
         except WeightsError as exc:  # message names `python -m slam weights install NAME`
             last = exc
     pytest.skip(f"DISK weights not installed: {last}")
-
-
-def textured_image(h: int, w: int, seed: int = 0) -> np.ndarray:
-    """(h, w, 3) uint8 BGR: random filled rectangles and circles on a smooth background."""
-    rng = np.random.default_rng(seed)
-    img = cv2.GaussianBlur(rng.integers(0, 255, (h, w, 3), dtype=np.uint8), (0, 0), 3)
-    for _ in range(max(4, h * w // 300)):
-        color = tuple(int(c) for c in rng.integers(0, 255, 3))
-        x, y = int(rng.integers(0, w)), int(rng.integers(0, h))
-        if rng.random() < 0.5:
-            cv2.rectangle(img, (x, y), (x + int(rng.integers(5, 30)), y + int(rng.integers(5, 30))), color, -1)
-        else:
-            cv2.circle(img, (x, y), int(rng.integers(3, 15)), color, -1)
-    return img
 
 
 def random_disk(**cfg) -> DISK:
@@ -122,7 +109,7 @@ def test_bad_config_and_weights_raise_clear_errors():
         random_disk(nms_window_size=4)
     with pytest.raises(ValueError, match="fp16 needs a CUDA"):
         random_disk(precision="fp16")
-    with pytest.raises(ValueError, match="not a DISK checkpoint"):
+    with pytest.raises(WeightsError, match="not a DISK checkpoint"):
         DISK(DISKConfig(), "cpu", state_dict={"extractor": {"x": torch.zeros(1)}})
     with pytest.raises(WeightsError):
         DISK(DISKConfig(weights="/nonexistent/disk.pth"), "cpu")

@@ -183,7 +183,7 @@ def test_loads_new_and_old_key_layouts():
 def test_bad_state_dict_error_names_the_problem():
     sd = _random_net(0).state_dict()
     del sd["transformers.2.self_attn.Wqkv.weight"]
-    with pytest.raises(ValueError, match="missing 1 keys.*transformers.2.self_attn.Wqkv.weight"):
+    with pytest.raises(WeightsError, match="missing 1 keys.*transformers.2.self_attn.Wqkv.weight"):
         _random_net(1).load_cvg_state_dict(sd, "bad.pth")
     sd = _random_net(0, n_layers=5).state_dict()
     with pytest.raises(ValueError, match="5 transformer layers but lightglue.n_layers=9"):
@@ -205,8 +205,18 @@ def test_missing_weights_error_gives_install_command(tmp_path, monkeypatch):
     monkeypatch.setenv("SLAM_WEIGHTS_DIR", str(tmp_path))
     with pytest.raises(WeightsError, match="python -m slam weights install disk_lightglue"):
         LightGlue(LightGlueConfig(features="disk"), "cpu")
-    with pytest.raises(ValueError, match="lightglue.features='orb'"):
+    with pytest.raises(ValueError, match="lightglue.features='orb'") as info:
         LightGlue(LightGlueConfig(features="orb"), "cpu")
+    assert "needs float descriptors" in str(info.value) and "--features aliked" in str(info.value)
+
+
+def test_feature_checkpoint_as_lightglue_weights_is_named(tmp_path):
+    """A feature checkpoint in lightglue.weights: say it is not a LightGlue file (not 'n_layers=0')."""
+    path = tmp_path / "aliked-n16.pth"
+    torch.save({"block1.conv1.weight": torch.zeros(16, 3, 3, 3), "desc_head.agg_weights": torch.zeros(16, 128, 128)}, path)
+    with pytest.raises(WeightsError, match=r"aliked-n16\.pth is not a LightGlue checkpoint.*ALIKED") as info:
+        LightGlue(LightGlueConfig(weights=str(path)), "cpu")
+    assert "n_layers" not in str(info.value)
 
 
 # ----------------------------------------------------------------------------- maths

@@ -2,7 +2,7 @@
 import numpy as np
 import pytest
 
-from slam.geometry.align import ate_rmse, umeyama_alignment
+from slam.geometry.sim3 import ate_rmse, umeyama_alignment
 from slam.geometry.se3 import (camera_center, make_se3, quat_xyzw_from_rot, rot_from_quat_xyzw,
                                rotation_angle_deg, se3_exp, se3_inverse, se3_log, so3_exp, so3_log,
                                transform_points)

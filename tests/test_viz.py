@@ -13,8 +13,7 @@ from slam.geometry.camera import PinholeCamera
 from slam.viz import create_viewer
 from slam.viz.base import MapSnapshot, Viewer, default_view, frustum_lines
 from slam.viz.null import NullViewer
-from slam.viz.plots import plot_trajectories
-from slam.viz.render import render_map_png
+from slam.viz.render import GROUNDTRUTH, LOOP, PANEL, render_map_png
 
 
 def make_snapshot(n_poses: int = 60, n_points: int = 6000, seed: int = 0) -> MapSnapshot:
@@ -39,57 +38,45 @@ def non_background_fraction(path, background=(255, 255, 255)) -> float:
     return float(np.any(np.abs(img.astype(int) - np.array(background[::-1])) > 10, axis=2).mean())
 
 
-@pytest.mark.parametrize("backend", ["open3d", "matplotlib"])
-def test_render_map_png_writes_an_image_of_the_right_size(tmp_path, backend):
-    if backend == "open3d":
-        pytest.importorskip("open3d")
-    path = render_map_png(make_snapshot(), tmp_path / "run" / "map.png", width=640, height=480, backend=backend)
+def test_render_map_png_draws_both_panels_in_the_map_colours(tmp_path):
+    path = render_map_png(make_snapshot(), tmp_path / "run" / "map.png", width=800, height=400)
     assert path.is_file() and path.stat().st_size > 1000
     img = cv2.imread(str(path), cv2.IMREAD_COLOR)
-    assert img.shape == (480, 640, 3)
-    frac = non_background_fraction(path)
-    assert 0.01 < frac < 0.9  # something drawn, not a flood fill
-    # the map colours made it into the picture (red wall points: R high, G and B low)
+    assert img.shape == (400, 800, 3)
+    panel = np.array(PANEL[::-1])
+    drawn = np.any(np.abs(img.astype(int) - panel) > 12, axis=2) & np.any(np.abs(img.astype(int) - 250) > 12, axis=2)
+    left, right = drawn[40:360, 10:390], drawn[40:360, 410:790]
+    assert left.mean() > 0.05 and right.mean() > 0.05  # both panels hold a drawing
+    assert left.mean() < 0.9 and right.mean() < 0.9  # not a flood fill
+    # the map colours made it into both panels (red wall points: R high, G and B low)
     red = (img[:, :, 2] > 150) & (img[:, :, 1] < 110) & (img[:, :, 0] < 100)
-    assert red.sum() > 50
+    assert red[:, :400].sum() > 100 and red[:, 400:].sum() > 100
+    green = (img[:, :, 1] > 130) & (img[:, :, 2] < 90) & (img[:, :, 0] < 90)  # the floor
+    assert green[:, :400].sum() > 100 and green[:, 400:].sum() > 100
 
 
-def test_render_falls_back_to_matplotlib_and_says_so(tmp_path, caplog, monkeypatch):
-    import slam.viz.render as render
+def test_render_draws_loop_edges_and_ground_truth(tmp_path):
+    snap = make_snapshot()
 
-    def broken(*a, **k):
-        raise RuntimeError("no OpenGL")
+    def magenta_and_grey(s):
+        img = cv2.imread(str(render_map_png(s, tmp_path / "m.png", width=800, height=400)))[40:360]
+        mag = (np.abs(img.astype(int) - np.array(LOOP[::-1])).sum(axis=2) < 60).sum()
+        grey = (np.abs(img.astype(int) - np.array(GROUNDTRUTH[::-1])).sum(axis=2) < 30).sum()
+        return mag, grey
 
-    monkeypatch.setattr(render, "_render_open3d", broken)
-    with caplog.at_level(logging.WARNING, logger="slam.viz.render"):
-        path = render_map_png(make_snapshot(), tmp_path / "map.png", width=320, height=240)
-    assert cv2.imread(str(path)).shape == (240, 320, 3)
-    assert any("matplotlib" in r.getMessage() and "no OpenGL" in r.getMessage() for r in caplog.records)
-    with pytest.raises(RuntimeError, match="no OpenGL"):
-        render_map_png(make_snapshot(), tmp_path / "m2.png", backend="open3d")
+    mag0, grey0 = magenta_and_grey(snap)
+    snap.loop_edges = snap._check_loops(np.array([[0, 5], [1, 4]]))
+    snap.groundtruth_xyz = snap.camera_positions() + [0.0, -0.1, 0.0]
+    mag1, grey1 = magenta_and_grey(snap)
+    assert mag0 < 20 and mag1 > 50
+    assert grey1 > grey0 + 50
+    assert snap.loop_segments().shape == (2, 2, 3)
+    assert np.allclose(snap.loop_segments()[0, 1], snap.keyframe_world_from_cam[5, :3, 3])
 
 
 def test_render_empty_snapshot_still_writes_a_png(tmp_path):
     path = render_map_png(MapSnapshot(), tmp_path / "empty.png", width=320, height=240)
     assert cv2.imread(str(path)).shape == (240, 320, 3)
-
-
-def test_plot_trajectories_with_and_without_ground_truth(tmp_path):
-    snap = make_snapshot()
-    est = snap.camera_positions()
-    gt = est + np.random.default_rng(1).normal(0, 0.01, est.shape)
-    p = plot_trajectories(est, gt, tmp_path / "traj.png", title="test", subtitle="ATE RMSE 0.010 m")
-    img = cv2.imread(str(p))
-    assert img is not None and img.shape[0] > 300 and img.shape[1] > 900
-    # both lines drawn: the estimate in matplotlib's blue (BGR ~ (180, 119, 31))
-    blue = (np.abs(img.astype(int) - np.array([180, 119, 31])).sum(axis=2) < 60).sum()
-    assert blue > 200
-    p2 = plot_trajectories(snap.trajectory_world_from_cam, None, tmp_path / "traj_nogt.png")
-    assert cv2.imread(str(p2)) is not None
-    with pytest.raises(ValueError, match=r"\(N, 3\)"):
-        plot_trajectories(np.zeros((5, 2)), None, tmp_path / "bad.png")
-    with pytest.raises(ValueError, match="up="):
-        plot_trajectories(est, None, tmp_path / "bad.png", up="w")
 
 
 def test_map_snapshot_validation_and_defaults():
@@ -103,6 +90,12 @@ def test_map_snapshot_validation_and_defaults():
         MapSnapshot(points_world=np.zeros((4, 3)), colors=np.zeros((3, 3), np.uint8))
     with pytest.raises(ValueError, match="trajectory_world_from_cam"):
         MapSnapshot(trajectory_world_from_cam=np.zeros((3, 3, 4)))
+    with pytest.raises(ValueError, match="outside 0..2"):
+        MapSnapshot(keyframe_world_from_cam=np.tile(np.eye(4), (3, 1, 1)), loop_edges=np.array([[0, 3]]))
+    with pytest.raises(ValueError, match="loop_edges"):
+        MapSnapshot(loop_edges=np.zeros((2, 3)))
+    s = MapSnapshot(loop_edges=np.zeros((1, 2, 3)), groundtruth_xyz=np.array([[0, 0, 0], [np.nan, 0, 0.0]]))
+    assert s.loop_segments().shape == (1, 2, 3) and s.groundtruth_xyz.shape == (1, 3)
     assert MapSnapshot().is_empty and not make_snapshot().is_empty
 
 
@@ -117,8 +110,9 @@ def test_frustum_and_default_view_geometry():
     view = default_view(make_snapshot())
     assert np.isclose(np.linalg.norm(view["front"]), 1.0)
     assert view["world_up"] @ np.array([0, -1, 0]) > 0.99  # cameras upright: world -y is up
-    assert abs(view["up"] @ view["front"]) < 1e-9 and view["up"] @ view["world_up"] > 0.5
+    assert abs(view["up"] @ view["front"]) < 1e-9 and view["up"] @ view["world_up"] > 0.3
     assert view["front"][2] < 0  # the eye is behind the cameras (they look along +z)
+    assert view["front"] @ view["world_up"] > np.sin(np.radians(25))  # and above them
 
 
 def test_null_viewer_and_factory(tmp_path):
@@ -163,8 +157,32 @@ def test_open3d_viewer_thread_renders_the_newest_snapshot(tmp_path):
         img = cv2.imread(str(shot))
         assert img.shape == (240, 320, 3)
         assert non_background_fraction(shot, background=(20, 20, 26)) > 0.01
-        png = viewer.save_png(tmp_path / "map.png", make_snapshot())  # closes the window first
-        assert cv2.imread(str(png)).shape == (960, 1280, 3)
-        assert not viewer.running and viewer.error is None
+        png = viewer.save_png(tmp_path / "map.png", make_snapshot())  # CPU render: the window stays
+        assert cv2.imread(str(png)).shape == (800, 1600, 3)
+        assert viewer.running and viewer.error is None
+        assert not viewer.wait(timeout_s=0.3)  # still open
+        viewer.close()
+        assert viewer.wait(timeout_s=5) and not viewer.running
     finally:
         viewer.close()
+
+
+def test_open3d_geometries_match_the_picture():
+    pytest.importorskip("open3d")
+    from slam.viz.base import frustum_size
+    from slam.viz.open3d_viewer import build_open3d_geometries
+
+    snap = make_snapshot()
+    snap.loop_edges = snap._check_loops(np.array([[0, 5]]))
+    snap.groundtruth_xyz = snap.camera_positions() + 0.01
+    geoms = build_open3d_geometries(snap)
+    assert set(geoms) == {"points", "trajectory", "groundtruth", "keyframes", "current", "loops"}
+    assert len(geoms["points"].points) == len(snap.points_world)
+    assert np.allclose(np.asarray(geoms["points"].colors)[0], snap.colors[0] / 255.0)
+    assert len(geoms["keyframes"].lines) == 8 * len(snap.keyframe_world_from_cam)
+    # the current camera is as large as a keyframe's frustum (not several times larger)
+    cur = np.asarray(geoms["current"].points)
+    kf = np.asarray(geoms["keyframes"].points)[:5]
+    size = lambda p: np.linalg.norm(p[1:] - p[0], axis=1).max()
+    assert size(cur) == pytest.approx(size(kf)) and size(cur) > frustum_size(snap)
+    assert len(build_open3d_geometries(MapSnapshot())) == 0

@@ -227,3 +227,75 @@ def test_installed_real_weights_match_their_checksums():
     if not present:
         pytest.skip("no weights installed; run: python -m slam weights install --all")
     assert all(status == "ok" for _, status, _ in present), present
+
+
+# ----------------------------------------------------------------------------- safe loading
+
+
+def _corrupt_files(tmp_path):
+    import torch
+
+    good = tmp_path / "good.pth"
+    torch.save({"w": torch.ones(3)}, good)
+    data = good.read_bytes()
+    files = {
+        "truncated": (data[: len(data) // 2], "truncated"),
+        "empty": (b"", "empty"),
+        "text": (b"<html>404 Not Found</html>", "not a PyTorch checkpoint"),
+        "random": (bytes(range(7, 250)) * 3, "not a PyTorch checkpoint"),
+    }
+    out = {}
+    for name, (blob, why) in files.items():
+        path = tmp_path / f"{name}.pth"
+        path.write_bytes(blob)
+        out[name] = (path, why)
+    return good, out
+
+
+def test_safe_loader_reads_a_state_dict(tmp_path):
+    from slam.weights import load_weights_file
+
+    good, _ = _corrupt_files(tmp_path)
+    obj = load_weights_file(good)
+    assert list(obj) == ["w"] and float(obj["w"].sum()) == 3.0
+
+
+def test_safe_loader_names_the_file_and_what_is_wrong(tmp_path):
+    from slam.weights import load_weights_file
+
+    _, files = _corrupt_files(tmp_path)
+    for name, (path, why) in files.items():
+        with pytest.raises(WeightsError) as info:
+            load_weights_file(path, "SuperGlue weights", kind="superglue")
+        msg = str(info.value)
+        assert f"cannot read SuperGlue weights {path}" in msg and why in msg, (name, msg)
+        assert "weights_only" not in msg and "\n" not in msg
+        assert "superglue_indoor.pth" in msg  # how to get a good file
+    with pytest.raises(WeightsError, match="does not exist"):
+        load_weights_file(tmp_path / "nope.pth")
+
+
+def test_safe_loader_refuses_pickled_objects_without_torchs_unsafe_advice(tmp_path):
+    import torch
+
+    from slam.weights import load_weights_file
+
+    path = tmp_path / "module.pth"
+    torch.save(torch.nn.Linear(2, 2), path)  # a whole module, not a state dict
+    with pytest.raises(WeightsError) as info:
+        load_weights_file(path)
+    msg = str(info.value)
+    assert "pickled Python objects" in msg and "torch.save(model.state_dict(), path)" in msg
+    assert "weights_only" not in msg
+
+
+def test_corrupt_registry_file_says_reinstall(tmp_path, monkeypatch):
+    from slam.weights import load_weights
+
+    monkeypatch.setenv("SLAM_WEIGHTS_DIR", str(tmp_path))
+    (tmp_path / "disk_lightglue.pth").write_bytes(b"PK\x03\x04 not a real archive")
+    monkeypatch.setattr("slam.weights.REGISTRY", tuple(
+        dataclasses.replace(s, size=None) if s.name == "disk_lightglue" else s for s in wm.REGISTRY))
+    with pytest.raises(WeightsError, match=r"cannot read .*disk_lightglue\.pth: the file is truncated.*"
+                                           r"python -m slam weights install --force disk_lightglue"):
+        load_weights("disk_lightglue", "lightglue")

@@ -162,7 +162,7 @@ def main(argv=None) -> int:
         for iters in args.iters:
             cfg = SuperGlueConfig(sinkhorn_iterations=iters, precision=precision)
             sg = SuperGlue(cfg, device, state_dict=state_dict)
-            dtype = str(sg.net.compute_dtype).replace("torch.", "")
+            dtype = {"fp32": "float32", "fp16": "float16", "bf16": "bfloat16"}[sg.precision]
             for n in args.sizes:
                 f0, f1 = synthetic_features(n, 1, device), synthetic_features(n, 2, device)
                 with torch.inference_mode():

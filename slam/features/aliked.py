@@ -25,8 +25,6 @@ back, so keypoints are in pixels of the ORIGINAL image (x, y), centre of the top
 """
 from __future__ import annotations
 
-import contextlib
-from pathlib import Path
 from typing import Optional, Sequence
 
 import numpy as np
@@ -34,72 +32,16 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from slam.device import autocast, resolve_precision
+from slam.errors import WeightsError
+from slam.features.base import group_by_size, images_to_tensor, nms
 from slam.features.config import ALIKEDConfig
 from slam.features.deform_conv import DeformableConv2d
 from slam.types import Features
-from slam.weights import resolve_weights
+from slam.weights import load_weights
 
 #: Names of the published checkpoints (see slam/weights.py).
 ALIKED_MODELS = ("aliked-n16", "aliked-n16rot", "aliked-n32", "aliked-t16")
-
-
-# ----------------------------------------------------------------------------- shared helpers
-
-
-def images_to_tensor(images: Sequence[np.ndarray], device: torch.device) -> torch.Tensor:
-    """Same-size (H,W,3) BGR or (H,W) grey uint8 images -> (B,3,H,W) float32 RGB in [0,1]."""
-    out = []
-    for i, img in enumerate(images):
-        if not isinstance(img, np.ndarray) or img.dtype != np.uint8:
-            raise ValueError(f"image {i}: expected a uint8 numpy array, got {type(img).__name__} "
-                             f"{getattr(img, 'dtype', '')}")
-        if img.ndim == 2:
-            rgb = np.repeat(img[:, :, None], 3, axis=2)
-        elif img.ndim == 3 and img.shape[2] == 3:
-            rgb = img[:, :, ::-1]
-        elif img.ndim == 3 and img.shape[2] == 1:
-            rgb = np.repeat(img, 3, axis=2)
-        else:
-            raise ValueError(f"image {i}: expected (H,W,3) BGR or (H,W) grey, got shape {img.shape}")
-        out.append(np.ascontiguousarray(rgb))
-    batch = torch.from_numpy(np.stack(out)).to(device)
-    return batch.permute(0, 3, 1, 2).float().div_(255.0)
-
-
-def autocast_context(device: torch.device, precision: str, owner: str):
-    """Context manager for the network forward pass under the requested precision."""
-    p = resolve_precision(device, precision, owner)
-    if p == "fp32":
-        return contextlib.nullcontext()
-    return torch.autocast(device.type, dtype=torch.float16 if p == "fp16" else torch.bfloat16)
-
-
-def resolve_precision(device: torch.device, precision: str, owner: str) -> str:
-    """'auto' -> 'fp16' on CUDA, 'fp32' elsewhere; validates the value."""
-    p = str(precision).lower()
-    if p == "auto":
-        return "fp16" if device.type == "cuda" else "fp32"
-    if p not in ("fp32", "fp16", "bf16"):
-        raise ValueError(f"{owner}.precision={precision!r} is not valid; choose auto, fp32, fp16 or bf16")
-    if p == "fp16" and device.type != "cuda":
-        raise ValueError(f"{owner}.precision=fp16 needs a CUDA device (got {device}); use fp32 or bf16 on CPU")
-    return p
-
-
-def group_by_size(images: Sequence[np.ndarray]) -> dict[tuple[int, int], list[int]]:
-    """Indices of the images, grouped by (H, W), in first-seen order."""
-    groups: dict[tuple[int, int], list[int]] = {}
-    for i, img in enumerate(images):
-        groups.setdefault(tuple(img.shape[:2]), []).append(i)
-    return groups
-
-
-def load_checkpoint(path: Path, owner: str) -> dict:
-    try:
-        return torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:  # corrupt / truncated / not a torch file
-        raise ValueError(f"{owner}: cannot read weights file {path}: {exc}. Re-install it with "
-                         f"`python -m slam weights install --force NAME` or pass a valid .pth") from exc
 
 
 # ----------------------------------------------------------------------------- network
@@ -256,15 +198,15 @@ class ALIKEDNet(nn.Module):
             ks = sd["desc_head.offset_conv.0.weight"].shape[-1]
             dcn_mask = sd["block3.conv1.offset_conv.weight"].shape[0] == 27
         except KeyError as exc:
-            raise ValueError(f"{source} is not an ALIKED checkpoint (missing key {exc}); expected one of "
-                             f"{', '.join(ALIKED_MODELS)}") from None
+            raise WeightsError(f"{source} is not an ALIKED checkpoint (missing key {exc}); expected one of "
+                               f"{', '.join(ALIKED_MODELS)}") from None
         if "desc_head.convM.weight" in sd or sd["desc_head.offset_conv.0.weight"].shape[0] != 2 * n_pos:
-            raise ValueError(f"{source}: ALIKED variants with conv2D/masked SDDH heads are not supported")
+            raise WeightsError(f"{source}: ALIKED variants with conv2D/masked SDDH heads are not supported")
         net = cls(c1, c2, c3, c4, dim, ks, n_pos, dcn_mask)
         try:
             net.load_state_dict(sd, strict=True)
         except RuntimeError as exc:
-            raise ValueError(f"{source} does not match the ALIKED architecture: {exc}") from None
+            raise WeightsError(f"{source} does not match the ALIKED architecture: {exc}") from None
         return net
 
     def dense(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -293,22 +235,6 @@ class ALIKEDNet(nn.Module):
 # ----------------------------------------------------------------------------- detection
 
 
-def simple_nms(scores: torch.Tensor, radius: int) -> torch.Tensor:
-    """Non-maximum suppression on (B,1,H,W) scores: keep local maxima of the (2r+1)^2 window,
-    then twice re-admit maxima that are not within reach of an already kept one. Suppressed
-    entries are set to 0."""
-    def pool(t: torch.Tensor) -> torch.Tensor:
-        return F.max_pool2d(t, kernel_size=2 * radius + 1, stride=1, padding=radius)
-
-    zeros = torch.zeros_like(scores)
-    keep = scores == pool(scores)
-    for _ in range(2):
-        near_kept = pool(keep.to(scores.dtype)) > 0
-        rest = torch.where(near_kept, zeros, scores)
-        keep = keep | ((rest == pool(rest)) & ~near_kept)
-    return torch.where(keep, scores, zeros)
-
-
 def dkd_detect(score_map: torch.Tensor, radius: int, threshold: float, max_keypoints: int,
                temperature: float = 0.1) -> list[tuple[torch.Tensor, torch.Tensor]]:
     """ALIKED's DKD keypoint detection at inference.
@@ -322,12 +248,12 @@ def dkd_detect(score_map: torch.Tensor, radius: int, threshold: float, max_keypo
     bilinearly sampled at the refined position), sorted by decreasing score.
     """
     b, _, h, w = score_map.shape
-    nms = simple_nms(score_map, radius)
+    maxima = nms(score_map[:, 0], radius)
     if radius > 0:
-        nms[:, :, :radius, :] = 0
-        nms[:, :, :, :radius] = 0
-        nms[:, :, h - radius:, :] = 0
-        nms[:, :, :, w - radius:] = 0
+        maxima[:, :radius, :] = 0
+        maxima[:, :, :radius] = 0
+        maxima[:, h - radius:, :] = 0
+        maxima[:, :, w - radius:] = 0
     ksz = 2 * radius + 1
     steps = torch.arange(-radius, radius + 1, device=score_map.device, dtype=score_map.dtype)
     grid_dy, grid_dx = torch.meshgrid(steps, steps, indexing="ij")
@@ -335,7 +261,7 @@ def dkd_detect(score_map: torch.Tensor, radius: int, threshold: float, max_keypo
     padded = F.pad(score_map, (radius, radius, radius, radius))  # zeros outside, as nn.Unfold does
     out = []
     for i in range(b):
-        flat = nms[i, 0].reshape(-1)
+        flat = maxima[i].reshape(-1)
         if threshold > 0:
             idx = torch.nonzero(flat > threshold)[:, 0]
             if idx.numel() == 0:
@@ -385,14 +311,15 @@ class ALIKED:
         self.device = torch.device(device)
         if self.cfg.nms_radius < 0:
             raise ValueError(f"aliked.nms_radius must be >= 0, got {self.cfg.nms_radius}")
-        self.precision = resolve_precision(self.device, self.cfg.precision, "aliked")
+        self.precision = resolve_precision(self.cfg.precision, self.device, "aliked")
         if state_dict is None:
-            path = resolve_weights(self.cfg.model)
-            state_dict = load_checkpoint(path, "aliked")
+            state_dict, path = load_weights(self.cfg.model, "aliked", "ALIKED weights")
             source = str(path)
         else:
             source = "the given state_dict"
-        if isinstance(state_dict, dict) and all(k.startswith("module.") for k in state_dict):
+        if not isinstance(state_dict, dict):
+            raise WeightsError(f"{source} holds a {type(state_dict).__name__}, not an ALIKED state dict")
+        if all(k.startswith("module.") for k in state_dict):
             state_dict = {k[len("module."):]: v for k, v in state_dict.items()}
         self.net = ALIKEDNet.from_state_dict(state_dict, source).to(self.device).eval()
         # channels-last: faster convolutions, and SDDH gathers whole descriptor vectors.
@@ -408,13 +335,13 @@ class ALIKED:
                 raise ValueError(f"ALIKED needs images of at least {self.min_size}x{self.min_size} px, got {w}x{h}")
             batch = images_to_tensor([images[i] for i in idxs], self.device)
             batch = batch.contiguous(memory_format=torch.channels_last)
-            with autocast_context(self.device, self.precision, "aliked"):
+            with autocast(self.device, self.precision):
                 feature_map, score_map = self.net.dense(batch)
             detections = dkd_detect(score_map.float(), self.cfg.nms_radius, self.cfg.detection_threshold,
                                     self.cfg.max_keypoints)
             for k, i in enumerate(idxs):
                 kpts, scores = detections[k]
-                with autocast_context(self.device, self.precision, "aliked"):
+                with autocast(self.device, self.precision):
                     desc = self.net.desc_head(feature_map[k], kpts)
                 results[i] = Features(kpts, scores, desc.float().contiguous(), (w, h))
         return results  # type: ignore[return-value]

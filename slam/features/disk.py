@@ -26,14 +26,12 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from slam.device import autocast, resolve_precision
 from slam.errors import WeightsError
-from slam.features.aliked import autocast_context, group_by_size, images_to_tensor, load_checkpoint, resolve_precision
+from slam.features.base import group_by_size, images_to_tensor
 from slam.features.config import DISKConfig
 from slam.types import Features
-from slam.weights import get_spec, resolve_weights
-
-#: Registry names the DISK 'depth' checkpoint may be listed under (first one known wins).
-_DISK_DEPTH_ALIASES = ("disk-depth-save", "disk-depth")
+from slam.weights import load_weights
 
 
 # ----------------------------------------------------------------------------- network
@@ -109,13 +107,13 @@ class DISKNet(nn.Module):
             sd = sd["extractor"]
         key = "unet.path_up.3.conv.3.weight"
         if not isinstance(sd, dict) or key not in sd:
-            raise ValueError(f"{source} is not a DISK checkpoint (no '{key}'; expected the cvlab-epfl "
-                             f"'depth-save.pth' layout, a dict with an 'extractor' state dict)")
+            raise WeightsError(f"{source} is not a DISK checkpoint (no '{key}'; expected the cvlab-epfl "
+                               f"'depth-save.pth' layout, a dict with an 'extractor' state dict)")
         net = cls(int(sd[key].shape[0]) - 1)
         try:
             net.load_state_dict(sd, strict=True)
         except RuntimeError as exc:
-            raise ValueError(f"{source} does not match the DISK architecture: {exc}") from None
+            raise WeightsError(f"{source} does not match the DISK architecture: {exc}") from None
         return net
 
     def dense(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -152,19 +150,6 @@ def heatmap_nms_topk(heatmap: torch.Tensor, window: int, threshold: float,
 # ----------------------------------------------------------------------------- extractor
 
 
-def _resolve_disk_weights(name: str):
-    """Registry name (either alias of the depth checkpoint) or path -> Path."""
-    if name not in _DISK_DEPTH_ALIASES:
-        return resolve_weights(name)
-    for alias in (name, *[a for a in _DISK_DEPTH_ALIASES if a != name]):
-        try:
-            get_spec(alias)
-        except WeightsError:
-            continue  # not a registry name in this version of slam.weights
-        return resolve_weights(alias)
-    return resolve_weights(name)  # raises with the list of known names
-
-
 class DISK:
     """DISK behind the Extractor protocol.
 
@@ -185,10 +170,9 @@ class DISK:
         self.device = torch.device(device)
         if self.cfg.nms_window_size < 1 or self.cfg.nms_window_size % 2 == 0:
             raise ValueError(f"disk.nms_window_size must be a positive odd number, got {self.cfg.nms_window_size}")
-        self.precision = resolve_precision(self.device, self.cfg.precision, "disk")
+        self.precision = resolve_precision(self.cfg.precision, self.device, "disk")
         if state_dict is None:
-            path = _resolve_disk_weights(self.cfg.weights)
-            state_dict = load_checkpoint(path, "disk")
+            state_dict, path = load_weights(self.cfg.weights, "disk", "DISK weights")
             source = str(path)
         else:
             source = "the given state_dict"
@@ -208,7 +192,7 @@ class DISK:
             batch = images_to_tensor([images[i] for i in idxs], self.device)
             if pad_h or pad_w:
                 batch = F.pad(batch, (0, pad_w, 0, pad_h), value=0.0)
-            with autocast_context(self.device, self.precision, "disk"):
+            with autocast(self.device, self.precision):
                 heatmap, dense_desc = self.net.dense(batch)
             heatmap = heatmap[..., :h, :w].float()
             dense_desc = dense_desc[..., :h, :w]

@@ -35,19 +35,19 @@ from __future__ import annotations
 import logging
 import os
 from contextlib import nullcontext
-from pathlib import Path
 from typing import Any, Mapping, Optional, Sequence, Union
 
-import cv2
 import numpy as np
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from slam.device import autocast, check_precision, resolve_precision
 from slam.errors import WeightsError
-from slam.features.base import to_gray
+from slam.features.base import nms, synthetic_image, to_gray
 from slam.features.config import SuperPointConfig
 from slam.types import Features
+from slam.weights import load_weights
 
 log = logging.getLogger(__name__)
 
@@ -74,10 +74,6 @@ OPEN_TO_OFFICIAL: dict[str, str] = {
 }
 _BN_PARAMS = ("weight", "bias", "running_mean", "running_var", "num_batches_tracked")
 _OPEN_BN_EPS = 1e-3  # BatchNorm eps of the open model
-_PRECISIONS = ("auto", "fp32", "fp16", "bf16")
-
-MAGICLEAP_URL = "github.com/magicleap/SuperGluePretrainedNetwork"
-OPEN_WEIGHTS_URL = "github.com/rpautrat/SuperPoint (weights/superpoint_v6_from_tf.pth)"
 
 
 # ----------------------------------------------------------------------------- network
@@ -167,60 +163,6 @@ def heatmap_from_logits(logits: torch.Tensor, cell: int = CELL) -> torch.Tensor:
         raise ValueError(f"logits must be (B,{cell * cell + 1},h,w), got {tuple(logits.shape)}")
     prob = torch.softmax(logits.float(), dim=1)[:, :-1]
     return F.pixel_shuffle(prob, cell)[:, 0]
-
-
-def _sliding_max(x: torch.Tensor, k: int, dim: int) -> torch.Tensor:
-    """Max over windows of k consecutive entries along ``dim`` (output shorter by k - 1).
-    Doubling: after step s each entry holds the max of 2^s entries; ~log2(k) + 1 elementwise
-    maxima, much faster than a k-tap max-pool on CPU and exact (max is associative)."""
-    out_len = x.shape[dim] - k + 1
-    width = 1
-    while 2 * width <= k:
-        n = x.shape[dim] - width
-        x = torch.maximum(x.narrow(dim, 0, n), x.narrow(dim, width, n))
-        width *= 2
-    if width < k:
-        return torch.maximum(x.narrow(dim, 0, out_len), x.narrow(dim, k - width, out_len))
-    return x.narrow(dim, 0, out_len)
-
-
-def _max_filter(x: torch.Tensor, radius: int, use_pool: Optional[bool] = None) -> torch.Tensor:
-    """(B,H,W) -> max over the (2r+1)x(2r+1) window around each pixel, the window clipped at
-    the map edge (same as max_pool2d(kernel 2r+1, stride 1, padding r)). Separable: a row
-    pass then a column pass. On CPU by doubling (:func:`_sliding_max`), on GPU by max-pool."""
-    k = 2 * radius + 1
-    if use_pool is None:
-        use_pool = x.device.type != "cpu"  # GPU: two max-pool kernels beat ~8 elementwise maxima
-    if use_pool:
-        xf = x if x.is_floating_point() else x.to(torch.float16)  # no integer max-pool on CUDA
-        y = F.max_pool2d(xf[:, None], (1, k), stride=1, padding=(0, radius))
-        return F.max_pool2d(y, (k, 1), stride=1, padding=(radius, 0))[:, 0].to(x.dtype)
-    fill = torch.finfo(x.dtype).min if x.is_floating_point() else 0
-    x = F.pad(x, (radius, radius, radius, radius), value=fill)
-    return _sliding_max(_sliding_max(x, k, 2), k, 1)
-
-
-def nms(scores: torch.Tensor, radius: int, use_pool: Optional[bool] = None) -> torch.Tensor:
-    """Non-maximum suppression in max-pool form; (B, H, W) -> (B, H, W), non-maxima set to 0.
-
-    Same rule as the reference SuperPoint implementation: a pixel is a maximum when it equals
-    the maximum of its (2r+1)x(2r+1) window (ties all survive). Then, twice: pixels within r
-    (Chebyshev distance) of a kept maximum are suppressed, and a pixel that is not suppressed
-    and is the maximum of its window among the non-suppressed scores (suppressed ones count
-    as 0) is kept too. This recovers points whose only larger neighbours were themselves
-    suppressed. radius 0 returns the scores unchanged. use_pool picks the max-filter
-    implementation (None: max-pool kernels on GPU, elementwise doubling on CPU; same result).
-    """
-    if radius < 0:
-        raise ValueError(f"nms radius must be >= 0, got {radius}")
-    if radius == 0:
-        return scores
-    keep = scores == _max_filter(scores, radius, use_pool)
-    for _ in range(2):
-        suppressed = _max_filter(keep.to(torch.uint8), radius, use_pool) > 0  # dilation of the kept set
-        rest = scores.masked_fill(suppressed, 0.0)
-        keep = keep | ((rest == _max_filter(rest, radius, use_pool)) & ~suppressed)
-    return scores * keep
 
 
 def valid_region_mask(shape: tuple[int, int], image_sizes: torch.Tensor, border: int) -> torch.Tensor:
@@ -334,77 +276,7 @@ def keypoint_repeatability(reference: torch.Tensor, other: torch.Tensor, radius:
     return float((dist.min(dim=1).values <= radius).double().mean())
 
 
-def synthetic_image(height: int = 480, width: int = 640, seed: int = 0) -> np.ndarray:
-    """(H, W) uint8 grey test image with corners and edges: random filled rectangles,
-    circles, polygons and lines on a smooth gradient, lightly blurred, plus mild noise."""
-    rng = np.random.default_rng(seed)
-    yy, xx = np.mgrid[0:height, 0:width].astype(np.float32)
-    img = 60 + 60 * (xx / max(width - 1, 1)) + 30 * (yy / max(height - 1, 1))
-    img = img.astype(np.uint8)
-    area = height * width
-    for _ in range(max(8, area // 6000)):
-        col = int(rng.integers(0, 256))
-        kind = rng.integers(0, 4)
-        x0, y0 = int(rng.integers(0, width)), int(rng.integers(0, height))
-        size = int(rng.integers(6, max(8, min(height, width) // 5)))
-        if kind == 0:
-            cv2.rectangle(img, (x0, y0), (x0 + size, y0 + int(size * rng.uniform(0.5, 1.5))), col, -1)
-        elif kind == 1:
-            cv2.circle(img, (x0, y0), size // 2, col, -1)
-        elif kind == 2:
-            pts = np.stack([x0 + rng.integers(-size, size, 3), y0 + rng.integers(-size, size, 3)], 1)
-            cv2.fillPoly(img, [pts.astype(np.int32)], col)
-        else:
-            cv2.line(img, (x0, y0), (x0 + int(rng.integers(-size, size)), y0 + int(rng.integers(-size, size))),
-                     col, int(rng.integers(1, 4)))
-    img = cv2.GaussianBlur(img, (3, 3), 0.8)
-    noise = rng.normal(0, 2.0, img.shape)
-    return np.clip(img.astype(np.float32) + noise, 0, 255).astype(np.uint8)
-
-
 # ----------------------------------------------------------------------------- weights
-
-
-def _weights_not_found_message(text: str, detail: str) -> str:
-    return (
-        f"SuperPoint weights {text!r} could not be found ({detail}). Ways to get weights:\n"
-        f"  1. Magic Leap's official superpoint_v1.pth from {MAGICLEAP_URL} (file models/weights/superpoint_v1.pth;"
-        f" non-commercial research licence): put it in the weights cache (~/.cache/slam/weights or $SLAM_WEIGHTS_DIR)"
-        f" and use superpoint.weights=superpoint_v1, or pass its path: superpoint.weights=/path/to/superpoint_v1.pth\n"
-        f"  2. The MIT-licensed 'SuperPoint open' weights (glue-factory layout) from {OPEN_WEIGHTS_URL}:"
-        f" superpoint.weights=/path/to/superpoint_v6_from_tf.pth\n"
-        f"  3. Train our own: python tools/train_superpoint.py (writes superpoint_ours)\n"
-        f"`python -m slam weights list` shows the known weights and whether they are installed."
-    )
-
-
-def resolve_superpoint_weights(name_or_path: Union[str, os.PathLike]) -> Path:
-    """A path to an existing file, or a weights name resolved by ``slam.weights`` (falling
-    back to ``<cache>/<name>`` and ``<cache>/<name>.pth`` without it). Raises
-    WeightsError saying where to get
-    weights and how to train our own."""
-    text = str(name_or_path)
-    path = Path(text).expanduser()
-    if path.is_file():
-        return path
-    detail = f"no file {path}"
-    try:
-        from slam.weights import resolve_weights
-    except ImportError:
-        resolve_weights = None
-    if resolve_weights is not None:
-        try:
-            return Path(resolve_weights(text))
-        except WeightsError as exc:
-            detail = str(exc)
-    else:
-        env = os.environ.get("SLAM_WEIGHTS_DIR")
-        cache = Path(env).expanduser() if env else Path.home() / ".cache" / "slam" / "weights"
-        for cand in (cache / text, cache / f"{text}.pth"):
-            if cand.is_file():
-                return cand
-        detail = f"no file {path}, nor {cache / text}.pth"
-    raise WeightsError(_weights_not_found_message(text, detail))
 
 
 def _unwrap_checkpoint(obj: Any, origin: str) -> dict[str, torch.Tensor]:
@@ -501,21 +373,14 @@ def load_superpoint_weights(source: Union[str, os.PathLike, Mapping[str, torch.T
     Accepts Magic Leap's superpoint_v1.pth, glue-factory's open layout (converted), and our
     own checkpoints (possibly wrapped in {'state_dict': ...}). Raises WeightsError naming the
     file and key on a missing key, unexpected key or wrong shape, and
-    WeightsError when a name/path cannot be found.
+    WeightsError when a name/path cannot be found or read (see slam.weights).
     """
     if isinstance(source, Mapping):
         origin = "state dict"
         raw: Any = source
     else:
-        path = resolve_superpoint_weights(source)
+        raw, path = load_weights(source, "superpoint", "SuperPoint weights")
         origin = str(path)
-        try:
-            raw = torch.load(str(path), map_location="cpu", weights_only=True)
-        except Exception as exc:  # noqa: BLE001 - any unpickling failure becomes one clear error
-            raise WeightsError(
-                f"{path}: cannot be read as a PyTorch checkpoint ({type(exc).__name__}: {exc}). It must be a "
-                f"torch.save'd state dict (loaded with weights_only=True: tensors, numbers, strings and dicts only); "
-                f"re-save a trusted checkpoint with torch.save(model.state_dict(), path)") from exc
     sd = _unwrap_checkpoint(raw, origin)
     if is_open_layout(sd):
         sd = convert_open_layout(sd, origin)
@@ -550,8 +415,7 @@ class SuperPoint:
         self.cfg = cfg or SuperPointConfig()
         self.device = torch.device(device)
         c = self.cfg
-        if c.precision not in _PRECISIONS:
-            raise ValueError(f"superpoint.precision={c.precision!r} is not valid; choose one of {', '.join(_PRECISIONS)}")
+        check_precision(c.precision, self.device, "superpoint")
         if c.descriptor_convention not in ("auto", "official", "open"):
             raise ValueError(f"superpoint.descriptor_convention={c.descriptor_convention!r}; choose auto, official or open")
         if c.nms_radius < 0 or c.remove_borders < 0 or c.detection_threshold < 0:
@@ -567,7 +431,8 @@ class SuperPoint:
             "open" if batch_norm else "official")
         self._forward_net = self.net
         self.precision_check: dict[str, float] = {}
-        self.precision = self._resolve_precision(c.precision)  # may run the eager network once
+        self.precision = resolve_precision(c.precision, self.device, "superpoint", cpu_auto="bf16",
+                                           probe=self._bf16_probe, min_quality=c.bf16_min_repeatability)
         if c.compile:
             # CUDA: reduce-overhead = CUDA graphs (static shapes; one graph per image size).
             mode = "reduce-overhead" if self.device.type == "cuda" else None
@@ -575,41 +440,18 @@ class SuperPoint:
 
     # -- precision ----------------------------------------------------------------------
 
-    def _autocast(self, precision: str):
-        if precision == "fp32":
-            return nullcontext()
-        dtype = torch.float16 if precision == "fp16" else torch.bfloat16
-        return torch.autocast(device_type=self.device.type, dtype=dtype)
-
-    def _resolve_precision(self, requested: str) -> str:
-        if requested != "auto":
-            if requested == "fp16" and self.device.type == "cpu":
-                log.warning("superpoint: fp16 on CPU is slow on most machines; bf16 or fp32 are the usual choices")
-            return requested
-        if self.device.type == "cuda":
-            return "fp16"
-        if self.device.type != "cpu":
-            return "fp32"
-        try:
-            native_bf16 = bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
-        except (AttributeError, RuntimeError):
-            native_bf16 = False
-        if not native_bf16:
-            return "fp32"
+    def _bf16_probe(self) -> float:
+        """Repeatability of bf16 against fp32 on the synthetic image (auto precision on CPU)."""
         self.precision_check = self.compare_precision("bf16")
-        ok = self.precision_check["repeatability"] >= self.cfg.bf16_min_repeatability
-        log.info("superpoint: bf16 vs fp32 on a synthetic image: repeatability %.3f, descriptor cosine %.4f -> %s",
-                 self.precision_check["repeatability"], self.precision_check["descriptor_cosine"],
-                 "bf16" if ok else "fp32")
-        return "bf16" if ok else "fp32"
+        return self.precision_check["repeatability"]
 
     def compare_precision(self, precision: str, image: Optional[np.ndarray] = None) -> dict[str, float]:
         """Run fp32 and ``precision`` on one image (default: a 240x320 synthetic one) and
         return repeatability (share of fp32 keypoints with a keypoint within 1 px), exact
         (same pixel), and the mean cosine between descriptors of keypoints at the same pixel."""
-        img = synthetic_image(240, 320, seed=1) if image is None else image
-        ref = self._extract_group([to_gray(img)], "fp32")[0]
-        test = self._extract_group([to_gray(img)], precision)[0]
+        gray = to_gray(synthetic_image(240, 320, seed=1) if image is None else image)
+        ref = self._extract_group([gray], "fp32")[0]
+        test = self._extract_group([gray], precision)[0]
         rep = keypoint_repeatability(ref.keypoints, test.keypoints, 1.0)
         exact = keypoint_repeatability(ref.keypoints, test.keypoints, 0.0)
         cos = 1.0
@@ -637,7 +479,7 @@ class SuperPoint:
         precision = precision or self.precision
         c = self.cfg
         x = images.contiguous(memory_format=self.memory_format)
-        with torch.inference_mode(), self._cudnn_flags(), self._autocast(precision):
+        with torch.inference_mode(), self._cudnn_flags(), autocast(self.device, precision):
             out = self._forward_net(x)
         with torch.inference_mode():
             heat = heatmap_from_logits(out["logits"])

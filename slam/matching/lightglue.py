@@ -50,9 +50,11 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from slam.device import DTYPES, resolve_precision
+from slam.errors import ConfigError, WeightsError
 from slam.matching.config import LightGlueConfig
 from slam.types import Features, Matches
-from slam.weights import resolve_weights
+from slam.weights import load_weights
 
 #: features name -> (weights registry name, descriptor dimension).
 FEATURE_WEIGHTS = {
@@ -87,6 +89,24 @@ def convert_state_dict(state_dict: dict) -> dict:
             key = f"transformers.{m.group(2)}.{m.group(1)}.{m.group(3)}"
         out[key] = value
     return out
+
+
+#: key prefixes of the feature checkpoints a user may pass to lightglue.weights by mistake
+_FEATURE_KEYS = (("block1.", "ALIKED"), ("unet.", "DISK"), ("extractor", "DISK"), ("conv1a.", "SuperPoint"),
+                 ("backbone.", "SuperPoint"), ("kenc.", "SuperGlue"), ("gnn.", "SuperGlue"))
+
+
+def check_is_lightglue(state_dict: dict, source: str) -> None:
+    """WeightsError unless the (converted) state dict has LightGlue transformer layers; names the
+    model the file seems to be for (a feature or SuperGlue checkpoint passed by mistake)."""
+    if count_layers(state_dict) > 0:
+        return
+    keys = [str(k) for k in state_dict]
+    looks = next((name for prefix, name in _FEATURE_KEYS if any(k.startswith(prefix) for k in keys)), None)
+    what = f"it looks like a checkpoint of {looks}" if looks else f"its keys are {', '.join(keys[:3]) or 'none'}"
+    raise WeightsError(f"{source} is not a LightGlue checkpoint (no transformer layers; {what}); set lightglue.weights "
+                       f"to a LightGlue file, e.g. python -m slam weights install aliked_lightglue, or leave it "
+                       f"empty to use the weights for lightglue.features")
 
 
 def count_layers(state_dict: dict) -> int:
@@ -341,7 +361,7 @@ class LightGlueNet(nn.Module):
                 parts.append(f"unexpected {len(unexpected)} keys (e.g. {', '.join(unexpected[:3])})")
             if shapes:
                 parts.append("shape mismatch " + "; ".join(shapes[:3]))
-            raise ValueError(f"{source} is not a LightGlue checkpoint for this configuration "
+            raise WeightsError(f"{source} is not a LightGlue checkpoint for this configuration "
                              f"(n_layers={self.n_layers}, input_dim={self.input_dim}): {'; '.join(parts)}. "
                              f"Check lightglue.weights / lightglue.features / lightglue.n_layers")
         self.load_state_dict(sd, strict=True)
@@ -513,29 +533,13 @@ class LightGlueNet(nn.Module):
 # ----------------------------------------------------------------------------- matcher
 
 
-def _autocast_dtype(precision: str, device: torch.device) -> Optional[torch.dtype]:
-    if precision == "auto":
-        return torch.float16 if device.type == "cuda" else None
-    table = {"fp32": None, "fp16": torch.float16, "bf16": torch.bfloat16}
-    if precision not in table:
-        raise ValueError(f"lightglue.precision={precision!r} is not valid; choose auto, fp32, fp16 or bf16")
-    if precision == "fp16" and device.type != "cuda":
-        raise ValueError("lightglue.precision=fp16 needs a CUDA device; use precision=auto or fp32 (or bf16) on cpu")
-    return table[precision]
-
-
 def load_lightglue_state_dict(name_or_path: str) -> tuple[dict, Path]:
-    """Resolve (registry name or path) and torch.load a LightGlue state dict; clear errors."""
-    path = resolve_weights(name_or_path)
-    try:
-        sd = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:  # corrupted / not a torch file
-        raise ValueError(f"could not read LightGlue weights {path}: {exc}; re-install them with "
-                         f"`python -m slam weights install --force <name>` or pass another file") from None
-    if isinstance(sd, dict) and "model" in sd and isinstance(sd["model"], dict):
+    """Resolve (registry name or path) and read a LightGlue state dict safely (slam.weights)."""
+    sd, path = load_weights(name_or_path, "lightglue", "LightGlue weights")
+    if isinstance(sd, dict) and isinstance(sd.get("model"), dict):
         sd = sd["model"]
     if not isinstance(sd, dict):
-        raise ValueError(f"{path} does not hold a state dict")
+        raise WeightsError(f"{path} holds a {type(sd).__name__}, not a LightGlue state dict")
     return sd, path
 
 
@@ -557,19 +561,24 @@ class LightGlue:
         if state_dict is None:
             weights = cfg.weights
             if not weights:
+                if cfg.features == "orb":
+                    raise ConfigError("LightGlue needs float descriptors and lightglue.features='orb' has binary ones: "
+                                      "use --features aliked or disk (or superpoint), or --matcher nn for ORB")
                 if cfg.features not in FEATURE_WEIGHTS:
-                    raise ValueError(f"lightglue.features={cfg.features!r} has no LightGlue weights; choose one of "
-                                     f"{', '.join(FEATURE_WEIGHTS)} or set lightglue.weights to a .pth file")
+                    raise ConfigError(f"lightglue.features={cfg.features!r} has no LightGlue weights; choose one of "
+                                      f"{', '.join(FEATURE_WEIGHTS)} or set lightglue.weights to a .pth file")
                 weights = FEATURE_WEIGHTS[cfg.features][0]
             state_dict, path = load_lightglue_state_dict(weights)
             source = str(path)
         sd = convert_state_dict(state_dict)
+        check_is_lightglue(sd, source)
         input_dim = sd["input_proj.weight"].shape[1] if "input_proj.weight" in sd else cfg.descriptor_dim
         layers = count_layers(sd)
         if layers != cfg.n_layers:
-            raise ValueError(f"{source} has {layers} transformer layers but lightglue.n_layers={cfg.n_layers}; "
+            raise ConfigError(f"{source} has {layers} transformer layers but lightglue.n_layers={cfg.n_layers}; "
                              f"set lightglue.n_layers={layers}")
-        self.autocast_dtype = _autocast_dtype(cfg.precision, self.device)
+        self.precision = resolve_precision(cfg.precision, self.device, "lightglue")
+        self.autocast_dtype = None if self.precision == "fp32" else DTYPES[self.precision]
         self.net = LightGlueNet.from_cfg(cfg, input_dim=input_dim)
         self.net.load_cvg_state_dict(state_dict, source)
         self.net.eval().to(self.device)
@@ -578,7 +587,8 @@ class LightGlue:
 
     def _check(self, f: Features, what: str) -> None:
         if f.binary:
-            raise ValueError(f"LightGlue cannot match binary descriptors ({what}); use features aliked or disk")
+            raise ConfigError(f"LightGlue needs float descriptors and {what} are binary (ORB): use --features aliked "
+                              f"or disk, or --matcher nn for ORB")
         if f.descriptors.shape[1] != self.descriptor_dim:
             raise ValueError(f"{what} has {f.descriptors.shape[1]}-D descriptors but these LightGlue weights expect "
                              f"{self.descriptor_dim}-D; set lightglue.features to the extractor in use")

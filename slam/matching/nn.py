@@ -11,6 +11,7 @@ from typing import Optional, Sequence
 import numpy as np
 import torch
 
+from slam.device import native_bf16
 from slam.matching.config import NNConfig
 from slam.types import Features, Matches
 
@@ -29,11 +30,8 @@ def unpack_bits_pm1(desc: torch.Tensor) -> torch.Tensor:
 @functools.lru_cache(maxsize=1)
 def cpu_has_native_bf16() -> bool:
     """True where oneDNN runs bf16 matrix products natively (AVX512-BF16 / AMX): there a bf16
-    product is several times faster than fp32. A capability probe, cached."""
-    try:
-        return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
-    except Exception:  # noqa: BLE001 - older builds without the probe
-        return False
+    product is several times faster than fp32. slam.device's probe, cached."""
+    return native_bf16(torch.device("cpu"))
 
 
 def exact_sign_product_dtype(device: torch.device, nbits: int) -> Optional[torch.dtype]:

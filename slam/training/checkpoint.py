@@ -22,6 +22,9 @@ from typing import Any, Optional
 import numpy as np
 import torch
 
+from slam.errors import WeightsError
+from slam.weights import load_weights_file
+
 __all__ = [
     "FORMAT", "rng_state", "set_rng_state", "save_checkpoint", "load_checkpoint", "lr_factor",
     "make_scheduler", "JsonlLog", "export_weights", "atomic_save",
@@ -93,12 +96,9 @@ def load_checkpoint(path: Path) -> dict:
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"no checkpoint at {path}; start without --resume, or point --out at the run folder")
-    try:
-        ckpt = torch.load(str(path), map_location="cpu", weights_only=True)
-    except Exception as exc:  # noqa: BLE001
-        raise RuntimeError(f"{path}: cannot be read as a training checkpoint ({exc}); delete it to restart") from exc
+    ckpt = load_weights_file(path, "training checkpoint", fix="delete it to restart the run without --resume")
     if not isinstance(ckpt, dict) or ckpt.get("format") != FORMAT:
-        raise RuntimeError(f"{path}: not a {FORMAT} training checkpoint")
+        raise WeightsError(f"{path}: not a {FORMAT} training checkpoint; delete it to restart the run without --resume")
     return ckpt
 
 

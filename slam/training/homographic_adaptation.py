@@ -18,6 +18,7 @@ from typing import Callable, Optional
 import numpy as np
 import torch
 
+from slam.device import autocast
 from slam.features.superpoint import extract_keypoints, heatmap_from_logits, nms
 from slam.training.homographies import HomographyParams, sample_homography, warp_image, warped_valid_mask
 
@@ -95,8 +96,7 @@ def network_detector(net: torch.nn.Module, device: torch.device, amp: str = "non
     """Wrap a SuperPointNet-like module (forward -> {'logits': (B, 65, H/8, W/8)}) as a Detector."""
     def detect(batch: np.ndarray) -> np.ndarray:
         x = torch.from_numpy(np.ascontiguousarray(batch, np.float32))[:, None].to(device)
-        ctx = torch.autocast(device_type=device.type, dtype=torch.bfloat16) if amp == "bf16" else torch.no_grad()
-        with torch.inference_mode(), ctx:
+        with torch.inference_mode(), autocast(device, "bf16" if amp == "bf16" else "fp32"):
             logits = net(x.contiguous(memory_format=torch.channels_last))["logits"]
         return heatmap_from_logits(logits).float().cpu().numpy()
     return detect

@@ -15,7 +15,6 @@ from __future__ import annotations
 import json
 import logging
 import time
-from contextlib import nullcontext
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Optional
@@ -23,6 +22,7 @@ from typing import Callable, Optional
 import numpy as np
 import torch
 
+from slam.device import autocast, resolve_precision
 from slam.errors import InputError
 from slam.training.checkpoint import (JsonlLog, atomic_save, load_checkpoint, make_scheduler, save_checkpoint,
                                       set_rng_state)
@@ -46,24 +46,17 @@ class TrainResult:
 
 
 def resolve_amp(amp: str, device: torch.device) -> str:
-    """'auto' -> 'bf16' on CUDA with bf16 support or on CPUs with native bf16 (AMX/AVX512-BF16),
-    else 'none'. 'bf16' / 'none' are returned as given."""
+    """Training's ``amp`` setting -> 'bf16' or 'none'. 'auto' -> bf16 where the device runs it
+    natively (CUDA with bf16, CPUs with AVX512-BF16/AMX), else none (slam.device decides)."""
     if amp not in ("auto", "bf16", "none"):
-        raise ValueError(f"amp must be auto, bf16 or none, got {amp!r}")
-    if amp != "auto":
-        return amp
-    if device.type == "cuda":
-        return "bf16" if torch.cuda.is_bf16_supported() else "none"
-    try:
-        return "bf16" if bool(torch.ops.mkldnn._is_mkldnn_bf16_supported()) else "none"
-    except (AttributeError, RuntimeError):
-        return "none"
+        raise InputError(f"amp must be auto, bf16 or none, got {amp!r}")
+    p = resolve_precision("fp32" if amp == "none" else amp, device, "training", cuda_auto="bf16", cpu_auto="bf16")
+    return "bf16" if p == "bf16" else "none"
 
 
 def amp_context(amp: str, device: torch.device):
-    if amp == "bf16":
-        return torch.autocast(device_type=device.type, dtype=torch.bfloat16)
-    return nullcontext()
+    """Autocast for a training step with a resolved ``amp`` ('bf16' or 'none')."""
+    return autocast(device, "bf16" if amp == "bf16" else "fp32")
 
 
 def _write_status(run_dir: Path, **kw) -> None:

@@ -27,6 +27,7 @@ import numpy as np
 import torch
 
 from slam.device import resolve_device
+from slam.weights import load_weights_file
 from slam.features.superpoint import SuperPoint, SuperPointConfig, SuperPointNet
 from slam.matching.superglue import SuperGlueNet
 from slam.training.checkpoint import atomic_save, export_weights
@@ -182,7 +183,7 @@ def _precompute_rgbd(cfg: dict, features: FeatureSource, cache: Path, printer) -
 
 
 def _load_sp(path: Path) -> dict:
-    obj = torch.load(str(path), map_location="cpu", weights_only=True)
+    obj = load_weights_file(path)
     sd = obj["state_dict"] if isinstance(obj, dict) and "state_dict" in obj else obj
     return {k: v.float() if v.is_floating_point() else v for k, v in sd.items()}
 
@@ -200,13 +201,13 @@ def run_superglue(config: str, out: Path, *, superpoint: "Path | str", resume: b
     if finalize_early:
         if not ckpt.is_file():
             raise ValueError(f"--finalize needs a training checkpoint in {out}")
-        saved = torch.load(str(ckpt), map_location="cpu", weights_only=True)["config"]
+        saved = load_weights_file(ckpt)["config"]
         net = SuperGlueNet(descriptor_dim=256, n_layers=int(saved["n_layers"]), num_heads=int(saved["num_heads"]),
                            sinkhorn_iterations=int(saved["sinkhorn_iterations"]))
         return finalize(out, net, lambda m, d: atomic_save(m.checkpoint(train_config=json.dumps(saved)), d / "weights.pth"),
                         printer)
     if resume and ckpt.is_file():
-        cfg = dict(torch.load(str(ckpt), map_location="cpu", weights_only=True)["config"])
+        cfg = dict(load_weights_file(ckpt)["config"])
     else:
         cfg = get_config(config, overrides)
         cfg["superpoint"] = str(superpoint)
@@ -245,5 +246,5 @@ def run_superglue(config: str, out: Path, *, superpoint: "Path | str", resume: b
 def export_superglue(weights: Path, dest: Path, meta: Optional[dict] = None) -> Path:
     """weights.pth of a finished run -> fp16 file {"config", "state_dict", "meta"} loadable by
     slam.matching.superglue.SuperGlue."""
-    obj = torch.load(str(weights), map_location="cpu", weights_only=True)
+    obj = load_weights_file(weights)
     return export_weights(obj["state_dict"], dest, config=obj.get("config"), meta=meta)

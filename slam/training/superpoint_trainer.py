@@ -35,6 +35,7 @@ import torch
 
 from slam.errors import InputError
 from slam.device import resolve_device
+from slam.weights import load_weights_file
 from slam.features.superpoint import SuperPointNet
 from slam.training.checkpoint import atomic_save, export_weights
 from slam.training.data import (PhotometricParams, check_training_path, fit_image, homography_pair,
@@ -134,7 +135,7 @@ def _has_bn(state_dict: dict) -> bool:
 
 
 def _load_sp_weights(path: Path) -> dict:
-    obj = torch.load(str(path), map_location="cpu", weights_only=True)
+    obj = load_weights_file(path)
     return obj["state_dict"] if isinstance(obj, dict) and "state_dict" in obj else obj
 
 
@@ -362,11 +363,11 @@ def run_stage(stage: str, config: str, out: Path, *, resume: bool = False, minut
     if finalize_early:
         if stage == "adapt" or not ckpt.is_file():
             raise ValueError(f"--finalize needs a training checkpoint in {run_dir} (stages magicpoint / joint)")
-        saved = torch.load(str(ckpt), map_location="cpu", weights_only=True)["config"]
+        saved = load_weights_file(ckpt)["config"]
         model = SuperPointNet(batch_norm=bool(saved.get("batch_norm", False)))
         return finalize(run_dir, model, lambda m, d: _export_sp(m, d, saved), printer)
     if resume and ckpt.is_file():  # the run's own config wins on resume
-        saved = torch.load(str(ckpt), map_location="cpu", weights_only=True)["config"]
+        saved = load_weights_file(ckpt)["config"]
         cfg = dict(saved)
         if cfg.get("config_name") != config:
             _say(printer, f"note: resuming a '{cfg.get('config_name')}' run; --config {config} ignored")

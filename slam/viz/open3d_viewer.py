@@ -8,6 +8,10 @@ skipping the ones in between. Closing the window by hand just stops drawing.
 Open3D 0.20 silently falls back to an invisible EGL context when there is no display, so the
 viewer checks for a display itself and raises :class:`DeviceError` (suggesting
 ``--viewer none``) instead of "showing" a window nobody can see.
+
+What is drawn (:func:`build_open3d_geometries`) matches ``map.png`` (slam.viz.render): map
+points in their colour, the trajectory, keyframe frusta and the current camera scaled to the
+scene (:func:`slam.viz.base.frustum_size`), the aligned ground truth and loop edges.
 """
 from __future__ import annotations
 
@@ -23,11 +27,74 @@ from typing import Any, Optional, Union
 import numpy as np
 
 from slam.errors import DeviceError
-from slam.viz.base import MapSnapshot
+from slam.viz.base import MapSnapshot, default_view, frustum_lines, frustum_size
 
 LOG = logging.getLogger(__name__)
 
-__all__ = ["Open3DViewer", "has_display"]
+__all__ = ["Open3DViewer", "has_display", "build_open3d_geometries"]
+
+# RGB in [0, 1], bright on the viewer's dark background
+TRAJECTORY_RGB = (0.35, 0.70, 1.00)
+KEYFRAME_RGB = (0.25, 0.85, 0.35)
+CURRENT_RGB = (1.00, 0.25, 0.20)
+GROUNDTRUTH_RGB = (0.75, 0.75, 0.75)
+LOOP_RGB = (1.00, 0.30, 0.95)
+
+
+def _lineset(o3d: Any, pts: np.ndarray, lines: np.ndarray, rgb: tuple) -> Any:
+    ls = o3d.geometry.LineSet(o3d.utility.Vector3dVector(np.asarray(pts, np.float64)),
+                              o3d.utility.Vector2iVector(np.asarray(lines, np.int32)))
+    ls.paint_uniform_color(rgb)
+    return ls
+
+
+def _chain(n: int) -> np.ndarray:
+    return np.stack([np.arange(n - 1), np.arange(1, n)], axis=1)
+
+
+def build_open3d_geometries(snapshot: MapSnapshot) -> dict[str, Any]:
+    """Open3D geometries of a snapshot: "points" (PointCloud, own colours), "trajectory",
+    "groundtruth", "keyframes", "current", "loops" (LineSets). Empty parts are left out."""
+    import open3d as o3d
+
+    out: dict[str, Any] = {}
+    pts = snapshot.points_world.astype(np.float64)
+    if len(pts):
+        pcd = o3d.geometry.PointCloud(o3d.utility.Vector3dVector(pts))
+        pcd.colors = o3d.utility.Vector3dVector(snapshot.colors.astype(np.float64) / 255.0)
+        out["points"] = pcd
+    traj = snapshot.camera_positions()
+    if len(traj) >= 2:
+        out["trajectory"] = _lineset(o3d, traj, _chain(len(traj)), TRAJECTORY_RGB)
+    gt = snapshot.groundtruth_xyz
+    if len(gt) >= 2:
+        out["groundtruth"] = _lineset(o3d, gt, _chain(len(gt)), GROUNDTRUTH_RGB)
+    depth = frustum_size(snapshot)
+    kps, kls = [], []
+    for k, pose in enumerate(snapshot.keyframe_world_from_cam):
+        p, l = frustum_lines(snapshot.camera, pose, depth)
+        kps.append(p)
+        kls.append(l + 5 * k)
+    if kps:
+        out["keyframes"] = _lineset(o3d, np.vstack(kps), np.vstack(kls), KEYFRAME_RGB)
+    if snapshot.current_world_from_cam is not None:
+        p, l = frustum_lines(snapshot.camera, snapshot.current_world_from_cam, depth)
+        out["current"] = _lineset(o3d, p, l, CURRENT_RGB)
+    loops = snapshot.loop_segments()
+    if len(loops):
+        out["loops"] = _lineset(o3d, loops.reshape(-1, 3), np.arange(2 * len(loops)).reshape(-1, 2), LOOP_RGB)
+    return out
+
+
+def apply_default_view(vis: Any, snapshot: MapSnapshot, zoom: float = 0.6) -> None:
+    """Point an Open3D Visualizer at the snapshot from behind and above the cameras
+    (:func:`slam.viz.base.default_view`)."""
+    view = default_view(snapshot)
+    vc = vis.get_view_control()
+    vc.set_lookat(view["lookat"])
+    vc.set_front(view["front"])
+    vc.set_up(view["up"])
+    vc.set_zoom(zoom)
 
 
 def has_display() -> bool:
@@ -53,7 +120,7 @@ class Open3DViewer:
         self,
         width: int = 1280,
         height: int = 720,
-        point_size: float = 2.0,
+        point_size: float = 3.0,
         fps: float = 20.0,
         visible: bool = True,
         title: str = "slam",
@@ -105,15 +172,22 @@ class Open3DViewer:
             self.n_updates += 1
 
     def save_png(self, path: Union[str, Path], snapshot: MapSnapshot) -> Path:
-        """Offscreen PNG of ``snapshot`` (:func:`slam.viz.render.render_map_png`), for the end of
-        a run. Closes the live window first: Open3D's legacy visualizer cannot keep a second GL
-        context alive beside the window's (the window's shaders break), so the two never overlap."""
+        """PNG of ``snapshot`` (:func:`slam.viz.render.render_map_png`, a CPU rasteriser that
+        needs no GL context, so the window stays open)."""
         from slam.viz.render import render_map_png
 
-        if self._thread.is_alive():
-            LOG.info("closing the viewer window to render %s offscreen", Path(path).name)
-            self.close()
         return render_map_png(snapshot, path)
+
+    def wait(self, timeout_s: Optional[float] = None) -> bool:
+        """Block until the window is closed by hand (or the viewer stops); True when it did,
+        False after ``timeout_s`` seconds (None: no limit)."""
+        deadline = None if timeout_s is None else time.monotonic() + timeout_s
+        while self._thread.is_alive():
+            left = 0.2 if deadline is None else min(0.2, deadline - time.monotonic())
+            if left <= 0:
+                return False
+            self._thread.join(left)
+        return True
 
     def screenshot(self, path: Union[str, Path], timeout_s: float = 10.0) -> Optional[Path]:
         """Save what the window shows now (taken by the viewer thread); None if it is not running."""
@@ -155,8 +229,6 @@ class Open3DViewer:
     def _run(self) -> None:
         import open3d as o3d
 
-        from slam.viz.render import apply_default_view, build_open3d_geometries
-
         vis = None
         try:
             with o3d.utility.VerbosityContextManager(o3d.utility.VerbosityLevel.Error):
@@ -178,7 +250,7 @@ class Open3DViewer:
                     if snap.camera is None and self.camera is not None:
                         snap = copy.copy(snap)
                         snap.camera = self.camera
-                    geoms = build_open3d_geometries(snap, trajectory_rgb=(0.35, 0.7, 1.0))  # bright on dark
+                    geoms = build_open3d_geometries(snap)
                     for name, g in shown.items():
                         vis.remove_geometry(g, reset_bounding_box=False)
                     for g in geoms.values():

@@ -1,117 +1,148 @@
-"""Trajectory plots (matplotlib, Agg; no display needed): top and side views, with ground truth.
+"""``trajectory.png``: the aligned estimate against the ground truth (matplotlib Agg, no display).
 
-``plot_trajectories`` draws the estimate and, when given, the ground truth in three panels: a
-top view (the plane perpendicular to "up") and two side views (each horizontal axis vs up). Both trajectories
-must already be in the same frame (align the estimate to the ground truth first, e.g. with
-slam.geometry.align / evo); this module draws, it does not align.
+Three panels: a top view (the plane perpendicular to "up"), a side view (the horizontal axis
+along which the ground truth moves most, against up) and the absolute trajectory error over
+time; start (circle) and end (square) marked on both trajectories, thin red lines joining
+matched poses in the top view. The title gives the alignment (SE(3) or Sim(3) with its scale),
+the ATE RMSE / median / max and the poses matched.
+
+Frames: the estimate arrives already aligned onto the ground truth (slam.eval.evaluate_full),
+so both are drawn in the ground truth's world frame. "Up" in that frame: when the first
+ground-truth pose is the identity, the world is a camera's frame (KITTI poses, a SLAM output
+used as reference), y points down and up is -y; otherwise the ground truth comes from a
+motion-capture or GNSS frame (TUM, EuRoC, the synthetic sequences), whose up is z.
 """
 from __future__ import annotations
 
 import logging
+import math
 from pathlib import Path
-from typing import Optional, Sequence, Union
+from typing import Optional, Union
 
 import numpy as np
 
 LOG = logging.getLogger(__name__)
 
-__all__ = ["plot_trajectories"]
+__all__ = ["plot_evaluation", "world_up_axis"]
 
-_AXES = {"x": 0, "y": 1, "z": 2}
-
-
-def _axis(spec: str) -> tuple[int, float]:
-    spec = spec.strip().lower()
-    sign = -1.0 if spec.startswith("-") else 1.0
-    name = spec.lstrip("+-")
-    if name not in _AXES:
-        raise ValueError(f"up={spec!r} must be one of x, y, z, -x, -y, -z or auto")
-    return _AXES[name], sign
+_NAMES = ("x", "y", "z")
 
 
-def _xyz(arr: Optional[np.ndarray], name: str) -> Optional[np.ndarray]:
-    if arr is None:
-        return None
-    a = np.asarray(arr, dtype=np.float64)
-    if a.ndim == 3 and a.shape[1:] == (4, 4):
-        a = a[:, :3, 3]
-    if a.ndim != 2 or a.shape[1] != 3:
-        raise ValueError(f"{name} must be (N, 3) positions in metres (or (N, 4, 4) poses), got shape {a.shape}")
-    return a
+def world_up_axis(gt_world_from_cam: Optional[np.ndarray]) -> tuple[int, float]:
+    """(axis index, sign) of "up" in the ground truth's world frame (see the module docstring).
+
+    gt_world_from_cam: (N, 4, 4) ground-truth poses, or None (then z up).
+    """
+    if gt_world_from_cam is not None and len(gt_world_from_cam):
+        r0 = np.asarray(gt_world_from_cam[0], np.float64)[:3, :3]
+        angle = math.degrees(math.acos(float(np.clip((np.trace(r0) - 1.0) / 2.0, -1.0, 1.0))))
+        if angle < 2.0:
+            return 1, -1.0
+    return 2, 1.0
 
 
-def plot_trajectories(
-    est_xyz: np.ndarray,
-    gt_xyz: Optional[np.ndarray],
-    path: Union[str, Path],
-    title: str = "",
-    up: str = "auto",
-    labels: Sequence[str] = ("estimate", "ground truth"),
-    subtitle: str = "",
-    dpi: int = 120,
-) -> Path:
-    """Write a PNG with a top view and two side views of the trajectories.
+def _ate_unit(values_m: np.ndarray) -> tuple[float, str]:
+    top = float(np.nanmax(values_m)) if len(values_m) else 0.0
+    if top < 0.5:
+        return 1000.0, "mm"
+    if top < 5.0:
+        return 100.0, "cm"
+    return 1.0, "m"
 
-    est_xyz: (N, 3) estimated camera positions, metres (or (N, 4, 4) world_from_cam poses).
-    gt_xyz:  (M, 3) ground-truth positions in the SAME frame, or None.
-    up:      world axis pointing up: "x", "y", "z" with optional "-"; "auto" = "z" when ground
-             truth is given (mocap / TUM convention), else "-y" (the first camera's frame, y down).
-    subtitle: an extra line under the title (e.g. "ATE RMSE 0.012 m").
-    Returns the path written.
+
+def _fmt_len(v: float) -> str:
+    if v is None or not math.isfinite(v):
+        return "n/a"
+    if v < 0.1:
+        return f"{v * 1000:.1f} mm"
+    if v < 10:
+        return f"{v * 100:.2f} cm"
+    return f"{v:.2f} m"
+
+
+def plot_evaluation(details: dict, result: dict, path: Union[str, Path], title: str = "", dpi: int = 110) -> Path:
+    """Write ``trajectory.png`` (see the module docstring) and return its path.
+
+    details: from slam.eval.evaluate_full: "t" (M,) s, "gt_xyz" (M, 3) m, "est_xyz_aligned"
+             (M, 3) m (in the ground truth's frame), "ate_errors_m" (M,), optionally
+             "gt_world_from_cam" (M, 4, 4) (for the up axis; z up without it).
+    result:  the evaluation's dict ("alignment", "scale", "ate_rmse_m", "ate_median_m",
+             "ate_max_m", "n_matched", "n_est").
+    title:   the first words of the title, e.g. the sequence name.
     """
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
-    est = _xyz(est_xyz, "est_xyz")
-    gt = _xyz(gt_xyz, "gt_xyz")
-    if gt is not None and len(gt) == 0:
-        gt = None
-    if up == "auto":
-        up = "z" if gt is not None else "-y"
-    up_i, up_sign = _axis(up)
+    gt = np.asarray(details["gt_xyz"], np.float64)
+    est = np.asarray(details["est_xyz_aligned"], np.float64)
+    err = np.asarray(details["ate_errors_m"], np.float64)
+    t = np.asarray(details["t"], np.float64)
+    if gt.ndim != 2 or gt.shape[1] != 3 or est.shape != gt.shape or len(err) != len(gt) or len(t) != len(gt):
+        raise ValueError(f"details must hold matched (M, 3) gt_xyz and est_xyz_aligned, (M,) ate_errors_m and t; "
+                         f"got {gt.shape}, {est.shape}, {err.shape}, {t.shape}")
+    up_i, up_sign = world_up_axis(details.get("gt_world_from_cam"))
     horiz = [i for i in range(3) if i != up_i]
-    names = ["x", "y", "z"]
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
+    spread = np.ptp(gt[:, horiz], axis=0) if len(gt) else np.zeros(2)
+    side_i = horiz[int(np.argmax(spread))]
+    up_label = f"{'-' if up_sign < 0 else ''}{_NAMES[up_i]} (up) [m]"
 
-    fig = Figure(figsize=(16, 5.5), dpi=dpi)
+    fig = Figure(figsize=(18, 5.8), dpi=dpi)
     FigureCanvasAgg(fig)
-    up_label = f"{'-' if up_sign < 0 else ''}{names[up_i]} (up)"
-    # (panel title, horizontal axis index, vertical axis: index or "up")
-    panels = [
-        ("top view", horiz[0], horiz[1]),
-        ("side view", horiz[0], "up"),
-        ("side view", horiz[1], "up"),
+    axes = fig.subplots(1, 3, gridspec_kw={"width_ratios": [1.0, 1.0, 1.15]})
+    align = result.get("alignment", "SE3")
+    est_label = f"estimate ({align}-aligned)"
+    views = [
+        (axes[0], "top view", horiz[0], horiz[1], f"{_NAMES[horiz[0]]} [m]", f"{_NAMES[horiz[1]]} [m]"),
+        (axes[1], f"side view ({_NAMES[side_i]} against up)", side_i, up_i, f"{_NAMES[side_i]} [m]", up_label),
     ]
-    series = []
-    if gt is not None:
-        series.append((gt, labels[1] if len(labels) > 1 else "ground truth", "0.35", "--", 1.4))
-    series.append((est, labels[0], "tab:blue", "-", 1.6))
-
-    def coords(data: np.ndarray, h: int, v) -> tuple[np.ndarray, np.ndarray]:
-        return data[:, h], (up_sign * data[:, up_i] if v == "up" else data[:, v])
-
-    for k, (name, h, v) in enumerate(panels):
-        ax = fig.add_subplot(1, 3, k + 1)
-        for data, label, color, style, lw in series:
+    for ax, name, h, v, xl, yl in views:
+        sv = up_sign if v == up_i else 1.0
+        if ax is axes[0] and len(gt):
+            step = max(1, len(gt) // 60)
+            for k in range(0, len(gt), step):
+                ax.plot([gt[k, h], est[k, h]], [sv * gt[k, v], sv * est[k, v]], "-", color="tab:red", lw=0.6,
+                        alpha=0.55, label="error (every %d)" % step if k == 0 else None)
+        ax.plot(gt[:, h], sv * gt[:, v], "-", color="0.15", lw=2.4, label="ground truth")
+        ax.plot(est[:, h], sv * est[:, v], "-", color="tab:blue", lw=1.1, label=est_label)
+        for data, col in ((gt, "0.15"), (est, "tab:blue")):
             if len(data):
-                ax.plot(*coords(data, h, v), style, color=color, lw=lw, label=label)
-        if len(est):
-            ax.plot(*coords(est[:1], h, v), "o", color="tab:green", ms=6, label="start")
+                ax.plot(data[0, h], sv * data[0, v], "o", ms=8, mfc="none", mec=col, mew=2)
+                ax.plot(data[-1, h], sv * data[-1, v], "s", ms=7, mfc="none", mec=col, mew=2)
+        ax.plot([], [], "o", ms=8, mfc="none", mec="0.4", mew=2, label="start")
+        ax.plot([], [], "s", ms=7, mfc="none", mec="0.4", mew=2, label="end")
         ax.set_title(name)
-        ax.set_xlabel(f"{names[h]} [m]")
-        ax.set_ylabel(f"{up_label if v == 'up' else names[v]} [m]")
+        ax.set_xlabel(xl)
+        ax.set_ylabel(yl)
         ax.set_aspect("equal", adjustable="datalim")
         ax.grid(True, alpha=0.3)
-        if not len(est) and gt is None:
-            ax.text(0.5, 0.5, "no poses", transform=ax.transAxes, ha="center")
-        else:
-            ax.legend(loc="best", fontsize=9)
-    heading = title or "trajectory"
-    if subtitle:
-        heading += "\n" + subtitle
-    fig.suptitle(heading)
+        ax.legend(loc="best", fontsize=8, framealpha=0.85)
+
+    ax = axes[2]
+    k, unit = _ate_unit(err)
+    tt = t - t[0] if len(t) else t
+    ax.plot(tt, err * k, "-", color="tab:red", lw=1.0, label="ATE per pose")
+    for key, style, name in (("ate_rmse_m", "--", "RMSE"), ("ate_median_m", ":", "median")):
+        v = result.get(key)
+        if v is not None and math.isfinite(v):
+            ax.axhline(v * k, color="k", ls=style, lw=1.0, label=f"{name} {v * k:.1f} {unit}")
+    ax.set_xlabel("time [s]" if len(t) and np.ptp(t) > 0 else "pose")
+    ax.set_ylabel(f"ATE [{unit}]")
+    ax.set_ylim(0, max(float(np.nanmax(err)) * k * 1.08, 1e-9) if len(err) else 1.0)
+    ax.grid(True, alpha=0.3)
+    ax.legend(loc="upper left", fontsize=8, framealpha=0.85)
+    ax.set_title("absolute trajectory error over time")
+
+    scale = f", scale {result['scale']:.4f}" if align == "Sim3" and result.get("scale") is not None else ""
+    head = f"{title}: " if title else ""
+    fig.suptitle(
+        f"{head}ATE RMSE {_fmt_len(result.get('ate_rmse_m'))} (median {_fmt_len(result.get('ate_median_m'))}, "
+        f"max {_fmt_len(result.get('ate_max_m'))}), {align} alignment{scale}, "
+        f"{result.get('n_matched', len(gt))} of {result.get('n_est', len(est))} poses matched",
+        fontsize=12,
+    )
     fig.tight_layout()
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(str(path))
     LOG.info("trajectory plot written to %s", path)
     return path

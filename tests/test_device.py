@@ -1,0 +1,77 @@
+"""slam.device: device resolution and the one precision resolver every model uses."""
+from __future__ import annotations
+
+import pytest
+import torch
+
+from slam import device as dev_mod
+from slam.device import autocast, check_precision, resolve_device, resolve_precision
+from slam.errors import ConfigError, DeviceError, SlamError
+
+CPU = torch.device("cpu")
+CUDA = torch.device("cuda")
+
+
+def test_resolve_device():
+    assert resolve_device("cpu") == CPU
+    assert resolve_device("auto").type == ("cuda" if torch.cuda.is_available() else "cpu")
+    assert resolve_device(None) == resolve_device("")
+    with pytest.raises(ConfigError, match="not a device"):
+        resolve_device("gpu0")
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="needs a machine without a CUDA GPU")
+def test_cuda_without_a_gpu_is_one_device_error_line():
+    with pytest.raises(DeviceError) as info:
+        resolve_device("cuda")
+    msg = str(info.value)
+    assert isinstance(info.value, SlamError) and "\n" not in msg
+    assert "no CUDA GPU" in msg and "--device cpu" in msg
+
+
+@pytest.mark.parametrize("native", [True, False])
+def test_auto_precision_per_device(monkeypatch, native):
+    monkeypatch.setattr(dev_mod, "native_bf16", lambda device: native)
+    assert resolve_precision("auto", CPU, "m") == "fp32"  # default: fp32 on CPU
+    assert resolve_precision("auto", CPU, "m", cpu_auto="bf16") == ("bf16" if native else "fp32")
+    assert resolve_precision("auto", CUDA, "m") == "fp16"
+    assert resolve_precision("auto", CUDA, "m", cuda_auto="bf16") == ("bf16" if native else "fp32")
+    assert resolve_precision("auto", torch.device("meta"), "m", cpu_auto="bf16") == "fp32"
+
+
+def test_explicit_precision_is_kept_and_validated():
+    for p in ("fp32", "bf16", "BF16"):
+        assert resolve_precision(p, CPU, "m") == p.lower()
+    assert resolve_precision("fp16", CUDA, "m") == "fp16"
+    with pytest.raises(ConfigError, match=r"m\.precision='fp8' is not valid; choose auto, fp32, fp16 or bf16"):
+        resolve_precision("fp8", CPU, "m")
+    with pytest.raises(ConfigError, match=r"m\.precision=fp16 needs a CUDA device"):
+        check_precision("fp16", CPU, "m")
+
+
+def test_bf16_probe_decides_auto_on_cpu_only(monkeypatch):
+    monkeypatch.setattr(dev_mod, "native_bf16", lambda device: True)
+    calls = []
+
+    def probe(score):
+        return lambda: calls.append(score) or score
+
+    assert resolve_precision("auto", CPU, "m", cpu_auto="bf16", probe=probe(0.95), min_quality=0.9) == "bf16"
+    assert resolve_precision("auto", CPU, "m", cpu_auto="bf16", probe=probe(0.85), min_quality=0.9) == "fp32"
+    assert calls == [0.95, 0.85]
+    # explicit settings and non-bf16 choices never run the probe
+    assert resolve_precision("bf16", CPU, "m", probe=probe(0.0), min_quality=0.9) == "bf16"
+    assert resolve_precision("auto", CUDA, "m", probe=probe(0.0), min_quality=0.9) == "fp16"
+    assert resolve_precision("auto", CPU, "m", probe=probe(0.0), min_quality=0.9) == "fp32"
+    assert calls == [0.95, 0.85]
+
+
+def test_autocast_context():
+    x = torch.randn(4, 8)
+    w = torch.randn(8, 8)
+    with autocast(CPU, "fp32"):
+        assert (x @ w).dtype == torch.float32
+    with autocast(CPU, "bf16"):
+        assert (x @ w).dtype == torch.bfloat16
+    with pytest.raises(ConfigError, match="not resolved"):
+        autocast(CPU, "auto")
