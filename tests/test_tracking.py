@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 import torch
 
-from slam.geometry.align import ate_rmse
+from slam.geometry.sim3 import ate_rmse
 from slam.geometry.camera import PinholeCamera
 from slam.geometry.se3 import make_se3, rotation_angle_deg, se3_inverse, so3_exp, transform_points
 from slam.mapping.map import Map
