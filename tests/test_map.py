@@ -242,6 +242,24 @@ def test_replace_points_moves_observations():
     check_invariants(m, {int(a), int(b)})
 
 
+def test_visibility_counts_and_normals():
+    rng = np.random.default_rng(14)
+    m, kfs = _two_kf_map(rng)
+    a, b, c = add_points(m, 3, rng)
+    m.count_visible(np.array([a, b, b]))  # a repeated id counts once per frame
+    m.count_found(np.array([b]))
+    assert m.pts_visible[[a, b, c]].tolist() == [2, 2, 1] and m.pts_found[[a, b, c]].tolist() == [1, 2, 1]
+    m.add_observations(0, [0], [a])
+    m.add_observations(1, [1], [a])
+    m.pts_normal[a] = 0
+    m.update_normals(np.array([a]))
+    v0 = m.pts_xyz[a] - kfs[0].center
+    v1 = m.pts_xyz[a] - kfs[1].center
+    mean = v0 / np.linalg.norm(v0) + v1 / np.linalg.norm(v1)
+    np.testing.assert_allclose(m.pts_normal[a], mean / np.linalg.norm(mean), atol=1e-12)
+    assert not m.pts_normal[c].any()  # unobserved, not asked: untouched
+
+
 def test_replace_points_conflict_drops_observation_of_old():
     rng = np.random.default_rng(5)
     m, kfs = _two_kf_map(rng)

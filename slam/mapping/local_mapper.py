@@ -250,7 +250,7 @@ class LocalMapper:
                 ids = self.map.add_points(pts, kf.desc[a], kf.kp_color[a], kf_id)
                 self.map.add_observations(kf_id, a, ids)
                 self.map.add_observations(nb.id, b, ids)
-                self.map._update_normals(ids)
+                self.map.update_normals(ids)
                 kf_free = kf.point_ids < 0
                 new_ids.append(ids)
         return np.concatenate(new_ids) if new_ids else np.zeros(0, dtype=np.int64)
@@ -393,7 +393,7 @@ class LocalMapper:
         m.pts_xyz[prob.point_ids[alive]] = res.points_world[alive]
         out = res.obs_outlier
         m.remove_observation_pairs(prob.obs_kf[out], prob.obs_pt[out])
-        m._update_normals(prob.point_ids[m.pts_alive[prob.point_ids]])
+        m.update_normals(prob.point_ids[m.pts_alive[prob.point_ids]])
         m.version += 1
 
     def _local_problem(self, kf_id: int) -> Optional[BAProblem]:

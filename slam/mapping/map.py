@@ -143,7 +143,7 @@ class Map:
         kf.point_ids[kp[drop]] = -1
         kp, pts = kp[first], pts[first]
         self._add_obs_rows(kf.id, kp, pts)
-        self._update_normals(pts)
+        self.update_normals(pts)
         self.version += 1
 
     def _add_obs_rows(self, kf_id: int, kp: np.ndarray, pts: np.ndarray) -> None:
@@ -329,8 +329,9 @@ class Map:
         pts = kf.point_ids[kf.point_ids >= 0]
         return self.covisible_keyframes(pts, exclude=kf_id, min_shared=min_shared)
 
-    def _update_normals(self, pts: np.ndarray) -> None:
-        """Mean viewing direction of points (world), from the centres of their observers."""
+    def update_normals(self, pts: np.ndarray) -> None:
+        """Recompute ``pts_normal`` of points pts ((P,) int64 ids): the mean unit viewing
+        direction (world frame) from the centres of the keyframes observing each point."""
         if len(pts) == 0:
             return
         rows = self.observation_rows(point_ids=pts)
@@ -343,6 +344,17 @@ class Map:
             acc[p] += v / np.maximum(np.linalg.norm(v, axis=1, keepdims=True), 1e-9)
         n = acc[pts]
         self.pts_normal[pts] = n / np.maximum(np.linalg.norm(n, axis=1, keepdims=True), 1e-9)
+
+    # ------------------------------------------------------------------ tracking statistics
+    def count_visible(self, ids: np.ndarray) -> None:
+        """A frame predicted points ids ((K,) int64) inside its view: ``pts_visible += 1``.
+        An id listed twice counts once."""
+        self.pts_visible[ids] += 1
+
+    def count_found(self, ids: np.ndarray) -> None:
+        """A frame matched points ids ((K,) int64) as pose inliers: ``pts_found += 1``.
+        An id listed twice counts once. found / visible is the point's culling ratio."""
+        self.pts_found[ids] += 1
 
     # ------------------------------------------------------------------ queries
     def alive_point_ids(self) -> np.ndarray:

@@ -604,6 +604,7 @@ class LightGlue:
     """
 
     name = "lightglue"
+    kind = "learned"  # slam.matching.base: how tracking obtains 2D-3D candidates
 
     def __init__(self, cfg: LightGlueConfig, device: torch.device | str = "cpu", state_dict: Optional[dict] = None) -> None:
         self.cfg = cfg

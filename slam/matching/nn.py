@@ -78,6 +78,7 @@ def pairwise_distance(desc0: np.ndarray, desc1: np.ndarray) -> np.ndarray:
 
 class NearestNeighborMatcher:
     name = "nn"
+    kind = "descriptor"  # slam.matching.base: how tracking obtains 2D-3D candidates
 
     def __init__(self, cfg: NNConfig | None = None, device: torch.device | str = "cpu"):
         self.cfg = cfg or NNConfig()

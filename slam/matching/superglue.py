@@ -410,6 +410,7 @@ class SuperGlue:
     """
 
     name = "superglue"
+    kind = "learned"  # slam.matching.base: how tracking obtains 2D-3D candidates
 
     def __init__(self, cfg: Optional[SuperGlueConfig] = None, device: torch.device | str = "cpu",
                  state_dict: Optional[dict] = None):

@@ -1,0 +1,151 @@
+"""2D-3D candidate search: which map point each keypoint of a frame may show.
+
+The result is always point_ids (N,) int64 aligned with the frame's keypoints: a map point id,
+or -1. Three sources:
+
+- :meth:`CandidateSearch.by_projection` (guided search): map points projected with a pose
+  prior, matched by descriptor to free keypoints within a radius;
+- :meth:`CandidateSearch.from_keyframe_matches`: keypoint matches between the frame and
+  keyframes (from the matcher), read through the keyframes' point_ids;
+- :meth:`CandidateSearch.in_local_map`: the local map projected with the frame's estimated
+  pose (points in front, inside the image, seen from within 60 degrees of their normal).
+
+Which one starts a frame depends on the matcher's declared kind (slam.matching.base):
+:attr:`CandidateSearch.guided` is True for descriptor matchers. The matcher itself is never
+called here: the tracker calls it outside the map lock and hands the matches in. Every method
+reads the map: the caller holds ``map.lock``.
+"""
+from __future__ import annotations
+
+from typing import Optional, Sequence
+
+import numpy as np
+
+from slam.geometry.camera import PinholeCamera
+from slam.geometry.se3 import se3_inverse, transform_points
+from slam.mapping.map import Keyframe, Map
+from slam.matching.base import DESCRIPTOR
+from slam.matching.guided import search_by_projection
+from slam.tracking.config import TrackingConfig
+from slam.types import FrameFeatures, Matches
+
+MIN_COS_VIEW = 0.5  # local-map points seen within 60 degrees of their mean viewing direction
+
+
+class CandidateSearch:
+    def __init__(self, cfg: TrackingConfig, camera: PinholeCamera, slam_map: Map, matcher_kind: str) -> None:
+        self.cfg = cfg
+        self.camera = camera
+        self.map = slam_map
+        #: descriptor matchers: guided search from the motion model, keyframe matching as fallback;
+        #: learned matchers: keyframe matching every frame
+        self.guided = matcher_kind == DESCRIPTOR
+        self.max_desc = cfg.max_desc_dist_binary if slam_map.binary else cfg.max_desc_dist_float
+
+    # ------------------------------------------------------------------ guided search
+    def by_projection(self, fr: FrameFeatures, cam_from_world: np.ndarray, pids: np.ndarray, point_ids: np.ndarray,
+                      radius: float) -> int:
+        """Project points pids ((P,) int64) with cam_from_world (4,4) and match them to the free
+        keypoints of fr (point_ids < 0) within radius px; writes the matches into point_ids
+        (in place). Returns the number of matches."""
+        if len(pids) == 0:
+            return 0
+        pc = transform_points(cam_from_world, self.map.pts_xyz[pids])
+        front = pc[:, 2] > self.cfg.min_depth
+        pids, pc = pids[front], pc[front]
+        uv = self.camera.project_undistorted(pc)
+        cam = self.camera
+        inside = (uv[:, 0] >= -radius) & (uv[:, 0] < cam.width + radius) & (uv[:, 1] >= -radius) & (uv[:, 1] < cam.height + radius)
+        pids, uv = pids[inside], uv[inside]
+        free = point_ids < 0
+        m, _ = search_by_projection(uv, self.map.pts_desc[pids], fr.kp_uv, fr.desc, radius, self.max_desc, self.cfg.match_ratio,
+                                    kp_available=free)
+        ok = m >= 0
+        point_ids[m[ok]] = pids[ok]
+        return int(ok.sum())
+
+    def by_motion(self, fr: FrameFeatures, cam_from_world_pred: np.ndarray, last_point_ids: np.ndarray) -> tuple[np.ndarray, bool]:
+        """Guided search of the last frame's live points (last_point_ids (N_last,) int64) around
+        the motion-model prediction (4,4), with tracking.search_radius_px and then twice it.
+        Returns (point_ids (N,), enough): enough is False when both radii gave fewer than
+        tracking.min_matches_motion matches (point_ids then holds those of the wider one)."""
+        c = self.cfg
+        pids = last_point_ids[last_point_ids >= 0]
+        pids = pids[self.map.pts_alive[pids]]
+        point_ids = np.full(len(fr.kp_uv), -1, dtype=np.int64)
+        for radius_scale in (1.0, 2.0):
+            point_ids[:] = -1
+            self.by_projection(fr, cam_from_world_pred, pids, point_ids, c.search_radius_px * radius_scale)
+            if (point_ids >= 0).sum() >= c.min_matches_motion:
+                return point_ids, True
+        return point_ids, False
+
+    # ------------------------------------------------------------------ keyframe matches
+    def keyframes_to_match(self, ref_kf_id: Optional[int]) -> list[Keyframe]:
+        """Learned matchers: the reference keyframe and its best covisible keyframes
+        (tracking.n_match_keyframes in all), or [] without a reference."""
+        ref = self.map.keyframes.get(ref_kf_id) if ref_kf_id is not None else None
+        if ref is None:
+            return []
+        kfs = [ref]
+        for kid, _ in self.map.keyframe_covisibility(ref.id, min_shared=15)[: max(0, self.cfg.n_match_keyframes - 1)]:
+            kfs.append(self.map.keyframes[kid])
+        return kfs
+
+    def from_keyframe_matches(self, n_kp: int, kf_ids: Sequence[int], matches: Sequence[Matches]) -> np.ndarray:
+        """Fuse the frame's matches to keyframes (matches[j].matches0 (n_kp,): keypoint of
+        keyframe kf_ids[j] or -1) into point_ids (n_kp,): each keypoint takes the live point of
+        its best-scoring match; a point matched by several keypoints keeps the best-scoring one.
+        Keyframes culled since the matches were requested are skipped."""
+        point_ids = np.full(n_kp, -1, dtype=np.int64)
+        best = np.zeros(n_kp, dtype=np.float32)
+        for kf_id, m in zip(kf_ids, matches):
+            kf = self.map.keyframes.get(kf_id)
+            pr = m.pairs()
+            if kf is None or len(pr) == 0:
+                continue
+            pid = kf.point_ids[pr[:, 1]]
+            ok = pid >= 0
+            pr, pid = pr[ok], pid[ok]
+            ok = self.map.pts_alive[pid]
+            pr, pid = pr[ok], pid[ok]
+            sc = m.scores0[pr[:, 0]]
+            better = sc > best[pr[:, 0]]
+            point_ids[pr[better, 0]] = pid[better]
+            best[pr[better, 0]] = sc[better]
+        # one keypoint per point: keep the highest score
+        sel = np.nonzero(point_ids >= 0)[0]
+        order = np.lexsort((-best[sel], point_ids[sel]))
+        s = sel[order]
+        dup = np.zeros(len(s), dtype=bool)
+        dup[1:] = point_ids[s[1:]] == point_ids[s[:-1]]
+        point_ids[s[dup]] = -1
+        return point_ids
+
+    # ------------------------------------------------------------------ local map
+    def in_local_map(self, fr: FrameFeatures, cam_from_world: np.ndarray, point_ids: np.ndarray, local: np.ndarray,
+                     radius: float) -> None:
+        """Add matches of the local map's points local ((L,) int64) to point_ids (in place),
+        for keypoints still free, with the frame at cam_from_world (4,4). Counts the points
+        predicted in view (the candidates and those already matched) with Map.count_visible."""
+        c = self.cfg
+        cand = np.setdiff1d(local, point_ids[point_ids >= 0], assume_unique=False)
+        if len(cand) == 0:
+            return
+        pc = transform_points(cam_from_world, self.map.pts_xyz[cand])
+        front = pc[:, 2] > c.min_depth
+        uv = self.camera.project_undistorted(pc)
+        inside = front & self.camera.in_image(uv)
+        center = se3_inverse(cam_from_world)[:3, 3]
+        v = self.map.pts_xyz[cand] - center
+        cosang = (v * self.map.pts_normal[cand]).sum(1) / np.maximum(np.linalg.norm(v, axis=1), 1e-9)
+        inside &= cosang > MIN_COS_VIEW
+        vis = cand[inside]
+        self.map.count_visible(vis)
+        self.map.count_visible(point_ids[point_ids >= 0])
+        uv = uv[inside]
+        free = point_ids < 0
+        m, _ = search_by_projection(uv, self.map.pts_desc[vis], fr.kp_uv, fr.desc, radius, self.max_desc, c.match_ratio,
+                                    kp_available=free)
+        ok = m >= 0
+        point_ids[m[ok]] = vis[ok]
