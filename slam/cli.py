@@ -11,6 +11,7 @@
   sequences  list known sequences
   weights    list / install / verify model weights
   render     render a synthetic sequence
+  vocab      train / inspect / evaluate bag-of-words vocabularies (place recognition)
 """
 from __future__ import annotations
 
@@ -26,8 +27,8 @@ log = logging.getLogger("slam")
 class InputError(RuntimeError):
     """Bad command-line input; main() prints it and returns 2."""
 
-PASSTHROUGH = ("eval", "calibrate", "download", "sequences", "weights")
-COMMANDS = ("run", "live", "bench", "eval", "features", "match", "calibrate", "download", "sequences", "weights", "render")
+PASSTHROUGH = ("eval", "calibrate", "download", "sequences", "weights", "vocab")
+COMMANDS = ("run", "live", "bench", "eval", "features", "match", "calibrate", "download", "sequences", "weights", "render", "vocab")
 
 
 def _setup_logging(verbose: bool) -> None:
@@ -327,6 +328,7 @@ def build_parser() -> argparse.ArgumentParser:
         ("download", "download a dataset sequence"),
         ("sequences", "list known sequences"),
         ("weights", "list / install / verify model weights"),
+        ("vocab", "train / inspect / evaluate bag-of-words vocabularies"),
     ):
         sp = sub.add_parser(name, help=helptext, add_help=False)
         sp.add_argument("rest", nargs=argparse.REMAINDER)
@@ -355,6 +357,10 @@ def _passthrough(name: str, rest: list[str]) -> int:
         from slam.weights import weights_main
 
         return weights_main(rest)
+    if name == "vocab":
+        from slam.loop.train_vocab import vocab_main
+
+        return vocab_main(rest)
     raise ValueError(name)
 
 
@@ -370,6 +376,7 @@ def _known_errors() -> tuple[type, ...]:
         ("slam.io.camera", ("CameraError",)),
         ("slam.io.calibration", ("CalibrationError",)),
         ("slam.features.superpoint", ("WeightsError",)),
+        ("slam.loop.vocabulary", ("VocabularyError",)),
     ):
         try:
             m = __import__(mod, fromlist=list(names))
