@@ -26,9 +26,10 @@ def _brute(q: BowVector, bows: dict[int, BowVector]) -> dict[int, tuple[int, flo
     return out
 
 
-def test_add_erase_query_match_brute_force():
-    rng = np.random.default_rng(0)
-    db = KeyframeDatabase()
+@pytest.mark.parametrize("merge_every", [1, 5, 16])
+def test_add_erase_query_match_brute_force(merge_every):
+    rng = np.random.default_rng(merge_every)
+    db = KeyframeDatabase(merge_every=merge_every)
     live: dict[int, BowVector] = {}
     next_id = 100
     for step in range(300):
@@ -40,7 +41,7 @@ def test_add_erase_query_match_brute_force():
             live[next_id] = _random_bow(rng)
             db.add(next_id, live[next_id])
             next_id += 1
-        if step % 25 == 0:
+        if step % 7 == 0:
             q = _random_bow(rng)
             ref = _brute(q, live)
             got = dict(db.query(q, max_results=None))

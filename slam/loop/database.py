@@ -1,10 +1,10 @@
 """Keyframe database: an inverted index (word -> keyframes) over bag-of-words vectors, for loop
 detection and relocalisation (ORB-SLAM's KeyFrameDatabase).
 
-A query visits only the posting lists of the query's words: it gathers them with one
-concatenation and scores every keyframe at once with ``np.bincount`` (DBoW2's L1 score over the
-shared words, ``sum(min(q_w, v_w))``), so its cost grows with the number of (word, keyframe)
-entries the query shares, not with a Python loop over keyframes.
+A query visits only the posting lists of the query's words: it gathers them in one vectorised
+step and scores every keyframe at once with ``np.bincount`` (DBoW2's L1 score over the shared
+words, ``sum(min(q_w, v_w))``), so its cost grows with the number of (word, keyframe) entries
+the query shares, with no Python loop over words or keyframes.
 
 ORB-SLAM's candidate rule, as primitives (the loop detector and the relocaliser compose them):
 
@@ -58,25 +58,35 @@ class Candidates:
 class KeyframeDatabase:
     """Inverted index of keyframe BowVectors; thread-safe (one lock).
 
-    Keyframes are referred to by their integer id. Internally each keyframe has a slot (a small
-    integer reused after erase) so that scores accumulate into dense arrays.
+    Keyframes are referred to by their integer id; internally each has a slot (a small integer,
+    reused once its entries have left the index) so that scores accumulate into dense arrays.
+    The index is a word-sorted table of (word, slot, weight) entries with a CSR row pointer per
+    word: a query gathers the rows of its words in one vectorised step. New keyframes wait in a
+    small delta list (scored one by one) and are merged into the table in batches of
+    ``merge_every`` (also erased ones are purged in batches), so add/erase cost O(entries / batch).
     """
 
-    def __init__(self) -> None:
+    def __init__(self, merge_every: int = 16) -> None:
         self._lock = threading.Lock()
+        self.merge_every = max(int(merge_every), 1)
         self._reset()
 
     def _reset(self) -> None:
-        self._slots: dict[int, np.ndarray] = {}  # word -> (n,) int32 slots of the keyframes holding it
-        self._weights: dict[int, np.ndarray] = {}  # word -> (n,) float32 their weights
-        self._slot_of: dict[int, int] = {}
-        self._kf_of_slot = np.zeros(0, np.int64)  # slot -> kf id, -1 when free
-        self._free: list[int] = []
         self._bows: dict[int, BowVector] = {}
+        self._slot_of: dict[int, int] = {}
+        self._kf_of_slot = np.zeros(0, np.int64)  # slot -> kf id, -1 when free or erased
+        self._free: list[int] = []  # slots with no entry left in the table
+        self._delta: list[int] = []  # slots added since the last merge (not in the table)
+        self._delta_cache: Optional[tuple] = None  # concatenated delta entries, None = stale
+        self._dead: list[int] = []  # erased slots whose entries are still in the table
+        self._word = np.zeros(0, np.int32)  # (E,) entries sorted by word
+        self._slot = np.zeros(0, np.int32)
+        self._weight = np.zeros(0, np.float32)
+        self._indptr = np.zeros(1, np.int64)  # (W+1,) entries of word w: [indptr[w], indptr[w+1])
 
     # ------------------------------------------------------------------ updates
     def add(self, kf_id: int, bow: BowVector) -> None:
-        """Index keyframe ``kf_id`` (a new id; re-adding an indexed id replaces its vector)."""
+        """Index keyframe ``kf_id`` (re-adding an indexed id replaces its vector)."""
         kf_id = int(kf_id)
         with self._lock:
             if kf_id in self._slot_of:
@@ -89,15 +99,10 @@ class KeyframeDatabase:
                 self._kf_of_slot = np.append(self._kf_of_slot, kf_id)
             self._slot_of[kf_id] = slot
             self._bows[kf_id] = bow
-            s = np.array([slot], np.int32)
-            for w, x in zip(bow.words.tolist(), bow.weights.tolist()):
-                old = self._slots.get(w)
-                if old is None:
-                    self._slots[w] = s
-                    self._weights[w] = np.array([x], np.float32)
-                else:
-                    self._slots[w] = np.append(old, s)
-                    self._weights[w] = np.append(self._weights[w], np.float32(x))
+            self._delta.append(slot)
+            self._delta_cache = None
+            if len(self._delta) >= self.merge_every:
+                self._merge_locked()
 
     def erase(self, kf_id: int) -> bool:
         """Remove keyframe ``kf_id`` (culled, or merged away). False when it was not indexed."""
@@ -108,19 +113,44 @@ class KeyframeDatabase:
         slot = self._slot_of.pop(kf_id, None)
         if slot is None:
             return False
-        bow = self._bows.pop(kf_id)
-        for w in bow.words.tolist():
-            keep = self._slots[w] != slot
-            if keep.all():
-                continue
-            if not keep.any():
-                del self._slots[w], self._weights[w]
-            else:
-                self._slots[w] = self._slots[w][keep]
-                self._weights[w] = self._weights[w][keep]
+        del self._bows[kf_id]
         self._kf_of_slot[slot] = -1
-        self._free.append(slot)
+        if slot in self._delta:
+            self._delta.remove(slot)
+            self._delta_cache = None
+            self._free.append(slot)
+        else:
+            self._dead.append(slot)
+            if len(self._dead) >= self.merge_every:
+                self._merge_locked()
         return True
+
+    def _merge_locked(self) -> None:
+        """Purge the erased keyframes' entries and insert the delta's into the table."""
+        if self._dead:
+            dead = np.zeros(len(self._kf_of_slot), bool)
+            dead[self._dead] = True
+            keep = ~dead[self._slot]
+            self._word, self._slot, self._weight = self._word[keep], self._slot[keep], self._weight[keep]
+            self._free += self._dead
+            self._dead = []
+        if self._delta:
+            kfs = self._kf_of_slot[self._delta].tolist()
+            bows = [self._bows[k] for k in kfs]
+            w = np.concatenate([b.words for b in bows])
+            sl = np.repeat(np.asarray(self._delta, np.int32), [len(b) for b in bows])
+            x = np.concatenate([b.weights for b in bows])
+            order = np.argsort(w, kind="stable")
+            w, sl, x = w[order], sl[order], x[order]
+            pos = np.searchsorted(self._word, w, side="right")
+            self._word = np.insert(self._word, pos, w)
+            self._slot = np.insert(self._slot, pos, sl)
+            self._weight = np.insert(self._weight, pos, x)
+            self._delta = []
+            self._delta_cache = None
+        n_words = max(len(self._indptr) - 1, int(self._word[-1]) + 1 if len(self._word) else 0)
+        self._indptr = np.zeros(n_words + 1, np.int64)
+        np.cumsum(np.bincount(self._word, minlength=n_words), out=self._indptr[1:])
 
     def clear(self) -> None:
         with self._lock:
@@ -139,26 +169,49 @@ class KeyframeDatabase:
 
     def keyframes_with_word(self, word: int) -> list[int]:
         """Ids of the keyframes whose vectors hold ``word`` (the inverted index entry)."""
+        word = int(word)
         with self._lock:
-            return self._kf_of_slot[self._slots.get(int(word), _EMPTY_I)].tolist()
+            out = []
+            if word < len(self._indptr) - 1:
+                out = self._kf_of_slot[self._slot[self._indptr[word]:self._indptr[word + 1]]].tolist()
+            out += [int(self._kf_of_slot[s]) for s in self._delta
+                    if np.any(self._bows[int(self._kf_of_slot[s])].words == word)]
+            return sorted(k for k in out if k >= 0)
+
+    def _delta_entries_locked(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(words, slots, weights) of the keyframes waiting in the delta, concatenated (cached)."""
+        if self._delta_cache is None:
+            bows = [self._bows[int(self._kf_of_slot[s])] for s in self._delta]
+            self._delta_cache = (np.concatenate([b.words for b in bows]),
+                                 np.repeat(np.asarray(self._delta, np.int64), [len(b) for b in bows]),
+                                 np.concatenate([b.weights for b in bows]))
+        return self._delta_cache
 
     def _shared_locked(self, bow: BowVector, exclude_ids: Iterable[int]) -> tuple[np.ndarray, np.ndarray]:
-        """(common (S,) int64, score (S,) float64) per slot, -1 common for excluded/free slots."""
+        """(common (S,) int64 words shared, score (S,) float64 L1 score) per slot; common is 0
+        for free/erased slots and -1 for excluded ones."""
         n = len(self._kf_of_slot)
-        slots, weights, qw = [], [], []
-        for w, x in zip(bow.words.tolist(), bow.weights.tolist()):
-            s = self._slots.get(w)
-            if s is not None:
-                slots.append(s)
-                weights.append(self._weights[w])
-                qw.append(x)
-        if not slots:
-            return np.zeros(n, np.int64), np.zeros(n)
-        lens = [len(s) for s in slots]
-        sl = np.concatenate(slots)
-        both = np.minimum(np.concatenate(weights), np.repeat(np.asarray(qw, np.float32), lens))
-        common = np.bincount(sl, minlength=n)
-        score = np.bincount(sl, weights=both, minlength=n)
+        qw = bow.words[bow.words < len(self._indptr) - 1]
+        qx = bow.weights[bow.words < len(self._indptr) - 1]
+        start, stop = self._indptr[qw], self._indptr[qw + 1]
+        lens = stop - start
+        tot = int(lens.sum())
+        if tot:
+            idx = np.repeat(start - (np.cumsum(lens) - lens), lens) + np.arange(tot)
+            sl = self._slot[idx]
+            common = np.bincount(sl, minlength=n)
+            score = np.bincount(sl, weights=np.minimum(self._weight[idx], np.repeat(qx, lens)), minlength=n)
+        else:
+            common, score = np.zeros(n, np.int64), np.zeros(n)
+        if self._delta and len(bow):
+            dw, ds, dx = self._delta_entries_locked()
+            pos = np.minimum(np.searchsorted(bow.words, dw), len(bow) - 1)
+            hit = bow.words[pos] == dw
+            common += np.bincount(ds[hit], minlength=n)
+            score += np.bincount(ds[hit], weights=np.minimum(dx[hit], bow.weights[pos[hit]]), minlength=n)
+        if self._dead:
+            common[self._dead] = 0
+            score[self._dead] = 0.0
         for k in exclude_ids:
             slot = self._slot_of.get(int(k))
             if slot is not None:
