@@ -7,7 +7,7 @@ import threading
 import numpy as np
 import pytest
 
-from slam.loop.database import Candidates, KeyframeDatabase, accumulate_covisible
+from slam.loop.database import Candidates, KeyframeDatabase, accumulate_covisible, place_candidates
 from slam.loop.vocabulary import BowVector, l1_score
 
 
@@ -144,3 +144,24 @@ def test_concurrent_add_erase_query():
     q = bows[5]
     ref = _brute(q, {i: b for i, b in enumerate(bows) if i % 3})
     assert set(dict(db.query(q, max_results=None))) == set(ref)
+
+
+def test_place_candidates_relocalisation_and_loop_rules():
+    """Two places, each a chain of covisible keyframes; a query of place B returns B's best
+    keyframe, and excluding B's keyframes (the loop rule) leaves nothing above place A's noise."""
+    rng = np.random.default_rng(3)
+    base_a, base_b = _random_bow(rng, n_words=80), _random_bow(rng, n_words=80)
+    db = KeyframeDatabase()
+    cov = {}
+    for place, base, ids in (("a", base_a, range(0, 5)), ("b", base_b, range(10, 15))):
+        for k in ids:
+            keep = rng.random(len(base)) < 0.8  # each keyframe sees 80 % of the place's words
+            w = base.weights[keep]
+            db.add(k, BowVector(base.words[keep], (w / w.sum()).astype(np.float32)))
+            cov[k] = [j for j in ids if j != k]
+    q = base_b
+    got = place_candidates(db, q, lambda k: cov[k])
+    assert got and all(10 <= k < 15 for k, _ in got)
+    nb = cov[12] + [12]
+    min_score = float(db.scores(q, cov[12]).min())
+    assert place_candidates(db, q, lambda k: cov[k], exclude_ids=nb, min_score=min_score) == []

@@ -292,3 +292,17 @@ def accumulate_covisible(cands: Candidates, neighbours: Callable[[int], Iterable
             out.setdefault(kf, acc)
     items = list(out.items())
     return items[:max_results] if max_results is not None else items
+
+
+def place_candidates(db: KeyframeDatabase, bow: BowVector, neighbours: Callable[[int], Iterable[int]],
+                     exclude_ids: Iterable[int] = (), min_score: float = 0.0, min_common_ratio: float = 0.8,
+                     retain_ratio: float = 0.75, max_results: Optional[int] = None) -> list[tuple[int, float]]:
+    """ORB-SLAM's whole candidate rule: :meth:`KeyframeDatabase.candidates` then
+    :func:`accumulate_covisible`. [(kf_id, accumulated score), ...] best first.
+
+    Relocalisation: ``place_candidates(db, frame_bow, best_covisible)`` (nothing excluded).
+    Loop detection: ``exclude_ids`` = the keyframe's covisible neighbours (and itself),
+    ``min_score`` = ``db.scores(kf_bow, neighbours).min()``; then the caller's consistency check."""
+    cands = db.candidates(bow, exclude_ids=exclude_ids, min_common_ratio=min_common_ratio)
+    return accumulate_covisible(cands, neighbours, min_score=min_score, retain_ratio=retain_ratio,
+                                max_results=max_results)
