@@ -4,11 +4,15 @@ from __future__ import annotations
 import copy
 import json
 import platform
+from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
+from typing import Optional
 
 import numpy as np
 import torch
+
+from slam.config import Config
 
 
 def machine_description() -> str:
@@ -65,19 +69,41 @@ def format_table(rows: list[dict]) -> str:
     return "\n".join(lines)
 
 
-def bench_main(args, feature_worker=None) -> int:
-    from slam.app import open_input, run_slam
-    from slam.cli import _load_cfg
+@dataclass
+class BenchSpec:
+    """What a benchmark runs (the configuration itself is passed beside it).
 
-    base = _load_cfg(args)
+    seq:          sequence name or path (as ``--seq`` of ``slam run``).
+    data_root:    where datasets live (None: $SLAM_DATA, then ./sequences).
+    modes:        modes to run, e.g. ["rgbd", "mono"].
+    json_path:    where the JSON results go.
+    compare_sync: also run the synchronous runner and report the threaded/sync throughput ratio.
+    repeat:       with compare_sync, pairs of runs (order alternating); the median ratio is reported.
+    command:      the command line to record in the JSON.
+    """
+
+    seq: str = "tum/fr1_xyz"
+    data_root: Optional[str] = None
+    modes: list[str] = field(default_factory=lambda: ["rgbd", "mono"])
+    json_path: str = "bench.json"
+    compare_sync: bool = False
+    repeat: int = 1
+    command: str = ""
+
+
+def run_bench(base: Config, spec: BenchSpec, feature_worker=None) -> int:
+    """Run ``spec`` with configuration ``base``; print the table; write the JSON. Returns 0."""
+    from slam.app import open_input, run_slam
+    from slam.system import resolve_config
+
+    base = resolve_config(base)
     if feature_worker is not None and not feature_worker.wait_ready():
         print("warning: the feature process did not start; threaded runs start their own", flush=True)
-    modes = [m.strip() for m in args.modes.split(",") if m.strip()]
     rows = []
-    repeat = max(1, int(getattr(args, "repeat", 1) or 1))
-    for mode in modes:
+    repeat = max(1, int(spec.repeat))
+    for mode in spec.modes:
         for rep in range(repeat):
-            runners = [True, False] if args.compare_sync else [base.runtime.threaded]
+            runners = [True, False] if spec.compare_sync else [base.runtime.threaded]
             if rep % 2 == 1:  # alternate the order, so slow phases of a shared machine hit both alike
                 runners = runners[::-1]
             for threaded in runners:
@@ -85,7 +111,7 @@ def bench_main(args, feature_worker=None) -> int:
                 cfg.mode = mode
                 cfg.runtime.threaded = threaded
                 cfg.runtime.progress = False
-                inputs = open_input(args.seq, cfg, args.data_root)
+                inputs = open_input(spec.seq, cfg, spec.data_root)
                 m = run_slam(cfg, inputs, feature_worker=feature_worker)
                 m["runner"] = "threaded" if threaded else "sync"
                 row = _row(m)
@@ -95,8 +121,8 @@ def bench_main(args, feature_worker=None) -> int:
     print()
     print(format_table(rows))
     ratios = {}
-    if args.compare_sync:
-        for mode in modes:
+    if spec.compare_sync:
+        for mode in spec.modes:
             per = []
             for rep in range(repeat):
                 t = [r for r in rows if r["mode"] == mode and r["runner"] == "threaded" and r["repeat"] == rep]
@@ -110,28 +136,12 @@ def bench_main(args, feature_worker=None) -> int:
     out = {
         "date": datetime.now().isoformat(timespec="seconds"),
         "machine": machine_description(),
-        "sequence": args.seq,
-        "command": "python -m slam bench " + " ".join(_argv_echo(args)),
+        "sequence": spec.seq,
+        "command": spec.command,
         "results": rows,
         "threaded_over_sync": ratios,
     }
-    Path(args.json).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.json).write_text(json.dumps(out, indent=2, default=str))
-    print(f"JSON written to {args.json}")
+    Path(spec.json_path).parent.mkdir(parents=True, exist_ok=True)
+    Path(spec.json_path).write_text(json.dumps(out, indent=2, default=str))
+    print(f"JSON written to {spec.json_path}")
     return 0
-
-
-def _argv_echo(args) -> list[str]:
-    out = [f"--seq {args.seq}"]
-    if getattr(args, "data_root", None):
-        out.append(f"--data-root {args.data_root}")
-    out += [f"-c {c}" for c in getattr(args, "config", None) or []]
-    out.append(f"--modes {args.modes}")
-    if args.compare_sync:
-        out.append("--compare-sync")
-    if getattr(args, "repeat", 1) and args.repeat > 1:
-        out.append(f"--repeat {args.repeat}")
-    if args.max_frames:
-        out.append(f"--max-frames {args.max_frames}")
-    out += list(args.overrides)
-    return out

@@ -34,7 +34,7 @@ from typing import Optional, Sequence, Union
 
 import numpy as np
 
-from slam.io.errors import DatasetError
+from slam.errors import InputError
 from slam.io.trajectory import read_trajectory, read_tum_header, detect_format
 
 log = logging.getLogger(__name__)
@@ -51,7 +51,7 @@ def _load(source: TrajectoryInput, role: str) -> tuple[Optional[np.ndarray], np.
         path = Path(source)
         if not path.is_file():
             flag = "--gt" if role == "ground truth" else "--est"
-            raise DatasetError(f"{path}: {role} file not found; pass an existing trajectory file with {flag}")
+            raise InputError(f"{path}: {role} file not found; pass an existing trajectory file with {flag}")
         ts, poses = read_trajectory(path)
         return ts, poses, path
     if isinstance(source, (tuple, list)) and len(source) == 2:
@@ -143,15 +143,15 @@ def evaluate_full(
     gt_name = str(gt_path) if gt_path else "ground truth"
     est_name = str(est_path) if est_path else "estimate"
     if len(gt_poses) == 0:
-        raise DatasetError(f"{gt_name}: contains no poses; pass a ground-truth file with 'timestamp tx ty tz qx qy qz qw' lines")
+        raise InputError(f"{gt_name}: contains no poses; pass a ground-truth file with 'timestamp tx ty tz qx qy qz qw' lines")
     if len(est_poses) == 0:
-        raise DatasetError(f"{est_name}: contains no poses (the run tracked no frame?); nothing to evaluate")
+        raise InputError(f"{est_name}: contains no poses (the run tracked no frame?); nothing to evaluate")
     if n_frames_total is None and est_path is not None:
         try:
             if detect_format(est_path) == "tum":
                 value = read_tum_header(est_path).get("n_frames")
                 n_frames_total = int(value) if value is not None else None
-        except (ValueError, DatasetError):
+        except (ValueError, InputError):
             n_frames_total = None
 
     if gt_ts is not None and est_ts is not None:
@@ -161,7 +161,7 @@ def evaluate_full(
         try:
             traj_gt, traj_est = sync.associate_trajectories(traj_gt, traj_est, max_diff=max_diff, offset_2=offset)
         except sync.SyncException:
-            raise DatasetError(
+            raise InputError(
                 f"no timestamps of {est_name} (t = {est_ts.min():.3f} .. {est_ts.max():.3f} s) are within "
                 f"{max_diff} s of {gt_name} (t = {gt_ts.min():.3f} .. {gt_ts.max():.3f} s); check that both use "
                 "the dataset's clock, or pass --offset / --max-diff"
@@ -170,7 +170,7 @@ def evaluate_full(
     else:
         if len(gt_poses) != len(est_poses):
             which = est_name if est_ts is None else gt_name
-            raise DatasetError(
+            raise InputError(
                 f"{which} has no timestamps (KITTI format), so poses are matched by line, but the ground truth "
                 f"has {len(gt_poses)} poses and the estimate {len(est_poses)}; write both in TUM format instead"
             )
@@ -180,7 +180,7 @@ def evaluate_full(
 
     n_matched = int(traj_est.num_poses)
     if n_matched < 3:
-        raise DatasetError(
+        raise InputError(
             f"only {n_matched} poses of {est_name} match {gt_name} within {max_diff} s; at least 3 are needed "
             "for the alignment"
         )
@@ -266,7 +266,7 @@ def evaluate(
     rpe_trans_rmse_m, rpe_rot_rmse_deg (delta 1 frame), rpe_trans_rmse_m_per_s,
     rpe_rot_rmse_deg_per_s (delta ~1 s, normalised by time), scale, alignment ("SE3"/"Sim3"),
     n_gt, n_est, n_matched, n_frames_total, tracked_pct (None when unknown), ...
-    Raises DatasetError for missing, malformed or non-overlapping inputs.
+    Raises InputError for missing, malformed or non-overlapping inputs.
     """
     return evaluate_full(gt, est, mono, max_diff, n_frames_total, offset, rpe_delta_s)[0]
 
@@ -352,7 +352,7 @@ def eval_main(argv: Optional[Sequence[str]] = None) -> int:
     try:
         result, details = evaluate_full(args.gt, args.est, mono=args.mono, max_diff=args.max_diff,
                                         n_frames_total=args.n_frames, offset=args.offset)
-    except (DatasetError, ValueError) as exc:
+    except (InputError, ValueError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     print(f"{args.est}  vs  {args.gt}")

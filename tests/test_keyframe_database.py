@@ -7,7 +7,12 @@ import threading
 import numpy as np
 import pytest
 
-from slam.loop.database import Candidates, KeyframeDatabase, accumulate_covisible, place_candidates
+from slam.loop.database import (
+    Candidates,
+    KeyframeDatabase,
+    accumulate_covisible,
+    place_candidates,
+)
 from slam.loop.vocabulary import BowVector, l1_score
 
 

@@ -7,9 +7,17 @@ import json
 import numpy as np
 import pytest
 
-from slam.loop.store import VocabularyNotFoundError, find_vocabulary, vocabulary_filename
-from slam.loop.vocabulary import (BowVector, FeatureVector, Vocabulary, VocabularyError, kmeans, l1_score,
-                                  majority_centre, shared_nodes)
+from slam.errors import InputError, WeightsError
+from slam.loop.store import find_vocabulary, vocabulary_filename
+from slam.loop.vocabulary import (
+    BowVector,
+    FeatureVector,
+    Vocabulary,
+    kmeans,
+    l1_score,
+    majority_centre,
+    shared_nodes,
+)
 
 
 def _clustered_float(rng, n_centres=40, per=30, dim=16, noise=0.05):
@@ -143,16 +151,16 @@ def test_save_load_round_trip(tmp_path):
 def test_bad_inputs_are_clear(tmp_path):
     rng = np.random.default_rng(6)
     voc = Vocabulary.train(_binary_sets(rng, 4, 50), kind="orb", k=3, levels=2)
-    with pytest.raises(VocabularyError, match="expects"):
+    with pytest.raises(InputError, match="expects"):
         voc.transform(np.zeros((5, 16), np.uint8))
-    with pytest.raises(VocabularyError, match="binary"):
+    with pytest.raises(InputError, match="binary"):
         voc.transform(np.zeros((5, 32), np.float32))
     assert len(voc.transform(np.zeros((0, 32), np.uint8))) == 0
     bad = tmp_path / "bad.npz"
     bad.write_bytes(b"not a zip")
-    with pytest.raises(VocabularyError, match="bad.npz"):
+    with pytest.raises(WeightsError, match="bad.npz"):
         Vocabulary.load(bad)
-    with pytest.raises(VocabularyError, match="not found"):
+    with pytest.raises(WeightsError, match="not found"):
         Vocabulary.load(tmp_path / "none.npz")
 
 
@@ -182,7 +190,7 @@ def test_store_lookup_names_and_error(tmp_path, monkeypatch):
     assert vocabulary_filename("orb", "whatever") == "orb.npz"
     assert vocabulary_filename("aliked", "aliked-n16") == "aliked_aliked-n16.npz"
     assert vocabulary_filename("superpoint", "/x/y/superpoint_v1.pth") == "superpoint_superpoint_v1.npz"
-    with pytest.raises(VocabularyNotFoundError, match="vocab train --features superpoint"):
+    with pytest.raises(WeightsError, match="vocab train --features superpoint"):
         find_vocabulary("superpoint", "superpoint_v1")
     voc = Vocabulary.train(_binary_sets(np.random.default_rng(0), 4, 40), kind="orb", k=3, levels=2)
     voc.save(tmp_path / "orb.npz")

@@ -164,7 +164,7 @@ def tum_metrics(s: np.ndarray, t: np.ndarray, world_from_cam: np.ndarray, min_dt
 
 # ----------------------------------------------------------------------------- commands
 def _config_for(voc: Vocabulary, overrides: list[str]):
-    from slam.loop.train_vocab import build_config
+    from slam.loop.pool import build_config
 
     cfg = build_config(voc.kind, overrides)
     w = (voc.meta.get("weights") or {}).get("name")
@@ -175,7 +175,7 @@ def _config_for(voc: Vocabulary, overrides: list[str]):
 
 
 def _extract(cfg, key: dict, images_fn, args) -> list[np.ndarray]:
-    from slam.loop.train_vocab import cached_descriptors
+    from slam.loop.pool import cached_descriptors
 
     cache = Path(args.cache_dir).expanduser() if args.cache_dir else None
     return cached_descriptors(cfg, key, images_fn, cache, args.threads)[0]
@@ -293,7 +293,7 @@ def bench(args) -> int:
 
 
 def add_eval_parsers(sub) -> None:
-    from slam.loop.train_vocab import default_data_dir
+    from slam.loop.pool import default_data_dir
 
     tum = str(default_data_dir() / "tum" / "rgbd_dataset_freiburg1_xyz")
     cache = str(Path.home() / ".cache" / "slam" / "vocab_train")

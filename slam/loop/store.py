@@ -16,15 +16,12 @@ import os
 from pathlib import Path
 from typing import Optional
 
-from slam.loop.vocabulary import DESCRIPTOR_KINDS, Vocabulary, VocabularyError
+from slam.errors import ConfigError, WeightsError
+from slam.loop.vocabulary import DESCRIPTOR_KINDS, Vocabulary
 
 log = logging.getLogger(__name__)
 
 PACKAGE_DIR = Path(__file__).resolve().parent / "vocab"
-
-
-class VocabularyNotFoundError(VocabularyError):
-    """No vocabulary for an extractor; the message gives the command that builds one."""
 
 
 def cache_dir() -> Path:
@@ -44,7 +41,7 @@ def weights_identity(weights: Optional[str]) -> Optional[str]:
 def vocabulary_filename(kind: str, weights: Optional[str] = None) -> str:
     """``orb.npz`` or ``<kind>_<weights>.npz``."""
     if kind not in DESCRIPTOR_KINDS:
-        raise VocabularyError(f"unknown descriptor kind {kind!r}; choose one of {sorted(DESCRIPTOR_KINDS)}")
+        raise ConfigError(f"unknown descriptor kind {kind!r}; choose one of {sorted(DESCRIPTOR_KINDS)}")
     w = weights_identity(weights) if kind != "orb" else None
     return f"{kind}_{w}.npz" if w else f"{kind}.npz"
 
@@ -56,7 +53,7 @@ def search_dirs() -> list[Path]:
 def find_vocabulary(kind: str, weights: Optional[str] = None) -> Path:
     """Path of the vocabulary for descriptor ``kind`` (+ ``weights`` for learned features).
 
-    Raises VocabularyNotFoundError naming the folders searched and the command that builds it."""
+    Raises WeightsError naming the folders searched and the command that builds it."""
     name = vocabulary_filename(kind, weights)
     for d in search_dirs():
         if (d / name).is_file():
@@ -65,21 +62,23 @@ def find_vocabulary(kind: str, weights: Optional[str] = None) -> Path:
     w = f" --weights {weights}" if weights and kind != "orb" else ""
     extra = (" (needs the SuperPoint weights file: Magic Leap's or ours, see `python -m slam weights list`)"
              if kind == "superpoint" else "")
-    raise VocabularyNotFoundError(
+    raise WeightsError(
         f"no vocabulary {name} for {kind} features (looked in {PACKAGE_DIR} and {cache_dir()}); build it with "
         f"`python -m slam vocab train --features {kind}{w} --out {target}`{extra}")
 
 
-def load_vocabulary(kind: str, weights: Optional[str] = None) -> Vocabulary:
-    """Load the vocabulary :func:`find_vocabulary` finds and check that it fits ``kind``."""
-    path = find_vocabulary(kind, weights)
+def load_vocabulary(kind: str, weights: Optional[str] = None, path: Optional[Path] = None) -> Vocabulary:
+    """Load the vocabulary :func:`find_vocabulary` finds (or ``path``) and check that it fits
+    ``kind`` (and ``weights``, when the file records them)."""
+    path = Path(path) if path is not None else find_vocabulary(kind, weights)
     voc = Vocabulary.load(path)
     binary, dim = DESCRIPTOR_KINDS[kind]
     if voc.kind != kind or voc.binary != binary:
-        raise VocabularyError(f"{path} is a {voc.kind} vocabulary, not {kind}; rebuild it with `python -m slam vocab train`")
+        raise WeightsError(f"{path} is a {voc.kind} vocabulary, not {kind}; rebuild it with `python -m slam vocab train`")
     want = (voc.meta.get("weights") or {}).get("name")
     if weights and want and weights_identity(want) != weights_identity(weights):
-        raise VocabularyError(f"{path} was trained for weights {want!r}, the extractor uses {weights!r}")
+        raise WeightsError(f"{path} was trained for weights {want!r}, the extractor uses {weights!r}; build one with "
+                           f"`python -m slam vocab train --features {kind} --weights {weights}`")
     return voc
 
 
@@ -97,17 +96,22 @@ def extractor_weights(cfg) -> Optional[str]:
 
 
 def vocabulary_for_config(cfg, required: bool = True) -> Optional[Vocabulary]:
-    """The vocabulary of the extractor configured in ``cfg`` (features + its weights). With
-    ``required=False`` a missing one is logged (with the command that builds it) and None is
-    returned, so that the caller can fall back (e.g. relocalisation from covisibility only, no
-    loop closing)."""
+    """The vocabulary of the extractor configured in ``cfg`` (``cfg.features`` + its weights;
+    ``cfg.place_recognition.vocabulary`` when set to a path). With ``required=False`` a missing one is logged
+    (with the command that builds it) and None is returned, so that the caller can fall back
+    (relocalisation from covisibility only, no loop closing); a corrupt one is always an error."""
+    kind, weights = cfg.features, extractor_weights(cfg)
+    explicit = getattr(getattr(cfg, "place_recognition", None), "vocabulary", "auto")
+    if explicit and explicit != "auto":
+        return load_vocabulary(kind, weights, Path(explicit).expanduser())
     try:
-        return load_vocabulary(cfg.features, extractor_weights(cfg))
-    except VocabularyNotFoundError as exc:
+        path = find_vocabulary(kind, weights)
+    except WeightsError as exc:
         if required:
             raise
         log.warning("%s; place recognition falls back to covisibility only", exc)
         return None
+    return load_vocabulary(kind, weights, path)
 
 
 def installed() -> list[tuple[Path, dict]]:

@@ -33,6 +33,8 @@ from typing import Callable, Optional, Sequence, Union
 
 import numpy as np
 
+from slam.errors import ConfigError, InputError, WeightsError
+
 log = logging.getLogger(__name__)
 
 FORMAT_VERSION = 1
@@ -41,10 +43,6 @@ DESCRIPTOR_KINDS: dict[str, tuple[bool, int]] = {
     "orb": (True, 32), "superpoint": (False, 256), "aliked": (False, 128), "disk": (False, 128), "xfeat": (False, 64),
 }
 DEFAULT_DIRECT_LEVEL = 2  # FeatureVector level (from the root): 100 nodes at k = 10, as ORB-SLAM's levelsup=4 at L=6
-
-
-class VocabularyError(ValueError):
-    """A vocabulary file is missing, malformed, or does not fit the descriptors given to it."""
 
 
 # ----------------------------------------------------------------------------- vectors
@@ -201,12 +199,12 @@ class Vocabulary:
         self.parent = np.asarray(parent, np.int32)
         n = self.centres.shape[0]
         if self.parent.shape != (n,) or n < 1 or self.parent[0] != -1:
-            raise VocabularyError(f"parent must be ({n},) with parent[0] = -1, got {self.parent.shape}")
+            raise WeightsError(f"parent must be ({n},) with parent[0] = -1, got {self.parent.shape}")
         if n > 1 and (np.any(np.diff(self.parent[1:]) < 0) or np.any(self.parent[1:] >= np.arange(1, n))):
-            raise VocabularyError("nodes are not in breadth-first order (parents must be non-decreasing and earlier)")
+            raise WeightsError("nodes are not in breadth-first order (parents must be non-decreasing and earlier)")
         pids, first, counts = np.unique(self.parent[1:], return_index=True, return_counts=True)
         if counts.size and counts.max() > self.k:
-            raise VocabularyError(f"a node has {counts.max()} children, more than k = {self.k}")
+            raise WeightsError(f"a node has {counts.max()} children, more than k = {self.k}")
         # descent table: children[node] = its children, -1 padded; a leaf's row is [itself, -1, ...]
         self.children = np.full((n, self.k), -1, np.int32)
         rows = np.repeat(pids, counts)
@@ -222,10 +220,10 @@ class Vocabulary:
         for i in range(1, n):  # once per load; parents come first
             self.depth[i] = self.depth[self.parent[i]] + 1
         if int(self.depth.max()) > self.levels:
-            raise VocabularyError(f"tree is {int(self.depth.max())} levels deep, more than L = {self.levels}")
+            raise WeightsError(f"tree is {int(self.depth.max())} levels deep, more than L = {self.levels}")
         self.idf = np.asarray(idf, np.float32)
         if self.idf.shape != (len(self.word_node),):
-            raise VocabularyError(f"idf must be ({len(self.word_node)},) (one per leaf), got {self.idf.shape}")
+            raise WeightsError(f"idf must be ({len(self.word_node)},) (one per leaf), got {self.idf.shape}")
         self._build_tables()
 
     def _build_tables(self) -> None:
@@ -272,11 +270,11 @@ class Vocabulary:
             descriptors = descriptors.detach().cpu().numpy()
         d = np.asarray(descriptors)
         if d.ndim != 2 or d.shape[1] != self.dim:
-            raise VocabularyError(f"{self!r} expects (N, {self.dim}) descriptors, got shape {d.shape}")
+            raise InputError(f"{self!r} expects (N, {self.dim}) descriptors, got shape {d.shape}")
         if self.binary and d.dtype != np.uint8:
-            raise VocabularyError(f"{self!r} expects uint8 packed binary descriptors, got {d.dtype}")
+            raise InputError(f"{self!r} expects uint8 packed binary descriptors, got {d.dtype}")
         if not self.binary and d.dtype == np.uint8:
-            raise VocabularyError(f"{self!r} is for float descriptors, got uint8 (binary) ones")
+            raise InputError(f"{self!r} is for float descriptors, got uint8 (binary) ones")
         return d
 
     def _descend(self, d: np.ndarray, direct_level: Optional[int] = None) -> tuple[np.ndarray, Optional[np.ndarray]]:
@@ -374,12 +372,12 @@ class Vocabulary:
         min_split: a node with this many descriptors or fewer stays a leaf (default k).
         """
         if k < 2 or levels < 1:
-            raise VocabularyError(f"need k >= 2 and levels >= 1, got k={k}, levels={levels}")
+            raise ConfigError(f"need k >= 2 and levels >= 1, got k={k}, levels={levels}")
         if binary is None:
             binary = DESCRIPTOR_KINDS.get(kind, (False, 0))[0]
         sets = [np.asarray(s) for s in descriptor_sets if len(s)]
         if not sets:
-            raise VocabularyError("no training descriptors")
+            raise InputError("no training descriptors")
         x_u8 = np.concatenate(sets).astype(np.uint8 if binary else np.float32, copy=False)
         x = _as_u64(x_u8) if binary else x_u8
         dim = x_u8.shape[1]
@@ -451,24 +449,24 @@ class Vocabulary:
 
     @classmethod
     def load(cls, path: Union[str, Path]) -> "Vocabulary":
-        """Read a file written by :meth:`save`; VocabularyError naming the file when it is not one."""
+        """Read a file written by :meth:`save`; WeightsError naming the file when it is not one."""
         path = Path(path)
         if not path.is_file():
-            raise VocabularyError(f"vocabulary file {path} not found; build one with `python -m slam vocab train`")
+            raise WeightsError(f"vocabulary file {path} not found; build one with `python -m slam vocab train`")
         try:
             with np.load(path, allow_pickle=False) as z:
                 meta = json.loads(str(z["meta"]))
                 centres, parent, idf = z["centres"], z["parent"], z["idf"]
         except (OSError, ValueError, KeyError) as exc:
-            raise VocabularyError(f"{path} is not a vocabulary file ({exc}); rebuild it with `python -m slam vocab train`") from exc
+            raise WeightsError(f"{path} is not a vocabulary file ({exc}); rebuild it with `python -m slam vocab train`") from exc
         if meta.get("format_version") != FORMAT_VERSION:
-            raise VocabularyError(f"{path}: format version {meta.get('format_version')}, this code reads "
+            raise WeightsError(f"{path}: format version {meta.get('format_version')}, this code reads "
                                   f"{FORMAT_VERSION}; rebuild it with `python -m slam vocab train`")
         try:
             return cls(centres.astype(np.float32) if not meta["binary"] else centres, parent, idf, kind=meta["kind"],
                        k=meta["k"], levels=meta["levels"], binary=meta["binary"], meta=meta)
-        except VocabularyError as exc:
-            raise VocabularyError(f"{path}: {exc}") from exc
+        except (WeightsError, ValueError, IndexError, KeyError) as exc:
+            raise WeightsError(f"{path}: not a valid vocabulary ({exc}); rebuild it with `python -m slam vocab train`") from exc
 
 
 def _count_leaves(parent: np.ndarray) -> int:
