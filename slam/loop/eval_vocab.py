@@ -30,6 +30,7 @@ import logging
 import os
 import time
 from pathlib import Path
+from typing import Optional
 
 import numpy as np
 
@@ -39,6 +40,7 @@ from slam.loop.vocabulary import Vocabulary
 log = logging.getLogger(__name__)
 
 EVAL_ROOMS = (1, 201, 202)
+EVAL_VERSION = 1  # bump when the evaluation views change (invalidates cached overlaps and descriptors)
 
 
 def _auc(pos: np.ndarray, neg: np.ndarray) -> float:
@@ -69,27 +71,55 @@ def score_matrix(voc: Vocabulary, queries: list[np.ndarray], db: list[np.ndarray
 
 
 # ----------------------------------------------------------------------------- data sets
-def synthetic_set(rooms=EVAL_ROOMS, places: int = 40) -> list[dict]:
-    """Per room: dict(db=[images], queries=[images], overlap=(Q, D) float32, room=seed)."""
+def _render_room(room: int, places: int) -> tuple[list, np.ndarray]:
+    """The ``places`` view pairs of one evaluation room and their exact overlaps (Q, D)."""
     from slam.io.synthetic import PROFILES, make_scene, sample_pair, warp_points
 
     realism = dict(PROFILES["desk"]["realism"])
     ys, xs = np.mgrid[8:480:16, 8:640:16]
     grid = np.stack([xs.ravel(), ys.ravel()], 1).astype(np.float64)
+    scene = make_scene(room)
+    pairs = [sample_pair(room * 1000 + 500 + j, scene=scene, realism=realism, baseline=(0.05, 0.4),
+                         max_rotation_deg=20.0, min_overlap=0.5) for j in range(places)]
+    ov = np.zeros((places, places), np.float32)
+    for i, q in enumerate(pairs):
+        for j, d in enumerate(pairs):
+            rel = d["cam0_from_world"] @ np.linalg.inv(q["cam1_from_world"])
+            _, v = warp_points(grid, q["depth1"], q["camera"], rel, d["depth0"])
+            ov[i, j] = float(v.mean())
+    log.info("room %d: %d places rendered", room, places)
+    return pairs, ov
+
+
+def synthetic_set(rooms=EVAL_ROOMS, places: int = 40, cache: Optional[Path] = None) -> list[dict]:
+    """Per room: dict(room=seed, overlap=(Q, D) float32 overlap of query i with database view j,
+    images=callable -> [database views..., queries...] as (name, (H, W, 3) uint8 BGR)). The
+    overlaps are cached (``cache``); a room is rendered only when its overlaps or its images
+    (a descriptor cache miss) are needed."""
     out = []
     for room in rooms:
-        scene = make_scene(room)
-        pairs = [sample_pair(room * 1000 + 500 + j, scene=scene, realism=realism, baseline=(0.05, 0.4),
-                             max_rotation_deg=20.0, min_overlap=0.5) for j in range(places)]
-        ov = np.zeros((places, places), np.float32)
-        for i, q in enumerate(pairs):
-            for j, d in enumerate(pairs):
-                rel = d["cam0_from_world"] @ np.linalg.inv(q["cam1_from_world"])
-                _, v = warp_points(grid, q["depth1"], q["camera"], rel, d["depth0"])
-                ov[i, j] = float(v.mean())
-        out.append({"room": room, "db": [p["image0"] for p in pairs], "queries": [p["image1"] for p in pairs],
-                    "overlap": ov})
-        log.info("room %d: %d places rendered", room, places)
+        path = cache / f"eval_room{room}_{places}_v{EVAL_VERSION}.npz" if cache else None
+        kept: dict = {}
+
+        def render(room=room, kept=kept):
+            if "pairs" not in kept:
+                kept["pairs"], kept["ov"] = _render_room(room, places)
+            return kept["pairs"], kept["ov"]
+
+        if path is not None and path.is_file():
+            with np.load(path) as z:
+                ov = z["overlap"]
+        else:
+            ov = render()[1]
+            if path is not None:
+                path.parent.mkdir(parents=True, exist_ok=True)
+                np.savez(path, overlap=ov)
+
+        def images(render=render):
+            pairs = render()[0]
+            return [(f"db{i}", p["image0"]) for i, p in enumerate(pairs)] + [(f"q{i}", p["image1"]) for i, p in enumerate(pairs)]
+
+        out.append({"room": room, "overlap": ov, "images": images, "places": places})
     return out
 
 
@@ -193,9 +223,11 @@ def evaluate(args) -> int:
     vocs = [(f, Vocabulary.load(f)) for f in args.files]
     data = [d.strip() for d in args.data.split(",") if d.strip()]
     results = {}
-    syn = synthetic_set(places=args.places) if "synthetic" in data else None
+    cache = Path(args.cache_dir).expanduser() if args.cache_dir else None
+    rooms = tuple(int(r) for r in args.rooms.split(","))
+    syn = synthetic_set(rooms, args.places, cache) if "synthetic" in data else None
     tum_root = Path(args.tum).expanduser()
-    tum = tum_frames(tum_root) if "fr1_xyz" in data and (tum_root / "rgb.txt").is_file() else None
+    tum = tum_frames(tum_root, args.tum_step) if "fr1_xyz" in data and (tum_root / "rgb.txt").is_file() else None
     if "fr1_xyz" in data and tum is None:
         log.warning("fr1_xyz not found at %s (--tum): skipped", tum_root)
     for f, voc in vocs:
@@ -205,10 +237,9 @@ def evaluate(args) -> int:
             if syn is not None:
                 scores = []
                 for st in syn:
-                    key = {"eval": "synthetic", "room": st["room"], "places": args.places, "version": 1}
-                    imgs = st["db"] + st["queries"]
-                    desc = _extract(cfg, key, lambda imgs=imgs: [(str(i), im) for i, im in enumerate(imgs)], args)
-                    scores.append(score_matrix(voc, desc[len(st["db"]):], desc[: len(st["db"])]))
+                    key = {"eval": "synthetic", "room": st["room"], "places": st["places"], "version": EVAL_VERSION}
+                    desc = _extract(cfg, key, st["images"], args)
+                    scores.append(score_matrix(voc, desc[st["places"]:], desc[: st["places"]]))
                 res["synthetic"] = synthetic_metrics(scores, syn)
             if tum is not None:
                 files, t, poses = tum
@@ -301,6 +332,8 @@ def add_eval_parsers(sub) -> None:
     e.add_argument("files", nargs="+")
     e.add_argument("--data", default="synthetic,fr1_xyz", help="comma-separated: synthetic, fr1_xyz")
     e.add_argument("--places", type=int, default=40, help="places per synthetic room")
+    e.add_argument("--rooms", default=",".join(map(str, EVAL_ROOMS)), help="synthetic rooms (scene seeds) to evaluate in")
+    e.add_argument("--tum-step", type=int, default=3, help="fr1_xyz: every n-th frame")
     e.add_argument("--tum", default=tum, help="fr1_xyz folder")
     e.add_argument("--json", help="write the figures here")
     e.add_argument("--threads", type=int, default=2)
