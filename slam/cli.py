@@ -332,6 +332,8 @@ def main(argv: Optional[list[str]] = None) -> int:
     args.feature_worker = None
 
     def dispatch() -> int:
+        if getattr(args, "passthrough", None):  # e.g. `python -m slam -v weights list`
+            return _passthrough(args.passthrough, args.rest)
         args.cfg = _load_cfg(args) if hasattr(args, "overrides") else None
         # first of all, before the imports the command makes: a feature process whose own
         # imports run beside them
