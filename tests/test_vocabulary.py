@@ -204,6 +204,8 @@ def test_cli_info_and_errors(tmp_path, capsys, restore_slam_logging):
     p = voc.save(tmp_path / "v.npz")
     assert main(["vocab", "info", str(p)]) == 0
     assert "k=3, L=2" in capsys.readouterr().out
+    assert main(["-v", "vocab", "info", str(p)]) == 0  # a global option before the command
+    assert "k=3, L=2" in capsys.readouterr().out
     assert main(["vocab", "info", str(tmp_path / "missing.npz")]) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "missing.npz" in err
