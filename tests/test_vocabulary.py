@@ -244,6 +244,7 @@ def _orb_desc():
     return lambda img: ext.extract(img).descriptors.numpy()
 
 
+@pytest.mark.slow
 def test_same_place_scores_higher_synthetic_orb():
     """A small ORB vocabulary trained on room 301 tells places of room 303 (never trained on)
     apart: a revisit outscores the places it does not overlap."""

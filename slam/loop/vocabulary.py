@@ -217,8 +217,8 @@ class Vocabulary:
         self.node_word = np.full(n, -1, np.int32)
         self.node_word[self.word_node] = np.arange(len(self.word_node), dtype=np.int32)
         self.depth = np.zeros(n, np.int32)
-        for i in range(1, n):  # once per load; parents come first
-            self.depth[i] = self.depth[self.parent[i]] + 1
+        for _ in range(self.levels + 1):  # each pass settles one more level (parents come first)
+            self.depth[1:] = self.depth[self.parent[1:]] + 1
         if int(self.depth.max()) > self.levels:
             raise WeightsError(f"tree is {int(self.depth.max())} levels deep, more than L = {self.levels}")
         self.idf = np.asarray(idf, np.float32)
