@@ -7,6 +7,7 @@ import threading
 import numpy as np
 import pytest
 
+from slam.errors import InputError
 from slam.loop.database import (
     Candidates,
     KeyframeDatabase,
@@ -83,6 +84,8 @@ def test_query_filters_and_reuse_of_slots():
     assert db.scores(bows[5], [999])[0] == 0.0
     db.clear()
     assert len(db) == 0 and db.query(q) == []
+    with pytest.raises(InputError, match="sorted"):
+        db.add(1, BowVector(np.array([3, 1], np.int32), np.array([0.5, 0.5], np.float32)))
 
 
 def test_candidates_common_word_rule():

@@ -28,10 +28,17 @@ from typing import Callable, Iterable, Optional
 
 import numpy as np
 
+from slam.errors import InputError
 from slam.loop.vocabulary import BowVector
 
 _EMPTY_I = np.zeros(0, np.int32)
 _EMPTY_F = np.zeros(0, np.float32)
+
+
+def _check_bow(bow: BowVector) -> None:
+    if bow.words.shape != bow.weights.shape or bow.words.ndim != 1 or np.any(np.diff(bow.words) <= 0):
+        raise InputError(f"a BowVector needs (M,) sorted unique words and (M,) weights, got shapes "
+                         f"{bow.words.shape} and {bow.weights.shape}; make it with Vocabulary.transform")
 
 
 @dataclass
@@ -86,8 +93,10 @@ class KeyframeDatabase:
 
     # ------------------------------------------------------------------ updates
     def add(self, kf_id: int, bow: BowVector) -> None:
-        """Index keyframe ``kf_id`` (re-adding an indexed id replaces its vector)."""
+        """Index keyframe ``kf_id`` (re-adding an indexed id replaces its vector). The vector is
+        kept by reference: do not modify its arrays afterwards."""
         kf_id = int(kf_id)
+        _check_bow(bow)
         with self._lock:
             if kf_id in self._slot_of:
                 self._erase_locked(kf_id)
@@ -222,6 +231,7 @@ class KeyframeDatabase:
               min_score: float = 0.0) -> list[tuple[int, float]]:
         """The ``max_results`` best keyframes by L1 score: [(kf_id, score), ...] best first,
         only keyframes sharing at least one word, scoring >= ``min_score``, not in ``exclude_ids``."""
+        _check_bow(bow)
         with self._lock:
             common, score = self._shared_locked(bow, exclude_ids)
             ok = np.nonzero((common > 0) & (score >= min_score))[0]
@@ -235,6 +245,7 @@ class KeyframeDatabase:
         """ORB-SLAM's first filter: keyframes (not in ``exclude_ids``) sharing more than
         ``min_common_ratio`` x the largest number of words any of them shares with ``bow``, and
         at least ``min_common``; with their L1 scores, best first."""
+        _check_bow(bow)
         with self._lock:
             common, score = self._shared_locked(bow, exclude_ids)
             if len(common) == 0 or common.max() <= 0:

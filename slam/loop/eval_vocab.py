@@ -12,7 +12,7 @@ eval (discrimination; nothing here is ever in the training pool):
   mean over queries of P(score of an overlapping view (>= 0.3) > score of a non-overlapping one
   (< 0.05)), the ranking quality a relative threshold sees; *AUC* = the same over all pairs of
   all queries pooled, what one absolute score threshold would see.
-- fr1_xyz (evaluation only): every 3rd frame; database = the frames more than 5 s away in time
+- fr1_xyz (evaluation only): every 2nd frame (``--tum-step``); database = the frames more than 5 s away in time
   from the query. The whole sequence looks at one desk, so this measures fine viewpoint
   discrimination *within one place*: a positive is a frame within 5 cm and 5 degrees of the
   query (ground truth), a negative one more than 15 cm or 15 degrees away. *R@1* = the best
@@ -341,7 +341,7 @@ def add_eval_parsers(sub) -> None:
     e.add_argument("--data", default="synthetic,fr1_xyz", help="comma-separated: synthetic, fr1_xyz")
     e.add_argument("--places", type=int, default=40, help="places per synthetic room")
     e.add_argument("--rooms", default=",".join(map(str, EVAL_ROOMS)), help="synthetic rooms (scene seeds) to evaluate in")
-    e.add_argument("--tum-step", type=int, default=3, help="fr1_xyz: every n-th frame")
+    e.add_argument("--tum-step", type=int, default=2, help="fr1_xyz: every n-th frame")
     e.add_argument("--tum", default=tum, help="fr1_xyz folder")
     e.add_argument("--json", help="write the figures here")
     e.add_argument("--threads", type=int, default=2)
