@@ -16,7 +16,7 @@ import time
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
-from typing import Any, Iterable, Optional
+from typing import Any, Iterable, Optional, Union
 
 import numpy as np
 
@@ -35,16 +35,25 @@ class RunInputs:
     name: str  # e.g. "tum/fr1_xyz", used for the run folder name
     source: Iterable  # yields slam.types.Frame
     camera: PinholeCamera
-    groundtruth: Optional[Path] = None
+    # a trajectory file, or (timestamps (N,) s, world_from_cam (N, 4, 4)) of the camera of Frame.image
+    groundtruth: Union[Path, tuple, None] = None
     n_frames: Optional[int] = None
     info: str = ""  # one line describing the input, for the log
+    layout: str = ""  # which layout --seq was read as, one line for the user (slam.io.detect.describe)
+    groundtruth_note: str = ""  # what the ground truth is (e.g. EuRoC body poses turned into cam0 poses)
+    trajectory_formats: tuple = ()  # extra trajectory files this dataset gets by default: "kitti", "euroc"
+    rig: Any = None  # slam.geometry.stereo.StereoRig of a stereo input, else None
+    dataset: str = ""  # "euroc", "kitti", ... when known (KITTI gets its relative metrics)
 
 
 def open_input(seq: Optional[str], cfg: Config, data_root: Optional[str] = None, calib: Optional[str] = None) -> RunInputs:
     """Resolve --seq into a reader and a camera.
 
-    seq: "tum/<name>", "synthetic/<profile>", a folder in TUM layout, an image folder or a
-    video file. None = the embedded default "synthetic/default".
+    seq: "tum/<name>", "euroc/<name>", "kitti/<XX>", "synthetic/<profile>", or a path whose
+    layout is detected (slam.io.detect: TUM, EuRoC, KITTI, image folder, video; the choice is in
+    ``RunInputs.layout``). None = the embedded default "synthetic/default". EuRoC and KITTI
+    (slam.io.datasets) take cfg.mode "mono" (left camera) or "stereo" (rectified pairs and
+    ``RunInputs.rig``); their ground truth is the camera's pose, with a note saying how it was made.
     """
     from slam.io.sequences import find_sequence, load_manifest
 
@@ -66,6 +75,9 @@ def open_input(seq: Optional[str], cfg: Config, data_root: Optional[str] = None,
         reader = TUMReader(folder, use_depth=use_depth, max_frames=cfg.max_frames, start=cfg.start_frame)
         gt = folder / "groundtruth.txt"
         return RunInputs(seq, reader, camera, gt if gt.is_file() else None, len(reader), f"synthetic sequence {folder}")
+    named = _open_named_dataset(seq, cfg, data_root, calib)
+    if named is not None:
+        return named
     if path.exists():
         return _open_path(path, cfg, calib)
     info = load_manifest(seq)
@@ -81,7 +93,52 @@ def open_input(seq: Optional[str], cfg: Config, data_root: Optional[str] = None,
     return RunInputs(info.name, reader, camera, gt if gt.is_file() else None, len(reader), f"{info.name} at {folder}")
 
 
+def _dataset_inputs(ds, cfg: Config, calib: Optional[str], layout: str = "") -> RunInputs:
+    """RunInputs of a EuRoC/KITTI sequence opened by slam.io.datasets (--calib replaces a mono camera)."""
+    camera = ds.camera
+    if calib:
+        if ds.rig is not None:
+            raise InputError(f"{calib}: --calib applies to monocular runs; a stereo run takes both cameras from {ds.folder}")
+        camera = PinholeCamera.from_yaml(calib)
+        if (camera.width, camera.height) != (ds.camera.width, ds.camera.height):
+            raise InputError(
+                f"{calib}: calibrated for {camera.width}x{camera.height} images but {ds.folder} has "
+                f"{ds.camera.width}x{ds.camera.height}; calibrate the camera at that resolution, or drop --calib"
+            )
+    return RunInputs(ds.name, ds.reader, camera, ds.groundtruth, ds.n_frames, ds.info,
+                     layout=layout or f"{ds.folder}: {ds.layout}", groundtruth_note=ds.groundtruth_note,
+                     trajectory_formats=ds.trajectory_formats, rig=ds.rig, dataset=ds.layout)
+
+
+def _open_named_dataset(seq: str, cfg: Config, data_root: Optional[str], calib: Optional[str]) -> Optional[RunInputs]:
+    """``euroc/<name>`` and ``kitti/<XX>`` (slam.io.datasets); None for other names."""
+    from slam.io.datasets import open_stereo_dataset, resolve_named
+
+    if Path(seq).exists():
+        return None
+    found = resolve_named(seq, data_root)
+    if found is None:
+        return None
+    name, layout, folder = found
+    ds = open_stereo_dataset(layout, folder, cfg.mode, name=name, max_frames=cfg.max_frames, start=cfg.start_frame)
+    return _dataset_inputs(ds, cfg, calib, layout=f"{name}: {layout} layout at {folder}")
+
+
 def _open_path(path: Path, cfg: Config, calib: Optional[str]) -> RunInputs:
+    from slam.io.detect import describe, detect_layout
+
+    layout = detect_layout(path)
+    if layout.kind in ("euroc", "kitti"):
+        from slam.io.datasets import open_stereo_dataset
+
+        ds = open_stereo_dataset(layout.kind, layout.path, cfg.mode, max_frames=cfg.max_frames, start=cfg.start_frame)
+        return _dataset_inputs(ds, cfg, calib, layout=describe(layout))
+    inputs = _open_plain_path(path, cfg, calib)
+    inputs.layout = describe(layout)
+    return inputs
+
+
+def _open_plain_path(path: Path, cfg: Config, calib: Optional[str]) -> RunInputs:
     use_depth = cfg.mode == "rgbd"
     if path.is_dir() and (path / "rgb.txt").is_file():
         from slam.io.tum import TUMReader
@@ -268,9 +325,12 @@ def _finish(cfg: Config, system: SLAMSystem, inputs: RunInputs, out_dir: Path, s
     idx, ts, traj = system.trajectory()
     n_in = len(system.tracking_stage.results)
     write_tum(out_dir / "trajectory.txt", ts, traj, header={"n_frames": n_in, "sequence": inputs.name, "mode": cfg.mode})
-    if cfg.output.kitti:
+    if cfg.output.kitti or "kitti" in inputs.trajectory_formats:
         write_kitti(out_dir / "trajectory_kitti.txt", traj)
-    if cfg.output.euroc:
+        if len(ts) < n_in:
+            log.info("trajectory_kitti.txt holds the %d tracked frames of %d (KITTI files have no timestamps: "
+                     "evaluate trajectory.txt, which has them)", len(ts), n_in)
+    if cfg.output.euroc or "euroc" in inputs.trajectory_formats:
         write_euroc(out_dir / "trajectory_euroc.csv", ts, traj)
     kts, kposes = system.keyframe_trajectory()
     write_tum(out_dir / "keyframes.txt", kts, kposes)
@@ -280,7 +340,7 @@ def _finish(cfg: Config, system: SLAMSystem, inputs: RunInputs, out_dir: Path, s
     tracked_pct = 100.0 * len(ts) / max(n_in, 1)
     failure = None
     if status == "completed" and len(ts) == 0:
-        failure = f"no frame of {n_in} was tracked"
+        failure = _nothing_tracked(n_in, cfg.mode, system.tracking_stage.results)
     elif status == "completed" and tracked_pct < cfg.min_tracked_pct:
         failure = f"{tracked_pct:.1f}% of the frames were tracked, below min_tracked_pct={cfg.min_tracked_pct:g}"
     if failure is not None:
@@ -312,9 +372,13 @@ def _finish(cfg: Config, system: SLAMSystem, inputs: RunInputs, out_dir: Path, s
         metrics["error"] = f"{type(error).__name__}: {error}"
     if inputs.groundtruth is not None and len(ts) > 2:
         try:
-            from slam.eval import evaluate
+            from slam.eval import evaluate, mono_alignment
 
-            ev = evaluate(inputs.groundtruth, (ts, traj), mono=cfg.mode == "mono", n_frames_total=n_in)
+            ev = evaluate(inputs.groundtruth, (ts, traj), mono=mono_alignment(cfg.mode), n_frames_total=n_in,
+                          kitti_metrics=inputs.dataset == "kitti")
+            if inputs.groundtruth_note:
+                ev["groundtruth"] = inputs.groundtruth_note
+                log.info("ground truth: %s", inputs.groundtruth_note)
             metrics["eval"] = ev
         except Exception as exc:  # noqa: BLE001
             log.error("evaluation failed: %s", exc)
@@ -323,6 +387,17 @@ def _finish(cfg: Config, system: SLAMSystem, inputs: RunInputs, out_dir: Path, s
     (out_dir / "metrics.json").write_text(json.dumps(metrics, indent=2, default=_json_default))
     log.info("run folder: %s", out_dir)
     return metrics
+
+
+def _nothing_tracked(n_in: int, mode: str, results: list) -> str:
+    """Why a run tracked no frame, and what to check."""
+    if not n_in:
+        return "no frame could be read"
+    if mode == "mono" and not any(r.state == "OK" for r in results):
+        return (f"no frame of {n_in} was tracked: the monocular map never initialised, which needs the camera to move "
+                "sideways enough for parallax; check the calibration, or run a longer stretch or another mode (--mode)")
+    return (f"no frame of {n_in} was tracked; check the calibration (--calib or the dataset's own), the mode (--mode) "
+            "and that the images show a textured scene")
 
 
 def _write_pictures(system, inputs, out_dir, ts, traj) -> None:
@@ -336,7 +411,9 @@ def _write_pictures(system, inputs, out_dir, ts, traj) -> None:
         try:
             from slam.eval import evaluate_full, plot_evaluation
 
-            res, details = evaluate_full(inputs.groundtruth, (ts, traj), system.cfg.mode == "mono", 0.02, None, 0.0, 1.0)
+            from slam.eval import mono_alignment
+
+            res, details = evaluate_full(inputs.groundtruth, (ts, traj), mono_alignment(system.cfg.mode), 0.02, None, 0.0, 1.0)
             plot_evaluation(details, res, out_dir / "trajectory.png", title=inputs.name)
         except Exception as exc:  # noqa: BLE001
             log.warning("could not plot trajectory.png: %s", exc)
@@ -365,4 +442,15 @@ def summary_lines(m: dict) -> list[str]:
         lines.append(
             f"ATE RMSE {ev['ate_rmse_m'] * 100:.2f} cm ({ev['alignment']}), RPE {ev['rpe_trans_rmse_m'] * 100:.2f} cm / {ev['rpe_rot_rmse_deg']:.3f} deg per frame"
         )
+        if "kitti_t_err_pct" in ev:
+            lines.append(_kitti_line(ev))
+        if ev.get("groundtruth"):
+            lines.append(f"ground truth: {ev['groundtruth']}")
     return lines
+
+
+def _kitti_line(ev: dict) -> str:
+    if ev.get("kitti_t_err_pct") is None:
+        return f"KITTI relative error: n/a ({ev.get('kitti_note', '')})"
+    return (f"KITTI relative error: {ev['kitti_t_err_pct']:.2f} % translation, {ev['kitti_r_err_deg_per_100m']:.3f} deg/100 m "
+            f"over {ev['kitti_segments']} segments of {ev['kitti_lengths_m']} m")

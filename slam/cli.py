@@ -91,7 +91,10 @@ def start_feature_worker(cfg):
 
 def _exit_code(metrics: dict) -> int:
     """0 completed; 128 + signal number for a run stopped by a signal (130 Ctrl-C, 143 SIGTERM);
-    1 for a run that failed (tracked nothing, or less than min_tracked_pct)."""
+    1 for a run that failed (tracked nothing, or less than min_tracked_pct; the reason goes to
+    stderr)."""
+    if metrics.get("failure"):
+        print(f"error: {metrics['failure']} (run folder {metrics.get('run_dir')})", file=sys.stderr)
     sig = metrics.get("signal")
     if sig:
         import signal
@@ -106,6 +109,8 @@ def cmd_run(args) -> int:
 
     cfg = resolve_config(args.cfg)
     inputs = open_input(args.seq, cfg, args.data_root, args.calib)
+    if inputs.layout:
+        print(f"input: {inputs.layout}")
     print(f"running {inputs.name} ({cfg.mode}) with features={cfg.features} matcher={cfg.matcher}")
     metrics = run_slam(cfg, inputs, feature_worker=args.feature_worker)
     for line in summary_lines(metrics):
@@ -149,9 +154,9 @@ def cmd_live(args) -> int:
 def cmd_bench(args) -> int:
     from slam.bench import BenchSpec, run_bench
 
-    spec = BenchSpec(seq=args.seq, data_root=args.data_root, modes=[m.strip() for m in args.modes.split(",") if m.strip()],
+    spec = BenchSpec(sequences=args.seq or ["tum/fr1_xyz"], modes=args.modes, data_root=args.data_root,
                      json_path=args.json, compare_sync=args.compare_sync, repeat=args.repeat,
-                     command="python -m slam bench " + " ".join(args.argv_echo))
+                     command="python -m slam " + " ".join(args.argv))
     return run_bench(args.cfg, spec, feature_worker=args.feature_worker)  # one feature process for all threaded runs
 
 
@@ -217,7 +222,8 @@ def build_parser() -> argparse.ArgumentParser:
     sub = p.add_subparsers(dest="command")
 
     r = sub.add_parser("run", help="run SLAM on a sequence (default: the embedded synthetic sequence)")
-    r.add_argument("--seq", help="tum/<name> | synthetic/<profile> | a TUM-layout folder | an image folder | a video file")
+    r.add_argument("--seq", help="tum/<name> | euroc/<name> | kitti/<XX> | synthetic/<profile> | a folder in TUM, "
+                   "EuRoC (holding mav0/) or KITTI (sequences/XX) layout | an image folder | a video file")
     r.add_argument("--data-root", help="where datasets live (else $SLAM_DATA, else ./sequences)")
     r.add_argument("--calib", help="camera YAML (for videos, image folders, or to override a manifest)")
     r.add_argument("--out", help="root folder for run folders (default runs/)")
@@ -239,9 +245,12 @@ def build_parser() -> argparse.ArgumentParser:
     lv.set_defaults(func=cmd_live, seq=None)
 
     b = sub.add_parser("bench", help="benchmark accuracy and speed on a sequence (prints a table, writes JSON)")
-    b.add_argument("--seq", default="tum/fr1_xyz")
-    b.add_argument("--data-root")
-    b.add_argument("--modes", default="rgbd,mono", help="comma-separated modes to run")
+    b.add_argument("--seq", action="append", default=None,
+                   help="sequences: a comma-separated list and/or repeated (default tum/fr1_xyz); SEQ:mono+rgbd picks "
+                   "the modes of one sequence")
+    b.add_argument("--data-root", help="where datasets live; several folders separated by ':'")
+    b.add_argument("--modes", default=None, help="comma-separated modes for every sequence (default: each "
+                   "sequence's own, rgbd,mono for TUM and synthetic, mono for EuRoC and KITTI)")
     b.add_argument("--json", default="bench.json", help="where to write the JSON results")
     b.add_argument("--max-frames", type=int)
     b.add_argument("--compare-sync", action="store_true", help="also run the synchronous runner and report the throughput ratio")
@@ -327,7 +336,7 @@ def main(argv: Optional[list[str]] = None) -> int:
     args = parser.parse_args(argv)
     if args.command is None:
         args = parser.parse_args(["run"] + argv)
-    args.argv_echo = argv[1:]
+    args.argv = argv
     _setup_logging(args.verbose)
     args.feature_worker = None
 

@@ -11,6 +11,9 @@ The data itself is looked for, in order, under each data root (:func:`resolve_da
 checkout if that is a different folder. Under each root both ``<root>/<folder>`` and
 ``<root>/tum/<folder>`` are tried.
 
+EuRoC (``euroc/<name>``) and KITTI (``kitti/<XX>``) sequences have their own folder layouts,
+candidate folders, not-found messages and downloads: :mod:`slam.io.locate`.
+
 Synthetic sequences (``synthetic/<profile>``) have no download: their folder
 ``<root>/synthetic/<profile>`` is rendered on demand by :mod:`slam.io.synthetic`;
 :func:`find_sequence` returns where it is (or where it should be rendered) without raising.
@@ -64,7 +67,7 @@ class SequenceInfo:
     """What a manifest says about a sequence.
 
     name:            e.g. "tum/fr1_desk" or "synthetic/<profile>".
-    dataset:         "tum" or "synthetic".
+    dataset:         "tum", "euroc", "kitti" or "synthetic".
     folder:          folder name under a data root, e.g. "rgbd_dataset_freiburg1_desk".
     url:             official download address of the archive ("" when there is none).
     camera:          {"width", "height", "fx", "fy", "cx", "cy" (pixels), "dist": [k1, k2, p1, p2, k3]}
@@ -188,6 +191,10 @@ def _canonical_name(name: str, base: Path) -> str:
         name = "tum/" + name
     if name.startswith("tum/freiburg"):
         name = "tum/fr" + name[len("tum/freiburg"):]
+    if name.startswith("kitti/"):
+        from slam.io.locate import canonical_kitti_name
+
+        name = canonical_kitti_name(name)
     return name
 
 
@@ -267,7 +274,7 @@ def load_manifest(name: str, root: Optional[PathLike] = None) -> SequenceInfo:
 def resolve_data_root(cli_data_root: Optional[PathLike] = None) -> list[Path]:
     """Candidate data roots in search order, absolute, without duplicates.
 
-    1. ``cli_data_root`` (the ``--data-root`` option), 2. each entry of ``$SLAM_DATA``
+    1. ``cli_data_root`` (the ``--data-root`` option; ``os.pathsep``-separated), 2. each entry of ``$SLAM_DATA``
     (``os.pathsep``-separated), 3. ``./sequences`` in the working directory, 4. the
     ``sequences/`` folder of this checkout when it differs from 3.
     """
@@ -278,7 +285,9 @@ def resolve_data_root(cli_data_root: Optional[PathLike] = None) -> list[Path]:
 def _labelled_roots(cli_data_root: Optional[PathLike]) -> list[tuple[Path, str]]:
     out: list[tuple[Path, str]] = []
     if cli_data_root not in (None, ""):
-        out.append((Path(cli_data_root).expanduser(), "--data-root"))
+        for part in str(cli_data_root).split(os.pathsep):  # several roots, like $SLAM_DATA
+            if part.strip():
+                out.append((Path(part.strip()).expanduser(), "--data-root"))
     env = os.environ.get("SLAM_DATA", "")
     for part in env.split(os.pathsep):
         if part.strip():
@@ -305,6 +314,10 @@ def _labelled_roots(cli_data_root: Optional[PathLike]) -> list[tuple[Path, str]]
 def _is_sequence_dir(path: Path, dataset: str) -> bool:
     if dataset == "tum":
         return (path / "rgb.txt").is_file()
+    if dataset in ("euroc", "kitti"):
+        from slam.io.locate import is_dataset_folder
+
+        return is_dataset_folder(path, dataset)
     return path.is_dir()
 
 
@@ -324,6 +337,10 @@ def find_sequence(name: str, data_root: Optional[PathLike] = None) -> tuple[Sequ
     tried: list[tuple[Path, str, str]] = []
     for root, label in roots:
         subdirs = [root / info.folder]
+        if info.dataset in ("euroc", "kitti"):
+            from slam.io.locate import candidates
+
+            subdirs = candidates(info.dataset, info.folder, root)
         if info.dataset == "tum":
             subdirs.append(root / "tum" / info.folder)
             if root.name == info.folder:  # --data-root pointing at the sequence folder itself
@@ -333,10 +350,15 @@ def find_sequence(name: str, data_root: Optional[PathLike] = None) -> tuple[Sequ
                 return info, cand
             note = ""
             if cand.is_dir():
-                note = "exists but has no rgb.txt (incompletely unpacked?)"
+                note = "exists but is not a complete sequence (incompletely unpacked?)" if info.dataset != "tum" else \
+                    "exists but has no rgb.txt (incompletely unpacked?)"
             tried.append((cand, label, note))
     if info.dataset == "synthetic":
         return info, roots[0][0] / info.folder
+    if info.dataset in ("euroc", "kitti"):
+        from slam.io.locate import not_found_message
+
+        raise InputError(not_found_message(info, tried, roots[0][0]))
     raise InputError(_not_found_message(info, tried, roots[0][0]))
 
 
@@ -517,6 +539,10 @@ def download_sequence(
         out.write(f"error: manifest {info.manifest_path} has no download url for {info.name}\n")
         return 2
     root = Path(os.path.abspath(Path(data_root).expanduser())) if data_root else _labelled_roots(None)[0][0]
+    if info.dataset in ("euroc", "kitti"):
+        from slam.io.locate import download_archive
+
+        return download_archive(info, root, url, timeout, keep_archive, progress, out, fetch=_fetch)
     target = root / info.folder
     if (target / "rgb.txt").is_file():
         out.write(f"{info.name} is already present at {target}\n")
