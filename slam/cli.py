@@ -216,19 +216,25 @@ def cmd_features(args) -> int:
 
 
 def cmd_match(args) -> int:
+    """Match two images and draw the matches: a detector-free matcher (loftr) on the images
+    directly, otherwise features + a matcher. Lines coloured by confidence (or by the verdict
+    of a fundamental-matrix RANSAC with --color inlier), legend and counts underneath."""
     import cv2
 
     from slam.config import load_config
     from slam.device import resolve_device
-    from slam.system import build_extractor, build_matcher
-    from slam.viz.draw import draw_matches
+    from slam.viz.draw import draw_point_matches
 
     ov = list(args.overrides)
     if args.features:
         ov.append(f"features={args.features}")
     if args.matcher:
         ov.append(f"matcher={args.matcher}")
-    cfg = _resolve_auto(load_config(args.config, ov))
+    if args.device:
+        ov.append(f"device={args.device}")
+    cfg = load_config(args.config, ov)
+    if cfg.matcher != "loftr":
+        cfg = _resolve_auto(cfg)
     imgs = []
     for p in (args.image0, args.image1):
         im = cv2.imread(p, cv2.IMREAD_COLOR)
@@ -236,14 +242,30 @@ def cmd_match(args) -> int:
             raise InputError(f"cannot read image {p}: missing or not an image")
         imgs.append(im)
     dev = resolve_device(cfg.device)
-    ext = build_extractor(cfg, dev)
-    matcher = build_matcher(cfg, dev)
-    f0, f1 = ext.extract(imgs[0]), ext.extract(imgs[1])
-    m = matcher.match(f0, f1)
     out = args.out or "matches.png"
-    lines = [f"{cfg.features} + {cfg.matcher}", f"keypoints {len(f0)}:{len(f1)}", f"matches {len(m)}"]
-    draw_matches(imgs[0], imgs[1], f0, f1, m, out_path=out, text_lines=lines)
-    print(f"{len(m)} matches ({len(f0)} and {len(f1)} keypoints); drawing written to {out}")
+    kp0 = kp1 = None
+    if cfg.matcher == "loftr":
+        from slam.matching.loftr.matcher import LoFTR
+
+        lm = LoFTR(cfg.loftr, dev).match_images(imgs[0], imgs[1])
+        pts0, pts1, conf = lm.pts0, lm.pts1, lm.confidence
+        lines = [f"LoFTR ({Path(cfg.loftr.weights).name}, {cfg.loftr.precision})", f"matches {len(lm)}"]
+        summary = f"{len(lm)} LoFTR matches"
+    else:
+        from slam.system import build_extractor, build_matcher
+
+        ext = build_extractor(cfg, dev)
+        matcher = build_matcher(cfg, dev)
+        f0, f1 = ext.extract(imgs[0]), ext.extract(imgs[1])
+        m = matcher.match(f0, f1)
+        pairs = m.pairs()
+        kp0, kp1 = f0.keypoints_np, f1.keypoints_np
+        pts0, pts1, conf = kp0[pairs[:, 0]], kp1[pairs[:, 1]], m.scores0[pairs[:, 0]]
+        lines = [f"{cfg.features} + {cfg.matcher}", f"keypoints {len(f0)}:{len(f1)}", f"matches {len(m)}"]
+        summary = f"{len(m)} matches ({len(f0)} and {len(f1)} keypoints)"
+    draw_point_matches(imgs[0], imgs[1], pts0, pts1, conf, color_by=args.color, ransac_px=args.ransac_px,
+                       keypoints0=kp0, keypoints1=kp1, out_path=out, text_lines=lines)
+    print(f"{summary}; drawing written to {out}")
     return 0
 
 
@@ -310,7 +332,11 @@ def build_parser() -> argparse.ArgumentParser:
     m.add_argument("image1")
     m.add_argument("--out")
     m.add_argument("--features")
-    m.add_argument("--matcher")
+    m.add_argument("--matcher", help="nn | superglue | lightglue | loftr (loftr needs no --features)")
+    m.add_argument("--device", help="auto | cpu | cuda")
+    m.add_argument("--color", choices=("confidence", "inlier"), default="confidence",
+                   help="colour lines by confidence (colour bar) or by fundamental-matrix RANSAC inlier/outlier")
+    m.add_argument("--ransac-px", type=float, default=1.0, help="epipolar distance of an inlier, pixels (default 1)")
     m.add_argument("--config", "-c", action="append", default=[])
     m.add_argument("overrides", nargs="*")
     m.set_defaults(func=cmd_match)
@@ -370,6 +396,7 @@ def _known_errors() -> tuple[type, ...]:
         ("slam.io.camera", ("CameraError",)),
         ("slam.io.calibration", ("CalibrationError",)),
         ("slam.features.superpoint", ("WeightsError",)),
+        ("slam.matching.loftr.model", ("WeightsMismatch",)),
     ):
         try:
             m = __import__(mod, fromlist=list(names))
@@ -377,6 +404,18 @@ def _known_errors() -> tuple[type, ...]:
             continue
         errs += [getattr(m, n) for n in names if isinstance(getattr(m, n, None), type)]
     return tuple(errs)
+
+
+def _parse(parser: argparse.ArgumentParser, argv: list[str]) -> argparse.Namespace:
+    """parse_args, but key=value overrides may also follow the options
+    (``match a.png b.png --matcher loftr loftr.threshold=0.3``)."""
+    args, extra = parser.parse_known_args(argv)
+    if extra:
+        if hasattr(args, "overrides") and all("=" in e and not e.startswith("-") for e in extra):
+            args.overrides = list(args.overrides) + extra
+        else:
+            parser.error(f"unrecognized arguments: {' '.join(extra)}")
+    return args
 
 
 def main(argv: Optional[list[str]] = None) -> int:
@@ -392,9 +431,9 @@ def main(argv: Optional[list[str]] = None) -> int:
     parser = build_parser()
     if not argv or argv[0] not in COMMANDS and not argv[0].startswith("-"):
         argv = ["run"] + argv  # `python -m slam` runs the embedded default
-    args = parser.parse_args(argv)
+    args = _parse(parser, argv)
     if args.command is None:
-        args = parser.parse_args(["run"] + argv)
+        args = _parse(parser, ["run"] + argv)
     _setup_logging(args.verbose)
     # first of all, before the imports below: a feature process whose own imports run beside them
     args.feature_worker = start_feature_worker(args) if args.command in ("run", "live", "bench") else None

@@ -21,6 +21,7 @@ from slam.features.disk import DISKConfig
 from slam.matching.nn import NNConfig
 from slam.matching.superglue import SuperGlueConfig
 from slam.matching.lightglue import LightGlueConfig
+from slam.matching.loftr.config import LoFTRConfig
 from slam.tracking.tracker import TrackingConfig
 from slam.mapping.local_mapper import MappingConfig
 from slam.runtime.pipeline import RuntimeConfig
@@ -43,7 +44,7 @@ class OutputConfig:
 class Config:
     mode: str = "rgbd"  # "rgbd" or "mono"
     features: str = "auto"  # auto | orb | superpoint | aliked | disk (auto: our SuperPoint when its weights ship, else ORB)
-    matcher: str = "auto"  # auto | nn | superglue | lightglue (auto: our SuperGlue with SuperPoint, else NN)
+    matcher: str = "auto"  # auto | nn | superglue | lightglue (auto: our SuperGlue with SuperPoint, else NN) | loftr (detector-free; `slam match` only for now)
     device: str = "auto"  # auto | cpu | cuda
     max_frames: int = 0  # 0 = all
     start_frame: int = 0
@@ -56,6 +57,7 @@ class Config:
     nn: NNConfig = field(default_factory=NNConfig)
     superglue: SuperGlueConfig = field(default_factory=SuperGlueConfig)
     lightglue: LightGlueConfig = field(default_factory=LightGlueConfig)
+    loftr: LoFTRConfig = field(default_factory=LoFTRConfig)
     tracking: TrackingConfig = field(default_factory=TrackingConfig)
     mapping: MappingConfig = field(default_factory=MappingConfig)
     runtime: RuntimeConfig = field(default_factory=RuntimeConfig)
@@ -65,7 +67,7 @@ class Config:
         choices = {
             "mode": ("rgbd", "mono"),
             "features": ("auto", "orb", "superpoint", "aliked", "disk"),
-            "matcher": ("auto", "nn", "superglue", "lightglue"),
+            "matcher": ("auto", "nn", "superglue", "lightglue", "loftr"),
             "device": ("auto", "cpu", "cuda"),
             "viewer": ("none", "open3d"),
         }
@@ -79,6 +81,10 @@ class Config:
                 value = getattr(value, part)
             if value not in valid:
                 raise ConfigError(f"{key}={value!r} is not valid; choose one of {', '.join(valid)}")
+        try:
+            self.loftr.validate()
+        except ValueError as exc:
+            raise ConfigError(str(exc)) from None
 
 
 def _coerce(value: Any, typ: Any, key: str) -> Any:

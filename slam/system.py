@@ -78,6 +78,12 @@ def build_matcher(cfg: Config, device: torch.device):
         if not lg.weights:  # the LightGlue weights must fit the extractor
             lg.features = cfg.features
         return LightGlue(lg, device)
+    if name == "loftr":
+        from slam.config import ConfigError
+
+        raise ConfigError("matcher=loftr matches whole images without keypoints; the SLAM pipeline does not use it "
+                          "yet. Use it with `python -m slam match IMG0 IMG1 --matcher loftr`, or pick nn, superglue "
+                          "or lightglue for a run")
     raise ValueError(f"unknown matcher {name!r}")
 
 

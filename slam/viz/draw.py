@@ -2,7 +2,9 @@
 
 The match plot follows the style of Magic Leap's SuperGlue demo: both images side by side on
 a white background, one line per match coloured by its confidence with a jet-like colormap
-(blue = low, red = high), the keypoints as small dots, and a few lines of text at the top left.
+(blue = low, red = high) or by the verdict of a fundamental-matrix RANSAC (green inlier, red
+outlier), the keypoints as small dots, a few lines of text at the top left and a legend strip
+underneath (colour bar or swatches, match / inlier / outlier counts).
 All functions return an (H, W, 3) uint8 BGR image and optionally write it to ``out_path``.
 """
 from __future__ import annotations
@@ -115,47 +117,173 @@ def _match_pairs(matches: Union[Matches, np.ndarray], n0: int, n1: int) -> tuple
     return pairs, conf
 
 
-def draw_matches(image0: np.ndarray, image1: np.ndarray, feats0: Features, feats1: Features,
-                 matches: Union[Matches, np.ndarray], out_path: Optional[PathLike] = None,
-                 text_lines: Optional[Sequence[str]] = None, margin: int = 10,
-                 show_keypoints: bool = True, gray: bool = True) -> np.ndarray:
-    """Side-by-side match plot in the style of the SuperGlue demo.
+def fundamental_inliers(pts0: np.ndarray, pts1: np.ndarray, threshold_px: float = 1.0,
+                        confidence: float = 0.999) -> Optional[np.ndarray]:
+    """Geometric check of point matches: RANSAC fundamental matrix (OpenCV, 8-point samples).
+
+    pts0, pts1: (M, 2) pixels in image 0 / image 1. threshold_px: largest distance to the
+    epipolar line of an inlier, in pixels. Returns (M,) bool, or None when fewer than 8 matches
+    or no model was found (nothing can be said about them).
+    """
+    p0 = np.asarray(pts0, np.float64).reshape(-1, 2)
+    p1 = np.asarray(pts1, np.float64).reshape(-1, 2)
+    if len(p0) < 8:
+        return None
+    _, mask = cv2.findFundamentalMat(p0, p1, cv2.FM_RANSAC, float(threshold_px), float(confidence), 10000)
+    if mask is None or mask.shape[0] != len(p0):
+        return None
+    return mask.reshape(-1).astype(bool)
+
+
+INLIER_BGR = (60, 200, 0)  # green
+OUTLIER_BGR = (40, 40, 230)  # red
+
+
+def _confidence_range(conf: np.ndarray) -> tuple[float, float]:
+    """Colour-bar range: the confidences' own range (rounded out to 0.05), [0, 1] when flat."""
+    if conf.size == 0:
+        return 0.0, 1.0
+    lo, hi = float(np.floor(conf.min() * 20) / 20), float(np.ceil(conf.max() * 20) / 20)
+    return (lo, hi) if hi - lo >= 0.05 else (0.0, 1.0)
+
+
+def _legend(width: int, scale: float, color_by: str, lo: float, hi: float, counts: Sequence[str]) -> np.ndarray:
+    """White strip: a jet colour bar from lo to hi (or the inlier / outlier swatches) and the
+    count texts, left to right."""
+    sc = max(0.45, min(0.8, scale))
+    h = int(round(46 * sc / 0.6))
+    strip = np.full((h, width, 3), 255, np.uint8)
+    font, black = cv2.FONT_HERSHEY_DUPLEX, (0, 0, 0)
+    y_text = int(h * 0.62)
+    x = 10
+    if color_by == "confidence":
+        bar_w, bar_h = min(260, width // 3), max(8, h // 4)
+        cv2.putText(strip, "confidence", (x, y_text), font, sc, black, 1, cv2.LINE_AA)
+        x += cv2.getTextSize("confidence", font, sc, 1)[0][0] + 10
+        lbl = f"{lo:.2f}"
+        cv2.putText(strip, lbl, (x, y_text), font, sc, black, 1, cv2.LINE_AA)
+        x += cv2.getTextSize(lbl, font, sc, 1)[0][0] + 6
+        ramp = confidence_colors(np.linspace(0.0, 1.0, bar_w))
+        y0 = (h - bar_h) // 2
+        strip[y0:y0 + bar_h, x:x + bar_w] = ramp[None, :, :]
+        cv2.rectangle(strip, (x, y0), (x + bar_w - 1, y0 + bar_h - 1), black, 1)
+        x += bar_w + 6
+        cv2.putText(strip, f"{hi:.2f}", (x, y_text), font, sc, black, 1, cv2.LINE_AA)
+        x += cv2.getTextSize(f"{hi:.2f}", font, sc, 1)[0][0] + 20
+    for text in counts:
+        if text.startswith(("inliers", "outliers")) and color_by == "inlier":
+            col = INLIER_BGR if text.startswith("inliers") else OUTLIER_BGR
+            sw = max(10, h // 3)
+            cv2.rectangle(strip, (x, (h - sw) // 2), (x + sw, (h + sw) // 2), col, -1)
+            x += sw + 6
+        cv2.putText(strip, text, (x, y_text), font, sc, black, 1, cv2.LINE_AA)
+        x += cv2.getTextSize(text, font, sc, 1)[0][0] + 20
+    return strip
+
+
+def draw_point_matches(image0: np.ndarray, image1: np.ndarray, pts0: np.ndarray, pts1: np.ndarray,
+                       confidence: Optional[np.ndarray] = None, color_by: str = "confidence",
+                       inliers: Optional[np.ndarray] = None, ransac_px: float = 1.0,
+                       keypoints0: Optional[np.ndarray] = None, keypoints1: Optional[np.ndarray] = None,
+                       out_path: Optional[PathLike] = None, text_lines: Optional[Sequence[str]] = None,
+                       margin: int = 10, gray: bool = True, max_lines: int = 1500, legend: bool = True) -> np.ndarray:
+    """Side-by-side match plot with a legend strip underneath.
 
     image0, image1: (H, W, 3) uint8 BGR or (H, W) uint8 grey (heights may differ).
-    feats0, feats1: their Features. matches: Matches (from image 0 to image 1; confidences
-    from scores0) or an (M, 2) index array (confidence 1) or (M, 3) with a confidence column.
-    Lines are coloured by confidence with the jet colormap; keypoints are small dots; text at
-    the top left (default "Keypoints: N0:N1" and "Matches: M"). gray=True draws the images in
-    grey so the colours stand out, as the demo does.
-    Returns the (max(H0,H1), W0 + margin + W1, 3) uint8 BGR image; writes it when out_path.
+    pts0, pts1: (M, 2) matched points, pixels of image 0 / image 1. confidence: (M,) or None.
+    color_by: "confidence" (jet colour of the confidence over the matches' own range, drawn on
+    a colour bar; blue = least, red = most confident) or "inlier" (green inliers, red outliers
+    of a fundamental-matrix RANSAC at ``ransac_px``, or of the given ``inliers`` (M,) bool).
+    The check runs in both modes and its counts go into the legend. keypoints0/1: (N, 2)
+    pixels drawn as small dots (detector-based matchers). With more than ``max_lines``
+    matches only an evenly spread subset (by confidence) gets lines, all get end points; the
+    legend says how many lines are shown. Lines are blended at 70 % opacity so the image
+    stays visible. text_lines: top-left text. Returns the (max(H0, H1) + legend height,
+    W0 + margin + W1, 3) uint8 BGR image (no strip with legend=False); writes it when out_path.
     """
+    if color_by not in ("confidence", "inlier"):
+        raise ValueError(f"color_by must be 'confidence' or 'inlier', got {color_by!r}")
     img0, img1 = _to_bgr(image0, gray), _to_bgr(image1, gray)
     h0, w0 = img0.shape[:2]
     h1, w1 = img1.shape[:2]
     canvas = np.full((max(h0, h1), w0 + margin + w1, 3), 255, np.uint8)
     canvas[:h0, :w0] = img0
     canvas[:h1, w0 + margin:] = img1
-    kp0, kp1 = _keypoints_np(feats0), _keypoints_np(feats1)
-    pairs, conf = _match_pairs(matches, len(kp0), len(kp1))
+    p0 = np.asarray(pts0, np.float64).reshape(-1, 2)
+    p1 = np.asarray(pts1, np.float64).reshape(-1, 2)
+    if len(p0) != len(p1):
+        raise ValueError(f"pts0 and pts1 must have the same length, got {len(p0)} and {len(p1)}")
+    n = len(p0)
+    conf = np.ones(n, np.float32) if confidence is None else np.asarray(confidence, np.float32).reshape(-1)
+    if len(conf) != n:
+        raise ValueError(f"confidence must have {n} values, got {len(conf)}")
+    if inliers is None:
+        inliers = fundamental_inliers(p0, p1, ransac_px)
+    elif len(inliers) != n:
+        raise ValueError(f"inliers must have {n} values, got {len(inliers)}")
+    if color_by == "inlier" and inliers is None:
+        color_by = "confidence"  # fewer than 8 matches: nothing to check
     offset = np.array([w0 + margin, 0.0])
-    if show_keypoints:
-        for pts in (np.round(kp0).astype(int), np.round(kp1 + offset).astype(int)):
-            for x, y in pts:
+    for kp, off in ((keypoints0, 0.0), (keypoints1, offset)):
+        if kp is not None:
+            for x, y in np.round(np.asarray(kp, np.float64).reshape(-1, 2) + off).astype(int):
                 cv2.circle(canvas, (int(x), int(y)), 2, (0, 0, 0), -1, cv2.LINE_AA)
                 cv2.circle(canvas, (int(x), int(y)), 1, (255, 255, 255), -1, cv2.LINE_AA)
-    if len(pairs):
-        p0 = np.round(kp0[pairs[:, 0]]).astype(int)
-        p1 = np.round(kp1[pairs[:, 1]] + offset).astype(int)
-        colors = confidence_colors(conf)
+    lo, hi = _confidence_range(conf)
+    if color_by == "confidence":
+        colors = confidence_colors((conf - lo) / (hi - lo))
         order = np.argsort(conf, kind="stable")  # confident matches drawn last, on top
+    else:
+        colors = np.where(np.asarray(inliers, bool)[:, None], np.array(INLIER_BGR), np.array(OUTLIER_BGR)).astype(np.uint8)
+        order = np.argsort(np.asarray(inliers, bool) == 0, kind="stable")  # outliers last, on top
+    a = np.round(p0).astype(int)
+    b = np.round(p1 + offset).astype(int)
+    with_line = np.zeros(n, bool)
+    if n:
+        pick = order if n <= max_lines else order[np.round(np.linspace(0, n - 1, max_lines)).astype(int)]
+        with_line[pick] = True
+        lines = canvas.copy()
+        for i in order:
+            if with_line[i]:
+                cv2.line(lines, (int(a[i, 0]), int(a[i, 1])), (int(b[i, 0]), int(b[i, 1])),
+                         tuple(int(c) for c in colors[i]), 1, cv2.LINE_AA)
+        canvas = cv2.addWeighted(lines, 0.7, canvas, 0.3, 0.0)
         for i in order:
             col = tuple(int(c) for c in colors[i])
-            a, b = (int(p0[i, 0]), int(p0[i, 1])), (int(p1[i, 0]), int(p1[i, 1]))
-            cv2.line(canvas, a, b, col, 1, cv2.LINE_AA)
-            cv2.circle(canvas, a, 2, col, -1, cv2.LINE_AA)
-            cv2.circle(canvas, b, 2, col, -1, cv2.LINE_AA)
-    lines = list(text_lines) if text_lines is not None else [
-        f"Keypoints: {len(kp0)}:{len(kp1)}", f"Matches: {len(pairs)}"]
-    _put_text(canvas, lines)
+            cv2.circle(canvas, (int(a[i, 0]), int(a[i, 1])), 2, col, -1, cv2.LINE_AA)
+            cv2.circle(canvas, (int(b[i, 0]), int(b[i, 1])), 2, col, -1, cv2.LINE_AA)
+    lines_txt = list(text_lines) if text_lines is not None else [f"Matches: {n}"]
+    _put_text(canvas, lines_txt)
+    if legend:
+        counts = [f"matches {n}"]
+        if inliers is not None:
+            k = int(np.sum(inliers))
+            counts += [f"inliers {k} ({100.0 * k / max(n, 1):.0f}%, F-RANSAC {ransac_px:g} px)", f"outliers {n - k}"]
+        if n > max_lines:
+            counts.append(f"lines: {max_lines} of {n}")
+        strip = _legend(canvas.shape[1], canvas.shape[0] / 640.0, color_by, lo, hi, counts)
+        canvas = np.concatenate([canvas, strip], axis=0)
     _write(canvas, out_path)
     return canvas
+
+
+def draw_matches(image0: np.ndarray, image1: np.ndarray, feats0: Features, feats1: Features,
+                 matches: Union[Matches, np.ndarray], out_path: Optional[PathLike] = None,
+                 text_lines: Optional[Sequence[str]] = None, margin: int = 10,
+                 show_keypoints: bool = True, gray: bool = True, color_by: str = "confidence",
+                 ransac_px: float = 1.0, legend: bool = True) -> np.ndarray:
+    """Match plot of a detector-based matcher (see :func:`draw_point_matches`).
+
+    feats0, feats1: the images' Features. matches: Matches (from image 0 to image 1;
+    confidences from scores0) or an (M, 2) index array (confidence 1) or (M, 3) with a
+    confidence column. The keypoints are drawn as small dots when show_keypoints.
+    Default text: "Keypoints: N0:N1" and "Matches: M".
+    """
+    kp0, kp1 = _keypoints_np(feats0), _keypoints_np(feats1)
+    pairs, conf = _match_pairs(matches, len(kp0), len(kp1))
+    lines = list(text_lines) if text_lines is not None else [
+        f"Keypoints: {len(kp0)}:{len(kp1)}", f"Matches: {len(pairs)}"]
+    return draw_point_matches(image0, image1, kp0[pairs[:, 0]], kp1[pairs[:, 1]], conf, color_by=color_by,
+                              ransac_px=ransac_px, keypoints0=kp0 if show_keypoints else None,
+                              keypoints1=kp1 if show_keypoints else None, out_path=out_path, text_lines=lines,
+                              margin=margin, gray=gray, legend=legend)
