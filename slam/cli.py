@@ -336,7 +336,8 @@ def build_parser() -> argparse.ArgumentParser:
     m.add_argument("--device", help="auto | cpu | cuda")
     m.add_argument("--color", choices=("confidence", "inlier"), default="confidence",
                    help="colour lines by confidence (colour bar) or by fundamental-matrix RANSAC inlier/outlier")
-    m.add_argument("--ransac-px", type=float, default=1.0, help="epipolar distance of an inlier, pixels (default 1)")
+    m.add_argument("--ransac-px", type=float, default=2.0,
+                   help="largest distance to the epipolar line of an inlier, pixels (default 2: raw images keep their lens distortion)")
     m.add_argument("--config", "-c", action="append", default=[])
     m.add_argument("overrides", nargs="*")
     m.set_defaults(func=cmd_match)

@@ -503,3 +503,17 @@ def test_match_command_without_weights_is_one_line(tmp_path):
                           cwd=REPO, capture_output=True, text=True, timeout=300, env=env)
     assert proc.returncode == 2
     assert "Traceback" not in proc.stderr and "indoor_ds_new.ckpt" in proc.stderr and "zju3dv/LoFTR" in proc.stderr
+
+
+@pytest.mark.gpu
+def test_cuda_fp32_equals_cpu_and_fp16_agrees():
+    sd = _random_state_dict()
+    cfg = dict(threshold=0.0, temp_bug_fix=True)
+    cpu = LoFTR(LoFTRConfig(**cfg), "cpu", state_dict=sd).match_images(*_pair(240, 320, seed=20), return_conf=True)
+    a, b = _pair(240, 320, seed=20)
+    g32 = LoFTR(LoFTRConfig(precision="fp32", **cfg), "cuda", state_dict=sd)
+    m32 = g32.match_images(torch.from_numpy(a).cuda(), torch.from_numpy(b).cuda(), return_conf=True)
+    np.testing.assert_allclose(m32.conf_matrix, cpu.conf_matrix, atol=1e-4)
+    m16 = LoFTR(LoFTRConfig(precision="auto", **cfg), "cuda", state_dict=sd).match_images(a, b)
+    same = set(zip(m16.idx0.tolist(), m16.idx1.tolist())) & set(zip(cpu.idx0.tolist(), cpu.idx1.tolist()))
+    assert len(same) >= 0.8 * len(cpu)

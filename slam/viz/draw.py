@@ -139,66 +139,115 @@ INLIER_BGR = (60, 200, 0)  # green
 OUTLIER_BGR = (40, 40, 230)  # red
 
 
-def _confidence_range(conf: np.ndarray) -> tuple[float, float]:
-    """Colour-bar range: the confidences' own range (rounded out to 0.05), [0, 1] when flat."""
-    if conf.size == 0:
-        return 0.0, 1.0
-    lo, hi = float(np.floor(conf.min() * 20) / 20), float(np.ceil(conf.max() * 20) / 20)
-    return (lo, hi) if hi - lo >= 0.05 else (0.0, 1.0)
+def confidence_ranks(conf: np.ndarray) -> np.ndarray:
+    """(M,) confidences -> (M,) float64 in [0, 1]: each value's rank among them (ties share
+    their mean rank; 0.5 for all when there is one value or all are equal). Colouring by rank
+    spreads the colours over the matches even when a matcher puts most of them near 1."""
+    c = np.asarray(conf, np.float64).reshape(-1)
+    if c.size < 2:
+        return np.full(c.size, 0.5)
+    srt = np.sort(c)
+    lo = np.searchsorted(srt, c, side="left")
+    hi = np.searchsorted(srt, c, side="right") - 1
+    if srt[0] == srt[-1]:
+        return np.full(c.size, 0.5)
+    return (lo + hi) / 2.0 / (c.size - 1)
 
 
-def _legend(width: int, scale: float, color_by: str, lo: float, hi: float, counts: Sequence[str]) -> np.ndarray:
-    """White strip: a jet colour bar from lo to hi (or the inlier / outlier swatches) and the
-    count texts, left to right."""
-    sc = max(0.45, min(0.8, scale))
-    h = int(round(46 * sc / 0.6))
-    strip = np.full((h, width, 3), 255, np.uint8)
+def _legend(width: int, scale: float, color_by: str, quantiles: Sequence[float], counts: Sequence[str]) -> np.ndarray:
+    """White strip ``width`` wide: "confidence [jet bar]" with the confidences at 0, 25, 50, 75
+    and 100 % of the ranks under the bar (or, for color_by="inlier",
+    swatches before the inlier / outlier counts) and the count texts, left to right, wrapped
+    onto more rows when the images are narrow."""
+    sc = max(0.4, min(0.8, scale))
     font, black = cv2.FONT_HERSHEY_DUPLEX, (0, 0, 0)
-    y_text = int(h * 0.62)
-    x = 10
+    row_h = int(round(34 * sc / 0.6))
+
+    def text_item(text: str) -> np.ndarray:
+        (tw, _), _ = cv2.getTextSize(text, font, sc, 1)
+        item = np.full((row_h, tw + 2, 3), 255, np.uint8)
+        cv2.putText(item, text, (1, int(row_h * 0.68)), font, sc, black, 1, cv2.LINE_AA)
+        return item
+
+    def block(color, size: int) -> np.ndarray:
+        item = np.full((row_h, size + 4, 3), 255, np.uint8)
+        y0 = (row_h - size) // 2
+        item[y0:y0 + size, 2:2 + size] = color
+        cv2.rectangle(item, (2, y0), (1 + size, y0 + size - 1), black, 1)
+        return item
+
+    groups: list[list[np.ndarray]] = []  # items of a group stay on one row
     if color_by == "confidence":
-        bar_w, bar_h = min(260, width // 3), max(8, h // 4)
-        cv2.putText(strip, "confidence", (x, y_text), font, sc, black, 1, cv2.LINE_AA)
-        x += cv2.getTextSize("confidence", font, sc, 1)[0][0] + 10
-        lbl = f"{lo:.2f}"
-        cv2.putText(strip, lbl, (x, y_text), font, sc, black, 1, cv2.LINE_AA)
-        x += cv2.getTextSize(lbl, font, sc, 1)[0][0] + 6
-        ramp = confidence_colors(np.linspace(0.0, 1.0, bar_w))
-        y0 = (h - bar_h) // 2
-        strip[y0:y0 + bar_h, x:x + bar_w] = ramp[None, :, :]
-        cv2.rectangle(strip, (x, y0), (x + bar_w - 1, y0 + bar_h - 1), black, 1)
-        x += bar_w + 6
-        cv2.putText(strip, f"{hi:.2f}", (x, y_text), font, sc, black, 1, cv2.LINE_AA)
-        x += cv2.getTextSize(f"{hi:.2f}", font, sc, 1)[0][0] + 20
+        bar_w, bar_h = max(60, min(240, width // 6)), max(8, row_h // 3)
+        tick_sc = sc * 0.75
+        bar = np.full((row_h + int(row_h * 0.6), bar_w + 40, 3), 255, np.uint8)
+        x0, y0 = 20, max(2, (row_h - bar_h) // 2)
+        bar[y0:y0 + bar_h, x0:x0 + bar_w] = confidence_colors(np.linspace(0.0, 1.0, bar_w))[None]
+        cv2.rectangle(bar, (x0, y0), (x0 + bar_w - 1, y0 + bar_h - 1), black, 1)
+        for q, value in zip((0.0, 0.25, 0.5, 0.75, 1.0), quantiles):
+            xt = x0 + int(round(q * (bar_w - 1)))
+            cv2.line(bar, (xt, y0 + bar_h), (xt, y0 + bar_h + 3), black, 1)
+            label = f"{value:.2f}"
+            (tw, th), _ = cv2.getTextSize(label, font, tick_sc, 1)
+            cv2.putText(bar, label, (xt - tw // 2, y0 + bar_h + 5 + th), font, tick_sc, black, 1, cv2.LINE_AA)
+        groups.append([text_item("confidence"), bar])
     for text in counts:
-        if text.startswith(("inliers", "outliers")) and color_by == "inlier":
+        if color_by == "inlier" and text.startswith(("inliers", "outliers")):
             col = INLIER_BGR if text.startswith("inliers") else OUTLIER_BGR
-            sw = max(10, h // 3)
-            cv2.rectangle(strip, (x, (h - sw) // 2), (x + sw, (h + sw) // 2), col, -1)
-            x += sw + 6
-        cv2.putText(strip, text, (x, y_text), font, sc, black, 1, cv2.LINE_AA)
-        x += cv2.getTextSize(text, font, sc, 1)[0][0] + 20
+            groups.append([block(col, max(10, row_h // 2)), text_item(text)])
+        else:
+            groups.append([text_item(text)])
+    gap, pad = 6, 10
+    rows: list[list[np.ndarray]] = [[]]
+    x = pad
+    for g in groups:
+        gw = sum(i.shape[1] for i in g) + gap * (len(g) - 1)
+        if rows[-1] and x + gw > width - pad:
+            rows.append([])
+            x = pad
+        if rows[-1]:
+            rows[-1].append(np.full((row_h, 3 * gap, 3), 255, np.uint8))
+            x += 3 * gap
+        for k, item in enumerate(g):
+            rows[-1].append(item)
+            if k < len(g) - 1:
+                rows[-1].append(np.full((row_h, gap, 3), 255, np.uint8))
+        x += gw
+    heights = [max(i.shape[0] for i in items) if items else row_h for items in rows]
+    strip = np.full((sum(heights) + 6, width, 3), 255, np.uint8)
+    y = 3
+    for items, rh in zip(rows, heights):
+        x = pad
+        for item in items:
+            w = min(item.shape[1], width - x)
+            if w <= 0:
+                break
+            strip[y:y + item.shape[0], x:x + w] = item[:, :w]
+            x += item.shape[1]
+        y += rh
     return strip
 
 
 def draw_point_matches(image0: np.ndarray, image1: np.ndarray, pts0: np.ndarray, pts1: np.ndarray,
                        confidence: Optional[np.ndarray] = None, color_by: str = "confidence",
-                       inliers: Optional[np.ndarray] = None, ransac_px: float = 1.0,
+                       inliers: Optional[np.ndarray] = None, ransac_px: float = 2.0,
                        keypoints0: Optional[np.ndarray] = None, keypoints1: Optional[np.ndarray] = None,
                        out_path: Optional[PathLike] = None, text_lines: Optional[Sequence[str]] = None,
-                       margin: int = 10, gray: bool = True, max_lines: int = 1500, legend: bool = True) -> np.ndarray:
+                       margin: int = 10, gray: bool = True, max_lines: int = 300, legend: bool = True) -> np.ndarray:
     """Side-by-side match plot with a legend strip underneath.
 
     image0, image1: (H, W, 3) uint8 BGR or (H, W) uint8 grey (heights may differ).
     pts0, pts1: (M, 2) matched points, pixels of image 0 / image 1. confidence: (M,) or None.
-    color_by: "confidence" (jet colour of the confidence over the matches' own range, drawn on
-    a colour bar; blue = least, red = most confident) or "inlier" (green inliers, red outliers
+    color_by: "confidence" (jet colour of each confidence's rank among the matches: blue = least,
+    red = most confident, so the colours stay apart when a matcher puts most confidences near 1;
+    the colour bar is labelled with the confidences at 0/25/50/75/100 % of the ranks) or
+    "inlier" (green inliers, red outliers
     of a fundamental-matrix RANSAC at ``ransac_px``, or of the given ``inliers`` (M,) bool).
     The check runs in both modes and its counts go into the legend. keypoints0/1: (N, 2)
     pixels drawn as small dots (detector-based matchers). With more than ``max_lines``
     matches only an evenly spread subset (by confidence) gets lines, all get end points; the
-    legend says how many lines are shown. Lines are blended at 70 % opacity so the image
-    stays visible. text_lines: top-left text. Returns the (max(H0, H1) + legend height,
+    legend says how many lines are shown. Beyond 200 lines they are blended at 60 % opacity so
+    the image stays visible. text_lines: top-left text. Returns the (max(H0, H1) + legend height,
     W0 + margin + W1, 3) uint8 BGR image (no strip with legend=False); writes it when out_path.
     """
     if color_by not in ("confidence", "inlier"):
@@ -229,9 +278,9 @@ def draw_point_matches(image0: np.ndarray, image1: np.ndarray, pts0: np.ndarray,
             for x, y in np.round(np.asarray(kp, np.float64).reshape(-1, 2) + off).astype(int):
                 cv2.circle(canvas, (int(x), int(y)), 2, (0, 0, 0), -1, cv2.LINE_AA)
                 cv2.circle(canvas, (int(x), int(y)), 1, (255, 255, 255), -1, cv2.LINE_AA)
-    lo, hi = _confidence_range(conf)
+    quantiles = np.quantile(conf, [0.0, 0.25, 0.5, 0.75, 1.0]) if n else np.array([0.0, 0.25, 0.5, 0.75, 1.0])
     if color_by == "confidence":
-        colors = confidence_colors((conf - lo) / (hi - lo))
+        colors = confidence_colors(confidence_ranks(conf))
         order = np.argsort(conf, kind="stable")  # confident matches drawn last, on top
     else:
         colors = np.where(np.asarray(inliers, bool)[:, None], np.array(INLIER_BGR), np.array(OUTLIER_BGR)).astype(np.uint8)
@@ -247,7 +296,8 @@ def draw_point_matches(image0: np.ndarray, image1: np.ndarray, pts0: np.ndarray,
             if with_line[i]:
                 cv2.line(lines, (int(a[i, 0]), int(a[i, 1])), (int(b[i, 0]), int(b[i, 1])),
                          tuple(int(c) for c in colors[i]), 1, cv2.LINE_AA)
-        canvas = cv2.addWeighted(lines, 0.7, canvas, 0.3, 0.0)
+        alpha = 1.0 if with_line.sum() <= 200 else 0.6  # dense plots: see the image through the lines
+        canvas = cv2.addWeighted(lines, alpha, canvas, 1.0 - alpha, 0.0)
         for i in order:
             col = tuple(int(c) for c in colors[i])
             cv2.circle(canvas, (int(a[i, 0]), int(a[i, 1])), 2, col, -1, cv2.LINE_AA)
@@ -261,7 +311,7 @@ def draw_point_matches(image0: np.ndarray, image1: np.ndarray, pts0: np.ndarray,
             counts += [f"inliers {k} ({100.0 * k / max(n, 1):.0f}%, F-RANSAC {ransac_px:g} px)", f"outliers {n - k}"]
         if n > max_lines:
             counts.append(f"lines: {max_lines} of {n}")
-        strip = _legend(canvas.shape[1], canvas.shape[0] / 640.0, color_by, lo, hi, counts)
+        strip = _legend(canvas.shape[1], canvas.shape[0] / 640.0, color_by, quantiles, counts)
         canvas = np.concatenate([canvas, strip], axis=0)
     _write(canvas, out_path)
     return canvas
@@ -271,7 +321,7 @@ def draw_matches(image0: np.ndarray, image1: np.ndarray, feats0: Features, feats
                  matches: Union[Matches, np.ndarray], out_path: Optional[PathLike] = None,
                  text_lines: Optional[Sequence[str]] = None, margin: int = 10,
                  show_keypoints: bool = True, gray: bool = True, color_by: str = "confidence",
-                 ransac_px: float = 1.0, legend: bool = True) -> np.ndarray:
+                 ransac_px: float = 2.0, legend: bool = True) -> np.ndarray:
     """Match plot of a detector-based matcher (see :func:`draw_point_matches`).
 
     feats0, feats1: the images' Features. matches: Matches (from image 0 to image 1;
