@@ -517,3 +517,29 @@ def test_cuda_fp32_equals_cpu_and_fp16_agrees():
     m16 = LoFTR(LoFTRConfig(precision="auto", **cfg), "cuda", state_dict=sd).match_images(a, b)
     same = set(zip(m16.idx0.tolist(), m16.idx1.tolist())) & set(zip(cpu.idx0.tolist(), cpu.idx1.tolist()))
     assert len(same) >= 0.8 * len(cpu)
+
+
+def test_match_picture_inlier_colours_and_legend():
+    from slam.viz.draw import INLIER_BGR, OUTLIER_BGR, draw_point_matches, fundamental_inliers
+
+    rng = np.random.default_rng(0)
+    k = np.array([[300.0, 0, 160], [0, 300.0, 120], [0, 0, 1]])
+    pts3 = np.c_[rng.uniform(-1, 1, (60, 2)), rng.uniform(3, 6, 60)]
+    cam1_from_cam0 = np.array([[0.995, 0, 0.0998], [0, 1, 0], [-0.0998, 0, 0.995]]), np.array([-0.3, 0.05, 0.02])
+    proj = lambda p: (p @ k.T)[:, :2] / p[:, 2:]  # noqa: E731
+    p0 = proj(pts3)
+    p1 = proj(pts3 @ cam1_from_cam0[0].T + cam1_from_cam0[1])
+    truth = np.ones(60, bool)
+    truth[:8] = False
+    p1[:8] = rng.uniform([0, 0], [320, 240], (8, 2))
+    found = fundamental_inliers(p0, p1, 1.0)
+    assert found[truth].mean() >= 0.95 and found[~truth].sum() <= 1
+    img = np.full((240, 320), 128, np.uint8)
+    pic = draw_point_matches(img, img, p0, p1, rng.random(60), color_by="inlier", ransac_px=1.0, text_lines=[])
+    assert pic.shape[0] > 240 and pic.shape[1] == 650  # legend strip under the images
+    body, legend = pic[:240].astype(int), pic[240:].astype(int)
+    for col in (INLIER_BGR, OUTLIER_BGR):
+        assert (np.abs(body - np.array(col)).sum(2) < 40).sum() > 50  # lines / points of both kinds
+        assert (np.abs(legend - np.array(col)).sum(2) < 10).sum() > 20  # and their swatches
+    with pytest.raises(ValueError, match="color_by"):
+        draw_point_matches(img, img, p0, p1, color_by="rainbow")
