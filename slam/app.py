@@ -8,7 +8,6 @@ still leaves the trajectory so far.
 """
 from __future__ import annotations
 
-import dataclasses
 import functools
 import json
 import logging
@@ -17,21 +16,18 @@ import time
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
-from typing import Any, Iterable, Optional
+from typing import Any, Iterable, Optional, Union
 
 import numpy as np
 
 from slam.config import Config, dump_yaml
+from slam.errors import InputError
 from slam.geometry.camera import PinholeCamera
 from slam.device import resolve_device
-from slam.runtime.process_frontend import FeatureWorker, ProcessFrontend, use_process_frontend
+from slam.runtime.feature_process import FeatureWorker, ProcessFrontend, use_process_frontend
 from slam.system import SLAMSystem, build_frontend, build_system
 
 log = logging.getLogger("slam")
-
-
-class InputError(RuntimeError):
-    """Bad input (missing data, calibration, ...): the message says what to do."""
 
 
 @dataclass
@@ -39,16 +35,25 @@ class RunInputs:
     name: str  # e.g. "tum/fr1_xyz", used for the run folder name
     source: Iterable  # yields slam.types.Frame
     camera: PinholeCamera
-    groundtruth: Optional[Path] = None
+    # a trajectory file, or (timestamps (N,) s, world_from_cam (N, 4, 4)) of the camera of Frame.image
+    groundtruth: Union[Path, tuple, None] = None
     n_frames: Optional[int] = None
     info: str = ""  # one line describing the input, for the log
+    layout: str = ""  # which layout --seq was read as, one line for the user (slam.io.detect.describe)
+    groundtruth_note: str = ""  # what the ground truth is (e.g. EuRoC body poses turned into cam0 poses)
+    trajectory_formats: tuple = ()  # extra trajectory files this dataset gets by default: "kitti", "euroc"
+    rig: Any = None  # slam.geometry.stereo.StereoRig of a stereo input, else None
+    dataset: str = ""  # "euroc", "kitti", ... when known (KITTI gets its relative metrics)
 
 
 def open_input(seq: Optional[str], cfg: Config, data_root: Optional[str] = None, calib: Optional[str] = None) -> RunInputs:
     """Resolve --seq into a reader and a camera.
 
-    seq: "tum/<name>", "synthetic/<profile>", a folder in TUM layout, an image folder or a
-    video file. None = the embedded default "synthetic/default".
+    seq: "tum/<name>", "euroc/<name>", "kitti/<XX>", "synthetic/<profile>", or a path whose
+    layout is detected (slam.io.detect: TUM, EuRoC, KITTI, image folder, video; the choice is in
+    ``RunInputs.layout``). None = the embedded default "synthetic/default". EuRoC and KITTI
+    (slam.io.datasets) take cfg.mode "mono" (left camera) or "stereo" (rectified pairs and
+    ``RunInputs.rig``); their ground truth is the camera's pose, with a note saying how it was made.
     """
     from slam.io.sequences import find_sequence, load_manifest
 
@@ -70,6 +75,9 @@ def open_input(seq: Optional[str], cfg: Config, data_root: Optional[str] = None,
         reader = TUMReader(folder, use_depth=use_depth, max_frames=cfg.max_frames, start=cfg.start_frame)
         gt = folder / "groundtruth.txt"
         return RunInputs(seq, reader, camera, gt if gt.is_file() else None, len(reader), f"synthetic sequence {folder}")
+    named = _open_named_dataset(seq, cfg, data_root, calib)
+    if named is not None:
+        return named
     if path.exists():
         return _open_path(path, cfg, calib)
     info = load_manifest(seq)
@@ -78,14 +86,59 @@ def open_input(seq: Optional[str], cfg: Config, data_root: Optional[str] = None,
 
     reader = TUMReader(folder, depth_factor=info.depth_factor, use_depth=use_depth, max_frames=cfg.max_frames, start=cfg.start_frame)
     c = info.camera
-    camera = PinholeCamera(int(c["width"]), int(c["height"]), float(c["fx"]), float(c["fy"]), float(c["cx"]), float(c["cy"]), tuple(info.dist[:5].tolist()))
+    camera = PinholeCamera.from_dict({**c, "dist": tuple(info.dist[:5].tolist())}, source=f"manifest of {info.name}")
     if calib:
         camera = PinholeCamera.from_yaml(calib)
     gt = folder / "groundtruth.txt"
     return RunInputs(info.name, reader, camera, gt if gt.is_file() else None, len(reader), f"{info.name} at {folder}")
 
 
+def _dataset_inputs(ds, cfg: Config, calib: Optional[str], layout: str = "") -> RunInputs:
+    """RunInputs of a EuRoC/KITTI sequence opened by slam.io.datasets (--calib replaces a mono camera)."""
+    camera = ds.camera
+    if calib:
+        if ds.rig is not None:
+            raise InputError(f"{calib}: --calib applies to monocular runs; a stereo run takes both cameras from {ds.folder}")
+        camera = PinholeCamera.from_yaml(calib)
+        if (camera.width, camera.height) != (ds.camera.width, ds.camera.height):
+            raise InputError(
+                f"{calib}: calibrated for {camera.width}x{camera.height} images but {ds.folder} has "
+                f"{ds.camera.width}x{ds.camera.height}; calibrate the camera at that resolution, or drop --calib"
+            )
+    return RunInputs(ds.name, ds.reader, camera, ds.groundtruth, ds.n_frames, ds.info,
+                     layout=layout or f"{ds.folder}: {ds.layout}", groundtruth_note=ds.groundtruth_note,
+                     trajectory_formats=ds.trajectory_formats, rig=ds.rig, dataset=ds.layout)
+
+
+def _open_named_dataset(seq: str, cfg: Config, data_root: Optional[str], calib: Optional[str]) -> Optional[RunInputs]:
+    """``euroc/<name>`` and ``kitti/<XX>`` (slam.io.datasets); None for other names."""
+    from slam.io.datasets import open_stereo_dataset, resolve_named
+
+    if Path(seq).exists():
+        return None
+    found = resolve_named(seq, data_root)
+    if found is None:
+        return None
+    name, layout, folder = found
+    ds = open_stereo_dataset(layout, folder, cfg.mode, name=name, max_frames=cfg.max_frames, start=cfg.start_frame)
+    return _dataset_inputs(ds, cfg, calib, layout=f"{name}: {layout} layout at {folder}")
+
+
 def _open_path(path: Path, cfg: Config, calib: Optional[str]) -> RunInputs:
+    from slam.io.detect import describe, detect_layout
+
+    layout = detect_layout(path)
+    if layout.kind in ("euroc", "kitti"):
+        from slam.io.datasets import open_stereo_dataset
+
+        ds = open_stereo_dataset(layout.kind, layout.path, cfg.mode, max_frames=cfg.max_frames, start=cfg.start_frame)
+        return _dataset_inputs(ds, cfg, calib, layout=describe(layout))
+    inputs = _open_plain_path(path, cfg, calib)
+    inputs.layout = describe(layout)
+    return inputs
+
+
+def _open_plain_path(path: Path, cfg: Config, calib: Optional[str]) -> RunInputs:
     use_depth = cfg.mode == "rgbd"
     if path.is_dir() and (path / "rgb.txt").is_file():
         from slam.io.tum import TUMReader
@@ -115,14 +168,23 @@ def _open_path(path: Path, cfg: Config, calib: Optional[str]) -> RunInputs:
 
 
 def make_run_dir(root: str | Path, name: str) -> Path:
+    """A new folder ``<root>/<date>_<time>_<name>`` (``_2``, ``_3``... when it exists).
+    InputError naming the root (``--out`` / ``output.root``) when it cannot be made."""
     stamp = datetime.now().strftime("%Y-%m-%d_%H%M%S")
     safe = name.replace("/", "-").replace(" ", "_")
-    out = Path(root) / f"{stamp}_{safe}"
+    root = Path(root)
+    if root.exists() and not root.is_dir():
+        raise InputError(f"--out / output.root {root} is a file, not a folder; pass a folder for the run folders")
+    out = root / f"{stamp}_{safe}"
     n = 1
     while out.exists():
         n += 1
-        out = Path(root) / f"{stamp}_{safe}_{n}"
-    out.mkdir(parents=True)
+        out = root / f"{stamp}_{safe}_{n}"
+    try:
+        out.mkdir(parents=True)
+    except OSError as exc:
+        raise InputError(f"cannot make a run folder under --out / output.root {root}: {exc.strerror}; "
+                         "pass a folder you can write to") from None
     return out
 
 
@@ -143,31 +205,37 @@ def peak_rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
 
 
-def run_slam(cfg: Config, inputs: RunInputs, out_dir: Optional[Path] = None, live: bool = False, quiet: bool = False,
+def run_slam(cfg: Config, inputs: RunInputs, out_dir: Optional[Path] = None, live: bool = False,
              feature_worker: Optional[FeatureWorker] = None) -> dict:
-    """Run the system over inputs.source; write the run folder; return metrics.json's content.
+    """Run the system over ``inputs.source``; write the run folder; return metrics.json's content.
 
-    feature_worker: a feature process started in advance (slam.runtime.process_frontend), used
+    The configuration is resolved completely first (``slam.system.resolve_config``: auto
+    features and matcher, the device, ``runtime.live``), so config.yaml records what ran.
+    feature_worker: a feature process started in advance (slam.runtime.feature_process), used
     when this run puts its features in a process and the worker fits; the caller closes it.
-    numpy's BLAS is limited to ``cfg.runtime.blas_threads`` for the run (slam.runtime.blas)."""
+    numpy's BLAS is limited to ``cfg.runtime.blas_threads`` for the run (slam.runtime.blas).
+    SIGINT, SIGTERM and SIGHUP stop the run; what it has is written, with status "stopped" and
+    the signal in ``metrics["signal"]``. A run that tracks no frame, or a smaller share than
+    ``cfg.min_tracked_pct``, ends with status "failed" and ``metrics["failure"]`` saying why.
+    """
     from slam.runtime.blas import blas_threads
+    from slam.system import resolve_config
 
+    cfg = resolve_config(cfg, live=live)
     with blas_threads(cfg.runtime.blas_threads):
-        return _run_slam(cfg, inputs, out_dir, live, quiet, feature_worker)
+        return _run(cfg, inputs, out_dir, feature_worker)
 
 
-def _run_slam(cfg: Config, inputs: RunInputs, out_dir: Optional[Path], live: bool, quiet: bool,
-              feature_worker: Optional[FeatureWorker]) -> dict:
-    from slam.runtime.pipeline import Pipeline, handle_sigint
-    from slam.runtime.sync import SyncRunner
+def _run(cfg: Config, inputs: RunInputs, out_dir: Optional[Path], feature_worker: Optional[FeatureWorker]) -> dict:
+    from slam.runtime.runner import handle_signals
+    from slam.runtime.threaded import make_runner
+    from slam.viz import create_viewer
 
     out_dir = out_dir or make_run_dir(cfg.output.root, inputs.name)
-    out_dir.mkdir(parents=True, exist_ok=True)
     handler = _attach_log(out_dir / "run.log")
     (out_dir / "config.yaml").write_text(dump_yaml(cfg))
     log.info("input: %s", inputs.info)
     rt = cfg.runtime
-    rt.live = live or rt.live
     frontend_proc = None
     source = inputs.source
     if use_process_frontend(rt.feature_stage, rt.threaded, resolve_device(cfg.device).type):
@@ -178,45 +246,44 @@ def _run_slam(cfg: Config, inputs: RunInputs, out_dir: Optional[Path], live: boo
         source = frontend_proc
     try:
         system = build_system(cfg, inputs.camera)
+        viewer = create_viewer(cfg.viewer, camera=inputs.camera) if cfg.viewer != "none" else None
     except BaseException:
         if frontend_proc is not None:
             frontend_proc.close()
+        logging.getLogger("slam").removeHandler(handler)
+        handler.close()
         raise
     log.info("features: %s, matcher: %s, mode: %s, device: %s, feature process: %s", cfg.features, cfg.matcher, cfg.mode,
              system.device,
              "no" if frontend_proc is None else ("yes (started in advance)" if frontend_proc.reused_worker else "yes"))
     stages = system.stages[1:] if frontend_proc is not None else system.stages
-    runner_cls = Pipeline if rt.threaded else SyncRunner
-    viewer = _make_viewer(cfg, inputs.camera)
 
     def progress() -> dict:
-        info = system.progress_info()
         if viewer is not None:
             viewer.update(snapshot(system))
-        return info
+        return system.progress_info()
 
-    run_rt = rt
-    if rt.sync_mapping and not system.needs_sync_mapping:
-        # the mapping handoff orders map updates itself; the runtime need not wait for mapping
-        run_rt = dataclasses.replace(rt, sync_mapping=False)
-    runner = runner_cls(source, stages, run_rt, progress_fn=progress, total=inputs.n_frames)
+    runner = make_runner(source, stages, rt, progress_fn=progress, total=inputs.n_frames)
     t0 = time.perf_counter()
     stats = None
     error: Optional[BaseException] = None
-    status = "finished"
+    signal_name = None
     try:
-        with handle_sigint(runner, log):
+        with handle_signals(runner, log) as sig:
             stats = runner.run()
-        status = getattr(stats, "status", "finished")
+        signal_name = sig.name
     except BaseException as exc:  # noqa: BLE001 - written below, then re-raised
         error = exc
-        status = "failed"
     finally:
         if frontend_proc is not None:
             frontend_proc.close()
     wall = time.perf_counter() - t0
+    status = stats.status if stats is not None else ("stopped" if isinstance(error, KeyboardInterrupt) else "failed")
     try:
         metrics = _finish(cfg, system, inputs, out_dir, stats, wall, status, error)
+        if signal_name is not None:
+            metrics["signal"] = signal_name
+            (out_dir / "metrics.json").write_text(json.dumps(metrics, indent=2, default=_json_default))
     finally:
         if viewer is not None:
             viewer.close()
@@ -226,14 +293,6 @@ def _run_slam(cfg: Config, inputs: RunInputs, out_dir: Optional[Path], live: boo
     if error is not None:
         raise error
     return metrics
-
-
-def _make_viewer(cfg: Config, camera: PinholeCamera):
-    if cfg.viewer == "none":
-        return None
-    from slam.viz.open3d_viewer import Open3DViewer
-
-    return Open3DViewer(camera=camera)
 
 
 def snapshot(system: SLAMSystem):
@@ -253,11 +312,12 @@ def snapshot(system: SLAMSystem):
 
 
 def _finish(cfg: Config, system: SLAMSystem, inputs: RunInputs, out_dir: Path, stats, wall: float, status: str, error) -> dict:
+    """Write the trajectory, map, metrics and pictures of a run that ended (whatever the reason)."""
     from slam.io.ply import write_ply
     from slam.io.trajectory import write_euroc, write_kitti, write_tum
 
     gba = None
-    if status in ("finished", "completed"):
+    if status == "completed":
         try:
             gba = system.finish()
         except Exception as exc:  # noqa: BLE001 - keep the trajectory anyway
@@ -265,19 +325,27 @@ def _finish(cfg: Config, system: SLAMSystem, inputs: RunInputs, out_dir: Path, s
     idx, ts, traj = system.trajectory()
     n_in = len(system.tracking_stage.results)
     write_tum(out_dir / "trajectory.txt", ts, traj, header={"n_frames": n_in, "sequence": inputs.name, "mode": cfg.mode})
-    if cfg.output.kitti:
+    if cfg.output.kitti or "kitti" in inputs.trajectory_formats:
         write_kitti(out_dir / "trajectory_kitti.txt", traj)
-    if cfg.output.euroc:
+        if len(ts) < n_in:
+            log.info("trajectory_kitti.txt holds the %d tracked frames of %d (KITTI files have no timestamps: "
+                     "evaluate trajectory.txt, which has them)", len(ts), n_in)
+    if cfg.output.euroc or "euroc" in inputs.trajectory_formats:
         write_euroc(out_dir / "trajectory_euroc.csv", ts, traj)
     kts, kposes = system.keyframe_trajectory()
     write_tum(out_dir / "keyframes.txt", kts, kposes)
     pts, col = system.map.snapshot_points()
     if cfg.output.ply:
         write_ply(out_dir / "map.ply", pts, col)
-    results = system.tracking_stage.results
-    first_ok = next((i for i, r in enumerate(results) if r.state == "OK"), None)
-    n_after_init = n_in - first_ok if first_ok is not None else 0
-    n_ok_after = sum(1 for r in results[first_ok:] if r.state == "OK") if first_ok is not None else 0
+    tracked_pct = 100.0 * len(ts) / max(n_in, 1)
+    failure = None
+    if status == "completed" and len(ts) == 0:
+        failure = _nothing_tracked(n_in, cfg.mode, system.tracking_stage.results)
+    elif status == "completed" and tracked_pct < cfg.min_tracked_pct:
+        failure = f"{tracked_pct:.1f}% of the frames were tracked, below min_tracked_pct={cfg.min_tracked_pct:g}"
+    if failure is not None:
+        status = "failed"
+        log.error("run failed: %s", failure)
     metrics: dict[str, Any] = {
         "sequence": inputs.name,
         "run_dir": str(out_dir),
@@ -288,34 +356,29 @@ def _finish(cfg: Config, system: SLAMSystem, inputs: RunInputs, out_dir: Path, s
         "device": str(system.device),
         "frames_in": n_in,
         "frames_tracked": int(len(ts)),
-        "tracked_pct": 100.0 * len(ts) / max(n_in, 1),
-        "tracked_after_init_pct": 100.0 * n_ok_after / max(n_after_init, 1),
-        "init_frame": first_ok,
-        "lost_events": system.tracker.n_lost,
-        "relocalisations": system.tracker.n_relocalised,
-        "keyframes": len(system.map.keyframes),
+        "tracked_pct": tracked_pct,
         "map_points": int(len(pts)),
         "wall_s": wall,
         "fps": n_in / max(wall, 1e-9),
         "peak_rss_mb": peak_rss_mb(),
         "global_ba": gba,
-        "mapping_ms": {k: (float(np.mean(v)) if v else 0.0) for k, v in system.mapper.timings.items()},
-        "local_ba_count": system.mapper.n_ba,
-        "tracking_waited_for_mapping_ms": float(sum(system.handoff.wait_ms)) if system.handoff is not None else None,
-        "mapping_yielded_to_tracking_ms": float(system.load.yield_ms) if system.load is not None else None,
-        "culled_keyframes": system.mapper.n_culled_kfs,
-        "mapping_jobs_skipped": system.mapper.n_skipped,
-        "local_ba_aborted": system.mapper.n_ba_aborted,
+        **system.stats(),
     }
+    if failure is not None:
+        metrics["failure"] = failure
     if stats is not None:
         metrics["runtime"] = stats.to_dict()
     if error is not None:
         metrics["error"] = f"{type(error).__name__}: {error}"
     if inputs.groundtruth is not None and len(ts) > 2:
         try:
-            from slam.eval import evaluate
+            from slam.eval import evaluate, mono_alignment
 
-            ev = evaluate(inputs.groundtruth, (ts, traj), mono=cfg.mode == "mono", n_frames_total=n_in)
+            ev = evaluate(inputs.groundtruth, (ts, traj), mono=mono_alignment(cfg.mode), n_frames_total=n_in,
+                          kitti_metrics=inputs.dataset == "kitti")
+            if inputs.groundtruth_note:
+                ev["groundtruth"] = inputs.groundtruth_note
+                log.info("ground truth: %s", inputs.groundtruth_note)
             metrics["eval"] = ev
         except Exception as exc:  # noqa: BLE001
             log.error("evaluation failed: %s", exc)
@@ -324,6 +387,17 @@ def _finish(cfg: Config, system: SLAMSystem, inputs: RunInputs, out_dir: Path, s
     (out_dir / "metrics.json").write_text(json.dumps(metrics, indent=2, default=_json_default))
     log.info("run folder: %s", out_dir)
     return metrics
+
+
+def _nothing_tracked(n_in: int, mode: str, results: list) -> str:
+    """Why a run tracked no frame, and what to check."""
+    if not n_in:
+        return "no frame could be read"
+    if mode == "mono" and not any(r.state == "OK" for r in results):
+        return (f"no frame of {n_in} was tracked: the monocular map never initialised, which needs the camera to move "
+                "sideways enough for parallax; check the calibration, or run a longer stretch or another mode (--mode)")
+    return (f"no frame of {n_in} was tracked; check the calibration (--calib or the dataset's own), the mode (--mode) "
+            "and that the images show a textured scene")
 
 
 def _write_pictures(system, inputs, out_dir, ts, traj) -> None:
@@ -337,7 +411,9 @@ def _write_pictures(system, inputs, out_dir, ts, traj) -> None:
         try:
             from slam.eval import evaluate_full, plot_evaluation
 
-            res, details = evaluate_full(inputs.groundtruth, (ts, traj), system.cfg.mode == "mono", 0.02, None, 0.0, 1.0)
+            from slam.eval import mono_alignment
+
+            res, details = evaluate_full(inputs.groundtruth, (ts, traj), mono_alignment(system.cfg.mode), 0.02, None, 0.0, 1.0)
             plot_evaluation(details, res, out_dir / "trajectory.png", title=inputs.name)
         except Exception as exc:  # noqa: BLE001
             log.warning("could not plot trajectory.png: %s", exc)
@@ -366,4 +442,15 @@ def summary_lines(m: dict) -> list[str]:
         lines.append(
             f"ATE RMSE {ev['ate_rmse_m'] * 100:.2f} cm ({ev['alignment']}), RPE {ev['rpe_trans_rmse_m'] * 100:.2f} cm / {ev['rpe_rot_rmse_deg']:.3f} deg per frame"
         )
+        if "kitti_t_err_pct" in ev:
+            lines.append(_kitti_line(ev))
+        if ev.get("groundtruth"):
+            lines.append(f"ground truth: {ev['groundtruth']}")
     return lines
+
+
+def _kitti_line(ev: dict) -> str:
+    if ev.get("kitti_t_err_pct") is None:
+        return f"KITTI relative error: n/a ({ev.get('kitti_note', '')})"
+    return (f"KITTI relative error: {ev['kitti_t_err_pct']:.2f} % translation, {ev['kitti_r_err_deg_per_100m']:.3f} deg/100 m "
+            f"over {ev['kitti_segments']} segments of {ev['kitti_lengths_m']} m")

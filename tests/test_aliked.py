@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 import torch
 
+from slam.errors import WeightsError
 from slam.features.aliked import (
     ALIKED,
     ALIKED_MODELS,
@@ -16,13 +17,13 @@ from slam.features.aliked import (
     simple_nms,
 )
 from slam.features.base import Extractor
-from slam.weights import WeightsNotFoundError, resolve_weights
+from slam.weights import resolve_weights
 
 
 def weights_or_skip(name: str):
     try:
         return resolve_weights(name)
-    except WeightsNotFoundError as exc:  # message names `python -m slam weights install NAME`
+    except WeightsError as exc:  # message names `python -m slam weights install NAME`
         pytest.skip(f"{name} weights not installed: {exc}")
 
 
@@ -161,7 +162,7 @@ def test_bad_inputs_raise_clear_errors():
         random_aliked(precision="half")
     with pytest.raises(ValueError, match="not an ALIKED checkpoint"):
         ALIKED(ALIKEDConfig(), "cpu", state_dict={"foo": torch.zeros(1)})
-    with pytest.raises(WeightsNotFoundError, match="aliked-n16"):
+    with pytest.raises(WeightsError, match="aliked-n16"):
         ALIKED(ALIKEDConfig(model="aliked-n99"), "cpu")
 
 

@@ -9,9 +9,10 @@ import cv2
 import numpy as np
 import pytest
 
+from slam.errors import InputError
 from slam.geometry.camera import PinholeCamera
 from slam.io.calibration import (
-    CalibrationError,
+    InputError,
     ViewSelector,
     board_object_points,
     calibrate_camera_main,
@@ -19,7 +20,7 @@ from slam.io.calibration import (
     detect_board,
     parse_board,
 )
-from slam.io.camera import CameraError, CameraSource, parse_camera_spec, parse_size
+from slam.io.camera import CameraSource, parse_camera_spec, parse_size
 
 BOARD = (9, 6)
 SQUARE = 0.025
@@ -140,14 +141,14 @@ def test_near_duplicate_views_are_rejected(board_views):
 
 
 def test_too_few_views_is_a_clear_error(board_views):
-    with pytest.raises(CalibrationError) as info:
+    with pytest.raises(InputError) as info:
         calibrate_from_images(board_views[:4] + [np.zeros((480, 640, 3), np.uint8)], board=BOARD, min_views=10)
     msg = str(info.value)
     assert "found in 4 of 5 images" in msg and "at least 10" in msg and "INNER corners" in msg
 
 
 def test_wrong_board_size_finds_nothing(board_views):
-    with pytest.raises(CalibrationError, match="found in 0 of 1"):
+    with pytest.raises(InputError, match="found in 0 of 1"):
         calibrate_from_images(board_views[:1], board=(7, 5), min_views=3)
 
 
@@ -165,7 +166,7 @@ def test_view_selector_coverage():
 
 def test_parse_board():
     assert parse_board("9x6") == (9, 6)
-    with pytest.raises(CalibrationError, match="COLSxROWS"):
+    with pytest.raises(InputError, match="COLSxROWS"):
         parse_board("nine")
 
 
@@ -256,30 +257,30 @@ def test_camera_source_loop_max_frames_and_realtime(tmp_path):
 
 def test_camera_source_resize_to_calibration(tmp_path):
     video = write_video(tmp_path / "v.avi", 3, size=(320, 240))
-    calib = PinholeCamera(160, 120, 150.0, 150.0, 80.0, 60.0)
+    calib = PinholeCamera(width=160, height=120, fx=150.0, fy=150.0, cx=80.0, cy=60.0)
     frames = list(CameraSource(str(video), calib=calib, resize="160x120"))
     assert frames[0].image.shape == (120, 160, 3)
 
 
 def test_camera_errors_are_clear(tmp_path):
-    with pytest.raises(CameraError, match="no such file"):
+    with pytest.raises(InputError, match="no such file"):
         CameraSource(str(tmp_path / "missing.mp4"))
-    with pytest.raises(CameraError, match=r"/dev/video\d+|cannot open camera"):
+    with pytest.raises(InputError, match=r"/dev/video\d+|cannot open camera"):
         CameraSource(57)
     bogus = tmp_path / "not_a_video.avi"
     bogus.write_bytes(b"this is not a video")
-    with pytest.raises(CameraError, match="cannot open|no frames"):
+    with pytest.raises(InputError, match="cannot open|no frames"):
         CameraSource(str(bogus))
     video = write_video(tmp_path / "v.avi", 3, size=(160, 120))
-    with pytest.raises(CameraError) as info:
-        CameraSource(str(video), calib=PinholeCamera(640, 480, 500.0, 500.0, 320.0, 240.0))
+    with pytest.raises(InputError) as info:
+        CameraSource(str(video), calib=PinholeCamera(width=640, height=480, fx=500.0, fy=500.0, cx=320.0, cy=240.0))
     msg = str(info.value)
     assert "160x120" in msg and "640x480" in msg and "--resize" in msg and "calibrate" in msg.lower()
-    with pytest.raises(CameraError, match="slam calibrate"):
+    with pytest.raises(InputError, match="slam calibrate"):
         CameraSource(str(video), calib=tmp_path / "missing.yaml")
     bad_yaml = tmp_path / "bad.yaml"
     bad_yaml.write_text("width: 160\nheight: 120\n")
-    with pytest.raises(CameraError, match="missing camera key"):
+    with pytest.raises(InputError, match="missing camera key"):
         CameraSource(str(video), calib=bad_yaml)
 
 
@@ -289,5 +290,5 @@ def test_camera_spec_parsing():
     assert parse_camera_spec("rtsp://cam/stream")[0] == "url"
     assert parse_camera_spec("clip.mp4") == ("file", "clip.mp4")
     assert parse_size("640x480") == (640, 480)
-    with pytest.raises(CameraError, match="WIDTHxHEIGHT"):
+    with pytest.raises(InputError, match="WIDTHxHEIGHT"):
         parse_size("big")

@@ -2,6 +2,7 @@
 import numpy as np
 import pytest
 
+from slam.errors import InputError
 from slam.geometry.camera import PinholeCamera
 
 FR1 = dict(width=640, height=480, fx=517.306408, fy=516.469215, cx=318.643040, cy=255.313989,
@@ -47,7 +48,7 @@ def test_project_matches_distort_of_pinhole_and_unproject():
 
 
 def test_no_distortion_is_identity():
-    cam = PinholeCamera(640, 480, 500.0, 500.0, 320.0, 240.0)
+    cam = PinholeCamera(width=640, height=480, fx=500.0, fy=500.0, cx=320.0, cy=240.0)
     assert not cam.has_distortion
     uv = grid(cam, 50)
     np.testing.assert_array_equal(cam.undistort_points(uv), uv)
@@ -87,4 +88,29 @@ def test_yaml_round_trip_and_errors(tmp_path):
     with pytest.raises(ValueError, match="does not exist"):
         PinholeCamera.from_yaml(tmp_path / "missing.yaml")
     with pytest.raises(ValueError):
-        PinholeCamera(640, 480, 500, 500, 320, 240, dist=(0.1, 0.2))
+        PinholeCamera(width=640, height=480, fx=500, fy=500, cx=320, cy=240, dist=(0.1, 0.2))
+
+
+def test_arguments_are_keyword_only_and_the_principal_point_lies_in_the_image():
+    with pytest.raises(TypeError):
+        PinholeCamera(640, 480, 500.0, 500.0, 320.0, 240.0)  # positional: width and fx could be swapped
+    with pytest.raises(InputError, match="cx=640.0 must lie inside"):
+        PinholeCamera(width=520, height=520, fx=320.0, fy=240.0, cx=640.0, cy=480.0)  # the old test's argument order
+    with pytest.raises(InputError, match="cy"):
+        PinholeCamera(width=640, height=480, fx=500.0, fy=500.0, cx=320.0, cy=-1.0)
+    with pytest.raises(InputError, match="fx must be positive"):
+        PinholeCamera(width=640, height=480, fx=-5.0, fy=500.0, cx=320.0, cy=240.0)
+    with pytest.raises(InputError, match="fy must be a number, got 'abc'"):
+        PinholeCamera(width=640, height=480, fx=500.0, fy="abc", cx=320.0, cy=240.0)
+
+
+def test_camera_nested_layout_of_the_manifests_is_accepted(tmp_path):
+    f = tmp_path / "cam.yaml"
+    f.write_text("camera: {width: 640, height: 480, fx: 517.3, fy: 516.5, cx: 318.6, cy: 255.3}\n"
+                 "dist: [0.2624, -0.9531, -0.0054, 0.0026, 1.1633]\n")
+    cam = PinholeCamera.from_yaml(f)
+    assert (cam.width, cam.fx, cam.cy) == (640, 517.3, 255.3)
+    assert cam.dist == (0.2624, -0.9531, -0.0054, 0.0026, 1.1633)
+    f.write_text("camera: {width: 640, height: 480, fx: 517.3, fy: abc, cx: 318.6, cy: 255.3}\n")
+    with pytest.raises(InputError, match="cam.yaml.*fy must be a number"):
+        PinholeCamera.from_yaml(f)

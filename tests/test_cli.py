@@ -58,13 +58,14 @@ def test_unknown_sequence_is_exit_2_naming_it(capsys):
 
 
 def test_missing_data_for_known_sequence_names_paths_and_download(capsys, tmp_path):
-    from slam.io.sequences import SequenceNotFoundError, find_sequence
+    from slam.io.sequences import find_sequence
+    from slam.errors import InputError
 
     nowhere = tmp_path / "nowhere"
     try:
         find_sequence("tum/fr1_desk", nowhere)
         pytest.skip("fr1_desk is present in a data root of this machine")
-    except SequenceNotFoundError:
+    except InputError:
         pass
     assert call(["run", "--seq", "tum/fr1_desk", "--data-root", str(nowhere)]) == 2
     err = capsys.readouterr().err
@@ -300,7 +301,7 @@ def test_no_feature_process_is_started_for_runs_that_will_not_use_one(argv, monk
     (tmp_path / "sync.yaml").write_text("runtime:\n  threaded: false\n")
     monkeypatch.setattr("os.cpu_count", lambda: 4)
     args = cli.build_parser().parse_args(argv)
-    assert cli.start_feature_worker(args) is None
+    assert cli.start_feature_worker(cli._load_cfg(args)) is None
 
 
 def test_feature_process_started_first_takes_the_queue_size_of_the_config(monkeypatch, tmp_path):
@@ -310,12 +311,12 @@ def test_feature_process_started_first_takes_the_queue_size_of_the_config(monkey
         pytest.skip("device auto on a machine with an NVIDIA driver: no feature process is started")
     (tmp_path / "q.yaml").write_text("runtime:\n  queue_size: 5\n")
     monkeypatch.setattr("os.cpu_count", lambda: 4)
-    w = cli.start_feature_worker(cli.build_parser().parse_args(["run", "-c", "q.yaml"]))
+    w = cli.start_feature_worker(cli._load_cfg(cli.build_parser().parse_args(["run", "-c", "q.yaml"])))
     try:
         assert w is not None and w.queue_size == 5 and w.fits(5, 1) and not w.fits(8, 1)
     finally:
         w.close()
-    w = cli.start_feature_worker(cli.build_parser().parse_args(["bench", "--seq", "x", "-c", "q.yaml", "runtime.queue_size=7"]))
+    w = cli.start_feature_worker(cli._load_cfg(cli.build_parser().parse_args(["bench", "--seq", "x", "-c", "q.yaml", "runtime.queue_size=7"])))
     try:
         assert w is not None and w.queue_size == 7
     finally:

@@ -8,7 +8,8 @@ from typing import Optional
 import pytest
 import yaml
 
-from slam.config import Config, ConfigError, apply_dict, dump_yaml, load_config, parse_override
+from slam.config import Config, apply_dict, dump_yaml, load_config, parse_override
+from slam.errors import ConfigError
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 SHIPPED_CONFIGS = sorted((REPO_ROOT / "configs").glob("*.yaml"))
@@ -38,9 +39,9 @@ def test_defaults_validate_and_have_expected_values():
 def test_defaults_are_independent_instances():
     a, b = Config(), Config()
     a.tracking.keyframes.min_interval = 99
-    a.runtime.sync_stages.append("x")
+    a.superglue.keypoint_encoder.append(7)
     assert b.tracking.keyframes.min_interval != 99
-    assert "x" not in b.runtime.sync_stages
+    assert 7 not in b.superglue.keypoint_encoder
 
 
 def test_dump_yaml_round_trips():
@@ -67,11 +68,10 @@ def test_yaml_then_overrides_apply_in_order(tmp_path):
 
 def test_nested_override_keys():
     cfg = load_config(overrides=["tracking.keyframes.min_interval=3", "runtime.threaded=false",
-                                 "runtime.sync_stages=[mapping, tracking]", "superglue.keypoint_encoder=[8, 16]"])
+                                 "superglue.keypoint_encoder=[8, 16]"])
     assert cfg.tracking.keyframes.min_interval == 3
     assert isinstance(cfg.tracking.keyframes.min_interval, int)
     assert cfg.runtime.threaded is False
-    assert cfg.runtime.sync_stages == ["mapping", "tracking"]
     assert cfg.superglue.keypoint_encoder == [8, 16]
 
 
@@ -151,7 +151,9 @@ def test_unknown_key_in_yaml_names_the_file(tmp_path):
     ("tracking.min_inliers=abc", "tracking.min_inliers"),
     ("tracking.bf=[1, 2]", "tracking.bf"),
     ("runtime.threaded=maybe", "runtime.threaded"),
-    ("runtime.sync_stages=7", "runtime.sync_stages"),
+    ("superglue.keypoint_encoder=7", "superglue.keypoint_encoder"),
+    ("orb.n_features=1500.7", "orb.n_features"),
+    ("orb.n_features=true", "orb.n_features"),
 ])
 def test_bad_type_is_config_error_naming_the_key(override, key):
     with pytest.raises(ConfigError, match=key.replace(".", r"\.")):
@@ -211,3 +213,34 @@ def test_shipped_tum_configs_content():
     assert rgbd.features == mono.features == "orb"
     assert rgbd.matcher == mono.matcher == "nn"
     assert rgbd.tracking.keyframes.min_interval == 8
+
+
+@pytest.mark.parametrize("override, key, words", [
+    ("orb.n_features=-5", "orb.n_features", ">= 1"),
+    ("orb.n_features=0", "orb.n_features", ">= 1"),
+    ("orb.scale_factor=1.0", "orb.scale_factor", "> 1.0"),
+    ("tracking.match_ratio=1.5", "tracking.match_ratio", "<= 1.0"),
+    ("runtime.queue_size=0", "runtime.queue_size", ">= 1"),
+    ("max_frames=-3", "max_frames", ">= 0"),
+    ("superglue.keypoint_encoder=[8, -1]", "superglue.keypoint_encoder", ">= 1"),
+    ("superpoint.precision=fp8", "superpoint.precision", "choose one of"),
+    ("mapping.triangulation_match=all", "mapping.triangulation_match", "choose one of"),
+])
+def test_values_out_of_their_declared_range_are_config_errors(override, key, words):
+    with pytest.raises(ConfigError) as err:
+        load_config(overrides=[override])
+    assert key in str(err.value) and words in str(err.value)
+
+
+def test_whole_numbers_are_taken_for_int_keys():
+    assert load_config(overrides=["orb.n_features=1500.0"]).orb.n_features == 1500
+    assert load_config(overrides=["orb.n_features=1500"]).orb.n_features == 1500
+
+
+def test_config_module_is_light():
+    import subprocess
+    import sys
+
+    code = "import sys, slam.config; print('torch' in sys.modules)"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.strip()
+    assert out == "False"

@@ -7,17 +7,18 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from slam.errors import WeightsError
 from slam.features.aliked import images_to_tensor
 from slam.features.base import Extractor
 from slam.features.disk import DISK, DISKConfig, DISKNet, heatmap_nms_topk
-from slam.weights import WeightsNotFoundError, resolve_weights
+from slam.weights import resolve_weights
 
 
 def weights_or_skip(name: str = "disk-depth-save"):
     for alias in (name, "disk-depth"):
         try:
             return resolve_weights(alias)
-        except WeightsNotFoundError as exc:  # message names `python -m slam weights install NAME`
+        except WeightsError as exc:  # message names `python -m slam weights install NAME`
             last = exc
     pytest.skip(f"DISK weights not installed: {last}")
 
@@ -123,7 +124,7 @@ def test_bad_config_and_weights_raise_clear_errors():
         random_disk(precision="fp16")
     with pytest.raises(ValueError, match="not a DISK checkpoint"):
         DISK(DISKConfig(), "cpu", state_dict={"extractor": {"x": torch.zeros(1)}})
-    with pytest.raises(WeightsNotFoundError):
+    with pytest.raises(WeightsError):
         DISK(DISKConfig(weights="/nonexistent/disk.pth"), "cpu")
 
 

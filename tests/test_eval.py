@@ -7,8 +7,8 @@ import numpy as np
 import pytest
 from scipy.spatial.transform import Rotation
 
+from slam.errors import InputError
 from slam.eval import eval_main, evaluate
-from slam.io.errors import DatasetError
 from slam.io.trajectory import write_kitti, write_tum
 
 
@@ -150,22 +150,22 @@ def test_kitti_files_are_matched_by_index(tmp_path):
     r = evaluate(tmp_path / "gt.txt", tmp_path / "est.txt")
     assert r["n_matched"] == 120 and r["ate_rmse_m"] < 1e-6
     write_kitti(tmp_path / "short.txt", gt_poses[:100])
-    with pytest.raises(DatasetError, match="matched by line"):
+    with pytest.raises(InputError, match="matched by line"):
         evaluate(tmp_path / "gt.txt", tmp_path / "short.txt")
 
 
 def test_errors_name_file_and_fix(tmp_path):
     gt = _ground_truth()
     write_tum(tmp_path / "gt.txt", *gt)
-    with pytest.raises(DatasetError, match=r"missing.txt: estimated file not found.*--est"):
+    with pytest.raises(InputError, match=r"missing.txt: estimated file not found.*--est"):
         evaluate(tmp_path / "gt.txt", tmp_path / "missing.txt")
     (tmp_path / "bad.txt").write_text("1305031102.0 0 0 0 0 0 0 1\n1305031102.1 0 0 0 0 0 1\n")
-    with pytest.raises(DatasetError, match=r"bad.txt:2"):
+    with pytest.raises(InputError, match=r"bad.txt:2"):
         evaluate(tmp_path / "gt.txt", tmp_path / "bad.txt")
     later_ts, later_poses = _estimate_from(*gt)
-    with pytest.raises(DatasetError, match=r"within 0.02 s .*--offset"):
+    with pytest.raises(InputError, match=r"within 0.02 s .*--offset"):
         evaluate(tmp_path / "gt.txt", (later_ts + 1000.0, later_poses))
-    with pytest.raises(DatasetError, match="no poses"):
+    with pytest.raises(InputError, match="no poses"):
         evaluate(tmp_path / "gt.txt", (np.zeros(0), np.zeros((0, 4, 4))))
 
 

@@ -14,6 +14,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from slam.errors import WeightsError
 from slam.matching.base import Matcher
 from slam.matching.lightglue import (
     LightGlue,
@@ -24,7 +25,7 @@ from slam.matching.lightglue import (
     filter_matches,
 )
 from slam.types import Features
-from slam.weights import WeightsNotFoundError, resolve_weights
+from slam.weights import resolve_weights
 
 W, H = 640, 480
 
@@ -71,7 +72,7 @@ def _features(k: torch.Tensor, d: torch.Tensor, size=(W, H)) -> Features:
 def _real_state_dict(name: str = "aliked_lightglue") -> dict:
     try:
         path = resolve_weights(name)
-    except WeightsNotFoundError as exc:
+    except WeightsError as exc:
         pytest.skip(str(exc))
     return torch.load(path, map_location="cpu", weights_only=True)
 
@@ -202,7 +203,7 @@ def test_released_weights_load_in_both_layouts():
 
 def test_missing_weights_error_gives_install_command(tmp_path, monkeypatch):
     monkeypatch.setenv("SLAM_WEIGHTS_DIR", str(tmp_path))
-    with pytest.raises(WeightsNotFoundError, match="python -m slam weights install disk_lightglue"):
+    with pytest.raises(WeightsError, match="python -m slam weights install disk_lightglue"):
         LightGlue(LightGlueConfig(features="disk"), "cpu")
     with pytest.raises(ValueError, match="lightglue.features='orb'"):
         LightGlue(LightGlueConfig(features="orb"), "cpu")
@@ -380,7 +381,7 @@ def test_churchill_homography_precision(shared_data: Path):
     sd = _real_state_dict()
     try:
         ext = aliked.ALIKED(aliked.ALIKEDConfig(max_keypoints=512), "cpu")
-    except WeightsNotFoundError as exc:
+    except WeightsError as exc:
         pytest.skip(str(exc))
     root = shared_data / "pairs" / "churchill"
     if not (root / "H_1_3").is_file():

@@ -7,76 +7,104 @@ import pytest
 import torch
 
 from slam.geometry.camera import PinholeCamera
+from slam.geometry.se3 import transform_points
 from slam.mapping.local_mapper import LocalMapper, MappingConfig
 from slam.mapping.map import Keyframe, Map
-from slam.system import MappingLoad, MappingStage
+from slam.optim.ba import BAProblem, BAStop
+from slam.runtime.schedule import LiveSchedule, MappingSchedule
+from slam.system import MappingStage
 from slam.tracking.tracker import KeyframeJob
 from slam.types import Features
 
+CAM = PinholeCamera(width=640, height=480, fx=520.0, fy=520.0, cx=320.0, cy=240.0)
 
-def _mapper(**cfg) -> LocalMapper:
+
+def _mapper(schedule=None, **cfg) -> LocalMapper:
+    """A real two-keyframe RGB-D map: 60 points in front of both cameras (0.1 m apart), each
+    keyframe observing every point at its exact projection with its depth, so fusion runs on
+    real keypoints and the local BA problem is a real one."""
+    rng = np.random.default_rng(0)
     m = Map(32, True)
+    xyz = np.c_[rng.uniform(-1, 1, 60), rng.uniform(-0.7, 0.7, 60), rng.uniform(2, 4, 60)]
+    desc = rng.integers(0, 256, (60, 32), dtype=np.uint8)
+    ids = None
     for k in range(2):
-        n = 20
-        m.add_keyframe(Keyframe(
-            id=m.new_keyframe_id(), frame_index=k, timestamp=float(k), cam_from_world=np.eye(4),
-            features=Features(torch.zeros(n, 2), torch.zeros(n), torch.zeros(n, 32, dtype=torch.uint8), (640, 480)),
-            kp_uv=np.zeros((n, 2)), kp_depth=np.zeros(n), kp_sigma2=np.ones(n), kp_color=np.zeros((n, 3), np.uint8),
-            desc=np.zeros((n, 32), np.uint8), point_ids=np.full(n, -1, dtype=np.int64)))
-    cam = PinholeCamera(520.0, 520.0, 320.0, 240.0, 640, 480)
-    mapper = LocalMapper(MappingConfig(**cfg), cam, m, matcher=None, mode="rgbd")
-    calls = []
-    mapper._fuse = lambda kf_id: calls.append(("fuse", kf_id))  # type: ignore[method-assign]
-    mapper._local_problem = lambda kf_id: calls.append(("ba problem", kf_id)) or "problem"  # type: ignore[method-assign]
-    mapper.calls = calls  # type: ignore[attr-defined]
-    return mapper
+        cam_from_world = np.eye(4)
+        cam_from_world[0, 3] = -0.1 * k
+        pc = transform_points(cam_from_world, xyz)
+        uv = CAM.project_undistorted(pc)
+        n = len(uv)
+        kf = Keyframe(
+            id=m.new_keyframe_id(), frame_index=k, timestamp=float(k), cam_from_world=cam_from_world,
+            features=Features(torch.as_tensor(uv, dtype=torch.float32), torch.ones(n), torch.as_tensor(desc), (640, 480)),
+            kp_uv=uv, kp_depth=pc[:, 2], kp_sigma2=np.ones(n), kp_color=np.zeros((n, 3), np.uint8),
+            desc=desc, point_ids=np.full(n, -1, dtype=np.int64))
+        m.add_keyframe(kf)
+        if ids is None:
+            ids = m.add_points(xyz, desc, np.zeros((n, 3), np.uint8), kf.id)
+        m.add_observations(kf.id, np.arange(n), ids)
+    return LocalMapper(MappingConfig(**cfg), CAM, m, matcher=None, mode="rgbd", schedule=schedule)
 
 
 def _job(kf_id: int = 1) -> KeyframeJob:
     return KeyframeJob(kf_id, np.zeros(0, dtype=np.int64))
 
 
-def test_mapping_load_requests_ba_stop_when_a_second_job_is_queued():
-    load = MappingLoad()
+class QueuedSchedule(MappingSchedule):
+    """A schedule whose backlog the test sets, with a BA stop handle."""
+
+    def __init__(self) -> None:
+        self.ba_stop = BAStop()
+        self.queued = False
+
+    def backlog(self) -> bool:
+        return self.queued
+
+
+def test_live_schedule_requests_ba_stop_when_a_second_job_is_queued():
+    load = LiveSchedule()
     load.add(1)
-    assert load.busy() and not load.backlog() and not load.ba_stop.requested
+    assert load.mapping_busy() and not load.backlog() and not load.ba_stop.requested
     load.add(1)  # tracking hands over another keyframe while the first is worked on
     assert load.backlog() and load.ba_stop.requested
     load.add(-1)
     assert not load.backlog()
 
 
-def test_mapping_stage_wires_backlog_and_ba_stop_into_the_mapper():
-    load = MappingLoad()
-    mapper = _mapper()
-    MappingStage(mapper, None, load)
-    assert mapper.backlog == load.backlog and mapper.ba_stop is load.ba_stop
-    dataset_mapper = _mapper()
-    MappingStage(dataset_mapper, None, None)  # dataset runs: no load, nothing depends on timing
-    assert dataset_mapper.backlog() is False and dataset_mapper.ba_stop is None
+def test_the_mapper_asks_its_schedule_and_the_default_never_skips():
+    load = LiveSchedule()
+    mapper = _mapper(load)
+    assert mapper.schedule is load and mapper.schedule.ba_stop is load.ba_stop
+    MappingStage(mapper, load)  # the stage patches nothing into the mapper
+    assert mapper.schedule is load
+    dataset_mapper = _mapper()  # dataset runs: nothing depends on timing
+    assert dataset_mapper.schedule.backlog() is False and dataset_mapper.schedule.ba_stop is None
 
 
 def test_prepare_skips_fusion_and_ba_when_another_job_is_queued():
-    mapper = _mapper()
+    sched = QueuedSchedule()
+    mapper = _mapper(sched)
     task = mapper.prepare(_job())
-    assert task.problem == "problem" and mapper.calls == [("fuse", 1), ("ba problem", 1)]
-    mapper.calls.clear()
-    mapper.backlog = lambda: True
+    assert isinstance(task.problem, BAProblem) and len(task.problem.point_ids) == 60
+    assert len(mapper.timings["fuse"]) == 1 and mapper.n_skipped == 0
+    sched.queued = True
     task = mapper.prepare(_job())
-    assert task is not None and task.problem is None and mapper.calls == []
+    assert task is not None and task.problem is None
+    assert len(mapper.timings["fuse"]) == 1  # no second fusion
     assert mapper.n_skipped == 1
 
 
 def test_prepare_ignores_backlog_when_switched_off():
-    mapper = _mapper(live_skip_when_queued=False)
-    mapper.backlog = lambda: True
+    load = LiveSchedule(skip_when_queued=False)
+    load.add(2)  # a job waits behind this one
+    mapper = _mapper(load)
+    assert not load.backlog() and load.ba_stop is None
     task = mapper.prepare(_job())
-    assert task.problem == "problem" and mapper.n_skipped == 0
+    assert isinstance(task.problem, BAProblem) and mapper.n_skipped == 0
 
 
 def test_optimize_skips_ba_for_a_job_that_arrived_after_prepare(monkeypatch):
     import slam.mapping.local_mapper as lm
-    from slam.optim.ba import BAStop
 
     ran = []
 
@@ -84,17 +112,26 @@ def test_optimize_skips_ba_for_a_job_that_arrived_after_prepare(monkeypatch):
         aborted, iterations = False, 10
 
     monkeypatch.setattr(lm, "bundle_adjust", lambda *a, **k: ran.append(k.get("stop")) or Result())
-    mapper = _mapper()
-    mapper.ba_stop = BAStop()
-    mapper.ba_stop.request()  # left over from an earlier job: reset before this BA
+    sched = QueuedSchedule()
+    mapper = _mapper(sched)
+    sched.ba_stop.request()  # left over from an earlier job: reset before this BA
     task = mapper.prepare(_job())
-    mapper.backlog = lambda: True
+    sched.queued = True
     mapper.optimize(task)
     assert ran == [] and task.result is None and mapper.n_ba_aborted == 1
-    mapper.backlog = lambda: False
+    sched.queued = False
     mapper.optimize(task)
-    assert ran == [mapper.ba_stop] and not mapper.ba_stop.requested  # reset, then armed for g2o
+    assert ran == [sched.ba_stop] and not sched.ba_stop.requested  # reset, then armed for g2o
     assert isinstance(task.result, Result) and mapper.n_ba_aborted == 1
+
+
+def test_a_real_local_ba_runs_and_commits_on_the_real_map():
+    mapper = _mapper()
+    before = mapper.map.keyframes[1].cam_from_world.copy()
+    mapper.map.keyframes[1].cam_from_world[0, 3] += 0.01  # 1 cm off: BA must pull it back
+    out = mapper.process(_job())
+    assert out is not None and mapper.n_ba == 1
+    assert np.abs(mapper.map.keyframes[1].cam_from_world[:3, 3] - before[:3, 3]).max() < 1e-3
 
 
 def test_blas_threads_limits_inside_the_block_only():
@@ -115,11 +152,12 @@ def test_blas_threads_limits_inside_the_block_only():
 
 
 def test_runtime_blas_threads_default_and_validation():
-    from slam.config import ConfigError, load_config
+    from slam.config import load_config
+    from slam.errors import ConfigError
 
     cfg = load_config([], [])
     assert cfg.runtime.blas_threads == 1
-    assert cfg.mapping.triangulation_match == "epipolar" and cfg.mapping.live_skip_when_queued
+    assert cfg.mapping.triangulation_match == "epipolar" and cfg.runtime.live_skip_when_queued
     with pytest.raises(ConfigError, match="triangulation_match"):
         load_config([], ["mapping.triangulation_match=all"])
     with pytest.raises(ConfigError, match="final_pose_refiner"):

@@ -18,10 +18,11 @@ import torch
 import torch.nn.functional as F
 
 from slam.matching.loftr.coarse import border_ok, dual_softmax, mutual_matches, optimal_transport
-from slam.matching.loftr.config import LoFTRConfig
+from slam.errors import ConfigError, InputError, WeightsError
+from slam.matching.config import LoFTRConfig
 from slam.matching.loftr.fine import expectation, gather_windows
 from slam.matching.loftr.matcher import LoFTR, default_temp_bug_fix
-from slam.matching.loftr.model import LoFTRNet, WeightsMismatch, read_checkpoint
+from slam.matching.loftr.model import LoFTRNet, read_checkpoint
 from slam.matching.loftr.transformer import linear_attention, sine_position_encoding
 
 REPO = Path(__file__).resolve().parents[1]
@@ -320,34 +321,34 @@ def test_wrong_shape_missing_and_unexpected_keys_are_named():
     sd = _random_state_dict()
     bad = dict(sd)
     bad["loftr_fine.layers.0.merge.weight"] = torch.zeros(128, 64)
-    with pytest.raises(WeightsMismatch, match=r"loftr_fine\.layers\.0\.merge\.weight: \(128, 64\)"):
+    with pytest.raises(WeightsError, match=r"loftr_fine\.layers\.0\.merge\.weight: \(128, 64\)"):
         LoFTR(LoFTRConfig(), "cpu", state_dict=bad)
     bad = {k: v for k, v in sd.items() if k != "backbone.layer3.0.conv2.weight"}
-    with pytest.raises(WeightsMismatch, match=r"missing keys \(1\): backbone\.layer3\.0\.conv2\.weight"):
+    with pytest.raises(WeightsError, match=r"missing keys \(1\): backbone\.layer3\.0\.conv2\.weight"):
         LoFTR(LoFTRConfig(), "cpu", state_dict=bad)
     bad = dict(sd, **{"loftr_coarse.layers.8.q_proj.weight": torch.zeros(256, 256)})
-    with pytest.raises(WeightsMismatch, match=r"unexpected keys \(1\): loftr_coarse\.layers\.8\.q_proj\.weight"):
+    with pytest.raises(WeightsError, match=r"unexpected keys \(1\): loftr_coarse\.layers\.8\.q_proj\.weight"):
         LoFTR(LoFTRConfig(), "cpu", state_dict=bad)
-    with pytest.raises(WeightsMismatch, match="optimal-transport"):
+    with pytest.raises(WeightsError, match="optimal-transport"):
         LoFTR(LoFTRConfig(match_type="dual_softmax"), "cpu", state_dict=_random_state_dict("sinkhorn"))
-    with pytest.raises(WeightsMismatch, match="coarse_matching.bin_score"):
+    with pytest.raises(WeightsError, match="coarse_matching.bin_score"):
         LoFTR(LoFTRConfig(match_type="sinkhorn"), "cpu", state_dict=sd)
 
 
 def test_unreadable_checkpoint_is_a_clear_error(tmp_path):
     path = tmp_path / "outdoor_ds.ckpt"
     path.write_bytes(b"not a checkpoint")
-    with pytest.raises(WeightsMismatch, match="cannot read LoFTR checkpoint"):
+    with pytest.raises(WeightsError, match="cannot read LoFTR checkpoint"):
         LoFTR(LoFTRConfig(weights=str(path)), "cpu")
 
 
 def test_missing_official_weights_say_where_they_are_published(tmp_path, monkeypatch):
-    from slam.weights import WeightsNotFoundError, resolve_weights
+    from slam.weights import resolve_weights
 
     monkeypatch.setenv("SLAM_WEIGHTS_DIR", str(tmp_path))
     for name, file in (("loftr_indoor", "indoor_ds_new.ckpt"), ("loftr_outdoor", "outdoor_ds.ckpt"),
                        ("loftr_indoor_ot", "indoor_ot.ckpt")):
-        with pytest.raises(WeightsNotFoundError) as exc:
+        with pytest.raises(WeightsError) as exc:
             resolve_weights(name)
         msg = str(exc.value)
         assert file in msg and "github.com/zju3dv/LoFTR" in msg and "Apache-2.0" in msg and str(tmp_path) in msg
@@ -363,11 +364,15 @@ def test_positional_encoding_variant_follows_the_checkpoint_name():
 
 
 def test_config_validation_names_the_key():
-    with pytest.raises(ValueError, match="loftr.match_type"):
-        LoFTRConfig(match_type="nearest").validate()
-    with pytest.raises(ValueError, match="loftr.precision"):
-        LoFTRConfig(precision="int8").validate()
-    with pytest.raises(ValueError, match="fp16 needs a CUDA"):
+    from slam.config import load_config
+
+    with pytest.raises(ConfigError, match="loftr.match_type"):
+        load_config([], ["matcher=loftr", "loftr.match_type=nearest"])
+    with pytest.raises(ConfigError, match="loftr.precision"):
+        LoFTR(LoFTRConfig(precision="int8"), "cpu", state_dict=_random_state_dict())
+    with pytest.raises(ConfigError, match="loftr.threshold"):
+        load_config([], ["loftr.threshold=1.5"])
+    with pytest.raises(ConfigError, match="fp16 needs a CUDA"):
         LoFTR(LoFTRConfig(precision="fp16"), "cpu", state_dict=_random_state_dict())
 
 
@@ -456,11 +461,11 @@ def test_input_forms_agree_and_resizing_keeps_original_pixels(matcher):
 
 
 def test_bad_images_are_clear_errors(matcher):
-    with pytest.raises(ValueError, match="at least 8x8"):
+    with pytest.raises(InputError, match="at least 8x8"):
         matcher.match_images(np.zeros((5, 40), np.uint8), np.zeros((40, 40), np.uint8))
-    with pytest.raises(ValueError, match=r"\[0, 1\]"):
+    with pytest.raises(InputError, match=r"\[0, 1\]"):
         matcher.match_images(np.full((40, 40), 200.0, np.float32), np.zeros((40, 40), np.uint8))
-    with pytest.raises(ValueError, match="grey"):
+    with pytest.raises(InputError, match="grey"):
         matcher.match_images(np.zeros((2, 40, 40, 3), np.uint8), np.zeros((40, 40), np.uint8))
 
 

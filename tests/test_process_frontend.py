@@ -1,5 +1,6 @@
 """The reader + feature stage in a child process (slam.runtime.process_frontend) and the
-mapping handoff (slam.system.MappingHandoff) that lets bundle adjustment overlap tracking."""
+mapping schedules (slam.runtime.schedule): the dataset handoff that lets bundle adjustment overlap
+tracking, and the live schedule."""
 from __future__ import annotations
 
 import functools
@@ -10,10 +11,12 @@ from dataclasses import dataclass
 import numpy as np
 import pytest
 
-from slam.runtime.pipeline import Pipeline, RuntimeConfig, StageError
-from slam.runtime.process_frontend import ProcessFrontend, use_process_frontend
+from slam.runtime.config import RuntimeConfig
+from slam.runtime.runner import StageError
+from slam.runtime.threaded import make_runner
+from slam.runtime.feature_process import ProcessFrontend, use_process_frontend
 from slam.runtime.stats import StatsCollector
-from slam.runtime.sync import Item, SyncRunner
+from slam.runtime.runner import Item, SyncRunner
 
 
 # -- picklable toys (module level: the spawned child imports this module to unpickle them) -----
@@ -93,7 +96,7 @@ def test_auto_setting_resolution():
 def test_items_come_back_stamped_in_order_with_child_statistics():
     pf = ProcessFrontend(Source(30), functools.partial(make_square), queue_size=4)
     sink = Collect()
-    pipe = Pipeline(pf, [("tracking", sink)], RuntimeConfig(progress=False))
+    pipe = make_runner(pf, [("tracking", sink)], RuntimeConfig(progress=False))
     stats = pipe.run()
     pf.close()
     assert stats.status == "completed"
@@ -118,7 +121,7 @@ def test_child_items_keep_their_read_time():
 
 def test_stage_error_in_child_is_named_and_chained():
     pf = ProcessFrontend(Source(20), functools.partial(make_square, 7))
-    pipe = Pipeline(pf, [("tracking", Collect())], RuntimeConfig(progress=False))
+    pipe = make_runner(pf, [("tracking", Collect())], RuntimeConfig(progress=False))
     with pytest.raises(StageError) as ei:
         pipe.run()
     pf.close()
@@ -129,13 +132,13 @@ def test_stage_error_in_child_is_named_and_chained():
 def test_reader_error_and_factory_error_in_child_are_named():
     pf = ProcessFrontend(Source(20, fail_at=3), functools.partial(make_square))
     with pytest.raises(StageError) as ei:
-        Pipeline(pf, [("tracking", Collect())], RuntimeConfig(progress=False)).run()
+        make_runner(pf, [("tracking", Collect())], RuntimeConfig(progress=False)).run()
     pf.close()
     assert ei.value.stage == "reader" and "cannot decode frame 3" in str(ei.value)
 
     pf = ProcessFrontend(Source(20), broken_factory)
     with pytest.raises(StageError) as ei:
-        Pipeline(pf, [("tracking", Collect())], RuntimeConfig(progress=False)).run()
+        make_runner(pf, [("tracking", Collect())], RuntimeConfig(progress=False)).run()
     pf.close()
     assert ei.value.stage == "features" and "weights install" in str(ei.value)
 
@@ -151,7 +154,7 @@ def test_stop_mid_run_ends_the_child_without_hanging():
                 holder["pipe"].stop()
 
     sink = StopAt20()
-    pipe = holder["pipe"] = Pipeline(pf, [("tracking", sink)], RuntimeConfig(progress=False, join_timeout_s=10))
+    pipe = holder["pipe"] = make_runner(pf, [("tracking", sink)], RuntimeConfig(progress=False, join_timeout_s=10))
     t = time.perf_counter()
     stats = pipe.run()
     pf.close()
@@ -170,7 +173,7 @@ def test_live_mode_child_keeps_only_the_newest_frame_and_counts_drops():
             return super().process(item)
 
     sink = SlowSink()
-    stats = Pipeline(pf, [("tracking", sink)], RuntimeConfig(progress=False, live=True)).run()
+    stats = make_runner(pf, [("tracking", sink)], RuntimeConfig(progress=False, live=True)).run()
     pf.close()
     idx = [s["index"] for s in sink.seen]
     assert idx == sorted(idx) and idx[-1] == 59  # order kept, the last frame always arrives
@@ -190,7 +193,7 @@ def test_merge_stats_adds_child_queue_and_counts():
 
 # -- a feature process started in advance and kept between runs -------------------------------------
 def test_worker_serves_runs_one_after_another_and_survives_errors_and_stops():
-    from slam.runtime.worker import FeatureWorker
+    from slam.runtime.feature_process import FeatureWorker
 
     w = FeatureWorker(queue_size=4, threads=1, preload=())
     try:
@@ -228,7 +231,7 @@ def test_worker_serves_runs_one_after_another_and_survives_errors_and_stops():
 
 
 def test_idle_worker_closes_at_once():
-    from slam.runtime.worker import FeatureWorker
+    from slam.runtime.feature_process import FeatureWorker
 
     t = time.perf_counter()
     w = FeatureWorker(preload=("slam.system",))  # still importing when closed
@@ -242,7 +245,7 @@ def test_worker_ends_when_its_parent_dies():
     import sys
     from pathlib import Path
 
-    script = ("import os\nfrom slam.runtime.worker import FeatureWorker\n"
+    script = ("import os\nfrom slam.runtime.feature_process import FeatureWorker\n"
               "w = FeatureWorker(preload=())\nassert w.wait_ready(60)\nprint(w.proc.pid, flush=True)\nos._exit(0)\n")
     out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
     pid = int(out.stdout.strip())
@@ -262,7 +265,7 @@ def test_worker_ends_when_its_parent_dies():
 
 def test_first_output_time_is_reported():
     pf = ProcessFrontend(Source(5), functools.partial(make_square))
-    stats = Pipeline(pf, [("tracking", Collect())], RuntimeConfig(progress=False)).run()
+    stats = make_runner(pf, [("tracking", Collect())], RuntimeConfig(progress=False)).run()
     pf.close()
     assert stats.first_output_s is not None and 0 < stats.first_output_s <= stats.wall_s
     stats = SyncRunner(Source(5), [("features", Square()), ("tracking", Collect())], RuntimeConfig(progress=False, threaded=False)).run()
@@ -300,14 +303,15 @@ class FakeTracker:
 
 
 def _handoff_run(threaded: bool, optimize_s: float):
-    from slam.system import MappingHandoff, MappingStage, TrackingStage
+    from slam.runtime.schedule import DatasetSchedule
+    from slam.system import MappingStage, TrackingStage
 
     log = []
     mapper = FakeMapper(log, optimize_s)
-    handoff = MappingHandoff(mapper, delay=3)
-    stages = [("tracking", TrackingStage(FakeTracker(log, [2, 4, 10]), handoff)), ("mapping", MappingStage(mapper, handoff))]
-    cfg = RuntimeConfig(threaded=threaded, progress=False, sync_mapping=False)
-    Pipeline(range(16), stages, cfg).run()
+    schedule = DatasetSchedule(delay=3)
+    stages = [("tracking", TrackingStage(FakeTracker(log, [2, 4, 10]), schedule)), ("mapping", MappingStage(mapper, schedule))]
+    cfg = RuntimeConfig(threaded=threaded, progress=False)
+    make_runner(range(16), stages, cfg).run()
     # optimize runs concurrently in threads: compare the order of what touches the map
     return [e for e in log if e[0] != "optimized"]
 
@@ -347,16 +351,17 @@ def test_keyframe_policy_defers_due_keyframes_while_mapping_is_busy():
 
 
 def test_mapping_load_counts_jobs_until_mapping_finishes():
-    from slam.system import MappingLoad, MappingStage, TrackingStage
+    from slam.runtime.schedule import LiveSchedule
+    from slam.system import MappingStage, TrackingStage
 
-    load = MappingLoad()
+    load = LiveSchedule()
     tracker = FakeTracker([], kf_frames=[1])
-    ts = TrackingStage(tracker, None, load)
-    assert tracker.mapping_busy is not None and not load.busy()
+    ts = TrackingStage(tracker, load)
+    assert not load.mapping_busy()
     job = ts.process(1)
-    assert job == 1 and load.busy()
-    MappingStage(SimpleMapper(), None, load).process(job)
-    assert not load.busy()
+    assert job == 1 and load.mapping_busy()  # what the tracker asks before a keyframe that is merely due
+    MappingStage(SimpleMapper(), load).process(job)
+    assert not load.mapping_busy()
 
 
 class SimpleMapper:
@@ -369,29 +374,29 @@ def test_mapping_yields_to_a_frame_being_tracked():
     max_wait_s), and returns at once when no frame is being tracked."""
     import threading
 
-    from slam.system import MappingLoad, MappingStage
+    from slam.runtime.schedule import LiveSchedule
+    from slam.system import MappingStage
 
-    load = MappingLoad(max_wait_s=30.0)
+    load = LiveSchedule(max_wait_s=30.0)
     order: list[str] = []
     in_frame = threading.Event()
     release = threading.Event()
 
     def tracking():
-        with load.foreground():
+        with load.tracking():
             in_frame.set()
             release.wait(10)
             order.append("frame tracked")
 
     class YieldingMapper:
-        yield_point = None
+        schedule = load  # the mapper's schedule is the run's (slam.mapping.local_mapper.LocalMapper)
 
         def process(self, job):
-            self.yield_point()
+            self.schedule.yield_point()
             order.append("mapping work")
 
     mapper = YieldingMapper()
-    stage = MappingStage(mapper, None, load)
-    assert mapper.yield_point == load.yield_point
+    stage = MappingStage(mapper, load)
     t = threading.Thread(target=tracking)
     t.start()
     assert in_frame.wait(10)
@@ -406,15 +411,15 @@ def test_mapping_yields_to_a_frame_being_tracked():
     assert load.n_yields == 1 and load.yield_ms > 0
     load.yield_point()  # no frame in progress: no wait
     assert load.n_yields == 1
-    short = MappingLoad(max_wait_s=0.01)
-    with short.foreground():
+    short = LiveSchedule(max_wait_s=0.01)
+    with short.tracking():
         short.yield_point()  # the wait is bounded even if tracking never finishes
     assert short.n_yields == 1
 
 
 def test_child_limits_numpy_blas_to_the_runs_setting():
     threadpoolctl = pytest.importorskip("threadpoolctl")
-    from slam.runtime.worker import FeatureWorker
+    from slam.runtime.feature_process import FeatureWorker
 
     library_default = [i["num_threads"] for i in threadpoolctl.threadpool_info() if i["user_api"] == "blas"]
     if not library_default or max(library_default) == 1:

@@ -16,10 +16,12 @@ from dataclasses import dataclass
 import numpy as np
 import pytest
 
-from slam.runtime.pipeline import Pipeline, RuntimeConfig, StageError, handle_sigint
+from slam.runtime.config import RuntimeConfig
+from slam.runtime.runner import StageError, handle_signals
+from slam.runtime.threaded import ThreadedRunner, make_runner
 from slam.runtime.progress import ProgressDisplay, format_progress
 from slam.runtime.stats import RunStats, StatsCollector
-from slam.runtime.sync import SyncRunner
+from slam.runtime.runner import SyncRunner
 
 
 # ------------------------------------------------------------------------------------------
@@ -60,15 +62,27 @@ class ToyTracker:
 
 
 class ToyMapper:
+    """Its map edit is split like LocalMapper's: prepare, optimise (slow, off the map), commit."""
+
     def __init__(self, toy_map: ToyMap, jitter_seed: int) -> None:
         self.map = toy_map
         self.rng = np.random.default_rng(jitter_seed)
         self.closed = False
 
+    def prepare(self, result):
+        return {"estimate": result["estimate"]} if result["keyframe"] else None
+
+    def optimize(self, task):
+        time.sleep(self.rng.uniform(0, 0.004))  # "bundle adjustment" before the map changes
+
+    def commit(self, task):
+        self.map.points.append(task["estimate"])
+
     def process(self, result):
-        if result["keyframe"]:
-            time.sleep(self.rng.uniform(0, 0.004))  # "bundle adjustment" before the map changes
-            self.map.points.append(result["estimate"])
+        task = self.prepare(result)
+        if task is not None:
+            self.optimize(task)
+            self.commit(task)
         return (result["index"], round(result["estimate"], 9), len(self.map.points))
 
     def flush(self):
@@ -78,9 +92,48 @@ class ToyMapper:
         self.closed = True
 
 
+class ToyTrackingStage:
+    """Tracking under a mapping schedule, as slam.system.TrackingStage: its estimates are the run."""
+
+    def __init__(self, tracker: ToyTracker, schedule) -> None:
+        self.tracker, self.schedule, self.estimates = tracker, schedule, []
+
+    def process(self, item):
+        n = len(self.estimates)
+        self.schedule.before_frame(n)
+        out = self.tracker.process(item)
+        self.estimates.append(out["estimate"])
+        return self.schedule.hand_over(out, n) if out["keyframe"] else None
+
+    def flush(self):
+        self.schedule.finish()
+        return []
+
+
+class ToyMappingStage:
+    def __init__(self, mapper: ToyMapper, schedule) -> None:
+        self.mapper, self.schedule = mapper, schedule
+
+    def process(self, item):
+        self.schedule.run_job(self.mapper, item)
+
+    def close(self):
+        self.schedule.close()
+        self.mapper.close()
+
+
 def toy_stages(seed: int):
     m = ToyMap()
     return [("features", ToyFeatures(seed)), ("tracking", ToyTracker(m)), ("mapping", ToyMapper(m, seed + 1))]
+
+
+def scheduled_toy_stages(seed: int, delay: int = 2):
+    from slam.runtime.schedule import DatasetSchedule
+
+    m, schedule = ToyMap(), DatasetSchedule(delay)
+    mapper = ToyMapper(m, seed + 1)
+    return [("features", ToyFeatures(seed)), ("tracking", ToyTrackingStage(ToyTracker(m), schedule)),
+            ("mapping", ToyMappingStage(mapper, schedule))], schedule
 
 
 def toy_source(n: int):
@@ -90,8 +143,14 @@ def toy_source(n: int):
 def run_toy(cfg: RuntimeConfig, n: int = 60, seed: int = 0):
     outs: list = []
     stages = toy_stages(seed)
-    stats = Pipeline(toy_source(n), stages, cfg, on_output=outs.append).run()
+    stats = make_runner(toy_source(n), stages, cfg, on_output=outs.append).run()
     return outs, stats, stages
+
+
+def run_scheduled_toy(cfg: RuntimeConfig, n: int = 60, seed: int = 0):
+    stages, schedule = scheduled_toy_stages(seed)
+    stats = make_runner(toy_source(n), stages, cfg).run()
+    return stages[1][1].estimates, stats, stages, schedule
 
 
 def slam_threads_alive() -> list[str]:
@@ -99,19 +158,21 @@ def slam_threads_alive() -> list[str]:
 
 
 def test_threaded_equals_synchronous():
-    ref, ref_stats, ref_stages = run_toy(RuntimeConfig(threaded=False, progress=False))
+    """Dataset mode: with the mapping schedule ordering the map edits (the handoff), the
+    threaded run equals the synchronous one whatever the timing of its stages."""
+    ref, ref_stats, _, _ = run_scheduled_toy(RuntimeConfig(threaded=False, progress=False))
     assert ref_stats.mode == "sync" and ref_stats.status == "completed"
-    assert len(ref) == 61 and ref[-1][0] == "final"
+    assert len(ref) == 60
     for seed in (1, 2):
-        outs, stats, stages = run_toy(RuntimeConfig(threaded=True, queue_size=4, progress=False), seed=seed)
-        assert outs == ref
+        est, stats, stages, schedule = run_scheduled_toy(RuntimeConfig(threaded=True, queue_size=4, progress=False), seed=seed)
+        assert est == ref
         assert stats.mode == "threaded" and stats.status == "completed"
         assert stats.items_read == 60 and stats.items_done == 60 and stats.dropped_total == 0
         assert stats.latency.count == 60
-        assert stats.counts["mapping"]["in"] == 60
-        assert stages[2][1].closed  # close() called
-        # tracking waited for mapping (sync_mapping) after each job
-        assert stats.sync_wait["tracking"].count == 60
+        assert stats.counts["mapping"]["in"] == 20  # one keyframe job every third frame
+        assert stages[2][1].mapper.closed  # close() called
+        # tracking waited for mapping at the frames the schedule fixes (every frame once a job was issued)
+        assert len(schedule.wait_ms) >= 58
     assert not slam_threads_alive()
 
 
@@ -124,10 +185,10 @@ def test_sync_runner_is_the_same_interface():
         runner.run()
 
 
-def test_unsynchronised_mapping_still_delivers_everything_in_order():
-    outs, stats, _ = run_toy(RuntimeConfig(sync_mapping=False, progress=False), n=40)
+def test_unscheduled_mapping_still_delivers_everything_in_order():
+    outs, stats, stages = run_toy(RuntimeConfig(progress=False), n=40)
     assert [o[0] for o in outs[:-1]] == list(range(40))
-    assert "tracking" not in stats.sync_wait
+    assert stats.counts["mapping"]["in"] == 40 and stages[2][1].closed
     assert outs[-1][0] == "final"
 
 
@@ -158,7 +219,7 @@ def test_live_mode_drops_old_frames_and_counts_them():
     outs: list = []
     stages = [("features", Slow(0.02)), ("tracking", Passthrough()), ("mapping", Passthrough())]
     cfg = RuntimeConfig(live=True, progress=False)
-    stats = Pipeline(paced_source(60, 0.002), stages, cfg, on_output=outs.append).run()
+    stats = make_runner(paced_source(60, 0.002), stages, cfg, on_output=outs.append).run()
     assert stats.status == "completed" and stats.live
     assert stats.dropped_total > 0
     got = [o.index for o in outs]
@@ -178,7 +239,7 @@ def test_live_mode_drops_old_frames_and_counts_them():
 def test_dataset_mode_never_drops_even_with_a_slow_stage():
     outs: list = []
     stages = [("features", Slow(0.005)), ("tracking", Passthrough())]
-    stats = Pipeline(paced_source(30, 0.0), stages, RuntimeConfig(queue_size=2, progress=False), on_output=outs.append).run()
+    stats = make_runner(paced_source(30, 0.0), stages, RuntimeConfig(queue_size=2, progress=False), on_output=outs.append).run()
     assert [o.index for o in outs] == list(range(30))
     assert stats.dropped_total == 0
     assert stats.queues["features"].max_depth <= 2
@@ -205,7 +266,7 @@ class FailAt:
 def test_stage_exception_is_reraised_with_stage_name(threaded):
     failing = FailAt(5)
     stages = [("features", Passthrough()), ("tracking", failing), ("mapping", Passthrough())]
-    pipe = Pipeline(toy_source(1000), stages, RuntimeConfig(threaded=threaded, progress=False))
+    pipe = make_runner(toy_source(1000), stages, RuntimeConfig(threaded=threaded, progress=False))
     with pytest.raises(StageError) as info:
         pipe.run()
     assert info.value.stage == "tracking"
@@ -213,7 +274,7 @@ def test_stage_exception_is_reraised_with_stage_name(threaded):
     assert isinstance(info.value.__cause__, ValueError)
     assert "tracking" in str(info.value) and "bad frame 5" in str(info.value)
     assert failing.closed
-    assert pipe.result.status == "error" and pipe.result.error_stage == "tracking"
+    assert pipe.result.status == "failed" and pipe.result.error_stage == "tracking"
     assert not slam_threads_alive()
 
 
@@ -223,14 +284,14 @@ def test_source_and_output_errors_are_named():
         raise OSError("disk gone")
 
     with pytest.raises(StageError) as info:
-        Pipeline(broken_source(), [("tracking", Passthrough())], RuntimeConfig(progress=False)).run()
+        make_runner(broken_source(), [("tracking", Passthrough())], RuntimeConfig(progress=False)).run()
     assert info.value.stage == "reader" and isinstance(info.value.original, OSError)
 
     def bad_output(_):
         raise KeyError("sink")
 
     with pytest.raises(StageError) as info:
-        Pipeline(toy_source(5), [("tracking", Passthrough())], RuntimeConfig(progress=False), on_output=bad_output).run()
+        make_runner(toy_source(5), [("tracking", Passthrough())], RuntimeConfig(progress=False), on_output=bad_output).run()
     assert info.value.stage == "output"
     assert not slam_threads_alive()
 
@@ -246,7 +307,7 @@ def test_stop_mid_run_returns_partial_results(threaded):
         if len(outs) == 20:
             pipe.stop()
 
-    pipe = Pipeline(endless, stages, RuntimeConfig(threaded=threaded, progress=False), on_output=on_output)
+    pipe = make_runner(endless, stages, RuntimeConfig(threaded=threaded, progress=False), on_output=on_output)
     stats = pipe.run()
     assert stats.status == "stopped"
     assert len(outs) >= 20
@@ -258,7 +319,7 @@ def test_stop_mid_run_returns_partial_results(threaded):
 def test_sigint_stops_cleanly_and_second_sigint_aborts():
     outs: list = []
     endless = (ToyFrame(i, float(i)) for i in itertools.count())
-    pipe = Pipeline(endless, [("tracking", Slow(0.001))], RuntimeConfig(progress=False))
+    pipe = make_runner(endless, [("tracking", Slow(0.001))], RuntimeConfig(progress=False))
 
     def on_output(item):
         outs.append(item.index)
@@ -267,13 +328,14 @@ def test_sigint_stops_cleanly_and_second_sigint_aborts():
 
     pipe.on_output = on_output
     before = signal.getsignal(signal.SIGINT)
-    with handle_sigint(pipe):
+    with handle_signals(pipe) as state:
         stats = pipe.run()
     assert signal.getsignal(signal.SIGINT) is before  # handler restored
     assert stats.status == "stopped" and len(outs) >= 10
+    assert state.name == "SIGINT" and state.exit_code == 130
 
     # two Ctrl-C: the second raises KeyboardInterrupt out of run(), threads still end
-    pipe2 = Pipeline((ToyFrame(i, 0.0) for i in itertools.count()), [("tracking", Slow(0.001))], RuntimeConfig(progress=False))
+    pipe2 = make_runner((ToyFrame(i, 0.0) for i in itertools.count()), [("tracking", Slow(0.001))], RuntimeConfig(progress=False))
     n = {"k": 0}
 
     def twice(item):
@@ -283,12 +345,32 @@ def test_sigint_stops_cleanly_and_second_sigint_aborts():
 
     pipe2.on_output = twice
     with pytest.raises(KeyboardInterrupt):
-        with handle_sigint(pipe2):
+        with handle_signals(pipe2):
             # keep items flowing after the first stop so the second signal arrives
             pipe2.stop = lambda: None  # type: ignore[method-assign]
             pipe2.run()
     assert signal.getsignal(signal.SIGINT) is before
     time.sleep(0.05)
+    assert not slam_threads_alive()
+
+
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGHUP])
+def test_sigterm_and_sighup_stop_a_run_like_ctrl_c(signum):
+    outs: list = []
+    pipe = make_runner((ToyFrame(i, float(i)) for i in itertools.count()), [("tracking", Slow(0.001))], RuntimeConfig(progress=False))
+
+    def on_output(item):
+        outs.append(item.index)
+        if len(outs) == 10:
+            os.kill(os.getpid(), signum)
+
+    pipe.on_output = on_output
+    before = signal.getsignal(signum)
+    with handle_signals(pipe) as state:
+        stats = pipe.run()
+    assert signal.getsignal(signum) is before
+    assert stats.status == "stopped" and len(outs) >= 10
+    assert state.signum == signum and state.exit_code == 128 + signum
     assert not slam_threads_alive()
 
 
@@ -300,7 +382,7 @@ def test_join_has_a_timeout_when_a_stage_hangs():
             release.wait(30)
             return item
 
-    pipe = Pipeline(toy_source(3), [("tracking", Hang())], RuntimeConfig(join_timeout_s=0.3, progress=False))
+    pipe = make_runner(toy_source(3), [("tracking", Hang())], RuntimeConfig(join_timeout_s=0.3, progress=False))
     timer = threading.Timer(0.2, pipe.stop)
     timer.start()
     try:
@@ -325,19 +407,21 @@ def test_stall_watchdog_names_the_stuck_stage():
     cfg = RuntimeConfig(stall_timeout_s=0.3, join_timeout_s=0.3, progress=False)
     try:
         with pytest.raises(StageError) as info:
-            Pipeline(toy_source(3), [("features", Passthrough()), ("tracking", Hang())], cfg).run()
+            make_runner(toy_source(3), [("features", Passthrough()), ("tracking", Hang())], cfg).run()
         assert info.value.stage == "tracking" and isinstance(info.value.original, TimeoutError)
     finally:
         release.set()
 
 
-def test_invalid_pipelines_are_rejected():
+@pytest.mark.parametrize("threaded", [True, False])
+def test_invalid_pipelines_are_rejected(threaded):
+    cfg = RuntimeConfig(threaded=threaded)
     with pytest.raises(ValueError, match="unique"):
-        Pipeline([], [("a", Passthrough()), ("a", Passthrough())])
+        make_runner([], [("a", Passthrough()), ("a", Passthrough())], cfg)
     with pytest.raises(ValueError, match="reserved"):
-        Pipeline([], [("reader", Passthrough())])
+        make_runner([], [("reader", Passthrough())], cfg)
     with pytest.raises(TypeError, match="process"):
-        Pipeline([], [("a", object())])
+        make_runner([], [("a", object())], cfg)
 
 
 # ------------------------------------------------------------------------------------------
@@ -413,7 +497,7 @@ def test_progress_fn_feeds_the_display(caplog):
 
     cfg = RuntimeConfig(progress=True, progress_log_s=0.0)
     with caplog.at_level(logging.INFO, logger="slam.progress"):
-        Pipeline(paced_source(10, 0.01), [("tracking", Passthrough())], cfg, progress_fn=progress_fn, total=10).run()
+        make_runner(paced_source(10, 0.01), [("tracking", Passthrough())], cfg, progress_fn=progress_fn, total=10).run()
     assert calls["n"] >= 2
     assert any("[10/10" in r.getMessage() for r in caplog.records)
 
@@ -512,7 +596,7 @@ def test_live_pipeline_with_a_video_file_standing_in_for_the_camera(tmp_path):
     outs: list = []
     with CameraSource(str(video), realtime=True) as cam:
         stages = [("features", Passthrough()), ("tracking", Slow(0.03)), ("mapping", Passthrough())]
-        stats = Pipeline(cam, stages, RuntimeConfig(live=True, progress=False), on_output=outs.append).run()
+        stats = make_runner(cam, stages, RuntimeConfig(live=True, progress=False), on_output=outs.append).run()
     assert stats.items_read == 40
     assert stats.dropped_total > 0 and len(outs) + stats.dropped_total == 40
     assert outs[-1].index == 39

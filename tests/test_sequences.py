@@ -10,7 +10,7 @@ import pytest
 import yaml
 
 import slam.io.sequences as sequences
-from slam.io.errors import DatasetError, SequenceError, SequenceNotFoundError
+from slam.errors import InputError
 from slam.io.sequences import (
     download_main,
     download_sequence,
@@ -104,12 +104,12 @@ def test_name_aliases():
 
 
 def test_unknown_name_suggests_close_matches():
-    with pytest.raises(SequenceError) as exc:
+    with pytest.raises(InputError) as exc:
         load_manifest("tum/fr1_dsk")
     msg = str(exc.value)
     assert "tum/fr1_desk" in msg and "python -m slam sequences" in msg
-    with pytest.raises(SequenceError, match="python -m slam sequences"):
-        load_manifest("kitti/00")
+    with pytest.raises(InputError, match="python -m slam sequences"):
+        load_manifest("kitti/99")  # 00-21 have manifests
 
 
 def test_bad_manifest_names_file_and_key(tmp_path):
@@ -117,11 +117,11 @@ def test_bad_manifest_names_file_and_key(tmp_path):
     good = yaml.safe_load((sequences.manifest_dir() / "tum" / "fr1_xyz.yaml").read_text())
     bad = dict(good, camera=dict(good["camera"], fx=-1))
     (tmp_path / "tum" / "fr1_xyz.yaml").write_text(yaml.safe_dump(bad))
-    with pytest.raises(SequenceError, match=r"fr1_xyz.yaml: key 'camera.fx'"):
+    with pytest.raises(InputError, match=r"fr1_xyz.yaml: key 'camera.fx'"):
         load_manifest("tum/fr1_xyz", root=tmp_path)
     del bad["url"]
     (tmp_path / "tum" / "fr1_xyz.yaml").write_text(yaml.safe_dump(bad))
-    with pytest.raises(SequenceError, match="missing key"):
+    with pytest.raises(InputError, match="missing key"):
         load_manifest("tum/fr1_xyz", root=tmp_path)
 
 
@@ -130,7 +130,7 @@ def test_synthetic_names():
     profile = sorted(synthetic.PROFILES)[0]
     info = load_manifest(f"synthetic/{profile}")
     assert info.dataset == "synthetic" and info.folder == f"synthetic/{profile}" and info.url == ""
-    with pytest.raises(SequenceError, match=f"synthetic/{profile}"):
+    with pytest.raises(InputError, match=f"synthetic/{profile}"):
         load_manifest(f"synthetic/{profile}x")
 
 
@@ -159,7 +159,7 @@ def test_find_sequence_in_each_layout(isolated, monkeypatch):
 def test_missing_sequence_message_names_paths_and_fix(isolated, monkeypatch):
     monkeypatch.setenv("SLAM_DATA", str(isolated / "env"))
     (isolated / "cli" / "rgbd_dataset_freiburg1_desk").mkdir(parents=True)  # present but empty
-    with pytest.raises(SequenceNotFoundError) as exc:
+    with pytest.raises(InputError) as exc:
         find_sequence("tum/fr1_desk", data_root=str(isolated / "cli"))
     msg = str(exc.value)
     for root in ("cli", "env", "sequences"):
@@ -248,7 +248,7 @@ def test_safe_extract_rejects_path_traversal(tmp_path, evil):
     archive = tmp_path / "evil.tgz"
     _make_archive(archive, "rgbd_dataset_freiburg1_desk", extra=[(evil, b"pwned")])
     dest = tmp_path / "dest"
-    with pytest.raises(DatasetError, match="refusing"):
+    with pytest.raises(InputError, match="refusing"):
         safe_extract(archive, dest)
     assert not (tmp_path / "evil.txt").exists()
     assert not (dest / "rgbd_dataset_freiburg1_desk").exists()  # nothing written
@@ -261,13 +261,13 @@ def test_safe_extract_rejects_escaping_symlink(tmp_path):
         info.type = tarfile.SYMTYPE
         info.linkname = "../../etc/passwd"
         tf.addfile(info)
-    with pytest.raises(DatasetError, match="refusing link"):
+    with pytest.raises(InputError, match="refusing link"):
         safe_extract(archive, tmp_path / "dest")
 
 
 def test_safe_extract_corrupt_archive(tmp_path):
     (tmp_path / "bad.tgz").write_bytes(b"\x1f\x8b\x08garbage")
-    with pytest.raises(DatasetError, match="bad.tgz"):
+    with pytest.raises(InputError, match="bad.tgz"):
         safe_extract(tmp_path / "bad.tgz", tmp_path / "dest")
 
 

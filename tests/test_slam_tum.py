@@ -23,7 +23,7 @@ def run_fr1_xyz(shared_data: Path, config: str, out_root: Path) -> dict:
     inputs = open_input("tum/fr1_xyz", cfg, data_root=str(shared_data / "tum"))
     assert inputs.n_frames == N_FRAMES
     assert inputs.groundtruth is not None and inputs.groundtruth.is_file()
-    return run_slam(cfg, inputs, quiet=True)
+    return run_slam(cfg, inputs)
 
 
 def test_fr1_xyz_rgbd(fr1_xyz, shared_data, tmp_path):

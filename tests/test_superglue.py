@@ -19,7 +19,7 @@ from slam.matching.superglue import (
     SuperGlue,
     SuperGlueConfig,
     SuperGlueNet,
-    SuperGlueWeightsError,
+    WeightsError,
     _log_sinkhorn_scaling,
     log_optimal_transport,
     resolve_superglue_weights,
@@ -502,18 +502,18 @@ def test_wrong_shape_or_missing_key_is_a_clear_error():
     sd = random_official_state_dict(seed=22)
     bad = dict(sd)
     bad["gnn.layers.3.attn.merge.weight"] = torch.zeros(256, 128, 1)
-    with pytest.raises(SuperGlueWeightsError, match=r"gnn\.layers\.3\.attn\.merge\.weight.*\(256, 128, 1\).*\(256, 256, 1\)"):
+    with pytest.raises(WeightsError, match=r"gnn\.layers\.3\.attn\.merge\.weight.*\(256, 128, 1\).*\(256, 256, 1\)"):
         SuperGlue(SuperGlueConfig(), "cpu", state_dict=bad)
     missing = dict(sd)
     del missing["gnn.layers.5.mlp.1.running_var"]
-    with pytest.raises(SuperGlueWeightsError, match=r"missing keys.*gnn\.layers\.5\.mlp\.1\.running_var"):
+    with pytest.raises(WeightsError, match=r"missing keys.*gnn\.layers\.5\.mlp\.1\.running_var"):
         SuperGlue(SuperGlueConfig(), "cpu", state_dict=missing)
     extra = dict(sd)
     extra["gnn.layers.0.attn.gate.weight"] = torch.zeros(3)
-    with pytest.raises(SuperGlueWeightsError, match=r"unexpected keys.*attn\.gate\.weight"):
+    with pytest.raises(WeightsError, match=r"unexpected keys.*attn\.gate\.weight"):
         SuperGlue(SuperGlueConfig(), "cpu", state_dict=extra)
     odd = {k: v for k, v in sd.items() if not k.startswith("gnn.layers.17.")}
-    with pytest.raises(SuperGlueWeightsError, match="even"):
+    with pytest.raises(WeightsError, match="even"):
         SuperGlue(SuperGlueConfig(), "cpu", state_dict=odd)
 
 
@@ -538,15 +538,15 @@ def test_missing_weights_say_where_to_get_them(tmp_path, monkeypatch):
     monkeypatch.setenv("SLAM_WEIGHTS_DIR", str(tmp_path))
     monkeypatch.setenv("HOME", str(tmp_path))
     monkeypatch.setitem(sys.modules, "slam.weights", None)
-    with pytest.raises(SuperGlueWeightsError, match=r"magicleap/SuperGluePretrainedNetwork.*|non-commercial") as err:
+    with pytest.raises(WeightsError, match=r"magicleap/SuperGluePretrainedNetwork.*|non-commercial") as err:
         SuperGlue(SuperGlueConfig(weights="superglue_outdoor"), "cpu")
     assert "non-commercial" in str(err.value) and "superglue_outdoor.pth" in str(err.value)
-    with pytest.raises(SuperGlueWeightsError, match=r"tools/train_superglue\.py"):
+    with pytest.raises(WeightsError, match=r"tools/train_superglue\.py"):
         SuperGlue(SuperGlueConfig(weights="superglue_ours"), "cpu")
-    with pytest.raises(SuperGlueWeightsError, match="does not exist"):
+    with pytest.raises(WeightsError, match="does not exist"):
         SuperGlue(SuperGlueConfig(weights=str(tmp_path / "nope.pth")), "cpu")
     (tmp_path / "junk.pth").write_bytes(b"not a checkpoint")
-    with pytest.raises(SuperGlueWeightsError, match="cannot read"):
+    with pytest.raises(WeightsError, match="cannot read"):
         SuperGlue(SuperGlueConfig(weights=str(tmp_path / "junk.pth")), "cpu")
 
 

@@ -10,6 +10,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from slam.errors import SlamError
 from slam.features.base import Extractor
 from slam.features.superpoint import (
     SuperPoint,
@@ -454,7 +455,7 @@ def test_weights_not_found_says_where_to_get_them(tmp_path, monkeypatch):
         assert "non-commercial" in msg
         assert "python -m slam weights list" in msg
         assert "python tools/train_superpoint.py" in msg
-        assert isinstance(info.value, FileNotFoundError)
+        assert isinstance(info.value, SlamError)
 
 
 def test_unreadable_file_is_a_clear_error(tmp_path):

@@ -256,7 +256,7 @@ def test_ensure_sequence_caches(tmp_path: Path, capsys):
 
 def test_refuses_to_overwrite_foreign_folder(tmp_path: Path):
     (tmp_path / "mine.txt").write_text("precious")
-    with pytest.raises(syn.SyntheticError, match="refusing to overwrite"):
+    with pytest.raises(syn.InputError, match="refusing to overwrite"):
         syn.render_sequence(_small_manifest(), tmp_path)
     assert (tmp_path / "mine.txt").read_text() == "precious"
 
@@ -272,13 +272,13 @@ def test_manifest_files_match_profiles(name):
 def test_bad_manifest_errors_name_the_key():
     m = _small_manifest()
     m["motion"]["amplitud"] = 0.3
-    with pytest.raises(syn.SyntheticError, match="amplitud"):
+    with pytest.raises(syn.InputError, match="amplitud"):
         syn.load_manifest(m)
     m = _small_manifest()
     m["motion"]["type"] = "spiral"
-    with pytest.raises(syn.SyntheticError, match="sweep"):
+    with pytest.raises(syn.InputError, match="sweep"):
         syn.load_manifest(m)
-    with pytest.raises(syn.SyntheticError, match="default"):
+    with pytest.raises(syn.InputError, match="default"):
         syn.load_manifest("no_such_profile")
 
 

@@ -13,8 +13,9 @@ import numpy as np
 import pytest
 import torch
 
+from slam.errors import InputError
 from slam.training import checkpoint as ckpt_mod
-from slam.training.data import EvaluationDataError, check_training_path, homography_pair
+from slam.training.data import check_training_path, homography_pair
 from slam.training.evaluation import pose_auc, relative_pose_error, repeatability, match_metrics
 from slam.training.ground_truth import assign_from_projections, gt_from_depth, gt_from_homography
 from slam.training.homographic_adaptation import AdaptationConfig, homographic_adaptation, pseudo_points
@@ -268,9 +269,9 @@ def test_gt_from_synthetic_rgbd_pair_exact_and_occlusion():
 
 
 def test_evaluation_data_is_refused(tmp_path):
-    with pytest.raises(EvaluationDataError, match="evaluation"):
+    with pytest.raises(InputError, match="evaluation"):
         check_training_path(tmp_path / "data" / "pairs" / "churchill")
-    with pytest.raises(EvaluationDataError):
+    with pytest.raises(InputError):
         check_training_path(tmp_path / "tum" / "rgbd_dataset_freiburg1_xyz" / "rgb")
     assert check_training_path(tmp_path / "images") == (tmp_path / "images").resolve()
 
@@ -341,7 +342,7 @@ def test_superpoint_smoke_all_stages_and_exact_resume(tmp_path, monkeypatch):
     assert (tmp_path / "a" / "magicpoint" / "weights.pth").is_file()
     # resume equality: 4 steps in one go == 2 + resume + 2
     run_stage("magicpoint", "smoke", tmp_path / "b", stop_at=2, **q)
-    with pytest.raises(RuntimeError, match="--resume"):
+    with pytest.raises(InputError, match="--resume"):
         run_stage("magicpoint", "smoke", tmp_path / "b", **q)
     run_stage("magicpoint", "smoke", tmp_path / "b", resume=True, **q)
     assert _same(_weights(tmp_path / "a" / "magicpoint"), _weights(tmp_path / "b" / "magicpoint"))

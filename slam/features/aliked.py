@@ -26,8 +26,6 @@ back, so keypoints are in pixels of the ORIGINAL image (x, y), centre of the top
 from __future__ import annotations
 
 import contextlib
-import math
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional, Sequence
 
@@ -36,21 +34,13 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from slam.features.config import ALIKEDConfig
 from slam.features.deform_conv import DeformableConv2d
 from slam.types import Features
 from slam.weights import resolve_weights
 
 #: Names of the published checkpoints (see slam/weights.py).
 ALIKED_MODELS = ("aliked-n16", "aliked-n16rot", "aliked-n32", "aliked-t16")
-
-
-@dataclass
-class ALIKEDConfig:
-    model: str = "aliked-n16"  # aliked-n16 | aliked-n16rot | aliked-n32 | aliked-t16, or a path to a .pth
-    max_keypoints: int = 1024  # keep at most this many (highest scores); <= 0 = no limit
-    detection_threshold: float = 0.2  # score-map threshold in (0,1) (cvg/LightGlue default 0.2); <= 0 = pure top-k
-    nms_radius: int = 2  # NMS and soft-refinement window radius in pixels (window 2r+1)
-    precision: str = "auto"  # auto (fp16 on CUDA, fp32 on CPU) | fp32 | fp16 (CUDA only) | bf16
 
 
 # ----------------------------------------------------------------------------- shared helpers

@@ -19,7 +19,6 @@ bottom/right (the U-Net needs it) and the outputs cropped back.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import Optional, Sequence
 
 import numpy as np
@@ -27,22 +26,14 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from slam.errors import WeightsError
 from slam.features.aliked import autocast_context, group_by_size, images_to_tensor, load_checkpoint, resolve_precision
+from slam.features.config import DISKConfig
 from slam.types import Features
-from slam.weights import WeightsNotFoundError, get_spec, resolve_weights
+from slam.weights import get_spec, resolve_weights
 
 #: Registry names the DISK 'depth' checkpoint may be listed under (first one known wins).
 _DISK_DEPTH_ALIASES = ("disk-depth-save", "disk-depth")
-
-
-@dataclass
-class DISKConfig:
-    weights: str = "disk-depth-save"  # registry name of the DISK 'depth' checkpoint, or a path to a .pth
-    max_keypoints: int = 1024  # keep at most this many (highest heatmap logits); <= 0 = no limit
-    nms_window_size: int = 5  # odd side of the non-maximum-suppression window, pixels
-    detection_threshold: float = 0.0  # minimum heatmap logit of a keypoint
-    pad_if_not_divisible: bool = True  # zero-pad sides to a multiple of 16; False = error for such images
-    precision: str = "auto"  # auto (fp16 on CUDA, fp32 on CPU) | fp32 | fp16 (CUDA only) | bf16
 
 
 # ----------------------------------------------------------------------------- network
@@ -168,7 +159,7 @@ def _resolve_disk_weights(name: str):
     for alias in (name, *[a for a in _DISK_DEPTH_ALIASES if a != name]):
         try:
             get_spec(alias)
-        except WeightsNotFoundError:
+        except WeightsError:
             continue  # not a registry name in this version of slam.weights
         return resolve_weights(alias)
     return resolve_weights(name)  # raises with the list of known names

@@ -1,7 +1,6 @@
 """ORB baseline extractor (OpenCV), with grid bucketing for an even spread of keypoints."""
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import Sequence
 
 import cv2
@@ -9,19 +8,8 @@ import numpy as np
 import torch
 
 from slam.features.base import to_gray
+from slam.features.config import ORBConfig
 from slam.types import Features
-
-
-@dataclass
-class ORBConfig:
-    n_features: int = 1000  # keypoints kept per image (ORB-SLAM2 uses 1000 at 640x480)
-    scale_factor: float = 1.2  # pyramid scale between levels
-    n_levels: int = 8  # pyramid levels
-    fast_threshold: int = 12  # FAST threshold; low so textureless areas still get corners
-    grid_cols: int = 16  # bucketing grid: at most n_features/(cols*rows)*oversample per cell
-    grid_rows: int = 12
-    oversample: float = 10.0  # candidate pool = oversample x n_features (cv2 keeps the strongest globally), then per-cell bucketing
-    edge_threshold: int = 19  # border (px) where no keypoint is detected
 
 
 class ORBExtractor:

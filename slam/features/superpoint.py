@@ -35,7 +35,6 @@ from __future__ import annotations
 import logging
 import os
 from contextlib import nullcontext
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Mapping, Optional, Sequence, Union
 
@@ -45,19 +44,10 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from slam.errors import WeightsError
 from slam.features.base import to_gray
+from slam.features.config import SuperPointConfig
 from slam.types import Features
-
-try:  # the weight manager owns the error types when it is there
-    from slam.weights import WeightsError, WeightsNotFoundError
-except ImportError:  # pragma: no cover - only before slam/weights.py exists
-
-    class WeightsError(RuntimeError):  # type: ignore[no-redef]
-        """Bad or missing network weights; the message says what to do."""
-
-    class WeightsNotFoundError(FileNotFoundError):  # type: ignore[no-redef]
-        """Weights not found; the message says where to get them."""
-
 
 log = logging.getLogger(__name__)
 
@@ -88,20 +78,6 @@ _PRECISIONS = ("auto", "fp32", "fp16", "bf16")
 
 MAGICLEAP_URL = "github.com/magicleap/SuperGluePretrainedNetwork"
 OPEN_WEIGHTS_URL = "github.com/rpautrat/SuperPoint (weights/superpoint_v6_from_tf.pth)"
-
-
-@dataclass
-class SuperPointConfig:
-    weights: str = "superpoint_ours"  # path to a .pth, or a name `python -m slam weights list` knows
-    max_keypoints: int = 1024  # top-k per image by score; <= 0 keeps all (costs one host sync)
-    detection_threshold: float = 0.005  # keep heatmap maxima with probability > this (>= 0)
-    nms_radius: int = 4  # NMS window is (2r+1)x(2r+1) pixels (max-pool form); 0 disables
-    remove_borders: int = 4  # drop keypoints closer than this (px) to the original image border
-    precision: str = "auto"  # auto | fp32 | fp16 | bf16; auto = fp16 on CUDA, bf16 on CPU if it keeps quality
-    compile: bool = False  # torch.compile the network (CUDA: mode reduce-overhead = CUDA graphs)
-    channels_last: bool = True  # NHWC memory format for the convolutions (faster with oneDNN/cuDNN)
-    descriptor_convention: str = "auto"  # auto | official | open: where descriptor cells sit (see sample_descriptors)
-    bf16_min_repeatability: float = 0.9  # auto on CPU: bf16 only if >= this share of fp32 keypoints within 1 px
 
 
 # ----------------------------------------------------------------------------- network
@@ -402,14 +378,10 @@ def _weights_not_found_message(text: str, detail: str) -> str:
     )
 
 
-class SuperPointWeightsNotFound(WeightsError, WeightsNotFoundError):
-    """SuperPoint weights could not be found; the message says where to get them."""
-
-
 def resolve_superpoint_weights(name_or_path: Union[str, os.PathLike]) -> Path:
     """A path to an existing file, or a weights name resolved by ``slam.weights`` (falling
     back to ``<cache>/<name>`` and ``<cache>/<name>.pth`` without it). Raises
-    SuperPointWeightsNotFound (a WeightsError and WeightsNotFoundError) saying where to get
+    WeightsError saying where to get
     weights and how to train our own."""
     text = str(name_or_path)
     path = Path(text).expanduser()
@@ -423,7 +395,7 @@ def resolve_superpoint_weights(name_or_path: Union[str, os.PathLike]) -> Path:
     if resolve_weights is not None:
         try:
             return Path(resolve_weights(text))
-        except WeightsNotFoundError as exc:
+        except WeightsError as exc:
             detail = str(exc)
     else:
         env = os.environ.get("SLAM_WEIGHTS_DIR")
@@ -432,7 +404,7 @@ def resolve_superpoint_weights(name_or_path: Union[str, os.PathLike]) -> Path:
             if cand.is_file():
                 return cand
         detail = f"no file {path}, nor {cache / text}.pth"
-    raise SuperPointWeightsNotFound(_weights_not_found_message(text, detail))
+    raise WeightsError(_weights_not_found_message(text, detail))
 
 
 def _unwrap_checkpoint(obj: Any, origin: str) -> dict[str, torch.Tensor]:
@@ -529,7 +501,7 @@ def load_superpoint_weights(source: Union[str, os.PathLike, Mapping[str, torch.T
     Accepts Magic Leap's superpoint_v1.pth, glue-factory's open layout (converted), and our
     own checkpoints (possibly wrapped in {'state_dict': ...}). Raises WeightsError naming the
     file and key on a missing key, unexpected key or wrong shape, and
-    SuperPointWeightsNotFound when a name/path cannot be found.
+    WeightsError when a name/path cannot be found.
     """
     if isinstance(source, Mapping):
         origin = "state dict"

@@ -14,6 +14,8 @@ import cv2
 import numpy as np
 import yaml
 
+from slam.errors import InputError
+
 _KEYS = ("width", "height", "fx", "fy", "cx", "cy")
 
 
@@ -24,13 +26,15 @@ def _points2(uv, name: str = "uv") -> np.ndarray:
     return arr
 
 
-@dataclass
+@dataclass(kw_only=True)
 class PinholeCamera:
-    """Intrinsics of one camera.
+    """Intrinsics of one camera; keyword arguments only (``PinholeCamera(width=640, height=480,
+    fx=..., fy=..., cx=..., cy=...)``), so no two of them can be swapped unnoticed.
 
     width, height: image size in pixels.
-    fx, fy, cx, cy: pinhole intrinsics in pixels.
+    fx, fy, cx, cy: pinhole intrinsics in pixels; ``0 < cx < width``, ``0 < cy < height``.
     dist: OpenCV distortion ``(k1, k2, p1, p2, k3)`` (dimensionless), zeros = no distortion.
+    Bad values raise :class:`slam.errors.InputError`.
     """
 
     width: int
@@ -42,17 +46,37 @@ class PinholeCamera:
     dist: tuple = field(default=(0.0, 0.0, 0.0, 0.0, 0.0))
 
     def __post_init__(self) -> None:
-        d = tuple(float(x) for x in np.asarray(self.dist, dtype=np.float64).reshape(-1))
+        try:
+            d = tuple(float(x) for x in np.asarray(self.dist, dtype=np.float64).reshape(-1))
+        except (TypeError, ValueError):
+            raise InputError(f"dist must be 4 or 5 numbers (k1, k2, p1, p2[, k3]), got {self.dist!r}") from None
         if len(d) == 4:
             d = d + (0.0,)
         if len(d) != 5:
-            raise ValueError(f"dist must hold 5 coefficients (k1, k2, p1, p2, k3), got {len(d)}")
+            raise InputError(f"dist must hold 4 or 5 coefficients (k1, k2, p1, p2[, k3]), got {len(d)}")
         self.dist = d
-        self.width = int(self.width)
-        self.height = int(self.height)
-        self.fx, self.fy, self.cx, self.cy = (float(self.fx), float(self.fy), float(self.cx), float(self.cy))
-        if self.width <= 0 or self.height <= 0 or self.fx <= 0 or self.fy <= 0:
-            raise ValueError(f"invalid camera: width/height/fx/fy must be positive, got {self}")
+        for key in _KEYS:
+            value = getattr(self, key)
+            try:
+                number = float(value)
+            except (TypeError, ValueError):
+                raise InputError(f"camera {key} must be a number, got {value!r}") from None
+            if not np.isfinite(number):
+                raise InputError(f"camera {key} must be finite, got {value!r}")
+            if key in ("width", "height"):
+                if not number.is_integer():
+                    raise InputError(f"camera {key} must be a whole number of pixels, got {value!r}")
+                number = int(number)
+            setattr(self, key, number)
+        for key in ("width", "height", "fx", "fy"):
+            if getattr(self, key) <= 0:
+                raise InputError(f"camera {key} must be positive, got {getattr(self, key)}")
+        if not 0 < self.cx < self.width:
+            raise InputError(f"camera cx={self.cx} must lie inside the image (0 < cx < width={self.width}); "
+                             "are width/height and cx/cy swapped?")
+        if not 0 < self.cy < self.height:
+            raise InputError(f"camera cy={self.cy} must lie inside the image (0 < cy < height={self.height}); "
+                             "are width/height and cx/cy swapped?")
 
     # ------------------------------------------------------------------ properties
     @property
@@ -177,7 +201,7 @@ class PinholeCamera:
         """Camera for an image resized by (sx, sy). Uses the pixel-centre convention
         ``c' = (c + 0.5) * s - 0.5``; distortion (in normalised coordinates) is unchanged."""
         if sx <= 0 or sy <= 0:
-            raise ValueError(f"scale factors must be positive, got ({sx}, {sy})")
+            raise InputError(f"scale factors must be positive, got ({sx}, {sy})")
         return PinholeCamera(
             width=int(round(self.width * sx)), height=int(round(self.height * sy)),
             fx=self.fx * sx, fy=self.fy * sy,
@@ -190,20 +214,25 @@ class PinholeCamera:
 
     @classmethod
     def from_dict(cls, d: dict, source: str = "<dict>") -> "PinholeCamera":
-        """Build from a dict with keys width, height, fx, fy, cx, cy and optional dist (list of 5)."""
+        """Build from a mapping with keys width, height, fx, fy, cx, cy and optional dist (4 or 5
+        numbers), either at the top level or nested under ``camera:`` (with ``dist`` beside or
+        inside it: the layout of the manifests in ``sequences/``). InputError naming ``source``."""
+        if isinstance(d, dict) and isinstance(d.get("camera"), dict):
+            nested = dict(d["camera"])
+            if "dist" not in nested and "dist" in d:
+                nested["dist"] = d["dist"]
+            d = nested
         if not isinstance(d, dict):
-            raise ValueError(f"{source}: expected a mapping with keys {list(_KEYS) + ['dist']}, "
+            raise InputError(f"{source}: expected a mapping with keys {', '.join(_KEYS)} and optional dist, "
                              f"got {type(d).__name__}")
         missing = [k for k in _KEYS if k not in d]
         if missing:
-            raise ValueError(f"{source}: missing camera key(s) {missing}; "
-                             f"required keys are {list(_KEYS)} (+ optional 'dist': [k1, k2, p1, p2, k3])")
-        dist = d.get("dist", (0.0, 0.0, 0.0, 0.0, 0.0))
+            raise InputError(f"{source}: missing camera key(s) {', '.join(missing)}; required keys are "
+                             f"{', '.join(_KEYS)} (+ optional dist: [k1, k2, p1, p2, k3])")
         try:
-            return cls(width=int(d["width"]), height=int(d["height"]), fx=float(d["fx"]), fy=float(d["fy"]),
-                       cx=float(d["cx"]), cy=float(d["cy"]), dist=tuple(float(x) for x in dist))
-        except (TypeError, ValueError) as exc:
-            raise ValueError(f"{source}: invalid camera values: {exc}") from exc
+            return cls(**{k: d[k] for k in _KEYS}, dist=d.get("dist") or (0.0, 0.0, 0.0, 0.0, 0.0))
+        except InputError as exc:
+            raise InputError(f"{source}: {exc}") from None
 
     def to_yaml(self, path: Union[str, Path]) -> None:
         Path(path).write_text(yaml.safe_dump(self.to_dict(), sort_keys=False))
@@ -212,9 +241,10 @@ class PinholeCamera:
     def from_yaml(cls, path: Union[str, Path]) -> "PinholeCamera":
         path = Path(path)
         if not path.is_file():
-            raise ValueError(f"camera file {path} does not exist")
+            raise InputError(f"camera file {path} does not exist; pass an existing calibration YAML "
+                             "(make one with `python -m slam calibrate`)")
         try:
             d = yaml.safe_load(path.read_text())
-        except yaml.YAMLError as exc:
-            raise ValueError(f"camera file {path} is not valid YAML: {exc}") from exc
+        except (yaml.YAMLError, UnicodeDecodeError) as exc:
+            raise InputError(f"camera file {path} is not valid YAML ({str(exc).splitlines()[0]})") from None
         return cls.from_dict(d, source=f"camera file {path}")

@@ -28,6 +28,7 @@ import cv2
 import numpy as np
 import yaml
 
+from slam.errors import InputError
 from slam.geometry.camera import PinholeCamera
 
 LOG = logging.getLogger(__name__)
@@ -35,7 +36,7 @@ LOG = logging.getLogger(__name__)
 IMAGE_EXTS = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".ppm", ".pgm", ".webp")
 
 __all__ = [
-    "CalibrationError",
+    "InputError",
     "CalibrationResult",
     "ViewSelector",
     "board_object_points",
@@ -45,10 +46,6 @@ __all__ = [
     "parse_board",
     "write_camera_yaml",
 ]
-
-
-class CalibrationError(ValueError):
-    """Calibration impossible with the given input; the message says what was found and the fix."""
 
 
 @dataclass
@@ -96,9 +93,9 @@ def parse_board(text: Union[str, Sequence[int]]) -> tuple[int, int]:
         try:
             cols, rows = (int(p) for p in str(text).lower().split("x"))
         except ValueError:
-            raise CalibrationError(f"--board {text!r} must look like COLSxROWS of inner corners, e.g. 9x6") from None
+            raise InputError(f"--board {text!r} must look like COLSxROWS of inner corners, e.g. 9x6") from None
     if cols < 2 or rows < 2:
-        raise CalibrationError(f"board {cols}x{rows}: need at least 2x2 inner corners")
+        raise InputError(f"board {cols}x{rows}: need at least 2x2 inner corners")
     if cols == rows:
         LOG.warning("a square board (%dx%d) is ambiguous under rotation; a board with different side counts is safer", cols, rows)
     return cols, rows
@@ -118,7 +115,7 @@ def _to_gray(image: np.ndarray) -> np.ndarray:
     if image.ndim == 3 and image.shape[2] in (3, 4):
         code = cv2.COLOR_BGR2GRAY if image.shape[2] == 3 else cv2.COLOR_BGRA2GRAY
         return cv2.cvtColor(image, code)
-    raise CalibrationError(f"images must be (H, W) or (H, W, 3) uint8, got shape {image.shape}")
+    raise InputError(f"images must be (H, W) or (H, W, 3) uint8, got shape {image.shape}")
 
 
 def detect_board(image: np.ndarray, board: tuple[int, int], fast_check: bool = True) -> Optional[np.ndarray]:
@@ -282,16 +279,16 @@ def calibrate_from_images(
     """Calibrate from images (BGR or grey uint8, all the same size) showing a chessboard.
 
     board:          inner corners (cols, rows) or "9x6"; square: square side in metres.
-    min_views:      fewer distinct views with the board -> CalibrationError.
+    min_views:      fewer distinct views with the board -> InputError.
     max_views:      more distinct views are thinned to the most diverse ``max_views``.
     fix_k3:         keep k3 = 0 (simpler model for mild lenses or few views).
     outlier_factor: views with RMS error > factor * median (and > 0.5 px) are dropped once.
     """
     board = parse_board(board)
     if square <= 0:
-        raise CalibrationError(f"square size must be positive (metres), got {square}")
+        raise InputError(f"square size must be positive (metres), got {square}")
     if min_views < 3:
-        raise CalibrationError(f"min_views must be >= 3, got {min_views}")
+        raise InputError(f"min_views must be >= 3, got {min_views}")
     objp = board_object_points(board, square)
     size: Optional[tuple[int, int]] = None
     n_images = n_detected = n_dup = 0
@@ -308,7 +305,7 @@ def calibrate_from_images(
             if selector is None:
                 selector = ViewSelector(size, board)
         elif this_size != size:
-            raise CalibrationError(
+            raise InputError(
                 f"image {idx} is {this_size[0]}x{this_size[1]} but the first was {size[0]}x{size[1]}; "
                 "calibrate one resolution at a time"
             )
@@ -322,9 +319,9 @@ def calibrate_from_images(
         kept_corners.append(corners)
         kept_index.append(idx)
     if size is None:
-        raise CalibrationError("no images to calibrate from")
+        raise InputError("no images to calibrate from")
     if len(kept_corners) < min_views:
-        raise CalibrationError(
+        raise InputError(
             f"the {board[0]}x{board[1]} chessboard (inner corners) was found in {n_detected} of {n_images} images "
             f"giving {len(kept_corners)} distinct views ({n_dup} near duplicates rejected); at least {min_views} are "
             "needed. Show the board in more positions and tilts, all over the image; check that --board counts "
@@ -351,7 +348,7 @@ def calibrate_from_images(
         n_out = len(bad)
     dist5 = np.zeros(5)
     dist5[: min(5, dist.size)] = dist[:5]
-    camera = PinholeCamera(size[0], size[1], K[0, 0], K[1, 1], K[0, 2], K[1, 2], tuple(float(x) for x in dist5))
+    camera = PinholeCamera(width=size[0], height=size[1], fx=K[0, 0], fy=K[1, 1], cx=K[0, 2], cy=K[1, 2], dist=tuple(float(x) for x in dist5))
     cover = ViewSelector(size, board)
     for c in img:
         cover.cells |= cover._cells_of(c.reshape(-1, 2))
@@ -389,10 +386,10 @@ def write_camera_yaml(result: CalibrationResult, path: Union[str, Path]) -> Path
 # ----------------------------------------------------------------------------------------------
 def _read_folder(folder: Path) -> tuple[list[Path], Iterable[np.ndarray]]:
     if not folder.is_dir():
-        raise CalibrationError(f"--images {folder}: not a folder")
+        raise InputError(f"--images {folder}: not a folder")
     files = sorted(p for p in folder.iterdir() if p.suffix.lower() in IMAGE_EXTS)
     if not files:
-        raise CalibrationError(f"--images {folder}: no image files ({', '.join(IMAGE_EXTS)})")
+        raise InputError(f"--images {folder}: no image files ({', '.join(IMAGE_EXTS)})")
 
     def gen():
         for p in files:
@@ -455,7 +452,7 @@ def _gather_from_camera(args: argparse.Namespace, board: tuple[int, int], out=sy
     finally:
         source.close()
     if n_frames == 0:
-        raise CalibrationError(f"{source.name} delivered no frames")
+        raise InputError(f"{source.name} delivered no frames")
     return views
 
 
@@ -485,12 +482,12 @@ def calibrate_camera_main(argv: Optional[Sequence[str]] = None, out=None) -> int
     """``python -m slam calibrate ...``; returns a process exit code (0 ok, 2 bad input)."""
     out = out if out is not None else sys.stdout
     args = build_parser().parse_args(argv)
-    from slam.io.camera import CameraError
+    from slam.errors import InputError
 
     try:
         board = parse_board(args.board)
         if args.max_views < args.min_views:
-            raise CalibrationError(f"--max-views ({args.max_views}) must be >= --min-views ({args.min_views})")
+            raise InputError(f"--max-views ({args.max_views}) must be >= --min-views ({args.min_views})")
         if args.images:
             files, images = _read_folder(Path(args.images))
             print(f"calibrate: {len(files)} images in {args.images}", file=out, flush=True)
@@ -499,7 +496,7 @@ def calibrate_camera_main(argv: Optional[Sequence[str]] = None, out=None) -> int
         result = calibrate_from_images(
             images, board=board, square=args.square, min_views=args.min_views, max_views=args.max_views, fix_k3=args.fix_k3
         )
-    except (CalibrationError, CameraError) as exc:
+    except InputError as exc:
         print(f"calibrate: error: {exc}", file=sys.stderr, flush=True)
         return 2
     path = write_camera_yaml(result, args.out)

@@ -1,7 +1,7 @@
 """Live camera input through OpenCV ``VideoCapture``: a device index, a video file or a stream URL.
 
 ``CameraSource`` opens the input at construction, so every problem surfaces early as a
-:class:`CameraError` whose message names the input and the fix:
+:class:`InputError` whose message names the input and the fix:
 
 - a device that cannot be opened (names ``/dev/videoN``, lists the devices that exist, and
   suggests checking permissions / another program using it / passing a file path);
@@ -31,29 +31,26 @@ from typing import Any, Iterator, Optional, Union
 import cv2
 import numpy as np
 
+from slam.errors import InputError
 from slam.geometry.camera import PinholeCamera
 from slam.types import Frame
 
 LOG = logging.getLogger(__name__)
 
-__all__ = ["CameraError", "CameraSource", "parse_camera_spec", "parse_size", "load_calibration"]
-
-
-class CameraError(ValueError):
-    """Bad camera input: cannot open, no frames, wrong frame size, bad calibration file."""
+__all__ = ["InputError", "CameraSource", "parse_camera_spec", "parse_size", "load_calibration"]
 
 
 def parse_camera_spec(spec: Union[str, int, Path]) -> tuple[str, Union[int, str]]:
     """``0`` / ``"0"`` -> ("device", 0); ``"rtsp://..."`` -> ("url", spec); else ("file", path)."""
     if isinstance(spec, bool):
-        raise CameraError(f"camera spec must be a device index, file path or URL, got {spec!r}")
+        raise InputError(f"camera spec must be a device index, file path or URL, got {spec!r}")
     if isinstance(spec, int):
         if spec < 0:
-            raise CameraError(f"camera index must be >= 0, got {spec}")
+            raise InputError(f"camera index must be >= 0, got {spec}")
         return "device", spec
     text = str(spec).strip()
     if not text:
-        raise CameraError("empty camera spec: pass a device index (0), a video file path or a stream URL")
+        raise InputError("empty camera spec: pass a device index (0), a video file path or a stream URL")
     if text.isdigit():
         return "device", int(text)
     if "://" in text:
@@ -67,16 +64,16 @@ def parse_size(text: Union[str, tuple, list, None]) -> Optional[tuple[int, int]]
         return None
     if isinstance(text, (tuple, list)):
         if len(text) != 2:
-            raise CameraError(f"size must be (width, height), got {text!r}")
+            raise InputError(f"size must be (width, height), got {text!r}")
         w, h = int(text[0]), int(text[1])
     else:
         parts = str(text).lower().replace("*", "x").split("x")
         try:
             w, h = (int(p) for p in parts)
         except ValueError:
-            raise CameraError(f"size {text!r} must look like WIDTHxHEIGHT, e.g. 640x480") from None
+            raise InputError(f"size {text!r} must look like WIDTHxHEIGHT, e.g. 640x480") from None
     if w <= 0 or h <= 0:
-        raise CameraError(f"size must be positive, got {w}x{h}")
+        raise InputError(f"size must be positive, got {w}x{h}")
     return w, h
 
 
@@ -89,17 +86,17 @@ def load_calibration(calib: Union[None, PinholeCamera, dict, str, Path]) -> Opti
         try:
             return PinholeCamera.from_dict(calib, source="calibration")
         except ValueError as exc:
-            raise CameraError(str(exc)) from None
+            raise InputError(str(exc)) from None
     path = Path(calib)
     if not path.is_file():
-        raise CameraError(
+        raise InputError(
             f"calibration file {path} does not exist; create one with "
             f"`python -m slam calibrate --camera 0 --board 9x6 --square 0.025 --out {path}`"
         )
     try:
         return PinholeCamera.from_yaml(path)
     except ValueError as exc:
-        raise CameraError(
+        raise InputError(
             f"{exc}. Expected keys width, height, fx, fy, cx, cy, dist; "
             f"`python -m slam calibrate ... --out {path}` writes such a file"
         ) from None
@@ -119,7 +116,7 @@ class CameraSource:
     realtime:        video files only: pace reading at the file's fps and stamp wall-clock time.
     resize:          (width, height) or "WxH": resize every frame to this size (INTER_AREA)
                      before the calibration check.
-    frame_timeout_s: seconds to wait for the first frame (CameraError after), and for a frame
+    frame_timeout_s: seconds to wait for the first frame (InputError after), and for a frame
                      mid-stream before the stream ends with a warning.
     open_timeout_s:  URL inputs: FFmpeg open timeout.
     request_fps:     devices: frame rate to ask the driver for (0 = leave the default).
@@ -142,7 +139,7 @@ class CameraSource:
         self.kind, self.target = parse_camera_spec(spec)
         self.name = self._describe()
         if max_frames < 0:
-            raise CameraError(f"max_frames must be >= 0, got {max_frames}")
+            raise InputError(f"max_frames must be >= 0, got {max_frames}")
         if (loop or realtime) and self.kind != "file":
             LOG.warning("%s: loop/realtime only apply to video files; ignored", self.name)
             loop = realtime = False
@@ -177,7 +174,7 @@ class CameraSource:
         if self.kind == "file":
             path = Path(self.target)
             if not path.is_file():
-                raise CameraError(
+                raise InputError(
                     f"{self.name}: no such file. Pass a device index (e.g. --camera 0), an existing "
                     "video file, or a stream URL (rtsp://..., http://...)"
                 )
@@ -190,7 +187,7 @@ class CameraSource:
             idx = int(self.target)
             devices = _video_devices()
             if sys.platform.startswith("linux") and f"/dev/video{idx}" not in devices:
-                raise CameraError(
+                raise InputError(
                     f"cannot open camera {idx}: /dev/video{idx} does not exist "
                     f"(video devices found: {', '.join(devices) if devices else 'none'}). Check that the "
                     "camera is plugged in (ls /dev/video*), or pass a video file path or stream URL instead"
@@ -199,17 +196,17 @@ class CameraSource:
         if not cap.isOpened():
             cap.release()
             if self.kind == "device":
-                raise CameraError(
+                raise InputError(
                     f"cannot open camera {self.target} (/dev/video{self.target}): check that it exists "
                     "(ls /dev/video*), that you may read it (group 'video': ls -l /dev/video*), and that no "
                     "other program is using it; or pass a video file path or stream URL"
                 )
             if self.kind == "url":
-                raise CameraError(
+                raise InputError(
                     f"cannot open {self.name} within {open_timeout_s:.0f} s: check the URL, the network, "
                     "and that this OpenCV build has FFmpeg (cv2.getBuildInformation())"
                 )
-            raise CameraError(
+            raise InputError(
                 f"cannot open {self.name}: not a video, truncated, or a codec this OpenCV build lacks. "
                 "Re-encode it (ffmpeg -i IN -c:v libx264 OUT.mp4)"
             )
@@ -245,7 +242,7 @@ class CameraSource:
         th.join(self.frame_timeout_s + 1.0)
         if th.is_alive():
             # the read is stuck inside the driver: do not release the capture under it
-            raise CameraError(
+            raise InputError(
                 f"{self.name}: no frame within {self.frame_timeout_s:.0f} s (the read is blocked). Check that "
                 "the camera works (e.g. with another viewer) and is not used by another program"
             )
@@ -253,11 +250,11 @@ class CameraSource:
             self._cap.release()
             detail = f" ({box['exc']})" if "exc" in box else ""
             if self.kind == "file":
-                raise CameraError(
+                raise InputError(
                     f"{self.name}: no frames could be decoded{detail}; the file is empty or its codec is "
                     "unsupported. Re-encode it (ffmpeg -i IN -c:v libx264 OUT.mp4)"
                 )
-            raise CameraError(
+            raise InputError(
                 f"{self.name}: opened but delivered no frames within {self.frame_timeout_s:.0f} s{detail}. "
                 "Check that the camera works and is not used by another program, or raise the timeout"
             )
@@ -279,7 +276,7 @@ class CameraSource:
         if self.frame_size != want:
             self.close()
             raw = "resized " if self.resize is not None else ""
-            raise CameraError(
+            raise InputError(
                 f"{self.name} gives {raw}{self.frame_size[0]}x{self.frame_size[1]} frames but the calibration is for "
                 f"{want[0]}x{want[1]}. Recalibrate at this resolution (python -m slam calibrate --camera ...), "
                 f"or pass --resize {want[0]}x{want[1]} if the calibration was made on a scaled image of "
@@ -314,7 +311,7 @@ class CameraSource:
 
     def __iter__(self) -> Iterator[Frame]:
         if self._iterated:
-            raise CameraError(f"{self.name}: a CameraSource can be iterated once; open a new one")
+            raise InputError(f"{self.name}: a CameraSource can be iterated once; open a new one")
         self._iterated = True
         return self._frames()
 
@@ -371,7 +368,7 @@ class CameraSource:
         can be open only once) and returns a picklable callable that reopens the same input, with
         the calibration already loaded, in the process that reads it."""
         if self._iterated:
-            raise CameraError(f"{self.name}: already being read; a feature process must reopen it before reading starts")
+            raise InputError(f"{self.name}: already being read; a feature process must reopen it before reading starts")
         self.close()
         args = dict(self._init_args)
         args["calib"] = self.camera

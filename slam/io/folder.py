@@ -16,7 +16,8 @@ from typing import Iterator, Optional, Sequence, Union
 import cv2
 import numpy as np
 
-from slam.io.errors import DatasetError, LockedReader
+from slam.errors import InputError
+from slam.io.base import LockedReader
 from slam.types import Frame
 
 log = logging.getLogger(__name__)
@@ -70,7 +71,7 @@ class ImageFolderReader(LockedReader):
     ) -> None:
         self.folder = Path(folder)
         if not self.folder.is_dir():
-            raise DatasetError(f"{self.folder}: image folder not found; pass an existing folder of images")
+            raise InputError(f"{self.folder}: image folder not found; pass an existing folder of images")
         if fps <= 0:
             raise ValueError(f"fps must be > 0, got {fps}")
         if stride < 1 or start < 0 or max_frames < 0:
@@ -78,7 +79,7 @@ class ImageFolderReader(LockedReader):
         exts = tuple(e.lower() if e.startswith(".") else "." + e.lower() for e in extensions)
         files = [p for p in self.folder.iterdir() if p.is_file() and p.suffix.lower() in exts]
         if not files:
-            raise DatasetError(
+            raise InputError(
                 f"{self.folder}: no images with extension {', '.join(exts)}; "
                 "point at the folder that directly contains the images"
             )

@@ -7,7 +7,8 @@ from typing import Optional, Union
 
 import numpy as np
 
-from slam.io.errors import DatasetError
+from slam.errors import InputError
+
 
 log = logging.getLogger(__name__)
 
@@ -83,12 +84,12 @@ def read_ply(path: PathLike) -> tuple[np.ndarray, Optional[np.ndarray]]:
     """
     path = Path(path)
     if not path.is_file():
-        raise DatasetError(f"{path}: PLY file not found")
+        raise InputError(f"{path}: PLY file not found")
     with open(path, "rb") as f:
         raw = f.read()
     end = raw.find(b"end_header")
     if not raw.startswith(b"ply") or end < 0:
-        raise DatasetError(f"{path}: not a PLY file (no 'ply' magic or no 'end_header')")
+        raise InputError(f"{path}: not a PLY file (no 'ply' magic or no 'end_header')")
     nl = raw.find(b"\n", end)
     body = raw[nl + 1:] if nl >= 0 else b""
     header = raw[:end].decode("ascii", errors="replace").splitlines()
@@ -104,38 +105,38 @@ def read_ply(path: PathLike) -> tuple[np.ndarray, Optional[np.ndarray]]:
             elements.append((tok[1], int(tok[2]), []))
         elif tok[0] == "property":
             if not elements:
-                raise DatasetError(f"{path}:{lineno}: property before any element")
+                raise InputError(f"{path}:{lineno}: property before any element")
             if tok[1] == "list":
                 if elements[-1][0] == "vertex":
-                    raise DatasetError(f"{path}:{lineno}: list properties on vertices are not supported")
+                    raise InputError(f"{path}:{lineno}: list properties on vertices are not supported")
                 elements[-1][2].append((tok[-1], "list"))
                 continue
             if tok[1] not in _PLY_TYPES:
-                raise DatasetError(f"{path}:{lineno}: unknown property type {tok[1]!r}")
+                raise InputError(f"{path}:{lineno}: unknown property type {tok[1]!r}")
             elements[-1][2].append((tok[2], _PLY_TYPES[tok[1]]))
     if fmt not in ("binary_little_endian", "binary_big_endian", "ascii"):
-        raise DatasetError(f"{path}: unsupported PLY format {fmt!r}")
+        raise InputError(f"{path}: unsupported PLY format {fmt!r}")
     if not elements or elements[0][0] != "vertex":
-        raise DatasetError(f"{path}: the first element must be 'vertex'")
+        raise InputError(f"{path}: the first element must be 'vertex'")
     _, n, props = elements[0]
     names = [p[0] for p in props]
     for axis in ("x", "y", "z"):
         if axis not in names:
-            raise DatasetError(f"{path}: vertex element has no {axis!r} property")
+            raise InputError(f"{path}: vertex element has no {axis!r} property")
     if fmt == "ascii":
         rows = body.decode("ascii", errors="replace").split("\n")[:n]
         try:
             table = np.array([[float(v) for v in r.split()[: len(props)]] for r in rows], dtype=np.float64)
         except ValueError as exc:
-            raise DatasetError(f"{path}: malformed ASCII vertex data ({exc})") from exc
+            raise InputError(f"{path}: malformed ASCII vertex data ({exc})") from exc
         if table.shape != (n, len(props)):
-            raise DatasetError(f"{path}: expected {n} vertices with {len(props)} values, file is truncated")
+            raise InputError(f"{path}: expected {n} vertices with {len(props)} values, file is truncated")
         col = {name: table[:, i] for i, name in enumerate(names)}
     else:
         order = "<" if fmt == "binary_little_endian" else ">"
         dtype = np.dtype([(name, order + t) for name, t in props])
         if len(body) < n * dtype.itemsize:
-            raise DatasetError(f"{path}: expected {n} vertices ({n * dtype.itemsize} bytes), file is truncated")
+            raise InputError(f"{path}: expected {n} vertices ({n * dtype.itemsize} bytes), file is truncated")
         arr = np.frombuffer(body, dtype=dtype, count=n)
         col = {name: arr[name] for name in names}
     points = np.stack([col["x"], col["y"], col["z"]], axis=1).astype(np.float32)

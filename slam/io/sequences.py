@@ -11,6 +11,9 @@ The data itself is looked for, in order, under each data root (:func:`resolve_da
 checkout if that is a different folder. Under each root both ``<root>/<folder>`` and
 ``<root>/tum/<folder>`` are tried.
 
+EuRoC (``euroc/<name>``) and KITTI (``kitti/<XX>``) sequences have their own folder layouts,
+candidate folders, not-found messages and downloads: :mod:`slam.io.locate`.
+
 Synthetic sequences (``synthetic/<profile>``) have no download: their folder
 ``<root>/synthetic/<profile>`` is rendered on demand by :mod:`slam.io.synthetic`;
 :func:`find_sequence` returns where it is (or where it should be rendered) without raising.
@@ -33,14 +36,15 @@ from typing import Optional, TextIO, Union
 import numpy as np
 import yaml
 
-from slam.io.errors import DatasetError, SequenceError, SequenceNotFoundError
+from slam.errors import InputError
+
 
 PathLike = Union[str, Path]
 
 __all__ = [
     "SequenceInfo",
-    "SequenceError",
-    "SequenceNotFoundError",
+    "InputError",
+    "InputError",
     "manifest_dir",
     "list_sequences",
     "load_manifest",
@@ -63,7 +67,7 @@ class SequenceInfo:
     """What a manifest says about a sequence.
 
     name:            e.g. "tum/fr1_desk" or "synthetic/<profile>".
-    dataset:         "tum" or "synthetic".
+    dataset:         "tum", "euroc", "kitti" or "synthetic".
     folder:          folder name under a data root, e.g. "rgbd_dataset_freiburg1_desk".
     url:             official download address of the archive ("" when there is none).
     camera:          {"width", "height", "fx", "fy", "cx", "cy" (pixels), "dist": [k1, k2, p1, p2, k3]}
@@ -91,7 +95,7 @@ class SequenceInfo:
         """(3, 3) float64 intrinsic matrix from camera fx, fy, cx, cy (pixels)."""
         c = self.camera
         if not all(k in c for k in ("fx", "fy", "cx", "cy")):
-            raise SequenceError(f"{self.name}: manifest {self.manifest_path} has no camera intrinsics")
+            raise InputError(f"{self.name}: manifest {self.manifest_path} has no camera intrinsics")
         return np.array([[c["fx"], 0.0, c["cx"]], [0.0, c["fy"], c["cy"]], [0.0, 0.0, 1.0]], dtype=np.float64)
 
     @property
@@ -125,8 +129,8 @@ def list_sequences(dataset: Optional[str] = None, root: Optional[PathLike] = Non
     return sorted(names)
 
 
-def _manifest_error(path: Path, msg: str) -> SequenceError:
-    return SequenceError(f"{path}: {msg}; regenerate TUM manifests with `python tools/make_tum_manifests.py`")
+def _manifest_error(path: Path, msg: str) -> InputError:
+    return InputError(f"{path}: {msg}; regenerate TUM manifests with `python tools/make_tum_manifests.py`")
 
 
 def _parse_manifest(path: Path, expected_name: str) -> SequenceInfo:
@@ -187,6 +191,10 @@ def _canonical_name(name: str, base: Path) -> str:
         name = "tum/" + name
     if name.startswith("tum/freiburg"):
         name = "tum/fr" + name[len("tum/freiburg"):]
+    if name.startswith("kitti/"):
+        from slam.io.locate import canonical_kitti_name
+
+        name = canonical_kitti_name(name)
     return name
 
 
@@ -208,9 +216,9 @@ def _synthetic_info(name: str, profile: str, path: Optional[Path]) -> Optional[S
         try:
             data = yaml.safe_load(path.read_text()) or {}
         except (OSError, yaml.YAMLError) as exc:
-            raise SequenceError(f"{path}: cannot be read as YAML ({exc})") from exc
+            raise InputError(f"{path}: cannot be read as YAML ({exc})") from exc
         if not isinstance(data, dict):
-            raise SequenceError(f"{path}: must be a mapping of keys to values")
+            raise InputError(f"{path}: must be a mapping of keys to values")
     elif profile not in _synthetic_profiles():
         return None
     else:
@@ -221,7 +229,7 @@ def _synthetic_info(name: str, profile: str, path: Optional[Path]) -> Optional[S
     try:
         fps = float(data.get("fps", 30.0))
     except (TypeError, ValueError):
-        raise SequenceError(f"{path or name}: fps must be a number, got {data.get('fps')!r}") from None
+        raise InputError(f"{path or name}: fps must be a number, got {data.get('fps')!r}") from None
     return SequenceInfo(
         name=name, dataset="synthetic", folder=f"synthetic/{profile}", url="", camera=dict(camera),
         depth_factor=5000.0, fps=fps, has_groundtruth=True, manifest_path=path,
@@ -233,7 +241,7 @@ def load_manifest(name: str, root: Optional[PathLike] = None) -> SequenceInfo:
     """SequenceInfo for a sequence name such as "tum/fr1_desk" (also "fr1_desk" or the folder name).
 
     ``root`` overrides the manifest folder (default :func:`manifest_dir`). Unknown names raise
-    SequenceError listing close matches. "synthetic/<profile>" is read from
+    InputError listing close matches. "synthetic/<profile>" is read from
     ``sequences/synthetic/<profile>.yaml`` or, without one, from the profiles embedded in
     :mod:`slam.io.synthetic`: dataset "synthetic", folder "synthetic/<profile>", no url.
     """
@@ -254,7 +262,7 @@ def load_manifest(name: str, root: Optional[PathLike] = None) -> SequenceInfo:
         short = {k.split("/", 1)[1]: k for k in known}
         close = [short[c] for c in difflib.get_close_matches(canon.split("/")[-1], list(short), n=5, cutoff=0.6)]
     hint = f" Did you mean: {', '.join(close)}?" if close else ""
-    raise SequenceError(
+    raise InputError(
         f"unknown sequence {name!r} (no manifest {base}/{canon if '/' in canon else '<dataset>/' + canon}.yaml).{hint} "
         "List the known sequences with `python -m slam sequences`."
     )
@@ -266,7 +274,7 @@ def load_manifest(name: str, root: Optional[PathLike] = None) -> SequenceInfo:
 def resolve_data_root(cli_data_root: Optional[PathLike] = None) -> list[Path]:
     """Candidate data roots in search order, absolute, without duplicates.
 
-    1. ``cli_data_root`` (the ``--data-root`` option), 2. each entry of ``$SLAM_DATA``
+    1. ``cli_data_root`` (the ``--data-root`` option; ``os.pathsep``-separated), 2. each entry of ``$SLAM_DATA``
     (``os.pathsep``-separated), 3. ``./sequences`` in the working directory, 4. the
     ``sequences/`` folder of this checkout when it differs from 3.
     """
@@ -277,7 +285,9 @@ def resolve_data_root(cli_data_root: Optional[PathLike] = None) -> list[Path]:
 def _labelled_roots(cli_data_root: Optional[PathLike]) -> list[tuple[Path, str]]:
     out: list[tuple[Path, str]] = []
     if cli_data_root not in (None, ""):
-        out.append((Path(cli_data_root).expanduser(), "--data-root"))
+        for part in str(cli_data_root).split(os.pathsep):  # several roots, like $SLAM_DATA
+            if part.strip():
+                out.append((Path(part.strip()).expanduser(), "--data-root"))
     env = os.environ.get("SLAM_DATA", "")
     for part in env.split(os.pathsep):
         if part.strip():
@@ -304,6 +314,10 @@ def _labelled_roots(cli_data_root: Optional[PathLike]) -> list[tuple[Path, str]]
 def _is_sequence_dir(path: Path, dataset: str) -> bool:
     if dataset == "tum":
         return (path / "rgb.txt").is_file()
+    if dataset in ("euroc", "kitti"):
+        from slam.io.locate import is_dataset_folder
+
+        return is_dataset_folder(path, dataset)
     return path.is_dir()
 
 
@@ -313,7 +327,7 @@ def find_sequence(name: str, data_root: Optional[PathLike] = None) -> tuple[Sequ
     Tries ``<root>/<folder>`` and ``<root>/tum/<folder>`` for each root of
     :func:`resolve_data_root` (and the root itself when it is named ``<folder>``). A TUM folder
     counts only if it contains ``rgb.txt``.
-    Raises SequenceError for an unknown name and SequenceNotFoundError (whose message names every
+    Raises InputError for an unknown name and InputError (whose message names every
     path tried and how to get the data) when the folder is missing. Synthetic sequences never
     raise here: the first existing ``<root>/synthetic/<profile>`` is returned, else the path
     under the first root where it should be rendered.
@@ -323,6 +337,10 @@ def find_sequence(name: str, data_root: Optional[PathLike] = None) -> tuple[Sequ
     tried: list[tuple[Path, str, str]] = []
     for root, label in roots:
         subdirs = [root / info.folder]
+        if info.dataset in ("euroc", "kitti"):
+            from slam.io.locate import candidates
+
+            subdirs = candidates(info.dataset, info.folder, root)
         if info.dataset == "tum":
             subdirs.append(root / "tum" / info.folder)
             if root.name == info.folder:  # --data-root pointing at the sequence folder itself
@@ -332,11 +350,16 @@ def find_sequence(name: str, data_root: Optional[PathLike] = None) -> tuple[Sequ
                 return info, cand
             note = ""
             if cand.is_dir():
-                note = "exists but has no rgb.txt (incompletely unpacked?)"
+                note = "exists but is not a complete sequence (incompletely unpacked?)" if info.dataset != "tum" else \
+                    "exists but has no rgb.txt (incompletely unpacked?)"
             tried.append((cand, label, note))
     if info.dataset == "synthetic":
         return info, roots[0][0] / info.folder
-    raise SequenceNotFoundError(_not_found_message(info, tried, roots[0][0]))
+    if info.dataset in ("euroc", "kitti"):
+        from slam.io.locate import not_found_message
+
+        raise InputError(not_found_message(info, tried, roots[0][0]))
+    raise InputError(_not_found_message(info, tried, roots[0][0]))
 
 
 def _not_found_message(info: SequenceInfo, tried: list[tuple[Path, str, str]], target_root: Path) -> str:
@@ -367,13 +390,13 @@ def open_sequence(
     """find_sequence + a :class:`slam.io.tum.TUMReader` on it with the manifest's depth factor.
 
     Returns (SequenceInfo, folder Path, reader). Works for any folder in TUM layout (rgb.txt,
-    depth.txt), including rendered synthetic sequences; raises SequenceNotFoundError otherwise.
+    depth.txt), including rendered synthetic sequences; raises InputError otherwise.
     """
     from slam.io.tum import TUMReader
 
     info, folder = find_sequence(name, data_root)
     if not (folder / "rgb.txt").is_file():
-        raise SequenceNotFoundError(
+        raise InputError(
             f"sequence {info.name}: {folder / 'rgb.txt'} does not exist"
             + ("; render it first with slam.io.synthetic.ensure_sequence" if info.dataset == "synthetic" else "")
         )
@@ -399,39 +422,39 @@ def safe_extract(archive: PathLike, dest: PathLike) -> list[str]:
 
     Rejects absolute names, ``..`` components, links pointing outside ``dest``, device files and
     FIFOs (the whole archive is checked before anything is written). Returns the member names.
-    Raises DatasetError for an unsafe or unreadable archive.
+    Raises InputError for an unsafe or unreadable archive.
     """
     archive, dest = Path(archive), Path(dest)
     dest.mkdir(parents=True, exist_ok=True)
     try:
         tf = tarfile.open(archive, "r:*")
     except (tarfile.TarError, OSError, EOFError, zlib.error) as exc:
-        raise DatasetError(f"{archive}: not a readable tar archive ({exc}); delete it and download again") from exc
+        raise InputError(f"{archive}: not a readable tar archive ({exc}); delete it and download again") from exc
     with tf:
         try:
             members = tf.getmembers()
         except (tarfile.TarError, OSError, EOFError, zlib.error) as exc:
-            raise DatasetError(f"{archive}: archive is corrupt or truncated ({exc}); delete it and download again") from exc
+            raise InputError(f"{archive}: archive is corrupt or truncated ({exc}); delete it and download again") from exc
         for m in members:
             name = m.name
             if name.startswith(("/", "\\")) or (len(name) > 1 and name[1] == ":"):
-                raise DatasetError(f"{archive}: refusing absolute path {name!r} in archive")
+                raise InputError(f"{archive}: refusing absolute path {name!r} in archive")
             if ".." in Path(name).parts:
-                raise DatasetError(f"{archive}: refusing path {name!r} that leaves the destination")
+                raise InputError(f"{archive}: refusing path {name!r} that leaves the destination")
             if not _is_within(dest, dest / name):
-                raise DatasetError(f"{archive}: refusing path {name!r} that leaves the destination")
+                raise InputError(f"{archive}: refusing path {name!r} that leaves the destination")
             if m.isdev() or m.isfifo():
-                raise DatasetError(f"{archive}: refusing device or FIFO member {name!r}")
+                raise InputError(f"{archive}: refusing device or FIFO member {name!r}")
             if m.issym() or m.islnk():
                 link = m.linkname
                 target = (dest / name).parent / link if m.issym() else dest / link
                 if link.startswith("/") or not _is_within(dest, target):
-                    raise DatasetError(f"{archive}: refusing link {name!r} -> {link!r} that leaves the destination")
+                    raise InputError(f"{archive}: refusing link {name!r} -> {link!r} that leaves the destination")
         kwargs = {"filter": "data"} if hasattr(tarfile, "data_filter") else {}
         try:
             tf.extractall(dest, members=members, **kwargs)
         except (tarfile.TarError, OSError, EOFError, zlib.error) as exc:
-            raise DatasetError(f"{archive}: extraction failed ({exc}); delete it and download again") from exc
+            raise InputError(f"{archive}: extraction failed ({exc}); delete it and download again") from exc
     return [m.name for m in members]
 
 
@@ -504,7 +527,7 @@ def download_sequence(
     out = out if out is not None else sys.stderr
     try:
         info = load_manifest(name)
-    except SequenceError as exc:
+    except InputError as exc:
         out.write(f"error: {exc}\n")
         return 2
     if info.dataset == "synthetic":
@@ -516,6 +539,10 @@ def download_sequence(
         out.write(f"error: manifest {info.manifest_path} has no download url for {info.name}\n")
         return 2
     root = Path(os.path.abspath(Path(data_root).expanduser())) if data_root else _labelled_roots(None)[0][0]
+    if info.dataset in ("euroc", "kitti"):
+        from slam.io.locate import download_archive
+
+        return download_archive(info, root, url, timeout, keep_archive, progress, out, fetch=_fetch)
     target = root / info.folder
     if (target / "rgb.txt").is_file():
         out.write(f"{info.name} is already present at {target}\n")
@@ -544,7 +571,7 @@ def download_sequence(
     out.write(f"unpacking {archive.name} into {root}\n")
     try:
         safe_extract(archive, root)
-    except DatasetError as exc:
+    except InputError as exc:
         out.write(f"error: {exc}\n")
         return 2
     if not (target / "rgb.txt").is_file():
@@ -594,7 +621,7 @@ def sequences_main(argv: Optional[list[str]] = None, out: Optional[TextIO] = Non
         try:
             _, path = find_sequence(n, args.data_root)
             where = str(path) if info.dataset != "synthetic" or path.is_dir() else "(rendered on first run)"
-        except SequenceNotFoundError:
+        except InputError:
             where = "-"
         gt = "" if info.has_groundtruth else "  [no public ground truth]"
         out.write(f"{n:<{width}}  {where}{gt}\n")

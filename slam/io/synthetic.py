@@ -57,6 +57,7 @@ import cv2
 import numpy as np
 import yaml
 
+from slam.errors import InputError
 from slam.geometry.camera import PinholeCamera
 from slam.io import synthetic_textures as tx
 
@@ -69,10 +70,6 @@ FR1_CAMERA = {"width": 640, "height": 480, "fx": 517.3, "fy": 516.5, "cx": 318.6
               "dist": [0.2624, -0.9531, -0.0054, 0.0026, 1.1633]}
 
 _NEAR = 0.02  # metres: nearest valid hit along the optical axis
-
-
-class SyntheticError(ValueError):
-    """Bad manifest or rendering request; the message names the key/file and the fix."""
 
 
 # ============================================================================ scene model
@@ -410,8 +407,8 @@ def _camera_from_any(camera) -> PinholeCamera:
     if isinstance(camera, dict):
         return PinholeCamera.from_dict(camera)
     try:
-        return PinholeCamera(camera.width, camera.height, camera.fx, camera.fy, camera.cx, camera.cy,
-                             tuple(getattr(camera, "dist", (0.0,) * 5)))
+        return PinholeCamera(width=camera.width, height=camera.height, fx=camera.fx, fy=camera.fy, cx=camera.cx, cy=camera.cy,
+                             dist=tuple(getattr(camera, "dist", (0.0,) * 5)))
     except AttributeError as exc:
         raise TypeError(f"camera must be a PinholeCamera, a dict or have width/height/fx/fy/cx/cy/dist: {exc}") from None
 
@@ -707,7 +704,7 @@ def _sample_trilinear(tex: Texture, s: np.ndarray, t: np.ndarray, lod: np.ndarra
 @lru_cache(maxsize=4)
 def _renderer_for(key: tuple) -> Renderer:
     w, h, fx, fy, cx, cy, dist = key
-    return Renderer(PinholeCamera(w, h, fx, fy, cx, cy, dist))
+    return Renderer(PinholeCamera(width=w, height=h, fx=fx, fy=fy, cx=cx, cy=cy, dist=dist))
 
 
 def render_view(scene: Scene, camera, cam_from_world: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -1163,11 +1160,11 @@ def _dataclass_from(cls, data, where: str):
     if data is None:
         data = {}
     if not isinstance(data, dict):
-        raise SyntheticError(f"{where} must be a mapping, got {data!r}")
+        raise InputError(f"{where} must be a mapping, got {data!r}")
     names = {f.name: f for f in dataclasses.fields(cls)}
     unknown = sorted(set(data) - set(names))
     if unknown:
-        raise SyntheticError(f"unknown key(s) {unknown} in {where}; valid keys: {sorted(names)}")
+        raise InputError(f"unknown key(s) {unknown} in {where}; valid keys: {sorted(names)}")
     kwargs = {}
     for k, v in data.items():
         default = getattr(cls(), k)
@@ -1184,7 +1181,7 @@ def _dataclass_from(cls, data, where: str):
             else:
                 kwargs[k] = float(v)
         except (TypeError, ValueError):
-            raise SyntheticError(f"{where}.{k} = {v!r} is invalid; expected {type(default).__name__}"
+            raise InputError(f"{where}.{k} = {v!r} is invalid; expected {type(default).__name__}"
                                  f" like {default!r}") from None
     return cls(**kwargs)
 
@@ -1194,10 +1191,10 @@ class Trajectory:
 
     def __init__(self, scene: Scene, motion: dict, seed: int, where: str = "motion") -> None:
         if not isinstance(motion, dict) or "type" not in motion:
-            raise SyntheticError(f"{where} must be a mapping with a 'type' key, one of {sorted(MOTION_TYPES)}")
+            raise InputError(f"{where} must be a mapping with a 'type' key, one of {sorted(MOTION_TYPES)}")
         mtype = motion["type"]
         if mtype not in MOTION_TYPES:
-            raise SyntheticError(f"{where}.type = {mtype!r} is unknown; choose one of {sorted(MOTION_TYPES)}")
+            raise InputError(f"{where}.type = {mtype!r} is unknown; choose one of {sorted(MOTION_TYPES)}")
         self.kind = mtype
         self.p = _dataclass_from(MOTION_TYPES[mtype], {k: v for k, v in motion.items() if k != "type"}, where)
         self.desk = np.asarray(scene.anchors.get("desk_center", np.array([0.0, 1.8, 0.75])), float)
@@ -1332,33 +1329,33 @@ def load_manifest(name_or_path: Union[str, Path, dict], root: Optional[Path] = N
         if p.is_file():
             return _read_manifest(p)
     if s not in PROFILES:
-        raise SyntheticError(f"unknown synthetic profile {s!r}; choose one of {sorted(PROFILES)} "
+        raise InputError(f"unknown synthetic profile {s!r}; choose one of {sorted(PROFILES)} "
                              f"or give a path to a manifest .yaml")
     return validate_manifest(copy.deepcopy(PROFILES[s]), f"profile {s!r}")
 
 
 def _read_manifest(path: Path) -> dict:
     if not path.is_file():
-        raise SyntheticError(f"manifest file {path} does not exist")
+        raise InputError(f"manifest file {path} does not exist")
     try:
         data = yaml.safe_load(path.read_text())
     except yaml.YAMLError as exc:
-        raise SyntheticError(f"manifest file {path} is not valid YAML: {exc}") from None
+        raise InputError(f"manifest file {path} is not valid YAML: {exc}") from None
     if isinstance(data, dict) and "name" not in data:
         data["name"] = path.stem
     return validate_manifest(data, f"manifest file {path}")
 
 
 def validate_manifest(m: dict, where: str) -> dict:
-    """Check keys and types; returns ``m`` with defaults filled in. Raises SyntheticError."""
+    """Check keys and types; returns ``m`` with defaults filled in. Raises InputError."""
     if not isinstance(m, dict):
-        raise SyntheticError(f"{where} must be a mapping with keys {sorted(_MANIFEST_KEYS)}")
+        raise InputError(f"{where} must be a mapping with keys {sorted(_MANIFEST_KEYS)}")
     unknown = sorted(set(m) - _MANIFEST_KEYS)
     if unknown:
-        raise SyntheticError(f"unknown key(s) {unknown} in {where}; valid keys: {sorted(_MANIFEST_KEYS)}")
+        raise InputError(f"unknown key(s) {unknown} in {where}; valid keys: {sorted(_MANIFEST_KEYS)}")
     for key in ("frames", "fps", "motion"):
         if key not in m:
-            raise SyntheticError(f"{where} is missing the key '{key}'")
+            raise InputError(f"{where} is missing the key '{key}'")
     m.setdefault("name", "synthetic")
     m.setdefault("seed", 0)
     m.setdefault("camera", "fr1")
@@ -1368,15 +1365,15 @@ def validate_manifest(m: dict, where: str) -> dict:
         m["fps"] = float(m["fps"])
         m["seed"] = int(m["seed"])
     except (TypeError, ValueError):
-        raise SyntheticError(f"{where}: frames, fps and seed must be numbers, got "
+        raise InputError(f"{where}: frames, fps and seed must be numbers, got "
                              f"frames={m['frames']!r}, fps={m['fps']!r}, seed={m['seed']!r}") from None
     if m["frames"] < 1 or m["fps"] <= 0:
-        raise SyntheticError(f"{where}: frames must be >= 1 and fps > 0")
+        raise InputError(f"{where}: frames must be >= 1 and fps > 0")
     _camera_of(m, where)
     _dataclass_from(Realism, m["realism"], f"{where}: realism")
     mt = m["motion"]
     if not isinstance(mt, dict) or mt.get("type") not in MOTION_TYPES:
-        raise SyntheticError(f"{where}: motion.type must be one of {sorted(MOTION_TYPES)}, got "
+        raise InputError(f"{where}: motion.type must be one of {sorted(MOTION_TYPES)}, got "
                              f"{mt.get('type') if isinstance(mt, dict) else mt!r}")
     _dataclass_from(MOTION_TYPES[mt["type"]], {k: v for k, v in mt.items() if k != "type"}, f"{where}: motion")
     return m
@@ -1390,8 +1387,8 @@ def _camera_of(m: dict, where: str = "manifest") -> PinholeCamera:
         try:
             return PinholeCamera.from_dict(cam, source=f"{where}: camera")
         except ValueError as exc:
-            raise SyntheticError(str(exc)) from None
-    raise SyntheticError(f"{where}: camera must be 'fr1' or a mapping {{width, height, fx, fy, cx, cy, dist}}, got {cam!r}")
+            raise InputError(str(exc)) from None
+    raise InputError(f"{where}: camera must be 'fr1' or a mapping {{width, height, fx, fy, cx, cy, dist}}, got {cam!r}")
 
 
 @lru_cache(maxsize=1)
@@ -1559,13 +1556,13 @@ def render_sequence(name_or_manifest: Union[str, dict], out_dir: Path, n_frames:
     m = load_manifest(name_or_manifest, root)
     if n_frames is not None:
         if int(n_frames) < 1:
-            raise SyntheticError(f"n_frames must be >= 1, got {n_frames}")
+            raise InputError(f"n_frames must be >= 1, got {n_frames}")
         m["frames"] = int(n_frames)
     if seed is not None:
         m["seed"] = int(seed)
     out_dir = Path(out_dir)
     if out_dir.exists() and any(out_dir.iterdir()) and not (out_dir / "stamp.json").is_file():
-        raise SyntheticError(f"{out_dir} exists and is not a synthetic sequence (no stamp.json); "
+        raise InputError(f"{out_dir} exists and is not a synthetic sequence (no stamp.json); "
                              f"refusing to overwrite it: choose another output folder")
     t_start = time.perf_counter()
     camera = _camera_of(m)
@@ -1577,7 +1574,7 @@ def render_sequence(name_or_manifest: Union[str, dict], out_dir: Path, n_frames:
     for i, pose in enumerate(poses):
         what = scene.solid_at(pose[:3, 3], margin=0.05)
         if what is not None:
-            raise SyntheticError(f"motion of {m['name']!r} puts the camera inside {what} at frame {i} "
+            raise InputError(f"motion of {m['name']!r} puts the camera inside {what} at frame {i} "
                                  f"(position {np.round(pose[:3, 3], 3).tolist()}); change motion parameters or seed")
     renderer = _renderer_for(_cam_key(camera))
     effects = _FrameEffects(realism, renderer, m["seed"], fps)
@@ -1653,21 +1650,21 @@ def render_sequence(name_or_manifest: Union[str, dict], out_dir: Path, n_frames:
 
 def read_camera_manifest(seq_dir: Union[str, Path]) -> PinholeCamera:
     """The camera of a rendered sequence from ``seq_dir/camera.yaml`` (nested ``camera:`` mapping,
-    or flat intrinsics). Raises SyntheticError naming the file when it is missing or invalid."""
+    or flat intrinsics). Raises InputError naming the file when it is missing or invalid."""
     path = Path(seq_dir) / "camera.yaml"
     if not path.is_file():
-        raise SyntheticError(f"{path} does not exist; render the sequence with ensure_sequence / render_sequence")
+        raise InputError(f"{path} does not exist; render the sequence with ensure_sequence / render_sequence")
     try:
         data = yaml.safe_load(path.read_text())
     except yaml.YAMLError as exc:
-        raise SyntheticError(f"{path} is not valid YAML: {exc}") from None
+        raise InputError(f"{path} is not valid YAML: {exc}") from None
     if not isinstance(data, dict):
-        raise SyntheticError(f"{path} must be a mapping with a 'camera' key")
+        raise InputError(f"{path} must be a mapping with a 'camera' key")
     cam = data.get("camera", data)
     try:
         return PinholeCamera.from_dict(cam, source=str(path))
     except ValueError as exc:
-        raise SyntheticError(str(exc)) from None
+        raise InputError(str(exc)) from None
 
 
 def sequence_is_current(seq_dir: Path, manifest: dict) -> bool:
@@ -1819,7 +1816,7 @@ def sample_pair(seed: int, scene: Optional[Scene] = None, camera=None, max_rotat
         if overlap >= min_overlap:
             break
     if best is None:
-        raise SyntheticError(f"sample_pair(seed={seed}) found no valid camera pair in {max_tries} tries; "
+        raise InputError(f"sample_pair(seed={seed}) found no valid camera pair in {max_tries} tries; "
                              f"relax baseline/max_rotation_deg")
     overlap, c0, c1, o0, o1 = best
     if eff is not None:

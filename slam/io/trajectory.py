@@ -14,7 +14,7 @@ seconds. Formats:
   integer nanosecond timestamps and quaternion in (w, x, y, z) order. ``read_euroc`` also reads
   EuRoC ground-truth files (it uses the first 8 columns and ignores velocities and biases).
 
-Malformed input raises :class:`~slam.io.errors.DatasetError` naming the file and line.
+Malformed input raises :class:`~slam.errors.InputError` naming the file and line.
 """
 from __future__ import annotations
 
@@ -24,9 +24,10 @@ from typing import Optional, Union
 
 import numpy as np
 
-from slam.io.errors import DatasetError
 
 from scipy.spatial.transform import Rotation
+
+from slam.errors import InputError
 
 # Quaternions are Hamilton, (qx, qy, qz, qw) as in TUM files and slam.geometry.se3. scipy's
 # Rotation is used because it converts whole (N, 4) / (N, 3, 3) batches at once (a per-pose
@@ -35,7 +36,7 @@ from scipy.spatial.transform import Rotation
 PathLike = Union[str, Path]
 
 __all__ = [
-    "DatasetError",
+    "InputError",
     "quats_xyzw_from_poses",
     "poses_from_tq",
     "write_tum",
@@ -110,30 +111,30 @@ def _fmt_time(t: float) -> str:
 def _open_text(path: PathLike) -> list[str]:
     path = Path(path)
     if not path.exists():
-        raise DatasetError(f"{path}: file not found; check the path (it is resolved from {Path.cwd()})")
+        raise InputError(f"{path}: file not found; check the path (it is resolved from {Path.cwd()})")
     if path.is_dir():
-        raise DatasetError(f"{path}: is a folder, expected a trajectory file")
+        raise InputError(f"{path}: is a folder, expected a trajectory file")
     try:
         return path.read_text(encoding="utf-8", errors="strict").splitlines()
     except UnicodeDecodeError as exc:
-        raise DatasetError(f"{path}: not a text file ({exc}); expected a plain-text trajectory") from exc
+        raise InputError(f"{path}: not a text file ({exc}); expected a plain-text trajectory") from exc
     except OSError as exc:
-        raise DatasetError(f"{path}: cannot be read ({exc})") from exc
+        raise InputError(f"{path}: cannot be read ({exc})") from exc
 
 
 def _parse_numbers(path: PathLike, lineno: int, line: str, n_expected: int, what: str) -> list[float]:
     fields = line.replace(",", " ").split()
     if len(fields) < n_expected:
-        raise DatasetError(
+        raise InputError(
             f"{path}:{lineno}: expected {n_expected} numbers ({what}), found {len(fields)}: {line.strip()!r}"
         )
     try:
         values = [float(f) for f in fields[:n_expected]]
     except ValueError:
         bad = next(f for f in fields[:n_expected] if not _is_float(f))
-        raise DatasetError(f"{path}:{lineno}: {bad!r} is not a number ({what}): {line.strip()!r}") from None
+        raise InputError(f"{path}:{lineno}: {bad!r} is not a number ({what}): {line.strip()!r}") from None
     if not all(math.isfinite(v) for v in values):
-        raise DatasetError(f"{path}:{lineno}: NaN or inf in {line.strip()!r}; remove the line")
+        raise InputError(f"{path}:{lineno}: NaN or inf in {line.strip()!r}; remove the line")
     return values
 
 
@@ -148,9 +149,9 @@ def _is_float(s: str) -> bool:
 def _check_quat(path: PathLike, lineno: int, q: list[float]) -> None:
     n = math.sqrt(sum(v * v for v in q))
     if n < 1e-6:
-        raise DatasetError(f"{path}:{lineno}: quaternion {q} has zero norm")
+        raise InputError(f"{path}:{lineno}: quaternion {q} has zero norm")
     if abs(n - 1.0) > 0.1:
-        raise DatasetError(
+        raise InputError(
             f"{path}:{lineno}: quaternion {q} has norm {n:.3f}, expected 1; is the column order right?"
         )
 
@@ -193,7 +194,7 @@ def read_tum(path: PathLike) -> tuple[np.ndarray, np.ndarray]:
 
     Returns (timestamps (N,) float64 seconds, world_from_cam (N, 4, 4) float64), in file order.
     Lines starting with ``#`` and blank lines are ignored; commas are accepted as separators.
-    Raises DatasetError naming the file and line for a malformed line.
+    Raises InputError naming the file and line for a malformed line.
     """
     lines = _open_text(path)
     stamps, txyz, qxyzw = [], [], []
@@ -203,7 +204,7 @@ def read_tum(path: PathLike) -> tuple[np.ndarray, np.ndarray]:
             continue
         v = _parse_numbers(path, lineno, s, 8, "timestamp tx ty tz qx qy qz qw")
         if len(s.replace(",", " ").split()) != 8:
-            raise DatasetError(
+            raise InputError(
                 f"{path}:{lineno}: expected exactly 8 columns (timestamp tx ty tz qx qy qz qw), "
                 f"found {len(s.replace(',', ' ').split())}; is this a KITTI (12 columns) or EuRoC file?"
             )
@@ -258,7 +259,7 @@ def read_kitti(path: PathLike) -> np.ndarray:
             continue
         n_fields = len(s.split())
         if n_fields != 12:
-            raise DatasetError(
+            raise InputError(
                 f"{path}:{lineno}: expected 12 numbers (row-major 3x4 [R|t]), found {n_fields}: {s!r}"
             )
         v = _parse_numbers(path, lineno, s, 12, "row-major 3x4 [R|t]")
@@ -266,7 +267,7 @@ def read_kitti(path: PathLike) -> np.ndarray:
         m[:3, :4] = np.asarray(v).reshape(3, 4)
         det = np.linalg.det(m[:3, :3])
         if abs(det - 1.0) > 0.1:
-            raise DatasetError(f"{path}:{lineno}: rotation block has determinant {det:.3f}, expected 1")
+            raise InputError(f"{path}:{lineno}: rotation block has determinant {det:.3f}, expected 1")
         out.append(m)
     return np.asarray(out, dtype=np.float64).reshape(-1, 4, 4)
 
@@ -304,7 +305,7 @@ def read_euroc(path: PathLike) -> tuple[np.ndarray, np.ndarray]:
             continue
         fields = [f.strip() for f in s.split(",")]
         if len(fields) < 8:
-            raise DatasetError(
+            raise InputError(
                 f"{path}:{lineno}: expected at least 8 comma-separated values "
                 f"(timestamp [ns], p_x, p_y, p_z, q_w, q_x, q_y, q_z), found {len(fields)}: {s!r}"
             )
@@ -312,10 +313,10 @@ def read_euroc(path: PathLike) -> tuple[np.ndarray, np.ndarray]:
             ns = int(fields[0])
         except ValueError:
             if _is_float(fields[0]):
-                raise DatasetError(
+                raise InputError(
                     f"{path}:{lineno}: timestamp {fields[0]!r} is not an integer; EuRoC timestamps are nanoseconds"
                 ) from None
-            raise DatasetError(f"{path}:{lineno}: timestamp {fields[0]!r} is not a number: {s!r}") from None
+            raise InputError(f"{path}:{lineno}: timestamp {fields[0]!r} is not a number: {s!r}") from None
         v = _parse_numbers(path, lineno, " ".join(fields[1:8]), 7, "p_x p_y p_z q_w q_x q_y q_z")
         _check_quat(path, lineno, v[3:7])
         stamps.append(ns * 1e-9)
@@ -343,7 +344,7 @@ def detect_format(path: PathLike) -> str:
             return "tum"
         if n == 12:
             return "kitti"
-        raise DatasetError(
+        raise InputError(
             f"{path}:{lineno}: cannot tell the trajectory format: {n} columns; expected 8 (TUM: "
             "timestamp tx ty tz qx qy qz qw), 12 (KITTI: row-major 3x4) or a EuRoC csv"
         )

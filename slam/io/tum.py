@@ -19,7 +19,8 @@ from typing import Iterator, Optional, Sequence, Union
 import cv2
 import numpy as np
 
-from slam.io.errors import DatasetError, LockedReader
+from slam.errors import InputError
+from slam.io.base import LockedReader
 from slam.io.trajectory import read_tum
 from slam.types import Frame
 
@@ -27,7 +28,7 @@ log = logging.getLogger(__name__)
 
 PathLike = Union[str, Path]
 
-__all__ = ["DatasetError", "read_file_list", "associate", "TUMReader", "read_groundtruth", "MAX_DIFFERENCE"]
+__all__ = ["InputError", "read_file_list", "associate", "TUMReader", "read_groundtruth", "MAX_DIFFERENCE"]
 
 MAX_DIFFERENCE = 0.02  # seconds, TUM associate.py default
 
@@ -37,16 +38,16 @@ def read_file_list(path: PathLike) -> list[tuple[float, list[str]]]:
 
     Returns ``[(timestamp_s, [field, ...]), ...]`` sorted by timestamp; fields are the remaining
     whitespace/comma separated tokens of the line. ``#`` comments and blank lines are skipped.
-    Raises DatasetError naming the file and line number for a line whose first token is not a
+    Raises InputError naming the file and line number for a line whose first token is not a
     number or that has no data after the timestamp.
     """
     path = Path(path)
     if not path.is_file():
-        raise DatasetError(f"{path}: file not found; a TUM sequence folder must contain it")
+        raise InputError(f"{path}: file not found; a TUM sequence folder must contain it")
     try:
         text = path.read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError) as exc:
-        raise DatasetError(f"{path}: cannot be read as text ({exc})") from exc
+        raise InputError(f"{path}: cannot be read as text ({exc})") from exc
     out: list[tuple[float, list[str]]] = []
     for lineno, line in enumerate(text.splitlines(), start=1):
         s = line.strip()
@@ -56,14 +57,14 @@ def read_file_list(path: PathLike) -> list[tuple[float, list[str]]]:
         try:
             stamp = float(fields[0])
         except ValueError:
-            raise DatasetError(
+            raise InputError(
                 f"{path}:{lineno}: first column {fields[0]!r} is not a timestamp; "
                 f"expected 'timestamp data...' per line: {s!r}"
             ) from None
         if not np.isfinite(stamp):
-            raise DatasetError(f"{path}:{lineno}: timestamp {fields[0]!r} is not finite")
+            raise InputError(f"{path}:{lineno}: timestamp {fields[0]!r} is not finite")
         if len(fields) < 2:
-            raise DatasetError(f"{path}:{lineno}: no data after the timestamp: {s!r}")
+            raise InputError(f"{path}:{lineno}: no data after the timestamp: {s!r}")
         out.append((stamp, fields[1:]))
     out.sort(key=lambda e: e[0])
     return out
@@ -165,14 +166,14 @@ class TUMReader(LockedReader):
     ) -> None:
         self.folder = Path(folder)
         if not self.folder.is_dir():
-            raise DatasetError(
+            raise InputError(
                 f"{self.folder}: TUM sequence folder not found; download it from "
                 "https://cvg.cit.tum.de/data/datasets/rgbd-dataset/download and unpack it, or use "
                 "`python -m slam download tum/<name>`"
             )
         rgb_txt = self.folder / "rgb.txt"
         if not rgb_txt.is_file():
-            raise DatasetError(
+            raise InputError(
                 f"{rgb_txt}: not found; {self.folder} is not a TUM RGB-D sequence folder "
                 "(it must contain rgb.txt, depth.txt and the rgb/ and depth/ images; "
                 "was the archive fully unpacked?)"
@@ -187,20 +188,20 @@ class TUMReader(LockedReader):
         self.use_depth = bool(use_depth)
         rgb = read_file_list(rgb_txt)
         if not rgb:
-            raise DatasetError(f"{rgb_txt}: lists no images")
+            raise InputError(f"{rgb_txt}: lists no images")
         rgb_by_t = {t: f[0] for t, f in rgb}
         entries: list[tuple[float, str, Optional[str]]]
         if self.use_depth:
             depth_txt = self.folder / "depth.txt"
             if not depth_txt.is_file():
-                raise DatasetError(
+                raise InputError(
                     f"{depth_txt}: not found; RGB-D needs depth.txt (run monocular with use_depth=False / --mode mono)"
                 )
             depth = read_file_list(depth_txt)
             depth_by_t = {t: f[0] for t, f in depth}
             pairs = associate(rgb, depth, max_difference)
             if not pairs:
-                raise DatasetError(
+                raise InputError(
                     f"{self.folder}: no colour/depth pairs within {max_difference} s; "
                     "check that rgb.txt and depth.txt use the same clock"
                 )

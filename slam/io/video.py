@@ -8,7 +8,7 @@ from typing import Iterator, Union
 import cv2
 import numpy as np
 
-from slam.io.errors import DatasetError
+from slam.errors import InputError
 from slam.types import Frame
 
 log = logging.getLogger(__name__)
@@ -38,7 +38,7 @@ class VideoReader:
     def __init__(self, path: PathLike, max_frames: int = 0, stride: int = 1, start: int = 0, fps: float = 30.0) -> None:
         self.path = Path(path)
         if not self.path.is_file():
-            raise DatasetError(f"{self.path}: video file not found; check the path")
+            raise InputError(f"{self.path}: video file not found; check the path")
         if stride < 1 or start < 0 or max_frames < 0:
             raise ValueError(f"need stride >= 1, start >= 0, max_frames >= 0; got {stride}, {start}, {max_frames}")
         self.max_frames = int(max_frames)
@@ -55,7 +55,7 @@ class VideoReader:
         finally:
             cap.release()
         if not ok or first is None:
-            raise DatasetError(
+            raise InputError(
                 f"{self.path}: OpenCV opened the file but cannot decode a frame; the codec is probably "
                 "unsupported. Re-encode it (ffmpeg -i IN -c:v libx264 OUT.mp4) or extract the frames "
                 "(ffmpeg -i IN frames/%06d.png) and read the folder instead"
@@ -66,7 +66,7 @@ class VideoReader:
         cap = cv2.VideoCapture(str(self.path))
         if not cap.isOpened():
             cap.release()
-            raise DatasetError(
+            raise InputError(
                 f"{self.path}: cannot be opened as a video (not a video, truncated, or a codec this "
                 "OpenCV build lacks). Re-encode it (ffmpeg -i IN -c:v libx264 OUT.mp4) or extract the "
                 "frames (ffmpeg -i IN frames/%06d.png) and read the folder instead"

@@ -1,28 +1,37 @@
 """Local mapping: new points, fusion, local bundle adjustment, culling (ORB-SLAM style).
 
 process(KeyframeJob) runs once per keyframe the tracker inserted, in three phases that can
-also be called one by one (slam.system.MappingHandoff does, to overlap them with tracking):
+also be called one by one (slam.runtime.schedule.DatasetSchedule does, to overlap them with
+tracking):
 
 - prepare(job): cull recent points, triangulate (monocular), fuse, gather the local BA problem
   (a copy), under the map lock;
 - optimize(task): bundle adjustment on that copy, WITHOUT the lock (g2opy releases the GIL);
 - commit(task): write the result back and cull redundant keyframes, under the lock.
+
+The mapper takes a :class:`slam.runtime.schedule.MappingSchedule`: it calls its
+``yield_point()`` between pieces of Python work (never under the map lock), skips a job's
+optional work (fusion, local BA) when ``backlog()`` says another job waits, and lets
+``ba_stop`` end a running local BA. The default schedule does none of this, so a dataset run's
+map depends on the frames alone.
 """
 from __future__ import annotations
 
 import logging
 import time
 from dataclasses import dataclass
-from typing import Any, Callable, Optional
+from typing import Any, Optional
 
 import numpy as np
 
 from slam.geometry.camera import PinholeCamera
 from slam.geometry.epipolar import fundamental_from_poses, triangulate
 from slam.geometry.se3 import se3_inverse, transform_points
+from slam.mapping.config import MappingConfig
 from slam.mapping.map import Map
 from slam.matching.guided import search_by_projection, search_epipolar
-from slam.optim.ba import BAProblem, BAStop, bundle_adjust
+from slam.optim.ba import BAProblem, bundle_adjust
+from slam.runtime.schedule import MappingSchedule
 
 log = logging.getLogger(__name__)
 
@@ -38,40 +47,9 @@ class MappingTask:
     ba_ms: float = 0.0  # optimize time
 
 
-@dataclass
-class MappingConfig:
-    local_ba: bool = True  # run local bundle adjustment after each keyframe
-    ba_window: int = 6  # keyframes optimised: the new one plus its best covisible ones
-    ba_max_fixed: int = 6  # at most this many fixed keyframes that also observe local points
-    ba_iterations: int = 5  # Levenberg iterations per BA stage (two stages)
-    global_ba_iterations: int = 15
-    n_triangulation_neighbours: int = 6  # monocular: covisible keyframes used to triangulate new points
-    triangulation_match: str = "epipolar"  # epipolar: descriptor search along each keypoint's epipolar line (ORB-SLAM's SearchForTriangulation; for descriptor-only matchers such as nn, ~4x cheaper than matching all pairs) | matcher: the configured matcher on all free keypoints (always used by learned matchers)
-    triangulation_ratio: float = 0.9  # epipolar search: best/second-best descriptor distance ratio within the band
-    n_fuse_neighbours: int = 6  # keyframes whose points are fused into the new keyframe
-    fuse_radius_px: float = 3.0
-    min_found_ratio: float = 0.25  # cull points found in fewer than this fraction of frames where visible
-    min_parallax_cos: float = 0.9998  # triangulation: cos of the minimum parallax angle
-    max_reproj_chi2: float = 5.991  # triangulation check (chi2, 2 dof, 95%)
-    cull_keyframes: bool = True
-    commit_delay_frames: int = 8  # local BA runs while tracking goes on; its result is written back before this many more frames are tracked, or before the next keyframe job (0 = tracking waits for the whole job)
-    live_yield_max_ms: float = 50.0  # live runs: longest wait of mapping at one yield point while a frame is tracked
-    live_skip_when_queued: bool = True  # live runs: when another keyframe job is waiting, skip this one's fusion and local BA, and end a running local BA early (ORB-SLAM's CheckNewKeyFrames and abort of BA), so the new keyframe's points reach tracking sooner
-    redundant_ratio: float = 0.9  # cull a keyframe when this share of its points is seen by 3+ others
-    max_desc_dist_binary: float = 50.0
-    max_desc_dist_float: float = 0.9
-
-
-def _no_yield() -> None:
-    return None
-
-
-def _no_backlog() -> bool:
-    return False
-
-
 class LocalMapper:
-    def __init__(self, cfg: MappingConfig, camera: PinholeCamera, slam_map: Map, matcher, mode: str = "rgbd", bf: float = 40.0):
+    def __init__(self, cfg: MappingConfig, camera: PinholeCamera, slam_map: Map, matcher, mode: str = "rgbd", bf: float = 40.0,
+                 schedule: Optional[MappingSchedule] = None):
         self.cfg = cfg
         self.camera = camera
         self.K = camera.K
@@ -85,16 +63,7 @@ class LocalMapper:
         self.n_culled_kfs = 0
         self.n_culled_points = 0
         self.timings: dict[str, list[float]] = {"local_ba": [], "triangulate": [], "fuse": [], "cull": []}
-        # called between pieces of Python work, never under the map lock (live runs: waits
-        # while tracking has a frame, see slam.system.MappingLoad); a no-op otherwise
-        self.yield_point: Callable[[], None] = _no_yield
-        # live runs: whether another keyframe job is already queued behind the current one
-        # (slam.system.MappingLoad.backlog); then the optional work of this job is skipped when
-        # cfg.live_skip_when_queued. Always False in dataset runs, whose map must not depend on timing.
-        self.backlog: Callable[[], bool] = _no_backlog
-        # live runs: the handle that ends a running local BA when a new job arrives (requested by
-        # slam.system.MappingLoad); None in dataset runs
-        self.ba_stop: Optional[BAStop] = None
+        self.schedule = schedule if schedule is not None else MappingSchedule()
         self.n_skipped = 0  # jobs whose fusion and BA were skipped (backlog)
         self.n_ba_aborted = 0  # local BAs ended early (a new job arrived while they ran)
 
@@ -112,7 +81,7 @@ class LocalMapper:
         points, triangulate (monocular), fuse, and gather the local BA problem (a copy)."""
         t0 = time.perf_counter()
         kf_id = job.kf_id
-        self.yield_point()
+        self.schedule.yield_point()
         with self.map.lock:
             if kf_id not in self.map.keyframes:
                 return None
@@ -123,11 +92,11 @@ class LocalMapper:
             self.timings["triangulate"].append((time.perf_counter() - t) * 1e3)
         else:
             new = job.new_point_ids
-        self.yield_point()
+        self.schedule.yield_point()
         with self.map.lock:
             self.recent_points.append(np.concatenate([new, job.new_point_ids]) if self.mode == "mono" else new)
             self.recent_points = self.recent_points[-3:]
-        if self.cfg.live_skip_when_queued and self.backlog():
+        if self.schedule.backlog():
             # the next keyframe is waiting: its new points matter more to tracking than this
             # keyframe's fusion and BA (the next job's BA window covers this keyframe)
             self.n_skipped += 1
@@ -137,7 +106,7 @@ class LocalMapper:
         self.timings["fuse"].append((time.perf_counter() - t) * 1e3)
         prob = None
         if self.cfg.local_ba and len(self.map.keyframes) >= 2:
-            self.yield_point()
+            self.schedule.yield_point()
             with self.map.lock:
                 prob = self._local_problem(kf_id)
         return MappingTask(kf_id=kf_id, problem=prob, ms=(time.perf_counter() - t0) * 1e3)
@@ -148,13 +117,13 @@ class LocalMapper:
         if task.problem is None:
             return
         t = time.perf_counter()
-        stop = self.ba_stop if self.cfg.live_skip_when_queued else None
+        stop = self.schedule.ba_stop
         if stop is not None:
             stop.reset()
-            if self.backlog():  # a job arrived after prepare(), before the stop was armed
+            if self.schedule.backlog():  # a job arrived after prepare(), before the stop was armed
                 self.n_ba_aborted += 1
                 return
-        res = bundle_adjust(task.problem, iterations=self.cfg.ba_iterations, pause=self.yield_point, stop=stop)
+        res = bundle_adjust(task.problem, iterations=self.cfg.ba_iterations, pause=self.schedule.yield_point, stop=stop)
         if res.aborted:
             self.n_ba_aborted += 1
         # a BA stopped before g2o ran changed nothing: nothing to write back
@@ -163,7 +132,7 @@ class LocalMapper:
 
     def commit(self, task: MappingTask) -> dict:
         """Phase C: write the BA result back and cull redundant keyframes (takes the lock)."""
-        self.yield_point()
+        self.schedule.yield_point()
         t = time.perf_counter()
         with self.map.lock:
             if task.result is not None:
@@ -231,7 +200,7 @@ class LocalMapper:
         K = self.K
         c1 = se3_inverse(kf_pose)[:3, 3]
         for nb in neigh:
-            self.yield_point()
+            self.schedule.yield_point()
             with self.map.lock:
                 if nb.id not in self.map.keyframes or kf_id not in self.map.keyframes:
                     continue
@@ -325,7 +294,7 @@ class LocalMapper:
             own = own[m.pts_alive[own]]
         # new keyframe's points -> neighbours
         for nb in neigh:
-            self.yield_point()
+            self.schedule.yield_point()
             with m.lock:
                 if nb.id not in m.keyframes:
                     continue
@@ -450,3 +419,14 @@ class LocalMapper:
         with self.map.lock:
             self._apply(prob, res)
         return {"chi2_before": float(res.chi2_before), "chi2_after": float(res.chi2_after), "n_keyframes": len(window)}
+
+    def stats(self) -> dict:
+        """Figures for metrics.json: mean ms per phase, counts of BAs, culls and skipped work."""
+        return {
+            "mapping_ms": {k: (float(np.mean(v)) if v else 0.0) for k, v in self.timings.items()},
+            "local_ba_count": self.n_ba,
+            "culled_keyframes": self.n_culled_kfs,
+            "culled_points": self.n_culled_points,
+            "mapping_jobs_skipped": self.n_skipped,
+            "local_ba_aborted": self.n_ba_aborted,
+        }

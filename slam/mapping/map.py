@@ -8,7 +8,7 @@ the methods below, which callers invoke while holding ``map.lock``.
 from __future__ import annotations
 
 import threading
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Optional
 
 import numpy as np

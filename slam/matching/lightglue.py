@@ -42,7 +42,6 @@ from __future__ import annotations
 
 import math
 import re
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional, Sequence
 
@@ -51,6 +50,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from slam.matching.config import LightGlueConfig
 from slam.types import Features, Matches
 from slam.weights import resolve_weights
 
@@ -60,22 +60,6 @@ FEATURE_WEIGHTS = {
     "disk": ("disk_lightglue", 128),
     "superpoint": ("superpoint_lightglue", 256),
 }
-
-
-@dataclass
-class LightGlueConfig:
-    weights: str = ""  # registry name or .pth path; "" = chosen from `features` (aliked_lightglue / disk_lightglue)
-    features: str = "aliked"  # extractor the weights were trained for: aliked | disk | superpoint
-    depth_confidence: float = 0.95  # early exit when this share of points is confident; -1 disables
-    width_confidence: float = 0.99  # prune points with matchability < 1 - this; -1 disables
-    filter_threshold: float = 0.1  # minimum match probability
-    n_layers: int = 9  # transformer layers (must match the weights)
-    num_heads: int = 4  # attention heads
-    descriptor_dim: int = 256  # internal feature width d
-    input_dim: int = 128  # descriptor size of the extractor (taken from the weights when they have input_proj)
-    flash: bool = True  # True: scaled_dot_product_attention (fused kernels); False: explicit softmax attention
-    precision: str = "auto"  # auto (fp16 on cuda, fp32 on cpu) | fp32 | fp16 | bf16
-    prune_min_keypoints: int = -1  # prune a side only while it has more points than this; -1 = auto (cpu 0, cuda 1024)
 
 
 # ----------------------------------------------------------------------------- state dicts

@@ -6,12 +6,12 @@ as uint8 (Hamming distance, computed as a matrix product of +-1 bit vectors).
 from __future__ import annotations
 
 import functools
-from dataclasses import dataclass
 from typing import Optional, Sequence
 
 import numpy as np
 import torch
 
+from slam.matching.config import NNConfig
 from slam.types import Features, Matches
 
 _POPCOUNT = np.array([bin(i).count("1") for i in range(256)], dtype=np.uint8)
@@ -76,14 +76,6 @@ def pairwise_distance(desc0: np.ndarray, desc1: np.ndarray) -> np.ndarray:
         return _POPCOUNT[x].sum(axis=1, dtype=np.int32).astype(np.float32)
     d = desc0.astype(np.float32) - desc1.astype(np.float32)
     return np.sqrt((d * d).sum(axis=1))
-
-
-@dataclass
-class NNConfig:
-    ratio: float = 0.8  # Lowe ratio test (best/second best); 1.0 disables
-    mutual: bool = True  # keep only mutual nearest neighbours
-    max_distance_binary: float = 64.0  # bits, for ORB
-    max_distance_float: float = 1.0  # L2 distance of unit vectors, for learned descriptors
 
 
 class NearestNeighborMatcher:

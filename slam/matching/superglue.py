@@ -54,7 +54,6 @@ from __future__ import annotations
 
 import logging
 import os
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Optional, Sequence
 
@@ -63,29 +62,14 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from slam.errors import WeightsError
+from slam.matching.config import SuperGlueConfig
 from slam.types import Features, Matches
 
 log = logging.getLogger(__name__)
 
 OFFICIAL_WEIGHTS = ("superglue_indoor", "superglue_outdoor")
 OFFICIAL_URL = "https://github.com/magicleap/SuperGluePretrainedNetwork"
-
-
-@dataclass
-class SuperGlueConfig:
-    weights: str = "superglue_ours"  # checkpoint path or registered name: superglue_ours | superglue_indoor | superglue_outdoor
-    sinkhorn_iterations: int = 20  # log-space Sinkhorn iterations (Magic Leap demo: 20 at inference, paper: 100)
-    match_threshold: float = 0.2  # minimum confidence (assignment probability) of a mutual match
-    descriptor_dim: int = 256  # D of the input descriptors; the checkpoint's value wins
-    n_layers: int = 9  # pairs of self+cross attention layers; the checkpoint's value wins
-    num_heads: int = 4  # attention heads; the checkpoint's config wins (official: 4)
-    keypoint_encoder: list[int] = field(default_factory=lambda: [32, 64, 128, 256])  # hidden widths of the keypoint MLP; the checkpoint's value wins
-    precision: str = "auto"  # auto (fp16 on CUDA, fp32 on CPU) | fp32 | fp16 | bf16 (Sinkhorn always runs in fp32)
-    max_batch: int = 0  # most pairs per forward pass in match_many/match_pairs; 0 = all in ONE pass
-
-
-class SuperGlueWeightsError(RuntimeError):
-    """A SuperGlue checkpoint is missing, unreadable, or does not fit the network."""
 
 
 # ----------------------------------------------------------------------------------------------
@@ -665,10 +649,10 @@ def read_checkpoint(path: str | os.PathLike) -> tuple[dict, dict]:
     try:
         obj = torch.load(str(path), map_location="cpu", weights_only=True)
     except Exception as exc:  # unreadable/corrupt/not a torch file
-        raise SuperGlueWeightsError(f"cannot read SuperGlue checkpoint {path}: {exc}. "
+        raise WeightsError(f"cannot read SuperGlue checkpoint {path}: {exc}. "
                                     f"Re-download or re-train it (python tools/train_superglue.py).") from exc
     if not isinstance(obj, dict):
-        raise SuperGlueWeightsError(f"{path} holds a {type(obj).__name__}, not a SuperGlue state dict or checkpoint dict")
+        raise WeightsError(f"{path} holds a {type(obj).__name__}, not a SuperGlue state dict or checkpoint dict")
     cfg: dict = {}
     if "state_dict" in obj or "model" in obj:
         sd = obj.get("state_dict", obj.get("model"))
@@ -676,7 +660,7 @@ def read_checkpoint(path: str | os.PathLike) -> tuple[dict, dict]:
     else:
         sd = obj
     if not isinstance(sd, dict) or not all(isinstance(v, torch.Tensor) for v in sd.values()):
-        raise SuperGlueWeightsError(f"{path}: the state dict must map parameter names to tensors")
+        raise WeightsError(f"{path}: the state dict must map parameter names to tensors")
     return _strip_prefixes(dict(sd)), cfg
 
 
@@ -691,7 +675,7 @@ def architecture_from_state_dict(sd: dict, fallback: dict, source: str = "state 
     if layer_ids:
         count = max(layer_ids) + 1
         if count % 2:
-            raise SuperGlueWeightsError(f"{source}: {count} GNN layers; SuperGlue needs pairs of self+cross layers (an even count)")
+            raise WeightsError(f"{source}: {count} GNN layers; SuperGlue needs pairs of self+cross layers (an even count)")
         arch["n_layers"] = count // 2
     conv_ids = sorted(int(k.split(".")[2]) for k in sd
                       if k.startswith("kenc.encoder.") and k.endswith(".weight") and sd[k].ndim == 3)
@@ -720,7 +704,7 @@ def load_weights(net: SuperGlueNet, sd: dict, source: str = "state dict") -> Non
         problems.append(f"wrong shapes ({len(wrong)}): {'; '.join(wrong[:8])}{' ...' if len(wrong) > 8 else ''}")
     if problems:
         arch = net.architecture()
-        raise SuperGlueWeightsError(
+        raise WeightsError(
             f"{source} does not fit SuperGlue({', '.join(f'{k}={v}' for k, v in arch.items())}): "
             + " | ".join(problems)
             + ". Use a SuperGlue checkpoint (Magic Leap's superglue_indoor/outdoor.pth or one written by "
@@ -755,20 +739,20 @@ def _missing_weights_message(spec: str, detail: str = "") -> str:
 
 
 def resolve_superglue_weights(spec: str) -> Path:
-    """Weights name or path -> existing file path, else SuperGlueWeightsError saying where to get it.
+    """Weights name or path -> existing file path, else WeightsError saying where to get it.
 
     A spec that looks like a path (has a directory part or a .pth/.pt/.ckpt suffix) must exist.
     Names go through slam.weights.resolve_weights when that module exists, then through
     weights_search_dirs() as ``<name>.pth``.
     """
     if not spec:
-        raise SuperGlueWeightsError("superglue.weights is empty; " + _missing_weights_message("superglue_ours"))
+        raise WeightsError("superglue.weights is empty; " + _missing_weights_message("superglue_ours"))
     path = Path(spec).expanduser()
     if path.is_file():
         return path
     looks_like_path = path.suffix in (".pth", ".pt", ".ckpt", ".tar") or len(path.parts) > 1
     if looks_like_path:
-        raise SuperGlueWeightsError(f"SuperGlue weights file {path} does not exist. " + _missing_weights_message(path.stem))
+        raise WeightsError(f"SuperGlue weights file {path} does not exist. " + _missing_weights_message(path.stem))
     detail = ""
     try:
         from slam.weights import resolve_weights  # written by another module; optional
@@ -786,7 +770,7 @@ def resolve_superglue_weights(spec: str) -> Path:
             cand = d / f"{spec}{suffix}"
             if cand.is_file():
                 return cand
-    raise SuperGlueWeightsError(_missing_weights_message(spec, detail))
+    raise WeightsError(_missing_weights_message(spec, detail))
 
 
 # ----------------------------------------------------------------------------------------------

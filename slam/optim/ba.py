@@ -49,58 +49,75 @@ def _new_optimizer(verbose: bool = False) -> "g2o.SparseOptimizer":
 
 
 class _EdgeAdder:
-    """Adds edges to a SparseOptimizer through small staging graphs.
+    """Adds edges to a SparseOptimizer through small staging graphs, numbered as if added one by one.
 
     Every ``add_edge``/``add_vertex`` call of the g2opy binding registers a nanobind keep-alive
     on the graph whose duplicate check walks a list of everything added so far, so adding M
-    edges one by one costs O(M^2) (about 1.3 s for 15k edges). Instead, edge ``i`` is staged in
-    graph ``i % n_staging`` (each holding about ``chunk`` edges, O(M * chunk) in total) and the
-    staging graphs are moved into the optimizer with ``add_graph`` (g2o >= 2.x moves edges and
-    leaves the staging graph empty). g2o numbers edges per graph and orders the active edges by
-    that number, so the round-robin assignment keeps consecutive observations adjacent
-    (chunk-by-chunk staging would interleave them). Measured on 15k observations (shared
-    2-core machine): graph construction (GIL held) ~0.2-0.3 s instead of ~0.85 s CPU, while
-    ``optimize`` (GIL released) gets 25-75 % slower (cause not pinned down; it grows with the
-    number of staging graphs, i.e. with duplicated edge numbers); net ~0.3 s CPU saved.
-    Vertices are always added directly. ``chunk=0`` adds edges one by one.
+    edges one by one costs O(M^2) (about 1.6 s for 15k edges). Instead, consecutive blocks of
+    ``chunk`` edges are staged in fresh graphs and moved into the optimizer with ``add_graph``
+    (g2o >= 2.x moves edges and leaves the staging graph empty).
+
+    g2o gives each edge the internal id of its graph's edge counter, orders the active edges by
+    that id, and breaks ties by heap address; so ids must be unique for a solve to be
+    repeatable bit for bit. A staging graph numbers from 0, so before its first edge the graph's
+    counter is advanced to the number of edges staged before it (adding and removing one edge
+    costs ~2 us per id, and needs no keep-alive growth). Every edge thus gets the id it would
+    have had if added directly, in insertion order. ``chunk`` trades the in-graph walk
+    (O(chunk) per edge) against the counter advance (O(M / chunk) per edge); ~1000 is near the
+    optimum for 5k-15k edges. ``chunk=0`` adds edges one by one. Vertices are always added directly.
     """
 
-    def __init__(self, opt: "g2o.SparseOptimizer", n_total: int, chunk: int = 256) -> None:
+    def __init__(self, opt: "g2o.SparseOptimizer", n_total: int, chunk: int = 1024) -> None:
         self.opt = opt
         self.direct = chunk <= 0 or n_total <= chunk
-        n_staging = 0 if self.direct else -(-int(n_total) // int(chunk))
-        self.staging = [g2o.OptimizableGraph() for _ in range(n_staging)]
+        self.chunk = int(chunk)
+        self.graph: Optional["g2o.OptimizableGraph"] = None
         self.i = 0
 
     def add(self, e) -> None:
         if self.direct:
             ok = self.opt.add_edge(e)
         else:
-            ok = self.staging[self.i % len(self.staging)].add_edge(e)
+            if self.i % self.chunk == 0:
+                self._next_graph(e)
+            ok = self.graph.add_edge(e)
         if not ok:
             raise RuntimeError("g2o rejected an edge (duplicate or undefined vertex)")
         self.i += 1
 
+    def _next_graph(self, e) -> None:
+        self._move()
+        self.graph = g2o.OptimizableGraph()
+        for _ in range(self.i):  # advance the new graph's edge counter to the edges staged so far
+            self.graph.add_edge(e)
+            self.graph.remove_edge(e)
+
+    def _move(self) -> None:
+        if self.graph is None:
+            return
+        n = len(self.graph.edges())
+        self.opt.add_graph(self.graph)
+        if n and len(self.graph.edges()) != 0:
+            raise RuntimeError("this g2opy's add_graph does not move edges; pass edge_chunk=0 "
+                               "(slam.optim.ba needs g2opy >= 2.3)")
+        self.graph = None
+
     def flush(self) -> None:
-        for g in self.staging:
-            self.opt.add_graph(g)
-            if len(g.edges()) != 0:
-                raise RuntimeError("this g2opy's add_graph does not move edges; pass edge_chunk=0 "
-                                   "(slam.optim.ba needs g2opy >= 2.3)")
+        self._move()
 
 
 def edge_ids_are_unique(n_edges: int = 600) -> bool:
     """Whether _EdgeAdder gives every g2o edge a unique internal id (a diagnostic for tests).
 
-    g2o sorts the active edges by internal id; with duplicated ids (staging graphs merged with
-    add_graph) ties are ordered by heap address, so sums in the Hessian, and therefore the
-    results of bundle_adjust / optimize_pose, change at the 1e-12 level from run to run.
+    g2o sorts the active edges by internal id; with duplicated ids ties are ordered by heap
+    address, so sums in the Hessian, and therefore the results of bundle_adjust /
+    optimize_pose, would change at the 1e-12 level from run to run.
     """
     opt = _new_optimizer()
     v = g2o.VertexSE3Expmap()
     v.set_id(0)
     opt.add_vertex(v)
-    adder = _EdgeAdder(opt, n_edges)
+    adder = _EdgeAdder(opt, n_edges, chunk=64)  # several staging graphs
     edges = []
     for _ in range(n_edges):
         e = g2o.EdgeSE3ProjectXYZOnlyPose()
@@ -398,7 +415,7 @@ def _validate(p: BAProblem):
 
 
 def bundle_adjust(problem: BAProblem, iterations: int = 10, robust: bool = True, two_stage: bool = True,
-                  verbose: bool = False, edge_chunk: int = 256,
+                  verbose: bool = False, edge_chunk: int = 1024,
                   pause: Optional[Callable[[], None]] = None, stop: Optional[BAStop] = None) -> BAResult:
     """Bundle adjustment of poses and points (ORB-SLAM2 ``LocalBundleAdjustment`` scheme).
 
@@ -597,7 +614,7 @@ def synthetic_ba_problem(n_kf: int = 10, n_points: int = 3000, obs_per_point: in
 
 def benchmark_bundle_adjust(n_kf: int = 10, n_points: int = 3000, obs_per_point: int = 5,
                             iterations: int = 10, repeats: int = 3, stereo_frac: float = 0.0,
-                            edge_chunk: int = 256) -> dict:
+                            edge_chunk: int = 1024) -> dict:
     """Time :func:`bundle_adjust` on :func:`synthetic_ba_problem`; returns median seconds per
     phase and problem size (for ``python -m slam bench``)."""
     problem = synthetic_ba_problem(n_kf, n_points, obs_per_point, stereo_frac=stereo_frac)

@@ -72,15 +72,13 @@ class RunStats:
 
     mode:          "threaded" or "sync".
     live:          True when the queues kept only the newest item.
-    status:        "completed" (source exhausted), "stopped" (stop() / Ctrl-C) or "error".
+    status:        "completed" (source exhausted), "stopped" (stop(), a signal) or "failed" (a stage raised).
     wall_s:        seconds from run() start to the last thread joined.
     items_read:    items the source produced.
     items_done:    items the latency stage (normally "tracking") finished.
     fps:           items_done / wall_s.
     stages:        per stage name, timing of its process() calls.
     flush_ms:      per stage name, total ms spent in flush() at end of stream.
-    sync_wait:     per stage name, time it waited for a downstream stage (sync_mapping); the
-                   table's "wait ms" column is the total.
     latency:       frame-to-pose latency, reader producing the item -> latency stage done.
     queues:        per consumer name ("<stage>" or "output"), queue summary.
     counts:        per stage name {"in": items received, "out": items emitted,
@@ -103,7 +101,6 @@ class RunStats:
     fps: float = 0.0
     stages: dict = field(default_factory=dict)
     flush_ms: dict = field(default_factory=dict)
-    sync_wait: dict = field(default_factory=dict)
     latency: TimingSummary = field(default_factory=TimingSummary)
     queues: dict = field(default_factory=dict)
     counts: dict = field(default_factory=dict)
@@ -138,14 +135,10 @@ class RunStats:
 
     def table(self) -> str:
         """Fixed-width table: one row per stage plus latency, then one row per queue."""
-        head = f"{'stage':<14}{'n':>7}{'mean ms':>10}{'p50 ms':>10}{'p95 ms':>10}{'max ms':>10}{'wait ms':>10}"
+        head = f"{'stage':<14}{'n':>7}{'mean ms':>10}{'p50 ms':>10}{'p95 ms':>10}{'max ms':>10}"
         lines = [head, "-" * len(head)]
         for name, t in self.stages.items():
-            wait = self.sync_wait.get(name)
-            wait_txt = f"{wait.total_ms:>10.0f}" if wait is not None and wait.count else f"{'':>10}"
-            lines.append(
-                f"{name:<14}{t.count:>7}{t.mean_ms:>10.2f}{t.p50_ms:>10.2f}{t.p95_ms:>10.2f}{t.max_ms:>10.2f}{wait_txt}"
-            )
+            lines.append(f"{name:<14}{t.count:>7}{t.mean_ms:>10.2f}{t.p50_ms:>10.2f}{t.p95_ms:>10.2f}{t.max_ms:>10.2f}")
         t = self.latency
         lines.append(f"{'frame->pose':<14}{t.count:>7}{t.mean_ms:>10.2f}{t.p50_ms:>10.2f}{t.p95_ms:>10.2f}{t.max_ms:>10.2f}")
         if self.queues:
@@ -168,7 +161,6 @@ class StatsCollector:
         self._lock = threading.Lock()
         self.stage_ms: dict[str, list[float]] = {}
         self.flush_ms: dict[str, list[float]] = {}
-        self.wait_ms: dict[str, list[float]] = {}
         self.latency_ms: list[float] = []
         self.depths: dict[str, list[int]] = {}
         self.queue_info: dict[str, tuple[int, str]] = {}
@@ -196,9 +188,6 @@ class StatsCollector:
 
     def record_flush(self, name: str, ms: float) -> None:
         self.flush_ms.setdefault(name, []).append(float(ms))
-
-    def record_wait(self, name: str, ms: float) -> None:
-        self.wait_ms.setdefault(name, []).append(float(ms))
 
     def record_latency(self, t_read: Optional[float], t_done: Optional[float] = None) -> Optional[float]:
         """Record one frame-to-pose latency from ``t_read`` (perf_counter seconds) to ``t_done``
@@ -230,6 +219,47 @@ class StatsCollector:
     def get_count(self, name: str, key: str) -> int:
         with self._lock:
             return self.counts.get(name, {}).get(key, 0)
+
+    def counts_now(self) -> dict[str, dict[str, int]]:
+        """A copy of the item counts so far (see RunStats.counts)."""
+        with self._lock:
+            return {k: dict(v) for k, v in self.counts.items()}
+
+    def to_raw(self) -> dict:
+        """Everything recorded so far as plain lists and dicts (picklable): what a feature process
+        sends back to its parent, which adds it with :meth:`merge_raw`."""
+        with self._lock:
+            return {
+                "stage_ms": {k: list(v) for k, v in self.stage_ms.items()},
+                "flush_ms": {k: list(v) for k, v in self.flush_ms.items()},
+                "depths": {k: list(v) for k, v in self.depths.items()},
+                "queue_info": dict(self.queue_info),
+                "dropped": dict(self.dropped),
+                "dropped_ids": {k: list(v) for k, v in self.dropped_ids.items()},
+                "counts": {k: dict(v) for k, v in self.counts.items()},
+            }
+
+    def merge_raw(self, raw: dict, stage: str) -> None:
+        """Add what another process recorded (:meth:`to_raw`) for its stage ``stage`` and the
+        queues in front of it. That stage comes first in tables, as it does in the chain; the
+        other process's reader counts replace ours (it read the frames; we only received them);
+        its output queue, the process boundary, is left out."""
+        with self._lock:
+            self.stage_ms = {stage: list(raw["stage_ms"].get(stage, [])), **{k: v for k, v in self.stage_ms.items() if k != stage}}
+            if raw["flush_ms"].get(stage):
+                self.flush_ms.setdefault(stage, []).extend(raw["flush_ms"][stage])
+            for qname, info in raw["queue_info"].items():
+                if qname == "output":
+                    continue
+                self.queue_info[qname] = tuple(info)
+                self.depths.setdefault(qname, []).extend(raw["depths"].get(qname, []))
+                self.dropped[qname] = self.dropped.get(qname, 0) + raw["dropped"].get(qname, 0)
+                self.dropped_ids.setdefault(qname, []).extend(raw["dropped_ids"].get(qname, []))
+            for cname, c in raw["counts"].items():
+                if cname == "reader":
+                    self.counts["reader"] = dict(c)
+                elif cname == stage:
+                    self.counts[stage] = {k: v for k, v in c.items() if k != "done"}
 
     def queue_depth_now(self) -> dict[str, int]:
         """Last sampled depth of every queue (for a progress line)."""
@@ -273,7 +303,6 @@ class StatsCollector:
             fps=float(items_done / wall_s) if wall_s > 0 else 0.0,
             stages={k: TimingSummary.from_samples(v) for k, v in self.stage_ms.items()},
             flush_ms={k: float(sum(v)) for k, v in self.flush_ms.items()},
-            sync_wait={k: TimingSummary.from_samples(v) for k, v in self.wait_ms.items()},
             latency=TimingSummary.from_samples(self.latency_ms),
             queues=queues,
             counts=counts,

@@ -1,24 +1,11 @@
 """When does a tracked frame become a keyframe (after ORB-SLAM2's criteria)."""
 from __future__ import annotations
 
-from dataclasses import dataclass
 
 import numpy as np
 
+from slam.tracking.config import KeyframePolicyConfig
 from slam.types import FrameFeatures
-
-
-@dataclass
-class KeyframePolicyConfig:
-    min_interval: int = 5  # frames since the last keyframe before a new one may be inserted (unless tracking weakens)
-    weak_ratio: float = 0.5  # tracked < weak_ratio x reference points: insert regardless of min_interval
-    max_interval: int = 30  # insert at the latest after this many frames (with enough tracked points)
-    ref_ratio_rgbd: float = 0.75  # insert when tracked points < ratio x points of the reference keyframe
-    ref_ratio_mono: float = 0.9
-    min_tracked: int = 15  # never insert with fewer tracked points than this
-    close_depth: float = 3.0  # m: RGB-D "close" points (ORB-SLAM ThDepth ~ 40 x baseline)
-    min_close_tracked: int = 100  # RGB-D: too few close tracked points ...
-    min_close_untracked: int = 70  # ... and this many close untracked ones -> insert
 
 
 class KeyframePolicy:

@@ -10,8 +10,8 @@ from __future__ import annotations
 
 import logging
 import time
-from dataclasses import dataclass, field
-from typing import Callable, Optional
+from dataclasses import dataclass
+from typing import Optional
 
 import numpy as np
 
@@ -23,37 +23,12 @@ from slam.mapping.map import Keyframe, Map
 from slam.matching.guided import search_by_projection
 from slam.optim.ba import optimize_pose
 from slam.optim.pose_gn import refine_pose_gn
+from slam.runtime.schedule import MappingSchedule
+from slam.tracking.config import TrackingConfig
 from slam.tracking.keyframe_policy import KeyframePolicy, KeyframePolicyConfig
 from slam.types import FrameFeatures, TrackResult
 
 log = logging.getLogger(__name__)
-
-
-@dataclass
-class TrackingConfig:
-    min_depth: float = 0.1  # m, nearest valid depth (RGB-D)
-    max_depth: float = 6.0  # m, farthest depth used for RGB-D points
-    bf: float = 40.0  # px*m: fx*baseline of the virtual stereo rig for RGB-D edges (ORB-SLAM2 TUM value)
-    search_radius_px: float = 15.0  # guided search radius around the motion-model prediction
-    local_search_radius_px: float = 4.0  # guided search radius for local-map points (x sqrt(sigma2))
-    max_desc_dist_binary: float = 50.0  # bits: ORB descriptor distance accepted by guided search
-    max_desc_dist_float: float = 0.9  # L2 distance accepted for learned descriptors
-    match_ratio: float = 0.9  # best/second-best ratio in guided search
-    pnp_threshold_px: float = 4.0  # RANSAC reprojection threshold
-    final_pose_refiner: str = "gn"  # gn | g2o: pose-only refinement after local-map tracking. Same model and
-    # outlier rounds (tests/test_pose_gn.py checks they agree to 1e-6); g2o costs ~10 ms more per frame on CPU
-    # because g2opy builds its graph edge by edge in Python
-    min_matches_motion: int = 20  # fewer guided matches than this -> PnP fallback
-    min_inliers: int = 30  # fewer inliers than this -> LOST
-    n_local_keyframes: int = 10  # keyframes whose points form the local map
-    n_match_keyframes: int = 3  # learned matchers: reference + best covisible keyframes matched per frame
-    reloc_candidates: int = 8  # keyframes tried when relocalising
-    reloc_min_inliers: int = 40
-    mono_init_min_matches: int = 100
-    mono_init_max_gap: int = 40  # frames; replace the reference frame after this many failures
-    mono_init_min_parallax_deg: float = 1.0
-    mono_init_threshold_px: float = 1.0
-    keyframes: KeyframePolicyConfig = field(default_factory=KeyframePolicyConfig)
 
 
 @dataclass
@@ -75,7 +50,8 @@ class KeyframeJob:
 class Tracker:
     """process(FrameFeatures) -> (TrackResult, Optional[KeyframeJob])."""
 
-    def __init__(self, cfg: TrackingConfig, camera: PinholeCamera, slam_map: Map, matcher, mode: str = "rgbd"):
+    def __init__(self, cfg: TrackingConfig, camera: PinholeCamera, slam_map: Map, matcher, mode: str = "rgbd",
+                 schedule: Optional[MappingSchedule] = None):
         self.cfg = cfg
         self.camera = camera
         self.K = camera.K
@@ -84,10 +60,10 @@ class Tracker:
         self.mode = mode
         self.learned_matcher = getattr(matcher, "name", "nn") != "nn"
         self.policy = KeyframePolicy(cfg.keyframes, mode)
-        # live runs: a callable telling whether local mapping still has work queued; keyframes
-        # that are merely due (not needed to keep tracking) then wait, as in ORB-SLAM. None in
-        # dataset runs, whose keyframes must not depend on timing.
-        self.mapping_busy: Optional[Callable[[], bool]] = None
+        # live runs: while local mapping still has work queued, keyframes that are merely due
+        # (not needed to keep tracking) wait, as in ORB-SLAM; the default schedule is never busy,
+        # so dataset runs' keyframes do not depend on timing
+        self.schedule = schedule if schedule is not None else MappingSchedule()
         self.state = "INIT"
         self.last: Optional[_LastFrame] = None
         self.velocity: Optional[np.ndarray] = None  # cam_t_from_cam_{t-1}
@@ -134,7 +110,7 @@ class Tracker:
                     self.velocity[:3, :3] = project_to_so3(self.velocity[:3, :3])
                 self.last = _LastFrame(fr, cam_from_world, point_ids)
                 with self.map.lock:
-                    busy = self.mapping_busy() if self.mapping_busy is not None else False
+                    busy = self.schedule.mapping_busy()
                     if self.policy.need_keyframe(fr, point_ids, self._ref_tracked_count(), fr.index - self.last_kf_frame, self.map, mapping_busy=busy):
                         job = self._insert_keyframe(fr, cam_from_world, point_ids)
         if cam_from_world is not None and self.ref_kf_id is not None:

@@ -20,10 +20,11 @@ from typing import Optional, Sequence, Union
 import cv2
 import numpy as np
 
+from slam.errors import InputError
 from slam.training.homographies import HomographyParams, sample_homography, warp_image, warped_valid_mask
 
 __all__ = [
-    "FORBIDDEN_PARTS", "EvaluationDataError", "check_training_path", "default_image_root", "list_training_images",
+    "FORBIDDEN_PARTS", "InputError", "check_training_path", "default_image_root", "list_training_images",
     "fit_image", "load_training_images", "PhotometricParams", "photometric_augment", "homography_pair",
     "render_synthetic_views", "render_rgbd_pairs", "small_camera",
 ]
@@ -33,17 +34,13 @@ FORBIDDEN_PARTS = ("rgbd_dataset_freiburg1_xyz", "pairs")
 _IMAGE_EXT = (".png", ".jpg", ".jpeg", ".ppm", ".pgm", ".bmp")
 
 
-class EvaluationDataError(ValueError):
-    """A training path points at evaluation data."""
-
-
 def check_training_path(path: Union[str, os.PathLike]) -> Path:
-    """Return ``path`` resolved, or raise EvaluationDataError if it lies in the evaluation data
+    """Return ``path`` resolved, or raise InputError if it lies in the evaluation data
     (fr1_xyz, pairs/)."""
     p = Path(path).expanduser().resolve()
     bad = [part for part in p.parts if part in FORBIDDEN_PARTS]
     if bad:
-        raise EvaluationDataError(
+        raise InputError(
             f"{path}: '{bad[0]}' is evaluation data (TUM fr1_xyz and the pairs/ sets are kept for evaluation); "
             f"train on ../shared/data/images and the synthetic renderer instead")
     return p
@@ -58,7 +55,7 @@ def default_image_root() -> Path:
 
 def list_training_images(root: Union[str, os.PathLike, None] = None) -> list[Path]:
     """Sorted image files under ``root`` (recursive). Raises FileNotFoundError with the fix when
-    the folder is missing or empty, EvaluationDataError when it is evaluation data."""
+    the folder is missing or empty, InputError when it is evaluation data."""
     root = check_training_path(root if root is not None else default_image_root())
     if not root.is_dir():
         raise FileNotFoundError(f"training image folder {root} not found; pass --images DIR (e.g. ../shared/data/images) "

@@ -23,19 +23,16 @@ from typing import Callable, Optional
 import numpy as np
 import torch
 
+from slam.errors import InputError
 from slam.training.checkpoint import (JsonlLog, atomic_save, load_checkpoint, make_scheduler, save_checkpoint,
                                       set_rng_state)
 
 log = logging.getLogger(__name__)
 
-__all__ = ["StepFn", "TrainResult", "train", "amp_context", "resolve_amp", "RunExistsError"]
+__all__ = ["StepFn", "TrainResult", "train", "amp_context", "resolve_amp", "InputError"]
 
 #: step_fn(model, np_gen, torch_gen, step) -> (loss, stats)
 StepFn = Callable[[torch.nn.Module, np.random.Generator, torch.Generator, int], tuple[torch.Tensor, dict]]
-
-
-class RunExistsError(RuntimeError):
-    """The run folder already holds a checkpoint and --resume was not given."""
 
 
 @dataclass
@@ -99,7 +96,7 @@ def train(run_dir: Path, cfg: dict, model: torch.nn.Module, step_fn: StepFn, *, 
     prior_seconds = 0.0
     if ckpt_path.is_file():
         if not resume:
-            raise RunExistsError(f"{run_dir} already holds a checkpoint; pass --resume to continue it, "
+            raise InputError(f"{run_dir} already holds a checkpoint; pass --resume to continue it, "
                                  f"or choose another --out")
         ckpt = load_checkpoint(ckpt_path)
         model.load_state_dict(ckpt["model"])

@@ -33,6 +33,7 @@ from typing import Callable, Optional
 import numpy as np
 import torch
 
+from slam.errors import InputError
 from slam.device import resolve_device
 from slam.features.superpoint import SuperPointNet
 from slam.training.checkpoint import atomic_save, export_weights
@@ -224,13 +225,11 @@ def run_adapt(out: Path, cfg: dict, detector_weights: Path, resume: bool, minute
     final = run_dir / "labels.npz"
     if final.is_file():
         if not resume:
-            from slam.training.loop import RunExistsError
-            raise RunExistsError(f"{run_dir} already holds labels.npz; pass --resume (nothing to do) or another --out")
+            raise InputError(f"{run_dir} already holds labels.npz; pass --resume (nothing to do) or another --out")
         _say(printer, f"{final} exists: adaptation already finished")
         return {"finished": True, "labels": str(final)}
     if part.is_file() and not resume:
-        from slam.training.loop import RunExistsError
-        raise RunExistsError(f"{run_dir} holds a partial adaptation; pass --resume to continue it")
+        raise InputError(f"{run_dir} holds a partial adaptation; pass --resume to continue it")
     cache = run_dir.parent / "render_cache"
     pool, names = _training_pool(cfg, images_root, cache, printer)
     sd = _load_sp_weights(detector_weights)

@@ -14,19 +14,16 @@ from typing import Any, Optional, Protocol, Union, runtime_checkable
 
 import numpy as np
 
+from slam.errors import DeviceError
+
 __all__ = [
     "MapSnapshot",
     "Viewer",
-    "ViewerError",
-    "create_viewer",
+    "DeviceError",
     "frustum_lines",
     "scene_bounds",
     "default_view",
 ]
-
-
-class ViewerError(RuntimeError):
-    """A viewer cannot start (no display, Open3D missing); the message says what to do."""
 
 
 def _poses(arr: Any, name: str) -> np.ndarray:
@@ -116,19 +113,6 @@ class Viewer(Protocol):
     def close(self) -> None: ...
 
     def save_png(self, path: Union[str, Path], snapshot: MapSnapshot) -> Path: ...
-
-
-def create_viewer(kind: str, **kwargs: Any) -> Viewer:
-    """``"none"`` -> NullViewer, ``"open3d"`` -> Open3DViewer(**kwargs)."""
-    if kind == "none":
-        from slam.viz.null import NullViewer
-
-        return NullViewer()
-    if kind == "open3d":
-        from slam.viz.open3d_viewer import Open3DViewer
-
-        return Open3DViewer(**kwargs)
-    raise ValueError(f"viewer {kind!r} is not valid; choose one of none, open3d")
 
 
 def _intrinsics(camera: Any) -> tuple[float, float, float, float, float, float]:

@@ -6,7 +6,7 @@ the viewer thread redraws at most ``fps`` times a second from whatever snapshot 
 skipping the ones in between. Closing the window by hand just stops drawing.
 
 Open3D 0.20 silently falls back to an invisible EGL context when there is no display, so the
-viewer checks for a display itself and raises :class:`ViewerError` (suggesting
+viewer checks for a display itself and raises :class:`DeviceError` (suggesting
 ``--viewer none``) instead of "showing" a window nobody can see.
 """
 from __future__ import annotations
@@ -22,7 +22,8 @@ from typing import Any, Optional, Union
 
 import numpy as np
 
-from slam.viz.base import MapSnapshot, ViewerError
+from slam.errors import DeviceError
+from slam.viz.base import MapSnapshot
 
 LOG = logging.getLogger(__name__)
 
@@ -60,7 +61,7 @@ class Open3DViewer:
         camera: Any = None,
     ) -> None:
         if visible and not has_display():
-            raise ViewerError(
+            raise DeviceError(
                 "--viewer open3d needs a display, and none was found (DISPLAY / WAYLAND_DISPLAY unset: "
                 "a headless machine or an ssh session without -X). Use --viewer none; the map and "
                 "trajectory PNGs are still written to the run folder at the end"
@@ -68,7 +69,7 @@ class Open3DViewer:
         try:
             import open3d  # noqa: F401
         except ImportError as exc:
-            raise ViewerError(
+            raise DeviceError(
                 f"--viewer open3d needs Open3D ({exc}); install it with `pip install open3d` "
                 "(or `pip install open3d-cpu`), or use --viewer none"
             ) from None
@@ -92,9 +93,9 @@ class Open3DViewer:
         self._thread.start()
         if not self._ready.wait(start_timeout_s):
             self._stop.set()
-            raise ViewerError(f"the Open3D window did not open within {start_timeout_s:.0f} s; use --viewer none")
+            raise DeviceError(f"the Open3D window did not open within {start_timeout_s:.0f} s; use --viewer none")
         if self._init_error is not None:
-            raise ViewerError(f"{self._init_error}; use --viewer none")
+            raise DeviceError(f"{self._init_error}; use --viewer none")
 
     # -- API (any thread) ---------------------------------------------------------------------
     def update(self, snapshot: MapSnapshot) -> None:

@@ -24,8 +24,10 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from slam.matching.loftr.config import LoFTRConfig
-from slam.matching.loftr.model import FACTOR, WINDOW, STRIDE, LoFTRNet, WeightsMismatch, read_checkpoint
+from slam.errors import ConfigError, InputError
+from slam.matching.config import LoFTRConfig
+from slam.matching.loftr.model import FACTOR, STRIDE, WINDOW, LoFTRNet, read_checkpoint
+from slam.params import check_params
 from slam.weights import resolve_weights
 
 log = logging.getLogger(__name__)
@@ -90,7 +92,7 @@ def autocast_dtype(precision: str, device: torch.device) -> Optional[torch.dtype
     if precision == "auto":
         return torch.float16 if device.type == "cuda" else None
     if precision == "fp16" and device.type != "cuda":
-        raise ValueError("loftr.precision=fp16 needs a CUDA device; use fp32 or bf16 on the cpu")
+        raise ConfigError("loftr.precision=fp16 needs a CUDA device; use fp32 or bf16 on the cpu")
     return {"fp32": None, "fp16": torch.float16, "bf16": torch.bfloat16}[precision]
 
 
@@ -101,7 +103,7 @@ def to_gray_tensor(image: ImageLike, what: str = "image") -> torch.Tensor:
         if t.ndim == 3 and t.shape[0] == 1:
             t = t[0]
         if t.ndim != 2:
-            raise ValueError(f"{what}: a tensor image must be (H, W) or (1, H, W) grey, got {tuple(image.shape)}")
+            raise InputError(f"{what}: a tensor image must be (H, W) or (1, H, W) grey, got {tuple(image.shape)}")
         t = t.float() / 255.0 if t.dtype == torch.uint8 else t.float()
         return t[None]
     arr = np.asarray(image)
@@ -112,16 +114,16 @@ def to_gray_tensor(image: ImageLike, what: str = "image") -> torch.Tensor:
             arr = arr.astype(np.float32)
         arr = cv2.cvtColor(arr, cv2.COLOR_BGR2GRAY)
     if arr.ndim != 2:
-        raise ValueError(f"{what}: expected an (H, W) grey or (H, W, 3) BGR image, got shape {arr.shape}")
+        raise InputError(f"{what}: expected an (H, W) grey or (H, W, 3) BGR image, got shape {arr.shape}")
     if arr.dtype == np.uint8:
         out = arr.astype(np.float32) / 255.0
     elif np.issubdtype(arr.dtype, np.floating):
         out = arr.astype(np.float32)
         if out.size and (out.min() < -1e-3 or out.max() > 1.0 + 1e-3):
-            raise ValueError(f"{what}: a float image must hold values in [0, 1] (got {out.min():.3g}..{out.max():.3g}); "
+            raise InputError(f"{what}: a float image must hold values in [0, 1] (got {out.min():.3g}..{out.max():.3g}); "
                              f"divide by 255 or pass uint8")
     else:
-        raise ValueError(f"{what}: unsupported dtype {arr.dtype}; pass uint8 (0..255) or float (0..1)")
+        raise InputError(f"{what}: unsupported dtype {arr.dtype}; pass uint8 (0..255) or float (0..1)")
     return torch.from_numpy(np.ascontiguousarray(out))[None]
 
 
@@ -149,7 +151,7 @@ class LoFTR:
     def __init__(self, cfg: Optional[LoFTRConfig] = None, device: torch.device | str = "cpu",
                  state_dict: Optional[dict] = None) -> None:
         self.cfg = cfg = cfg if cfg is not None else LoFTRConfig()
-        cfg.validate()
+        check_params(cfg, "loftr.")
         self.device = torch.device(device)
         source = "state dict"
         if state_dict is None:
@@ -179,7 +181,7 @@ class LoFTR:
         one forward pass). Each pair's result equals that of match_images on it alone (up to
         float rounding). Sizes may differ between and within pairs."""
         if len(images0) != len(images1):
-            raise ValueError(f"need as many images0 as images1, got {len(images0)} and {len(images1)}")
+            raise InputError(f"need as many images0 as images1, got {len(images0)} and {len(images1)}")
         step = self.cfg.max_batch or max(1, len(images0))
         out: list[LoFTRMatches] = []
         for s in range(0, len(images0), step):
@@ -190,7 +192,7 @@ class LoFTR:
         t = to_gray_tensor(image, what)
         h, w = t.shape[-2:]
         if h < FACTOR or w < FACTOR:
-            raise ValueError(f"{what} is {w}x{h} pixels; LoFTR needs at least {FACTOR}x{FACTOR}")
+            raise InputError(f"{what} is {w}x{h} pixels; LoFTR needs at least {FACTOR}x{FACTOR}")
         return _resize(t, image, self.cfg.max_size).to(self.device, non_blocking=True), (int(w), int(h))
 
     @torch.inference_mode()
@@ -243,4 +245,4 @@ def _unpad_conf(conf: np.ndarray, g0: list[int], g1: list[int], res: dict, k: in
     return np.ascontiguousarray(full[:g0[0], :g0[1], :g1[0], :g1[1]].reshape(g0[0] * g0[1], g1[0] * g1[1]))
 
 
-__all__ = ["LoFTR", "LoFTRMatches", "LoFTRConfig", "WeightsMismatch", "default_temp_bug_fix", "OFFICIAL"]
+__all__ = ["LoFTR", "LoFTRMatches", "LoFTRConfig", "default_temp_bug_fix", "autocast_dtype", "to_gray_tensor", "OFFICIAL"]

@@ -32,6 +32,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from slam.errors import WeightsError
 from slam.matching.loftr.backbone import ResNetFPN
 from slam.matching.loftr.coarse import border_ok, dual_softmax, mutual_matches, optimal_transport, similarity
 from slam.matching.loftr.fine import STRIDE, WINDOW, FinePreprocess, expectation, gather_windows
@@ -43,10 +44,6 @@ FINE_LAYERS = ("self", "cross")
 FACTOR = 8  # input pixels per coarse cell
 #: keys some exported files carry that the network does not use (the encoding is computed).
 _IGNORED_KEYS = ("pos_encoding.pe",)
-
-
-class WeightsMismatch(ValueError):
-    """A state dict does not fit the network; the message names the keys at fault."""
 
 
 class CoarseMatching(nn.Module):
@@ -82,7 +79,7 @@ class LoFTRNet(nn.Module):
     def load_official_state_dict(self, state_dict: dict, source: str = "state dict") -> None:
         """Load an official LoFTR state dict (``matcher.`` prefix optional), strictly.
 
-        Raises WeightsMismatch naming the missing keys, unexpected keys and wrong shapes (first
+        Raises WeightsError naming the missing keys, unexpected keys and wrong shapes (first
         few of each). ``num_batches_tracked`` counters may be absent.
         """
         sd = strip_prefix(state_dict)
@@ -100,7 +97,7 @@ class LoFTRNet(nn.Module):
         if "coarse_matching.bin_score" in missing:
             problems.append("the file is a dual-softmax checkpoint: use loftr.match_type=auto or dual_softmax")
         if problems:
-            raise WeightsMismatch(f"{source} does not fit LoFTR ({self.match_type}): " + "; ".join(problems))
+            raise WeightsError(f"{source} does not fit LoFTR ({self.match_type}): " + "; ".join(problems))
         self.load_state_dict({k: v for k, v in sd.items()}, strict=False)
 
     def prepare_inference(self, device: torch.device | str) -> "LoFTRNet":
@@ -235,15 +232,15 @@ def strip_prefix(state_dict: dict) -> dict:
 def read_checkpoint(path: str | os.PathLike) -> dict:
     """torch.load (weights only, on cpu) a LoFTR checkpoint: a Lightning .ckpt with a
     ``state_dict``, or a bare state dict. Returns the state dict with the official keys.
-    Raises WeightsMismatch (a ValueError) for unreadable files or other contents."""
+    Raises WeightsError for unreadable files or other contents."""
     path = Path(path)
     try:
         obj = torch.load(str(path), map_location="cpu", weights_only=True)
     except Exception as exc:  # noqa: BLE001 - unreadable / corrupt / not a torch file
-        raise WeightsMismatch(f"cannot read LoFTR checkpoint {path}: {exc}") from None
+        raise WeightsError(f"cannot read LoFTR checkpoint {path}: {exc}") from None
     if isinstance(obj, dict) and isinstance(obj.get("state_dict"), dict):
         obj = obj["state_dict"]
     if not isinstance(obj, dict) or not obj or not all(isinstance(v, torch.Tensor) for v in obj.values()):
-        raise WeightsMismatch(f"{path} holds no LoFTR state dict (expected a Lightning .ckpt with 'state_dict' "
+        raise WeightsError(f"{path} holds no LoFTR state dict (expected a Lightning .ckpt with 'state_dict' "
                               f"or a dict of tensors)")
     return strip_prefix(obj)

@@ -1,4 +1,4 @@
-"""The reader and the feature stage in a child process, seen by the pipeline as its source.
+"""The reader and the feature stage in a child process, seen by the runner as its source.
 
 Why a process: on a CPU the stages are Python code that holds the GIL most of the time
 (numpy calls on small arrays, graph building, bookkeeping), so threads in one interpreter
@@ -13,7 +13,7 @@ core while tracking and mapping run on the other.
 
 In dataset mode the child reads and extracts inline, in one thread (nothing is dropped, so
 results equal the synchronous runner's, and the child keeps to one core). In live mode it runs
-a small threaded :class:`~slam.runtime.pipeline.Pipeline` whose queue keeps only the newest
+a small :class:`~slam.runtime.threaded.ThreadedRunner` in live mode, whose queue keeps only the newest
 frame (drops are counted in the child and merged into the parent's statistics). The items come back already stamped with the
 child's ``t_read`` (``time.perf_counter()`` is the system-wide monotonic clock on Linux and
 macOS), so frame-to-pose latency still starts when the frame was read.
@@ -24,27 +24,194 @@ by threads (one CUDA context, no copies), so :func:`use_process_frontend` choose
 only for CPU runs with more than one core.
 
 Errors in the child (opening the source, building the extractor, a frame that fails) are
-re-raised in the parent as :class:`~slam.runtime.sync.StageError` naming the child's stage
+re-raised in the parent as :class:`~slam.runtime.runner.StageError` naming the child's stage
 ("reader" or "features"), with the child's traceback in the message. SIGINT is ignored in the
-child: the parent decides, and stops the run through a shared flag that the child polls
-(:class:`~slam.runtime.worker.FeatureWorker`).
+child: the parent decides, and stops the run through a shared flag that the child polls.
+
+The process itself is a :class:`FeatureWorker`, which can be started before its first run and
+serve several: the command line starts one as its first step, so the child's imports (seconds)
+run beside the parent's, and ``bench`` keeps one for all its threaded runs. This module imports
+neither torch nor the rest of slam at import time, so the command line can decide whether a run
+will want the process (:func:`use_process_frontend`) and start it before its own imports.
 """
 from __future__ import annotations
 
+import importlib
 import logging
+import multiprocessing as mp
+import os
 import pickle
 import queue as queue_mod
+import signal
 import threading
 import time
 import traceback
 from typing import Any, Callable, Iterator, Optional
 
-from slam.runtime.sync import READER, Item, StageError
-from slam.runtime.worker import FeatureWorker, drain as _drain, use_process_frontend
+from slam.runtime.runner import READER, Item, StageError
 
 LOG = logging.getLogger("slam.runtime")
 
 __all__ = ["FeatureWorker", "ProcessFrontend", "use_process_frontend", "source_factory"]
+
+
+def use_process_frontend(setting: str, threaded: bool, device_type: str) -> bool:
+    """Resolve ``runtime.feature_stage`` ("auto", "process", "thread") for a run.
+
+    auto: a process for threaded runs on the CPU when the machine has more than one core.
+    The synchronous runner never uses one.
+    """
+    if setting not in ("auto", "process", "thread"):
+        raise ValueError(f"runtime.feature_stage must be auto, process or thread, got {setting!r}")
+    if not threaded or setting == "thread":
+        return False
+    if setting == "process":
+        return True
+    return device_type == "cpu" and (os.cpu_count() or 1) > 1
+
+
+def _set_threads(threads: int) -> None:
+    try:
+        import torch
+
+        torch.set_num_threads(max(1, threads))
+    except Exception:  # noqa: BLE001 - torch is optional for the child
+        pass
+    try:
+        import cv2
+
+        cv2.setNumThreads(max(1, threads))
+    except Exception:  # noqa: BLE001
+        pass
+
+
+def _worker_main(tasks: Any, out_q: Any, stop_flag: Any, ready: Any, threads: int, preload: tuple) -> None:
+    """Entry point of the child process (module level, so the spawn start method can import
+    it): import ``preload`` ahead of the first task, set ``ready``, then serve tasks until None
+    arrives."""
+    # the parent decides when a run stops (Ctrl-C, or a terminal that went away, reach the whole
+    # process group); SIGTERM keeps its default, so the parent can still end a stuck child
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    if hasattr(signal, "SIGHUP"):
+        signal.signal(signal.SIGHUP, signal.SIG_IGN)
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s (feature process): %(message)s")
+    _set_threads(threads)
+    for name in preload:
+        try:
+            importlib.import_module(name)
+        except Exception:  # noqa: BLE001 - a run that needs it reports the error itself
+            pass
+    ready.value = 1
+    while True:
+        try:
+            task = tasks.recv()
+        except (EOFError, OSError):  # the parent is gone (it holds the only write end)
+            return
+        if task is None:
+            return
+        _serve(task, out_q, stop_flag)
+
+
+class FeatureWorker:
+    """A feature process that can be started before its first run and serve several runs.
+
+    Starting a process takes seconds (a fresh interpreter imports torch and slam), which the
+    first frame of a threaded run would otherwise wait for. The command line starts one as its
+    first step, so the child's imports overlap the parent's, and ``bench`` keeps one for all its
+    threaded runs. ``preload``: modules imported before the first task (``("slam.system",)``
+    for the command line; nothing for a worker started by a :class:`ProcessFrontend` itself,
+    which imports what the task needs). The queue back to the parent holds ``queue_size``
+    items and the child runs torch/OpenCV with ``threads`` threads, so a worker serves runs
+    with those settings only (:meth:`fits`). ``close()`` ends the process (idempotent).
+    A child whose parent died ends by itself (its task pipe reaches end of file).
+    Parent and child signal each other through polled bytes (``stop_flag``, ``ready``), not
+    ``mp.Event``, whose ``set()`` waits for the waiters to wake and would hang if one died.
+    """
+
+    def __init__(self, queue_size: int = 8, threads: int = 1, preload: tuple = ("slam.system",)) -> None:
+        ctx = mp.get_context("spawn")
+        self.queue_size = max(1, int(queue_size))
+        self.threads = int(threads)
+        tasks_in, self.tasks = ctx.Pipe(duplex=False)  # the child gets the read end only
+        self.out_q = ctx.Queue(maxsize=self.queue_size)
+        self.stop_flag = ctx.RawValue("b", 0)
+        self.ready = ctx.RawValue("b", 0)  # set to 1 by the child once ``preload`` is imported
+        self.busy = False  # a run was handed over and has not reported its end yet
+        self.runs = 0  # runs served to the end
+        self.proc: Any = ctx.Process(target=_worker_main, args=(tasks_in, self.out_q, self.stop_flag, self.ready, self.threads, tuple(preload)),
+                                     name="slam-feature-process", daemon=True)
+        self.proc.start()
+        tasks_in.close()
+
+    def alive(self) -> bool:
+        return self.proc is not None and self.proc.is_alive()
+
+    def wait_ready(self, timeout_s: float = 60.0) -> bool:
+        """Wait until the child has imported ``preload`` (benchmarks: so that no timed run
+        includes the process start-up); False on timeout or when the child died."""
+        deadline = time.monotonic() + timeout_s
+        while not self.ready.value:
+            if not self.alive() or time.monotonic() > deadline:
+                return False
+            time.sleep(0.05)
+        return True
+
+    def fits(self, queue_size: int, threads: int) -> bool:
+        """Whether this worker can serve a run with these settings now."""
+        return self.alive() and not self.busy and self.queue_size == max(1, int(queue_size)) and self.threads == int(threads)
+
+    def submit(self, task: bytes) -> None:
+        self.stop_flag.value = 0
+        self.busy = True
+        self.tasks.send(task)
+
+    def run_finished(self) -> None:
+        """The run handed over last reported its end: the worker can take the next one."""
+        self.busy = False
+        self.runs += 1
+
+    def close(self, timeout_s: float = 10.0) -> None:
+        """End the process: an idle one at once (it holds nothing but its imports), one with a
+        run in flight after that run stops (within ``timeout_s``, then terminated)."""
+        if self.proc is None:
+            return
+        if self.proc.is_alive() and self.busy:
+            self.stop_flag.value = 1  # the run ends after its current frame
+            self.tasks.send(None)
+            deadline = time.monotonic() + timeout_s
+            while self.proc.is_alive() and time.monotonic() < deadline:
+                drain(self.out_q)  # a child blocked on a full queue must be able to finish
+                self.proc.join(0.05)
+            if self.proc.is_alive():
+                LOG.warning("feature process did not stop within %.0f s; terminating it", timeout_s)
+        if self.proc.is_alive():
+            self.proc.terminate()
+            self.proc.join(2.0)
+        drain(self.out_q)
+        self.out_q.close()
+        self.out_q.join_thread()
+        self.tasks.close()
+        self.proc = None
+        self.busy = False
+
+    def __enter__(self) -> "FeatureWorker":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def drain(q: Any) -> Optional[tuple]:
+    """Empty ``q`` without blocking; returns the last end/error message seen, if any."""
+    last = None
+    while True:
+        try:
+            msg = q.get_nowait()
+        except (queue_mod.Empty, OSError, ValueError):
+            return last
+        if msg[0] in ("end", "error"):
+            last = msg
+
 
 
 def source_factory(source: Any) -> Any:
@@ -87,19 +254,6 @@ class _Stamped:
             fn()
 
 
-def _raw_stats(collector: Any) -> dict:
-    with collector._lock:
-        return {
-            "stage_ms": {k: list(v) for k, v in collector.stage_ms.items()},
-            "flush_ms": {k: list(v) for k, v in collector.flush_ms.items()},
-            "depths": {k: list(v) for k, v in collector.depths.items()},
-            "queue_info": dict(collector.queue_info),
-            "dropped": dict(collector.dropped),
-            "dropped_ids": {k: list(v) for k, v in collector.dropped_ids.items()},
-            "counts": {k: dict(v) for k, v in collector.counts.items()},
-        }
-
-
 def _picklable(exc: BaseException) -> BaseException:
     try:
         pickle.loads(pickle.dumps(exc))
@@ -112,7 +266,8 @@ def _serve(task: bytes, out_q: Any, stop_flag: Any) -> None:
     """One run in the child: unpickle the task, build the source and the stage, run them and
     send every output, then ("end", stats) or ("error", stage, exc, traceback, stats)."""
     from slam.runtime.blas import blas_threads
-    from slam.runtime.pipeline import Pipeline, RuntimeConfig
+    from slam.runtime.config import RuntimeConfig
+    from slam.runtime.threaded import make_runner
 
     where = READER
     try:
@@ -130,9 +285,9 @@ def _serve(task: bytes, out_q: Any, stop_flag: Any) -> None:
     # dataset mode: read and extract inline, one thread, so the child keeps to one core and the
     # parent's tracking has the other (a reader thread here made three busy threads on two
     # cores); live mode needs the reader thread to keep only the newest frame
-    cfg = RuntimeConfig(threaded=live, live=live, queue_size=queue_size, progress=False, sync_mapping=False,
-                        lossless_stages=[], latency_stage=stage_name, join_timeout_s=10.0)
-    pipe = Pipeline(source, [(stage_name, _Stamped(stage))], cfg, on_output=send)
+    cfg = RuntimeConfig(threaded=live, live=live, queue_size=queue_size, progress=False, join_timeout_s=10.0)
+    runner_kw = {"lossless": (), "background": ()} if live else {}
+    pipe = make_runner(source, [(stage_name, _Stamped(stage))], cfg, on_output=send, latency_stage=stage_name, **runner_kw)
     done = threading.Event()
 
     def watch() -> None:
@@ -149,10 +304,10 @@ def _serve(task: bytes, out_q: Any, stop_flag: Any) -> None:
         with blas_threads(n_blas):
             pipe.run()
     except StageError as exc:
-        out_q.put(("error", exc.stage, _picklable(exc.original), "".join(traceback.format_exception(exc.original)), _raw_stats(pipe.stats)))
+        out_q.put(("error", exc.stage, _picklable(exc.original), "".join(traceback.format_exception(exc.original)), pipe.stats.to_raw()))
         return
     except BaseException as exc:  # noqa: BLE001
-        out_q.put(("error", stage_name, _picklable(exc), traceback.format_exc(), _raw_stats(pipe.stats)))
+        out_q.put(("error", stage_name, _picklable(exc), traceback.format_exc(), pipe.stats.to_raw()))
         return
     finally:
         done.set()
@@ -163,7 +318,7 @@ def _serve(task: bytes, out_q: Any, stop_flag: Any) -> None:
                 close()
             except Exception:  # noqa: BLE001
                 pass
-    out_q.put(("end", _raw_stats(pipe.stats)))
+    out_q.put(("end", pipe.stats.to_raw()))
 
 
 class ProcessFrontend:
@@ -256,11 +411,11 @@ class ProcessFrontend:
             self.stop()
             deadline = time.monotonic() + self.join_timeout_s
             while not self._finished and w.alive() and time.monotonic() < deadline:
-                self._note(_drain(self._q))  # a child blocked on a full queue must be able to finish
+                self._note(drain(self._q))  # a child blocked on a full queue must be able to finish
                 if not self._finished:
                     time.sleep(0.02)
             if not self._finished:
-                self._note(_drain(self._q))
+                self._note(drain(self._q))
         if self._finished:
             w.run_finished()
         if self._own_worker or not self._finished:  # ours, or one that did not finish the run: end it
@@ -330,24 +485,5 @@ class ProcessFrontend:
         if self._child_stats is None or self._merged:
             return False
         self._merged = True
-        raw = self._child_stats
-        name = self.stage_name
-        with collector._lock:
-            # the child's stage comes first in tables, as it does in the chain
-            collector.stage_ms = {name: list(raw["stage_ms"].get(name, [])), **{k: v for k, v in collector.stage_ms.items() if k != name}}
-            if raw["flush_ms"].get(name):
-                collector.flush_ms.setdefault(name, []).extend(raw["flush_ms"][name])
-            for qname, info in raw["queue_info"].items():
-                if qname == "output":
-                    continue  # the child's output queue is the process boundary
-                collector.queue_info[qname] = tuple(info)
-                collector.depths.setdefault(qname, []).extend(raw["depths"].get(qname, []))
-                collector.dropped[qname] = collector.dropped.get(qname, 0) + raw["dropped"].get(qname, 0)
-                collector.dropped_ids.setdefault(qname, []).extend(raw["dropped_ids"].get(qname, []))
-            for cname, c in raw["counts"].items():
-                if cname == READER:
-                    # the parent counts what the child delivered as read; the child's reader is the truth
-                    collector.counts[READER] = dict(c)
-                elif cname == name:
-                    collector.counts[name] = {k: v for k, v in c.items() if k != "done"}
+        collector.merge_raw(self._child_stats, self.stage_name)
         return True

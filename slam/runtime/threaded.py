@@ -1,113 +1,74 @@
-"""Threaded SLAM pipeline: a reader thread and one thread per stage, joined by bounded queues.
+"""The threaded runner: a reader thread and one thread per stage, joined by bounded queues.
 
 ::
 
     source --reader--> [q features] --> features --> [q tracking] --> tracking --> [q mapping]
         --> mapping --> [q output] --> main thread: on_output(), progress display, monitoring
 
-Queues
-    Each stage reads from its own input queue (named after the stage; the last one is named
-    "output" and is drained by the main thread, which calls ``on_output``).
-
-    - Dataset mode (``live=False``): every queue blocks when full (``queue_size`` items), so
-      nothing is ever dropped.
-    - Live mode (``live=True``): queues into stages not listed in ``lossless_stages`` keep only
-      the newest item (capacity 1): a new item replaces the waiting one and the replaced one is
-      counted as dropped (``RunStats.queues[...].dropped``, ``RunStats.dropped_ids``). Queues
-      into ``lossless_stages`` (default: mapping, whose jobs must never be lost) and the
-      output queue still block. This bounds latency when the system is slower than the camera.
+Two modes
+    - Dataset mode (``cfg.live`` false): every queue blocks when full (``queue_size`` items), so
+      nothing is ever dropped. Results equal the synchronous runner's as long as the stages
+      order their shared state themselves (the SLAM stages do, through the mapping schedule in
+      :mod:`slam.runtime.schedule`).
+    - Live mode (``cfg.live`` true): the queues into frame stages keep only the newest item
+      (capacity 1): a new item replaces the waiting one and the replaced one is counted as
+      dropped (``RunStats.queues[...].dropped``, ``RunStats.dropped_ids``). The queues into the
+      ``lossless`` stages (default: mapping, whose keyframe jobs must never be lost) and the
+      output queue still block. The ``background`` stages' threads (default: mapping) run at
+      a lower OS priority (``cfg.background_nice``). This bounds latency when the system is
+      slower than the camera.
 
     The typed :class:`slam.types.EndOfStream` marker follows the last item through every queue
     and is never dropped. At end of stream each stage's ``flush()`` outputs go downstream first.
 
-sync_mapping (dataset mode only)
-    With ``sync_mapping=True`` a stage whose downstream neighbour is named in ``sync_stages``
-    (default ``["mapping"]``) waits, after handing an item to it, until that stage has
-    finished processing the item, before taking its next input. The mechanism is a per-stage
-    "items finished" counter under a condition variable: the producer remembers how many
-    items it sent and waits until the consumer's counter reaches that number (polling the stop
-    event, so it cannot deadlock). Tracking of frame k+1 therefore sees the map exactly as the
-    synchronous runner would, while the reader and feature extraction still run ahead.
-    ``sync_mapping=False`` lets mapping run fully concurrently.
-
 Stopping and errors
     One ``threading.Event`` stops every thread; blocked ``put``/``get`` calls wake up at once.
-    ``stop()`` (e.g. from :func:`handle_sigint`) ends the run after the items in flight and
-    ``run()`` returns normally with ``status == "stopped"``; outputs that already reached the
-    output queue are still delivered to ``on_output``. ``flush()`` is not called after a stop;
-    ``close()`` always is (in the stage's own thread). An exception in the source, a stage or
-    ``on_output`` sets the stop event; every thread is joined (all joins share one deadline
-    of ``join_timeout_s``) and ``run()`` raises :class:`StageError` naming the stage, chained
-    to the original exception. Threads still alive after the deadline are daemon threads,
-    reported in ``RunStats.hung_threads`` and the log.
+    ``stop()`` (e.g. from :func:`slam.runtime.runner.handle_signals`) ends the run after the
+    items in flight and ``run()`` returns normally with ``status == "stopped"``; outputs that
+    already reached the output queue are still delivered to ``on_output``. ``flush()`` is not
+    called after a stop; ``close()`` always is (in the stage's own thread). An exception in the
+    source, a stage or ``on_output`` sets the stop event; every thread is joined (all joins
+    share one deadline of ``join_timeout_s``) and ``run()`` raises :class:`StageError` naming
+    the stage, chained to the original exception. Threads still alive after the deadline are
+    daemon threads, reported in ``RunStats.hung_threads`` and the log.
 
 Latency
     The reader stamps every source item with ``t_read`` (``time.perf_counter()``; also set as
     ``item.t_read`` when the object accepts attributes). When the ``latency_stage`` (default
     "tracking"; the last stage if no stage has that name) returns from ``process()`` on an
-    item, ``now - t_read`` is recorded as the frame-to-pose latency. Code that wants to record
-    latency itself can call ``pipeline.stats.record_latency(t_read)``.
+    item, ``now - t_read`` is recorded as the frame-to-pose latency.
 """
 from __future__ import annotations
 
 import collections
 import logging
 import os
-import signal
 import threading
 import time
-from contextlib import contextmanager
-from dataclasses import dataclass, field
-from typing import Any, Callable, Iterable, Iterator, Optional
+from typing import Any, Callable, Iterable, Optional
 
+from slam.runtime.config import RuntimeConfig
 from slam.runtime.progress import ProgressDisplay
-from slam.runtime.stats import RunStats, StatsCollector
-from slam.runtime.sync import (
+from slam.runtime.runner import (
     OUTPUT,
     READER,
     Item,
-    Stage,
     StageError,
     SyncRunner,
     call_close,
     call_flush,
+    check_stages,
     log_run_stats,
     resolve_latency_stage,
     safe_progress_info,
     stamp_source_item,
 )
+from slam.runtime.stats import RunStats, StatsCollector
 from slam.types import EndOfStream
 
 LOG = logging.getLogger("slam.runtime")
 
-__all__ = [
-    "RuntimeConfig",
-    "Pipeline",
-    "StageError",
-    "Stage",
-    "SyncRunner",
-    "handle_sigint",
-    "EndOfStream",
-]
-
-
-@dataclass
-class RuntimeConfig:
-    threaded: bool = True  # run reader and each stage in its own thread; False = synchronous runner
-    queue_size: int = 8  # capacity of each blocking queue between threads (items)
-    live: bool = False  # live camera: queues keep only the newest item and count drops
-    join_timeout_s: float = 30.0  # deadline for joining all threads at the end (seconds)
-    progress: bool = True  # progress line on a TTY (a log line every progress_log_s otherwise)
-    sync_mapping: bool = True  # dataset mode: wait for mapping to finish each job (= synchronous result)
-    sync_stages: list[str] = field(default_factory=lambda: ["mapping"])  # stages whose producer waits (sync_mapping)
-    lossless_stages: list[str] = field(default_factory=lambda: ["mapping"])  # live mode: input queues that never drop
-    latency_stage: str = "tracking"  # frame-to-pose latency ends when this stage finishes an item
-    progress_log_s: float = 5.0  # seconds between progress log lines when stdout is not a TTY
-    stall_timeout_s: float = 0.0  # > 0: fail naming the busy stage when no item moves for this long
-    feature_stage: str = "auto"  # where reader + features run when threaded: auto (process on a multi-core CPU) | process | thread
-    background_stages: list[str] = field(default_factory=lambda: ["mapping"])  # live mode: threads run at a lower OS priority
-    background_nice: int = 10  # live mode: nice increment of those threads (Linux; 0 = off), so g2o yields the cores to the frame path
-    blas_threads: int = 1  # threads of numpy's BLAS during a run, here and in the feature process (0 = library default); see slam.runtime.blas
+__all__ = ["ThreadedRunner", "make_runner"]
 
 
 class _Stopped:
@@ -189,16 +150,21 @@ class _StageQueue:
             return item
 
 
-class Pipeline:
-    """Runs ``source`` and ``stages`` in threads (or inline when ``cfg.threaded`` is False).
+class ThreadedRunner:
+    """Runs ``source`` and ``stages`` in threads, in dataset or live mode (``cfg.live``).
 
-    source:      any iterable (e.g. a dataset reader or :class:`slam.io.camera.CameraSource`).
+    source:      any iterable (e.g. a dataset reader, :class:`slam.io.camera.CameraSource`, or a
+                 :class:`slam.runtime.feature_process.ProcessFrontend`, whose items arrive
+                 already stamped).
     stages:      list of ``(name, stage)``; names must be unique; "reader" and "output" are
                  reserved (they name the source and ``on_output`` in errors and statistics).
     on_output:   called in the main thread with every output of the last stage, in order.
     progress_fn: called in the main thread a few times a second; returns a dict for the
                  progress line, e.g. ``{"state": "OK", "keyframes": 12, "map_points": 3456}``.
     total:       number of source items expected (progress display), None if unknown.
+    latency_stage: the stage whose completion ends the frame-to-pose latency.
+    lossless:    live mode: stages whose input queue never drops (keyframe jobs).
+    background:  live mode: stages whose thread runs at ``cfg.background_nice``.
 
     ``run()`` may be called once. ``stop()`` is safe from a signal handler or any thread.
     ``stats`` is the live :class:`StatsCollector`; ``counts()`` the items in/out per stage.
@@ -212,69 +178,43 @@ class Pipeline:
         on_output: Optional[Callable[[Any], None]] = None,
         progress_fn: Optional[Callable[[], dict]] = None,
         total: Optional[int] = None,
+        latency_stage: str = "tracking",
+        lossless: tuple[str, ...] = ("mapping",),
+        background: tuple[str, ...] = ("mapping",),
     ) -> None:
         self.cfg = cfg if cfg is not None else RuntimeConfig()
-        names = [n for n, _ in stages]
         if not stages:
-            raise ValueError("a pipeline needs at least one stage")
-        if len(set(names)) != len(names):
-            raise ValueError(f"stage names must be unique, got {names}")
-        if READER in names or OUTPUT in names:
-            raise ValueError(f"stage names '{READER}' and '{OUTPUT}' are reserved")
-        for name, stage in stages:
-            if not callable(getattr(stage, "process", None)):
-                raise TypeError(f"stage '{name}' ({type(stage).__name__}) has no process(item) method")
-        if self.cfg.queue_size < 1:
-            raise ValueError(f"runtime.queue_size must be >= 1, got {self.cfg.queue_size}")
+            raise ValueError("a runner needs at least one stage")
+        names = check_stages(stages)
         self.source = source
         self.stages = list(stages)
         self.names = names
         self.on_output = on_output
         self.progress_fn = progress_fn
         self.total = total
-        self._sync: Optional[SyncRunner] = None
-        if not self.cfg.threaded:
-            self._sync = SyncRunner(source, stages, self.cfg, on_output, progress_fn, total)
-            self.stats = self._sync.stats
-            return
+        self.background = tuple(background)
         self.stats = StatsCollector()
         for n in names:
             self.stats.register_stage(n)
         self._stop = threading.Event()
         self._error_lock = threading.Lock()
         self._error: Optional[tuple[str, BaseException]] = None
-        self._latency_stage = resolve_latency_stage(names, self.cfg.latency_stage)
+        self._latency_stage = resolve_latency_stage(names, latency_stage)
         live = self.cfg.live
         self._queues: list[_StageQueue] = []
         for name in names + [OUTPUT]:
-            lossy = live and name != OUTPUT and name not in self.cfg.lossless_stages
+            lossy = live and name != OUTPUT and name not in lossless
             self._queues.append(
                 _StageQueue(name, 1 if lossy else self.cfg.queue_size, "latest" if lossy else "block", self._stop, self.stats)
             )
-        # sync_mapping: producer of stage j waits until j has finished what it was sent
-        self._sync_into = set()
-        if self.cfg.sync_mapping and not live:
-            self._sync_into = {n for n in names if n in self.cfg.sync_stages}
-            if not self._sync_into and len(names) > 2:
-                LOG.warning(
-                    "runtime.sync_mapping is on but no stage is named any of %s (stages: %s); "
-                    "threaded results may differ from the synchronous runner",
-                    list(self.cfg.sync_stages),
-                    names,
-                )
-        self._finished = {n: 0 for n in names}
-        self._finished_cond = threading.Condition(threading.RLock())
         self._busy_since: dict[str, Optional[float]] = {n: None for n in names}
         self._threads: list[threading.Thread] = []
         self._ran = False
-        self._result: Optional[RunStats] = None
+        self.result: Optional[RunStats] = None
 
     # -- control ------------------------------------------------------------------------------
     def stop(self) -> None:
         """Stop every thread after the item it is working on (safe from a signal handler)."""
-        if self._sync is not None:
-            self._sync.stop()
-            return
         self._stop.set()
         # the conditions use re-entrant locks, so this is safe even from a signal handler that
         # interrupted the main thread inside a queue call
@@ -293,23 +233,15 @@ class Pipeline:
     def _wake_all(self) -> None:
         for q in self._queues:
             q.wake()
-        with self._finished_cond:
-            self._finished_cond.notify_all()
-
-    @property
-    def result(self) -> Optional[RunStats]:
-        """Statistics of the finished run (also set when run() raised), else None."""
-        return self._sync.result if self._sync is not None else self._result
 
     @property
     def stopped(self) -> bool:
-        return self._sync.stopped if self._sync is not None else self._stop.is_set()
+        return self._stop.is_set()
 
     def counts(self) -> dict[str, dict[str, int]]:
         """Items per stage so far: {"reader": {"out": n}, "<stage>": {"in", "out", "dropped", "done"}}.
         "dropped" counts items dropped from that stage's input queue (live mode)."""
-        with self.stats._lock:
-            return {k: dict(v) for k, v in self.stats.counts.items()}
+        return self.stats.counts_now()
 
     def _fail(self, name: str, exc: BaseException) -> None:
         with self._error_lock:
@@ -342,23 +274,12 @@ class Pipeline:
         except BaseException as exc:  # noqa: BLE001 - re-raised in the main thread
             self._fail(READER, exc)
 
-    def _wait_finished(self, name: str, target: int, waiter: str) -> bool:
-        """Block until stage ``name`` finished ``target`` items; False if stopped meanwhile."""
-        t0 = time.perf_counter()
-        with self._finished_cond:
-            while self._finished[name] < target:
-                if self._stop.is_set():
-                    return False
-                self._finished_cond.wait(0.25)
-        self.stats.record_wait(waiter, (time.perf_counter() - t0) * 1000.0)
-        return True
-
     def _lower_priority(self, name: str) -> None:
-        """Live mode: stages named in ``background_stages`` (mapping) run their thread at a
-        lower OS priority (Linux nice is per thread), so bundle adjustment, which runs without
-        the GIL, takes CPU only where features and tracking leave it."""
+        """Live mode: the ``background`` stages (mapping) run their thread at a lower OS priority
+        (Linux nice is per thread), so bundle adjustment, which runs without the GIL, takes CPU
+        only where features and tracking leave it."""
         cfg = self.cfg
-        if not (cfg.live and cfg.threaded and cfg.background_nice > 0 and name in cfg.background_stages):
+        if not (cfg.live and cfg.background_nice > 0 and name in self.background):
             return
         try:
             tid = threading.get_native_id()
@@ -370,9 +291,6 @@ class Pipeline:
     def _stage_loop(self, i: int) -> None:
         name, stage = self.stages[i]
         inq, outq = self._queues[i], self._queues[i + 1]
-        nxt = self.names[i + 1] if i + 1 < len(self.names) else None
-        sync_next = nxt is not None and nxt in self._sync_into
-        sent = 0
         is_latency = name == self._latency_stage
         try:
             self._lower_priority(name)
@@ -400,16 +318,10 @@ class Pipeline:
                 if is_latency:
                     self.stats.record_latency(item.t_read, t1)
                     self.stats.count(name, "done")
-                with self._finished_cond:
-                    self._finished[name] += 1
-                    self._finished_cond.notify_all()
                 if out is None:
                     continue
                 self.stats.count(name, "out")
                 if not outq.put(Item(item.seq, item.t_read, out, item.item_id)):
-                    return
-                sent += 1
-                if sync_next and not self._wait_finished(nxt, sent, name):
                     return
         except BaseException as exc:  # noqa: BLE001 - re-raised in the main thread
             self._fail(name, exc)
@@ -427,10 +339,8 @@ class Pipeline:
         ("output") raised. A KeyboardInterrupt in the main thread stops all threads (joined with
         a short timeout) and is re-raised.
         """
-        if self._sync is not None:
-            return self._sync.run()
         if self._ran:
-            raise RuntimeError("a Pipeline can only run once; build a new one")
+            raise RuntimeError("a runner can only run once; build a new one")
         self._ran = True
         cfg = self.cfg
         self._threads = [threading.Thread(target=self._reader, name="slam-reader", daemon=True)]
@@ -492,12 +402,12 @@ class Pipeline:
             except Exception as exc:  # noqa: BLE001
                 LOG.warning("could not merge the source's statistics: %s", exc)
         if self._error is not None:
-            status = "error"
+            status = "failed"
         elif reached_end and not self._stop.is_set():
             status = "completed"
         else:
             status = "stopped"
-        self._result = self.stats.summarize(
+        self.result = self.stats.summarize(
             mode="threaded",
             live=cfg.live,
             status=status,
@@ -508,7 +418,7 @@ class Pipeline:
             hung_threads=hung,
             error_stage=self._error[0] if self._error else None,
         )
-        log_run_stats(self._result)
+        log_run_stats(self.result)
         if hung:
             LOG.error("threads still alive after join timeout (%.1f s): %s", cfg.join_timeout_s, ", ".join(hung))
         if interrupted is not None:
@@ -516,7 +426,7 @@ class Pipeline:
         if self._error is not None:
             name, exc = self._error
             raise StageError(name, exc) from exc
-        return self._result
+        return self.result
 
     def _deliver(self, item: Item) -> None:
         if self.on_output is None:
@@ -552,32 +462,11 @@ class Pipeline:
         return info
 
 
-@contextmanager
-def handle_sigint(pipeline: Any, logger: Optional[logging.Logger] = None) -> Iterator[None]:
-    """Install a SIGINT handler for the duration of a run, restoring the previous one after.
-
-    First Ctrl-C: ``pipeline.stop()``; the run returns normally (status "stopped") so the caller
-    still writes trajectory, map and metrics so far. Second Ctrl-C: KeyboardInterrupt (hard
-    abort). Outside the main thread (where signals cannot be handled) this does nothing.
-    """
-    log = logger or LOG
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
-    hits = {"n": 0}
-
-    def _handler(signum: int, frame: Any) -> None:
-        hits["n"] += 1
-        if hits["n"] == 1:
-            pipeline.stop()
-            # the logging module takes locks; a message from a handler is still the norm
-            log.warning("Ctrl-C: stopping; results so far will be written (press Ctrl-C again to abort)")
-        else:
-            signal.signal(signal.SIGINT, signal.default_int_handler)
-            raise KeyboardInterrupt
-
-    previous = signal.signal(signal.SIGINT, _handler)
-    try:
-        yield
-    finally:
-        signal.signal(signal.SIGINT, previous)
+def make_runner(source: Iterable, stages: list[tuple[str, Any]], cfg: RuntimeConfig, **kwargs: Any):
+    """The runner ``cfg`` asks for: :class:`SyncRunner` when ``cfg.threaded`` is false, else a
+    :class:`slam.runtime.threaded.ThreadedRunner` (live mode when ``cfg.live``). ``kwargs``:
+    on_output, progress_fn, total, latency_stage (and the threaded runner's own options)."""
+    if not cfg.threaded:
+        kwargs = {k: v for k, v in kwargs.items() if k in ("on_output", "progress_fn", "total", "latency_stage")}
+        return SyncRunner(source, stages, cfg, **kwargs)
+    return ThreadedRunner(source, stages, cfg, **kwargs)

@@ -1,4 +1,5 @@
-"""Synchronous runner and the pieces the threaded pipeline shares with it.
+"""Runners: the synchronous reference, the pieces the threaded runner shares with it, and
+signal handling.
 
 A *stage* is any object with
 
@@ -7,26 +8,31 @@ A *stage* is any object with
   ``stop()``); its outputs go downstream before the end-of-stream marker;
 - optional ``close()``: called once when the run ends, whatever the reason.
 
-Stages know nothing about threads. :class:`SyncRunner` runs source and stages inline, one item
-at a time, through the whole chain: it is the reference the threaded
-:class:`slam.runtime.pipeline.Pipeline` must reproduce in dataset mode, and what
-``RuntimeConfig(threaded=False)`` selects. Both have the same interface: ``run() -> RunStats``
-and ``stop()``; both raise :class:`StageError` naming the failing stage.
+Stages know nothing about threads. There are two runners with one interface (``run() ->
+RunStats``, ``stop()``, ``stats``; both raise :class:`StageError` naming the failing stage):
+
+- :class:`SyncRunner` runs source and stages inline, one item at a time, through the whole
+  chain: the reference that the threaded runner must reproduce in dataset mode;
+- :class:`slam.runtime.threaded.ThreadedRunner`: a thread per stage, in one of two modes,
+  dataset (nothing dropped) or live (frames queues keep only the newest frame).
+
+:func:`slam.runtime.threaded.make_runner` picks one from ``RuntimeConfig.threaded``. :func:`handle_signals` turns
+SIGINT, SIGTERM and SIGHUP into ``runner.stop()``, so a run that is interrupted or killed
+still ends normally and writes what it has.
 """
 from __future__ import annotations
 
 import logging
+import signal
 import threading
 import time
+from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Callable, Iterable, Optional, Protocol, runtime_checkable
+from typing import Any, Callable, Iterable, Iterator, Optional, Protocol, runtime_checkable
 
+from slam.runtime.config import RuntimeConfig
 from slam.runtime.progress import ProgressDisplay
 from slam.runtime.stats import RunStats, StatsCollector
-from slam.types import EndOfStream
-
-if TYPE_CHECKING:  # pragma: no cover
-    from slam.runtime.pipeline import RuntimeConfig
 
 LOG = logging.getLogger("slam.runtime")
 
@@ -108,6 +114,19 @@ def call_close(name: str, stage: Any) -> Optional[BaseException]:
     return None
 
 
+def check_stages(stages: list[tuple[str, Any]]) -> list[str]:
+    """The stage names, after checking them: unique, not reserved, each stage with process()."""
+    names = [n for n, _ in stages]
+    if len(set(names)) != len(names):
+        raise ValueError(f"stage names must be unique, got {names}")
+    if READER in names or OUTPUT in names:
+        raise ValueError(f"stage names '{READER}' and '{OUTPUT}' are reserved")
+    for name, stage in stages:
+        if not callable(getattr(stage, "process", None)):
+            raise TypeError(f"stage '{name}' ({type(stage).__name__}) has no process(item) method")
+    return names
+
+
 def resolve_latency_stage(names: list[str], wanted: str) -> Optional[str]:
     """The stage whose completion ends 'frame-to-pose' latency: ``wanted`` if present, else the
     last stage, or None when there are no stages."""
@@ -137,8 +156,9 @@ def log_run_stats(stats: RunStats) -> None:
 class SyncRunner:
     """Runs the source and every stage inline in the calling thread.
 
-    Same constructor and semantics as :class:`slam.runtime.pipeline.Pipeline` (``cfg.live``,
-    ``cfg.queue_size``, ``cfg.sync_mapping`` mean nothing here: there are no queues).
+    Same constructor and semantics as :class:`slam.runtime.threaded.ThreadedRunner` (``cfg.live``
+    and ``cfg.queue_size`` mean nothing here: there are no queues). The frame-to-pose latency
+    ends when the stage named ``latency_stage`` returns (the last stage if none has that name).
     ``stop()`` may be called from a signal handler or another thread; the run ends after the
     item in flight and returns the statistics with ``status == "stopped"``.
     """
@@ -147,16 +167,14 @@ class SyncRunner:
         self,
         source: Iterable,
         stages: list[tuple[str, Any]],
-        cfg: "RuntimeConfig",
+        cfg: Optional[RuntimeConfig] = None,
         on_output: Optional[Callable[[Any], None]] = None,
         progress_fn: Optional[Callable[[], dict]] = None,
         total: Optional[int] = None,
+        latency_stage: str = "tracking",
     ) -> None:
-        names = [n for n, _ in stages]
-        if len(set(names)) != len(names):
-            raise ValueError(f"stage names must be unique, got {names}")
-        if READER in names or OUTPUT in names:
-            raise ValueError(f"stage names '{READER}' and '{OUTPUT}' are reserved")
+        names = check_stages(stages)
+        cfg = cfg if cfg is not None else RuntimeConfig(threaded=False)
         self.source = source
         self.stages = list(stages)
         self.cfg = cfg
@@ -165,7 +183,7 @@ class SyncRunner:
         self.total = total
         self.stats = StatsCollector()
         self._stop = threading.Event()
-        self._latency_stage = resolve_latency_stage(names, getattr(cfg, "latency_stage", "tracking"))
+        self._latency_stage = resolve_latency_stage(names, latency_stage)
         for n in names:
             self.stats.register_stage(n)
         self._ran = False
@@ -214,7 +232,7 @@ class SyncRunner:
         if self._ran:
             raise RuntimeError("a runner can only run once; build a new one")
         self._ran = True
-        progress = ProgressDisplay(self.total, enabled=None if getattr(self.cfg, "progress", True) else False)
+        progress = ProgressDisplay(self.total, enabled=None if self.cfg.progress else False, log_interval_s=self.cfg.progress_log_s)
         pstate: dict = {}
         t_start = time.perf_counter()
         status = "completed"
@@ -249,7 +267,7 @@ class SyncRunner:
                             self.stats.count(name, "out")
                             self._push(i + 1, Item(-1, None, out, -1))
             except StageError as exc:
-                status = "error"
+                status = "failed"
                 error_stage = exc.stage
                 raise
             except BaseException:  # KeyboardInterrupt: statistics so far, then re-raise
@@ -276,3 +294,56 @@ class SyncRunner:
         if self._latency_stage is None:
             return self.stats.get_count(READER, "out")
         return self.stats.get_count(self._latency_stage, "done")
+
+
+#: signals that stop a run the way Ctrl-C does (SIGHUP: the terminal went away)
+STOP_SIGNALS = tuple(s for s in (signal.SIGINT, getattr(signal, "SIGTERM", None), getattr(signal, "SIGHUP", None)) if s is not None)
+
+
+class SignalState:
+    """What :func:`handle_signals` saw: ``signum`` of the first stop signal, None if none came.
+    ``exit_code`` is the shell convention for it (130 for SIGINT, 143 for SIGTERM, 129 for SIGHUP)."""
+
+    def __init__(self) -> None:
+        self.signum: Optional[int] = None
+
+    @property
+    def exit_code(self) -> Optional[int]:
+        return None if self.signum is None else 128 + int(self.signum)
+
+    @property
+    def name(self) -> Optional[str]:
+        return None if self.signum is None else signal.Signals(self.signum).name
+
+
+@contextmanager
+def handle_signals(runner: Any, logger: Optional[logging.Logger] = None) -> Iterator[SignalState]:
+    """For the duration of a run, SIGINT (Ctrl-C), SIGTERM (``kill``, ``timeout``, a job
+    scheduler) and SIGHUP stop ``runner`` (``runner.stop()``): the run returns normally with
+    status "stopped", so the caller still writes the trajectory, map and metrics so far, and
+    ends every child process. A second signal raises KeyboardInterrupt (hard abort). The
+    previous handlers are restored afterwards. Outside the main thread (where signals cannot
+    be handled) this does nothing. Yields a :class:`SignalState`."""
+    log = logger or LOG
+    state = SignalState()
+    if threading.current_thread() is not threading.main_thread():
+        yield state
+        return
+
+    def _handler(signum: int, frame: Any) -> None:
+        if state.signum is None:
+            state.signum = signum
+            runner.stop()
+            # the logging module takes locks; a message from a handler is still the norm
+            log.warning("%s: stopping; results so far will be written (send it again to abort)", signal.Signals(signum).name)
+        else:
+            for s in STOP_SIGNALS:
+                signal.signal(s, signal.default_int_handler if s == signal.SIGINT else signal.SIG_DFL)
+            raise KeyboardInterrupt
+
+    previous = {s: signal.signal(s, _handler) for s in STOP_SIGNALS}
+    try:
+        yield state
+    finally:
+        for s, h in previous.items():
+            signal.signal(s, h)

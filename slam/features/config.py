@@ -1,0 +1,56 @@
+"""Settings of the feature extractors (light: no torch; ``slam.config`` builds on them).
+
+Each extractor module re-exports its own class (``from slam.features.orb import ORBConfig``).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from slam.params import param
+
+PRECISIONS = ("auto", "fp32", "fp16", "bf16")
+
+
+@dataclass
+class ORBConfig:
+    n_features: int = param(1000, ge=1)  # keypoints kept per image (ORB-SLAM2 uses 1000 at 640x480)
+    scale_factor: float = param(1.2, gt=1.0)  # pyramid scale between levels
+    n_levels: int = param(8, ge=1)  # pyramid levels
+    fast_threshold: int = param(12, ge=1, le=255)  # FAST threshold; low so textureless areas still get corners
+    grid_cols: int = param(16, ge=1)  # bucketing grid: at most n_features/(cols*rows)*oversample per cell
+    grid_rows: int = param(12, ge=1)
+    oversample: float = param(10.0, ge=1.0)  # candidate pool = oversample x n_features (cv2 keeps the strongest globally), then per-cell bucketing
+    edge_threshold: int = param(19, ge=0)  # border (px) where no keypoint is detected
+
+
+@dataclass
+class SuperPointConfig:
+    weights: str = "superpoint_ours"  # path to a .pth, or a name `python -m slam weights list` knows
+    max_keypoints: int = 1024  # top-k per image by score; <= 0 keeps all (costs one host sync)
+    detection_threshold: float = param(0.005, ge=0.0)  # keep heatmap maxima with probability > this (>= 0)
+    nms_radius: int = param(4, ge=0)  # NMS window is (2r+1)x(2r+1) pixels (max-pool form); 0 disables
+    remove_borders: int = param(4, ge=0)  # drop keypoints closer than this (px) to the original image border
+    precision: str = param("auto", choices=PRECISIONS)  # auto = fp16 on CUDA, bf16 on CPU if it keeps quality
+    compile: bool = False  # torch.compile the network (CUDA: mode reduce-overhead = CUDA graphs)
+    channels_last: bool = True  # NHWC memory format for the convolutions (faster with oneDNN/cuDNN)
+    descriptor_convention: str = param("auto", choices=("auto", "official", "open"))  # where descriptor cells sit (see sample_descriptors)
+    bf16_min_repeatability: float = param(0.9, ge=0.0, le=1.0)  # auto on CPU: bf16 only if >= this share of fp32 keypoints within 1 px
+
+
+@dataclass
+class ALIKEDConfig:
+    model: str = "aliked-n16"  # aliked-n16 | aliked-n16rot | aliked-n32 | aliked-t16, or a path to a .pth
+    max_keypoints: int = 1024  # keep at most this many (highest scores); <= 0 = no limit
+    detection_threshold: float = param(0.2, lt=1.0)  # score-map threshold in (0,1) (cvg/LightGlue default 0.2); <= 0 = pure top-k
+    nms_radius: int = param(2, ge=0)  # NMS and soft-refinement window radius in pixels (window 2r+1)
+    precision: str = param("auto", choices=PRECISIONS)  # auto (fp16 on CUDA, fp32 on CPU) | fp32 | fp16 (CUDA only) | bf16
+
+
+@dataclass
+class DISKConfig:
+    weights: str = "disk-depth-save"  # registry name of the DISK 'depth' checkpoint, or a path to a .pth
+    max_keypoints: int = 1024  # keep at most this many (highest heatmap logits); <= 0 = no limit
+    nms_window_size: int = param(5, ge=1)  # odd side of the non-maximum-suppression window, pixels
+    detection_threshold: float = 0.0  # minimum heatmap logit of a keypoint
+    pad_if_not_divisible: bool = True  # zero-pad sides to a multiple of 16; False = error for such images
+    precision: str = param("auto", choices=PRECISIONS)  # auto (fp16 on CUDA, fp32 on CPU) | fp32 | fp16 (CUDA only) | bf16

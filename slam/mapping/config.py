@@ -1,0 +1,27 @@
+"""Settings of local mapping (light: no torch; ``slam.config`` builds on them)."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from slam.params import param
+
+
+@dataclass
+class MappingConfig:
+    local_ba: bool = True  # run local bundle adjustment after each keyframe
+    ba_window: int = param(6, ge=1)  # keyframes optimised: the new one plus its best covisible ones
+    ba_max_fixed: int = param(6, ge=0)  # at most this many fixed keyframes that also observe local points
+    ba_iterations: int = param(5, ge=1)  # Levenberg iterations per BA stage (two stages)
+    global_ba_iterations: int = param(15, ge=1)
+    n_triangulation_neighbours: int = param(6, ge=1)  # monocular: covisible keyframes used to triangulate new points
+    triangulation_match: str = param("epipolar", choices=("epipolar", "matcher"))  # epipolar: descriptor search along each keypoint's epipolar line (ORB-SLAM's SearchForTriangulation; for descriptor-only matchers such as nn, ~4x cheaper than matching all pairs) | matcher: the configured matcher on all free keypoints (always used by learned matchers)
+    triangulation_ratio: float = param(0.9, gt=0.0, le=1.0)  # epipolar search: best/second-best descriptor distance ratio within the band
+    n_fuse_neighbours: int = param(6, ge=0)  # keyframes whose points are fused into the new keyframe
+    fuse_radius_px: float = param(3.0, gt=0.0)
+    min_found_ratio: float = param(0.25, ge=0.0, le=1.0)  # cull points found in fewer than this fraction of frames where visible
+    min_parallax_cos: float = param(0.9998, gt=0.0, le=1.0)  # triangulation: cos of the minimum parallax angle
+    max_reproj_chi2: float = param(5.991, gt=0.0)  # triangulation check (chi2, 2 dof, 95%)
+    cull_keyframes: bool = True
+    redundant_ratio: float = param(0.9, ge=0.0, le=1.0)  # cull a keyframe when this share of its points is seen by 3+ others
+    max_desc_dist_binary: float = param(50.0, ge=0.0)
+    max_desc_dist_float: float = param(0.9, ge=0.0)
