@@ -87,6 +87,13 @@ def default_temp_bug_fix(weights: str) -> bool:
     return stem.endswith("_new") or "ds_new" in stem
 
 
+#: which stages run in half precision, per autocast dtype. fp16 (CUDA): all three networks, as
+#: the reference's CUDA inference. bf16 (7 bits of mantissa): the backbone only; measured
+#: against fp32 with seeded random weights (docs/benchmarks.md, LoFTR), bf16 transformers moved
+#: the refined points several times more than a bf16 backbone.
+HALF_STAGES = {None: (), torch.float16: ("backbone", "coarse", "fine"), torch.bfloat16: ("backbone",)}
+
+
 def autocast_dtype(precision: str, device: torch.device) -> Optional[torch.dtype]:
     """None (float32) or the autocast dtype for loftr.precision on this device."""
     if precision == "auto":
@@ -162,6 +169,8 @@ class LoFTR:
         match_type = cfg.match_type if cfg.match_type != "auto" else ("sinkhorn" if has_bin else "dual_softmax")
         fix = cfg.temp_bug_fix if cfg.temp_bug_fix is not None else default_temp_bug_fix(cfg.weights)
         self.autocast_dtype = autocast_dtype(cfg.precision, self.device)
+        #: stages run in autocast_dtype (see LoFTRNet.match); bf16 on the CPU: the backbone only
+        self.half_stages: tuple[str, ...] = HALF_STAGES[self.autocast_dtype]
         net = LoFTRNet(match_type, fix)
         net.load_official_state_dict(state_dict, source)
         self.net = net.prepare_inference(self.device)
@@ -201,11 +210,10 @@ class LoFTR:
         prep0 = [self._prepare(im, f"image0 #{k}") for k, im in enumerate(images0)]
         prep1 = [self._prepare(im, f"image1 #{k}") for k, im in enumerate(images1)]
         cfg = self.cfg
-        with torch.autocast(self.device.type, dtype=self.autocast_dtype or torch.float32,
-                            enabled=self.autocast_dtype is not None):
-            res = self.net.match([p[0] for p in prep0], [p[0] for p in prep1], threshold=cfg.threshold,
-                                 border_rm=cfg.border_rm, temperature=cfg.dsmax_temperature, skh_iters=cfg.skh_iters,
-                                 skh_prefilter=cfg.skh_prefilter, return_conf=return_conf)
+        res = self.net.match([p[0] for p in prep0], [p[0] for p in prep1], threshold=cfg.threshold,
+                             border_rm=cfg.border_rm, temperature=cfg.dsmax_temperature, skh_iters=cfg.skh_iters,
+                             skh_prefilter=cfg.skh_prefilter, return_conf=return_conf, half=self.autocast_dtype,
+                             half_stages=self.half_stages)
         # scale from network pixels to the given images' pixels, per match, on the device
         scale0 = torch.tensor([[sz[0] / p.shape[-1], sz[1] / p.shape[-2]] for p, sz in prep0], device=self.device)
         scale1 = torch.tensor([[sz[0] / p.shape[-1], sz[1] / p.shape[-2]] for p, sz in prep1], device=self.device)

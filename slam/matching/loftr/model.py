@@ -146,13 +146,16 @@ class LoFTRNet(nn.Module):
 
     def match(self, images0: Sequence[torch.Tensor], images1: Sequence[torch.Tensor], threshold: float = 0.2,
               border_rm: int = 2, temperature: float = 0.1, skh_iters: int = 3, skh_prefilter: bool = False,
-              return_conf: bool = False) -> dict:
+              return_conf: bool = False, half: Optional[torch.dtype] = None,
+              half_stages: Sequence[str] = ("backbone", "coarse", "fine")) -> dict:
         """Match B pairs of grey images.
 
         images0, images1: B tensors each (1, H, W) float in [0, 1] on the network's device; H, W
         need not be multiples of 8 (zero-padded bottom/right here). Run under torch.no_grad /
-        inference_mode, and under autocast for half precision (matching and the fine expectation
-        stay float32).
+        inference_mode. ``half`` (torch.float16 / torch.bfloat16, or None for float32) is the
+        autocast dtype of the stages named in ``half_stages`` ("backbone", "coarse" transformer,
+        "fine" transformer); the confidence matrix, the match selection and the fine expectation
+        always run in float32.
 
         Returns a dict of tensors on the device:
           b_ids, i_ids, j_ids (M,) int64: pair index and the cells in each image's own coarse grid
@@ -167,12 +170,19 @@ class LoFTRNet(nn.Module):
             raise ValueError(f"need equally many images0 and images1 (>= 1), got {len(images0)} and {len(images1)}")
         b = len(images0)
         padded = [_pad_to_multiple(im, FACTOR) for im in list(images0) + list(images1)]
-        coarse, fine = self._backbone(padded)
+        dev_type = padded[0].device.type
+
+        def precision(stage: str):
+            on = half is not None and stage in half_stages
+            return torch.autocast(dev_type, dtype=half if on else torch.float32, enabled=on)
+
+        with precision("backbone"):
+            coarse, fine = self._backbone(padded)
         feat0, mask0, wm0, valid0 = self._tokens(coarse[:b])
         feat1, mask1, wm1, valid1 = self._tokens(coarse[b:])
-        feat0, feat1 = self.loftr_coarse(feat0, feat1, mask0, mask1)
+        with precision("coarse"):
+            feat0, feat1 = self.loftr_coarse(feat0, feat1, mask0, mask1)
 
-        dev_type = feat0.device.type
         with torch.autocast(dev_type, enabled=False):
             sim = similarity(feat0, feat1)
             if self.match_type == "dual_softmax":
@@ -189,9 +199,12 @@ class LoFTRNet(nn.Module):
         if len(b_ids):
             win0 = gather_windows(fine[:b], b_ids, xy0)
             win1 = gather_windows(fine[b:], b_ids, xy1)
-            tok0 = self.fine_preprocess(win0, feat0[b_ids, i_pad])
-            tok1 = self.fine_preprocess(win1, feat1[b_ids, j_pad])
-            tok0, tok1 = self.loftr_fine(tok0, tok1)
+            if half is None or "fine" not in half_stages:  # half-precision fine maps, float32 fine stage
+                win0, win1 = win0.float(), win1.float()
+            with precision("fine"):
+                tok0 = self.fine_preprocess(win0, feat0[b_ids, i_pad])
+                tok1 = self.fine_preprocess(win1, feat1[b_ids, j_pad])
+                tok0, tok1 = self.loftr_fine(tok0, tok1)
             with torch.autocast(dev_type, enabled=False):
                 offset, std = expectation(tok0, tok1)
         else:
