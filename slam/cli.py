@@ -201,9 +201,10 @@ def cmd_match(args) -> int:
     if cfg.matcher == "loftr":
         from slam.matching.loftr.matcher import LoFTR
 
-        lm = LoFTR(cfg.loftr, dev).match_images(imgs[0], imgs[1])
+        loftr = LoFTR(cfg.loftr, dev)
+        lm = loftr.match_images(imgs[0], imgs[1])
         pts0, pts1, conf = lm.pts0, lm.pts1, lm.confidence
-        lines = [f"LoFTR ({Path(cfg.loftr.weights).name}, {cfg.loftr.precision})", f"matches {len(lm)}"]
+        lines = [f"LoFTR {loftr.match_type} ({Path(cfg.loftr.weights).name}, {loftr.precision})", f"matches {len(lm)}"]
         summary = f"{len(lm)} LoFTR matches"
     else:
         from slam.system import build_extractor, build_matcher

@@ -159,7 +159,7 @@ def _legend(width: int, scale: float, color_by: str, quantiles: Sequence[float],
     and 100 % of the ranks under the bar (or, for color_by="inlier",
     swatches before the inlier / outlier counts) and the count texts, left to right, wrapped
     onto more rows when the images are narrow."""
-    sc = max(0.4, min(0.8, scale))
+    sc = max(0.4, min(0.6, scale))
     font, black = cv2.FONT_HERSHEY_DUPLEX, (0, 0, 0)
     row_h = int(round(34 * sc / 0.6))
 
@@ -187,7 +187,7 @@ def _legend(width: int, scale: float, color_by: str, quantiles: Sequence[float],
         for q, value in zip((0.0, 0.25, 0.5, 0.75, 1.0), quantiles):
             xt = x0 + int(round(q * (bar_w - 1)))
             cv2.line(bar, (xt, y0 + bar_h), (xt, y0 + bar_h + 3), black, 1)
-            label = f"{value:.2f}"
+            label = f"{value:.3g}"
             (tw, th), _ = cv2.getTextSize(label, font, tick_sc, 1)
             cv2.putText(bar, label, (xt - tw // 2, y0 + bar_h + 5 + th), font, tick_sc, black, 1, cv2.LINE_AA)
         groups.append([text_item("confidence"), bar])

@@ -180,6 +180,14 @@ class LoFTR:
     def match_type(self) -> str:
         return self.net.match_type
 
+    @property
+    def precision(self) -> str:
+        """What runs in half precision, in words: "fp32", "fp16", "bf16 (backbone)"."""
+        if self.autocast_dtype is None:
+            return "fp32"
+        name = "fp16" if self.autocast_dtype == torch.float16 else "bf16"
+        return name if len(self.half_stages) == 3 else f"{name} ({', '.join(self.half_stages)})"
+
     def match_images(self, image0: ImageLike, image1: ImageLike, return_conf: bool = False) -> LoFTRMatches:
         """Match two images; see the module docstring for accepted images. -> LoFTRMatches."""
         return self.match_image_pairs([image0], [image1], return_conf=return_conf)[0]
@@ -214,43 +222,37 @@ class LoFTR:
                              border_rm=cfg.border_rm, temperature=cfg.dsmax_temperature, skh_iters=cfg.skh_iters,
                              skh_prefilter=cfg.skh_prefilter, return_conf=return_conf, half=self.autocast_dtype,
                              half_stages=self.half_stages)
-        # scale from network pixels to the given images' pixels, per match, on the device
-        scale0 = torch.tensor([[sz[0] / p.shape[-1], sz[1] / p.shape[-2]] for p, sz in prep0], device=self.device)
-        scale1 = torch.tensor([[sz[0] / p.shape[-1], sz[1] / p.shape[-2]] for p, sz in prep1], device=self.device)
+        # from network pixels to the given images' pixels (pixel centres stay centres), on the device
+        dev = self.device
         b_ids = res["b_ids"]
-        s0, s1 = scale0[b_ids], scale1[b_ids]
-        pts0 = (res["pts0"] + 0.5) * s0 - 0.5
-        pts1 = (res["pts1"] + 0.5) * s1 - 0.5
-        size1 = torch.tensor([sz for _, sz in prep1], device=self.device, dtype=torch.float32)[b_ids]
-        size0 = torch.tensor([sz for _, sz in prep0], device=self.device, dtype=torch.float32)[b_ids]
-        inside = ((pts0 >= 0) & (pts0 <= size0 - 1)).all(1) & ((pts1 >= 0) & (pts1 <= size1 - 1)).all(1)
-        std_px = res["std"] * float(WINDOW // 2 * (FACTOR // STRIDE)) * s1.mean(dim=1)
-        keep = inside
+        scale0 = torch.tensor([[sz[0] / t.shape[-1], sz[1] / t.shape[-2]] for t, sz in prep0], device=dev)[b_ids]
+        scale1 = torch.tensor([[sz[0] / t.shape[-1], sz[1] / t.shape[-2]] for t, sz in prep1], device=dev)[b_ids]
+        pts0 = (res["pts0"] + 0.5) * scale0 - 0.5
+        pts1 = (res["pts1"] + 0.5) * scale1 - 0.5
+        size0 = torch.tensor([sz for _, sz in prep0], device=dev, dtype=torch.float32)[b_ids]
+        size1 = torch.tensor([sz for _, sz in prep1], device=dev, dtype=torch.float32)[b_ids]
+        # a refined point can leave its image only where border_rm = 0: such matches are dropped
+        keep = ((pts0 >= 0) & (pts0 <= size0 - 1) & (pts1 >= 0) & (pts1 <= size1 - 1)).all(dim=1)
+        std_px = res["std"] * float(WINDOW // 2 * (FACTOR // STRIDE)) * scale1.mean(dim=1)
         host = {k: v[keep].cpu().numpy() for k, v in (("b", b_ids), ("pts0", pts0), ("pts1", pts1), ("conf", res["conf"]),
                                                        ("i", res["i_ids"]), ("j", res["j_ids"]), ("std", std_px))}
-        grid0, grid1 = res["grid0"].cpu().tolist(), res["grid1"].cpu().tolist()
-        conf_np = res["conf_matrix"].float().cpu().numpy() if return_conf else None
+        grid0, grid1 = res["grid0"].tolist(), res["grid1"].tolist()
+        conf = None
+        if return_conf:  # (B, Hm0*Wm0, Hm1*Wm1) over the batch's padded grids
+            hm0, wm0 = (max(g[i] for g in grid0) for i in (0, 1))
+            hm1, wm1 = (max(g[i] for g in grid1) for i in (0, 1))
+            conf = res["conf_matrix"].float().cpu().numpy().reshape(-1, hm0, wm0, hm1, wm1)
         out = []
         for k in range(len(prep0)):
             sel = host["b"] == k
-            cm = None
-            if conf_np is not None:
-                g0, g1 = grid0[k], grid1[k]
-                cm = _unpad_conf(conf_np[k], g0, g1, res, k)
+            (h0, w0), (h1, w1) = grid0[k], grid1[k]
+            cm = None if conf is None else np.ascontiguousarray(conf[k, :h0, :w0, :h1, :w1].reshape(h0 * w0, h1 * w1))
             out.append(LoFTRMatches(
                 pts0=host["pts0"][sel].astype(np.float32), pts1=host["pts1"][sel].astype(np.float32),
                 confidence=host["conf"][sel].astype(np.float32), idx0=host["i"][sel].astype(np.int64),
                 idx1=host["j"][sel].astype(np.int64), fine_std=host["std"][sel].astype(np.float32),
-                grid0=tuple(grid0[k]), grid1=tuple(grid1[k]), size0=prep0[k][1], size1=prep1[k][1], conf_matrix=cm))
+                grid0=(h0, w0), grid1=(h1, w1), size0=prep0[k][1], size1=prep1[k][1], conf_matrix=cm))
         return out
-
-
-def _unpad_conf(conf: np.ndarray, g0: list[int], g1: list[int], res: dict, k: int) -> np.ndarray:
-    """(Hm0*Wm0, Hm1*Wm1) padded-grid matrix -> (h0*w0, h1*w1) in each image's own grid."""
-    hm0, wm0 = (int(v) for v in res["grid0"].max(0).values.tolist())
-    hm1, wm1 = (int(v) for v in res["grid1"].max(0).values.tolist())
-    full = conf.reshape(hm0, wm0, hm1, wm1)
-    return np.ascontiguousarray(full[:g0[0], :g0[1], :g1[0], :g1[1]].reshape(g0[0] * g0[1], g1[0] * g1[1]))
 
 
 __all__ = ["LoFTR", "LoFTRMatches", "LoFTRConfig", "default_temp_bug_fix", "autocast_dtype", "to_gray_tensor", "OFFICIAL"]
