@@ -185,11 +185,14 @@ def cmd_features(args) -> int:
 
 
 def cmd_match(args) -> int:
+    """Match two images and draw the matches: a detector-free matcher (loftr) on the images
+    directly, otherwise features + a matcher. Lines coloured by confidence (or by the verdict
+    of a fundamental-matrix RANSAC with --color inlier), legend and counts underneath."""
     import cv2
 
     from slam.device import resolve_device
-    from slam.system import build_extractor, build_matcher, resolve_config
-    from slam.viz.draw import draw_matches
+    from slam.system import resolve_config
+    from slam.viz.draw import draw_point_matches
 
     cfg = resolve_config(args.cfg)
     imgs = []
@@ -199,14 +202,31 @@ def cmd_match(args) -> int:
             raise InputError(f"cannot read image {p}: missing or not an image")
         imgs.append(im)
     dev = resolve_device(cfg.device)
-    ext = build_extractor(cfg, dev)
-    matcher = build_matcher(cfg, dev)
-    f0, f1 = ext.extract(imgs[0]), ext.extract(imgs[1])
-    m = matcher.match(f0, f1)
     out = args.out or "matches.png"
-    lines = [f"{cfg.features} + {cfg.matcher}", f"keypoints {len(f0)}:{len(f1)}", f"matches {len(m)}"]
-    draw_matches(imgs[0], imgs[1], f0, f1, m, out_path=out, text_lines=lines)
-    print(f"{len(m)} matches ({len(f0)} and {len(f1)} keypoints); drawing written to {out}")
+    kp0 = kp1 = None
+    if cfg.matcher == "loftr":
+        from slam.matching.loftr.matcher import LoFTR
+
+        loftr = LoFTR(cfg.loftr, dev)
+        lm = loftr.match_images(imgs[0], imgs[1])
+        pts0, pts1, conf = lm.pts0, lm.pts1, lm.confidence
+        lines = [f"LoFTR {loftr.match_type} ({Path(cfg.loftr.weights).name}, {loftr.precision})", f"matches {len(lm)}"]
+        summary = f"{len(lm)} LoFTR matches"
+    else:
+        from slam.system import build_extractor, build_matcher
+
+        ext = build_extractor(cfg, dev)
+        matcher = build_matcher(cfg, dev)
+        f0, f1 = ext.extract(imgs[0]), ext.extract(imgs[1])
+        m = matcher.match(f0, f1)
+        pairs = m.pairs()
+        kp0, kp1 = f0.keypoints_np, f1.keypoints_np
+        pts0, pts1, conf = kp0[pairs[:, 0]], kp1[pairs[:, 1]], m.scores0[pairs[:, 0]]
+        lines = [f"{cfg.features} + {cfg.matcher}", f"keypoints {len(f0)}:{len(f1)}", f"matches {len(m)}"]
+        summary = f"{len(m)} matches ({len(f0)} and {len(f1)} keypoints)"
+    draw_point_matches(imgs[0], imgs[1], pts0, pts1, conf, color_by=args.color, ransac_px=args.ransac_px,
+                       keypoints0=kp0, keypoints1=kp1, out_path=out, text_lines=lines)
+    print(f"{summary}; drawing written to {out}")
     return 0
 
 
@@ -286,7 +306,12 @@ def build_parser() -> argparse.ArgumentParser:
     m.add_argument("image1")
     m.add_argument("--out")
     m.add_argument("--features")
-    m.add_argument("--matcher")
+    m.add_argument("--matcher", help="nn | superglue | lightglue | loftr (loftr needs no --features)")
+    m.add_argument("--device", help="auto | cpu | cuda")
+    m.add_argument("--color", choices=("confidence", "inlier"), default="confidence",
+                   help="colour lines by confidence (colour bar) or by fundamental-matrix RANSAC inlier/outlier")
+    m.add_argument("--ransac-px", type=float, default=2.0,
+                   help="largest distance to the epipolar line of an inlier, pixels (default 2: raw images keep their lens distortion)")
     m.add_argument("--config", "-c", action="append", default=[])
     m.add_argument("overrides", nargs="*")
     m.set_defaults(func=cmd_match)
@@ -344,6 +369,18 @@ def _passthrough(name: str, rest: list[str]) -> int:
     raise ValueError(name)
 
 
+def _parse(parser: argparse.ArgumentParser, argv: list[str]) -> argparse.Namespace:
+    """parse_args, but key=value overrides may also follow the options
+    (``match a.png b.png --matcher loftr loftr.threshold=0.3``)."""
+    args, extra = parser.parse_known_args(argv)
+    if extra:
+        if hasattr(args, "overrides") and all("=" in e and not e.startswith("-") for e in extra):
+            args.overrides = list(args.overrides) + extra
+        else:
+            parser.error(f"unrecognized arguments: {' '.join(extra)}")
+    return args
+
+
 def main(argv: Optional[list[str]] = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     if argv and argv[0] in PASSTHROUGH:  # these parse their own options
@@ -352,9 +389,9 @@ def main(argv: Optional[list[str]] = None) -> int:
     parser = build_parser()
     if not argv or argv[0] not in COMMANDS and not argv[0].startswith("-"):
         argv = ["run"] + argv  # `python -m slam` runs the embedded default
-    args = parser.parse_args(argv)
+    args = _parse(parser, argv)
     if args.command is None:
-        args = parser.parse_args(["run"] + argv)
+        args = _parse(parser, ["run"] + argv)
     args.argv = argv
     _setup_logging(args.verbose)
     args.feature_worker = None

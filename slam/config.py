@@ -18,7 +18,7 @@ from slam.errors import ConfigError
 from slam.features.config import ALIKEDConfig, DISKConfig, ORBConfig, SuperPointConfig, XFeatConfig
 from slam.loop.config import PlaceRecognitionConfig
 from slam.mapping.config import MappingConfig
-from slam.matching.config import LightGlueConfig, NNConfig, SuperGlueConfig
+from slam.matching.config import LightGlueConfig, LoFTRConfig, NNConfig, SuperGlueConfig
 from slam.params import check_params, param
 from slam.runtime.config import RuntimeConfig
 from slam.tracking.config import TrackingConfig
@@ -39,7 +39,7 @@ class OutputConfig:
 class Config:
     mode: str = param("rgbd", choices=("rgbd", "mono"))
     features: str = param("auto", choices=("auto", "orb", "superpoint", "aliked", "disk", "xfeat"))  # auto: our SuperPoint when its weights ship, else ORB
-    matcher: str = param("auto", choices=("auto", "nn", "superglue", "lightglue"))  # auto: our SuperGlue with SuperPoint, else NN
+    matcher: str = param("auto", choices=("auto", "nn", "superglue", "lightglue", "loftr"))  # auto: our SuperGlue with SuperPoint, else NN; loftr: detector-free, `slam match` only for now
     device: str = param("auto", choices=("auto", "cpu", "cuda"))
     max_frames: int = param(0, ge=0)  # 0 = all
     start_frame: int = param(0, ge=0)
@@ -54,6 +54,7 @@ class Config:
     nn: NNConfig = field(default_factory=NNConfig)
     superglue: SuperGlueConfig = field(default_factory=SuperGlueConfig)
     lightglue: LightGlueConfig = field(default_factory=LightGlueConfig)
+    loftr: LoFTRConfig = field(default_factory=LoFTRConfig)
     tracking: TrackingConfig = field(default_factory=TrackingConfig)
     mapping: MappingConfig = field(default_factory=MappingConfig)
     place_recognition: PlaceRecognitionConfig = field(default_factory=PlaceRecognitionConfig)

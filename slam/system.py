@@ -21,6 +21,7 @@ import torch
 
 from slam.config import Config
 from slam.device import resolve_device
+from slam.errors import ConfigError
 from slam.geometry.camera import PinholeCamera
 from slam.mapping.local_mapper import LocalMapper
 from slam.mapping.map import Map
@@ -99,6 +100,10 @@ def build_matcher(cfg: Config, device: torch.device):
         from slam.matching.lightglue import LightGlue
 
         return LightGlue(cfg.lightglue, device)
+    if name == "loftr":
+        raise ConfigError("matcher=loftr matches whole images without keypoints; the SLAM pipeline does not use it "
+                          "yet. Use it with `python -m slam match IMG0 IMG1 --matcher loftr`, or pick nn, superglue "
+                          "or lightglue for a run")
     raise ValueError(f"unknown matcher {name!r}")
 
 

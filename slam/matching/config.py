@@ -47,3 +47,21 @@ class LightGlueConfig:
     flash: bool = True  # True: scaled_dot_product_attention (fused kernels); False: explicit softmax attention
     precision: str = param("auto", choices=PRECISIONS)  # auto (fp16 on cuda, fp32 on cpu)
     prune_min_keypoints: int = param(-1, ge=-1)  # prune a side only while it has more points than this; -1 = auto (cpu 0, cuda 1024)
+
+
+@dataclass
+class LoFTRConfig:
+    """LoFTR (detector-free). The architecture is fixed by the official checkpoints; these
+    settings choose the weights and the matching behaviour."""
+
+    weights: str = "loftr_indoor"  # registry name (loftr_indoor | loftr_outdoor | loftr_indoor_ot) or a .ckpt/.pth path
+    match_type: str = param("auto", choices=("auto", "dual_softmax", "sinkhorn"))  # auto: sinkhorn when the checkpoint has coarse_matching.bin_score
+    temp_bug_fix: Optional[bool] = None  # positional-encoding variant; None = auto: true for loftr_indoor / *_new.ckpt, false for the other official files
+    threshold: float = param(0.2, ge=0.0, le=1.0)  # minimum coarse confidence of a match
+    border_rm: int = param(2, ge=0)  # coarse cells ignored at each image border (in the image's own, unpadded grid)
+    dsmax_temperature: float = param(0.1, gt=0.0)  # dual-softmax temperature
+    skh_iters: int = param(3, ge=0)  # Sinkhorn iterations (optimal-transport checkpoints)
+    skh_prefilter: bool = False  # OT: drop rows/columns whose best assignment is the dustbin
+    max_size: int = param(0, ge=0)  # shrink images whose longer side exceeds this (aspect kept); 0 = never resize
+    precision: str = param("auto", choices=PRECISIONS)  # auto (fp16 on cuda, fp32 on cpu) | fp32 | bf16 | fp16 (cuda only)
+    max_batch: int = param(0, ge=0)  # most pairs per forward pass in match_image_pairs; 0 = all in one pass

@@ -2,7 +2,9 @@
 
 The match plot follows the style of Magic Leap's SuperGlue demo: both images side by side on
 a white background, one line per match coloured by its confidence with a jet-like colormap
-(blue = low, red = high), the keypoints as small dots, and a few lines of text at the top left.
+(blue = low, red = high) or by the verdict of a fundamental-matrix RANSAC (green inlier, red
+outlier), the keypoints as small dots, a few lines of text at the top left and a legend strip
+underneath (colour bar or swatches, match / inlier / outlier counts).
 All functions return an (H, W, 3) uint8 BGR image and optionally write it to ``out_path``.
 """
 from __future__ import annotations
@@ -115,47 +117,223 @@ def _match_pairs(matches: Union[Matches, np.ndarray], n0: int, n1: int) -> tuple
     return pairs, conf
 
 
-def draw_matches(image0: np.ndarray, image1: np.ndarray, feats0: Features, feats1: Features,
-                 matches: Union[Matches, np.ndarray], out_path: Optional[PathLike] = None,
-                 text_lines: Optional[Sequence[str]] = None, margin: int = 10,
-                 show_keypoints: bool = True, gray: bool = True) -> np.ndarray:
-    """Side-by-side match plot in the style of the SuperGlue demo.
+def fundamental_inliers(pts0: np.ndarray, pts1: np.ndarray, threshold_px: float = 1.0,
+                        confidence: float = 0.999) -> Optional[np.ndarray]:
+    """Geometric check of point matches: RANSAC fundamental matrix (OpenCV, 8-point samples).
+
+    pts0, pts1: (M, 2) pixels in image 0 / image 1. threshold_px: largest distance to the
+    epipolar line of an inlier, in pixels. Returns (M,) bool, or None when fewer than 8 matches
+    or no model was found (nothing can be said about them).
+    """
+    p0 = np.asarray(pts0, np.float64).reshape(-1, 2)
+    p1 = np.asarray(pts1, np.float64).reshape(-1, 2)
+    if len(p0) < 8:
+        return None
+    _, mask = cv2.findFundamentalMat(p0, p1, cv2.FM_RANSAC, float(threshold_px), float(confidence), 10000)
+    if mask is None or mask.shape[0] != len(p0):
+        return None
+    return mask.reshape(-1).astype(bool)
+
+
+INLIER_BGR = (60, 200, 0)  # green
+OUTLIER_BGR = (40, 40, 230)  # red
+
+
+def confidence_ranks(conf: np.ndarray) -> np.ndarray:
+    """(M,) confidences -> (M,) float64 in [0, 1]: each value's rank among them (ties share
+    their mean rank; 0.5 for all when there is one value or all are equal). Colouring by rank
+    spreads the colours over the matches even when a matcher puts most of them near 1."""
+    c = np.asarray(conf, np.float64).reshape(-1)
+    if c.size < 2:
+        return np.full(c.size, 0.5)
+    srt = np.sort(c)
+    lo = np.searchsorted(srt, c, side="left")
+    hi = np.searchsorted(srt, c, side="right") - 1
+    if srt[0] == srt[-1]:
+        return np.full(c.size, 0.5)
+    return (lo + hi) / 2.0 / (c.size - 1)
+
+
+def _legend(width: int, scale: float, color_by: str, quantiles: Sequence[float], counts: Sequence[str]) -> np.ndarray:
+    """White strip ``width`` wide: "confidence [jet bar]" with the confidences at 0, 25, 50, 75
+    and 100 % of the ranks under the bar (or, for color_by="inlier",
+    swatches before the inlier / outlier counts) and the count texts, left to right, wrapped
+    onto more rows when the images are narrow."""
+    sc = max(0.4, min(0.6, scale))
+    font, black = cv2.FONT_HERSHEY_DUPLEX, (0, 0, 0)
+    row_h = int(round(34 * sc / 0.6))
+
+    def text_item(text: str) -> np.ndarray:
+        (tw, _), _ = cv2.getTextSize(text, font, sc, 1)
+        item = np.full((row_h, tw + 2, 3), 255, np.uint8)
+        cv2.putText(item, text, (1, int(row_h * 0.68)), font, sc, black, 1, cv2.LINE_AA)
+        return item
+
+    def block(color, size: int) -> np.ndarray:
+        item = np.full((row_h, size + 4, 3), 255, np.uint8)
+        y0 = (row_h - size) // 2
+        item[y0:y0 + size, 2:2 + size] = color
+        cv2.rectangle(item, (2, y0), (1 + size, y0 + size - 1), black, 1)
+        return item
+
+    groups: list[list[np.ndarray]] = []  # items of a group stay on one row
+    if color_by == "confidence":
+        bar_w, bar_h = max(60, min(240, width // 6)), max(8, row_h // 3)
+        tick_sc = sc * 0.75
+        bar = np.full((row_h + int(row_h * 0.6), bar_w + 40, 3), 255, np.uint8)
+        x0, y0 = 20, max(2, (row_h - bar_h) // 2)
+        bar[y0:y0 + bar_h, x0:x0 + bar_w] = confidence_colors(np.linspace(0.0, 1.0, bar_w))[None]
+        cv2.rectangle(bar, (x0, y0), (x0 + bar_w - 1, y0 + bar_h - 1), black, 1)
+        for q, value in zip((0.0, 0.25, 0.5, 0.75, 1.0), quantiles):
+            xt = x0 + int(round(q * (bar_w - 1)))
+            cv2.line(bar, (xt, y0 + bar_h), (xt, y0 + bar_h + 3), black, 1)
+            label = f"{value:.3g}"
+            (tw, th), _ = cv2.getTextSize(label, font, tick_sc, 1)
+            cv2.putText(bar, label, (xt - tw // 2, y0 + bar_h + 5 + th), font, tick_sc, black, 1, cv2.LINE_AA)
+        groups.append([text_item("confidence"), bar])
+    for text in counts:
+        if color_by == "inlier" and text.startswith(("inliers", "outliers")):
+            col = INLIER_BGR if text.startswith("inliers") else OUTLIER_BGR
+            groups.append([block(col, max(10, row_h // 2)), text_item(text)])
+        else:
+            groups.append([text_item(text)])
+    gap, pad = 6, 10
+    rows: list[list[np.ndarray]] = [[]]
+    x = pad
+    for g in groups:
+        gw = sum(i.shape[1] for i in g) + gap * (len(g) - 1)
+        if rows[-1] and x + gw > width - pad:
+            rows.append([])
+            x = pad
+        if rows[-1]:
+            rows[-1].append(np.full((row_h, 3 * gap, 3), 255, np.uint8))
+            x += 3 * gap
+        for k, item in enumerate(g):
+            rows[-1].append(item)
+            if k < len(g) - 1:
+                rows[-1].append(np.full((row_h, gap, 3), 255, np.uint8))
+        x += gw
+    heights = [max(i.shape[0] for i in items) if items else row_h for items in rows]
+    strip = np.full((sum(heights) + 6, width, 3), 255, np.uint8)
+    y = 3
+    for items, rh in zip(rows, heights):
+        x = pad
+        for item in items:
+            w = min(item.shape[1], width - x)
+            if w <= 0:
+                break
+            strip[y:y + item.shape[0], x:x + w] = item[:, :w]
+            x += item.shape[1]
+        y += rh
+    return strip
+
+
+def draw_point_matches(image0: np.ndarray, image1: np.ndarray, pts0: np.ndarray, pts1: np.ndarray,
+                       confidence: Optional[np.ndarray] = None, color_by: str = "confidence",
+                       inliers: Optional[np.ndarray] = None, ransac_px: float = 2.0,
+                       keypoints0: Optional[np.ndarray] = None, keypoints1: Optional[np.ndarray] = None,
+                       out_path: Optional[PathLike] = None, text_lines: Optional[Sequence[str]] = None,
+                       margin: int = 10, gray: bool = True, max_lines: int = 300, legend: bool = True) -> np.ndarray:
+    """Side-by-side match plot with a legend strip underneath.
 
     image0, image1: (H, W, 3) uint8 BGR or (H, W) uint8 grey (heights may differ).
-    feats0, feats1: their Features. matches: Matches (from image 0 to image 1; confidences
-    from scores0) or an (M, 2) index array (confidence 1) or (M, 3) with a confidence column.
-    Lines are coloured by confidence with the jet colormap; keypoints are small dots; text at
-    the top left (default "Keypoints: N0:N1" and "Matches: M"). gray=True draws the images in
-    grey so the colours stand out, as the demo does.
-    Returns the (max(H0,H1), W0 + margin + W1, 3) uint8 BGR image; writes it when out_path.
+    pts0, pts1: (M, 2) matched points, pixels of image 0 / image 1. confidence: (M,) or None.
+    color_by: "confidence" (jet colour of each confidence's rank among the matches: blue = least,
+    red = most confident, so the colours stay apart when a matcher puts most confidences near 1;
+    the colour bar is labelled with the confidences at 0/25/50/75/100 % of the ranks) or
+    "inlier" (green inliers, red outliers
+    of a fundamental-matrix RANSAC at ``ransac_px``, or of the given ``inliers`` (M,) bool).
+    The check runs in both modes and its counts go into the legend. keypoints0/1: (N, 2)
+    pixels drawn as small dots (detector-based matchers). With more than ``max_lines``
+    matches only an evenly spread subset (by confidence) gets lines, all get end points; the
+    legend says how many lines are shown. Beyond 200 lines they are blended at 60 % opacity so
+    the image stays visible. text_lines: top-left text. Returns the (max(H0, H1) + legend height,
+    W0 + margin + W1, 3) uint8 BGR image (no strip with legend=False); writes it when out_path.
     """
+    if color_by not in ("confidence", "inlier"):
+        raise ValueError(f"color_by must be 'confidence' or 'inlier', got {color_by!r}")
     img0, img1 = _to_bgr(image0, gray), _to_bgr(image1, gray)
     h0, w0 = img0.shape[:2]
     h1, w1 = img1.shape[:2]
     canvas = np.full((max(h0, h1), w0 + margin + w1, 3), 255, np.uint8)
     canvas[:h0, :w0] = img0
     canvas[:h1, w0 + margin:] = img1
-    kp0, kp1 = _keypoints_np(feats0), _keypoints_np(feats1)
-    pairs, conf = _match_pairs(matches, len(kp0), len(kp1))
+    p0 = np.asarray(pts0, np.float64).reshape(-1, 2)
+    p1 = np.asarray(pts1, np.float64).reshape(-1, 2)
+    if len(p0) != len(p1):
+        raise ValueError(f"pts0 and pts1 must have the same length, got {len(p0)} and {len(p1)}")
+    n = len(p0)
+    conf = np.ones(n, np.float32) if confidence is None else np.asarray(confidence, np.float32).reshape(-1)
+    if len(conf) != n:
+        raise ValueError(f"confidence must have {n} values, got {len(conf)}")
+    if inliers is None:
+        inliers = fundamental_inliers(p0, p1, ransac_px)
+    elif len(inliers) != n:
+        raise ValueError(f"inliers must have {n} values, got {len(inliers)}")
+    if color_by == "inlier" and inliers is None:
+        color_by = "confidence"  # fewer than 8 matches: nothing to check
     offset = np.array([w0 + margin, 0.0])
-    if show_keypoints:
-        for pts in (np.round(kp0).astype(int), np.round(kp1 + offset).astype(int)):
-            for x, y in pts:
+    for kp, off in ((keypoints0, 0.0), (keypoints1, offset)):
+        if kp is not None:
+            for x, y in np.round(np.asarray(kp, np.float64).reshape(-1, 2) + off).astype(int):
                 cv2.circle(canvas, (int(x), int(y)), 2, (0, 0, 0), -1, cv2.LINE_AA)
                 cv2.circle(canvas, (int(x), int(y)), 1, (255, 255, 255), -1, cv2.LINE_AA)
-    if len(pairs):
-        p0 = np.round(kp0[pairs[:, 0]]).astype(int)
-        p1 = np.round(kp1[pairs[:, 1]] + offset).astype(int)
-        colors = confidence_colors(conf)
+    quantiles = np.quantile(conf, [0.0, 0.25, 0.5, 0.75, 1.0]) if n else np.array([0.0, 0.25, 0.5, 0.75, 1.0])
+    if color_by == "confidence":
+        colors = confidence_colors(confidence_ranks(conf))
         order = np.argsort(conf, kind="stable")  # confident matches drawn last, on top
+    else:
+        colors = np.where(np.asarray(inliers, bool)[:, None], np.array(INLIER_BGR), np.array(OUTLIER_BGR)).astype(np.uint8)
+        order = np.argsort(np.asarray(inliers, bool) == 0, kind="stable")  # outliers last, on top
+    a = np.round(p0).astype(int)
+    b = np.round(p1 + offset).astype(int)
+    with_line = np.zeros(n, bool)
+    if n:
+        pick = order if n <= max_lines else order[np.round(np.linspace(0, n - 1, max_lines)).astype(int)]
+        with_line[pick] = True
+        lines = canvas.copy()
+        for i in order:
+            if with_line[i]:
+                cv2.line(lines, (int(a[i, 0]), int(a[i, 1])), (int(b[i, 0]), int(b[i, 1])),
+                         tuple(int(c) for c in colors[i]), 1, cv2.LINE_AA)
+        alpha = 1.0 if with_line.sum() <= 200 else 0.6  # dense plots: see the image through the lines
+        canvas = cv2.addWeighted(lines, alpha, canvas, 1.0 - alpha, 0.0)
         for i in order:
             col = tuple(int(c) for c in colors[i])
-            a, b = (int(p0[i, 0]), int(p0[i, 1])), (int(p1[i, 0]), int(p1[i, 1]))
-            cv2.line(canvas, a, b, col, 1, cv2.LINE_AA)
-            cv2.circle(canvas, a, 2, col, -1, cv2.LINE_AA)
-            cv2.circle(canvas, b, 2, col, -1, cv2.LINE_AA)
-    lines = list(text_lines) if text_lines is not None else [
-        f"Keypoints: {len(kp0)}:{len(kp1)}", f"Matches: {len(pairs)}"]
-    _put_text(canvas, lines)
+            cv2.circle(canvas, (int(a[i, 0]), int(a[i, 1])), 2, col, -1, cv2.LINE_AA)
+            cv2.circle(canvas, (int(b[i, 0]), int(b[i, 1])), 2, col, -1, cv2.LINE_AA)
+    lines_txt = list(text_lines) if text_lines is not None else [f"Matches: {n}"]
+    _put_text(canvas, lines_txt)
+    if legend:
+        counts = [f"matches {n}"]
+        if inliers is not None:
+            k = int(np.sum(inliers))
+            counts += [f"inliers {k} ({100.0 * k / max(n, 1):.0f}%, F-RANSAC {ransac_px:g} px)", f"outliers {n - k}"]
+        if n > max_lines:
+            counts.append(f"lines: {max_lines} of {n}")
+        strip = _legend(canvas.shape[1], canvas.shape[0] / 640.0, color_by, quantiles, counts)
+        canvas = np.concatenate([canvas, strip], axis=0)
     _write(canvas, out_path)
     return canvas
+
+
+def draw_matches(image0: np.ndarray, image1: np.ndarray, feats0: Features, feats1: Features,
+                 matches: Union[Matches, np.ndarray], out_path: Optional[PathLike] = None,
+                 text_lines: Optional[Sequence[str]] = None, margin: int = 10,
+                 show_keypoints: bool = True, gray: bool = True, color_by: str = "confidence",
+                 ransac_px: float = 2.0, legend: bool = True) -> np.ndarray:
+    """Match plot of a detector-based matcher (see :func:`draw_point_matches`).
+
+    feats0, feats1: the images' Features. matches: Matches (from image 0 to image 1;
+    confidences from scores0) or an (M, 2) index array (confidence 1) or (M, 3) with a
+    confidence column. The keypoints are drawn as small dots when show_keypoints.
+    Default text: "Keypoints: N0:N1" and "Matches: M".
+    """
+    kp0, kp1 = _keypoints_np(feats0), _keypoints_np(feats1)
+    pairs, conf = _match_pairs(matches, len(kp0), len(kp1))
+    lines = list(text_lines) if text_lines is not None else [
+        f"Keypoints: {len(kp0)}:{len(kp1)}", f"Matches: {len(pairs)}"]
+    return draw_point_matches(image0, image1, kp0[pairs[:, 0]], kp1[pairs[:, 1]], conf, color_by=color_by,
+                              ransac_px=ransac_px, keypoints0=kp0 if show_keypoints else None,
+                              keypoints1=kp1 if show_keypoints else None, out_path=out_path, text_lines=lines,
+                              margin=margin, gray=gray, legend=legend)

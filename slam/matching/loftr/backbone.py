@@ -1,0 +1,104 @@
+"""LoFTR's local feature CNN: a ResNet-18-like encoder with a feature pyramid.
+
+Input (B, 1, H, W) grey images in [0, 1] with H, W multiples of 8. Output: coarse features
+(B, 256, H/8, W/8) and fine features (B, 128, H/2, W/2). Parameter names are those of the
+official checkpoints (``backbone.conv1``, ``backbone.layer1.0.conv1``, ``backbone.layer2_outconv2.0`` ...).
+
+Encoder: conv 7x7 stride 2 (1 -> 128) + BN + ReLU, then three stages of two basic residual
+blocks at 1/2 (128), 1/4 (196) and 1/8 (256). Decoder: 1x1 lateral convs, bilinear x2
+upsampling with ``align_corners=True`` (as the checkpoints were trained), and a conv-BN-LeakyReLU-
+conv merge at 1/4 and at 1/2.
+
+For inference, :meth:`ResNetFPN.fold_batchnorm` folds every BatchNorm into the preceding conv
+(a conv with a bias instead of two passes over the feature map); it is irreversible and only
+valid in eval mode, so the matcher calls it once after loading.
+"""
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torch.nn.utils.fusion import fuse_conv_bn_eval
+
+BLOCK_DIMS = (128, 196, 256)  # channels at 1/2, 1/4, 1/8
+INITIAL_DIM = 128
+
+
+def _conv(cin: int, cout: int, k: int, stride: int = 1) -> nn.Conv2d:
+    return nn.Conv2d(cin, cout, kernel_size=k, stride=stride, padding=k // 2, bias=False)
+
+
+class BasicBlock(nn.Module):
+    """relu(x' + bn2(conv2(relu(bn1(conv1(x)))))), x' = x or a strided 1x1 conv + BN of x."""
+
+    def __init__(self, cin: int, cout: int, stride: int) -> None:
+        super().__init__()
+        self.conv1 = _conv(cin, cout, 3, stride)
+        self.conv2 = _conv(cout, cout, 3)
+        self.bn1 = nn.BatchNorm2d(cout)
+        self.bn2 = nn.BatchNorm2d(cout)
+        self.downsample = None if stride == 1 else nn.Sequential(_conv(cin, cout, 1, stride), nn.BatchNorm2d(cout))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y = F.relu(self.bn1(self.conv1(x)), inplace=True)
+        y = self.bn2(self.conv2(y))
+        if self.downsample is not None:
+            x = self.downsample(x)
+        return F.relu(x + y, inplace=True)
+
+    def fold_batchnorm(self) -> None:
+        self.conv1, self.bn1 = fuse_conv_bn_eval(self.conv1, self.bn1), nn.Identity()
+        self.conv2, self.bn2 = fuse_conv_bn_eval(self.conv2, self.bn2), nn.Identity()
+        if self.downsample is not None:
+            self.downsample = nn.Sequential(fuse_conv_bn_eval(self.downsample[0], self.downsample[1]), nn.Identity())
+
+
+def _merge(cin: int, cmid: int, cout: int) -> nn.Sequential:
+    return nn.Sequential(_conv(cin, cmid, 3), nn.BatchNorm2d(cmid), nn.LeakyReLU(), _conv(cmid, cout, 3))
+
+
+def _up2(x: torch.Tensor) -> torch.Tensor:
+    return F.interpolate(x, scale_factor=2.0, mode="bilinear", align_corners=True)
+
+
+class ResNetFPN(nn.Module):
+    """ResNet-FPN with outputs at 1/8 (coarse, 256 channels) and 1/2 (fine, 128 channels)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        d1, d2, d3 = BLOCK_DIMS
+        self.conv1 = nn.Conv2d(1, INITIAL_DIM, kernel_size=7, stride=2, padding=3, bias=False)
+        self.bn1 = nn.BatchNorm2d(INITIAL_DIM)
+        self.layer1 = nn.Sequential(BasicBlock(INITIAL_DIM, d1, 1), BasicBlock(d1, d1, 1))
+        self.layer2 = nn.Sequential(BasicBlock(d1, d2, 2), BasicBlock(d2, d2, 1))
+        self.layer3 = nn.Sequential(BasicBlock(d2, d3, 2), BasicBlock(d3, d3, 1))
+        self.layer3_outconv = _conv(d3, d3, 1)
+        self.layer2_outconv = _conv(d2, d3, 1)
+        self.layer2_outconv2 = _merge(d3, d3, d2)
+        self.layer1_outconv = _conv(d1, d2, 1)
+        self.layer1_outconv2 = _merge(d2, d2, d1)
+        for m in self.modules():
+            if isinstance(m, nn.Conv2d):
+                nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """x (B, 1, H, W) -> coarse (B, 256, H/8, W/8), fine (B, 128, H/2, W/2), in x's memory format."""
+        x1 = self.layer1(F.relu(self.bn1(self.conv1(x)), inplace=True))
+        x2 = self.layer2(x1)
+        x3 = self.layer3(x2)
+        c3 = self.layer3_outconv(x3)
+        c2 = self.layer2_outconv2(self.layer2_outconv(x2) + _up2(c3))
+        c1 = self.layer1_outconv2(self.layer1_outconv(x1) + _up2(c2))
+        return c3, c1
+
+    @torch.no_grad()
+    def fold_batchnorm(self) -> None:
+        """Fold every BatchNorm into its conv (eval-mode statistics). Irreversible."""
+        if self.training:
+            raise RuntimeError("fold_batchnorm needs eval mode: call .eval() first")
+        self.conv1, self.bn1 = fuse_conv_bn_eval(self.conv1, self.bn1), nn.Identity()
+        for stage in (self.layer1, self.layer2, self.layer3):
+            for block in stage:
+                block.fold_batchnorm()
+        for seq in (self.layer2_outconv2, self.layer1_outconv2):
+            seq[0], seq[1] = fuse_conv_bn_eval(seq[0], seq[1]), nn.Identity()
