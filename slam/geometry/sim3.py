@@ -166,9 +166,11 @@ def umeyama_batch(src: np.ndarray, dst: np.ndarray, with_scale: bool
     var_s = np.sum(sc * sc, axis=(1, 2)) / n
     ok = (var_s > 1e-300) & (D[:, 1] > 1e-9 * np.maximum(D[:, 0], 1e-300))
     if with_scale:
-        s = (D[:, 0] + D[:, 1] + d * D[:, 2]) / np.where(ok, var_s, 1.0)
+        # the scale is defined for collinear points too (only the roll about their line is not),
+        # so it is kept there: a straight-line trajectory still aligns with scale
+        s = (D[:, 0] + D[:, 1] + d * D[:, 2]) / np.where(var_s > 1e-300, var_s, 1.0)
         ok &= s > 0.0
-        s = np.where(ok, s, 1.0)
+        s = np.where(s > 0.0, s, 1.0)
     else:
         s = np.ones(src.shape[0])
     t = mu_d - s[:, None] * np.einsum("bij,bj->bi", R, mu_s)
