@@ -215,7 +215,9 @@ def _revisit_wins(voc: Vocabulary, room: int, n_places: int, desc) -> int:
     """In room ``room``: for each of ``n_places`` places (a first view and a revisit 5-30 cm and
     <= 15 degrees away), does the revisit score higher against its first view than against
     every first view it does not overlap (< 5 %, exact from depth and poses)?"""
-    from slam.io.synthetic import make_scene, sample_pair, warp_points
+    from slam.geometry.depth_warp import warp_points
+    from slam.synth.office import make_office as make_scene
+    from slam.training.synthetic_pairs import sample_pair
 
     scene = make_scene(room)
     places = [sample_pair(room * 100 + j, scene=scene, baseline=(0.05, 0.3), max_rotation_deg=15.0, min_overlap=0.5)
@@ -248,7 +250,8 @@ def _orb_desc():
 def test_same_place_scores_higher_synthetic_orb():
     """A small ORB vocabulary trained on room 301 tells places of room 303 (never trained on)
     apart: a revisit outscores the places it does not overlap."""
-    from slam.io.synthetic import make_scene, sample_pair
+    from slam.synth.office import make_office as make_scene
+    from slam.training.synthetic_pairs import sample_pair
 
     desc = _orb_desc()
     scene = make_scene(301)

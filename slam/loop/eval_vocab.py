@@ -76,7 +76,10 @@ def score_matrix(voc: Vocabulary, queries: list[np.ndarray], db: list[np.ndarray
 # ----------------------------------------------------------------------------- data sets
 def _render_room(room: int, places: int) -> tuple[list, np.ndarray]:
     """The ``places`` view pairs of one evaluation room and their exact overlaps (Q, D)."""
-    from slam.io.synthetic import PROFILES, make_scene, sample_pair, warp_points
+    from slam.geometry.depth_warp import warp_points
+    from slam.synth.office import make_office as make_scene
+    from slam.synth.profiles import PROFILES
+    from slam.training.synthetic_pairs import sample_pair
 
     realism = dict(PROFILES["desk"]["realism"])
     ys, xs = np.mgrid[8:480:16, 8:640:16]

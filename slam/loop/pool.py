@@ -89,7 +89,9 @@ def augment(name: str, img: np.ndarray, rng: np.random.Generator) -> list[tuple[
 def synthetic_images(n_rooms: int, views_per_room: int, seed0: int = TRAIN_SCENE_SEED0) -> list[tuple[str, np.ndarray]]:
     """Views of rooms ``seed0 .. seed0 + n_rooms - 1`` from random viewpoints, in pairs sharing
     a target (the renderer's ``sample_pair``), with the "desk" profile's sensor effects."""
-    from slam.io.synthetic import PROFILES, make_scene, sample_pair
+    from slam.synth.office import make_office as make_scene
+    from slam.synth.profiles import PROFILES
+    from slam.training.synthetic_pairs import sample_pair
 
     realism = dict(PROFILES["desk"]["realism"])
     out = []
