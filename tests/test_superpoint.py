@@ -468,7 +468,8 @@ def test_unreadable_file_is_a_clear_error(tmp_path):
 # ----------------------------------------------------------------------------- drawing
 
 
-def _feats(points, scores=None) -> "Features":
+def _feats(points, scores=None):
+    """(N, 2) points -> slam.types.Features with random unit 256-D descriptors, image 64x48."""
     from slam.types import Features
 
     kp = torch.tensor(points, dtype=torch.float32).reshape(-1, 2)

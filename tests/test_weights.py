@@ -17,8 +17,6 @@ from slam import weights as wm
 from slam.weights import (
     REGISTRY,
     WeightsError,
-    WeightsError,
-    WeightsError,
     get_spec,
     install_specs,
     list_weights,
