@@ -235,6 +235,8 @@ def run_bench(base: Config, spec: BenchSpec, feature_worker=None) -> int:
                     row["repeat"] = rep
                     rows.append(row)
                     print(format_table(rows[-1:]).splitlines()[-1], flush=True)
+                    if m.get("failure"):
+                        print(f"  {seq} {mode}: run failed: {m['failure']}", flush=True)
     print()
     print(format_table(rows))
     print()
