@@ -154,8 +154,12 @@ def cmd_live(args) -> int:
     # a video file is processed whole unless pacing is asked for; cameras and streams run live
     live = parse_camera_spec(spec)[0] != "file" or bool(args.realtime)
     cfg = resolve_config(args.cfg, live=live)
+    try:
+        resize = parse_size(args.resize)
+    except InputError as exc:
+        raise InputError(f"--resize {args.resize}: {exc}") from None
     source = CameraSource(spec, calib=load_calibration(args.calib), max_frames=cfg.max_frames, realtime=args.realtime,
-                          resize=parse_size(args.resize))
+                          resize=resize)
     camera = source.camera  # scaled to --resize when it was made at the camera's own resolution
     name = f"live_{Path(str(args.camera)).stem}"
     inputs = RunInputs(name, source, camera, None, None, f"camera {args.camera}")
