@@ -277,6 +277,7 @@ def _run(cfg: Config, inputs: RunInputs, out_dir: Optional[Path], feature_worker
     from slam.runtime.threaded import make_runner
     from slam.viz import create_viewer
 
+    made_here = out_dir is None
     out_dir = out_dir or make_run_dir(cfg.output.root, inputs.name)
     handler = _attach_log(out_dir / "run.log")
     (out_dir / "config.yaml").write_text(dump_yaml(cfg))
@@ -298,6 +299,10 @@ def _run(cfg: Config, inputs: RunInputs, out_dir: Optional[Path], feature_worker
             frontend_proc.close()
         logging.getLogger("slam").removeHandler(handler)
         handler.close()
+        if made_here:  # nothing ran (bad weights, device, ...): leave no half-empty run folder behind
+            import shutil
+
+            shutil.rmtree(out_dir, ignore_errors=True)
         raise
     log.info("features: %s, matcher: %s, mode: %s, device: %s, feature process: %s", cfg.features, cfg.matcher, cfg.mode,
              system.device,

@@ -172,6 +172,8 @@ CASES = [
     ("match-image-missing", ["match", "{w}/a.png", "{w}/nope.png", "--features", "orb", "--matcher", "nn"], ["nope.png"]),
     ("match-out-is-a-folder", ["match", "{w}/a.png", "{w}/a.png", "--features", "orb", "--matcher", "nn", "--out", "{w}/empty"],
      ["--out", "folder"]),
+    ("view-not-a-run-folder", ["view", "{w}/empty"], ["empty"]),
+    ("view-missing", ["view", "{w}/nope"], ["nope"]),
     ("eval-est-missing", ["eval", "--gt", "{w}/gt.txt", "--est", "{w}/nope.txt"], ["nope.txt"]),
     ("eval-not-a-trajectory", ["eval", "--gt", "{w}/notes.txt", "--est", "{w}/notes.txt"], ["notes.txt"]),
 ]
@@ -189,6 +191,7 @@ def test_bad_input_is_one_line_naming_the_file_or_key_exit_2(world, capsys, case
     for w in words:
         assert w.replace("{w}", str(world)) in errors[0], (w, errors[0])
     assert "weights_only" not in err  # torch's unsafe advice is never passed on
+    assert not list(Path("runs").glob("*")), "a run that could not start left a run folder"
 
 
 # ------------------------------------------------------------------ depth format, unit level
