@@ -627,9 +627,9 @@ def weights_main(argv: Optional[list[str]] = None) -> int:
                     print(f"{name:<22} {status:<9} {detail}")
                 bad += status in ("mismatch",) or (bool(args.names) and status == "missing")
             return 1 if bad else 0
-    except WeightsError as exc:
+    except WeightsError as exc:  # a mistake in the input: one line, exit code 2 (as every command)
         print(f"error: {exc}", file=sys.stderr)
-        return 1
+        return 2
     return 2
 
 

@@ -172,6 +172,8 @@ CASES = [
     ("match-image-missing", ["match", "{w}/a.png", "{w}/nope.png", "--features", "orb", "--matcher", "nn"], ["nope.png"]),
     ("match-out-is-a-folder", ["match", "{w}/a.png", "{w}/a.png", "--features", "orb", "--matcher", "nn", "--out", "{w}/empty"],
      ["--out", "folder"]),
+    ("weights-install-unknown", ["weights", "install", "nope"], ["nope"]),
+    ("weights-path-missing", ["weights", "path", "disk_lightglue"], ["disk_lightglue", "weights install"]),
     ("view-not-a-run-folder", ["view", "{w}/empty"], ["empty"]),
     ("view-missing", ["view", "{w}/nope"], ["nope"]),
     ("eval-est-missing", ["eval", "--gt", "{w}/gt.txt", "--est", "{w}/nope.txt"], ["nope.txt"]),
