@@ -358,3 +358,27 @@ def test_sigterm_writes_the_run_so_far_and_leaves_no_process(tmp_path_factory, t
     while any(_alive(k) for k in kids) and time.monotonic() < deadline:
         time.sleep(0.1)
     assert not [k for k in kids if _alive(k)], "child processes left behind"
+
+
+def test_bench_stops_at_a_signal_and_keeps_the_runs_made(world, tmp_path, monkeypatch, capsys):
+    import slam.app
+    from slam.bench import BenchSpec, run_bench
+    from slam.config import load_config
+
+    calls = []
+
+    def fake_run(cfg, inputs, **kw):  # the first run is stopped by SIGTERM
+        calls.append(cfg.mode)
+        return {"sequence": inputs.name, "mode": cfg.mode, "features": "orb", "matcher": "nn", "frames_in": 3,
+                "tracked_pct": 100.0, "tracked_after_init_pct": 100.0, "fps": 1.0, "peak_rss_mb": 1.0, "keyframes": 1,
+                "map_points": 10, "status": "stopped", "signal": "SIGTERM", "run_dir": str(tmp_path / "r")}
+
+    monkeypatch.setattr(slam.app, "run_slam", fake_run)
+    seq = make_tum(tmp_path / "seq")
+    (seq / "camera.yaml").write_text(_yaml(CAMERA))
+    spec = BenchSpec(sequences=[str(seq)], modes="rgbd,mono", json_path=str(tmp_path / "b.json"))
+    assert run_bench(load_config([], ["output.plot=false"]), spec) == 143
+    assert calls == ["rgbd"]  # no run after the signal
+    saved = json.loads((tmp_path / "b.json").read_text())
+    assert saved["stopped_by"] == "SIGTERM" and len(saved["results"]) == 1
+    assert "SIGTERM: bench stopped after 1 run(s)" in capsys.readouterr().err
