@@ -61,6 +61,9 @@ def open_input(seq: Optional[str], cfg: Config, data_root: Optional[str] = None,
     use_depth = cfg.mode == "rgbd"
     seq = seq or "synthetic/default"
     path = Path(seq)
+    if calib and not Path(calib).is_file():
+        raise InputError(f"--calib {calib}: {'is a folder, not a file' if Path(calib).is_dir() else 'no such file'}; "
+                         "pass the camera YAML (make one with `python -m slam calibrate`)")
     if seq.startswith("synthetic/"):
         from slam.synth.dataset import ensure_sequence
         from slam.io.sequences import resolve_data_root
@@ -73,6 +76,8 @@ def open_input(seq: Optional[str], cfg: Config, data_root: Optional[str] = None,
             from slam.synth.dataset import read_camera_manifest
 
             camera = read_camera_manifest(folder)
+        if calib:
+            camera = PinholeCamera.from_yaml(calib)
         reader = TUMReader(folder, use_depth=use_depth, max_frames=cfg.max_frames, start=cfg.start_frame)
         gt = folder / "groundtruth.txt"
         return RunInputs(seq, reader, camera, gt if gt.is_file() else None, len(reader), f"synthetic sequence {folder}")
@@ -81,6 +86,9 @@ def open_input(seq: Optional[str], cfg: Config, data_root: Optional[str] = None,
         return named
     if path.exists():
         return _open_path(path, cfg, calib)
+    if _looks_like_path(seq):
+        raise InputError(f"--seq {seq}: no such file or folder{_nearest_existing(path)}; pass a dataset folder, an image "
+                         "folder or a video file, or a known name (`python -m slam sequences`)")
     info = load_manifest(seq)
     info, folder = find_sequence(seq, data_root)
     from slam.io.tum import TUMReader
@@ -92,6 +100,41 @@ def open_input(seq: Optional[str], cfg: Config, data_root: Optional[str] = None,
         camera = PinholeCamera.from_yaml(calib)
     gt = folder / "groundtruth.txt"
     return RunInputs(info.name, reader, camera, gt if gt.is_file() else None, len(reader), f"{info.name} at {folder}")
+
+
+def _looks_like_path(seq: str) -> bool:
+    """True when --seq is meant as a path rather than a name like tum/fr1_xyz: absolute, starting
+    with . or ~, with a file extension, or not under a known dataset prefix."""
+    if seq.startswith(("/", ".", "~")) or Path(seq).suffix:
+        return True
+    head = seq.replace("\\", "/").split("/", 1)[0]
+    return head not in ("tum", "euroc", "kitti", "synthetic")
+
+
+def _nearest_existing(path: Path) -> str:
+    """", <folder> exists but holds no <name>" for the deepest existing parent of a missing path."""
+    parent = path.expanduser().absolute().parent
+    while not parent.exists() and parent != parent.parent:
+        parent = parent.parent
+    return f" ({parent} exists, but not {path.expanduser().absolute().relative_to(parent)})" if parent != Path("/") else ""
+
+
+def _depth_factor(cam_file: Path, default: float = 5000.0) -> float:
+    """``depth_factor:`` of a camera YAML (depth units per metre), else ``default`` (TUM's 5000)."""
+    import yaml
+
+    try:
+        d = yaml.safe_load(Path(cam_file).read_text())
+    except (OSError, yaml.YAMLError, UnicodeDecodeError):
+        return default
+    value = d.get("depth_factor", default) if isinstance(d, dict) else default
+    try:
+        value = float(value)
+    except (TypeError, ValueError):
+        raise InputError(f"{cam_file}: depth_factor {value!r} is not a number (depth units per metre, 5000 for TUM)") from None
+    if not value > 0:
+        raise InputError(f"{cam_file}: depth_factor {value!r} must be > 0 (depth units per metre, 5000 for TUM)")
+    return value
 
 
 def _dataset_inputs(ds, cfg: Config, calib: Optional[str], layout: str = "") -> RunInputs:
@@ -149,7 +192,8 @@ def _open_plain_path(path: Path, cfg: Config, calib: Optional[str]) -> RunInputs
         if not cam_file.is_file():
             raise InputError(f"{path} looks like a TUM-layout sequence but has no camera.yaml; pass --calib FILE.yaml (see `python -m slam calibrate --help`)")
         camera = PinholeCamera.from_yaml(cam_file)
-        reader = TUMReader(path, use_depth=use_depth and (path / "depth.txt").is_file(), max_frames=cfg.max_frames, start=cfg.start_frame)
+        reader = TUMReader(path, depth_factor=_depth_factor(cam_file), use_depth=use_depth,
+                           max_frames=cfg.max_frames, start=cfg.start_frame)
         gt = path / "groundtruth.txt"
         return RunInputs(path.name, reader, camera, gt if gt.is_file() else None, len(reader), f"TUM-layout folder {path}")
     if use_depth:
@@ -160,11 +204,11 @@ def _open_plain_path(path: Path, cfg: Config, calib: Optional[str]) -> RunInputs
     if path.is_dir():
         from slam.io.folder import ImageFolderReader
 
-        reader = ImageFolderReader(path)
+        reader = ImageFolderReader(path, max_frames=cfg.max_frames, start=cfg.start_frame)
     else:
         from slam.io.video import VideoReader
 
-        reader = VideoReader(path, max_frames=cfg.max_frames)
+        reader = VideoReader(path, max_frames=cfg.max_frames, start=cfg.start_frame)
     n = len(reader) if hasattr(reader, "__len__") else None
     return RunInputs(path.stem, reader, camera, None, n, f"{path}")
 
@@ -233,6 +277,7 @@ def _run(cfg: Config, inputs: RunInputs, out_dir: Optional[Path], feature_worker
     from slam.runtime.threaded import make_runner
     from slam.viz import create_viewer
 
+    made_here = out_dir is None
     out_dir = out_dir or make_run_dir(cfg.output.root, inputs.name)
     handler = _attach_log(out_dir / "run.log")
     (out_dir / "config.yaml").write_text(dump_yaml(cfg))
@@ -254,6 +299,10 @@ def _run(cfg: Config, inputs: RunInputs, out_dir: Optional[Path], feature_worker
             frontend_proc.close()
         logging.getLogger("slam").removeHandler(handler)
         handler.close()
+        if made_here:  # nothing ran (bad weights, device, ...): leave no half-empty run folder behind
+            import shutil
+
+            shutil.rmtree(out_dir, ignore_errors=True)
         raise
     log.info("features: %s, matcher: %s, mode: %s, device: %s, feature process: %s", cfg.features, cfg.matcher, cfg.mode,
              system.device,
@@ -282,7 +331,11 @@ def _run(cfg: Config, inputs: RunInputs, out_dir: Optional[Path], feature_worker
     wall = time.perf_counter() - t0
     status = stats.status if stats is not None else ("stopped" if isinstance(error, KeyboardInterrupt) else "failed")
     try:
-        metrics = _finish(cfg, system, inputs, out_dir, stats, wall, status, error)
+        # a stop signal while the results are written (the global BA can take a while) lets the
+        # writing finish and sets the exit code; a second one aborts
+        with handle_signals(_NothingToStop(), log) as late:
+            metrics = _finish(cfg, system, inputs, out_dir, stats, wall, status, error)
+        signal_name = signal_name or late.name
         if signal_name is not None:
             metrics["signal"] = signal_name
             (out_dir / "metrics.json").write_text(json.dumps(metrics, indent=2, default=_json_default))
@@ -295,6 +348,13 @@ def _run(cfg: Config, inputs: RunInputs, out_dir: Optional[Path], feature_worker
     if error is not None:
         raise error
     return metrics
+
+
+class _NothingToStop:
+    """The runner of handle_signals once the run is over: a signal only gets recorded."""
+
+    def stop(self) -> None:
+        pass
 
 
 def snapshot(system: SLAMSystem, title: str = ""):
@@ -358,7 +418,7 @@ def _finish(cfg: Config, system: SLAMSystem, inputs: RunInputs, out_dir: Path, s
         failure = f"{tracked_pct:.1f}% of the frames were tracked, below min_tracked_pct={cfg.min_tracked_pct:g}"
     if failure is not None:
         status = "failed"
-        log.error("run failed: %s", failure)
+        log.info("run failed: %s", failure)  # run.log; the command prints it as its error line
     metrics: dict[str, Any] = {
         "sequence": inputs.name,
         "run_dir": str(out_dir),

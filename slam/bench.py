@@ -201,7 +201,8 @@ class BenchSpec:
 
 def run_bench(base: Config, spec: BenchSpec, feature_worker=None) -> int:
     """Run ``spec`` with configuration ``base``; print the tables; write the JSON. Returns 1 when
-    a run tracked no frame, else 0."""
+    a run tracked no frame, 128 + the signal number when a signal stopped a run (no further
+    runs start; the tables and JSON hold the runs made), else 0."""
     from slam.app import open_input, run_slam
     from slam.system import resolve_config
 
@@ -215,6 +216,7 @@ def run_bench(base: Config, spec: BenchSpec, feature_worker=None) -> int:
     if feature_worker is not None and not feature_worker.wait_ready():
         print("warning: the feature process did not start; threaded runs start their own", flush=True)
     rows = []
+    stopped_by = None
     repeat = max(1, int(spec.repeat))
     for seq, modes in plan:
         for mode in modes:
@@ -235,6 +237,18 @@ def run_bench(base: Config, spec: BenchSpec, feature_worker=None) -> int:
                     row["repeat"] = rep
                     rows.append(row)
                     print(format_table(rows[-1:]).splitlines()[-1], flush=True)
+                    if m.get("failure"):
+                        print(f"  {seq} {mode}: run failed: {m['failure']}", flush=True)
+                    if m.get("signal"):  # Ctrl-C / SIGTERM / SIGHUP: no further runs, the tables of those made
+                        stopped_by = m["signal"]
+                        break
+                if stopped_by:
+                    break
+            if stopped_by:
+                break
+        if stopped_by:
+            print(f"{stopped_by}: bench stopped after {len(rows)} run(s)", file=sys.stderr, flush=True)
+            break
     print()
     print(format_table(rows))
     print()
@@ -263,10 +277,15 @@ def run_bench(base: Config, spec: BenchSpec, feature_worker=None) -> int:
         "command": spec.command,
         "results": rows,
         "threaded_over_sync": ratios,
+        "stopped_by": stopped_by,
     }
     Path(spec.json_path).parent.mkdir(parents=True, exist_ok=True)
     Path(spec.json_path).write_text(json.dumps(out, indent=2, default=str))
     print(f"JSON written to {spec.json_path}")
+    if stopped_by:
+        import signal
+
+        return 128 + int(getattr(signal, stopped_by))
     failed = [f"{r['sequence']} ({r['mode']})" for r in rows if r["tracked_pct"] == 0]
     if failed:
         print(f"error: {len(failed)} run(s) tracked no frame: {', '.join(failed)}", file=sys.stderr)

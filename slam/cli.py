@@ -18,7 +18,11 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
+import signal
 import sys
+import threading
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Optional
 
@@ -51,6 +55,16 @@ def _config_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--matcher", help="nn | superglue | lightglue (shortcut for matcher=...)")
     p.add_argument("--device", help="auto | cpu | cuda")
     p.add_argument("overrides", nargs="*", help="key=value config overrides, e.g. tracking.min_inliers=30")
+
+
+def _picture_args(p: argparse.ArgumentParser, matcher: bool) -> None:
+    """Options of `features` and `match`: the config options of `run` that apply to one image pair."""
+    p.add_argument("--features", help="orb | superpoint | aliked | disk | xfeat (shortcut for features=...; default: the config's)")
+    if matcher:
+        p.add_argument("--matcher", help="nn | superglue | lightglue | loftr (shortcut for matcher=...; loftr needs no --features)")
+    p.add_argument("--device", help="auto | cpu | cuda (shortcut for device=...)")
+    p.add_argument("--config", "-c", action="append", default=[], help="YAML config file(s) in configs/, applied in order")
+    p.add_argument("overrides", nargs="*", help="key=value config overrides, before or after the options, e.g. orb.n_features=500")
 
 
 def _load_cfg(args):
@@ -140,8 +154,12 @@ def cmd_live(args) -> int:
     # a video file is processed whole unless pacing is asked for; cameras and streams run live
     live = parse_camera_spec(spec)[0] != "file" or bool(args.realtime)
     cfg = resolve_config(args.cfg, live=live)
+    try:
+        resize = parse_size(args.resize)
+    except InputError as exc:
+        raise InputError(f"--resize {args.resize}: {exc}") from None
     source = CameraSource(spec, calib=load_calibration(args.calib), max_frames=cfg.max_frames, realtime=args.realtime,
-                          resize=parse_size(args.resize))
+                          resize=resize)
     camera = source.camera  # scaled to --resize when it was made at the camera's own resolution
     name = f"live_{Path(str(args.camera)).stem}"
     inputs = RunInputs(name, source, camera, None, None, f"camera {args.camera}")
@@ -165,21 +183,50 @@ def cmd_bench(args) -> int:
     return run_bench(args.cfg, spec, feature_worker=args.feature_worker)  # one feature process for all threaded runs
 
 
-def cmd_features(args) -> int:
+def _read_picture(path: str):
+    """(H, W, 3) uint8 BGR image of ``path``; InputError naming the file and what is wrong."""
     import cv2
 
+    from slam.io.base import read_image
+
+    img, why = read_image(path, cv2.IMREAD_COLOR)
+    if img is None:
+        raise InputError(f"cannot read image {path}: {why}; pass a png or jpg file")
+    return img
+
+
+def _picture_path(out: str) -> str:
+    """``--out`` of features/match, checked before any work: an image file name (.png, .jpg,
+    .jpeg, .bmp) in a folder that exists or can be made, and can be written to. InputError
+    naming --out otherwise."""
+    path = Path(out)
+    if path.is_dir():
+        raise InputError(f"--out {out} is a folder; pass a file name, e.g. {path / 'drawing.png'}")
+    if path.suffix.lower() not in (".png", ".jpg", ".jpeg", ".bmp"):
+        raise InputError(f"--out {out}: the file name must end in .png, .jpg or .bmp (the image format)")
+    for parent in [path.parent, *path.parent.parents]:
+        if parent.exists() and not parent.is_dir():
+            raise InputError(f"--out {out}: {parent} is a file, not a folder; pass a path you can write to")
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise InputError(f"--out {out}: cannot make the folder {path.parent} ({exc.strerror}); pass a path you can write to") from None
+    if not os.access(path.parent, os.W_OK):
+        raise InputError(f"--out {out}: the folder {path.parent} is not writable; pass a path you can write to")
+    return out
+
+
+def cmd_features(args) -> int:
     from slam.device import resolve_device
     from slam.system import build_extractor, resolve_config
     from slam.viz.draw import draw_keypoints
 
     cfg = resolve_config(args.cfg)
-    img = cv2.imread(args.image, cv2.IMREAD_COLOR)
-    if img is None:
-        raise InputError(f"cannot read image {args.image}: missing or not an image")
+    img = _read_picture(args.image)
+    out = _picture_path(args.out or f"{Path(args.image).stem}_{cfg.features}_kp.png")  # the current folder, not the data's
     ext = build_extractor(cfg, resolve_device(cfg.device))
     feats = ext.extract(img)
-    out = args.out or str(Path(args.image).with_suffix("")) + f"_{cfg.features}_kp.png"
-    draw_keypoints(img, feats, out_path=out)
+    draw_keypoints(img, feats, out_path=out, text_lines=[f"{cfg.features} ({img.shape[1]}x{img.shape[0]})", f"keypoints {len(feats)}"])
     print(f"{len(feats)} {cfg.features} keypoints; drawing written to {out}")
     return 0
 
@@ -188,21 +235,14 @@ def cmd_match(args) -> int:
     """Match two images and draw the matches: a detector-free matcher (loftr) on the images
     directly, otherwise features + a matcher. Lines coloured by confidence (or by the verdict
     of a fundamental-matrix RANSAC with --color inlier), legend and counts underneath."""
-    import cv2
-
     from slam.device import resolve_device
     from slam.system import resolve_config
     from slam.viz.draw import draw_point_matches
 
     cfg = resolve_config(args.cfg)
-    imgs = []
-    for p in (args.image0, args.image1):
-        im = cv2.imread(p, cv2.IMREAD_COLOR)
-        if im is None:
-            raise InputError(f"cannot read image {p}: missing or not an image")
-        imgs.append(im)
+    imgs = [_read_picture(p) for p in (args.image0, args.image1)]
+    out = _picture_path(args.out or "matches.png")
     dev = resolve_device(cfg.device)
-    out = args.out or "matches.png"
     kp0 = kp1 = None
     if cfg.matcher == "loftr":
         from slam.matching.loftr.matcher import LoFTR
@@ -293,27 +333,25 @@ def build_parser() -> argparse.ArgumentParser:
     _config_args(b)
     b.set_defaults(func=cmd_bench)
 
-    f = sub.add_parser("features", help="draw the keypoints of an image")
-    f.add_argument("image")
-    f.add_argument("--out")
-    f.add_argument("--features")
-    f.add_argument("--config", "-c", action="append", default=[])
-    f.add_argument("overrides", nargs="*")
+    f = sub.add_parser("features", help="draw the keypoints of an image",
+                       description="Detect keypoints in IMAGE and draw them. The PNG goes to the current folder "
+                       "(IMAGE_<features>_kp.png) unless --out says otherwise, never next to IMAGE.")
+    f.add_argument("image", help="the image file (png, jpg, ...)")
+    f.add_argument("--out", help="where to write the drawing (default ./<image name>_<features>_kp.png)")
+    _picture_args(f, matcher=False)
     f.set_defaults(func=cmd_features)
 
-    m = sub.add_parser("match", help="draw the matches between two images")
-    m.add_argument("image0")
-    m.add_argument("image1")
-    m.add_argument("--out")
-    m.add_argument("--features")
-    m.add_argument("--matcher", help="nn | superglue | lightglue | loftr (loftr needs no --features)")
-    m.add_argument("--device", help="auto | cpu | cuda")
+    m = sub.add_parser("match", help="draw the matches between two images",
+                       description="Match IMAGE0 and IMAGE1 and draw the matches, coloured by confidence or by "
+                       "a fundamental-matrix RANSAC verdict, with a legend and the counts.")
+    m.add_argument("image0", help="the first image file")
+    m.add_argument("image1", help="the second image file")
+    m.add_argument("--out", help="where to write the drawing (default ./matches.png)")
     m.add_argument("--color", choices=("confidence", "inlier"), default="confidence",
                    help="colour lines by confidence (colour bar) or by fundamental-matrix RANSAC inlier/outlier")
     m.add_argument("--ransac-px", type=float, default=2.0,
                    help="largest distance to the epipolar line of an inlier, pixels (default 2: raw images keep their lens distortion)")
-    m.add_argument("--config", "-c", action="append", default=[])
-    m.add_argument("overrides", nargs="*")
+    _picture_args(m, matcher=True)
     m.set_defaults(func=cmd_match)
 
     rd = sub.add_parser("render", help="render (or reuse) a synthetic sequence")
@@ -413,15 +451,58 @@ def main(argv: Optional[list[str]] = None) -> int:
             args.feature_worker.close()
 
 
+class Terminated(KeyboardInterrupt):
+    """SIGTERM or SIGHUP outside a run (while starting up, or in a tool command): unwinds like
+    Ctrl-C, so ``finally`` blocks end the feature process, and exits 128 + the signal number.
+    During a run, slam.runtime.runner.handle_signals stops the run instead and its results are
+    written."""
+
+    def __init__(self, signum: int) -> None:
+        super().__init__(signal.Signals(signum).name)
+        self.signum = int(signum)
+
+
+@contextmanager
+def _terminate_like_ctrl_c():
+    """SIGTERM and SIGHUP raise :class:`Terminated` in the main thread while a command runs
+    (their default action kills the process at once and leaves child processes behind)."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def _raise(signum, frame):
+        raise Terminated(signum)
+
+    previous = {}
+    for name in ("SIGTERM", "SIGHUP"):
+        signum = getattr(signal, name, None)
+        if signum is not None:
+            previous[signum] = signal.signal(signum, _raise)
+    try:
+        yield
+    finally:
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
+
+
 def _guarded(fn) -> int:
-    """Run a command; a SlamError (also one raised in a stage) is one line on stderr and exit code 2."""
+    """Run a command; a SlamError (also one raised in a stage) is one line on stderr and exit code 2;
+    Ctrl-C, SIGTERM and SIGHUP outside a run exit 128 + the signal number (130, 143, 129)."""
     from slam.errors import SlamError
 
     try:
-        return fn()
-    except KeyboardInterrupt:
-        print("interrupted", file=sys.stderr)
-        return 130
+        with _terminate_like_ctrl_c():
+            return fn()
+    except KeyboardInterrupt as exc:
+        signum = getattr(exc, "signum", int(signal.SIGINT))
+        print(f"interrupted ({signal.Signals(signum).name})", file=sys.stderr)
+        return 128 + signum
+    except BrokenPipeError:  # `python -m slam weights list | head`: the reader went away
+        try:
+            sys.stdout = open(os.devnull, "w")  # noqa: SIM115 - so that the interpreter's final flush is quiet
+        except OSError:
+            pass
+        return 141
     except SlamError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

@@ -179,7 +179,7 @@ def load_config(paths: Optional[list[str | Path]] = None, overrides: Optional[li
         try:
             apply_dict(cfg, load_yaml(p))
         except ConfigError as exc:
-            raise ConfigError(f"{p}: {exc}") from None
+            raise ConfigError(str(exc) if str(p) in str(exc) else f"{p}: {exc}") from None
     for o in overrides or []:
         apply_dict(cfg, parse_override(o))
     cfg.validate()

@@ -437,17 +437,33 @@ def load_groundtruth(path: PathLike) -> tuple[TrajectoryInput, str, bool]:
     raise InputError(f"{path}: a {layout.kind} folder has no ground truth; pass a trajectory file with --gt")
 
 
+def _mono_from_header(est: str) -> bool:
+    """The alignment of ``est`` when neither --mono nor --se3 is given: Sim(3) when its header
+    says ``mode: mono`` (a run's trajectory.txt), said in one line on stdout; else SE(3)."""
+    try:
+        mode = read_tum_header(est).get("mode", "")
+    except (InputError, ValueError, OSError):
+        return False  # not a TUM file (or unreadable: evaluate_full says so)
+    if mode == "mono":
+        print(f"alignment: Sim(3) (scale corrected), because the header of {est} says 'mode: mono'; pass --se3 for SE(3)")
+        return True
+    return False
+
+
 def eval_main(argv: Optional[Sequence[str]] = None) -> int:
     """``python -m slam eval --gt G --est E [--mono] [--json out.json] [--plot out.png]``."""
     parser = argparse.ArgumentParser(
         prog="python -m slam eval",
         description="ATE / RPE of an estimated trajectory against ground truth (evo). "
-        "SE(3) alignment, or Sim(3) with --mono.",
+        "SE(3) alignment, or Sim(3) with --mono or when the header of --est says 'mode: mono'.",
     )
     parser.add_argument("--gt", required=True, help="ground truth: a file (TUM groundtruth.txt, EuRoC csv or KITTI) or a "
                         "sequence folder (EuRoC: cam0 poses via T_BS; KITTI sequences/XX: poses/XX.txt with times.txt)")
     parser.add_argument("--est", required=True, help="estimated trajectory (e.g. runs/<run>/trajectory.txt)")
-    parser.add_argument("--mono", action="store_true", help="monocular: Sim(3) alignment (corrects scale)")
+    align = parser.add_mutually_exclusive_group()
+    align.add_argument("--mono", action="store_true", default=None, help="monocular: Sim(3) alignment (corrects scale); "
+                       "default: from the 'mode:' header of --est (a run's trajectory.txt has one), else SE(3)")
+    align.add_argument("--se3", dest="mono", action="store_false", help="SE(3) alignment whatever the header of --est says")
     parser.add_argument("--max-diff", type=float, default=0.02, help="association threshold in s (default 0.02)")
     parser.add_argument("--offset", type=float, default=0.0, help="time offset added to the estimate (s)")
     parser.add_argument("--n-frames", type=int, default=None,
@@ -459,6 +475,8 @@ def eval_main(argv: Optional[Sequence[str]] = None) -> int:
     parser.add_argument("--plot", default=None, help="write a PNG plot here")
     args = parser.parse_args(argv)
     try:
+        if args.mono is None:
+            args.mono = _mono_from_header(args.est)
         gt, note, is_kitti = load_groundtruth(args.gt)
         result, details = evaluate_full(gt, args.est, mono=args.mono, max_diff=args.max_diff,
                                         n_frames_total=args.n_frames, offset=args.offset,

@@ -598,11 +598,14 @@ def weights_main(argv: Optional[list[str]] = None) -> int:
             print(f"cache folder: {cache_dir()}")
             rows = list_weights()
             w = max(len(r["name"]) for r in rows)
-            print(f"{'name':<{w}}  {'status':<9}  {'licence':<14}  source")
+            wl = max(len(r["licence"]) for r in rows)
+            # the licence in full (it decides what a user may do with the weights); the source on its own line
+            print(f"{'name':<{w}}  {'status':<9}  {'licence':<{wl}}  file")
             for r in rows:
-                lic = r["licence"] if len(r["licence"]) <= 14 else r["licence"][:13] + "…"
-                src = " | ".join(part for part in (r["from"], r["wheel"]) if part)
-                print(f"{r['name']:<{w}}  {r['status']:<9}  {lic:<14}  {src}")
+                print(f"{r['name']:<{w}}  {r['status']:<9}  {r['licence']:<{wl}}  {r['path'] or r['file']}")
+                for part in (r["from"], r["wheel"]):
+                    if part:
+                        print(f"{'':<{w}}  {'from' if part.startswith('http') or part == r['wheel'] else 'how:'} {part}")
             return 0
         if args.cmd == "install":
             names = list(args.names)
@@ -624,9 +627,9 @@ def weights_main(argv: Optional[list[str]] = None) -> int:
                     print(f"{name:<22} {status:<9} {detail}")
                 bad += status in ("mismatch",) or (bool(args.names) and status == "missing")
             return 1 if bad else 0
-    except WeightsError as exc:
+    except WeightsError as exc:  # a mistake in the input: one line, exit code 2 (as every command)
         print(f"error: {exc}", file=sys.stderr)
-        return 1
+        return 2
     return 2
 
 

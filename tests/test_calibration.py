@@ -14,7 +14,6 @@ from slam.errors import InputError
 from slam.geometry.camera import PinholeCamera
 from slam.calibration import calibrate_camera_main
 from slam.geometry.calibration import (
-    InputError,
     ViewSelector,
     board_object_points,
     calibrate_from_images,

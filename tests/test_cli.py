@@ -114,8 +114,7 @@ def test_live_without_calibration_is_exit_2(capsys):
 
 # ------------------------------------------------------------------ eval
 def eval_cli(args: list[str]) -> int:
-    """`python -m slam eval ARGS`. Goes to slam.eval.eval_main, which main() dispatches to, because
-    main(["eval", "--gt", ...]) itself is broken (see test_passthrough_commands_accept_options)."""
+    """`python -m slam eval ARGS` through slam.eval.eval_main, which main() dispatches to."""
     from slam.eval import eval_main
 
     try:
@@ -195,6 +194,29 @@ def test_eval_mono_recovers_scale(capsys, tmp_path):
     assert json.loads(out_json.read_text())["ate_rmse_m"] > 0.05
 
 
+def test_eval_takes_the_alignment_from_the_mode_header(capsys, tmp_path):
+    ts, gt, _ = _trajectory(seed=2)
+    est = gt.copy()
+    est[:, :3, 3] *= 0.37
+    write_tum(tmp_path / "gt.txt", ts, gt)
+    write_tum(tmp_path / "est.txt", ts, est, header={"n_frames": len(ts), "sequence": "x", "mode": "mono"})
+    out_json = tmp_path / "ate.json"
+    args = ["eval", "--gt", str(tmp_path / "gt.txt"), "--est", str(tmp_path / "est.txt"), "--json", str(out_json)]
+    assert call(args) == 0
+    said = [ln for ln in capsys.readouterr().out.splitlines() if ln.startswith("alignment:")]
+    assert len(said) == 1 and "Sim(3)" in said[0] and "mode: mono" in said[0] and "--se3" in said[0]
+    res = json.loads(out_json.read_text())
+    assert res["alignment"] == "Sim3" and res["ate_rmse_m"] < 1e-6
+    assert call(args + ["--se3"]) == 0  # asked for: SE(3), without the line
+    assert "alignment:" not in capsys.readouterr().out
+    assert json.loads(out_json.read_text())["alignment"] == "SE3"
+    write_tum(tmp_path / "est.txt", ts, est, header={"mode": "rgbd"})
+    assert call(args) == 0
+    assert "alignment:" not in capsys.readouterr().out
+    assert json.loads(out_json.read_text())["alignment"] == "SE3"
+    assert call(args + ["--mono", "--se3"]) == 2  # one or the other
+
+
 def test_eval_bad_input_is_exit_2(capsys, tmp_path):
     ts, gt, _ = _trajectory()
     write_tum(tmp_path / "gt.txt", ts, gt)
@@ -217,12 +239,38 @@ def test_features_writes_png(capsys, tmp_path):
     assert call(["features", str(img), "--out", str(out), "--features", "orb"]) == 0
     assert is_png(out)
     drawn = cv2.imread(str(out))
-    assert drawn.shape[:2] == (240, 320)
-    assert np.abs(drawn.astype(int) - cv2.imread(str(img)).astype(int)).sum() > 0  # something was drawn
+    assert drawn.shape[1] == 320 and drawn.shape[0] > 240  # the image, and the legend strip underneath
+    assert np.abs(drawn[:240].astype(int) - cv2.imread(str(img)).astype(int)).sum() > 0  # something was drawn
     text = capsys.readouterr().out
     assert "orb keypoints" in text and str(out) in text
     n = int(text.split()[0])
     assert n > 50
+
+
+def test_features_writes_to_the_current_folder_never_into_the_data_folder(capsys, tmp_path, monkeypatch):
+    data, work = tmp_path / "data", tmp_path / "work"
+    data.mkdir()
+    work.mkdir()
+    cv2.imwrite(str(data / "img.png"), textured(0))
+    monkeypatch.chdir(work)
+    # key=value overrides after the options too
+    assert call(["features", str(data / "img.png"), "--features", "orb", "orb.n_features=200"]) == 0
+    assert sorted(p.name for p in data.iterdir()) == ["img.png"]
+    assert is_png(work / "img_orb_kp.png")
+    assert capsys.readouterr().out.startswith("200 orb keypoints")
+
+
+@pytest.mark.parametrize("command", ["features", "match"])
+def test_every_option_of_features_and_match_has_a_help_text(command):
+    from slam.cli import build_parser
+
+    sub = next(a for a in build_parser()._actions if a.__class__.__name__ == "_SubParsersAction")
+    parser = sub.choices[command]
+    assert parser.description
+    for action in parser._actions:
+        assert action.help, f"{command} {action.option_strings or action.dest} has no help text"
+    dests = {a.dest for a in parser._actions}
+    assert {"features", "device", "config", "overrides", "out"} <= dests
 
 
 def test_match_writes_png(capsys, tmp_path):
@@ -260,6 +308,9 @@ def test_weights_list(capsys, tmp_path):
     out = capsys.readouterr().out
     assert str(tmp_path / "weights") in out  # honours $SLAM_WEIGHTS_DIR
     assert "superpoint" in out.lower() and "licence" in out
+    assert "non-commercial research use only" in out and "…" not in out  # the licence in full
+    row = next(ln for ln in out.splitlines() if ln.startswith("superglue_indoor "))
+    assert "missing" in row and "Magic Leap" in row
 
 
 def test_help_and_unknown_command():

@@ -18,7 +18,7 @@ import pytest
 
 from slam.runtime.config import RuntimeConfig
 from slam.runtime.runner import StageError, handle_signals
-from slam.runtime.threaded import ThreadedRunner, make_runner
+from slam.runtime.threaded import make_runner
 from slam.runtime.progress import ProgressDisplay, format_progress
 from slam.runtime.stats import RunStats, StatsCollector
 from slam.runtime.runner import SyncRunner

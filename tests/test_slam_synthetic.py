@@ -221,7 +221,7 @@ def test_runner_stop_in_threaded_pipeline(synthetic_seq, tmp_path, monkeypatch):
     monkeypatch.setattr(runner_mod, "handle_signals", capture)
     _stop_at(monkeypatch, 20, lambda: runners[0].stop())
     m = run(synthetic_seq, tmp_path / "runs", "mode=rgbd", "runtime.threaded=true", "output.plot=false")
-    assert len(runners) == 1
+    assert len([r for r in runners if hasattr(r, "run")]) == 1  # the run's runner (then the writing phase's stand-in)
     assert m["status"] == "stopped"
     traj = read_tum(Path(m["run_dir"]) / "trajectory.txt")
     assert 20 <= len(traj) < N_FRAMES - 10  # what was in flight may finish, then nothing more

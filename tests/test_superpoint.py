@@ -468,7 +468,8 @@ def test_unreadable_file_is_a_clear_error(tmp_path):
 # ----------------------------------------------------------------------------- drawing
 
 
-def _feats(points, scores=None) -> "Features":
+def _feats(points, scores=None):
+    """(N, 2) points -> slam.types.Features with random unit 256-D descriptors, image 64x48."""
     from slam.types import Features
 
     kp = torch.tensor(points, dtype=torch.float32).reshape(-1, 2)
@@ -482,7 +483,9 @@ def test_draw_keypoints_marks_the_keypoints(tmp_path):
     img = np.full((48, 64), 128, np.uint8)
     out = draw_keypoints(img, _feats([[10, 20], [50, 40]], [0.2, 0.9]), out_path=tmp_path / "kp" / "a.png",
                          text_lines=[])
-    assert out.shape == (48, 64, 3) and out.dtype == np.uint8
+    assert out.shape[0] > 48 and out.shape[1:] == (64, 3) and out.dtype == np.uint8  # legend strip underneath
+    assert np.all(out[48:] >= 0) and (out[48:] == 255).mean() > 0.5  # a white strip
+    assert draw_keypoints(img, _feats([[10, 20]]), legend=False).shape == (48, 64, 3)
     assert not np.array_equal(out[20, 10], [128, 128, 128]) and not np.array_equal(out[40, 50], [128, 128, 128])
     assert np.array_equal(out[5, 30], [128, 128, 128])  # untouched far from keypoints
     assert (tmp_path / "kp" / "a.png").is_file()

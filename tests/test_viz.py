@@ -1,7 +1,6 @@
 """Tests of the viewers and the end-of-run images (slam/viz)."""
 from __future__ import annotations
 
-import logging
 import time
 
 import cv2

@@ -17,8 +17,6 @@ from slam import weights as wm
 from slam.weights import (
     REGISTRY,
     WeightsError,
-    WeightsError,
-    WeightsError,
     get_spec,
     install_specs,
     list_weights,
@@ -245,7 +243,7 @@ def test_cli_list_path_verify(cache, capsys):
     assert "aliked_lightglue" in out and "superglue_indoor" in out and str(cache) in out
     assert all(r["status"] == "missing" for r in list_weights() if r["source"] != "packaged")
 
-    assert weights_main(["path", "disk_lightglue"]) == 1
+    assert weights_main(["path", "disk_lightglue"]) == 2
     assert "python -m slam weights install disk_lightglue" in capsys.readouterr().err
 
     cache.mkdir(parents=True)
@@ -255,7 +253,7 @@ def test_cli_list_path_verify(cache, capsys):
     assert capsys.readouterr().out.strip() == str(cache / spec.filename)
     assert weights_main(["verify"]) == 1
     assert "mismatch" in capsys.readouterr().out
-    assert weights_main(["install", "superpoint_v1"]) == 1
+    assert weights_main(["install", "superpoint_v1"]) == 2
     assert "non-commercial" in capsys.readouterr().err
 
 

@@ -206,7 +206,7 @@ def main(argv: Optional[list[str]] = None) -> int:
         if ref is not None and label != "fp32":
             row["vs_fp32"] = agreement(ref, feats)
         rows.append(row)
-        del sp
+        sp = None  # free the model before the next variant (closures above still name sp)
 
     env = {
         "torch": torch.__version__, "python": platform.python_version(), "machine": platform.machine(),

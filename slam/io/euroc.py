@@ -35,7 +35,7 @@ from slam.geometry.camera import PinholeCamera
 from slam.geometry.se3 import se3_inverse
 from slam.geometry.stereo import StereoRectification, StereoRig, rectify_stereo
 from slam.errors import InputError
-from slam.io.base import LockedReader
+from slam.io.base import LockedReader, read_image
 from slam.io.trajectory import read_euroc
 from slam.types import Frame
 
@@ -338,9 +338,9 @@ class EuRoCReader(LockedReader):
         ns, left, right = self._entries[0]
         checks = [(left, self.cam0)] + ([(right, self.cam1)] if right is not None and self.cam1 is not None else [])
         for path, cam in checks:
-            img = cv2.imread(str(path), cv2.IMREAD_UNCHANGED)
+            img, why = read_image(path, cv2.IMREAD_UNCHANGED)
             if img is None:
-                raise InputError(f"{path}: cannot be decoded as an image; restore it from the sequence's archive")
+                raise InputError(f"{path}: the first image {why}; restore it from the sequence's archive")
             w, h = img.shape[1], img.shape[0]
             if (w, h) != (cam.camera.width, cam.camera.height):
                 raise InputError(
@@ -385,9 +385,9 @@ class EuRoCReader(LockedReader):
             self.skipped.append((index, str(path), reason))
 
     def _load(self, index: int, path: Path, cam: EuRoCCamera) -> Optional[np.ndarray]:
-        img = cv2.imread(str(path), cv2.IMREAD_COLOR)
-        if img is None or img.size == 0:
-            self._skip(index, path, "image missing or cannot be decoded")
+        img, why = read_image(path, cv2.IMREAD_COLOR)
+        if img is None:
+            self._skip(index, path, f"image {why}")
             return None
         if img.shape[:2] != (cam.camera.height, cam.camera.width):
             self._skip(index, path, f"image is {img.shape[1]}x{img.shape[0]}, {cam.sensor_yaml} says "

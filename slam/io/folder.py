@@ -17,7 +17,7 @@ import cv2
 import numpy as np
 
 from slam.errors import InputError
-from slam.io.base import LockedReader
+from slam.io.base import LockedReader, read_image
 from slam.types import Frame
 
 log = logging.getLogger(__name__)
@@ -117,10 +117,9 @@ class ImageFolderReader(LockedReader):
     def read(self, index: int) -> Optional[Frame]:
         """Load selected frame ``index``; None (counted as skipped) when it cannot be decoded."""
         t, path = self._entries[index]
-        image = cv2.imread(str(path), cv2.IMREAD_COLOR) if path.is_file() else None
-        if image is None or image.size == 0:
-            reason = "cannot be decoded (corrupt or unsupported)" if path.is_file() else "missing"
-            log.warning("skipping frame %d (%s): image %s", index, path, reason)
+        image, reason = read_image(path, cv2.IMREAD_COLOR)
+        if image is None:
+            log.warning("skipping frame %d (%s): %s", index, path, reason)
             with self._lock:
                 self.n_skipped += 1
                 self.skipped.append((index, str(path), reason))

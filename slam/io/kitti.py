@@ -29,7 +29,7 @@ import numpy as np
 from slam.geometry.camera import PinholeCamera
 from slam.geometry.stereo import StereoRig
 from slam.errors import InputError
-from slam.io.base import LockedReader
+from slam.io.base import LockedReader, read_image
 from slam.io.trajectory import read_kitti
 from slam.types import Frame
 
@@ -232,15 +232,15 @@ class KITTIReader(LockedReader):
             raise InputError(f"{self.folder}: no frames selected (start={start} of {n})")
         self._frames = [(i, float(times[i]), left_dir / files[i].name, (right_dir / files[i].name) if stereo else None)
                         for i in idx]
-        first = cv2.imread(str(self._frames[0][2]), cv2.IMREAD_UNCHANGED)
+        first, why = read_image(self._frames[0][2], cv2.IMREAD_UNCHANGED)
         if first is None:
-            raise InputError(f"{self._frames[0][2]}: cannot be decoded as an image; restore it from the archive")
+            raise InputError(f"{self._frames[0][2]}: the first image {why}; restore it from the archive")
         self.width, self.height = first.shape[1], first.shape[0]
         self.camera = self.calib.camera(self.left_index, self.width, self.height)
         self.rig: Optional[StereoRig] = None
         if stereo:
             rp = self._frames[0][3]
-            right = cv2.imread(str(rp), cv2.IMREAD_UNCHANGED) if rp is not None and rp.is_file() else None
+            right = read_image(rp, cv2.IMREAD_UNCHANGED)[0] if rp is not None else None
             if right is None:
                 raise InputError(f"{rp}: missing or not an image; unpack the right camera's images, or run --mode mono")
             if right.shape[:2] != first.shape[:2]:
@@ -284,9 +284,9 @@ class KITTIReader(LockedReader):
             self.skipped.append((index, str(path), reason))
 
     def _load(self, index: int, path: Path) -> Optional[np.ndarray]:
-        img = cv2.imread(str(path), cv2.IMREAD_COLOR)
-        if img is None or img.size == 0:
-            self._skip(index, path, "image missing or cannot be decoded")
+        img, why = read_image(path, cv2.IMREAD_COLOR)
+        if img is None:
+            self._skip(index, path, f"image {why}")
             return None
         if img.shape[:2] != (self.height, self.width):
             self._skip(index, path, f"image is {img.shape[1]}x{img.shape[0]}, the sequence's first is {self.width}x{self.height}")

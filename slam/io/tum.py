@@ -20,7 +20,7 @@ import cv2
 import numpy as np
 
 from slam.errors import InputError
-from slam.io.base import LockedReader
+from slam.io.base import LockedReader, read_image
 from slam.io.trajectory import format_timestamp, read_tum
 from slam.types import Frame
 
@@ -164,6 +164,8 @@ class TUMReader(LockedReader):
     max_frames:     stop after this many selected frames (0 = all).
     start, stride:  take associated frames ``start, start+stride, ...``.
     max_difference: association threshold in seconds (TUM: 0.02).
+    check_depth:    with use_depth, check the depth format on the first frame
+                    (:meth:`check_depth_format`; InputError naming the file when it is wrong).
 
     ``len(reader)`` is the number of selected frames; iteration yields :class:`slam.types.Frame`
     with ``index`` = position in the selection (0..len-1), ``timestamp`` = colour timestamp (s),
@@ -183,6 +185,7 @@ class TUMReader(LockedReader):
         start: int = 0,
         stride: int = 1,
         max_difference: float = MAX_DIFFERENCE,
+        check_depth: bool = True,
     ) -> None:
         self.folder = Path(folder)
         if not self.folder.is_dir():
@@ -215,7 +218,7 @@ class TUMReader(LockedReader):
             depth_txt = self.folder / "depth.txt"
             if not depth_txt.is_file():
                 raise InputError(
-                    f"{depth_txt}: not found; RGB-D needs depth.txt (run monocular with use_depth=False / --mode mono)"
+                    f"{depth_txt}: not found; RGB-D needs depth.txt and the depth images it names; run monocular with --mode mono"
                 )
             depth = read_file_list(depth_txt)
             depth_by_t = {t: f[0] for t, f in depth}
@@ -237,6 +240,8 @@ class TUMReader(LockedReader):
         self._lock = threading.Lock()
         self.n_skipped = 0
         self.skipped: list[tuple[int, str, str]] = []
+        if self.use_depth and check_depth:
+            self.check_depth_format()
 
     # ------------------------------------------------------------------ info
 
@@ -274,22 +279,16 @@ class TUMReader(LockedReader):
         """Load selected frame ``index``; None (and counted as skipped) if an image is unusable."""
         t, rgb_name, depth_name = self._entries[index]
         rgb_path = self.folder / rgb_name
-        if not rgb_path.is_file():
-            self._skip(index, rgb_path, "colour image missing")
-            return None
-        image = cv2.imread(str(rgb_path), cv2.IMREAD_COLOR)
-        if image is None or image.size == 0:
-            self._skip(index, rgb_path, "colour image cannot be decoded (corrupt or unsupported)")
+        image, why = read_image(rgb_path, cv2.IMREAD_COLOR)
+        if image is None:
+            self._skip(index, rgb_path, f"colour image {why}")
             return None
         depth_m = None
         if depth_name is not None:
             depth_path = self.folder / depth_name
-            if not depth_path.is_file():
-                self._skip(index, depth_path, "depth image missing")
-                return None
-            raw = cv2.imread(str(depth_path), cv2.IMREAD_UNCHANGED)
-            if raw is None or raw.size == 0:
-                self._skip(index, depth_path, "depth image cannot be decoded (corrupt or unsupported)")
+            raw, why = read_image(depth_path, cv2.IMREAD_UNCHANGED)
+            if raw is None:
+                self._skip(index, depth_path, f"depth image {why}")
                 return None
             if raw.ndim != 2:
                 self._skip(index, depth_path, f"depth image has {raw.shape[2]} channels, expected 1 (16-bit)")
@@ -304,6 +303,44 @@ class TUMReader(LockedReader):
             if np.issubdtype(raw.dtype, np.floating):  # float depth maps may hold NaN for "invalid"
                 depth_m[~np.isfinite(depth_m)] = 0.0
         return Frame(index=index, timestamp=float(t), image=image, depth=depth_m, path=str(rgb_path))
+
+    def check_depth_format(self, tries: int = 5) -> None:
+        """Check the depth images against the colour images on the first selected frame whose
+        two images decode (of the first ``tries``): one channel, 16-bit integer (or float),
+        the colour image's size, and a plausible scale (median valid depth 0.05..100 m with
+        ``depth_factor``). Raises InputError naming the depth file and the fix; run by the
+        constructor when ``use_depth``, so a run fails before it starts instead of tracking nothing."""
+        for t, rgb_name, depth_name in self._entries[:tries]:
+            if depth_name is None:
+                return
+            depth_path, rgb_path = self.folder / depth_name, self.folder / rgb_name
+            raw, _ = read_image(depth_path, cv2.IMREAD_UNCHANGED)
+            image, _ = read_image(rgb_path, cv2.IMREAD_COLOR)
+            if raw is None or image is None:
+                continue  # skipped with a warning when read
+            mono = "or run monocular with --mode mono"
+            if raw.ndim != 2:
+                raise InputError(f"{depth_path}: depth image has {raw.shape[2]} channels; TUM depth is a single-channel "
+                                 f"16-bit PNG (value / {self.depth_factor:g} = metres); re-export it, {mono}")
+            if raw.dtype not in (np.uint16, np.float32, np.float64):
+                raise InputError(f"{depth_path}: depth image is {raw.dtype.itemsize * 8}-bit {raw.dtype}; TUM depth is a 16-bit "
+                                 f"PNG (value / {self.depth_factor:g} = metres) and an 8-bit image has lost the depth; "
+                                 f"re-export it as 16-bit, {mono}")
+            if raw.shape != image.shape[:2]:
+                raise InputError(f"{depth_path}: depth image is {raw.shape[1]}x{raw.shape[0]} but the colour image {rgb_path} "
+                                 f"is {image.shape[1]}x{image.shape[0]}; the depth must be registered to the colour image "
+                                 f"at the same size, {mono}")
+            valid = raw[np.isfinite(raw) & (raw > 0)] if raw.dtype.kind == "f" else raw[raw > 0]
+            if valid.size < 0.01 * raw.size:
+                raise InputError(f"{depth_path}: {valid.size} of {raw.size} depth pixels are valid (non-zero) on the first "
+                                 f"frame; check that depth.txt names the depth images, {mono}")
+            median_m = float(np.median(valid)) / self.depth_factor
+            if not 0.05 <= median_m <= 100.0:
+                raise InputError(f"{depth_path}: median depth {median_m:.4g} m with depth_factor {self.depth_factor:g} "
+                                 f"(value / depth_factor = metres) is implausible; set depth_factor to the file's units "
+                                 f"per metre (5000 for TUM, 1000 for millimetres, 1 for metres; `depth_factor:` in the "
+                                 f"camera YAML), {mono}")
+            return
 
     def __iter__(self) -> Iterator[Frame]:
         with self._lock:

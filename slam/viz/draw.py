@@ -78,25 +78,35 @@ def _keypoints_np(feats: Features) -> np.ndarray:
 
 
 def draw_keypoints(image: np.ndarray, feats: Features, out_path: Optional[PathLike] = None,
-                   text_lines: Optional[Sequence[str]] = None, radius: int = 2) -> np.ndarray:
-    """Keypoints on the image, coloured by score (jet colormap of the score scaled to the
-    image's min..max: blue = weakest, red = strongest).
+                   text_lines: Optional[Sequence[str]] = None, radius: int = 2, legend: bool = True) -> np.ndarray:
+    """Keypoints on the image, coloured by the rank of their score (jet colormap: blue = weakest,
+    red = strongest; ranks, because detector scores such as ORB's Harris response are heavily
+    skewed), with the score quartiles under the legend's colour bar.
 
     image: (H, W, 3) uint8 BGR or (H, W) uint8 grey; feats: Features of that image (pixels,
-    any device). text_lines: shown at the top left (default: "<N> keypoints").
-    Returns the (H, W, 3) uint8 BGR drawing; writes it to out_path when given.
+    any device). text_lines: shown at the top left (default: "<N> keypoints"). legend: a white
+    strip underneath with the score colour bar and the count.
+    Returns the (H + strip, W, 3) uint8 BGR drawing (H, W without the legend); writes it to
+    out_path when given.
     """
     canvas = _to_bgr(image)
     kp = _keypoints_np(feats)
+    ticks = np.zeros(5)
     if len(kp):
         scores = feats.scores.detach().float().cpu().numpy()
-        lo, hi = float(scores.min()), float(scores.max())
-        colors = confidence_colors((scores - lo) / (hi - lo) if hi > lo else np.ones_like(scores))
-        for (x, y), col in zip(np.round(kp).astype(int), colors):
+        ticks = np.quantile(scores, [0.0, 0.25, 0.5, 0.75, 1.0])
+        colors = confidence_colors(confidence_ranks(scores))
+        pts = np.round(kp).astype(int)
+        for i in np.argsort(scores, kind="stable"):  # strongest drawn last, on top
+            x, y = pts[i]
             cv2.circle(canvas, (int(x), int(y)), radius + 1, (0, 0, 0), -1, cv2.LINE_AA)
-            cv2.circle(canvas, (int(x), int(y)), radius, tuple(int(c) for c in col), -1, cv2.LINE_AA)
+            cv2.circle(canvas, (int(x), int(y)), radius, tuple(int(c) for c in colors[i]), -1, cv2.LINE_AA)
     lines = list(text_lines) if text_lines is not None else [f"{len(kp)} keypoints"]
     _put_text(canvas, lines)
+    if legend:  # what the colours mean: score ranks, weakest (blue) to strongest (red), quartiles under the bar
+        strip = _legend(canvas.shape[1], canvas.shape[0] / 640.0, "confidence" if len(kp) else "none", ticks,
+                        [f"keypoints {len(kp)}"], label="detector score")
+        canvas = np.concatenate([canvas, strip], axis=0)
     _write(canvas, out_path)
     return canvas
 
@@ -154,9 +164,10 @@ def confidence_ranks(conf: np.ndarray) -> np.ndarray:
     return (lo + hi) / 2.0 / (c.size - 1)
 
 
-def _legend(width: int, scale: float, color_by: str, quantiles: Sequence[float], counts: Sequence[str]) -> np.ndarray:
-    """White strip ``width`` wide: "confidence [jet bar]" with the confidences at 0, 25, 50, 75
-    and 100 % of the ranks under the bar (or, for color_by="inlier",
+def _legend(width: int, scale: float, color_by: str, quantiles: Sequence[float], counts: Sequence[str],
+            label: str = "confidence") -> np.ndarray:
+    """White strip ``width`` wide: "<label> [jet bar]" with the values at 0, 25, 50, 75
+    and 100 % of the bar under it (or, for color_by="inlier",
     swatches before the inlier / outlier counts) and the count texts, left to right, wrapped
     onto more rows when the images are narrow."""
     sc = max(0.4, min(0.6, scale))
@@ -184,13 +195,19 @@ def _legend(width: int, scale: float, color_by: str, quantiles: Sequence[float],
         x0, y0 = 20, max(2, (row_h - bar_h) // 2)
         bar[y0:y0 + bar_h, x0:x0 + bar_w] = confidence_colors(np.linspace(0.0, 1.0, bar_w))[None]
         cv2.rectangle(bar, (x0, y0), (x0 + bar_w - 1, y0 + bar_h - 1), black, 1)
-        for q, value in zip((0.0, 0.25, 0.5, 0.75, 1.0), quantiles):
+        taken: list[tuple[int, int]] = []  # x spans of the tick labels drawn so far
+        # the ends first, then the quartiles where their labels fit between them
+        for q, value in sorted(zip((0.0, 0.25, 0.5, 0.75, 1.0), quantiles), key=lambda e: (e[0] not in (0.0, 1.0), e[0])):
             xt = x0 + int(round(q * (bar_w - 1)))
             cv2.line(bar, (xt, y0 + bar_h), (xt, y0 + bar_h + 3), black, 1)
-            label = f"{value:.3g}"
-            (tw, th), _ = cv2.getTextSize(label, font, tick_sc, 1)
-            cv2.putText(bar, label, (xt - tw // 2, y0 + bar_h + 5 + th), font, tick_sc, black, 1, cv2.LINE_AA)
-        groups.append([text_item("confidence"), bar])
+            tick = f"{value:.3g}"
+            (tw, th), _ = cv2.getTextSize(tick, font, tick_sc, 1)
+            xl = min(max(xt - tw // 2, 0), bar.shape[1] - tw)
+            if any(xl < b + 4 and a < xl + tw + 4 for a, b in taken):
+                continue
+            taken.append((xl, xl + tw))
+            cv2.putText(bar, tick, (xl, y0 + bar_h + 5 + th), font, tick_sc, black, 1, cv2.LINE_AA)
+        groups.append([text_item(label), bar])
     for text in counts:
         if color_by == "inlier" and text.startswith(("inliers", "outliers")):
             col = INLIER_BGR if text.startswith("inliers") else OUTLIER_BGR
