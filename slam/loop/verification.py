@@ -50,12 +50,34 @@ class LoopMatch:
     n_projected: int
 
 
-def _match(matcher, cur, cand, i_cur: np.ndarray, i_cand: np.ndarray) -> np.ndarray:
-    """(M, 2) pairs (index into i_cur, index into i_cand)."""
+def _nn_pairs(d0: np.ndarray, d1: np.ndarray, max_dist: float, ratio: float = 0.9) -> np.ndarray:
+    """Mutual nearest neighbours of (N0, D) and (N1, D) descriptors (uint8 packed bits: Hamming;
+    float: L2) closer than max_dist and passing the ratio test: (M, 2) int64 index pairs."""
+    if d0.dtype == np.uint8:
+        if d0.shape[1] % 8 == 0:  # 64-bit words: 8x fewer XORs and popcounts
+            d0, d1 = np.ascontiguousarray(d0).view(np.uint64), np.ascontiguousarray(d1).view(np.uint64)
+        dist = np.bitwise_count(d0[:, None, :] ^ d1[None, :, :]).sum(-1, dtype=np.int32).astype(np.float32)
+    else:
+        a, b = d0.astype(np.float32), d1.astype(np.float32)
+        dist = np.sqrt(np.maximum((a * a).sum(1)[:, None] + (b * b).sum(1)[None] - 2.0 * a @ b.T, 0.0))
+    j = dist.argmin(1)
+    i = np.arange(len(d0))
+    best = dist[i, j]
+    ok = (dist.argmin(0)[j] == i) & (best < max_dist)
+    if dist.shape[1] > 1:
+        second = np.partition(dist, 1, axis=1)[:, 1]
+        ok &= best < ratio * second
+    return np.stack([i[ok], j[ok]], axis=1).astype(np.int64)
+
+
+def _match(matcher, cur, cand, i_cur: np.ndarray, i_cand: np.ndarray, max_dist: float) -> np.ndarray:
+    """(M, 2) pairs (index into i_cur, index into i_cand): mutual nearest neighbours for
+    descriptor matchers (the keypoints with map points only: a few hundred a side, numpy), the
+    learned matcher on the two keyframes' features otherwise."""
     if len(i_cur) == 0 or len(i_cand) == 0:
         return np.zeros((0, 2), np.int64)
     if hasattr(matcher, "match_descriptors"):
-        return matcher.match_descriptors(cur.desc[i_cur], cand.desc[i_cand]).pairs()
+        return _nn_pairs(cur.desc[i_cur], cand.desc[i_cand], max_dist)
     return matcher.match(cur.features.subset(i_cur), cand.features.subset(i_cand)).pairs()
 
 
@@ -84,7 +106,7 @@ class LoopVerifier:
         cur, cand = m.keyframes[cur_id], m.keyframes[cand_id]
         i_cur = np.nonzero(cur.point_ids >= 0)[0]
         i_cand = np.nonzero(cand.point_ids >= 0)[0]
-        pr = _match(self.matcher, cur, cand, i_cur, i_cand)
+        pr = _match(self.matcher, cur, cand, i_cur, i_cand, self.max_desc)
         a, b = i_cur[pr[:, 0]], i_cand[pr[:, 1]]
         pa, pb = cur.point_ids[a], cand.point_ids[b]
         ok = m.pts_alive[pa] & m.pts_alive[pb] & (pa != pb)
