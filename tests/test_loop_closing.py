@@ -170,3 +170,19 @@ def test_short_synthetic_loop_is_closed_and_the_error_drops(mode, tmp_path_facto
     errs = loop_errors(Path(on["run_dir"]), seq / "groundtruth.txt", _gt_timestamps(seq))
     assert errs and all(e["rot_err_deg"] <= 2.0 and e["trans_err_m"] <= 0.05 for e in errs), errs
     assert on["eval"]["ate_rmse_m"] < off["eval"]["ate_rmse_m"], (on["eval"]["ate_rmse_m"], off["eval"]["ate_rmse_m"])
+
+
+@pytest.mark.slow
+def test_threaded_run_with_a_loop_equals_the_synchronous_one(tmp_path_factory):
+    """Dataset mode: detection, correction and the background global BA's write-back happen at
+    frames fixed by the sequence, so the threaded run with a loop equals the synchronous one."""
+    from slam.synth.dataset import ensure_sequence
+
+    seq = ensure_sequence("loop_short", tmp_path_factory.getbasetemp() / "synthetic_data")
+    out = tmp_path_factory.mktemp("loop_det")
+    sync = _run(seq, out / "sync", "mode=rgbd", "runtime.threaded=false", "loop_closing.global_ba_delay_frames=5")
+    thr = _run(seq, out / "thr", "mode=rgbd", "runtime.threaded=true", "loop_closing.global_ba_delay_frames=5")
+    assert sync["loop_closing"]["accepted"] >= 1
+    assert [lp["cur_kf"] for lp in sync["loop_closing"]["loops"]] == [lp["cur_kf"] for lp in thr["loop_closing"]["loops"]]
+    assert (Path(sync["run_dir"]) / "trajectory.txt").read_text() == (Path(thr["run_dir"]) / "trajectory.txt").read_text()
+    assert (Path(sync["run_dir"]) / "keyframes.txt").read_text() == (Path(thr["run_dir"]) / "keyframes.txt").read_text()

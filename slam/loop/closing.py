@@ -262,10 +262,14 @@ class LoopClosing:
 
     # ================================================================== reporting
     def loop_segments(self) -> np.ndarray:
-        """(E, 2, 3) float64 world positions of the keyframe centres each loop joins (live ones)."""
+        """(E, 2, 3) float64 world positions of the keyframe centres each loop joins (a keyframe
+        culled since stands at its pose relative to its live parent)."""
+        segs = []
         with self.map.lock:
-            segs = [(se3_inverse(self.map.keyframes[a].cam_from_world)[:3, 3], se3_inverse(self.map.keyframes[b].cam_from_world)[:3, 3])
-                    for a, b in self.loop_edges.tolist() if a in self.map.keyframes and b in self.map.keyframes]
+            for a, b in self.loop_edges.tolist():
+                pa, pb = self.map.keyframe_pose_or_ancestor(a), self.map.keyframe_pose_or_ancestor(b)
+                if pa is not None and pb is not None:
+                    segs.append((se3_inverse(pa)[:3, 3], se3_inverse(pb)[:3, 3]))
         return np.array(segs, dtype=np.float64).reshape(-1, 2, 3)
 
     def stats(self) -> dict:
