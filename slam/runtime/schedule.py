@@ -153,7 +153,9 @@ class DatasetSchedule(MappingSchedule):
             entry = self._tasks.pop(n)
         if entry["task"] is not None:
             entry["mapper"].commit(entry["task"])
-            self._committed.append(int(entry["task"].kf_id))
+            kf_id = getattr(entry["task"], "kf_id", None)
+            if kf_id is not None:
+                self._committed.append(int(kf_id))
 
     def drain_committed(self) -> list:
         out, self._committed = self._committed, []
