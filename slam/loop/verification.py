@@ -50,9 +50,10 @@ class LoopMatch:
     n_projected: int
 
 
-def _nn_pairs(d0: np.ndarray, d1: np.ndarray, max_dist: float, ratio: float = 0.9) -> np.ndarray:
+def _nn_pairs(d0: np.ndarray, d1: np.ndarray, max_dist: float, ratio: float = 0.8) -> np.ndarray:
     """Mutual nearest neighbours of (N0, D) and (N1, D) descriptors (uint8 packed bits: Hamming;
-    float: L2) closer than max_dist and passing the ratio test: (M, 2) int64 index pairs."""
+    float: L2) within max_dist and passing the ratio test (the NN matcher's rule, numpy):
+    (M, 2) int64 index pairs."""
     if d0.dtype == np.uint8:
         if d0.shape[1] % 8 == 0:  # 64-bit words: 8x fewer XORs and popcounts
             d0, d1 = np.ascontiguousarray(d0).view(np.uint64), np.ascontiguousarray(d1).view(np.uint64)
@@ -63,21 +64,25 @@ def _nn_pairs(d0: np.ndarray, d1: np.ndarray, max_dist: float, ratio: float = 0.
     j = dist.argmin(1)
     i = np.arange(len(d0))
     best = dist[i, j]
-    ok = (dist.argmin(0)[j] == i) & (best < max_dist)
-    if dist.shape[1] > 1:
+    ok = (dist.argmin(0)[j] == i) & (best <= max_dist)
+    if dist.shape[1] > 1 and ratio < 1.0:
         second = np.partition(dist, 1, axis=1)[:, 1]
-        ok &= best < ratio * second
+        ok &= best <= ratio * second
     return np.stack([i[ok], j[ok]], axis=1).astype(np.int64)
 
 
 def _match(matcher, cur, cand, i_cur: np.ndarray, i_cand: np.ndarray, max_dist: float) -> np.ndarray:
-    """(M, 2) pairs (index into i_cur, index into i_cand): mutual nearest neighbours for
-    descriptor matchers (the keypoints with map points only: a few hundred a side, numpy), the
+    """(M, 2) pairs (index into i_cur, index into i_cand): for descriptor matchers, mutual nearest
+    neighbours with the matcher's own thresholds (its ``cfg``: ``ratio``, ``max_distance_*``; else
+    max_dist and 0.8) on the keypoints with map points only (a few hundred a side, numpy); the
     learned matcher on the two keyframes' features otherwise."""
     if len(i_cur) == 0 or len(i_cand) == 0:
         return np.zeros((0, 2), np.int64)
     if hasattr(matcher, "match_descriptors"):
-        return _nn_pairs(cur.desc[i_cur], cand.desc[i_cand], max_dist)
+        mc = getattr(matcher, "cfg", None)
+        binary = cur.desc.dtype == np.uint8
+        max_d = getattr(mc, "max_distance_binary" if binary else "max_distance_float", max_dist)
+        return _nn_pairs(cur.desc[i_cur], cand.desc[i_cand], float(max_d), float(getattr(mc, "ratio", 0.8)))
     return matcher.match(cur.features.subset(i_cur), cand.features.subset(i_cand)).pairs()
 
 
