@@ -373,6 +373,7 @@ def snapshot(system: SLAMSystem, title: str = ""):
         camera=system.camera,
         title=title,
         metric=system.cfg.mode != "mono",
+        loop_edges=system.loop_segments(),
     )
 
 

@@ -1,7 +1,11 @@
 """The SLAM system: builds the stages from a config.
 
 Stages (plain classes with process(item); the runtime connects them):
-  reader (iterable of Frame) -> FeatureStage -> TrackingStage -> MappingStage
+  reader (iterable of Frame) -> FeatureStage -> TrackingStage -> MappingStage [-> LoopClosingStage]
+
+Loop closing (slam.loop.closing, on unless loop_closing.enabled=false or no vocabulary fits the
+extractor) detects, verifies and corrects loops at points fixed by the frame sequence in dataset
+runs, and runs the global bundle adjustment after a loop in its own stage.
 
 How tracking and mapping share the machine is the mapping schedule's business
 (slam.runtime.schedule): in dataset runs local bundle adjustment overlaps tracking and its
@@ -23,6 +27,7 @@ from slam.config import Config
 from slam.device import resolve_device
 from slam.errors import ConfigError
 from slam.geometry.camera import PinholeCamera
+from slam.loop.closing import LoopClosing, LoopClosingStage, LoopWake
 from slam.mapping.local_mapper import LocalMapper
 from slam.mapping.map import Map
 from slam.runtime.schedule import MappingSchedule, make_schedule
@@ -112,34 +117,44 @@ class TrackingStage:
     it) or None; keeps every TrackResult. The schedule decides when mapping results are written
     back and how tracking and mapping share the machine (slam.runtime.schedule)."""
 
-    def __init__(self, tracker: Tracker, schedule: MappingSchedule):
+    def __init__(self, tracker: Tracker, schedule: MappingSchedule, loop: Optional[LoopClosing] = None):
         self.tracker = tracker
         self.schedule = schedule
+        self.loop = loop
         self.results: list[TrackResult] = []
 
     def process(self, fr: FrameFeatures):
         frame_no = len(self.results)
         self.schedule.before_frame(frame_no)
+        wake = self.loop.before_frame(frame_no) if self.loop is not None else None
         with self.schedule.tracking():
             res, job = self.tracker.process(fr)
         self.results.append(res)
-        return None if job is None else self.schedule.hand_over(job, frame_no)
+        return wake if job is None else self.schedule.hand_over(job, frame_no)
 
     def flush(self) -> list:
         self.schedule.finish()
+        if self.loop is not None:
+            self.loop.finish()
         return []
 
 
 class MappingStage:
     """process(what the tracking stage handed over) -> None: the schedule runs the job on the mapper."""
 
-    def __init__(self, mapper: LocalMapper, schedule: MappingSchedule):
+    def __init__(self, mapper: LocalMapper, schedule: MappingSchedule, forward: bool = False):
         self.mapper = mapper
         self.schedule = schedule
+        self.forward = forward  # loop closing follows: pass it a LoopWake after each job
 
-    def process(self, item) -> None:
+    def process(self, item) -> Optional[LoopWake]:
+        if isinstance(item, LoopWake):
+            return item
         self.schedule.run_job(self.mapper, item)
-        return None
+        if not self.forward:
+            return None
+        job = item[1] if isinstance(item, tuple) else item
+        return LoopWake(int(job.kf_id))
 
     def close(self) -> None:
         self.schedule.close()
@@ -157,16 +172,24 @@ class SLAMSystem:
     tracker: Tracker
     mapper: LocalMapper
     schedule: MappingSchedule
+    loop: Optional[LoopClosing] = None
     tracking_stage: TrackingStage = field(init=False)
     mapping_stage: MappingStage = field(init=False)
 
     def __post_init__(self) -> None:
-        self.tracking_stage = TrackingStage(self.tracker, self.schedule)
-        self.mapping_stage = MappingStage(self.mapper, self.schedule)
+        self.tracking_stage = TrackingStage(self.tracker, self.schedule, self.loop)
+        self.mapping_stage = MappingStage(self.mapper, self.schedule, forward=self.loop is not None)
 
     @property
     def stages(self) -> list[tuple[str, Any]]:
-        return [("features", self.frontend), ("tracking", self.tracking_stage), ("mapping", self.mapping_stage)]
+        out = [("features", self.frontend), ("tracking", self.tracking_stage), ("mapping", self.mapping_stage)]
+        if self.loop is not None:
+            out.append(("loop_closing", LoopClosingStage(self.loop)))
+        return out
+
+    def loop_segments(self) -> np.ndarray:
+        """(E, 2, 3) world positions of the keyframes each closed loop joins (for map.png)."""
+        return self.loop.loop_segments() if self.loop is not None else np.zeros((0, 2, 3))
 
     def progress_info(self) -> dict:
         return {
@@ -206,6 +229,7 @@ class SLAMSystem:
             "keyframes": n_kfs,
             **self.mapper.stats(),
             **self.schedule.stats(),
+            **(self.loop.stats() if self.loop is not None else {"loop_closing": {"enabled": False}}),
         }
 
     def keyframe_trajectory(self):
@@ -235,4 +259,12 @@ def build_system(cfg: Config, camera: PinholeCamera) -> SLAMSystem:
     schedule = make_schedule(cfg.runtime)
     tracker = Tracker(tc, camera, slam_map, matcher, mode=cfg.mode, schedule=schedule)
     mapper = LocalMapper(cfg.mapping, camera, slam_map, matcher, mode=cfg.mode, bf=tc.bf, schedule=schedule)
-    return SLAMSystem(cfg, camera, device, extractor, matcher, slam_map, frontend, tracker, mapper, schedule)
+    loop = None
+    if cfg.loop_closing.enabled:
+        from slam.loop.store import vocabulary_for_config
+
+        vocabulary = vocabulary_for_config(cfg, required=False)  # None: logged, run without loop closing
+        if vocabulary is not None:
+            loop = LoopClosing(cfg, camera, slam_map, matcher, mapper, tracker, schedule, vocabulary, live=cfg.runtime.live)
+            tracker.relocalizer.place = loop.place_candidates
+    return SLAMSystem(cfg, camera, device, extractor, matcher, slam_map, frontend, tracker, mapper, schedule, loop)

@@ -14,3 +14,25 @@ class PlaceRecognitionConfig:
     retain_ratio: float = param(0.75, ge=0.0, le=1.0)  # keep covisibility groups above this x the best group's score (ORB-SLAM: 0.75)
     covisible_neighbours: int = param(10, ge=0)  # neighbours that form a candidate's group (ORB-SLAM: 10)
     merge_every: int = param(16, ge=1)  # keyframe database: new/erased keyframes merged into the index in batches of this many
+
+
+@dataclass
+class LoopClosingConfig:
+    """Loop detection, verification and correction (slam.loop.closing); keys ``loop_closing.*``."""
+
+    enabled: bool = True  # false = no keyframe database, no loop closing, relocalisation from covisibility only (the behaviour before loop closing)
+    consistency: int = param(3, ge=1)  # a candidate must be found for this many consecutive keyframes (ORB-SLAM: 3)
+    min_keyframes: int = param(10, ge=1)  # no loop is searched before the map holds this many keyframes (ORB-SLAM: 10)
+    min_matches: int = param(20, ge=3)  # keypoint matches to a candidate with map points on both sides before RANSAC (ORB-SLAM: 20)
+    min_ransac_inliers: int = param(20, ge=3)  # Sim(3) / SE(3) RANSAC inliers
+    min_refined_inliers: int = param(20, ge=3)  # inliers after the g2o refinement (ORB-SLAM: 20)
+    min_projection_matches: int = param(40, ge=1)  # map points of the loop neighbourhood found again by projection (ORB-SLAM: 40)
+    projection_radius_px: float = param(10.0, gt=0.0)  # search radius when projecting the loop neighbourhood's points
+    min_temporal_gap: int = param(0, ge=0)  # candidates are at least this many keyframes older than the query (0 = only covisibility excludes)
+    max_candidates: int = param(5, ge=1)  # consistent candidates verified per keyframe, best first
+    neighbourhood: int = param(10, ge=1)  # covisible keyframes of the current one corrected with it, and of the loop keyframe whose points are fused
+    loop_edge_min_shared: int = param(20, ge=1)  # new loop edges of the essential graph join keyframes sharing this many points after fusion
+    graph_iterations: int = param(20, ge=1)  # Levenberg iterations of the essential graph (ORB-SLAM: 20)
+    global_ba: bool = True  # a global bundle adjustment after each loop, in the background
+    global_ba_iterations: int = param(10, ge=1)
+    global_ba_delay_frames: int = param(30, ge=1)  # dataset runs: its result is applied this many frames after the loop (tracking waits if it is not done)

@@ -74,6 +74,11 @@ class MappingSchedule:
         """Mapping: another keyframe job waits behind the one being worked on."""
         return False
 
+    def drain_committed(self) -> list:
+        """Keyframe ids whose mapping results were written back since the last call, in order
+        (dataset runs: loop closing reads the map after them; other schedules: [])."""
+        return []
+
     def stats(self) -> dict:
         """Figures for metrics.json."""
         return {}
@@ -104,6 +109,7 @@ class DatasetSchedule(MappingSchedule):
         self._issued = 0
         self._closed = False
         self.wait_ms: list[float] = []  # time tracking spent waiting for mapping
+        self._committed: list[int] = []  # keyframe ids committed since drain_committed()
 
     # -- tracking side --------------------------------------------------------------------------
     def hand_over(self, job: Any, frame_no: int) -> tuple:
@@ -147,6 +153,13 @@ class DatasetSchedule(MappingSchedule):
             entry = self._tasks.pop(n)
         if entry["task"] is not None:
             entry["mapper"].commit(entry["task"])
+            kf_id = getattr(entry["task"], "kf_id", None)
+            if kf_id is not None:
+                self._committed.append(int(kf_id))
+
+    def drain_committed(self) -> list:
+        out, self._committed = self._committed, []
+        return out
 
     # -- mapping side ---------------------------------------------------------------------------
     def run_job(self, mapper: Any, item: tuple) -> None:

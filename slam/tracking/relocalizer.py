@@ -2,8 +2,10 @@
 
 Two steps around the matcher, which the tracker calls between them outside the map lock:
 
-1. :meth:`Relocalizer.candidates` picks keyframes to match against: the nearest to the last
-   known camera centre first, then a few spread over the rest of the map;
+1. :meth:`Relocalizer.candidates` picks keyframes to match against: those the keyframe database
+   finds for the frame's descriptors first (``place``, set by loop closing; a lost frame can come
+   back anywhere in the map), then the nearest to the last known camera centre, then a few
+   spread over the rest of the map;
 2. :meth:`Relocalizer.attempt` takes the frame's matches to each candidate in turn: 2D-3D
    candidates through the keyframe's point_ids, PnP + RANSAC, then tracking of the local map;
    the first candidate with tracking.reloc_min_inliers inliers wins.
@@ -13,7 +15,7 @@ Both read the map: the caller holds ``map.lock``.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Optional, Sequence
+from typing import Callable, Optional, Sequence
 
 import numpy as np
 
@@ -50,12 +52,18 @@ class Relocalizer:
         self.map = slam_map
         self.pose = pose
         self.local_map = local_map
+        # (N, D) frame descriptors, n -> up to n keyframe ids from the keyframe database (None: none)
+        self.place: Optional[Callable[[np.ndarray, int], list[int]]] = None
 
-    def candidates(self, last_cam_from_world: Optional[np.ndarray]) -> list[Keyframe]:
-        """Keyframes to match against, nearest to the camera centre of last_cam_from_world (4,4)
-        first (newest first when None): tracking.reloc_candidates of them, then N_SPREAD spread
-        over the others."""
-        kfs = list(self.map.keyframes.values())
+    def candidates(self, last_cam_from_world: Optional[np.ndarray], desc: Optional[np.ndarray] = None) -> list[Keyframe]:
+        """Keyframes to match against: the keyframe database's candidates for the frame's
+        descriptors desc (N, D) when ``place`` is set, then the nearest to the camera centre of
+        last_cam_from_world (4,4) (newest first when None): tracking.reloc_candidates of them,
+        then N_SPREAD spread over the others."""
+        placed = []
+        if self.place is not None and desc is not None:
+            placed = [self.map.keyframes[k] for k in self.place(desc, self.cfg.reloc_candidates) if k in self.map.keyframes]
+        kfs = [kf for kf in self.map.keyframes.values() if all(kf is not p for p in placed)]
         if last_cam_from_world is not None:
             center = se3_inverse(last_cam_from_world)[:3, 3]
             kfs.sort(key=lambda k: float(np.linalg.norm(k.center - center)))
@@ -66,7 +74,7 @@ class Relocalizer:
         if len(kfs) > n:
             rest = kfs[n:]
             cands += rest[:: max(1, len(rest) // N_SPREAD)][:N_SPREAD]
-        return cands
+        return placed + cands
 
     def attempt(self, fr: FrameFeatures, kf_ids: Sequence[int], matches: Sequence[Matches], wide: bool = False) -> Optional[Relocalisation]:
         """Try the candidates kf_ids in order with the frame's matches to them (matches[j].matches0

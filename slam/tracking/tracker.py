@@ -128,6 +128,21 @@ class Tracker:
                           n_inl, job is not None, {"track": (time.perf_counter() - t0) * 1e3})
         return res, job
 
+    def apply_world_correction(self, world_new_from_old: dict) -> None:
+        """Loop closing moved the map: {kf_id: (4,4) Sim(3) world_new <- world_old}. The last
+        frame moves with its reference keyframe; the velocity takes its scale."""
+        W = world_new_from_old.get(self.ref_kf_id)
+        if W is None or self.last is None or self.last.cam_from_world is None:
+            return
+        s = float(np.cbrt(np.linalg.det(W[:3, :3])))
+        moved = self.last.cam_from_world @ np.linalg.inv(W)
+        moved[:3, :] *= s  # the similarity has scale 1/s: the rigid pose in the new world
+        moved[:3, :3] = project_to_so3(moved[:3, :3])
+        self.last.cam_from_world = moved
+        if self.velocity is not None:
+            self.velocity = self.velocity.copy()
+            self.velocity[:3, 3] *= s
+
     def trajectory(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """(indices (F,), timestamps (F,), world_from_cam (F,4,4)) of every tracked frame,
         expressed relative to the (possibly optimised) reference keyframes."""
@@ -227,7 +242,7 @@ class Tracker:
     def _relocalise(self, fr: FrameFeatures) -> tuple[Optional[np.ndarray], np.ndarray, int]:
         lost = (None, np.full(len(fr.kp_uv), -1, dtype=np.int64), 0)
         with self.map.lock:
-            cands = self.relocalizer.candidates(self.last.cam_from_world if self.last is not None else None)
+            cands = self.relocalizer.candidates(self.last.cam_from_world if self.last is not None else None, fr.desc)
         if not cands:
             return lost
         matches = self.matcher.match_many(fr.features, [kf.features for kf in cands])  # without the lock

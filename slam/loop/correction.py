@@ -1,0 +1,247 @@
+"""Loop correction (ORB-SLAM's ``CorrectLoop``) and the global bundle adjustment after it.
+
+:func:`correct_loop` (caller holds ``map.lock``):
+
+1. the corrected Sim(3) of the current keyframe (``cur_from_loop @ loop pose``) is propagated
+   to its covisible neighbourhood, and their map points move with them;
+2. duplicated map points are fused: the verified matches replace the current side's points by
+   the loop side's, and the loop neighbourhood's points are projected into every corrected
+   keyframe (the local mapper's fusion);
+3. the essential graph (spanning tree: each keyframe's parent is the older keyframe it shares
+   most points with; covisibility edges with >= 100 shared points; earlier and new loop edges)
+   is optimised, Sim(3) for monocular maps, SE(3) for RGB-D and stereo; the map's first
+   keyframe stays fixed;
+4. every keyframe takes its optimised (rigid) pose and every map point moves with its
+   reference keyframe (the one that corrected it in step 1, else the keyframe that created it,
+   else one that observes it).
+
+It returns ``world_new_from_old`` per keyframe, (4, 4) similarities, so that the tracker can
+move its last frame with its reference keyframe (``Tracker.apply_world_correction``).
+
+:class:`GlobalBA` is the background global bundle adjustment: :meth:`GlobalBA.gather` copies
+the problem (under the lock), :meth:`GlobalBA.run` optimises the copy (no lock; g2o releases
+the GIL; a :class:`slam.optim.ba.BAStop` ends it), :meth:`GlobalBA.apply` writes it back and
+moves what was added meanwhile with the nearest optimised keyframe (under the lock).
+"""
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from typing import Optional
+
+import numpy as np
+
+from slam.geometry.sim3 import se3_from_sim3, sim3_decompose, sim3_inverse
+from slam.loop.detection import Covisibility, covisibility
+from slam.loop.verification import LoopMatch
+from slam.mapping.map import Map
+from slam.optim.ba import BAProblem, BAStop, bundle_adjust
+from slam.optim.essential_graph import MIN_COVIS_WEIGHT, essential_graph_edges, optimize_essential_graph
+
+
+@dataclass
+class Correction:
+    """What a loop correction did.
+
+    world_new_from_old: {kf_id: (4, 4) Sim(3)} how each keyframe's world moved.
+    loop_edges: (L, 2) int64 new loop edges of the essential graph.
+    rotation_deg / translation / scale: the current keyframe's correction (its pose before vs after).
+    n_fused: map points merged. timings: ms per step.
+    """
+
+    world_new_from_old: dict
+    loop_edges: np.ndarray
+    rotation_deg: float
+    translation: float
+    scale: float
+    n_fused: int
+    timings: dict = field(default_factory=dict)
+
+
+def spanning_parents(cov: Covisibility) -> np.ndarray:
+    """(K,) parent id of each keyframe (ascending ids): the older keyframe sharing most points,
+    the previous keyframe when it shares none, -1 for the first."""
+    K = len(cov.kf_ids)
+    parents = np.full(K, -1, dtype=np.int64)
+    if K < 2:
+        return parents
+    low = np.tril(cov.shared, k=-1)  # row i: keyframes older than i
+    best = low.argmax(axis=1)
+    has = low[np.arange(K), best] > 0
+    parents[1:] = np.where(has[1:], cov.kf_ids[best[1:]], cov.kf_ids[:-1])
+    return parents
+
+
+def _point_refs(m: Map, pts: np.ndarray, corrected_ref: np.ndarray, kf_set: np.ndarray) -> np.ndarray:
+    """(P,) reference keyframe of each point: corrected_ref (-1 = none), else its creator when it
+    lives, else the oldest live keyframe observing it, else -1."""
+    ref = corrected_ref.copy()
+    todo = ref < 0
+    first = m.pts_first_kf[pts]
+    ok = todo & np.isin(first, kf_set)
+    ref[ok] = first[ok]
+    todo = ref < 0
+    if todo.any():
+        rows = m.observation_rows(point_ids=pts[todo])
+        rows = rows[np.isin(m.obs_kf[rows], kf_set)]
+        best = np.full(m.n_points, np.iinfo(np.int64).max, dtype=np.int64)
+        np.minimum.at(best, m.obs_pt[rows], m.obs_kf[rows])
+        cand = best[pts]
+        fill = todo & (cand != np.iinfo(np.int64).max)
+        ref[fill] = cand[fill]
+    return ref
+
+
+def correct_loop(m: Map, loop: LoopMatch, fuse, previous_loop_edges: np.ndarray, *, fix_scale: bool,
+                 neighbourhood: int, loop_edge_min_shared: int, iterations: int) -> Correction:
+    """Correct the map for an accepted loop (caller holds ``m.lock``).
+
+    fuse: callable(keyframe, point_ids (P,) int64) projecting points into a keyframe and merging
+    duplicates (the local mapper's fusion). previous_loop_edges: (L, 2) int64 loop edges closed
+    before (kept in the essential graph)."""
+    t0 = time.perf_counter()
+    tm: dict[str, float] = {}
+    cov = covisibility(m)
+    ids = cov.kf_ids
+    before = np.stack([m.keyframes[k].cam_from_world for k in ids.tolist()])  # rigid, uncorrected
+    pos = {k: i for i, k in enumerate(ids.tolist())}
+    cur, lp = loop.cur_kf, loop.loop_kf
+    cur_group = [cur] + [k for k in cov.neighbours(cur, 1, neighbourhood) if k != lp]
+    loop_group = [lp] + cov.neighbours(lp, 1, neighbourhood)
+    cur_group = [k for k in cur_group if k not in loop_group or k == cur]
+    S_cur = loop.cur_from_loop @ before[pos[lp]]
+    T_cur_inv = sim3_inverse(before[pos[cur]])
+    corrected = {k: before[pos[k]] @ T_cur_inv @ S_cur for k in cur_group}
+    # 1. the neighbourhood's points move with it (each point once, with the first keyframe that holds it)
+    n_pts = m.n_points
+    corrected_ref = np.full(n_pts, -1, dtype=np.int64)
+    for k in cur_group:
+        p = m.keyframes[k].point_ids
+        p = p[p >= 0]
+        p = p[m.pts_alive[p] & (corrected_ref[p] < 0)]
+        W = sim3_inverse(corrected[k]) @ before[pos[k]]
+        m.pts_xyz[p] = m.pts_xyz[p] @ W[:3, :3].T + W[:3, 3]
+        corrected_ref[p] = k
+    for k in cur_group:
+        m.keyframes[k].cam_from_world = se3_from_sim3(corrected[k])
+    tm["propagate"] = (time.perf_counter() - t0) * 1e3
+    # 2. fuse duplicates
+    t = time.perf_counter()
+    alive_before = int(m.pts_alive[:n_pts].sum())
+    kf = m.keyframes[cur]
+    have = kf.point_ids[loop.cur_kp]
+    ok = m.pts_alive[loop.loop_pt]
+    free = ok & (have < 0)
+    m.add_observations(cur, loop.cur_kp[free], loop.loop_pt[free])
+    dup = ok & (have >= 0)
+    m.replace_points(have[dup], loop.loop_pt[dup])
+    loop_pts = np.unique(np.concatenate([m.keyframes[k].point_ids for k in loop_group]))
+    loop_pts = loop_pts[loop_pts >= 0]
+    for k in cur_group:
+        if k in m.keyframes:
+            lp_pts = loop_pts[m.pts_alive[loop_pts]]
+            fuse(m.keyframes[k], np.setdiff1d(lp_pts, m.keyframes[k].point_ids))
+    n_fused = alive_before - int(m.pts_alive[:n_pts].sum())
+    tm["fuse"] = (time.perf_counter() - t) * 1e3
+    # 3. essential graph
+    t = time.perf_counter()
+    after_cov = covisibility(m)
+    new_edges = [(cur, lp)]
+    for a in cur_group:
+        for b in loop_group:
+            if (a, b) != (cur, lp) and after_cov.weight(a, b) >= loop_edge_min_shared:
+                new_edges.append((a, b))
+    new_edges = np.array(new_edges, dtype=np.int64)
+    iu = np.triu_indices(len(ids), 1)
+    w = cov.shared[iu]
+    strong = w >= MIN_COVIS_WEIGHT
+    covis_pairs = np.stack([ids[iu[0][strong]], ids[iu[1][strong]]], axis=1)
+    prev = previous_loop_edges[np.isin(previous_loop_edges, ids).all(axis=1)] if len(previous_loop_edges) else previous_loop_edges
+    edges = essential_graph_edges(ids, spanning_parents(cov), covis_pairs, w[strong], prev.reshape(-1, 2))
+    c_ids = np.array(cur_group, dtype=np.int64)
+    res = optimize_essential_graph(ids, before, c_ids, np.stack([corrected[k] for k in cur_group]), edges, new_edges,
+                                   np.array([ids[0]]), fix_scale=fix_scale, iterations=iterations)
+    tm["essential_graph"] = (time.perf_counter() - t) * 1e3
+    # 4. move keyframes and points
+    t = time.perf_counter()
+    for i, k in enumerate(ids.tolist()):
+        if k in m.keyframes:
+            m.keyframes[k].cam_from_world = res.cam_from_world[i].copy()
+    pts = m.alive_point_ids()
+    ref = _point_refs(m, pts, corrected_ref[pts], ids)
+    has = ref >= 0
+    m.pts_xyz[pts[has]] = res.move_points(m.pts_xyz[pts[has]], ref[has])
+    m.update_normals(pts)
+    m.version += 1
+    W_all = sim3_inverse(res.sim3_after) @ before  # world' <- world (points of keyframe i, pre-loop frame)
+    world_new_from_old = {k: W_all[i] for i, k in enumerate(ids.tolist())}
+    tm["move"] = (time.perf_counter() - t) * 1e3
+    tm["total"] = (time.perf_counter() - t0) * 1e3
+    dc = res.cam_from_world[pos[cur]] @ sim3_inverse(before[pos[cur]])
+    s_cur = float(sim3_decompose(res.sim3_after[pos[cur]])[0])
+    ang = float(np.degrees(np.arccos(np.clip((np.trace(dc[:3, :3]) - 1) / 2, -1, 1))))
+    shift = float(np.linalg.norm(res.cam_from_world[pos[cur]][:3, 3] - before[pos[cur]][:3, 3]))
+    return Correction(world_new_from_old, new_edges, ang, shift, s_cur, n_fused, tm)
+
+
+class GlobalBA:
+    """Global bundle adjustment in three phases (see the module docstring)."""
+
+    def __init__(self, mapper, iterations: int) -> None:
+        self.mapper = mapper
+        self.iterations = int(iterations)
+        self.stop = BAStop()
+        self.problem: Optional[BAProblem] = None
+        self.result = None
+        self.ms = 0.0
+
+    def gather(self) -> bool:
+        """Copy the whole map's BA problem (caller holds the map lock). False when too small."""
+        m = self.mapper.map
+        window = sorted(m.keyframes)
+        if len(window) < 2:
+            return False
+        prob = self.mapper._gather(window, 0)
+        if prob is None:
+            return False
+        prob.fixed[:] = False
+        prob.fixed[0] = True  # gauge: the first keyframe
+        self.problem = prob
+        return True
+
+    def run(self) -> None:
+        """Optimise the copy (no lock)."""
+        t = time.perf_counter()
+        self.stop.reset()
+        self.result = bundle_adjust(self.problem, iterations=self.iterations, stop=self.stop)
+        self.ms = (time.perf_counter() - t) * 1e3
+
+    def apply(self) -> dict:
+        """Write the result back (caller holds the map lock); returns world_new_from_old per keyframe."""
+        m, prob, res = self.mapper.map, self.problem, self.result
+        if res is None or (res.aborted and res.iterations == 0):
+            return {}
+        before = {k: m.keyframes[k].cam_from_world.copy() for k in prob.kf_ids.tolist() if k in m.keyframes}
+        in_prob = np.zeros(m.n_points, dtype=bool)
+        in_prob[prob.point_ids] = True
+        self.mapper._apply(prob, res)
+        W = {k: sim3_inverse(m.keyframes[k].cam_from_world) @ before[k] for k in before if k in m.keyframes}
+        if not W:
+            return {}
+        newest = max(W)
+        # keyframes added while it ran move with the newest optimised keyframe
+        for k, kf in m.keyframes.items():
+            if k not in W:
+                kf.cam_from_world = kf.cam_from_world @ sim3_inverse(W[newest])
+                W[k] = W[newest]
+        pts = m.alive_point_ids()
+        pts = pts[~in_prob[pts]]
+        if len(pts):
+            ref = _point_refs(m, pts, np.full(len(pts), -1, dtype=np.int64), np.array(sorted(W), dtype=np.int64))
+            for k in np.unique(ref[ref >= 0]).tolist():
+                sel = pts[ref == k]
+                Wk = W[k]
+                m.pts_xyz[sel] = m.pts_xyz[sel] @ Wk[:3, :3].T + Wk[:3, 3]
+            m.update_normals(pts)
+        m.version += 1
+        return W

@@ -1,0 +1,83 @@
+"""Accepted loops against ground truth: the relative-pose error of each loop (the issue's
+5 cm / 2 deg bar). Light (numpy only).
+
+``python -m slam.loop.report RUN_DIR GROUNDTRUTH`` prints one line per loop; the run folder's
+metrics.json holds the loops (``loop_closing.loops``: frame indices and ``cur_from_loop``) and
+trajectory.txt the estimated trajectory (for the monocular map's scale).
+"""
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+
+from slam.geometry.se3 import se3_inverse
+from slam.geometry.sim3 import sim3_decompose, umeyama_alignment
+
+
+def _read_tum(path: Path) -> np.ndarray:
+    rows = [list(map(float, ln.split()[:8])) for ln in Path(path).read_text().splitlines() if ln.strip() and not ln.startswith("#")]
+    return np.array(rows).reshape(-1, 8)
+
+
+def _cam_from_world(row: np.ndarray) -> np.ndarray:
+    """TUM row (t, x, y, z, qx, qy, qz, qw) of world_from_cam -> (4, 4) cam_from_world."""
+    x, y, z, w = row[4:8]
+    R = np.array([[1 - 2 * (y * y + z * z), 2 * (x * y - z * w), 2 * (x * z + y * w)],
+                  [2 * (x * y + z * w), 1 - 2 * (x * x + z * z), 2 * (y * z - x * w)],
+                  [2 * (x * z - y * w), 2 * (y * z + x * w), 1 - 2 * (x * x + y * y)]])
+    out = np.eye(4)
+    out[:3, :3] = R
+    out[:3, 3] = row[1:4]
+    return se3_inverse(out)
+
+
+def _nearest(table: np.ndarray, t: float, tol: float = 0.02) -> int:
+    i = int(np.argmin(np.abs(table[:, 0] - t)))
+    return i if abs(table[i, 0] - t) <= tol else -1
+
+
+def loop_errors(run_dir: Path, groundtruth: Path, frame_timestamps: np.ndarray) -> list[dict]:
+    """[{cur_frame, loop_frame, rot_err_deg, trans_err_m}] for every accepted loop of the run.
+
+    frame_timestamps: (F,) float64 seconds of the sequence's frames, by frame index.
+    The monocular map's units are turned into metres with the scale of the Sim(3) alignment of
+    the whole estimated trajectory to the ground truth (RGB-D: 1)."""
+    m = json.loads((Path(run_dir) / "metrics.json").read_text())
+    loops = m.get("loop_closing", {}).get("loops", [])
+    gt = _read_tum(groundtruth)
+    est = _read_tum(Path(run_dir) / "trajectory.txt")
+    c = 1.0
+    if m.get("mode") == "mono":
+        pairs = [(i, j) for i, t in enumerate(est[:, 0]) if (j := _nearest(gt, t)) >= 0]
+        a = est[[i for i, _ in pairs], 1:4]
+        b = gt[[j for _, j in pairs], 1:4]
+        c = umeyama_alignment(a, b, with_scale=True)[0]
+    out = []
+    for lp in loops:
+        i_c = _nearest(gt, float(frame_timestamps[lp["cur_frame"]]))
+        i_l = _nearest(gt, float(frame_timestamps[lp["loop_frame"]]))
+        if i_c < 0 or i_l < 0:
+            continue
+        truth = _cam_from_world(gt[i_c]) @ se3_inverse(_cam_from_world(gt[i_l]))
+        s, R, t = sim3_decompose(np.asarray(lp["cur_from_loop"]))
+        dR = R.T @ truth[:3, :3]
+        rot = float(np.degrees(np.arccos(np.clip((np.trace(dR) - 1) / 2, -1, 1))))
+        trans = float(np.linalg.norm(t * c / s - truth[:3, 3]))
+        out.append({"cur_frame": lp["cur_frame"], "loop_frame": lp["loop_frame"], "rot_err_deg": rot, "trans_err_m": trans})
+    return out
+
+
+def main(argv: list[str]) -> int:
+    run_dir, gt = Path(argv[0]), Path(argv[1])
+    rgb = Path(argv[2]) if len(argv) > 2 else gt.parent / "rgb.txt"
+    ts = np.array([float(ln.split()[0]) for ln in rgb.read_text().splitlines() if ln.strip() and not ln.startswith("#")])
+    for e in loop_errors(run_dir, gt, ts):
+        print(f"loop frame {e['cur_frame']} -> {e['loop_frame']}: {e['rot_err_deg']:.3f} deg, {100 * e['trans_err_m']:.2f} cm")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

@@ -1,0 +1,160 @@
+"""Geometric verification of a loop candidate (ORB-SLAM's ``ComputeSim3``).
+
+1. Match the current keyframe's keypoints that hold map points with the candidate's, with the
+   configured matcher (descriptor matchers through their descriptors, learned matchers on the
+   two keyframes' features);
+2. RANSAC on the 3D-3D correspondences: Sim(3) for monocular maps, SE(3) (scale 1) for RGB-D
+   and stereo (:func:`slam.geometry.sim3.solve_sim3_ransac`);
+3. refine with g2o (:func:`slam.optim.sim3.optimize_sim3`: ``EdgeSim3ProjectXYZ`` and its
+   inverse, Huber kernel);
+4. project the map points of the candidate and its covisible neighbours into the current
+   keyframe with the refined transform, and accept when enough are found again.
+
+Reads the map: the caller holds ``map.lock`` (the matcher runs under it too: loop verification
+is rare).
+"""
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from typing import Optional
+
+import numpy as np
+
+from slam.geometry.se3 import transform_points
+from slam.geometry.sim3 import project_points, solve_sim3_ransac
+from slam.loop.config import LoopClosingConfig
+from slam.mapping.map import Map
+from slam.matching.guided import search_by_projection
+from slam.optim.sim3 import optimize_sim3
+
+
+@dataclass
+class LoopMatch:
+    """An accepted loop.
+
+    cur_kf / loop_kf: keyframe ids. cur_from_loop: (4, 4) float64 Sim(3) (scale 1 in RGB-D)
+    mapping points in the loop keyframe's camera frame into the current keyframe's camera frame,
+    in the current keyframe's map units. cur_kp / loop_pt: (M,) int64 current keypoints and the
+    loop-side map points found at them (the matches to fuse). n_ransac / n_refined / n_projected:
+    inliers at each step.
+    """
+
+    cur_kf: int
+    loop_kf: int
+    cur_from_loop: np.ndarray
+    cur_kp: np.ndarray
+    loop_pt: np.ndarray
+    n_ransac: int
+    n_refined: int
+    n_projected: int
+
+
+def _nn_pairs(d0: np.ndarray, d1: np.ndarray, max_dist: float, ratio: float = 0.8) -> np.ndarray:
+    """Mutual nearest neighbours of (N0, D) and (N1, D) descriptors (uint8 packed bits: Hamming;
+    float: L2) within max_dist and passing the ratio test (the NN matcher's rule, numpy):
+    (M, 2) int64 index pairs."""
+    if d0.dtype == np.uint8:
+        if d0.shape[1] % 8 == 0:  # 64-bit words: 8x fewer XORs and popcounts
+            d0, d1 = np.ascontiguousarray(d0).view(np.uint64), np.ascontiguousarray(d1).view(np.uint64)
+        dist = np.bitwise_count(d0[:, None, :] ^ d1[None, :, :]).sum(-1, dtype=np.int32).astype(np.float32)
+    else:
+        a, b = d0.astype(np.float32), d1.astype(np.float32)
+        dist = np.sqrt(np.maximum((a * a).sum(1)[:, None] + (b * b).sum(1)[None] - 2.0 * a @ b.T, 0.0))
+    j = dist.argmin(1)
+    i = np.arange(len(d0))
+    best = dist[i, j]
+    ok = (dist.argmin(0)[j] == i) & (best <= max_dist)
+    if dist.shape[1] > 1 and ratio < 1.0:
+        second = np.partition(dist, 1, axis=1)[:, 1]
+        ok &= best <= ratio * second
+    return np.stack([i[ok], j[ok]], axis=1).astype(np.int64)
+
+
+def _match(matcher, cur, cand, i_cur: np.ndarray, i_cand: np.ndarray, max_dist: float) -> np.ndarray:
+    """(M, 2) pairs (index into i_cur, index into i_cand): for descriptor matchers, mutual nearest
+    neighbours with the matcher's own thresholds (its ``cfg``: ``ratio``, ``max_distance_*``; else
+    max_dist and 0.8) on the keypoints with map points only (a few hundred a side, numpy); the
+    learned matcher on the two keyframes' features otherwise."""
+    if len(i_cur) == 0 or len(i_cand) == 0:
+        return np.zeros((0, 2), np.int64)
+    if hasattr(matcher, "match_descriptors"):
+        mc = getattr(matcher, "cfg", None)
+        binary = cur.desc.dtype == np.uint8
+        max_d = getattr(mc, "max_distance_binary" if binary else "max_distance_float", max_dist)
+        return _nn_pairs(cur.desc[i_cur], cand.desc[i_cand], float(max_d), float(getattr(mc, "ratio", 0.8)))
+    return matcher.match(cur.features.subset(i_cur), cand.features.subset(i_cand)).pairs()
+
+
+class LoopVerifier:
+    def __init__(self, cfg: LoopClosingConfig, K: np.ndarray, camera, matcher, mode: str, max_desc_dist: float) -> None:
+        self.cfg = cfg
+        self.K = np.asarray(K, dtype=np.float64)
+        self.camera = camera
+        self.matcher = matcher
+        self.fix_scale = mode != "mono"
+        self.max_desc = max_desc_dist
+        self.n_rejected = {"matches": 0, "ransac": 0, "refine": 0, "projection": 0}
+        self.ms = {"match": 0.0, "ransac": 0.0, "refine": 0.0, "projection": 0.0}  # total per step
+
+    def _tick(self, step: str, t: float) -> float:
+        now = time.perf_counter()
+        self.ms[step] += (now - t) * 1e3
+        return now
+
+    def verify(self, m: Map, cur_id: int, cand_id: int, loop_neighbours: list[int]) -> Optional[LoopMatch]:
+        """The loop between keyframes cur_id and cand_id, or None (the step that failed is counted
+        in ``n_rejected``). loop_neighbours: the candidate's covisible keyframes (their points are
+        projected to confirm)."""
+        c = self.cfg
+        t = time.perf_counter()
+        cur, cand = m.keyframes[cur_id], m.keyframes[cand_id]
+        i_cur = np.nonzero(cur.point_ids >= 0)[0]
+        i_cand = np.nonzero(cand.point_ids >= 0)[0]
+        pr = _match(self.matcher, cur, cand, i_cur, i_cand, self.max_desc)
+        a, b = i_cur[pr[:, 0]], i_cand[pr[:, 1]]
+        pa, pb = cur.point_ids[a], cand.point_ids[b]
+        ok = m.pts_alive[pa] & m.pts_alive[pb] & (pa != pb)
+        a, b, pa, pb = a[ok], b[ok], pa[ok], pb[ok]
+        t = self._tick("match", t)
+        if len(a) < c.min_matches:
+            self.n_rejected["matches"] += 1
+            return None
+        p_dst = transform_points(cur.cam_from_world, m.pts_xyz[pa])  # current camera frame
+        p_src = transform_points(cand.cam_from_world, m.pts_xyz[pb])  # candidate camera frame
+        rs = solve_sim3_ransac(p_src, p_dst, cand.kp_uv[b], cur.kp_uv[a], self.K, self.K, cand.kp_sigma2[b], cur.kp_sigma2[a],
+                               fix_scale=self.fix_scale, min_inliers=c.min_ransac_inliers, max_iterations=300, seed=int(cur_id))
+        t = self._tick("ransac", t)
+        if rs.dst_from_src is None:
+            self.n_rejected["ransac"] += 1
+            return None
+        ref = optimize_sim3(rs.dst_from_src, p_src, p_dst, cand.kp_uv[b], cur.kp_uv[a], self.K, self.K,
+                            cand.kp_sigma2[b], cur.kp_sigma2[a], fix_scale=self.fix_scale, min_inliers=c.min_refined_inliers)
+        t = self._tick("refine", t)
+        if ref.n_inliers < c.min_refined_inliers:
+            self.n_rejected["refine"] += 1
+            return None
+        S = ref.dst_from_src  # cur_from_cand
+        # project the candidate neighbourhood's points into the current keyframe
+        kfs = [cand_id] + [k for k in loop_neighbours if k in m.keyframes and k != cur_id]
+        pts = np.unique(np.concatenate([m.keyframes[k].point_ids for k in kfs]))
+        pts = pts[pts >= 0]
+        pts = pts[m.pts_alive[pts]]
+        p_cur = transform_points(S @ cand.cam_from_world, m.pts_xyz[pts])
+        uv, front = project_points(self.K, p_cur)
+        inside = front & self.camera.in_image(np.where(front[:, None], uv, 0.0))
+        pts, uv = pts[inside], uv[inside]
+        match, _ = search_by_projection(uv, m.pts_desc[pts], cur.kp_uv, cur.desc, c.projection_radius_px, self.max_desc, 1.0)
+        sel = np.nonzero(match >= 0)[0]
+        cur_kp, loop_pt = match[sel], pts[sel]
+        # the refined inliers count as found too
+        inl_kp, inl_pt = a[ref.inliers], pb[ref.inliers]
+        extra = ~np.isin(inl_kp, cur_kp)
+        cur_kp = np.concatenate([cur_kp, inl_kp[extra]])
+        loop_pt = np.concatenate([loop_pt, inl_pt[extra]])
+        self._tick("projection", t)
+        if len(cur_kp) < c.min_projection_matches:
+            self.n_rejected["projection"] += 1
+            return None
+        return LoopMatch(int(cur_id), int(cand_id), S, cur_kp.astype(np.int64), loop_pt.astype(np.int64),
+                         rs.n_inliers, ref.n_inliers, len(cur_kp))

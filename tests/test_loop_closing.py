@@ -1,0 +1,188 @@
+"""Loop closing: covisibility graph, detection's consistency rule, the tracker's correction,
+disabled == the run without loop closing, and (slow) the short synthetic loop end to end in both
+modes (a loop is found, its relative pose matches the ground truth, the ATE drops)."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from slam.geometry.se3 import make_se3, so3_exp
+from slam.geometry.sim3 import make_sim3, se3_from_sim3, sim3_inverse
+from slam.loop.config import LoopClosingConfig, PlaceRecognitionConfig
+from slam.loop.correction import spanning_parents
+from slam.loop.database import KeyframeDatabase
+from slam.loop.detection import LoopDetector, covisibility
+from slam.loop.vocabulary import BowVector
+from slam.mapping.map import Keyframe, Map
+
+
+def _kf(m: Map, n_kp: int = 50) -> Keyframe:
+    kid = m.new_keyframe_id()
+    z = np.zeros(n_kp)
+    kf = Keyframe(kid, kid, float(kid), np.eye(4), None, np.zeros((n_kp, 2)), z, np.ones(n_kp), np.zeros((n_kp, 3), np.uint8),
+                  np.zeros((n_kp, 32), np.uint8), np.full(n_kp, -1, dtype=np.int64))
+    m.add_keyframe(kf)
+    return kf
+
+
+def test_covisibility_matches_the_maps_own_count_and_spanning_tree():
+    rng = np.random.default_rng(0)
+    m = Map(32, True)
+    pts = m.add_points(rng.normal(size=(200, 3)), np.zeros((200, 32), np.uint8), np.zeros((200, 3), np.uint8), 0)
+    kfs = [_kf(m) for _ in range(6)]
+    for i, kf in enumerate(kfs):
+        sel = pts[20 * i: 20 * i + 50]  # consecutive keyframes overlap by 30 points, then 10
+        m.add_observations(kf.id, np.arange(len(sel)), sel)
+    with m.lock:
+        cov = covisibility(m)
+    for kf in kfs:
+        want = dict(m.keyframe_covisibility(kf.id, min_shared=1))
+        got = {k: cov.weight(kf.id, k) for k in cov.kf_ids.tolist() if k != kf.id and cov.weight(kf.id, k) > 0}
+        assert got == want
+    assert cov.neighbours(2, min_shared=15) == [1, 3] or cov.neighbours(2, min_shared=15) == [3, 1]
+    assert spanning_parents(cov).tolist() == [-1, 0, 1, 2, 3, 4]
+    m.remove_keyframe(3, parent_id=2)
+    with m.lock:
+        cov = covisibility(m)
+    assert cov.kf_ids.tolist() == [0, 1, 2, 4, 5] and cov.weight(2, 4) == 10
+
+
+def _bow(words) -> BowVector:
+    w = np.array(sorted(words), np.int32)
+    return BowVector(w, np.full(len(w), 1.0 / len(w), np.float32))
+
+
+class _Cov:
+    """A covisibility stand-in: keyframes 0..n-1 in a chain (each sees its two neighbours)."""
+
+    def __init__(self, n: int) -> None:
+        self.kf_ids = np.arange(n)
+
+    def neighbours(self, k: int, min_shared: int = 15, n=None) -> list[int]:
+        return [j for j in (k - 1, k + 1) if 0 <= j < len(self.kf_ids)][:n]
+
+    def index(self, k: int) -> int:
+        return int(k) if 0 <= k < len(self.kf_ids) else -1
+
+
+def test_detection_needs_three_consistent_keyframes_and_excludes_neighbours():
+    cfg = LoopClosingConfig(min_keyframes=1)
+    det = LoopDetector(cfg, PlaceRecognitionConfig(), None, KeyframeDatabase(merge_every=4))
+    places = [set(range(100 * p, 100 * p + 60)) for p in range(12)]  # 12 distinct places
+    for k in range(12):
+        assert det.detect(k, _bow(places[k]), _Cov(30), k + 1) == []  # new places: no candidate
+    # the camera comes back to places 2, 3, 4 as keyframes 12, 13, 14
+    found = [det.detect(12 + i, _bow(places[2 + i] | {5000 + i}), _Cov(30), 13 + i) for i in range(3)]
+    assert found[0] == [] and found[1] == []  # consistency 1, 2
+    assert found[2] == [4]  # consistent over three keyframes
+    # a place seen by a covisible neighbour is never a candidate
+    det2 = LoopDetector(cfg, PlaceRecognitionConfig(), None, KeyframeDatabase())
+    for k in range(2):
+        det2.detect(k, _bow(places[0]), _Cov(30), k + 1)
+    assert det2.n_queries == 1 and det2.n_candidates == 0  # keyframe 1 sees the same place as 0, its covisible neighbour
+
+
+def test_tracker_last_frame_follows_a_similarity_correction():
+    from slam.tracking.tracker import Tracker, _LastFrame
+
+    tr = Tracker.__new__(Tracker)
+    cam_from_world = make_se3(so3_exp([0.1, -0.2, 0.05]), np.array([0.3, -0.1, 1.0]))
+    tr.last = _LastFrame(None, cam_from_world.copy(), np.zeros(0, np.int64))
+    tr.velocity = make_se3(np.eye(3), np.array([0.01, 0.0, 0.02]))
+    tr.ref_kf_id = 7
+    W = make_sim3(1.3, so3_exp([0.0, 0.3, 0.0]), np.array([1.0, 2.0, -0.5]))  # world_new <- world_old
+    tr.apply_world_correction({7: W})
+    np.testing.assert_allclose(tr.last.cam_from_world, se3_from_sim3(cam_from_world @ sim3_inverse(W)), atol=1e-12)
+    # a world point keeps its place in the camera, up to the map's new scale
+    p = np.array([0.5, 0.2, 3.0])
+    np.testing.assert_allclose((tr.last.cam_from_world @ np.r_[W[:3, :3] @ p + W[:3, 3], 1])[:3],
+                               1.3 * (cam_from_world @ np.r_[p, 1])[:3], atol=1e-9)
+    np.testing.assert_allclose(tr.velocity[:3, 3], 1.3 * np.array([0.01, 0.0, 0.02]))
+
+
+# ------------------------------------------------------------------ end to end
+def _cfg(out: Path, *overrides: str):
+    from slam.config import load_config
+
+    return load_config(None, ["features=orb", "matcher=nn", "device=cpu", "runtime.progress=false", "output.plot=false",
+                              f"output.root={out}", *overrides])
+
+
+def _run(seq: Path, out: Path, *overrides: str) -> dict:
+    from slam.app import open_input, run_slam
+
+    cfg = _cfg(out, *overrides)
+    return run_slam(cfg, open_input(str(seq), cfg))
+
+
+@pytest.fixture(scope="module")
+def default_seq(tmp_path_factory) -> Path:
+    from slam.synth.dataset import ensure_sequence
+
+    return ensure_sequence("default", tmp_path_factory.getbasetemp() / "synthetic_data", n_frames=40)
+
+
+@pytest.mark.slow
+def test_disabled_loop_closing_is_the_run_without_it(default_seq, tmp_path):
+    """loop_closing.enabled=false: no loop stage, no database; where no loop is accepted the
+    run with loop closing on is the same run, bit for bit (loop closing only reads the map)."""
+    from slam.system import build_system
+
+    cfg = _cfg(tmp_path, "loop_closing.enabled=false")
+    from slam.app import open_input
+
+    inputs = open_input(str(default_seq), cfg)
+    from slam.system import resolve_config
+
+    system = build_system(resolve_config(cfg), inputs.camera)
+    assert system.loop is None and [n for n, _ in system.stages] == ["features", "tracking", "mapping"]
+    assert system.tracker.relocalizer.place is None
+    off = _run(default_seq, tmp_path / "off", "loop_closing.enabled=false", "runtime.threaded=false")
+    on = _run(default_seq, tmp_path / "on", "runtime.threaded=false")
+    assert off["loop_closing"] == {"enabled": False}
+    assert on["loop_closing"]["enabled"] and on["loop_closing"]["accepted"] == 0
+    a = (Path(off["run_dir"]) / "trajectory.txt").read_text()
+    b = (Path(on["run_dir"]) / "trajectory.txt").read_text()
+    assert a == b
+
+
+def _gt_timestamps(seq: Path) -> np.ndarray:
+    return np.array([float(ln.split()[0]) for ln in (seq / "rgb.txt").read_text().splitlines() if ln.strip() and not ln.startswith("#")])
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("mode", ["rgbd", "mono"])
+def test_short_synthetic_loop_is_closed_and_the_error_drops(mode, tmp_path_factory):
+    """synthetic/loop_short: a loop is accepted, its relative pose is within 5 cm / 2 deg of the
+    truth, and the ATE with loop closing is below the ATE without."""
+    from slam.loop.report import loop_errors
+    from slam.synth.dataset import ensure_sequence
+
+    seq = ensure_sequence("loop_short", tmp_path_factory.getbasetemp() / "synthetic_data")
+    out = tmp_path_factory.mktemp(f"loop_{mode}")
+    on = _run(seq, out / "on", f"mode={mode}")
+    off = _run(seq, out / "off", f"mode={mode}", "loop_closing.enabled=false")
+    lc = on["loop_closing"]
+    assert lc["accepted"] >= 1, json.dumps({k: v for k, v in lc.items() if k != "loops"})
+    errs = loop_errors(Path(on["run_dir"]), seq / "groundtruth.txt", _gt_timestamps(seq))
+    assert errs and all(e["rot_err_deg"] <= 2.0 and e["trans_err_m"] <= 0.05 for e in errs), errs
+    assert on["eval"]["ate_rmse_m"] < off["eval"]["ate_rmse_m"], (on["eval"]["ate_rmse_m"], off["eval"]["ate_rmse_m"])
+
+
+@pytest.mark.slow
+def test_threaded_run_with_a_loop_equals_the_synchronous_one(tmp_path_factory):
+    """Dataset mode: detection, correction and the background global BA's write-back happen at
+    frames fixed by the sequence, so the threaded run with a loop equals the synchronous one."""
+    from slam.synth.dataset import ensure_sequence
+
+    seq = ensure_sequence("loop_short", tmp_path_factory.getbasetemp() / "synthetic_data")
+    out = tmp_path_factory.mktemp("loop_det")
+    sync = _run(seq, out / "sync", "mode=rgbd", "runtime.threaded=false", "loop_closing.global_ba_delay_frames=5")
+    thr = _run(seq, out / "thr", "mode=rgbd", "runtime.threaded=true", "loop_closing.global_ba_delay_frames=5")
+    assert sync["loop_closing"]["accepted"] >= 1
+    assert [lp["cur_kf"] for lp in sync["loop_closing"]["loops"]] == [lp["cur_kf"] for lp in thr["loop_closing"]["loops"]]
+    assert (Path(sync["run_dir"]) / "trajectory.txt").read_text() == (Path(thr["run_dir"]) / "trajectory.txt").read_text()
+    assert (Path(sync["run_dir"]) / "keyframes.txt").read_text() == (Path(thr["run_dir"]) / "keyframes.txt").read_text()
