@@ -46,7 +46,7 @@ def _setup_logging(verbose: bool) -> None:
 
 def _config_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--config", "-c", action="append", default=[], help="YAML config file(s) in configs/, applied in order")
-    p.add_argument("--mode", choices=("rgbd", "mono"), help="RGB-D or monocular (shortcut for mode=...)")
+    p.add_argument("--mode", choices=("rgbd", "mono", "stereo"), help="RGB-D, monocular or stereo (shortcut for mode=...)")
     p.add_argument("--features", help="orb | superpoint | aliked | disk | xfeat (shortcut for features=...)")
     p.add_argument("--matcher", help="nn | superglue | lightglue (shortcut for matcher=...)")
     p.add_argument("--device", help="auto | cpu | cuda")

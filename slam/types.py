@@ -14,6 +14,16 @@ import numpy as np
 import torch
 
 
+DEPTH_MODES = ("rgbd", "stereo")  # modes whose frames carry per-keypoint depth
+
+
+def has_depth(mode: str) -> bool:
+    """True for the modes whose keypoints carry metric depth: "rgbd" (depth image) and "stereo"
+    (disparity of a rectified pair); they share initialisation from one frame, depth points in
+    keyframes and 3-row (u, v, u_right) reprojection edges."""
+    return mode in DEPTH_MODES
+
+
 @dataclass
 class Features:
     """Local features of one image.
