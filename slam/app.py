@@ -78,6 +78,12 @@ def _open_input(seq: Optional[str], cfg: Config, data_root: Optional[str] = None
         from slam.io.tum import TUMReader
 
         root = resolve_data_root(data_root)[0]
+        if cfg.mode == "stereo":
+            from slam.synth.manifest import load_manifest as load_profile
+
+            if not load_profile(seq.split("/", 1)[1], root).get("stereo"):  # before rendering anything
+                raise InputError(f"{seq} has no right camera (its profile has no stereo mapping); "
+                                 "use --seq synthetic/stereo for stereo, or --mode rgbd / mono")
         folder = ensure_sequence(seq.split("/", 1)[1], root)
         camera = PinholeCamera.from_yaml(folder / "camera.yaml") if (folder / "camera.yaml").is_file() else None
         if camera is None:
@@ -172,9 +178,11 @@ def _open_plain_path(path: Path, cfg: Config, calib: Optional[str]) -> RunInputs
         if not cam_file.is_file():
             raise InputError(f"{path} looks like a TUM-layout sequence but has no camera.yaml; pass --calib FILE.yaml (see `python -m slam calibrate --help`)")
         camera = PinholeCamera.from_yaml(cam_file)
-        reader = TUMReader(path, use_depth=use_depth and (path / "depth.txt").is_file(), max_frames=cfg.max_frames, start=cfg.start_frame)
+        rig = _tum_layout_rig(path, cfg) if cfg.mode == "stereo" else None
+        reader = TUMReader(path, use_depth=use_depth and (path / "depth.txt").is_file(), max_frames=cfg.max_frames, start=cfg.start_frame,
+                           right_list="rgb_right.txt" if rig is not None else None)
         gt = path / "groundtruth.txt"
-        return RunInputs(path.name, reader, camera, gt if gt.is_file() else None, len(reader), f"TUM-layout folder {path}")
+        return RunInputs(path.name, reader, camera, gt if gt.is_file() else None, len(reader), f"TUM-layout folder {path}", rig=rig)
     if use_depth:
         raise InputError(f"{path} has no depth images; run it monocular with --mode mono")
     if not calib:
@@ -190,6 +198,20 @@ def _open_plain_path(path: Path, cfg: Config, calib: Optional[str]) -> RunInputs
         reader = VideoReader(path, max_frames=cfg.max_frames)
     n = len(reader) if hasattr(reader, "__len__") else None
     return RunInputs(path.stem, reader, camera, None, n, f"{path}")
+
+
+def _tum_layout_rig(path: Path, cfg: Config):
+    """The rectified rig of a TUM-layout folder with right images (a rendered synthetic stereo
+    sequence: rgb_right.txt and the stereo mapping of camera.yaml), or None."""
+    if not (path / "rgb_right.txt").is_file():
+        return None
+    from slam.synth.dataset import read_stereo_rig
+
+    rig = read_stereo_rig(path)
+    if rig is not None and not rig.rectified:
+        raise InputError(f"{path / 'camera.yaml'}: the stereo pair is not rectified (its camera has distortion); "
+                         "--mode stereo needs rectified images")
+    return rig
 
 
 def make_run_dir(root: str | Path, name: str) -> Path:

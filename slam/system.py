@@ -266,5 +266,5 @@ def build_system(cfg: Config, camera: PinholeCamera) -> SLAMSystem:
     schedule = make_schedule(cfg.runtime)
     tracker = Tracker(tc, camera, slam_map, matcher, mode=cfg.mode, schedule=schedule)
     mapper = LocalMapper(cfg.mapping, camera, slam_map, matcher, mode=cfg.mode, bf=tc.bf, schedule=schedule,
-                         close_depth=tc.keyframes.close_depth)
+                         close_depth=tc.keyframes.close_depth, triangulate_stereo=cfg.stereo.triangulate)
     return SLAMSystem(cfg, camera, device, extractor, matcher, slam_map, frontend, tracker, mapper, schedule)

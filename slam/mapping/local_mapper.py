@@ -50,9 +50,12 @@ class MappingTask:
 
 class LocalMapper:
     def __init__(self, cfg: MappingConfig, camera: PinholeCamera, slam_map: Map, matcher, mode: str = "rgbd", bf: float = 40.0,
-                 schedule: Optional[MappingSchedule] = None, close_depth: float = 3.0):
+                 schedule: Optional[MappingSchedule] = None, close_depth: float = 3.0,
+                 triangulate_stereo: bool = False):
         """bf: fx * baseline (px * m) of the 3-row edges of depth modes (RGB-D: virtual; stereo:
-        the rig's). close_depth: metres; keyframe culling counts close points only (depth modes)."""
+        the rig's). close_depth: metres; keyframe culling counts close points only (depth modes).
+        triangulate_stereo: stereo keyframes also triangulate their keypoints without depth against
+        covisible keyframes, as monocular ones do (ORB-SLAM2's CreateNewMapPoints)."""
         self.cfg = cfg
         self.camera = camera
         self.K = camera.K
@@ -61,6 +64,7 @@ class LocalMapper:
         self.mode = mode
         self.bf = bf
         self.close_depth = close_depth
+        self.triangulate_stereo = triangulate_stereo
         self.recent_points: list[np.ndarray] = []
         self.max_desc = cfg.max_desc_dist_binary if slam_map.binary else cfg.max_desc_dist_float
         self.n_ba = 0
@@ -90,7 +94,8 @@ class LocalMapper:
             if kf_id not in self.map.keyframes:
                 return None
             self._cull_points(kf_id)
-        if self.mode == "mono" and not job.is_initial:
+        triangulate = self.mode == "mono" or (self.mode == "stereo" and self.triangulate_stereo)
+        if triangulate and not job.is_initial:
             t = time.perf_counter()
             new = self._triangulate(kf_id)
             self.timings["triangulate"].append((time.perf_counter() - t) * 1e3)
@@ -98,7 +103,7 @@ class LocalMapper:
             new = job.new_point_ids
         self.schedule.yield_point()
         with self.map.lock:
-            self.recent_points.append(np.concatenate([new, job.new_point_ids]) if self.mode == "mono" else new)
+            self.recent_points.append(np.concatenate([new, job.new_point_ids]) if triangulate else new)
             self.recent_points = self.recent_points[-3:]
         if self.schedule.backlog():
             # the next keyframe is waiting: its new points matter more to tracking than this

@@ -37,6 +37,7 @@ class StereoConfig:
     sad_outlier_factor: float = param(2.1, gt=0.0)  # drop matches whose SAD exceeds this x the median (ORB-SLAM2: 1.5 x 1.4)
     min_disparity_px: float = param(0.5, gt=0.0)  # smaller disparities get no depth (farther than bf / this)
     close_baselines: float = param(40.0, gt=0.0)  # close/far threshold: depth < this x baseline is "close" (ORB-SLAM2: 40)
+    triangulate: bool = True  # local mapping also triangulates keypoints without stereo depth between keyframes (ORB-SLAM2)
 
 
 @dataclass

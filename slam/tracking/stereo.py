@@ -212,10 +212,11 @@ class StereoMatcher:
             pl = il[rows, (cx[:, None] + dy[None, :])[:, None, :]].astype(np.float32)  # (K, 2w+1, 2w+1)
             pl -= pl.mean(axis=(1, 2), keepdims=True)
             strip = ir[rows, (rx[:, None] + dx_strip[None, :])[:, None, :]].astype(np.float32)  # (K, 2w+1, 2w+1+2L)
-            win = np.lib.stride_tricks.sliding_window_view(strip, side, axis=2)  # (K, 2w+1, 2L+1, 2w+1)
-            csum = np.concatenate([np.zeros((len(sel), 1), np.float32), np.cumsum(strip.sum(axis=1), axis=1)], axis=1)
-            means = (csum[:, side:] - csum[:, :-side]) / float(side * side)  # (K, 2L+1) mean of each window
-            sads = np.abs(win - means[:, None, :, None] - pl[:, :, None, :]).sum(axis=(1, 3))  # (K, 2L+1)
+            sads = np.empty((len(sel), 2 * L + 1), dtype=np.float32)
+            for j in range(2 * L + 1):  # SAD of the mean-free patches at each shift
+                d = strip[:, :, j:j + side] - pl
+                d -= d.mean(axis=(1, 2), keepdims=True)
+                sads[:, j] = np.abs(d).sum(axis=(1, 2))
             best = np.argmin(sads, axis=1)
             interior = (best > 0) & (best < 2 * L)
             b = np.clip(best, 1, 2 * L - 1)
