@@ -284,7 +284,7 @@ def build_parser() -> argparse.ArgumentParser:
                    "the modes of one sequence")
     b.add_argument("--data-root", help="where datasets live; several folders separated by ':'")
     b.add_argument("--modes", default=None, help="comma-separated modes for every sequence (default: each "
-                   "sequence's own, rgbd,mono for TUM and synthetic, mono for EuRoC and KITTI)")
+                   "sequence's own, rgbd,mono for TUM and synthetic (and stereo for synthetic/stereo), mono,stereo for EuRoC and KITTI)")
     b.add_argument("--json", default="bench.json", help="where to write the JSON results")
     b.add_argument("--max-frames", type=int)
     b.add_argument("--compare-sync", action="store_true", help="also run the synchronous runner and report the throughput ratio")
