@@ -201,3 +201,52 @@ def test_stereo_config_needs_a_rectified_rig(stereo_seq):
     assert resolve_rig(load_config(None, ["mode=rgbd"]), rig).tracking.bf == 40.0
     with pytest.raises(ConfigError):
         load_config(None, ["stereo.method=bogus"])
+
+
+def _as_kitti(seq: Path, out: Path, n: int) -> Path:
+    """The first n frames of a rendered stereo sequence in KITTI's odometry layout (grey pair,
+    calib.txt P0..P3, times.txt, poses/XX.txt world_from_cam0 relative to the first frame)."""
+    import cv2
+
+    from slam.io.trajectory import read_tum
+
+    inputs = open_input(str(seq), load_config(None, ["mode=stereo"]))
+    rig = inputs.rig
+    folder = out / "sequences" / "05"
+    for sub in ("image_0", "image_1"):
+        (folder / sub).mkdir(parents=True)
+    times, poses = [], []
+    ts_gt, world_from_cam = read_tum(seq / "groundtruth.txt")
+    for i, frame in enumerate(inputs.source):
+        if i == n:
+            break
+        cv2.imwrite(str(folder / "image_0" / f"{i:06d}.png"), cv2.cvtColor(frame.image, cv2.COLOR_BGR2GRAY))
+        cv2.imwrite(str(folder / "image_1" / f"{i:06d}.png"), cv2.cvtColor(frame.image_right, cv2.COLOR_BGR2GRAY))
+        times.append(frame.timestamp)
+        poses.append(world_from_cam[int(np.argmin(np.abs(ts_gt - frame.timestamp)))])
+    K = rig.left.K
+    P0 = np.c_[K, np.zeros(3)]
+    P1 = P0.copy()
+    P1[0, 3] = -rig.bf
+    (folder / "calib.txt").write_text("".join(f"P{j}: " + " ".join(f"{v:.12e}" for v in P.ravel()) + "\n"
+                                              for j, P in enumerate((P0, P1, P0, P1))))
+    (folder / "times.txt").write_text("".join(f"{t - times[0]:.6e}\n" for t in times))
+    first_inv = np.linalg.inv(poses[0])
+    (out / "poses").mkdir()
+    (out / "poses" / "05.txt").write_text("".join(" ".join(f"{v:.12e}" for v in (first_inv @ p)[:3].ravel()) + "\n"
+                                                  for p in poses))
+    return folder
+
+
+@pytest.mark.slow
+def test_kitti_layout_stereo_end_to_end(stereo_seq, tmp_path):
+    """The KITTI reader's stereo path (calib.txt P1 baseline, image_0/image_1) end to end, on the
+    synthetic pair written in KITTI's layout (the shared KITTI excerpt has no right images)."""
+    folder = _as_kitti(stereo_seq, tmp_path / "dataset", 25)
+    cfg = _cfg(tmp_path / "runs", "runtime.threaded=false", "output.plot=false")
+    inputs = open_input(str(folder), cfg)
+    assert inputs.dataset == "kitti" and inputs.rig.baseline == pytest.approx(0.1)
+    metrics = run_slam(cfg, inputs)
+    assert metrics["frames_tracked"] == 25 and metrics["eval"]["ate_rmse_m"] < 0.005, metrics.get("eval")
+    lines = (Path(metrics["run_dir"]) / "trajectory_kitti.txt").read_text().splitlines()
+    assert len(lines) == 25 and len(lines[0].split()) == 12
