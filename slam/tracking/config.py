@@ -14,7 +14,7 @@ class KeyframePolicyConfig:
     ref_ratio_rgbd: float = param(0.75, ge=0.0, le=1.0)  # insert when tracked points < ratio x points of the reference keyframe
     ref_ratio_mono: float = param(0.9, ge=0.0, le=1.0)
     min_tracked: int = param(15, ge=0)  # never insert with fewer tracked points than this
-    close_depth: float = param(3.0, gt=0.0)  # m: RGB-D "close" points (ORB-SLAM ThDepth ~ 40 x baseline)
+    close_depth: float = param(3.0, gt=0.0)  # m: RGB-D "close" points (ORB-SLAM ThDepth ~ 40 x baseline); stereo runs set stereo.close_baselines x baseline
     min_close_tracked: int = param(100, ge=0)  # RGB-D: too few close tracked points ...
     min_close_untracked: int = param(70, ge=0)  # ... and this many close untracked ones -> insert
 
@@ -44,7 +44,7 @@ class StereoConfig:
 class TrackingConfig:
     min_depth: float = param(0.1, ge=0.0)  # m, nearest valid depth (RGB-D)
     max_depth: float = param(6.0, gt=0.0)  # m, farthest depth used for RGB-D points
-    bf: float = param(40.0, gt=0.0)  # px*m: fx*baseline of the virtual stereo rig for RGB-D edges (ORB-SLAM2 TUM value)
+    bf: float = param(40.0, gt=0.0)  # px*m: fx*baseline of the virtual stereo rig for RGB-D edges (ORB-SLAM2 TUM value); stereo runs set it from the rig
     search_radius_px: float = param(15.0, gt=0.0)  # guided search radius around the motion-model prediction
     local_search_radius_px: float = param(4.0, gt=0.0)  # guided search radius for local-map points (x sqrt(sigma2))
     max_desc_dist_binary: float = param(50.0, ge=0.0)  # bits: ORB descriptor distance accepted by guided search
