@@ -48,6 +48,16 @@ class RunInputs:
 
 
 def open_input(seq: Optional[str], cfg: Config, data_root: Optional[str] = None, calib: Optional[str] = None) -> RunInputs:
+    """Resolve --seq into a reader and a camera (see :func:`_open_input`). ``mode: stereo`` needs
+    an input with a rectified rig (EuRoC, KITTI, synthetic/stereo): InputError otherwise."""
+    inputs = _open_input(seq, cfg, data_root, calib)
+    if cfg.mode == "stereo" and inputs.rig is None:
+        raise InputError(f"{seq or 'synthetic/default'} has no right camera for --mode stereo; stereo runs on EuRoC, KITTI "
+                         "and synthetic/stereo: run this input with --mode mono (or rgbd where it has depth)")
+    return inputs
+
+
+def _open_input(seq: Optional[str], cfg: Config, data_root: Optional[str] = None, calib: Optional[str] = None) -> RunInputs:
     """Resolve --seq into a reader and a camera.
 
     seq: "tum/<name>", "euroc/<name>", "kitti/<XX>", "synthetic/<profile>", or a path whose
@@ -55,6 +65,7 @@ def open_input(seq: Optional[str], cfg: Config, data_root: Optional[str] = None,
     ``RunInputs.layout``). None = the embedded default "synthetic/default". EuRoC and KITTI
     (slam.io.datasets) take cfg.mode "mono" (left camera) or "stereo" (rectified pairs and
     ``RunInputs.rig``); their ground truth is the camera's pose, with a note saying how it was made.
+    "synthetic/stereo" in stereo mode reads its right images too (``rgb_right.txt``).
     """
     from slam.io.sequences import find_sequence, load_manifest
 
@@ -70,6 +81,12 @@ def open_input(seq: Optional[str], cfg: Config, data_root: Optional[str] = None,
         from slam.io.tum import TUMReader
 
         root = resolve_data_root(data_root)[0]
+        if cfg.mode == "stereo":
+            from slam.synth.manifest import load_manifest as load_profile
+
+            if not load_profile(seq.split("/", 1)[1], root).get("stereo"):  # before rendering anything
+                raise InputError(f"{seq} has no right camera (its profile has no stereo mapping); "
+                                 "use --seq synthetic/stereo for stereo, or --mode rgbd / mono")
         folder = ensure_sequence(seq.split("/", 1)[1], root)
         camera = PinholeCamera.from_yaml(folder / "camera.yaml") if (folder / "camera.yaml").is_file() else None
         if camera is None:
@@ -78,9 +95,21 @@ def open_input(seq: Optional[str], cfg: Config, data_root: Optional[str] = None,
             camera = read_camera_manifest(folder)
         if calib:
             camera = PinholeCamera.from_yaml(calib)
-        reader = TUMReader(folder, use_depth=use_depth, max_frames=cfg.max_frames, start=cfg.start_frame)
+        rig = None
+        if cfg.mode == "stereo":
+            from slam.synth.dataset import read_stereo_rig
+
+            rig = read_stereo_rig(folder)
+            if rig is None:
+                raise InputError(f"{seq} has no right camera ({folder / 'camera.yaml'} has no stereo mapping); "
+                                 "use --seq synthetic/stereo for stereo, or --mode rgbd / mono")
+            if not rig.rectified:
+                raise InputError(f"{folder / 'camera.yaml'}: the synthetic stereo pair is not rectified (its camera has distortion); "
+                                 "render a profile without distortion for --mode stereo")
+        reader = TUMReader(folder, use_depth=use_depth, max_frames=cfg.max_frames, start=cfg.start_frame,
+                           right_list="rgb_right.txt" if rig is not None else None)
         gt = folder / "groundtruth.txt"
-        return RunInputs(seq, reader, camera, gt if gt.is_file() else None, len(reader), f"synthetic sequence {folder}")
+        return RunInputs(seq, reader, camera, gt if gt.is_file() else None, len(reader), f"synthetic sequence {folder}", rig=rig)
     named = _open_named_dataset(seq, cfg, data_root, calib)
     if named is not None:
         return named
@@ -192,10 +221,12 @@ def _open_plain_path(path: Path, cfg: Config, calib: Optional[str]) -> RunInputs
         if not cam_file.is_file():
             raise InputError(f"{path} looks like a TUM-layout sequence but has no camera.yaml; pass --calib FILE.yaml (see `python -m slam calibrate --help`)")
         camera = PinholeCamera.from_yaml(cam_file)
+        rig = _tum_layout_rig(path, cfg) if cfg.mode == "stereo" else None
         reader = TUMReader(path, depth_factor=_depth_factor(cam_file), use_depth=use_depth,
-                           max_frames=cfg.max_frames, start=cfg.start_frame)
+                           max_frames=cfg.max_frames, start=cfg.start_frame,
+                           right_list="rgb_right.txt" if rig is not None else None)
         gt = path / "groundtruth.txt"
-        return RunInputs(path.name, reader, camera, gt if gt.is_file() else None, len(reader), f"TUM-layout folder {path}")
+        return RunInputs(path.name, reader, camera, gt if gt.is_file() else None, len(reader), f"TUM-layout folder {path}", rig=rig)
     if use_depth:
         raise InputError(f"{path} has no depth images; run it monocular with --mode mono")
     if not calib:
@@ -211,6 +242,20 @@ def _open_plain_path(path: Path, cfg: Config, calib: Optional[str]) -> RunInputs
         reader = VideoReader(path, max_frames=cfg.max_frames, start=cfg.start_frame)
     n = len(reader) if hasattr(reader, "__len__") else None
     return RunInputs(path.stem, reader, camera, None, n, f"{path}")
+
+
+def _tum_layout_rig(path: Path, cfg: Config):
+    """The rectified rig of a TUM-layout folder with right images (a rendered synthetic stereo
+    sequence: rgb_right.txt and the stereo mapping of camera.yaml), or None."""
+    if not (path / "rgb_right.txt").is_file():
+        return None
+    from slam.synth.dataset import read_stereo_rig
+
+    rig = read_stereo_rig(path)
+    if rig is not None and not rig.rectified:
+        raise InputError(f"{path / 'camera.yaml'}: the stereo pair is not rectified (its camera has distortion); "
+                         "--mode stereo needs rectified images")
+    return rig
 
 
 def make_run_dir(root: str | Path, name: str) -> Path:
@@ -265,9 +310,9 @@ def run_slam(cfg: Config, inputs: RunInputs, out_dir: Optional[Path] = None, liv
     ``cfg.min_tracked_pct``, ends with status "failed" and ``metrics["failure"]`` saying why.
     """
     from slam.runtime.blas import blas_threads
-    from slam.system import resolve_config
+    from slam.system import resolve_config, resolve_rig
 
-    cfg = resolve_config(cfg, live=live)
+    cfg = resolve_rig(resolve_config(cfg, live=live), inputs.rig)
     with blas_threads(cfg.runtime.blas_threads):
         return _run(cfg, inputs, out_dir, feature_worker)
 

@@ -130,15 +130,25 @@ def _valid_modes() -> tuple[str, ...]:
     return tuple(out)
 
 
+def _synthetic_has_stereo(profile: str) -> bool:
+    """Whether the embedded synthetic profile renders a right camera (unknown profiles: False)."""
+    from slam.synth.profiles import PROFILES
+
+    return bool(PROFILES.get(profile, {}).get("stereo"))
+
+
 def dataset_modes(seq: str) -> tuple[str, ...]:
     """Modes a sequence can be run in, from its name or detected layout: TUM and synthetic rgbd
-    and mono; EuRoC and KITTI mono and stereo; image folders and videos mono."""
+    and mono (synthetic profiles with a right camera also stereo); EuRoC and KITTI mono and
+    stereo; image folders and videos mono."""
     head = seq.split("/", 1)[0]
     kind = head if head in ("tum", "euroc", "kitti", "synthetic") and not Path(seq).exists() else None
     if kind is None:
         from slam.io.detect import detect_layout
 
         kind = detect_layout(seq).kind
+    if kind == "synthetic" and _synthetic_has_stereo(seq.split("/", 1)[1]):
+        return ("rgbd", "mono", "stereo")
     return {"tum": ("rgbd", "mono"), "synthetic": ("rgbd", "mono"), "euroc": ("mono", "stereo"),
             "kitti": ("mono", "stereo")}.get(kind, ("mono",))
 

@@ -50,7 +50,7 @@ def _setup_logging(verbose: bool) -> None:
 
 def _config_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--config", "-c", action="append", default=[], help="YAML config file(s) in configs/, applied in order")
-    p.add_argument("--mode", choices=("rgbd", "mono"), help="RGB-D or monocular (shortcut for mode=...)")
+    p.add_argument("--mode", choices=("rgbd", "mono", "stereo"), help="RGB-D, monocular or stereo (shortcut for mode=...)")
     p.add_argument("--features", help="orb | superpoint | aliked | disk | xfeat (shortcut for features=...)")
     p.add_argument("--matcher", help="nn | superglue | lightglue (shortcut for matcher=...)")
     p.add_argument("--device", help="auto | cpu | cuda")
@@ -324,7 +324,7 @@ def build_parser() -> argparse.ArgumentParser:
                    "the modes of one sequence")
     b.add_argument("--data-root", help="where datasets live; several folders separated by ':'")
     b.add_argument("--modes", default=None, help="comma-separated modes for every sequence (default: each "
-                   "sequence's own, rgbd,mono for TUM and synthetic, mono for EuRoC and KITTI)")
+                   "sequence's own, rgbd,mono for TUM and synthetic (and stereo for synthetic/stereo), mono,stereo for EuRoC and KITTI)")
     b.add_argument("--json", default="bench.json", help="where to write the JSON results")
     b.add_argument("--max-frames", type=int)
     b.add_argument("--compare-sync", action="store_true", help="also run the synchronous runner and report the throughput ratio")

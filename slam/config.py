@@ -21,7 +21,7 @@ from slam.mapping.config import MappingConfig
 from slam.matching.config import LightGlueConfig, LoFTRConfig, NNConfig, SuperGlueConfig
 from slam.params import check_params, param
 from slam.runtime.config import RuntimeConfig
-from slam.tracking.config import TrackingConfig
+from slam.tracking.config import StereoConfig, TrackingConfig
 
 __all__ = ["Config", "ConfigError", "OutputConfig", "load_config", "apply_dict", "parse_override", "dump_yaml", "to_dict"]
 
@@ -37,7 +37,7 @@ class OutputConfig:
 
 @dataclass
 class Config:
-    mode: str = param("rgbd", choices=("rgbd", "mono"))
+    mode: str = param("rgbd", choices=("rgbd", "mono", "stereo"))  # stereo: rectified pairs (EuRoC, KITTI, synthetic/stereo)
     features: str = param("auto", choices=("auto", "orb", "superpoint", "aliked", "disk", "xfeat"))  # auto: our SuperPoint when its weights ship, else ORB
     matcher: str = param("auto", choices=("auto", "nn", "superglue", "lightglue", "loftr"))  # auto: our SuperGlue with SuperPoint, else NN; loftr: detector-free, `slam match` only for now
     device: str = param("auto", choices=("auto", "cpu", "cuda"))
@@ -56,6 +56,7 @@ class Config:
     lightglue: LightGlueConfig = field(default_factory=LightGlueConfig)
     loftr: LoFTRConfig = field(default_factory=LoFTRConfig)
     tracking: TrackingConfig = field(default_factory=TrackingConfig)
+    stereo: StereoConfig = field(default_factory=StereoConfig)
     mapping: MappingConfig = field(default_factory=MappingConfig)
     place_recognition: PlaceRecognitionConfig = field(default_factory=PlaceRecognitionConfig)
     loop_closing: LoopClosingConfig = field(default_factory=LoopClosingConfig)

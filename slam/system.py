@@ -240,12 +240,42 @@ class SLAMSystem:
         return ts, poses
 
 
+def resolve_rig(cfg: Config, rig) -> Config:
+    """Stereo mode: a copy of ``cfg`` with what the rig decides made explicit, ``tracking.bf`` =
+    fx * baseline and ``tracking.keyframes.close_depth`` = ``stereo.close_baselines`` x baseline
+    (ORB-SLAM2's ThDepth). rig: the rectified slam.geometry.stereo.StereoRig of the input.
+    Other modes: ``cfg`` unchanged. ConfigError for stereo without a rectified rig."""
+    if cfg.mode != "stereo":
+        return cfg
+    if rig is None or not rig.rectified:
+        raise ConfigError("mode=stereo needs a rectified stereo input (EuRoC, KITTI or synthetic/stereo); "
+                          "run this input with --mode mono or rgbd")
+    cfg = copy.deepcopy(cfg)
+    cfg.tracking.bf = float(rig.bf)
+    cfg.tracking.keyframes.close_depth = float(cfg.stereo.close_baselines * rig.baseline)
+    return cfg
+
+
+def build_stereo_matcher(cfg: Config, camera: PinholeCamera, device: torch.device):
+    """The StereoMatcher of a stereo run (None in other modes): bf from ``tracking.bf`` (set by
+    :func:`resolve_rig`), ORB's pyramid scale for its octaves, the configured matcher when
+    ``stereo.method`` is "matcher"."""
+    if cfg.mode != "stereo":
+        return None
+    from slam.tracking.stereo import StereoMatcher
+
+    scale = cfg.orb.scale_factor if cfg.features == "orb" else 1.0
+    matcher = build_matcher(cfg, device) if cfg.stereo.method == "matcher" else None
+    return StereoMatcher(cfg.stereo, cfg.tracking.bf, camera.fx, scale_factor=scale, matcher=matcher)
+
+
 def build_frontend(cfg: Config, camera: PinholeCamera) -> FeatureStage:
     """The feature stage alone (what a feature process builds for itself)."""
     device = resolve_device(cfg.device)
     extractor = build_extractor(cfg, device)
     tc = cfg.tracking
-    return FeatureStage(extractor, camera, min_depth=tc.min_depth, max_depth=tc.max_depth)
+    return FeatureStage(extractor, camera, min_depth=tc.min_depth, max_depth=tc.max_depth,
+                        stereo=build_stereo_matcher(cfg, camera, device))
 
 
 def build_system(cfg: Config, camera: PinholeCamera) -> SLAMSystem:
@@ -255,10 +285,12 @@ def build_system(cfg: Config, camera: PinholeCamera) -> SLAMSystem:
     matcher = build_matcher(cfg, device)
     slam_map = Map(extractor.descriptor_dim, extractor.binary)
     tc = cfg.tracking
-    frontend = FeatureStage(extractor, camera, min_depth=tc.min_depth, max_depth=tc.max_depth)
+    frontend = FeatureStage(extractor, camera, min_depth=tc.min_depth, max_depth=tc.max_depth,
+                            stereo=build_stereo_matcher(cfg, camera, device))
     schedule = make_schedule(cfg.runtime)
     tracker = Tracker(tc, camera, slam_map, matcher, mode=cfg.mode, schedule=schedule)
-    mapper = LocalMapper(cfg.mapping, camera, slam_map, matcher, mode=cfg.mode, bf=tc.bf, schedule=schedule)
+    mapper = LocalMapper(cfg.mapping, camera, slam_map, matcher, mode=cfg.mode, bf=tc.bf, schedule=schedule,
+                         close_depth=tc.keyframes.close_depth, triangulate_stereo=cfg.stereo.triangulate)
     loop = None
     if cfg.loop_closing.enabled:
         from slam.loop.store import vocabulary_for_config

@@ -14,6 +14,16 @@ import numpy as np
 import torch
 
 
+DEPTH_MODES = ("rgbd", "stereo")  # modes whose frames carry per-keypoint depth
+
+
+def has_depth(mode: str) -> bool:
+    """True for the modes whose keypoints carry metric depth: "rgbd" (depth image) and "stereo"
+    (disparity of a rectified pair); they share initialisation from one frame, depth points in
+    keyframes and 3-row (u, v, u_right) reprojection edges."""
+    return mode in DEPTH_MODES
+
+
 @dataclass
 class Features:
     """Local features of one image.
@@ -159,7 +169,9 @@ class FrameFeatures:
 
     features:  Features on the extractor's device (keypoints in DISTORTED pixels, as detected).
     kp_uv:     (N,2) float64 UNDISTORTED pixel coordinates (ideal pinhole with the camera's K).
-    kp_depth:  (N,) float64 metres sampled from the depth image, 0 = none (always 0 in mono).
+    kp_depth:  (N,) float64 metres sampled from the depth image (RGB-D) or bf / disparity of the
+               stereo match (stereo; then u - bf / depth is the matched right-image u), 0 = none
+               (always 0 in mono).
     kp_sigma2: (N,) float64 variance factor of each keypoint position (1 for single-scale).
     kp_color:  (N,3) uint8 RGB of the image at each keypoint.
     desc:      (N,D) numpy copy of the descriptors (uint8 bits or float32).

@@ -90,8 +90,11 @@ def test_bad_config_value_and_missing_config_file_are_exit_2(capsys, tmp_path):
     assert call(["run", "--config", str(tmp_path / "missing.yaml")]) == 2
     err = capsys.readouterr().err
     assert "missing.yaml" in err and "does not exist" in err
-    assert call(["run", "--mode", "stereo"]) == 2  # argparse choices
+    assert call(["run", "--mode", "lidar"]) == 2  # argparse choices
     assert "invalid choice" in capsys.readouterr().err
+    assert call(["run", "--mode", "stereo"]) == 2  # the default synthetic sequence has no right camera
+    err = capsys.readouterr().err
+    assert "has no right camera" in err and "synthetic/stereo" in err and len(err.strip().splitlines()) == 1
 
 
 def test_video_without_calibration_is_exit_2(capsys, tmp_path):

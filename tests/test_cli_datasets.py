@@ -181,8 +181,10 @@ def test_bench_sequence_lists_and_modes(tmp_path, capsys):
     make_kitti(tmp_path / "dataset", n=2)
     plan = parse_sequences([f"tum/fr1_xyz,{tmp_path / 'V1_tiny'}", "kitti/07:mono"], None)
     assert plan[0] == ("tum/fr1_xyz", ["rgbd", "mono"])
-    assert plan[1] == (str(tmp_path / "V1_tiny"), ["mono"])
+    assert plan[1] == (str(tmp_path / "V1_tiny"), ["mono", "stereo"])
     assert plan[2] == ("kitti/07", ["mono"])
+    assert parse_sequences(["synthetic/stereo,synthetic/default"], None) == [
+        ("synthetic/stereo", ["rgbd", "mono", "stereo"]), ("synthetic/default", ["rgbd", "mono"])]
     plan = parse_sequences(["tum/fr1_xyz", "euroc/V1_01_easy"], "rgbd,mono")
     assert plan == [("tum/fr1_xyz", ["rgbd", "mono"]), ("euroc/V1_01_easy", ["mono"])]
     assert "skipping mode(s) rgbd" in capsys.readouterr().out

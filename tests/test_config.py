@@ -165,7 +165,7 @@ def test_section_given_a_scalar_is_config_error():
         load_config(overrides=["tracking=5"])
 
 
-@pytest.mark.parametrize("override", ["mode=stereo", "features=sift", "matcher=flann", "device=tpu", "viewer=rerun"])
+@pytest.mark.parametrize("override", ["mode=lidar", "features=sift", "matcher=flann", "device=tpu", "viewer=rerun"])
 def test_invalid_choice_is_rejected_with_choices(override):
     with pytest.raises(ConfigError, match="choose one of"):
         load_config(overrides=[override])

@@ -166,6 +166,9 @@ class TUMReader(LockedReader):
     max_difference: association threshold in seconds (TUM: 0.02).
     check_depth:    with use_depth, check the depth format on the first frame
                     (:meth:`check_depth_format`; InputError naming the file when it is wrong).
+    right_list:     stereo: a file list beside rgb.txt (e.g. "rgb_right.txt", the synthetic stereo
+                    profile) whose images become ``Frame.image_right``, paired by equal
+                    timestamp; a colour frame without a right image is skipped.
 
     ``len(reader)`` is the number of selected frames; iteration yields :class:`slam.types.Frame`
     with ``index`` = position in the selection (0..len-1), ``timestamp`` = colour timestamp (s),
@@ -186,6 +189,7 @@ class TUMReader(LockedReader):
         stride: int = 1,
         max_difference: float = MAX_DIFFERENCE,
         check_depth: bool = True,
+        right_list: Optional[str] = None,
     ) -> None:
         self.folder = Path(folder)
         if not self.folder.is_dir():
@@ -233,6 +237,16 @@ class TUMReader(LockedReader):
         else:
             entries = [(t, f[0], None) for t, f in rgb]
             self.n_unassociated = 0
+        self._right: Optional[dict] = None
+        if right_list is not None:
+            right_txt = self.folder / right_list
+            if not right_txt.is_file():
+                raise InputError(f"{right_txt}: not found; stereo needs the right images' list beside rgb.txt "
+                                 "(render the sequence again, or run --mode mono)")
+            self._right = {t: f[0] for t, f in read_file_list(right_txt)}
+            entries = [e for e in entries if e[0] in self._right]
+            if not entries:
+                raise InputError(f"{right_txt}: no timestamp in common with rgb.txt; both lists must use the same clock")
         entries = entries[start::stride]
         if max_frames > 0:
             entries = entries[:max_frames]
@@ -302,7 +316,14 @@ class TUMReader(LockedReader):
             depth_m *= np.float32(1.0 / self.depth_factor)
             if np.issubdtype(raw.dtype, np.floating):  # float depth maps may hold NaN for "invalid"
                 depth_m[~np.isfinite(depth_m)] = 0.0
-        return Frame(index=index, timestamp=float(t), image=image, depth=depth_m, path=str(rgb_path))
+        right = None
+        if self._right is not None:
+            right_path = self.folder / self._right[t]
+            right = cv2.imread(str(right_path), cv2.IMREAD_COLOR) if right_path.is_file() else None
+            if right is None or right.shape != image.shape:
+                self._skip(index, right_path, "right image missing, unreadable or of another size than the left one")
+                return None
+        return Frame(index=index, timestamp=float(t), image=image, depth=depth_m, path=str(rgb_path), image_right=right)
 
     def check_depth_format(self, tries: int = 5) -> None:
         """Check the depth images against the colour images on the first selected frame whose

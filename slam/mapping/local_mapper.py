@@ -32,6 +32,7 @@ from slam.mapping.map import Map
 from slam.matching.guided import search_by_projection, search_epipolar
 from slam.optim.ba import BAProblem, bundle_adjust
 from slam.runtime.schedule import MappingSchedule
+from slam.types import has_depth
 
 log = logging.getLogger(__name__)
 
@@ -49,7 +50,12 @@ class MappingTask:
 
 class LocalMapper:
     def __init__(self, cfg: MappingConfig, camera: PinholeCamera, slam_map: Map, matcher, mode: str = "rgbd", bf: float = 40.0,
-                 schedule: Optional[MappingSchedule] = None):
+                 schedule: Optional[MappingSchedule] = None, close_depth: float = 3.0,
+                 triangulate_stereo: bool = False):
+        """bf: fx * baseline (px * m) of the 3-row edges of depth modes (RGB-D: virtual; stereo:
+        the rig's). close_depth: metres; keyframe culling counts close points only (depth modes).
+        triangulate_stereo: stereo keyframes also triangulate their keypoints without depth against
+        covisible keyframes, as monocular ones do (ORB-SLAM2's CreateNewMapPoints)."""
         self.cfg = cfg
         self.camera = camera
         self.K = camera.K
@@ -57,6 +63,8 @@ class LocalMapper:
         self.matcher = matcher
         self.mode = mode
         self.bf = bf
+        self.close_depth = close_depth
+        self.triangulate_stereo = triangulate_stereo
         self.recent_points: list[np.ndarray] = []
         self.max_desc = cfg.max_desc_dist_binary if slam_map.binary else cfg.max_desc_dist_float
         self.n_ba = 0
@@ -86,7 +94,8 @@ class LocalMapper:
             if kf_id not in self.map.keyframes:
                 return None
             self._cull_points(kf_id)
-        if self.mode == "mono" and not job.is_initial:
+        triangulate = self.mode == "mono" or (self.mode == "stereo" and self.triangulate_stereo)
+        if triangulate and not job.is_initial:
             t = time.perf_counter()
             new = self._triangulate(kf_id)
             self.timings["triangulate"].append((time.perf_counter() - t) * 1e3)
@@ -94,7 +103,7 @@ class LocalMapper:
             new = job.new_point_ids
         self.schedule.yield_point()
         with self.map.lock:
-            self.recent_points.append(np.concatenate([new, job.new_point_ids]) if self.mode == "mono" else new)
+            self.recent_points.append(np.concatenate([new, job.new_point_ids]) if triangulate else new)
             self.recent_points = self.recent_points[-3:]
         if self.schedule.backlog():
             # the next keyframe is waiting: its new points matter more to tracking than this
@@ -169,9 +178,9 @@ class LocalMapper:
             kp = np.nonzero(kf.point_ids >= 0)[0]
             if len(kp) == 0:
                 continue
-            if self.mode == "rgbd":
+            if has_depth(self.mode):
                 d = kf.kp_depth[kp]
-                kp = kp[(d > 0) & (d < 3.0)]
+                kp = kp[(d > 0) & (d < self.close_depth)]
                 if len(kp) == 0:
                     continue
             pids = kf.point_ids[kp]
@@ -363,7 +372,7 @@ class LocalMapper:
             kp = obs_kp[sel]
             uv[sel] = kf.kp_uv[kp]
             inv_s2[sel] = 1.0 / kf.kp_sigma2[kp]
-            if self.mode == "rgbd":
+            if has_depth(self.mode):
                 d = kf.kp_depth[kp]
                 u = np.full(len(kp), np.nan)
                 u[d > 0] = kf.kp_uv[kp[d > 0], 0] - self.bf / d[d > 0]

@@ -22,7 +22,7 @@ class Keyframe:
     """A keyframe. Arrays are aligned with the keypoints (N of them).
 
     kp_uv:      (N,2) float64 undistorted pixel coordinates.
-    kp_depth:   (N,) float64 metres from the depth image, 0 = none (always 0 in monocular).
+    kp_depth:   (N,) float64 metres from the depth image or the stereo disparity, 0 = none (always 0 in monocular).
     kp_sigma2:  (N,) float64 variance factor of the keypoint position (scale^2 of its octave).
     kp_color:   (N,3) uint8 RGB colour at the keypoint.
     desc:       (N,D) numpy descriptors (uint8 bits or float32), a CPU copy of features.descriptors.

@@ -14,16 +14,37 @@ class KeyframePolicyConfig:
     ref_ratio_rgbd: float = param(0.75, ge=0.0, le=1.0)  # insert when tracked points < ratio x points of the reference keyframe
     ref_ratio_mono: float = param(0.9, ge=0.0, le=1.0)
     min_tracked: int = param(15, ge=0)  # never insert with fewer tracked points than this
-    close_depth: float = param(3.0, gt=0.0)  # m: RGB-D "close" points (ORB-SLAM ThDepth ~ 40 x baseline)
+    close_depth: float = param(3.0, gt=0.0)  # m: RGB-D "close" points (ORB-SLAM ThDepth ~ 40 x baseline); stereo runs set stereo.close_baselines x baseline
     min_close_tracked: int = param(100, ge=0)  # RGB-D: too few close tracked points ...
     min_close_untracked: int = param(70, ge=0)  # ... and this many close untracked ones -> insert
+
+
+@dataclass
+class StereoConfig:
+    """Stereo mode (``mode: stereo``): matching the left and right keypoints of a rectified pair
+    (slam.tracking.stereo). The rig gives ``bf`` = fx * baseline; ``tracking.bf`` and
+    ``tracking.keyframes.close_depth`` are set from it for the run (config.yaml records them)."""
+
+    method: str = param("search", choices=("search", "matcher"))  # search: descriptor search along the rows (ORB: ORB-SLAM2's
+    # row search, band scaled by the octave; learned features: the same band) | matcher: the configured matcher, then the epipolar check
+    band_px: float = param(2.0, gt=0.0)  # half-height of the epipolar band at octave 0 (px; x scale^octave for ORB)
+    max_desc_dist_binary: float = param(75.0, ge=0.0)  # bits (ORB-SLAM2: (TH_HIGH + TH_LOW) / 2)
+    max_desc_dist_float: float = param(0.9, ge=0.0)  # L2 distance of unit descriptors
+    ratio: float = param(0.9, gt=0.0, le=1.0)  # best / second-best descriptor distance within the band (1 = off)
+    subpixel: bool = True  # refine the right u by SAD block matching along the row and a parabola fit
+    window: int = param(5, ge=1)  # SAD patch half-size (11x11 patches at the keypoint's octave)
+    search_px: int = param(5, ge=1)  # SAD search +- this many pixels (at the octave) around the matched u
+    sad_outlier_factor: float = param(2.1, gt=0.0)  # drop matches whose SAD exceeds this x the median (ORB-SLAM2: 1.5 x 1.4)
+    min_disparity_px: float = param(0.5, gt=0.0)  # smaller disparities get no depth (farther than bf / this)
+    close_baselines: float = param(40.0, gt=0.0)  # close/far threshold: depth < this x baseline is "close" (ORB-SLAM2: 40)
+    triangulate: bool = True  # local mapping also triangulates keypoints without stereo depth between keyframes (ORB-SLAM2)
 
 
 @dataclass
 class TrackingConfig:
     min_depth: float = param(0.1, ge=0.0)  # m, nearest valid depth (RGB-D)
     max_depth: float = param(6.0, gt=0.0)  # m, farthest depth used for RGB-D points
-    bf: float = param(40.0, gt=0.0)  # px*m: fx*baseline of the virtual stereo rig for RGB-D edges (ORB-SLAM2 TUM value)
+    bf: float = param(40.0, gt=0.0)  # px*m: fx*baseline of the virtual stereo rig for RGB-D edges (ORB-SLAM2 TUM value); stereo runs set it from the rig
     search_radius_px: float = param(15.0, gt=0.0)  # guided search radius around the motion-model prediction
     local_search_radius_px: float = param(4.0, gt=0.0)  # guided search radius for local-map points (x sqrt(sigma2))
     max_desc_dist_binary: float = param(50.0, ge=0.0)  # bits: ORB descriptor distance accepted by guided search

@@ -1,4 +1,9 @@
-"""The feature stage: image -> features, undistorted keypoints, depth and colour per keypoint."""
+"""The feature stage: image -> features, undistorted keypoints, depth and colour per keypoint.
+
+Depth comes from the depth image (RGB-D) or, for a rectified stereo pair (``Frame.image_right``
+with a :class:`slam.tracking.stereo.StereoMatcher`), from the disparity of each left keypoint
+matched in the right image.
+"""
 from __future__ import annotations
 
 import time
@@ -13,8 +18,12 @@ from slam.types import Frame, FrameFeatures
 class FeatureStage:
     """process(Frame) -> FrameFeatures. Runs everything that depends on one frame only."""
 
-    def __init__(self, extractor: Extractor, camera: PinholeCamera, min_depth: float = 0.1, max_depth: float = 6.0, keep_image: bool = False):
+    def __init__(self, extractor: Extractor, camera: PinholeCamera, min_depth: float = 0.1, max_depth: float = 6.0, keep_image: bool = False,
+                 stereo=None):
+        """stereo: a slam.tracking.stereo.StereoMatcher (stereo mode; ``camera`` is then the
+        rectified left camera), or None."""
         self.extractor = extractor
+        self.stereo = stereo
         self.camera = camera
         self.min_depth = min_depth
         self.max_depth = max_depth
@@ -23,14 +32,20 @@ class FeatureStage:
         self._sigma2_per_level = None if sig is None else np.asarray(sig, dtype=np.float64)
 
     def process(self, frame: Frame) -> FrameFeatures:
-        feats = self.extractor.extract(frame.image)
+        right = frame.image_right if self.stereo is not None else None
+        if right is not None:
+            feats, feats_r = self.extractor.extract_batch([frame.image, right])
+        else:
+            feats = self.extractor.extract(frame.image)
         kp = feats.keypoints_np  # (N,2) distorted px
         n = len(kp)
         uv = self.camera.undistort_points(kp) if n else np.zeros((0, 2))
         h, w = frame.image.shape[:2]
         xi = np.clip(np.rint(kp[:, 0]).astype(np.int64), 0, w - 1)
         yi = np.clip(np.rint(kp[:, 1]).astype(np.int64), 0, h - 1)
-        if frame.depth is not None:
+        if right is not None:
+            d = self.stereo.match(feats, feats_r, frame.image, right).depth
+        elif frame.depth is not None:
             d = frame.depth[yi, xi].astype(np.float64)
             d[(d < self.min_depth) | (d > self.max_depth) | ~np.isfinite(d)] = 0.0
         else:

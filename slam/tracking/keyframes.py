@@ -1,5 +1,10 @@
-"""Keyframe creation: a tracked frame becomes a keyframe of the map; RGB-D keyframes also
-create map points from their depth, and the monocular map starts from two views.
+"""Keyframe creation: a tracked frame becomes a keyframe of the map; RGB-D and stereo keyframes
+also create map points from their depth, and the monocular map starts from two views.
+
+Stereo (ORB-SLAM2's rule): the first keyframe makes a point of every keypoint with depth; later
+ones make points of their unmatched close keypoints (depth < ``close_depth``, 40 baselines) and,
+while fewer than MIN_STEREO_POINTS keypoints (matched or new) are counted, of the nearest far
+ones too.
 
 Every method here changes the map: the caller holds ``map.lock``.
 """
@@ -12,7 +17,9 @@ import numpy as np
 from slam.geometry.camera import PinholeCamera
 from slam.geometry.se3 import transform_points
 from slam.mapping.map import Keyframe, Map
-from slam.types import FrameFeatures
+from slam.types import FrameFeatures, has_depth
+
+MIN_STEREO_POINTS = 100  # stereo keyframes: points (matched or new) counted before far keypoints stop making points
 
 
 @dataclass
@@ -30,18 +37,32 @@ class KeyframeJob:
 
 
 class KeyframeFactory:
-    """Inserts keyframes into the map (mode "rgbd" or "mono")."""
+    """Inserts keyframes into the map (mode "rgbd", "stereo" or "mono"). close_depth: metres,
+    the stereo close/far threshold."""
 
-    def __init__(self, camera: PinholeCamera, slam_map: Map, mode: str) -> None:
+    def __init__(self, camera: PinholeCamera, slam_map: Map, mode: str, close_depth: float = float("inf")) -> None:
         self.camera = camera
         self.map = slam_map
         self.mode = mode
+        self.close_depth = close_depth
+
+    def _depth_keypoints(self, kf: Keyframe) -> np.ndarray:
+        """(P,) int64 keypoints of kf that become new points (see the module docstring)."""
+        free = (kf.point_ids < 0) & (kf.kp_depth > 0)
+        if self.mode != "stereo" or len(self.map.keyframes) <= 1:
+            return np.nonzero(free)[0]
+        valid = np.nonzero(kf.kp_depth > 0)[0]
+        valid = valid[np.argsort(kf.kp_depth[valid], kind="stable")]
+        counted_before = np.arange(len(valid))  # keypoints with depth nearer than this one (all count)
+        take = (kf.kp_depth[valid] < self.close_depth) | (counted_before < MIN_STEREO_POINTS)
+        sel = valid[take]
+        return np.sort(sel[kf.point_ids[sel] < 0])
 
     def insert(self, fr: FrameFeatures, cam_from_world: np.ndarray, point_ids: np.ndarray,
                depth_points: bool = True) -> tuple[Keyframe, np.ndarray]:
         """Make fr a keyframe at cam_from_world (4,4) with its matched points point_ids ((N,)
         int64 map point per keypoint, -1 = none; copied). In RGB-D mode with depth_points, every
-        unmatched keypoint with depth becomes a new point. Returns (keyframe, new point ids (P,)
+        unmatched keypoint with depth becomes a new point (stereo: see the module docstring). Returns (keyframe, new point ids (P,)
         int64). The keyframe's point_ids may differ from the argument: dead and repeated points
         are dropped (Map.add_keyframe)."""
         m = self.map
@@ -52,8 +73,8 @@ class KeyframeFactory:
         )
         m.add_keyframe(kf)
         new_ids = np.zeros(0, dtype=np.int64)
-        if depth_points and self.mode == "rgbd":
-            sel = np.nonzero((kf.point_ids < 0) & (kf.kp_depth > 0))[0]
+        if depth_points and has_depth(self.mode):
+            sel = self._depth_keypoints(kf)
             if len(sel):
                 pc = self.camera.unproject(kf.kp_uv[sel], kf.kp_depth[sel])
                 pw = transform_points(kf.world_from_cam, pc)

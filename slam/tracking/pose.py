@@ -17,7 +17,7 @@ from slam.mapping.map import Map
 from slam.optim.ba import optimize_pose
 from slam.optim.pose_gn import refine_pose_gn
 from slam.tracking.config import TrackingConfig
-from slam.types import FrameFeatures
+from slam.types import FrameFeatures, has_depth
 
 MIN_CANDIDATES = 10  # fewer 2D-3D candidates or inliers than this: no pose
 
@@ -38,7 +38,7 @@ class PoseEstimator:
         uv = fr.kp_uv[kp]
         inv_s2 = 1.0 / fr.kp_sigma2[kp]
         ur = np.full(len(kp), np.nan)
-        if self.mode == "rgbd":
+        if has_depth(self.mode):  # stereo: ur = u - bf / (bf / disparity) is the measured right u
             d = fr.kp_depth[kp]
             ok = d > 0
             ur[ok] = uv[ok, 0] - self.cfg.bf / d[ok]

@@ -39,7 +39,7 @@ from slam.tracking.pose import PoseEstimator
 from slam.tracking.relocalizer import Relocalizer
 from slam.tracking.search import CandidateSearch
 from slam.tracking.trajectory import FrameTrajectory
-from slam.types import FrameFeatures, TrackResult
+from slam.types import FrameFeatures, TrackResult, has_depth
 
 __all__ = ["KeyframeJob", "Tracker"]
 
@@ -72,7 +72,7 @@ class Tracker:
         self.search = CandidateSearch(cfg, camera, slam_map, matcher_kind(matcher))
         self.local_map = LocalMapTracking(cfg, slam_map, self.search, self.pose)
         self.relocalizer = Relocalizer(cfg, slam_map, self.pose, self.local_map)
-        self.keyframes = KeyframeFactory(camera, slam_map, mode)
+        self.keyframes = KeyframeFactory(camera, slam_map, mode, close_depth=cfg.keyframes.close_depth)
         self.depth_init = DepthInitializer(cfg)
         self.mono_init = MonoInitializer(cfg, camera.K)
         self.policy = KeyframePolicy(cfg.keyframes, mode)
@@ -92,7 +92,7 @@ class Tracker:
         cam_from_world = None
         n_inl = 0
         if self.state == "INIT":
-            cam_from_world, job = self._init_rgbd(fr) if self.mode == "rgbd" else self._init_mono(fr)
+            cam_from_world, job = self._init_rgbd(fr) if has_depth(self.mode) else self._init_mono(fr)
             if job is not None:
                 self.state = "OK"
                 n_inl = int((self.map.keyframes[job.kf_id].point_ids >= 0).sum())
@@ -157,7 +157,7 @@ class Tracker:
             kf, new_ids = self.keyframes.insert(fr, cam_from_world, np.full(len(fr.kp_uv), -1, dtype=np.int64))
             self._became_keyframe(kf)
         self.last = _LastFrame(fr, cam_from_world, kf.point_ids.copy())
-        log.info("RGB-D map initialised with %d points", len(new_ids))
+        log.info("%s map initialised with %d points", "stereo" if self.mode == "stereo" else "RGB-D", len(new_ids))
         return cam_from_world, KeyframeJob(kf.id, new_ids, is_initial=True)
 
     def _init_mono(self, fr: FrameFeatures):
@@ -198,7 +198,7 @@ class Tracker:
             return 0
         pid = ref.point_ids[ref.point_ids >= 0]
         min_obs = 2 if len(self.map.keyframes) <= 2 else 3
-        if self.mode == "rgbd":  # a depth observation counts as two (ORB-SLAM's stereo convention)
+        if has_depth(self.mode):  # a depth observation counts as two (ORB-SLAM's stereo convention)
             min_obs -= 1
         return int((self.map.pts_n_obs[pid] >= min_obs).sum())
 
