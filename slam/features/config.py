@@ -10,6 +10,18 @@ from slam.params import param
 
 PRECISIONS = ("auto", "fp32", "fp16", "bf16")
 
+#: L2 distance between unit float descriptors that guided search (tracking and local mapping)
+#: accepts, per extractor, when ``max_desc_dist_float`` is left unset. 0.9 suits 128/256-D
+#: descriptors; XFeat's 64-D ones are less distinctive: 0.7 (its authors' mutual-NN matcher
+#: uses cosine 0.82, L2 0.6; docs/benchmarks.md section 9 measured 0.7).
+GUIDED_MAX_L2 = {"xfeat": 0.7}
+DEFAULT_GUIDED_MAX_L2 = 0.9
+
+
+def guided_max_l2(features: str) -> float:
+    """The guided-search L2 threshold of an extractor's float descriptors (GUIDED_MAX_L2)."""
+    return GUIDED_MAX_L2.get(features, DEFAULT_GUIDED_MAX_L2)
+
 
 @dataclass
 class ORBConfig:
