@@ -468,3 +468,63 @@ def test_hybrid_tracking_calls_the_learned_matcher_where_guided_search_fails():
     assert all(matcher.lock_free)
     dt, dr = pose_error(se3_inverse(res.world_from_cam), Scene.cam_from_world(2))
     assert dt < 1e-6 and dr < 1e-5
+
+
+class FloatScene(Scene):
+    """The scene with 64-D unit float descriptors (as XFeat's) and keypoints with 0.5 px noise
+    (depth with 0.3 % noise), so the pose comes out of a least-squares fit, not exactly."""
+
+    def __init__(self, seed: int) -> None:
+        super().__init__(seed)
+        d = self.rng.normal(size=(len(self.pts), 64)).astype(np.float32)
+        self.fdesc = d / np.linalg.norm(d, axis=1, keepdims=True)
+
+    def frame(self, index: int, cam_from_world: np.ndarray, depth: bool, max_kp: int = 1000) -> FrameFeatures:
+        pc = transform_points(cam_from_world, self.pts)
+        uv = CAM.project_undistorted(np.where(pc[:, 2:3] > 0.1, pc, 1.0))
+        ids = np.nonzero((pc[:, 2] > 0.1) & CAM.in_image(uv))[0]
+        noise = np.random.default_rng(1000 + index)
+        ids = noise.permutation(ids)[:max_kp]
+        n = len(ids)
+        kp = uv[ids] + noise.normal(scale=0.5, size=(n, 2))
+        z = pc[ids, 2] * (1 + noise.normal(scale=0.003, size=n)) if depth else np.zeros(n)
+        feats = Features(torch.from_numpy(kp).float(), torch.ones(n), torch.from_numpy(self.fdesc[ids]), (CAM.width, CAM.height))
+        return FrameFeatures(index, index / 30.0, feats, kp, z, np.ones(n), np.zeros((n, 3), dtype=np.uint8),
+                             self.fdesc[ids].copy())
+
+
+def _ate(tracker: Tracker, mode: str) -> tuple[float, int]:
+    """(ATE RMSE m, frames) of a tracker's trajectory; the world is the first camera, so only the
+    monocular scale needs aligning."""
+    idx, _, poses = tracker.trajectory()
+    est = poses[:, :3, 3]
+    truth = np.stack([se3_inverse(Scene.cam_from_world(i))[:3, 3] for i in idx])
+    if mode == "mono":
+        est = est * float((est * truth).sum() / max((est * est).sum(), 1e-12))
+    return float(np.sqrt(((est - truth) ** 2).sum(1).mean())), len(idx)
+
+
+@pytest.mark.parametrize("mode", ["rgbd", "mono"])
+def test_hybrid_tracking_equals_every_frame_tracking_within_the_ate_bars(mode):
+    """learned_matching=keyframes (guided search on float descriptors) tracks a noisy sequence
+    as well as matching every frame with the learned matcher, which it calls far less."""
+    out = {}
+    for lm in ("every_frame", "keyframes"):
+        scene = FloatScene(15)
+        m = Map(64, binary=False, capacity=8192)
+        matcher = OracleLearnedMatcher()
+        cfg = TrackingConfig(learned_matching=lm, max_desc_dist_float=0.7)
+        tracker = Tracker(cfg, CAM, m, matcher, mode=mode)
+        n = 60 if mode == "rgbd" else 40  # without a local mapper, a monocular map gets no new points
+        states = [tracker.process(scene.frame(i, Scene.cam_from_world(i), depth=mode == "rgbd"))[0].state for i in range(n)]
+        first = states.index("OK")
+        assert first < 15 and states[first:] == ["OK"] * (n - first), (lm, states)
+        ate, _ = _ate(tracker, mode)
+        out[lm] = (ate, matcher.calls, tracker.n_matched_frames)
+    # metres over a 0.8 m path seen at 3-7 m with 0.5 px noise, by the tracker alone (no bundle
+    # adjustment): RGB-D the issue's 1 cm bar; monocular 2 cm (measured 1.6 / 1.4 cm)
+    bar = 0.01 if mode == "rgbd" else 0.02
+    (ate_e, calls_e, _), (ate_k, calls_k, matched_k) = out["every_frame"], out["keyframes"]
+    assert ate_e < bar and ate_k < bar, out
+    assert ate_k < 1.2 * ate_e + 0.1 * bar, out  # hybrid no worse than every-frame matching
+    assert calls_e >= 25 and calls_k == matched_k == 0, out  # keyframes: the matcher never ran on a tracked frame
