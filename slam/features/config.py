@@ -74,5 +74,5 @@ class XFeatConfig:
     max_keypoints: int = 1024  # keep at most this many (highest score = heatmap x reliability); <= 0 = no limit
     detection_threshold: float = param(0.05, ge=0.0, lt=1.0)  # keypoint-heatmap probability a candidate must exceed (reference 0.05)
     nms_size: int = param(5, ge=1)  # odd side of the non-maximum-suppression window, pixels (reference 5)
-    subpixel: bool = False  # refine keypoints to sub-pixel on the heatmap (parabola per axis); False = the reference's whole pixels
+    subpixel: bool = True  # refine keypoints to sub-pixel on the heatmap (parabola per axis; synthetic ATE RGB-D 0.21 -> 0.20 cm, mono 0.39 -> 0.36 cm); False = the reference's whole pixels
     precision: str = param("auto", choices=PRECISIONS)  # auto (fp16 on CUDA, fp32 on CPU) | fp32 | fp16 (CUDA only) | bf16
