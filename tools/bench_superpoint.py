@@ -188,8 +188,8 @@ def main(argv: Optional[list[str]] = None) -> int:
             with torch.inference_mode(), sp._cudnn_flags(), autocast(sp.device, sp.precision):
                 return sp._forward_net(gray)
 
-        t_net, c_net = time_calls(net_only, max(10, args.frames // 2), 2, device)
-        feats = sp.extract_batch(images[:8])
+        t_net, c_net = time_calls(net_only, max(2, args.frames // 2), min(2, args.warmup), device)
+        feats = sp.extract_batch(images[:min(8, batch)])
         if not comp:
             feats_by_prec[prec] = feats
         row = {

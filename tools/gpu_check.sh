@@ -3,6 +3,7 @@
 #
 #   OUT=/tmp/gpu bash tools/gpu_check.sh                 # on a CUDA machine (< 8 minutes)
 #   OUT=/tmp/gpu bash tools/gpu_check.sh --device cpu --quick   # dry run of the same steps on a CPU
+#                                                               # (--quick: 256 keypoints, 30 frames, one call per figure)
 #
 # Steps (each under its own time limit; a failing step is recorded and the next one runs):
 #   1. the `gpu`-marked tests (pytest -m gpu)
@@ -15,6 +16,9 @@
 # $OUT/gpu_check.json lists every step: command, exit code, seconds, and the JSON file it wrote.
 # Environment: OUT (default runs/gpu_check), SLAM_DATA (datasets; default ../shared/data/tum, else
 # ./sequences), SLAM_WEIGHTS_DIR (weights cache), PYTHON (default python).
+# A GPU machine without network has no weights cache: copy the weights into an ignored folder of the
+# checkout (e.g. .weights/, carried with the working tree) and set SLAM_WEIGHTS_DIR=.weights; steps
+# whose weights are missing use random weights (benchmarks) or are skipped (SLAM runs).
 set -uo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$(pwd)
@@ -25,7 +29,7 @@ while [ $# -gt 0 ]; do
     --device) DEVICE="$2"; shift 2 ;;
     --device=*) DEVICE="${1#*=}"; shift ;;
     --quick) QUICK=1; shift ;;
-    -h|--help) sed -n '2,17p' "$0"; exit 0 ;;
+    -h|--help) sed -n '2,/^set -uo/p' "$0" | grep '^#'; exit 0 ;;
     *) echo "error: unknown argument $1 (use --device cpu|cuda, --quick)" >&2; exit 2 ;;
   esac
 done
@@ -38,11 +42,15 @@ export PYTHONPATH="$ROOT${PYTHONPATH:+:$PYTHONPATH}"  # the tools import the sla
 DATA=${SLAM_DATA:-}
 if [ -z "$DATA" ] && [ -d "$ROOT/../shared/data/tum" ]; then DATA="$ROOT/../shared/data/tum"; fi
 if [ "$DEVICE" = cuda ]; then PREC=fp16; else PREC=fp32; fi
-if [ "$QUICK" = 1 ]; then
-  FRAMES=20; SLAM_FRAMES=30; SP_BATCH=2; XF_FRAMES=3; SG_REPEAT=2; LG_PAIRS=1; LG_REPEATS=1; BATCH=2
+if [ "$QUICK" = 1 ]; then  # a check of the plumbing: 256 keypoints, one or two calls per figure
+  KP=256; FRAMES=2; SP_CALLS=1; SLAM_FRAMES=30; SP_BATCH=2; XF_FRAMES=1; SG_REPEAT=1; LG_PAIRS=1; LG_REPEATS=1; BATCH=2
 else
-  FRAMES=50; SLAM_FRAMES=200; SP_BATCH=32; XF_FRAMES=30; SG_REPEAT=10; LG_PAIRS=4; LG_REPEATS=3; BATCH=32
+  KP=1024; FRAMES=50; SP_CALLS=3; SLAM_FRAMES=200; SP_BATCH=32; XF_FRAMES=30; SG_REPEAT=10; LG_PAIRS=4; LG_REPEATS=3; BATCH=32
 fi
+# time limits per step (s): on a GPU they add up to 480 s (8 min), most steps take a fraction; a CPU dry run gets 4x
+SCALE=1
+if [ "$DEVICE" = cpu ]; then SCALE=4; fi
+lim() { echo $(( $1 * SCALE )); }
 START=$(date +%s)
 STEPS="$OUT/steps.jsonl"
 : > "$STEPS"
@@ -75,31 +83,34 @@ skip() {  # skip NAME REASON
 has_weights() { "$PY" -m slam weights path "$1" > /dev/null 2>&1; }
 
 # 1. gpu-marked tests (they skip themselves without CUDA)
-step gpu_tests 150 "$OUT/gpu_tests.xml" "$PY" -m pytest -q -m gpu -p no:cacheprovider --junitxml "$OUT/gpu_tests.xml" tests
+GPU_TEST_FILES=$(grep -l "mark.gpu" tests/test_*.py | tr '\n' ' ')
+# shellcheck disable=SC2086
+step gpu_tests "$(lim 120)" "$OUT/gpu_tests.xml" "$PY" -m pytest -q -m gpu -p no:cacheprovider --junitxml "$OUT/gpu_tests.xml" $GPU_TEST_FILES
 
 # 2. SuperPoint (our weights when installed, else random ones: the timing is the same network)
 SPW=""
 for w in superpoint_ours superpoint_v1; do if has_weights $w; then SPW=$w; break; fi; done
-step superpoint 90 "$OUT/superpoint.json" "$PY" tools/bench_superpoint.py --device "$DEVICE" --precisions "$PREC" \
-  --max-keypoints 1024 --frames "$FRAMES" --warmup 3 --batch "$SP_BATCH" ${SPW:+--weights $SPW} --out "$OUT/superpoint.json"
+step superpoint "$(lim 60)" "$OUT/superpoint.json" "$PY" tools/bench_superpoint.py --device "$DEVICE" --precisions "$PREC" \
+  --max-keypoints "$KP" --frames "$FRAMES" --warmup 1 --batch "$SP_BATCH" --batch-calls "$SP_CALLS" ${SPW:+--weights $SPW} \
+  --out "$OUT/superpoint.json"
 
 # 3. SuperGlue (random weights in the official configuration)
-step superglue 90 "$OUT/superglue.json" "$PY" tools/bench_superglue.py --device "$DEVICE" --precision "$PREC" \
-  --sizes 1024 --keyframes 4 --kf-sizes 1024 --repeat "$SG_REPEAT" --warmup 2 --out "$OUT/superglue.json"
+step superglue "$(lim 60)" "$OUT/superglue.json" "$PY" tools/bench_superglue.py --device "$DEVICE" --precision "$PREC" \
+  --sizes "$KP" --keyframes 4 --kf-sizes "$KP" --repeat "$SG_REPEAT" --warmup 1 --out "$OUT/superglue.json"
 
 # 4. LightGlue
 LG_SYN=""
 if ! has_weights aliked-n16 || [ ! -d "${DATA:-/nonexistent}/rgbd_dataset_freiburg1_xyz" ]; then LG_SYN="--synthetic"; fi
 if has_weights aliked_lightglue; then
-  step lightglue 90 "$OUT/lightglue.json" "$PY" tools/bench_lightglue.py --device "$DEVICE" --sizes 1024 \
+  step lightglue "$(lim 50)" "$OUT/lightglue.json" "$PY" tools/bench_lightglue.py --device "$DEVICE" --sizes "$KP" \
     --pairs "$LG_PAIRS" --repeats "$LG_REPEATS" --batch 4 $LG_SYN --out "$OUT/lightglue.json"
 else
   skip lightglue "aliked_lightglue weights not installed (python -m slam weights install aliked_lightglue)"
 fi
 
 # 5. XFeat + LighterGlue (random weights when not installed)
-step xfeat 90 "$OUT/xfeat.json" "$PY" tools/bench_xfeat.py --device "$DEVICE" --precisions "$PREC" \
-  --max-keypoints 1024 --frames "$XF_FRAMES" --warmup 2 --batch "$BATCH" --keyframes 3 --out "$OUT/xfeat.json"
+step xfeat "$(lim 50)" "$OUT/xfeat.json" "$PY" tools/bench_xfeat.py --device "$DEVICE" --precisions "$PREC" \
+  --max-keypoints "$KP" --frames "$XF_FRAMES" --warmup 1 --batch "$BATCH" --keyframes 3 --out "$OUT/xfeat.json"
 
 # 6. SLAM on fr1_xyz
 if [ -z "$DATA" ] || [ ! -d "$DATA/rgbd_dataset_freiburg1_xyz" ]; then
@@ -108,14 +119,14 @@ else
   SGW=""
   for w in superglue_ours superglue_indoor; do if has_weights $w; then SGW=$w; break; fi; done
   if [ -n "$SPW" ] && [ -n "$SGW" ]; then
-    step slam_sp_sg 150 "$OUT/slam_sp_sg.json" "$PY" -m slam bench --seq tum/fr1_xyz --data-root "$DATA" --modes rgbd \
+    step slam_sp_sg "$(lim 90)" "$OUT/slam_sp_sg.json" "$PY" -m slam bench --seq tum/fr1_xyz --data-root "$DATA" --modes rgbd \
       --max-frames "$SLAM_FRAMES" --device "$DEVICE" --features superpoint --matcher superglue \
       superpoint.weights=$SPW superglue.weights=$SGW --out "$OUT/runs" --json "$OUT/slam_sp_sg.json"
   else
     skip slam_sp_sg "SuperPoint/SuperGlue weights not installed (superpoint_ours + superglue_ours, or Magic Leap's superpoint_v1 + superglue_indoor)"
   fi
   if has_weights xfeat && has_weights xfeat_lighterglue; then
-    step slam_xfeat 120 "$OUT/slam_xfeat.json" "$PY" -m slam bench --seq tum/fr1_xyz --data-root "$DATA" --modes rgbd \
+    step slam_xfeat "$(lim 50)" "$OUT/slam_xfeat.json" "$PY" -m slam bench --seq tum/fr1_xyz --data-root "$DATA" --modes rgbd \
       --max-frames "$SLAM_FRAMES" --device "$DEVICE" --features xfeat --matcher lightglue --out "$OUT/runs" \
       --json "$OUT/slam_xfeat.json"
   else
