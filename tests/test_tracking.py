@@ -14,7 +14,6 @@ import torch
 
 from slam.errors import ConfigError
 
-from slam.geometry.sim3 import ate_rmse
 from slam.geometry.camera import PinholeCamera
 from slam.geometry.se3 import make_se3, rotation_angle_deg, se3_inverse, so3_exp, transform_points
 from slam.mapping.map import Map
@@ -393,7 +392,11 @@ def test_tracker_mono_initialises_and_tracks_up_to_scale(learned_matching):
     assert all(matcher.lock_free)
     assert (matcher.calls > 0) == (learned_matching == "every_frame")  # keyframes: the matcher only initialised the map
     truth = np.stack([se3_inverse(Scene.cam_from_world(i))[:3, 3] for i in idx])
-    assert ate_rmse(poses[:, :3, 3], truth, with_scale=True) < 1e-6
+    # the world is the reference camera (frame 0 at the identity), so only the scale is unknown; a
+    # full Sim(3) fit is ill-posed here: the camera path is a straight line
+    est = poses[:, :3, 3]
+    scale = float((est * truth).sum() / (est * est).sum())
+    assert np.sqrt(((scale * est - truth) ** 2).sum(1).mean()) < 1e-5  # 10 um over a 0.6 m path
 
 
 def test_tracker_relocalises_after_a_lost_frame():
