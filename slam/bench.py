@@ -196,8 +196,11 @@ class BenchSpec:
     data_root:    where datasets live (None: $SLAM_DATA, then ./sequences; ``a:b`` for several).
     json_path:    where the JSON results go.
     compare_sync: also run the synchronous runner and report the threaded/sync throughput ratio.
-    repeat:       with compare_sync, pairs of runs (order alternating); the median ratio is reported.
+    repeat:       with compare_sync or baseline, rounds of runs (order alternating); median ratios.
     command:      the command line to record in the JSON.
+    baseline:     key=value overrides of a second configuration run side by side with the first
+                  on every sequence and mode (e.g. ``["features=orb", "matcher=nn"]``); the
+                  throughput ratio (first / baseline) is reported. Empty: no baseline.
     """
 
     sequences: list[str] = field(default_factory=lambda: ["tum/fr1_xyz"])
@@ -207,6 +210,29 @@ class BenchSpec:
     compare_sync: bool = False
     repeat: int = 1
     command: str = ""
+    baseline: list[str] = field(default_factory=list)
+
+
+def _baseline_ratios(rows: list[dict], plan: list, repeat: int) -> dict:
+    """Per sequence and mode: fps of the main configuration over the baseline's, per round
+    (runs of the same runner side by side) and their median."""
+    out = {}
+    for seq, modes in plan:
+        for mode in modes:
+            per, pair = [], None
+            for rep in range(repeat):
+                sel = [r for r in rows if r["input"] == seq and r["mode"] == mode and r["repeat"] == rep]
+                for runner in dict.fromkeys(r["runner"] for r in sel):
+                    a = [r for r in sel if r["runner"] == runner and r["config"] == "main"]
+                    b = [r for r in sel if r["runner"] == runner and r["config"] == "baseline"]
+                    if a and b and b[0]["fps"] > 0:
+                        per.append(a[0]["fps"] / b[0]["fps"])
+                        pair = (a[0], b[0])
+            if per:
+                key = mode if len(plan) == 1 else f"{seq}:{mode}"
+                out[key] = {"per_repeat": per, "median": float(np.median(per)), "features": pair[0]["features"],
+                            "matcher": pair[0]["matcher"], "baseline": f"{pair[1]['features']}+{pair[1]['matcher']}"}
+    return out
 
 
 def run_bench(base: Config, spec: BenchSpec, feature_worker=None) -> int:
@@ -214,9 +240,13 @@ def run_bench(base: Config, spec: BenchSpec, feature_worker=None) -> int:
     a run tracked no frame, 128 + the signal number when a signal stopped a run (no further
     runs start; the tables and JSON hold the runs made), else 0."""
     from slam.app import open_input, run_slam
+    from slam.config import load_config
     from slam.system import resolve_config
 
-    base = resolve_config(base)
+    configs = [("main", resolve_config(base))]
+    if spec.baseline:
+        configs.append(("baseline", resolve_config(load_config(None, spec.baseline, base=copy.deepcopy(base)))))
+    base = configs[0][1]
     plan = parse_sequences(spec.sequences, spec.modes)
     for seq, modes in plan:  # every input must open before the first run starts
         for mode in modes:
@@ -232,10 +262,11 @@ def run_bench(base: Config, spec: BenchSpec, feature_worker=None) -> int:
         for mode in modes:
             for rep in range(repeat):
                 runners = [True, False] if spec.compare_sync else [base.runtime.threaded]
+                plan_runs = [(name, c, threaded) for name, c in configs for threaded in runners]
                 if rep % 2 == 1:  # alternate the order, so slow phases of a shared machine hit both alike
-                    runners = runners[::-1]
-                for threaded in runners:
-                    cfg = copy.deepcopy(base)
+                    plan_runs = plan_runs[::-1]
+                for config_name, run_cfg, threaded in plan_runs:
+                    cfg = copy.deepcopy(run_cfg)
                     cfg.mode = mode
                     cfg.runtime.threaded = threaded
                     cfg.runtime.progress = False
@@ -245,6 +276,7 @@ def run_bench(base: Config, spec: BenchSpec, feature_worker=None) -> int:
                     row = _row(m)
                     row["input"] = seq
                     row["repeat"] = rep
+                    row["config"] = config_name
                     rows.append(row)
                     print(format_table(rows[-1:]).splitlines()[-1], flush=True)
                     if m.get("failure"):
@@ -269,7 +301,8 @@ def run_bench(base: Config, spec: BenchSpec, feature_worker=None) -> int:
             for mode in modes:
                 per = []
                 for rep in range(repeat):
-                    sel = [r for r in rows if r["input"] == seq and r["mode"] == mode and r["repeat"] == rep]
+                    sel = [r for r in rows if r["input"] == seq and r["mode"] == mode and r["repeat"] == rep
+                           and r["config"] == "main"]
                     t = [r for r in sel if r["runner"] == "threaded"]
                     s_ = [r for r in sel if r["runner"] == "sync"]
                     if t and s_:
@@ -279,6 +312,11 @@ def run_bench(base: Config, spec: BenchSpec, feature_worker=None) -> int:
                     ratios[key] = {"per_repeat": per, "median": float(np.median(per))}
                     each = ", ".join(f"{v:.2f}" for v in per)
                     print(f"{key}: threaded/sync throughput = {np.median(per):.2f}x (median of {len(per)}: {each})")
+    baseline_ratios = _baseline_ratios(rows, plan, repeat) if spec.baseline else {}
+    for key, v in baseline_ratios.items():
+        each = ", ".join(f"{x:.2f}" for x in v["per_repeat"])
+        print(f"{key}: fps {v['features']}+{v['matcher']} / {v['baseline']} = {v['median']:.2f}x (median of "
+              f"{len(v['per_repeat'])}: {each})")
     out = {
         "date": datetime.now().isoformat(timespec="seconds"),
         "machine": machine_description(),
@@ -288,6 +326,8 @@ def run_bench(base: Config, spec: BenchSpec, feature_worker=None) -> int:
         "results": rows,
         "threaded_over_sync": ratios,
         "stopped_by": stopped_by,
+        "baseline": spec.baseline,
+        "fps_over_baseline": baseline_ratios,
     }
     Path(spec.json_path).parent.mkdir(parents=True, exist_ok=True)
     Path(spec.json_path).write_text(json.dumps(out, indent=2, default=str))

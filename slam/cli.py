@@ -179,7 +179,7 @@ def cmd_bench(args) -> int:
 
     spec = BenchSpec(sequences=args.seq or ["tum/fr1_xyz"], modes=args.modes, data_root=args.data_root,
                      json_path=args.json, compare_sync=args.compare_sync, repeat=args.repeat,
-                     command="python -m slam " + " ".join(args.argv))
+                     command="python -m slam " + " ".join(args.argv), baseline=(args.baseline or "").split())
     return run_bench(args.cfg, spec, feature_worker=args.feature_worker)  # one feature process for all threaded runs
 
 
@@ -330,6 +330,9 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--compare-sync", action="store_true", help="also run the synchronous runner and report the throughput ratio")
     b.add_argument("--repeat", type=int, default=1, help="with --compare-sync: pairs of runs, order alternating; the median ratio is reported")
     b.add_argument("--out", help="root folder for run folders (default runs/)")
+    b.add_argument("--baseline", default=None, metavar="'KEY=VALUE ...'",
+                   help="a second configuration run side by side on every sequence and mode, as overrides of the "
+                   "first (e.g. --baseline 'features=orb matcher=nn'); prints the fps ratio")
     _config_args(b)
     b.set_defaults(func=cmd_bench)
 

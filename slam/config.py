@@ -38,8 +38,8 @@ class OutputConfig:
 @dataclass
 class Config:
     mode: str = param("rgbd", choices=("rgbd", "mono", "stereo"))  # stereo: rectified pairs (EuRoC, KITTI, synthetic/stereo)
-    features: str = param("auto", choices=("auto", "orb", "superpoint", "aliked", "disk", "xfeat"))  # auto: our SuperPoint when its weights ship, else ORB
-    matcher: str = param("auto", choices=("auto", "nn", "superglue", "lightglue", "loftr"))  # auto: our SuperGlue with SuperPoint, else NN; loftr: detector-free, `slam match` only for now
+    features: str = param("auto", choices=("auto", "orb", "superpoint", "aliked", "disk", "xfeat"))  # auto: the best learned extractor whose weights are installed (XFeat on CPU, SuperPoint on CUDA), else ORB; slam.system.resolve_config
+    matcher: str = param("auto", choices=("auto", "nn", "superglue", "lightglue", "loftr"))  # auto: the learned matcher of those features when its weights are installed (LighterGlue for XFeat, SuperGlue for SuperPoint), else NN; loftr: detector-free, `slam match` only for now
     device: str = param("auto", choices=("auto", "cpu", "cuda"))
     max_frames: int = param(0, ge=0)  # 0 = all
     start_frame: int = param(0, ge=0)

@@ -38,28 +38,108 @@ from slam.types import FrameFeatures, TrackResult
 log = logging.getLogger(__name__)
 
 
-def learned_defaults_available() -> bool:
-    """True when our own SuperPoint and SuperGlue weights ship inside the package."""
-    from importlib import resources
+def weights_installed(name: str) -> bool:
+    """True when the weights ``name`` (a registry name or a path) resolve to a file; the one
+    weights lookup the auto choices below make (tests monkeypatch it)."""
+    from slam.errors import WeightsError
+    from slam.weights import resolve_weights
 
-    folder = resources.files("slam") / "weights"
-    return all((folder / f"{n}.pth").is_file() for n in ("superpoint_ours", "superglue_ours"))
+    try:
+        resolve_weights(name)
+    except WeightsError:
+        return False
+    return True
+
+
+#: Learned pairs ``features: auto`` / ``matcher: auto`` consider, best first, per device type:
+#: (features, matcher, weights that must be installed). The first whose weights are all there
+#: wins; ORB + nearest neighbour when none is.
+AUTO_PAIRS = {
+    "cpu": (("xfeat", "lightglue", ("xfeat", "xfeat_lighterglue")), ("xfeat", "nn", ("xfeat",))),
+    "cuda": (("superpoint", "superglue", ("superpoint", "superglue")),
+             ("superpoint", "superglue", ("superpoint_v1", "superglue_indoor")),  # Magic Leap's, placed by the user
+             ("xfeat", "lightglue", ("xfeat", "xfeat_lighterglue")), ("xfeat", "nn", ("xfeat",))),
+}
+#: Learned matcher for extractor features when ``matcher: auto`` and its weights are installed.
+AUTO_MATCHER = {"superpoint": ("superglue", ("superglue",)), "xfeat": ("lightglue", ("xfeat_lighterglue",)),
+                "aliked": ("lightglue", ("aliked_lightglue",)), "disk": ("lightglue", ("disk_lightglue",))}
+
+
+def _weights_for(cfg: Config, model: str) -> str:
+    """The weights file of an AUTO_PAIRS entry: the configured weights for "superpoint" /
+    "superglue", the registry name itself for the others."""
+    if model == "superpoint":
+        return cfg.superpoint.weights
+    if model == "superglue":
+        return cfg.superglue.weights
+    return model
+
+
+def choose_features_and_matcher(cfg: Config, device_type: str) -> tuple[str, str, str, tuple[str, ...]]:
+    """(features, matcher, why, weights of the chosen pair) for ``features`` / ``matcher``
+    "auto" on ``device_type``.
+
+    Both auto: the first pair of AUTO_PAIRS[device_type] whose weights are installed, else
+    ORB + NN. Features auto with a given matcher: the extractor that matcher needs (superglue:
+    superpoint; lightglue: xfeat when installed, else aliked; nn: the best installed learned
+    extractor, else ORB). Matcher auto with given features: AUTO_MATCHER's matcher when its
+    weights are installed, else nn."""
+    pairs = AUTO_PAIRS["cuda" if device_type == "cuda" else "cpu"]
+    feats, matcher = cfg.features, cfg.matcher
+    chosen: tuple[str, ...] = ()
+    if feats == "auto":
+        if matcher == "superglue":
+            feats, why = "superpoint", "superglue matches superpoint features"
+        elif matcher == "lightglue":
+            feats = "xfeat" if weights_installed("xfeat") else "aliked"
+            why = "lightglue with the installed xfeat weights" if feats == "xfeat" else "lightglue without xfeat weights"
+        else:
+            ok = [(f, m, w) for f, m, w in pairs if all(weights_installed(_weights_for(cfg, x)) for x in w)
+                  and (matcher == "auto" or m == matcher or matcher == "nn")]
+            if ok:
+                feats, chosen = ok[0][0], ok[0][2]
+                matcher = ok[0][1] if matcher == "auto" else matcher
+                why = f"the best learned pair on {device_type} whose weights are installed"
+            else:
+                feats = "orb"
+                why = f"no learned weights installed for {device_type} (python -m slam weights install xfeat xfeat_lighterglue)"
+    else:
+        why = "features given"
+    if matcher == "auto":
+        name, needs = AUTO_MATCHER.get(feats, ("nn", ()))
+        matcher = name if needs and all(weights_installed(_weights_for(cfg, x)) for x in needs) else "nn"
+    return feats, matcher, why, chosen
 
 
 def resolve_config(cfg: Config, live: bool = False) -> Config:
     """A copy of ``cfg`` with everything a run decides for itself made explicit, so that the
-    config.yaml of a run records what ran: ``features``/``matcher`` "auto" (our learned
-    SuperPoint + SuperGlue when their weights ship in the package, ORB + nearest neighbour
-    until then), ``device`` "auto" (cuda when torch sees a GPU, else cpu), ``runtime.live``,
-    and ``lightglue.features`` (the LightGlue weights must fit the extractor)."""
+    config.yaml of a run records what ran (this is the one home of the auto choices):
+
+    - ``device`` "auto": cuda when torch sees a GPU, else cpu;
+    - ``features`` / ``matcher`` "auto": the best learned pair whose weights are installed
+      (:func:`choose_features_and_matcher`: XFeat + LighterGlue on CPU; SuperPoint + SuperGlue
+      on CUDA), ORB + nearest neighbour when none is; the choice is logged;
+    - ``tracking.learned_matching`` "auto": keyframes on CPU, every_frame on CUDA;
+    - ``tracking`` / ``mapping.max_desc_dist_float`` unset: the extractor's own guided-search
+      threshold (slam.features.config.GUIDED_MAX_L2);
+    - ``runtime.live``, and ``lightglue.features`` (the LightGlue weights must fit the extractor).
+    """
+    from slam.features.config import guided_max_l2
+    from slam.tracking.config import default_learned_matching
+
     cfg = copy.deepcopy(cfg)
-    if cfg.features == "auto" or cfg.matcher == "auto":
-        learned = learned_defaults_available()
-        if cfg.features == "auto":
-            cfg.features = "superpoint" if learned else "orb"
-        if cfg.matcher == "auto":
-            cfg.matcher = "superglue" if learned and cfg.features == "superpoint" else "nn"
     cfg.device = resolve_device(cfg.device).type
+    if cfg.features == "auto" or cfg.matcher == "auto":
+        asked = (cfg.features, cfg.matcher)
+        cfg.features, cfg.matcher, why, weights = choose_features_and_matcher(cfg, cfg.device)
+        if "superpoint_v1" in weights:
+            cfg.superpoint.weights, cfg.superglue.weights = "superpoint_v1", "superglue_indoor"
+        log.info("features=%s matcher=%s -> %s + %s (%s)", asked[0], asked[1], cfg.features, cfg.matcher, why)
+    if cfg.tracking.learned_matching == "auto":
+        cfg.tracking.learned_matching = default_learned_matching(cfg.device)
+    for section in (cfg.tracking, cfg.mapping):
+        if section.max_desc_dist_float is None:
+            section.max_desc_dist_float = guided_max_l2(cfg.features)
     cfg.runtime.live = bool(live or cfg.runtime.live)
     if cfg.matcher == "lightglue" and not cfg.lightglue.weights:
         cfg.lightglue.features = cfg.features
@@ -226,6 +306,7 @@ class SLAMSystem:
             "init_frame": first_ok,
             "lost_events": self.tracker.n_lost,
             "relocalisations": self.tracker.n_relocalised,
+            "matcher_frames": self.tracker.n_matched_frames,  # tracked frames for which the matcher ran (not init/reloc)
             "keyframes": n_kfs,
             **self.mapper.stats(),
             **self.schedule.stats(),

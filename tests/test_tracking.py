@@ -12,7 +12,8 @@ import numpy as np
 import pytest
 import torch
 
-from slam.geometry.sim3 import ate_rmse
+from slam.errors import ConfigError
+
 from slam.geometry.camera import PinholeCamera
 from slam.geometry.se3 import make_se3, rotation_angle_deg, se3_inverse, so3_exp, transform_points
 from slam.mapping.map import Map
@@ -268,7 +269,7 @@ def test_keyframe_matches_fuse_best_score_and_one_keypoint_per_point():
     ka, _ = fac.insert(f, np.eye(4), np.array([pts[0], pts[1], pts[2], -1, -1, -1]))
     kb, _ = fac.insert(f, np.eye(4), np.array([pts[3], pts[0], -1, -1, -1, pts[2]]))
     m.remove_points(pts[2:3])  # dead points never become candidates
-    search = CandidateSearch(TrackingConfig(), CAM, m, LEARNED)
+    search = CandidateSearch(TrackingConfig(learned_matching="every_frame"), CAM, m, LEARNED)
     # frame keypoint -> keyframe keypoint
     ma = Matches([0, 1, 2, -1, -1], [0.5, 0.9, 0.9, 0, 0])
     mb = Matches([1, 0, -1, 5, 1], [0.8, 0.3, 0, 0.9, 0.6])
@@ -353,12 +354,12 @@ def test_frame_trajectory_follows_keyframes_and_culled_parents():
 
 
 # ------------------------------------------------------------------ the tracker
-@pytest.mark.parametrize("kind", [DESCRIPTOR, LEARNED])
-def test_tracker_rgbd_is_exact_on_a_noise_free_scene(kind):
+@pytest.mark.parametrize("kind, learned_matching", [(DESCRIPTOR, "auto"), (LEARNED, "every_frame"), (LEARNED, "keyframes")])
+def test_tracker_rgbd_is_exact_on_a_noise_free_scene(kind, learned_matching):
     scene = Scene(10)
     m = new_map()
     matcher = CountingNN() if kind == DESCRIPTOR else OracleLearnedMatcher(m)
-    tracker = Tracker(TrackingConfig(), CAM, m, matcher, mode="rgbd")
+    tracker = Tracker(TrackingConfig(learned_matching=learned_matching), CAM, m, matcher, mode="rgbd")
     out = run_tracker(tracker, scene, range(40), depth=True)
     assert [r.state for r, _ in out] == ["OK"] * 40
     assert out[0][1].is_initial and sum(j is not None for _, j in out) >= 2
@@ -367,18 +368,20 @@ def test_tracker_rgbd_is_exact_on_a_noise_free_scene(kind):
     for i in range(40):
         dt, dr = pose_error(se3_inverse(poses[i]), Scene.cam_from_world(i))
         assert dt < 1e-6 and dr < 1e-5, (i, dt, dr)
-    if kind == DESCRIPTOR:
+    if kind == DESCRIPTOR or learned_matching == "keyframes":
         assert matcher.calls == 0  # guided search from the motion model never needed the matcher
+        assert tracker.n_matched_frames == 0
     else:
         assert matcher.calls == 39  # one batched call per tracked frame
         assert all(matcher.lock_free), "the learned matcher ran while the tracker held map.lock"
 
 
-def test_tracker_mono_initialises_and_tracks_up_to_scale():
+@pytest.mark.parametrize("learned_matching", ["every_frame", "keyframes"])
+def test_tracker_mono_initialises_and_tracks_up_to_scale(learned_matching):
     scene = Scene(11)
     m = new_map()
     matcher = OracleLearnedMatcher(m)
-    tracker = Tracker(TrackingConfig(), CAM, m, matcher, mode="mono")
+    tracker = Tracker(TrackingConfig(learned_matching=learned_matching), CAM, m, matcher, mode="mono")
     out = run_tracker(tracker, scene, range(30), depth=False)
     states = [r.state for r, _ in out]
     first = states.index("OK")
@@ -386,9 +389,14 @@ def test_tracker_mono_initialises_and_tracks_up_to_scale():
     assert out[first][1].is_initial
     idx, _, poses = tracker.trajectory()
     np.testing.assert_array_equal(idx, [0] + list(range(first, 30)))  # the reference frame and every tracked one
-    assert all(matcher.lock_free) and matcher.lock_free
+    assert all(matcher.lock_free)
+    assert (matcher.calls > 0) == (learned_matching == "every_frame")  # keyframes: the matcher only initialised the map
     truth = np.stack([se3_inverse(Scene.cam_from_world(i))[:3, 3] for i in idx])
-    assert ate_rmse(poses[:, :3, 3], truth, with_scale=True) < 1e-6
+    # the world is the reference camera (frame 0 at the identity), so only the scale is unknown; a
+    # full Sim(3) fit is ill-posed here: the camera path is a straight line
+    est = poses[:, :3, 3]
+    scale = float((est * truth).sum() / (est * est).sum())
+    assert np.sqrt(((scale * est - truth) ** 2).sum(1).mean()) < 1e-5  # 10 um over a 0.6 m path
 
 
 def test_tracker_relocalises_after_a_lost_frame():
@@ -441,3 +449,85 @@ def test_system_gives_the_tracker_the_run_schedule():
     assert system.tracker.schedule.mapping_busy()
     system = build_system(load_config(None, ["features=orb", "matcher=nn", "device=cpu"]), CAM)
     assert system.tracker.schedule is system.schedule and not system.tracker.schedule.mapping_busy()
+
+
+def test_learned_matching_must_be_resolved_for_learned_matchers():
+    with pytest.raises(ConfigError, match="learned_matching='auto' must be resolved"):
+        Tracker(TrackingConfig(), CAM, new_map(), OracleLearnedMatcher())
+    Tracker(TrackingConfig(), CAM, new_map(), CountingNN())  # descriptor matchers ignore it
+
+
+def test_hybrid_tracking_calls_the_learned_matcher_where_guided_search_fails():
+    """learned_matching=keyframes: a frame the motion model mispredicts (a jump) is matched by the
+    learned matcher against the reference and its covisible keyframes, and tracked exactly."""
+    scene = Scene(14)
+    m = new_map()
+    matcher = OracleLearnedMatcher(m)
+    tracker = Tracker(TrackingConfig(learned_matching="keyframes"), CAM, m, matcher, mode="rgbd")
+    run_tracker(tracker, scene, range(30), depth=True)
+    assert matcher.calls == 0
+    res, _ = tracker.process(scene.frame(30, Scene.cam_from_world(2), depth=True))  # back to where it was at frame 2
+    assert res.state == "OK" and matcher.calls == 1 and tracker.n_matched_frames == 1 and tracker.n_lost == 0
+    assert all(matcher.lock_free)
+    dt, dr = pose_error(se3_inverse(res.world_from_cam), Scene.cam_from_world(2))
+    assert dt < 1e-6 and dr < 1e-5
+
+
+class FloatScene(Scene):
+    """The scene with 64-D unit float descriptors (as XFeat's) and keypoints with 0.5 px noise
+    (depth with 0.3 % noise), so the pose comes out of a least-squares fit, not exactly."""
+
+    def __init__(self, seed: int) -> None:
+        super().__init__(seed)
+        d = self.rng.normal(size=(len(self.pts), 64)).astype(np.float32)
+        self.fdesc = d / np.linalg.norm(d, axis=1, keepdims=True)
+
+    def frame(self, index: int, cam_from_world: np.ndarray, depth: bool, max_kp: int = 1000) -> FrameFeatures:
+        pc = transform_points(cam_from_world, self.pts)
+        uv = CAM.project_undistorted(np.where(pc[:, 2:3] > 0.1, pc, 1.0))
+        ids = np.nonzero((pc[:, 2] > 0.1) & CAM.in_image(uv))[0]
+        noise = np.random.default_rng(1000 + index)
+        ids = noise.permutation(ids)[:max_kp]
+        n = len(ids)
+        kp = uv[ids] + noise.normal(scale=0.5, size=(n, 2))
+        z = pc[ids, 2] * (1 + noise.normal(scale=0.003, size=n)) if depth else np.zeros(n)
+        feats = Features(torch.from_numpy(kp).float(), torch.ones(n), torch.from_numpy(self.fdesc[ids]), (CAM.width, CAM.height))
+        return FrameFeatures(index, index / 30.0, feats, kp, z, np.ones(n), np.zeros((n, 3), dtype=np.uint8),
+                             self.fdesc[ids].copy())
+
+
+def _ate(tracker: Tracker, mode: str) -> tuple[float, int]:
+    """(ATE RMSE m, frames) of a tracker's trajectory; the world is the first camera, so only the
+    monocular scale needs aligning."""
+    idx, _, poses = tracker.trajectory()
+    est = poses[:, :3, 3]
+    truth = np.stack([se3_inverse(Scene.cam_from_world(i))[:3, 3] for i in idx])
+    if mode == "mono":
+        est = est * float((est * truth).sum() / max((est * est).sum(), 1e-12))
+    return float(np.sqrt(((est - truth) ** 2).sum(1).mean())), len(idx)
+
+
+@pytest.mark.parametrize("mode", ["rgbd", "mono"])
+def test_hybrid_tracking_equals_every_frame_tracking_within_the_ate_bars(mode):
+    """learned_matching=keyframes (guided search on float descriptors) tracks a noisy sequence
+    as well as matching every frame with the learned matcher, which it calls far less."""
+    out = {}
+    for lm in ("every_frame", "keyframes"):
+        scene = FloatScene(15)
+        m = Map(64, binary=False, capacity=8192)
+        matcher = OracleLearnedMatcher()
+        cfg = TrackingConfig(learned_matching=lm, max_desc_dist_float=0.7)
+        tracker = Tracker(cfg, CAM, m, matcher, mode=mode)
+        n = 60 if mode == "rgbd" else 40  # without a local mapper, a monocular map gets no new points
+        states = [tracker.process(scene.frame(i, Scene.cam_from_world(i), depth=mode == "rgbd"))[0].state for i in range(n)]
+        first = states.index("OK")
+        assert first < 15 and states[first:] == ["OK"] * (n - first), (lm, states)
+        ate, _ = _ate(tracker, mode)
+        out[lm] = (ate, matcher.calls, tracker.n_matched_frames)
+    # metres over a 0.8 m path seen at 3-7 m with 0.5 px noise, by the tracker alone (no bundle
+    # adjustment): RGB-D the issue's 1 cm bar; monocular 2 cm (measured 1.6 / 1.4 cm)
+    bar = 0.01 if mode == "rgbd" else 0.02
+    (ate_e, calls_e, _), (ate_k, calls_k, matched_k) = out["every_frame"], out["keyframes"]
+    assert ate_e < bar and ate_k < bar, out
+    assert ate_k < 1.2 * ate_e + 0.1 * bar, out  # hybrid no worse than every-frame matching
+    assert calls_e >= 25 and calls_k == matched_k == 0, out  # keyframes: the matcher never ran on a tracked frame

@@ -63,7 +63,7 @@ def random_net(seed: int = 0) -> XFeatNet:
 
 def random_xfeat(seed: int = 0, **cfg) -> XFeat:
     cfg.setdefault("detection_threshold", 0.0)  # random logits give probabilities near 1/65
-    return XFeat(XFeatConfig(**cfg), "cpu", state_dict=random_net(seed).state_dict())
+    return XFeat(XFeatConfig(**{"subpixel": False, **cfg}), "cpu", state_dict=random_net(seed).state_dict())
 
 
 # ----------------------------------------------------------------------------- hand-written restatements
@@ -245,7 +245,7 @@ def test_checkpoint_layout_and_inference_network_agree_on_random_weights():
 def test_extractor_equals_hand_pipeline_on_random_weights():
     """End to end on random weights: the plain network, then detection and description by hand."""
     net = random_net(5)
-    ext = XFeat(XFeatConfig(detection_threshold=0.0, max_keypoints=40), "cpu", state_dict=net.state_dict())
+    ext = XFeat(XFeatConfig(detection_threshold=0.0, max_keypoints=40, subpixel=False), "cpu", state_dict=net.state_dict())
     img = textured_image(64, 96, 2)
     f = ext.extract(img)
     grey = torch.from_numpy(img[:, :, ::-1].astype(np.float32) / 255).mean(-1)[None, None]
@@ -363,7 +363,7 @@ def xfeat_real() -> XFeat:
         resolve_weights("xfeat")
     except WeightsError as exc:
         pytest.skip(f"XFeat weights not installed: {exc}")
-    return XFeat(XFeatConfig(), "cpu")
+    return XFeat(XFeatConfig(subpixel=False), "cpu")  # the reference's whole-pixel keypoints
 
 
 def test_real_weights_load_strictly_and_give_sane_features(xfeat_real):
@@ -427,3 +427,23 @@ def test_churchill_lighterglue_homography_precision(shared_data: Path, xfeat_rea
     proj = cv2.perspectiveTransform(f0.keypoints_np[pairs[:, 0]][None], hom)[0]
     err = np.linalg.norm(proj - f1.keypoints_np[pairs[:, 1]], axis=1)
     assert (err < 3.0).mean() >= 0.8
+
+
+def test_subpixel_refinement_finds_the_peak_of_a_parabola():
+    from slam.features.xfeat import refine_subpixel
+
+    ys, xs = torch.meshgrid(torch.arange(12.0), torch.arange(16.0), indexing="ij")
+    heat = 1.0 - 0.05 * ((xs - 6.3) ** 2 + (ys - 4.8) ** 2)  # a paraboloid: the vertex is exact
+    heat[0, 0] = 5.0  # a border maximum stays where it is
+    got = refine_subpixel(heat, torch.tensor([[6, 5], [0, 0]]))
+    torch.testing.assert_close(got, torch.tensor([[6.3, 4.8], [0.0, 0.0]]), atol=1e-4, rtol=0)
+
+
+def test_subpixel_keeps_descriptors_and_moves_keypoints_less_than_half_a_pixel():
+    img = (np.random.default_rng(3).random((64, 96)) * 255).astype(np.uint8)
+    a = random_xfeat(0, max_keypoints=50).extract(img)
+    b = random_xfeat(0, max_keypoints=50, subpixel=True).extract(img)
+    torch.testing.assert_close(a.descriptors, b.descriptors)
+    torch.testing.assert_close(a.scores, b.scores)
+    d = (a.keypoints - b.keypoints).abs()
+    assert float(d.max()) <= 0.5 and float(d.sum()) > 0

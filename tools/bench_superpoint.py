@@ -32,7 +32,7 @@ import cv2
 import numpy as np
 import torch
 
-from slam.device import resolve_device
+from slam.device import autocast, resolve_device
 from slam.features.superpoint import (
     LAYERS,
     SuperPoint,
@@ -173,23 +173,23 @@ def main(argv: Optional[list[str]] = None) -> int:
         print(f"[{label}] timing on {device} ...", file=sys.stderr, flush=True)
         k = [0]
 
-        def single():
+        def single(sp=sp):
             img = images[k[0] % len(images)]
             k[0] += 1
             return sp.extract(img)
 
         t_single, c_single = time_calls(single, args.frames, args.warmup, device)
-        t_batch, c_batch = time_calls(lambda: sp.extract_batch(images[:batch]), batch_calls, 1, device)
+        t_batch, c_batch = time_calls(lambda sp=sp: sp.extract_batch(images[:batch]), batch_calls, 1, device)
         # the network alone, for the share of the post-processing
         gray = torch.from_numpy(cv2.cvtColor(images[0], cv2.COLOR_BGR2GRAY)).to(device)[None, None].float() / 255
         gray = gray.contiguous(memory_format=sp.memory_format)
 
-        def net_only():
-            with torch.inference_mode(), sp._autocast(sp.precision):
+        def net_only(sp=sp):
+            with torch.inference_mode(), sp._cudnn_flags(), autocast(sp.device, sp.precision):
                 return sp._forward_net(gray)
 
-        t_net, c_net = time_calls(net_only, max(10, args.frames // 2), 2, device)
-        feats = sp.extract_batch(images[:8])
+        t_net, c_net = time_calls(net_only, max(2, args.frames // 2), min(2, args.warmup), device)
+        feats = sp.extract_batch(images[:min(8, batch)])
         if not comp:
             feats_by_prec[prec] = feats
         row = {

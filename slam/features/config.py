@@ -10,6 +10,18 @@ from slam.params import param
 
 PRECISIONS = ("auto", "fp32", "fp16", "bf16")
 
+#: L2 distance between unit float descriptors that guided search (tracking and local mapping)
+#: accepts, per extractor, when ``max_desc_dist_float`` is left unset. 0.9 suits 128/256-D
+#: descriptors; XFeat's 64-D ones are less distinctive: 0.7 (its authors' mutual-NN matcher
+#: uses cosine 0.82, L2 0.6; docs/benchmarks.md section 9 measured 0.7).
+GUIDED_MAX_L2 = {"xfeat": 0.7}
+DEFAULT_GUIDED_MAX_L2 = 0.9
+
+
+def guided_max_l2(features: str) -> float:
+    """The guided-search L2 threshold of an extractor's float descriptors (GUIDED_MAX_L2)."""
+    return GUIDED_MAX_L2.get(features, DEFAULT_GUIDED_MAX_L2)
+
 
 @dataclass
 class ORBConfig:
@@ -62,4 +74,5 @@ class XFeatConfig:
     max_keypoints: int = 1024  # keep at most this many (highest score = heatmap x reliability); <= 0 = no limit
     detection_threshold: float = param(0.05, ge=0.0, lt=1.0)  # keypoint-heatmap probability a candidate must exceed (reference 0.05)
     nms_size: int = param(5, ge=1)  # odd side of the non-maximum-suppression window, pixels (reference 5)
+    subpixel: bool = True  # refine keypoints to sub-pixel on the heatmap (parabola per axis; synthetic ATE RGB-D 0.21 -> 0.20 cm, mono 0.39 -> 0.36 cm); False = the reference's whole pixels
     precision: str = param("auto", choices=PRECISIONS)  # auto (fp16 on CUDA, fp32 on CPU) | fp32 | fp16 (CUDA only) | bf16

@@ -65,7 +65,7 @@ from slam.features.config import XFeatConfig
 from slam.types import Features
 from slam.weights import load_weights
 
-__all__ = ["XFeat", "XFeatConfig", "XFeatNet", "XFeatInference", "keypoint_heatmap", "nms_candidates", "detect",
+__all__ = ["XFeat", "XFeatConfig", "XFeatNet", "XFeatInference", "keypoint_heatmap", "nms_candidates", "detect", "refine_subpixel",
            "sample_descriptors", "CELL", "DIVISOR"]
 
 #: Pixels per side of a keypoint-head cell (three stride-2 convolutions).
@@ -375,6 +375,26 @@ def detect(heat: torch.Tensor, reliability: torch.Tensor, nms_size: int, thresho
     return out
 
 
+def refine_subpixel(heat: torch.Tensor, xy: torch.Tensor) -> torch.Tensor:
+    """Sub-pixel keypoint positions: per axis, the vertex of the parabola through the (H,W)
+    heatmap ``heat`` at the keypoint and its two neighbours (clamped to +-0.5 px; 0 where the
+    peak is flat or at the border). xy: (N,2) int64 pixels (x, y). Returns (N,2) float32."""
+    h, w = heat.shape
+    x, y = xy[:, 0], xy[:, 1]
+    out = xy.float().clone()
+    for axis, (p, size) in enumerate(((x, w), (y, h))):
+        lo, hi = (p - 1).clamp(min=0), (p + 1).clamp(max=size - 1)
+        if axis == 0:
+            c, a, b = heat[y, x], heat[y, lo], heat[y, hi]
+        else:
+            c, a, b = heat[y, x], heat[lo, x], heat[hi, x]
+        curv = a + b - 2.0 * c  # < 0 at a strict maximum
+        ok = (curv < 0) & (p > 0) & (p < size - 1)
+        off = torch.where(ok, 0.5 * (a - b) / torch.where(ok, curv, torch.ones_like(curv)), torch.zeros_like(c))
+        out[:, axis] += off.clamp(-0.5, 0.5)
+    return out
+
+
 def sample_descriptors(dense: torch.Tensor, xy: torch.Tensor, w: int, h: int) -> torch.Tensor:
     """Bicubic samples of an L2-normalised (C,h/8,w/8) descriptor map at (N,2) pixels (x, y) of
     a (w, h) image, in the released model's convention (module doc), zero outside the map.
@@ -415,7 +435,8 @@ class XFeat:
 
     extract(image (H,W,3) uint8 BGR or (H,W) uint8 grey, sides >= 32) -> Features with keypoints
     (N,2) float32 pixels (x, y) of the original image (integer positions unless the image was
-    resized to multiples of 32), scores (N,) float32 in (0,1) (keypoint probability x
+    resized to multiples of 32, or with ``subpixel`` refined on the heatmap; descriptors are
+    always read at the integer positions, as the released model does), scores (N,) float32 in (0,1) (keypoint probability x
     reliability), descriptors (N,64) float32 L2-normalised, on ``device``, sorted by decreasing
     score, N <= cfg.max_keypoints.
     """
@@ -464,7 +485,7 @@ class XFeat:
             for k, i in enumerate(idxs):
                 xy, scores = detections[k]
                 desc = sample_descriptors(dense[k], xy, wt, ht)
-                kpts = xy.float() * scale
+                kpts = (refine_subpixel(heat[k, 0], xy) if self.cfg.subpixel else xy.float()) * scale
                 results[i] = Features(kpts, scores.float(), desc.contiguous(), (w, h))
         return results  # type: ignore[return-value]
 

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Optional
 
 from slam.params import param
 
@@ -24,4 +25,4 @@ class MappingConfig:
     cull_keyframes: bool = True
     redundant_ratio: float = param(0.9, ge=0.0, le=1.0)  # cull a keyframe when this share of its points is seen by 3+ others
     max_desc_dist_binary: float = param(50.0, ge=0.0)
-    max_desc_dist_float: float = param(0.9, ge=0.0)
+    max_desc_dist_float: Optional[float] = param(None, ge=0.0)  # L2 of unit float descriptors; None = the extractor's own (slam.features.config.GUIDED_MAX_L2)

@@ -29,7 +29,7 @@ from slam.geometry.epipolar import fundamental_from_poses, triangulate
 from slam.geometry.se3 import se3_inverse, transform_points
 from slam.mapping.config import MappingConfig
 from slam.mapping.map import Map
-from slam.matching.guided import search_by_projection, search_epipolar
+from slam.matching.guided import float_threshold, search_by_projection, search_epipolar
 from slam.optim.ba import BAProblem, bundle_adjust
 from slam.runtime.schedule import MappingSchedule
 from slam.types import has_depth
@@ -66,7 +66,7 @@ class LocalMapper:
         self.close_depth = close_depth
         self.triangulate_stereo = triangulate_stereo
         self.recent_points: list[np.ndarray] = []
-        self.max_desc = cfg.max_desc_dist_binary if slam_map.binary else cfg.max_desc_dist_float
+        self.max_desc = cfg.max_desc_dist_binary if slam_map.binary else float_threshold(cfg.max_desc_dist_float)
         self.n_ba = 0
         self.n_culled_kfs = 0
         self.n_culled_points = 0

@@ -11,6 +11,16 @@ from scipy.spatial import cKDTree
 
 from slam.matching.nn import pairwise_distance
 
+#: L2 distance of unit float descriptors accepted by guided search when the config leaves it to
+#: the extractor (``max_desc_dist_float: null``) and nothing resolved it; slam.system.resolve_config
+#: sets each extractor's own value (slam.features.config.GUIDED_MAX_L2)
+DEFAULT_MAX_L2 = 0.9
+
+
+def float_threshold(value: float | None) -> float:
+    """A configured max_desc_dist_float, or DEFAULT_MAX_L2 for None."""
+    return DEFAULT_MAX_L2 if value is None else float(value)
+
 
 def candidate_pairs(proj_uv: np.ndarray, kp_uv: np.ndarray, radius: np.ndarray | float, kp_available: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
     """All (point, keypoint) pairs closer than radius (no P x N matrix).

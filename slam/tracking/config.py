@@ -2,8 +2,20 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Optional
 
 from slam.params import param
+
+
+EVERY_FRAME = "every_frame"
+KEYFRAMES = "keyframes"
+LEARNED_MATCHING = ("auto", EVERY_FRAME, KEYFRAMES)
+
+
+def default_learned_matching(device_type: str) -> str:
+    """What ``tracking.learned_matching: auto`` means on a device ("cpu" | "cuda"): the learned
+    matcher on every frame where it is cheap (CUDA), only at keyframes elsewhere."""
+    return EVERY_FRAME if device_type == "cuda" else KEYFRAMES
 
 
 @dataclass
@@ -48,7 +60,7 @@ class TrackingConfig:
     search_radius_px: float = param(15.0, gt=0.0)  # guided search radius around the motion-model prediction
     local_search_radius_px: float = param(4.0, gt=0.0)  # guided search radius for local-map points (x sqrt(sigma2))
     max_desc_dist_binary: float = param(50.0, ge=0.0)  # bits: ORB descriptor distance accepted by guided search
-    max_desc_dist_float: float = param(0.9, ge=0.0)  # L2 distance accepted for learned descriptors
+    max_desc_dist_float: Optional[float] = param(None, ge=0.0)  # L2 distance of unit float descriptors accepted by guided search; None = the extractor's own (slam.features.config.GUIDED_MAX_L2)
     match_ratio: float = param(0.9, gt=0.0, le=1.0)  # best/second-best ratio in guided search
     pnp_threshold_px: float = param(4.0, gt=0.0)  # RANSAC reprojection threshold
     final_pose_refiner: str = param("gn", choices=("gn", "g2o"))  # pose-only refinement after local-map tracking. Same model and
@@ -64,4 +76,8 @@ class TrackingConfig:
     mono_init_max_gap: int = param(40, ge=1)  # frames; replace the reference frame after this many failures
     mono_init_min_parallax_deg: float = param(1.0, ge=0.0)
     mono_init_threshold_px: float = param(1.0, gt=0.0)
+    learned_matching: str = param("auto", choices=LEARNED_MATCHING)  # learned matchers only. every_frame: each frame is
+    # matched against keyframes by the matcher; keyframes: frames are tracked by guided search (projected map points,
+    # float descriptor distances) and the matcher runs at initialisation, for new keyframes' triangulation, relocalisation
+    # and frames whose guided search failed; auto: keyframes on CPU, every_frame on CUDA (slam.system.resolve_config)
     keyframes: KeyframePolicyConfig = field(default_factory=KeyframePolicyConfig)

@@ -10,8 +10,11 @@ or -1. Three sources:
 - :meth:`CandidateSearch.in_local_map`: the local map projected with the frame's estimated
   pose (points in front, inside the image, seen from within 60 degrees of their normal).
 
-Which one starts a frame depends on the matcher's declared kind (slam.matching.base):
-:attr:`CandidateSearch.guided` is True for descriptor matchers. The matcher itself is never
+Which one starts a frame depends on the matcher's declared kind (slam.matching.base) and, for
+learned matchers, on ``tracking.learned_matching``: :attr:`CandidateSearch.guided` is True for
+descriptor matchers and for learned matchers run only at keyframes (``keyframes``: frames are
+tracked by guided search on the float descriptors, and the learned matcher only runs when that
+fails). The matcher itself is never
 called here: the tracker calls it outside the map lock and hands the matches in. Every method
 reads the map: the caller holds ``map.lock``.
 """
@@ -24,9 +27,10 @@ import numpy as np
 from slam.geometry.camera import PinholeCamera
 from slam.geometry.se3 import se3_inverse, transform_points
 from slam.mapping.map import Keyframe, Map
+from slam.errors import ConfigError
 from slam.matching.base import DESCRIPTOR
-from slam.matching.guided import search_by_projection
-from slam.tracking.config import TrackingConfig
+from slam.matching.guided import float_threshold, search_by_projection
+from slam.tracking.config import EVERY_FRAME, KEYFRAMES, TrackingConfig
 from slam.types import FrameFeatures, Matches
 
 MIN_COS_VIEW = 0.5  # local-map points seen within 60 degrees of their mean viewing direction
@@ -37,10 +41,16 @@ class CandidateSearch:
         self.cfg = cfg
         self.camera = camera
         self.map = slam_map
-        #: descriptor matchers: guided search from the motion model, keyframe matching as fallback;
-        #: learned matchers: keyframe matching every frame
-        self.guided = matcher_kind == DESCRIPTOR
-        self.max_desc = cfg.max_desc_dist_binary if slam_map.binary else cfg.max_desc_dist_float
+        if matcher_kind != DESCRIPTOR and cfg.learned_matching not in (EVERY_FRAME, KEYFRAMES):
+            raise ConfigError(f"tracking.learned_matching={cfg.learned_matching!r} must be resolved to {EVERY_FRAME!r} or "
+                              f"{KEYFRAMES!r} before tracking starts (slam.system.resolve_config does it)")
+        #: guided search from the motion model, keyframe matching as fallback: descriptor matchers,
+        #: and learned matchers with learned_matching=keyframes; else keyframe matching every frame
+        self.guided = matcher_kind == DESCRIPTOR or cfg.learned_matching == KEYFRAMES
+        #: the fallback matches the frame against the reference keyframe (descriptor matchers) or
+        #: against tracking.n_match_keyframes keyframes (learned matchers)
+        self.learned = matcher_kind != DESCRIPTOR
+        self.max_desc = cfg.max_desc_dist_binary if slam_map.binary else float_threshold(cfg.max_desc_dist_float)
 
     # ------------------------------------------------------------------ guided search
     def by_projection(self, fr: FrameFeatures, cam_from_world: np.ndarray, pids: np.ndarray, point_ids: np.ndarray,

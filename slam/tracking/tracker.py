@@ -5,7 +5,9 @@
   builds the initial map.
 - OK: constant-velocity prediction; 2D-3D candidates (slam.tracking.search: guided search of
   the last frame's points for descriptor matchers, falling back to matching the reference
-  keyframe; keyframe matching with learned matchers, as the matcher's declared kind says);
+  keyframe; with learned matchers, keyframe matching on every frame, or with
+  ``tracking.learned_matching: keyframes`` guided search as for descriptor matchers, falling
+  back to the learned matcher against the reference and its covisible keyframes);
   the pose (slam.tracking.pose: pose-only refinement from the prediction, or PnP + RANSAC
   first); the local map (slam.tracking.local_map: projection, matching, final refinement);
   the keyframe policy, and a new keyframe (slam.tracking.keyframes).
@@ -84,6 +86,7 @@ class Tracker:
         self.last_kf_frame = -1
         self.n_lost = 0
         self.n_relocalised = 0
+        self.n_matched_frames = 0  # tracked frames (after initialisation) for which the matcher ran
 
     # ================================================================== entry point
     def process(self, fr: FrameFeatures) -> tuple[TrackResult, Optional[KeyframeJob]]:
@@ -220,13 +223,13 @@ class Tracker:
             point_ids = np.full(n, -1, dtype=np.int64)
             if self.search.guided:
                 point_ids, use_prior = self.search.by_motion(fr, pred, self.last.point_ids)
-                ref = self.map.keyframes.get(self.ref_kf_id)
-                if not use_prior and ref is not None:
-                    to_match = [ref]
+                if not use_prior:  # guided search failed: the matcher against keyframes
+                    to_match = self._fallback_keyframes()
             else:
                 to_match = self.search.keyframes_to_match(self.ref_kf_id)
         if to_match:  # without the lock: mapping goes on while the matcher runs
             matches = self.matcher.match_many(fr.features, [kf.features for kf in to_match])
+            self.n_matched_frames += 1
         with self.map.lock:
             if to_match:
                 point_ids = self.search.from_keyframe_matches(n, [kf.id for kf in to_match], matches)
@@ -238,6 +241,15 @@ class Tracker:
         if n_inl < self.cfg.min_inliers:
             return None, point_ids, n_inl
         return cam_from_world, point_ids, n_inl
+
+    def _fallback_keyframes(self) -> list[Keyframe]:
+        """Keyframes to match a frame whose guided search failed: the reference keyframe for
+        descriptor matchers; the reference and its best covisible keyframes for learned ones.
+        Caller holds the map lock."""
+        if self.search.learned:
+            return self.search.keyframes_to_match(self.ref_kf_id)
+        ref = self.map.keyframes.get(self.ref_kf_id) if self.ref_kf_id is not None else None
+        return [] if ref is None else [ref]
 
     def _relocalise(self, fr: FrameFeatures) -> tuple[Optional[np.ndarray], np.ndarray, int]:
         lost = (None, np.full(len(fr.kp_uv), -1, dtype=np.int64), 0)
