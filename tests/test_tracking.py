@@ -12,7 +12,6 @@ import numpy as np
 import pytest
 import torch
 
-from slam.geometry.sim3 import ate_rmse
 from slam.geometry.camera import PinholeCamera
 from slam.geometry.se3 import make_se3, rotation_angle_deg, se3_inverse, so3_exp, transform_points
 from slam.mapping.map import Map
@@ -388,7 +387,10 @@ def test_tracker_mono_initialises_and_tracks_up_to_scale():
     np.testing.assert_array_equal(idx, [0] + list(range(first, 30)))  # the reference frame and every tracked one
     assert all(matcher.lock_free) and matcher.lock_free
     truth = np.stack([se3_inverse(Scene.cam_from_world(i))[:3, 3] for i in idx])
-    assert ate_rmse(poses[:, :3, 3], truth, with_scale=True) < 1e-6
+    # the world is the first camera in both: the positions agree up to one scale (the trajectory
+    # is nearly a straight line, too degenerate for a Umeyama alignment to be meaningful)
+    scale = float((poses[:, :3, 3] * truth).sum() / (poses[:, :3, 3] ** 2).sum())
+    assert np.abs(scale * poses[:, :3, 3] - truth).max() < 1e-5
 
 
 def test_tracker_relocalises_after_a_lost_frame():

@@ -41,6 +41,6 @@ class TrackingConfig:
     reloc_min_inliers: int = param(40, ge=1)
     mono_init_min_matches: int = param(100, ge=8)
     mono_init_max_gap: int = param(40, ge=1)  # frames; replace the reference frame after this many failures
-    mono_init_min_parallax_deg: float = param(1.0, ge=0.0)
+    mono_init_min_parallax_deg: float = param(1.0, ge=0.0)  # the 50th largest parallax of the triangulated points (ORB-SLAM)
     mono_init_threshold_px: float = param(1.0, gt=0.0)
     keyframes: KeyframePolicyConfig = field(default_factory=KeyframePolicyConfig)

@@ -215,11 +215,15 @@ class Tracker:
         with self.map.lock:
             if to_match:
                 point_ids = self.search.from_keyframe_matches(n, [kf.id for kf in to_match], matches)
+            n_cand = int((point_ids >= 0).sum())
             cam_from_world, inl = self.pose.estimate(fr, point_ids, pred if use_prior else None, pred)
             if cam_from_world is None:
+                log.debug("frame %d: no pose from %d candidates (%s)", fr.index, n_cand, "motion" if use_prior else "PnP")
                 return None, point_ids, 0
             point_ids[~inl] = -1
             cam_from_world, point_ids, n_inl, self.ref_kf_id = self.local_map.track(fr, cam_from_world, point_ids, self.ref_kf_id)
+            log.debug("frame %d: %d candidates (%s), %d inliers, %d after the local map", fr.index, n_cand,
+                      "motion" if use_prior else "PnP", int(inl.sum()), n_inl)
         if n_inl < self.cfg.min_inliers:
             return None, point_ids, n_inl
         return cam_from_world, point_ids, n_inl
