@@ -281,8 +281,9 @@ def initialize_two_view(x0: np.ndarray, x1: np.ndarray, K: np.ndarray, threshold
        reprojects within 2*threshold_px in both views and lies in front of both cameras (or has
        parallax below ``min_point_parallax_deg``: a far point's depth sign is noise); it becomes
        a map point (valid) when it is in front and has at least that parallax. The candidate with
-       most good points wins; rejected as ambiguous when another has > ``max_ambiguity`` of its
-       good points, or when fewer than ``min_good_fraction`` of the model's inliers are good.
+       most valid points wins (low-parallax points fit every candidate); rejected as ambiguous
+       when another has > ``max_ambiguity`` of its valid points, or when fewer than
+       ``min_good_fraction`` of the model's inliers are good.
     4. Parallax (ORB-SLAM): the ``parallax_rank``-th largest parallax of the valid points (the
        smallest when there are fewer) must reach ``min_parallax_deg``. Forward motion keeps most
        points near the epipole at low parallax; this asks only for enough well-triangulated ones.
@@ -340,16 +341,16 @@ def initialize_two_view(x0: np.ndarray, x1: np.ndarray, K: np.ndarray, threshold
         cand = cand.copy()
         cand[:3, 3] /= tn
         res = _score_candidate(cand, x0, x1, K, inl, max_reproj, min_point_parallax_deg)
-        scored.append((int(res[2].sum()), cand, res))
+        scored.append((int(res[4].sum()), cand, res))
     scored.sort(key=lambda s: -s[0])
-    n_good, best, res = scored[0]
-    if res is None or n_good == 0:
+    n_best, best, res = scored[0]
+    if res is None or n_best == 0:
         return None, f"no {model} pose candidate triangulates points in front of both cameras"
-    n_inl = int(inl.sum())
+    n_inl, n_good = int(inl.sum()), int(res[2].sum())
     if n_good < min_good_fraction * n_inl:
         return None, f"too few good points for the {model} pose ({n_good} of {n_inl} inliers)"
-    if len(scored) > 1 and scored[1][0] > max_ambiguity * n_good:
-        return None, f"ambiguous {model} decomposition ({scored[1][0]} vs {n_good} good points)"
+    if len(scored) > 1 and scored[1][0] > max_ambiguity * n_best:
+        return None, f"ambiguous {model} decomposition ({scored[1][0]} vs {n_best} triangulated points)"
 
     idx, pts, good, par, valid_sub = res
     n_valid = int(valid_sub.sum())
