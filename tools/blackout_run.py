@@ -1,7 +1,7 @@
 """Forced tracking loss: run SLAM on a sequence with a stretch of black frames and report how
 many frames after the images return tracking recovers (relocalisation).
 
-    python tools/blackout_run.py --seq tum/fr1_xyz --data-root /work/shared/data/tum \
+    PYTHONPATH=. python tools/blackout_run.py --seq tum/fr1_xyz --data-root /work/shared/data/tum \
         -c configs/tum_rgbd.yaml --blackout 300:20 [key=value ...]
 
 Prints one line: frames tracked, the recovery in frames after the images return, and the ATE

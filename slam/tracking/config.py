@@ -35,6 +35,7 @@ class TrackingConfig:
     # because g2opy builds its graph edge by edge in Python
     min_matches_motion: int = param(20, ge=1)  # fewer guided matches than this -> PnP fallback
     min_inliers: int = param(30, ge=1)  # fewer inliers than this -> LOST
+    wide_search: bool = True  # a failed prediction is redone from matches to the last frame and reloc_candidates keyframes (PnP)
     n_local_keyframes: int = param(10, ge=1)  # keyframes whose points form the local map
     n_match_keyframes: int = param(3, ge=1)  # learned matchers: reference + best covisible keyframes matched per frame
     reloc_candidates: int = param(8, ge=1)  # keyframes tried when relocalising

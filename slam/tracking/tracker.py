@@ -223,27 +223,33 @@ class Tracker:
                 first = self._pose_and_local_map(fr, point_ids, pred if use_prior else None, pred, "motion" if use_prior else "keyframes")
         if first[0] is not None and first[2] >= self.cfg.min_inliers:
             return first
-        second = self._track_wide(fr, pred)
+        if self.cfg.wide_search:
+            second = self._track_wide(fr, pred)
+        elif self.search.guided and not use_prior:  # the plain fallback: PnP from matches to the reference keyframe
+            second = self._track_wide(fr, pred, n_keyframes=1, with_last=False)
+        else:
+            second = (None, first[1], 0)
         best = second if second[2] > first[2] else first
         if best[0] is None or best[2] < self.cfg.min_inliers:
             return None, best[1], best[2]
         return best
 
-    def _track_wide(self, fr: FrameFeatures, pred: np.ndarray) -> tuple[Optional[np.ndarray], np.ndarray, int]:
+    def _track_wide(self, fr: FrameFeatures, pred: np.ndarray, n_keyframes: Optional[int] = None,
+                    with_last: bool = True) -> tuple[Optional[np.ndarray], np.ndarray, int]:
         """The prediction failed (fast motion, blur): match the frame against the last frame and
         the reference keyframe with its best covisible ones (tracking.reloc_candidates in all),
         PnP + RANSAC on the union of the 2D-3D candidates, then the local map with twice the
         search radius."""
         n = len(fr.kp_uv)
         with self.map.lock:
-            kfs = self.search.keyframes_to_match(self.ref_kf_id, self.cfg.reloc_candidates)
-            views = [kf.features for kf in kfs] + [self.last.data.features]
-            last_pids = self.last.point_ids.copy()
+            kfs = self.search.keyframes_to_match(self.ref_kf_id, n_keyframes or self.cfg.reloc_candidates)
+            views = [kf.features for kf in kfs] + ([self.last.data.features] if with_last else [])
+            last_pids = [self.last.point_ids.copy()] if with_last else []
         matches = self.matcher.match_many(fr.features, views)  # without the lock
         with self.map.lock:
             kf_pids = [kf.point_ids if kf.id in self.map.keyframes else None for kf in kfs]
-            point_ids = self.search.from_matches(n, kf_pids + [last_pids], matches)
-            return self._pose_and_local_map(fr, point_ids, None, pred, "wide", wide=True)
+            point_ids = self.search.from_matches(n, kf_pids + last_pids, matches)
+            return self._pose_and_local_map(fr, point_ids, None, pred, "wide" if with_last else "reference", wide=with_last)
 
     def _pose_and_local_map(self, fr: FrameFeatures, point_ids: np.ndarray, prior: Optional[np.ndarray], pred: np.ndarray,
                             source: str, wide: bool = False) -> tuple[Optional[np.ndarray], np.ndarray, int]:
