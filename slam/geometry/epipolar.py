@@ -196,7 +196,7 @@ class TwoViewResult:
     n_inliers: inliers of the chosen model (essential or homography).
     median_parallax_deg: median parallax of the well-triangulated inliers (before the parallax cut).
     model: "essential" or "homography" (which model gave the pose).
-    homography_ratio: n_H / (n_H + n_E) inlier ratio used to select the model.
+    homography_ratio: S_H / (S_H + S_F), ORB-SLAM's score ratio used to select the model.
     """
 
     cam1_from_cam0: np.ndarray
@@ -208,41 +208,90 @@ class TwoViewResult:
     homography_ratio: float = 0.0
 
 
-def _score_candidate(cam1_from_cam0, x0, x1, K, inl, max_reproj_px, min_parallax_deg):
+def _transfer_score(H: np.ndarray, x0: np.ndarray, x1: np.ndarray, sigma: float) -> float:
+    """ORB-SLAM's homography score: sum over both transfer directions of max(0, 5.991 - e^2/sigma^2)."""
+    th = 5.991
+    score = np.zeros(len(x0))
+    for A, a, b in ((H, x0, x1), (np.linalg.inv(H), x1, x0)):
+        p = np.c_[a, np.ones(len(a))] @ A.T
+        with np.errstate(divide="ignore", invalid="ignore"):
+            e2 = np.sum((p[:, :2] / p[:, 2:3] - b) ** 2, axis=1) / sigma ** 2
+        e2 = np.where(np.isfinite(e2), e2, np.inf)
+        score += np.where(e2 < th, th - e2, 0.0)
+    return float(score.sum())
+
+
+def _epipolar_score(F: np.ndarray, x0: np.ndarray, x1: np.ndarray, sigma: float) -> float:
+    """ORB-SLAM's fundamental-matrix score: point-to-epipolar-line distance in both images,
+    inlier below chi2(1 dof) 3.841, scored as 5.991 - e^2/sigma^2 (the homography's scale)."""
+    th, th_score = 3.841, 5.991
+    score = np.zeros(len(x0))
+    for A, a, b in ((F, x0, x1), (F.T, x1, x0)):
+        line = np.c_[a, np.ones(len(a))] @ A.T
+        with np.errstate(divide="ignore", invalid="ignore"):
+            e2 = (np.sum(line[:, :2] * b, axis=1) + line[:, 2]) ** 2 / np.sum(line[:, :2] ** 2, axis=1) / sigma ** 2
+        e2 = np.where(np.isfinite(e2), e2, np.inf)
+        score += np.where(e2 < th, th_score - e2, 0.0)
+    return float(score.sum())
+
+
+def _score_candidate(cam1_from_cam0, x0, x1, K, inl, max_reproj_px, min_point_parallax_deg):
+    """Triangulate the inliers inl (N,) bool with the candidate pose. Returns (idx (M,) inlier
+    indices, pts (M,3) in cam0, good (M,) bool, par (M,) deg, valid (M,) bool).
+
+    good (ORB-SLAM's CheckRT count): reprojection < max_reproj_px in both views and in front of
+    both cameras, or with parallax below min_point_parallax_deg (a far point's depth sign is noise);
+    valid: good, in front of both cameras and with parallax >= min_point_parallax_deg (the points
+    that become map points)."""
     idx = np.flatnonzero(inl)
     pts = triangulate(np.eye(4), cam1_from_cam0, x0[idx], x1[idx], K)
-    good = triangulation_mask(pts, np.eye(4), cam1_from_cam0, x0[idx], x1[idx], K,
-                              max_reproj_px=max_reproj_px, min_parallax_deg=0.0)
-    par = parallax_deg(np.where(np.isfinite(pts), pts, 0.0), np.zeros(3), camera_center(cam1_from_cam0))
-    valid = good & (par >= min_parallax_deg)
+    finite = np.all(np.isfinite(pts), axis=1)
+    p = np.where(finite[:, None], pts, 0.0)
+    c1 = transform_points(cam1_from_cam0, p)
+    par = parallax_deg(p, np.zeros(3), camera_center(cam1_from_cam0))
+    front = finite & (p[:, 2] > 0) & (c1[:, 2] > 0)
+    low = finite & (par < min_point_parallax_deg)
+    with np.errstate(invalid="ignore", divide="ignore"):  # a point behind projects like its mirror image
+        e0 = np.linalg.norm(_project(K, p) - x0[idx], axis=1)
+        e1 = np.linalg.norm(_project(K, c1) - x1[idx], axis=1)
+    reproj = finite & (e0 < max_reproj_px) & (e1 < max_reproj_px)
+    good = reproj & (front | low)
+    valid = reproj & front & (par >= min_point_parallax_deg)
     return idx, pts, good, par, valid
 
 
 def initialize_two_view(x0: np.ndarray, x1: np.ndarray, K: np.ndarray, threshold_px: float = 1.0,
                         min_inliers: int = 50, min_parallax_deg: float = 1.0, min_valid: int = 50,
-                        min_median_parallax_deg: float = 1.0, homography_ratio_threshold: float = 0.45,
-                        max_ambiguity: float = 0.75, max_rotation_only_fraction: float = 0.9,
+                        min_point_parallax_deg: float = 0.36, parallax_rank: int = 50,
+                        homography_ratio_threshold: float = 0.45, max_ambiguity: float = 0.75,
+                        min_good_fraction: float = 0.9, max_rotation_only_fraction: float = 0.9,
                         confidence: float = 0.999) -> tuple[Optional[TwoViewResult], str]:
-    """Monocular map initialisation from two views (ORB-SLAM style model selection).
+    """Monocular map initialisation from two views (ORB-SLAM's model selection and checks).
 
     x0, x1: (N, 2) matched undistorted pixels; K (3, 3).
 
     Steps
     1. Essential matrix (MAGSAC, ``threshold_px``) and homography (same threshold) in parallel.
-    2. Model selection as in ORB-SLAM: ``r_H = n_H / (n_H + n_E)``. If ``r_H >
-       homography_ratio_threshold`` the scene is (near-)planar or the motion is (near-)rotational,
-       and the pose candidates come from decomposing H (up to 4), else from decomposing E (4).
-    3. Every candidate is triangulated on its model's inliers; the one with most points that are
-       in front of both cameras with reprojection error < 2*threshold_px wins. The result is
-       rejected as ambiguous when the runner-up has > ``max_ambiguity`` of the winner's points
-       (homography only; the 4 E candidates are separated by cheirality).
-    4. Degeneracy test: if the infinite homography ``K R K^-1`` of the chosen rotation alone
+    2. Model selection by ORB-SLAM's score ratio ``R_H = S_H / (S_H + S_F)`` (symmetric
+       transfer error of H, symmetric epipolar distance of F = K^-T E K^-1, both scored with
+       chi-square cut-offs at sigma = ``threshold_px``). ``R_H > homography_ratio_threshold``:
+       planar scene or rotation-dominant motion, the pose candidates come from decomposing H
+       (up to 4), else from E (4).
+    3. Every candidate is triangulated on its model's inliers. A point is good when it
+       reprojects within 2*threshold_px in both views and lies in front of both cameras (or has
+       parallax below ``min_point_parallax_deg``: a far point's depth sign is noise); it becomes
+       a map point (valid) when it is in front and has at least that parallax. The candidate with
+       most valid points wins (low-parallax points fit every candidate); rejected as ambiguous
+       when another has > ``max_ambiguity`` of its valid points, or when fewer than
+       ``min_good_fraction`` of the model's inliers are good.
+    4. Parallax (ORB-SLAM): the ``parallax_rank``-th largest parallax of the valid points (the
+       smallest when there are fewer) must reach ``min_parallax_deg``. Forward motion keeps most
+       points near the epipole at low parallax; this asks only for enough well-triangulated ones.
+    5. Degeneracy test: if the infinite homography ``K R K^-1`` of the chosen rotation alone
        explains more than ``max_rotation_only_fraction`` of the inliers within 2*threshold_px, the
        baseline is not observable (pure rotation / too distant scene) -> rejected.
-    5. Rejected when fewer than ``min_valid`` points pass depth + reprojection + parallax
-       (>= ``min_parallax_deg``) or the median parallax of the well-triangulated inliers is below
-       ``min_median_parallax_deg``.
-    6. Scale: translation and points scaled so the median cam0 depth of valid points is 1.0.
+    6. At least ``min_valid`` valid points. Scale: translation and points scaled so that the
+       median cam0 depth of the valid points is 1.0.
 
     Returns (TwoViewResult or None, reason). ``reason`` is "ok" on success, otherwise a short
     human-readable explanation of the rejection.
@@ -258,11 +307,16 @@ def initialize_two_view(x0: np.ndarray, x1: np.ndarray, K: np.ndarray, threshold
         H, mask_H = cv2.findHomography(x0, x1, _RANSAC_METHOD, threshold_px, confidence=confidence)
     except cv2.error:
         H, mask_H = cv2.findHomography(x0, x1, cv2.RANSAC, threshold_px, confidence=confidence)
+    if H is not None and (H.shape != (3, 3) or not np.all(np.isfinite(H)) or abs(np.linalg.det(H)) < 1e-12):
+        H = None
     inl_H = mask_H.reshape(-1).astype(bool) if (H is not None and mask_H is not None) else np.zeros(n, bool)
     n_H = int(inl_H.sum()) if H is not None else 0
     if E is None and H is None:
         return None, "neither essential matrix nor homography could be estimated"
-    ratio = n_H / max(n_H + n_E, 1)
+    Kinv = np.linalg.inv(K)
+    s_H = _transfer_score(H, x0, x1, threshold_px) if H is not None else 0.0
+    s_F = _epipolar_score(Kinv.T @ E @ Kinv, x0, x1, threshold_px) if E is not None else 0.0
+    ratio = s_H / max(s_H + s_F, 1e-12)
     use_h = E is None or ratio > homography_ratio_threshold
     max_reproj = 2.0 * threshold_px
 
@@ -270,9 +324,7 @@ def initialize_two_view(x0: np.ndarray, x1: np.ndarray, K: np.ndarray, threshold
         model, inl = "homography", inl_H
         if n_H < min_inliers:
             return None, f"too few homography inliers ({n_H} < {min_inliers})"
-        Kinv = np.linalg.inv(K)
-        Hn = Kinv @ H @ K
-        _, Rs, ts, _ = cv2.decomposeHomographyMat(Hn, np.eye(3))
+        _, Rs, ts, _ = cv2.decomposeHomographyMat(Kinv @ H @ K, np.eye(3))
         cands = [make_se3(R, np.asarray(t).reshape(3)) for R, t in zip(Rs, ts)]
     else:
         model, inl = "essential", inl_E
@@ -283,24 +335,35 @@ def initialize_two_view(x0: np.ndarray, x1: np.ndarray, K: np.ndarray, threshold
     scored = []
     for cand in cands:
         tn = np.linalg.norm(cand[:3, 3])
-        if tn < 1e-9:
-            # homography decomposition with no translation: pure rotation
+        if tn < 1e-9:  # homography decomposition with no translation: pure rotation
             scored.append((0, cand, None))
             continue
         cand = cand.copy()
         cand[:3, 3] /= tn
-        res = _score_candidate(cand, x0, x1, K, inl, max_reproj, min_parallax_deg)
-        scored.append((int(res[2].sum()), cand, res))
+        res = _score_candidate(cand, x0, x1, K, inl, max_reproj, min_point_parallax_deg)
+        scored.append((int(res[4].sum()), cand, res))
     scored.sort(key=lambda s: -s[0])
-    n_good, best, res = scored[0]
-    if res is None or n_good == 0:
+    n_best, best, res = scored[0]
+    if res is None or n_best == 0:
         return None, f"no {model} pose candidate triangulates points in front of both cameras"
-    if use_h and len(scored) > 1 and scored[1][0] > max_ambiguity * n_good:
-        return None, (f"ambiguous homography decomposition ({scored[1][0]} vs {n_good} good points)")
+    n_inl, n_good = int(inl.sum()), int(res[2].sum())
+    if n_good < min_good_fraction * n_inl:
+        return None, f"too few good points for the {model} pose ({n_good} of {n_inl} inliers)"
+    if len(scored) > 1 and scored[1][0] > max_ambiguity * n_best:
+        return None, f"ambiguous {model} decomposition ({scored[1][0]} vs {n_best} triangulated points)"
+
+    idx, pts, good, par, valid_sub = res
+    n_valid = int(valid_sub.sum())
+    if n_valid < min_valid:
+        return None, f"too few triangulated points ({n_valid} < {min_valid})"
+    par_sorted = np.sort(par[valid_sub])[::-1]
+    ranked_par = float(par_sorted[min(parallax_rank, n_valid) - 1])
+    if ranked_par < min_parallax_deg:
+        return None, (f"parallax too low (point {min(parallax_rank, n_valid)} by parallax has {ranked_par:.2f} < "
+                      f"{min_parallax_deg:.2f} deg)")
 
     # rotation-only degeneracy test on the model inliers
-    idx = np.flatnonzero(inl)
-    H_inf = K @ best[:3, :3] @ np.linalg.inv(K)
+    H_inf = K @ best[:3, :3] @ Kinv
     xh = np.c_[x0[idx], np.ones(idx.size)] @ H_inf.T
     with np.errstate(divide="ignore", invalid="ignore"):
         rot_err = np.linalg.norm(xh[:, :2] / xh[:, 2:3] - x1[idx], axis=1)
@@ -309,14 +372,7 @@ def initialize_two_view(x0: np.ndarray, x1: np.ndarray, K: np.ndarray, threshold
         return None, (f"motion explained by pure rotation ({100 * rot_frac:.0f}% of inliers within "
                       f"{max_reproj:.1f} px of K R K^-1): no baseline")
 
-    idx, pts, good, par, valid_sub = res
     med_par = float(np.median(par[good])) if good.any() else 0.0
-    n_valid = int(valid_sub.sum())
-    if n_valid < min_valid:
-        return None, f"too few triangulated points ({n_valid} < {min_valid})"
-    if med_par < min_median_parallax_deg:
-        return None, f"median parallax too low ({med_par:.2f} < {min_median_parallax_deg:.2f} deg)"
-
     med_depth = float(np.median(pts[valid_sub, 2]))
     if not np.isfinite(med_depth) or med_depth <= 0:
         return None, "degenerate scene depth"
@@ -329,5 +385,5 @@ def initialize_two_view(x0: np.ndarray, x1: np.ndarray, K: np.ndarray, threshold
     pts_cam0[sel] = pts[valid_sub] * s
     valid[sel] = True
     return TwoViewResult(cam1_from_cam0=cam1_from_cam0, pts_cam0=pts_cam0, valid=valid,
-                         n_inliers=int(inl.sum()), median_parallax_deg=med_par, model=model,
+                         n_inliers=n_inl, median_parallax_deg=med_par, model=model,
                          homography_ratio=float(ratio)), "ok"

@@ -68,13 +68,14 @@ class TrackingConfig:
     # because g2opy builds its graph edge by edge in Python
     min_matches_motion: int = param(20, ge=1)  # fewer guided matches than this -> PnP fallback
     min_inliers: int = param(30, ge=1)  # fewer inliers than this -> LOST
+    wide_search: bool = True  # a failed prediction is redone from matches to the last frame and reloc_candidates keyframes (PnP)
     n_local_keyframes: int = param(10, ge=1)  # keyframes whose points form the local map
     n_match_keyframes: int = param(3, ge=1)  # learned matchers: reference + best covisible keyframes matched per frame
     reloc_candidates: int = param(8, ge=1)  # keyframes tried when relocalising
     reloc_min_inliers: int = param(40, ge=1)
     mono_init_min_matches: int = param(100, ge=8)
     mono_init_max_gap: int = param(40, ge=1)  # frames; replace the reference frame after this many failures
-    mono_init_min_parallax_deg: float = param(1.0, ge=0.0)
+    mono_init_min_parallax_deg: float = param(1.0, ge=0.0)  # the 50th largest parallax of the triangulated points (ORB-SLAM)
     mono_init_threshold_px: float = param(1.0, gt=0.0)
     learned_matching: str = param("auto", choices=LEARNED_MATCHING)  # learned matchers only. every_frame: each frame is
     # matched against keyframes by the matcher; keyframes: frames are tracked by guided search (projected map points,

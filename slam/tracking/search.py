@@ -91,14 +91,15 @@ class CandidateSearch:
         return point_ids, False
 
     # ------------------------------------------------------------------ keyframe matches
-    def keyframes_to_match(self, ref_kf_id: Optional[int]) -> list[Keyframe]:
-        """Learned matchers: the reference keyframe and its best covisible keyframes
-        (tracking.n_match_keyframes in all), or [] without a reference."""
+    def keyframes_to_match(self, ref_kf_id: Optional[int], n: Optional[int] = None) -> list[Keyframe]:
+        """The reference keyframe and its best covisible keyframes, n in all (default
+        tracking.n_match_keyframes), or [] without a reference."""
         ref = self.map.keyframes.get(ref_kf_id) if ref_kf_id is not None else None
         if ref is None:
             return []
+        n = self.cfg.n_match_keyframes if n is None else n
         kfs = [ref]
-        for kid, _ in self.map.keyframe_covisibility(ref.id, min_shared=15)[: max(0, self.cfg.n_match_keyframes - 1)]:
+        for kid, _ in self.map.keyframe_covisibility(ref.id, min_shared=15)[: max(0, n - 1)]:
             kfs.append(self.map.keyframes[kid])
         return kfs
 
@@ -107,14 +108,20 @@ class CandidateSearch:
         keyframe kf_ids[j] or -1) into point_ids (n_kp,): each keypoint takes the live point of
         its best-scoring match; a point matched by several keypoints keeps the best-scoring one.
         Keyframes culled since the matches were requested are skipped."""
+        kfs = [self.map.keyframes.get(k) for k in kf_ids]
+        return self.from_matches(n_kp, [None if kf is None else kf.point_ids for kf in kfs], matches)
+
+    def from_matches(self, n_kp: int, others_point_ids: Sequence[Optional[np.ndarray]], matches: Sequence[Matches]) -> np.ndarray:
+        """Like :meth:`from_keyframe_matches` for any views (keyframes or the last frame): the
+        j-th view's keypoints show the points others_point_ids[j] ((N_j,) int64, -1 = none; None
+        skips the view), and matches[j].matches0 (n_kp,) gives the view's keypoint per keypoint."""
         point_ids = np.full(n_kp, -1, dtype=np.int64)
         best = np.zeros(n_kp, dtype=np.float32)
-        for kf_id, m in zip(kf_ids, matches):
-            kf = self.map.keyframes.get(kf_id)
+        for other_pids, m in zip(others_point_ids, matches):
             pr = m.pairs()
-            if kf is None or len(pr) == 0:
+            if other_pids is None or len(pr) == 0:
                 continue
-            pid = kf.point_ids[pr[:, 1]]
+            pid = other_pids[pr[:, 1]]
             ok = pid >= 0
             pr, pid = pr[ok], pid[ok]
             ok = self.map.pts_alive[pid]

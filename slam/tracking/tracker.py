@@ -207,7 +207,12 @@ class Tracker:
 
     # ================================================================== tracking
     def _track(self, fr: FrameFeatures) -> tuple[Optional[np.ndarray], np.ndarray, int]:
-        """-> (cam_from_world or None, point_ids (N,) int64, n_inliers)."""
+        """-> (cam_from_world or None, point_ids (N,) int64, n_inliers).
+
+        First the cheap path: guided search around the constant-velocity prediction (descriptor
+        matchers) or matches to the reference and covisible keyframes (learned matchers). The
+        result is checked: with fewer than tracking.min_inliers inliers the prediction is not
+        trusted and :meth:`_track_wide` redoes the frame from more candidates."""
         n = len(fr.kp_uv)
         if n == 0:
             return None, np.zeros(0, dtype=np.int64), 0
@@ -233,13 +238,55 @@ class Tracker:
         with self.map.lock:
             if to_match:
                 point_ids = self.search.from_keyframe_matches(n, [kf.id for kf in to_match], matches)
-            cam_from_world, inl = self.pose.estimate(fr, point_ids, pred if use_prior else None, pred)
-            if cam_from_world is None:
-                return None, point_ids, 0
-            point_ids[~inl] = -1
-            cam_from_world, point_ids, n_inl, self.ref_kf_id = self.local_map.track(fr, cam_from_world, point_ids, self.ref_kf_id)
-        if n_inl < self.cfg.min_inliers:
-            return None, point_ids, n_inl
+            if self.search.guided and not use_prior and not to_match:  # too few guided matches: straight to the wide search
+                first = (None, point_ids, 0)
+            else:
+                first = self._pose_and_local_map(fr, point_ids, pred if use_prior else None, pred, "motion" if use_prior else "keyframes")
+        if first[0] is not None and first[2] >= self.cfg.min_inliers:
+            return first
+        if self.cfg.wide_search:
+            second = self._track_wide(fr, pred)
+        elif self.search.guided and not use_prior and not to_match:  # the plain fallback: PnP from matches to the reference keyframe
+            second = self._track_wide(fr, pred, n_keyframes=1, with_last=False)
+        else:
+            second = (None, first[1], 0)
+        best = second if second[2] > first[2] else first
+        if best[0] is None or best[2] < self.cfg.min_inliers:
+            return None, best[1], best[2]
+        return best
+
+    def _track_wide(self, fr: FrameFeatures, pred: np.ndarray, n_keyframes: Optional[int] = None,
+                    with_last: bool = True) -> tuple[Optional[np.ndarray], np.ndarray, int]:
+        """The prediction failed (fast motion, blur): match the frame against the last frame and
+        the reference keyframe with its best covisible ones (tracking.reloc_candidates in all),
+        PnP + RANSAC on the union of the 2D-3D candidates, then the local map with twice the
+        search radius."""
+        n = len(fr.kp_uv)
+        with self.map.lock:
+            kfs = self.search.keyframes_to_match(self.ref_kf_id, n_keyframes or self.cfg.reloc_candidates)
+            views = [kf.features for kf in kfs] + ([self.last.data.features] if with_last else [])
+            last_pids = [self.last.point_ids.copy()] if with_last else []
+        matches = self.matcher.match_many(fr.features, views)  # without the lock
+        with self.map.lock:
+            kf_pids = [kf.point_ids if kf.id in self.map.keyframes else None for kf in kfs]
+            point_ids = self.search.from_matches(n, kf_pids + last_pids, matches)
+            return self._pose_and_local_map(fr, point_ids, None, pred, "wide" if with_last else "reference", wide=with_last)
+
+    def _pose_and_local_map(self, fr: FrameFeatures, point_ids: np.ndarray, prior: Optional[np.ndarray], pred: np.ndarray,
+                            source: str, wide: bool = False) -> tuple[Optional[np.ndarray], np.ndarray, int]:
+        """Pose from the candidates point_ids (N,) (refinement from prior (4,4), or PnP when None),
+        then the local map. Caller holds the map lock. -> (cam_from_world or None, point_ids, n_inliers)."""
+        n_cand = int((point_ids >= 0).sum())
+        cam_from_world, inl = self.pose.estimate(fr, point_ids, prior, pred)
+        if cam_from_world is None:
+            log.debug("frame %d: no pose from %d candidates (%s)", fr.index, n_cand, source)
+            return None, point_ids, 0
+        point_ids[~inl] = -1
+        ref_kf_id = self.ref_kf_id
+        cam_from_world, point_ids, n_inl, ref_kf_id = self.local_map.track(fr, cam_from_world, point_ids, ref_kf_id, wide=wide)
+        log.debug("frame %d: %d candidates (%s), %d inliers, %d after the local map", fr.index, n_cand, source, int(inl.sum()), n_inl)
+        if n_inl >= self.cfg.min_inliers:
+            self.ref_kf_id = ref_kf_id
         return cam_from_world, point_ids, n_inl
 
     def _fallback_keyframes(self) -> list[Keyframe]:
