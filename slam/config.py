@@ -39,7 +39,7 @@ class OutputConfig:
 class Config:
     mode: str = param("rgbd", choices=("rgbd", "mono"))
     features: str = param("auto", choices=("auto", "orb", "superpoint", "aliked", "disk", "xfeat"))  # auto: our SuperPoint when its weights ship, else ORB
-    matcher: str = param("auto", choices=("auto", "nn", "superglue", "lightglue", "loftr"))  # auto: our SuperGlue with SuperPoint, else NN; loftr: detector-free, `slam match` only for now
+    matcher: str = param("auto", choices=("auto", "nn", "superglue", "lightglue", "loftr"))  # auto: our SuperGlue with SuperPoint, else NN; loftr: detector-free, not for tracking (`slam match`; in a run: tracking.mono_init_matcher / reloc_matcher=loftr)
     device: str = param("auto", choices=("auto", "cpu", "cuda"))
     max_frames: int = param(0, ge=0)  # 0 = all
     start_frame: int = param(0, ge=0)

@@ -43,4 +43,8 @@ class TrackingConfig:
     mono_init_max_gap: int = param(40, ge=1)  # frames; replace the reference frame after this many failures
     mono_init_min_parallax_deg: float = param(1.0, ge=0.0)
     mono_init_threshold_px: float = param(1.0, gt=0.0)
+    mono_init_matcher: str = param("keypoints", choices=("keypoints", "loftr"))  # monocular initialisation from the frames' keypoint matches, or from LoFTR on the two images (settings: loftr.*)
+    reloc_matcher: str = param("keypoints", choices=("keypoints", "loftr"))  # relocalisation: keypoint matches to the candidate keyframes, or LoFTR on their images
+    reloc_dense_candidates: int = param(3, ge=1)  # reloc_matcher=loftr: candidate keyframes matched per lost frame (one LoFTR pass each)
+    dense_snap_px: float = param(4.0, gt=0.0)  # LoFTR match -> nearest keypoint within this radius (map points live on keypoints)
     keyframes: KeyframePolicyConfig = field(default_factory=KeyframePolicyConfig)
