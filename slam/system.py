@@ -31,6 +31,7 @@ from slam.loop.closing import LoopClosing, LoopClosingStage, LoopWake
 from slam.mapping.local_mapper import LocalMapper
 from slam.mapping.map import Map
 from slam.runtime.schedule import MappingSchedule, make_schedule
+from slam.tracking.dense_match import DenseMatching, wants_dense
 from slam.tracking.frontend import FeatureStage
 from slam.tracking.tracker import Tracker
 from slam.types import FrameFeatures, TrackResult
@@ -186,9 +187,9 @@ def build_matcher(cfg: Config, device: torch.device):
 
         return LightGlue(cfg.lightglue, device)
     if name == "loftr":
-        raise ConfigError("matcher=loftr matches whole images without keypoints; the SLAM pipeline does not use it "
-                          "yet. Use it with `python -m slam match IMG0 IMG1 --matcher loftr`, or pick nn, superglue "
-                          "or lightglue for a run")
+        raise ConfigError("matcher=loftr matches whole images without keypoints, so it cannot track; keep a keypoint "
+                          "matcher (nn, superglue, lightglue) and use LoFTR where two images are compared: "
+                          "tracking.mono_init_matcher=loftr and/or tracking.reloc_matcher=loftr")
     raise ValueError(f"unknown matcher {name!r}")
 
 
@@ -356,7 +357,17 @@ def build_frontend(cfg: Config, camera: PinholeCamera) -> FeatureStage:
     extractor = build_extractor(cfg, device)
     tc = cfg.tracking
     return FeatureStage(extractor, camera, min_depth=tc.min_depth, max_depth=tc.max_depth,
-                        stereo=build_stereo_matcher(cfg, camera, device))
+                        stereo=build_stereo_matcher(cfg, camera, device), keep_image=any(wants_dense(tc, cfg.mode)))
+
+
+def build_dense(cfg: Config, camera: PinholeCamera, device: torch.device) -> Optional[DenseMatching]:
+    """LoFTR for monocular initialisation / relocalisation when the tracking settings ask for it, else None."""
+    init, reloc = wants_dense(cfg.tracking, cfg.mode)
+    if not (init or reloc):
+        return None
+    from slam.matching.loftr.matcher import LoFTR
+
+    return DenseMatching(LoFTR(cfg.loftr, device), camera, cfg.tracking, init=init, reloc=reloc)
 
 
 def build_system(cfg: Config, camera: PinholeCamera) -> SLAMSystem:
@@ -366,10 +377,11 @@ def build_system(cfg: Config, camera: PinholeCamera) -> SLAMSystem:
     matcher = build_matcher(cfg, device)
     slam_map = Map(extractor.descriptor_dim, extractor.binary)
     tc = cfg.tracking
+    dense = build_dense(cfg, camera, device)
     frontend = FeatureStage(extractor, camera, min_depth=tc.min_depth, max_depth=tc.max_depth,
-                            stereo=build_stereo_matcher(cfg, camera, device))
+                            stereo=build_stereo_matcher(cfg, camera, device), keep_image=dense is not None)
     schedule = make_schedule(cfg.runtime)
-    tracker = Tracker(tc, camera, slam_map, matcher, mode=cfg.mode, schedule=schedule)
+    tracker = Tracker(tc, camera, slam_map, matcher, mode=cfg.mode, schedule=schedule, dense=dense)
     mapper = LocalMapper(cfg.mapping, camera, slam_map, matcher, mode=cfg.mode, bf=tc.bf, schedule=schedule,
                          close_depth=tc.keyframes.close_depth, triangulate_stereo=cfg.stereo.triangulate)
     loop = None

@@ -28,6 +28,8 @@ class Keyframe:
     desc:       (N,D) numpy descriptors (uint8 bits or float32), a CPU copy of features.descriptors.
     point_ids:  (N,) int64 map point id or -1.
     cam_from_world: (4,4) float64.
+    image:      (H,W,3) uint8 BGR as captured, kept only when a detector-free matcher needs it
+                (tracking.reloc_matcher=loftr), else None.
     """
 
     id: int
@@ -42,6 +44,7 @@ class Keyframe:
     desc: np.ndarray
     point_ids: np.ndarray
     alive: bool = True
+    image: Optional[np.ndarray] = None
 
     @property
     def world_from_cam(self) -> np.ndarray:

@@ -81,4 +81,8 @@ class TrackingConfig:
     # matched against keyframes by the matcher; keyframes: frames are tracked by guided search (projected map points,
     # float descriptor distances) and the matcher runs at initialisation, for new keyframes' triangulation, relocalisation
     # and frames whose guided search failed; auto: keyframes on CPU, every_frame on CUDA (slam.system.resolve_config)
+    mono_init_matcher: str = param("keypoints", choices=("keypoints", "loftr"))  # monocular initialisation from the frames' keypoint matches, or from LoFTR on the two images (settings: loftr.*)
+    reloc_matcher: str = param("keypoints", choices=("keypoints", "loftr"))  # relocalisation: keypoint matches to the candidate keyframes, or LoFTR on their images
+    reloc_dense_candidates: int = param(3, ge=1)  # reloc_matcher=loftr: candidate keyframes matched per lost frame (one LoFTR pass each)
+    dense_snap_px: float = param(4.0, gt=0.0)  # LoFTR match -> nearest keypoint within this radius (map points live on keypoints)
     keyframes: KeyframePolicyConfig = field(default_factory=KeyframePolicyConfig)

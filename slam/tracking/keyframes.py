@@ -45,6 +45,7 @@ class KeyframeFactory:
         self.map = slam_map
         self.mode = mode
         self.close_depth = close_depth
+        self.keep_images = False  # keyframes keep their frame's image (detector-free relocalisation)
 
     def _depth_keypoints(self, kf: Keyframe) -> np.ndarray:
         """(P,) int64 keypoints of kf that become new points (see the module docstring)."""
@@ -69,7 +70,7 @@ class KeyframeFactory:
         kf = Keyframe(
             id=m.new_keyframe_id(), frame_index=fr.index, timestamp=fr.timestamp,
             cam_from_world=cam_from_world.copy(), features=fr.features, kp_uv=fr.kp_uv, kp_depth=fr.kp_depth,
-            kp_sigma2=fr.kp_sigma2, kp_color=fr.kp_color, desc=fr.desc, point_ids=point_ids.copy(),
+            kp_sigma2=fr.kp_sigma2, kp_color=fr.kp_color, desc=fr.desc, point_ids=point_ids.copy(), image=fr.image if self.keep_images else None,
         )
         m.add_keyframe(kf)
         new_ids = np.zeros(0, dtype=np.int64)

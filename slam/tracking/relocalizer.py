@@ -101,3 +101,16 @@ class Relocalizer:
             if n_inl >= self.cfg.reloc_min_inliers:
                 return Relocalisation(cam_from_world, point_ids, n_inl, ref_kf_id)
         return None
+
+    def attempt_dense(self, fr: FrameFeatures, dense, kf_ids: Sequence[int], matches: Sequence, wide: bool = False) -> Optional[Relocalisation]:
+        """As attempt, from detector-free 2D-2D matches to each keyframe (dense: a
+        slam.tracking.dense_match.DenseMatching; matches: its DenseMatches per keyframe)."""
+        for kf_id, dm in zip(kf_ids, matches):
+            kf = self.map.keyframes.get(kf_id)
+            found = None if kf is None else dense.pnp(fr, kf, dm, self.map)
+            if found is None:
+                continue
+            cam_from_world, point_ids, n_inl, ref_kf_id = self.local_map.track(fr, found.cam_from_world, found.point_ids, kf.id, wide=wide)
+            if n_inl >= self.cfg.reloc_min_inliers:
+                return Relocalisation(cam_from_world, point_ids, n_inl, ref_kf_id)
+        return None

@@ -33,6 +33,7 @@ from slam.mapping.map import Keyframe, Map
 from slam.matching.base import matcher_kind
 from slam.runtime.schedule import MappingSchedule
 from slam.tracking.config import TrackingConfig
+from slam.tracking.dense_match import DenseMatching
 from slam.tracking.initializer import DepthInitializer, MonoInitializer, keypoint_correspondences
 from slam.tracking.keyframe_policy import KeyframePolicy
 from slam.tracking.keyframes import KeyframeFactory, KeyframeJob
@@ -64,7 +65,7 @@ class Tracker:
     """
 
     def __init__(self, cfg: TrackingConfig, camera: PinholeCamera, slam_map: Map, matcher, mode: str = "rgbd",
-                 schedule: Optional[MappingSchedule] = None):
+                 schedule: Optional[MappingSchedule] = None, dense: Optional[DenseMatching] = None):
         self.cfg = cfg
         self.map = slam_map
         self.matcher = matcher
@@ -75,6 +76,9 @@ class Tracker:
         self.local_map = LocalMapTracking(cfg, slam_map, self.search, self.pose)
         self.relocalizer = Relocalizer(cfg, slam_map, self.pose, self.local_map)
         self.keyframes = KeyframeFactory(camera, slam_map, mode, close_depth=cfg.keyframes.close_depth)
+        #: detector-free matcher for initialisation / relocalisation (slam.tracking.dense_match), or None
+        self.dense = dense
+        self.keyframes.keep_images = dense is not None and dense.reloc
         self.depth_init = DepthInitializer(cfg)
         self.mono_init = MonoInitializer(cfg, camera.K)
         self.policy = KeyframePolicy(cfg.keyframes, mode)
@@ -167,13 +171,20 @@ class Tracker:
         ref = self.mono_init.reference_for(fr)
         if ref is None:
             return None, None
-        pairs, x_ref, x_cur = keypoint_correspondences(self.matcher, ref, fr)
-        res = self.mono_init.initialise(fr, x_ref, x_cur)
-        if res is None:
-            return None, None
+        if self.dense is not None and self.dense.init and self.dense.usable(ref.image, fr.image):
+            found = self.dense.initialise(self.mono_init, ref, fr)
+            if found is None:
+                return None, None
+            res, pairs, pts_ref = found.result, found.pairs, found.pts_ref
+        else:
+            pairs, x_ref, x_cur = keypoint_correspondences(self.matcher, ref, fr)
+            res = self.mono_init.initialise(fr, x_ref, x_cur)
+            if res is None:
+                return None, None
+            pairs, pts_ref = pairs[res.valid], res.pts_cam0[res.valid]
         cam_from_world = res.cam1_from_cam0  # the reference camera is the world frame
         with self.map.lock:
-            kf0, kf1, ids = self.keyframes.insert_two_view(ref, fr, pairs[res.valid], res.pts_cam0[res.valid], cam_from_world)
+            kf0, kf1, ids = self.keyframes.insert_two_view(ref, fr, pairs, pts_ref, cam_from_world)
             self._became_keyframe(kf1)
             self.frame_poses.add_relative(ref.index, ref.timestamp, kf0.id, np.eye(4))
         self.last = _LastFrame(fr, cam_from_world, kf1.point_ids.copy())
@@ -304,6 +315,14 @@ class Tracker:
             cands = self.relocalizer.candidates(self.last.cam_from_world if self.last is not None else None, fr.desc)
         if not cands:
             return lost
+        if self.dense is not None and self.dense.reloc:
+            kf_ids, dense_matches = self.dense.match_keyframes(fr, cands)  # without the lock
+            if kf_ids:
+                with self.map.lock:
+                    found = self.relocalizer.attempt_dense(fr, self.dense, kf_ids, dense_matches, wide=self.n_relocalised > 0)
+                if found is not None:
+                    self.ref_kf_id = found.ref_kf_id
+                    return found.cam_from_world, found.point_ids, found.n_inliers
         matches = self.matcher.match_many(fr.features, [kf.features for kf in cands])  # without the lock
         with self.map.lock:
             found = self.relocalizer.attempt(fr, [kf.id for kf in cands], matches, wide=self.n_relocalised > 0)
