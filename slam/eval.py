@@ -431,7 +431,7 @@ def load_groundtruth(path: PathLike) -> tuple[TrajectoryInput, str, bool]:
         gt = read_kitti_gt(layout.path)
         if gt is None:
             raise InputError(f"{poses_path(layout.path)}: not found; KITTI publishes ground truth for sequences 00-10 only")
-        return gt, f"KITTI {poses_path(layout.path).name} (world_from_cam0), timestamps from times.txt", True
+        return gt, f"KITTI poses/{poses_path(layout.path).name} (world_from_cam0), timestamps from times.txt", True
     if layout.kind == "tum":
         return path / "groundtruth.txt", "", False
     raise InputError(f"{path}: a {layout.kind} folder has no ground truth; pass a trajectory file with --gt")

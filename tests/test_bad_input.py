@@ -126,7 +126,7 @@ CASES = [
     ("calib-is-a-folder", RUN + ["--seq", "{w}/tum", "--calib", "{w}/empty"], ["--calib", "folder"]),
     ("tum-without-calib", RUN + ["--seq", "{w}/tum"], ["camera.yaml", "--calib"]),
     # 1. weights and devices
-    ("superglue-weights-missing", RUN + ["--seq", "{w}/tum", "--calib", "{w}/good.yaml", "--matcher", "superglue",
+    ("superglue-weights-missing", RUN + ["--seq", "{w}/tum", "--calib", "{w}/good.yaml", "--features", "orb", "--matcher", "superglue",
                                          "superglue.weights=/nonexistent.pth"], ["/nonexistent.pth"]),
     ("superglue-weights-corrupt", RUN + ["--seq", "{w}/tum", "--calib", "{w}/good.yaml", "--features", "orb", "--matcher",
                                          "superglue", "superglue.weights={w}/corrupt.pth"], ["corrupt.pth"]),

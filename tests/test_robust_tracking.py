@@ -64,7 +64,7 @@ def jerk_cam_from_world(i: int) -> np.ndarray:
 @pytest.mark.parametrize("matcher", [CountingNN, OracleLearnedMatcher])
 def test_rgbd_survives_jerks_the_motion_model_misses(matcher):
     scene = Scene(22)
-    tracker = Tracker(TrackingConfig(), CAM, new_map(), matcher(), mode="rgbd")
+    tracker = Tracker(TrackingConfig(learned_matching="every_frame"), CAM, new_map(), matcher(), mode="rgbd")
     for i in range(24):
         res, _ = tracker.process(scene.frame(i, jerk_cam_from_world(i), depth=True))
         assert res.state == "OK", f"lost at frame {i}"

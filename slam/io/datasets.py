@@ -117,9 +117,9 @@ def open_kitti(folder: PathLike, mode: str = "mono", name: Optional[str] = None,
     if gt is None:
         note = f"no ground truth ({poses_path(folder)} absent; KITTI publishes it for 00-10)"
     elif color:
-        note = f"KITTI {poses_path(folder).name} (world_from_cam0) moved to cam2 with calib.txt's P2, timestamps from times.txt"
+        note = f"KITTI poses/{poses_path(folder).name} (world_from_cam0) moved to cam2 with calib.txt's P2, timestamps from times.txt"
     else:
-        note = f"KITTI {poses_path(folder).name} (world_from_cam0, the left grey camera), timestamps from times.txt"
+        note = f"KITTI poses/{poses_path(folder).name} (world_from_cam0, the left grey camera), timestamps from times.txt"
     seq_name = name or f"kitti_{folder.name}"
     kind = ("colour" if color else "grey") + (" stereo" if stereo else " monocular, left camera")
     info = f"KITTI sequence {folder} ({len(reader)} frames, {kind})"
