@@ -25,6 +25,7 @@ from slam.features.xfeat import (
     sample_descriptors,
 )
 from slam.weights import resolve_weights
+from conftest import textured_image
 
 
 @pytest.fixture(autouse=True, scope="module")
@@ -34,20 +35,6 @@ def _one_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(old)
-
-
-def textured_image(h: int, w: int, seed: int = 0) -> np.ndarray:
-    """(h, w, 3) uint8 BGR: random filled rectangles and circles on a smooth background."""
-    rng = np.random.default_rng(seed)
-    img = cv2.GaussianBlur(rng.integers(0, 255, (h, w, 3), dtype=np.uint8), (0, 0), 3)
-    for _ in range(max(4, h * w // 300)):
-        color = tuple(int(c) for c in rng.integers(0, 255, 3))
-        x, y = int(rng.integers(0, w)), int(rng.integers(0, h))
-        if rng.random() < 0.5:
-            cv2.rectangle(img, (x, y), (x + int(rng.integers(5, 30)), y + int(rng.integers(5, 30))), color, -1)
-        else:
-            cv2.circle(img, (x, y), int(rng.integers(3, 15)), color, -1)
-    return img
 
 
 def random_net(seed: int = 0) -> XFeatNet:
