@@ -91,6 +91,10 @@ class Tracker:
         self.n_lost = 0
         self.n_relocalised = 0
         self.n_matched_frames = 0  # tracked frames (after initialisation) for which the matcher ran
+        #: slam.mapping.atlas.Atlas when lost tracking may start a new map (set by slam.system), else None
+        self.atlas = None
+        self.n_lost_run = 0  # frames lost in a row
+        self.n_new_maps = 0
 
     # ================================================================== entry point
     def process(self, fr: FrameFeatures) -> tuple[TrackResult, Optional[KeyframeJob]]:
@@ -110,12 +114,15 @@ class Tracker:
                     log.info("frame %d: tracking lost", fr.index)
                 self.state = "LOST"
                 self.n_lost += 1
+                self.n_lost_run += 1
                 self.velocity = None
+                self._maybe_new_map(fr)
             else:
                 if self.state == "LOST":
                     self.n_relocalised += 1
                     log.info("frame %d: relocalised with %d inliers", fr.index, n_inl)
                 self.state = "OK"
+                self.n_lost_run = 0
                 cam_from_world[:3, :3] = project_to_so3(cam_from_world[:3, :3])
                 if self.last is not None and self.last.cam_from_world is not None:
                     self.velocity = cam_from_world @ se3_inverse(self.last.cam_from_world)
@@ -154,6 +161,23 @@ class Tracker:
         """(indices (F,), timestamps (F,), world_from_cam (F,4,4)) of every tracked frame,
         expressed relative to the (possibly optimised) reference keyframes."""
         return self.frame_poses.poses()
+
+    def _maybe_new_map(self, fr: FrameFeatures) -> None:
+        """Lost for tracking.new_map_after_lost_frames frames in a row: keep the map in the atlas
+        and start a new one (the tracker initialises again)."""
+        n = self.cfg.new_map_after_lost_frames
+        if self.atlas is None or n <= 0 or self.n_lost_run < n or (has_depth(self.mode) and not self.cfg.new_map_in_depth_modes):
+            return
+        with self.map.lock:
+            if not self.atlas.keyframes_of(self.atlas.active, self.map.keyframes):
+                return
+            old_id = self.atlas.active
+            new_id = self.atlas.new_map(self.map.next_keyframe_id, fr.index)
+        log.info("frame %d: lost for %d frames, map %d kept, new map %d started", fr.index, self.n_lost_run, old_id, new_id)
+        self.state, self.last, self.velocity, self.ref_kf_id, self.last_kf_frame = "INIT", None, None, None, -1
+        self.mono_init.ref = None
+        self.n_lost_run = 0
+        self.n_new_maps += 1
 
     # ================================================================== initialisation
     def _init_rgbd(self, fr: FrameFeatures):
@@ -211,7 +235,8 @@ class Tracker:
         if ref is None:
             return 0
         pid = ref.point_ids[ref.point_ids >= 0]
-        min_obs = 2 if len(self.map.keyframes) <= 2 else 3
+        n_kfs = len(self.map.keyframes) if self.atlas is None else len(self.atlas.keyframes_of(self.atlas.active, self.map.keyframes))
+        min_obs = 2 if n_kfs <= 2 else 3
         if has_depth(self.mode):  # a depth observation counts as two (ORB-SLAM's stereo convention)
             min_obs -= 1
         return int((self.map.pts_n_obs[pid] >= min_obs).sum())
