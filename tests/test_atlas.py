@@ -178,3 +178,49 @@ def test_atlas_ids_follow_keyframe_ranges_and_merges():
     assert at.keyframes_of(0, [0, 6, 10, 2]) == [0, 2, 10]
     st = at.stats([0, 1, 6, 10])
     assert st["maps_created"] == 3 and [x["keyframes"] for x in st["maps"]] == [3, 1]
+
+
+# ------------------------------------------------------------------ end to end
+@pytest.mark.slow
+def test_end_to_end_long_blackout_new_map_then_merge(tmp_path_factory):
+    """160 frames of synthetic/default, monocular, frames 60-99 black: the tracker stays lost for
+    30 frames, starts a new map, initialises it when the images return, and place recognition
+    merges it into the first map (the camera sweeps the same desk). One trajectory in one frame:
+    every frame after the gap lies where the ground truth puts it under the same similarity as
+    the frames before (within 2 cm), and the merge's relative pose matches the ground truth."""
+    from slam.app import open_input, run_slam
+    from slam.config import load_config
+    from slam.geometry.sim3 import sim3_decompose, umeyama_alignment
+    from slam.io.blackout import Blackout
+    from slam.io.trajectory import read_tum
+    from slam.synth.dataset import ensure_sequence
+
+    root = tmp_path_factory.getbasetemp() / "synthetic_data"
+    folder = ensure_sequence("default", root, n_frames=160)
+    cfg = load_config(None, ["features=orb", "matcher=nn", "device=cpu", "runtime.progress=false", "mode=mono",
+                             "runtime.threaded=false", f"output.root={tmp_path_factory.mktemp('runs')}",
+                             "runtime.feature_stage=thread"])
+    inputs = open_input(str(folder), cfg)
+    inputs.source = Blackout(inputs.source, 60, 40)
+    m = run_slam(cfg, inputs)
+    at = m["atlas"]
+    assert at["new_maps_after_loss"] == 1 and at["maps_created"] == 2
+    assert len(at["merges"]) == 1 and len(at["maps"]) == 1 and "segments" not in m
+    merge = at["merges"][0]
+    assert merge["loop_frame"] < 60 <= 100 <= merge["cur_frame"] and merge["frame"] <= 130
+    run = Path(m["run_dir"])
+    ts, est = read_tum(run / "trajectory.txt")
+    gts, gt_all = read_tum(folder / "groundtruth.txt")  # world_from_cam of every frame, in order
+    gt = gt_all[np.searchsorted(gts, ts - 1e-6)]
+    after = ts >= gts[100] - 1e-6
+    assert after.sum() >= 45 and (~after).sum() >= 45
+    scale, R, t = umeyama_alignment(est[~after, :3, 3], gt[~after, :3, 3], with_scale=True)  # frames before the gap only
+    err = np.linalg.norm(scale * est[:, :3, 3] @ R.T + t - gt[:, :3, 3], axis=1)
+    assert err[~after].max() < 0.01 and err[after].max() < 0.02, (err[~after].max(), err[after].max())
+    assert m["eval"]["ate_rmse_m"] < 0.01
+    # the merge's relative pose (found at the merge, before any optimisation) against the ground truth
+    _, R_rel, t_rel = sim3_decompose(np.asarray(merge["cur_from_loop"]))
+    true_rel = se3_inverse(gt_all[merge["cur_frame"]]) @ gt_all[merge["loop_frame"]]  # cam_cur <- cam_loop
+    assert rotation_angle_deg(R_rel @ true_rel[:3, :3].T) < 1.0
+    cos = float(t_rel @ true_rel[:3, 3] / (np.linalg.norm(t_rel) * np.linalg.norm(true_rel[:3, 3]) + 1e-12))
+    assert cos > 0.95, cos
