@@ -23,7 +23,7 @@ from slam.tracking.config import TrackingConfig
 from slam.tracking.tracker import Tracker
 from test_tracking import CAM, CountingNN, Scene, new_map
 
-N_A, N_BLACK, N_B = 26, 8, 40  # frames of map A, black frames, frames of map B
+N_A, N_BLACK, N_B = 26, 8, 70  # frames of map A, black frames, frames of map B
 B0 = N_A + N_BLACK  # first frame of map B's path
 
 
@@ -32,10 +32,11 @@ def path_a(i: int) -> np.ndarray:
 
 
 def path_b(i: int) -> np.ndarray:
-    """Starts 0.9 m to the side of A's start, turned 6 degrees, and moves back towards it."""
+    """Starts 11 m to the side of A's start (looking at another part of the wall: relocalisation
+    in map A fails), turned 6 degrees, and moves back towards A's start."""
     t = i - B0
-    world_from_cam = make_se3(so3_exp(np.array([0.0, np.radians(-6.0) + 0.003 * t, 0.001 * t])),
-                              np.array([0.9 - 0.02 * t, -0.15 + 0.004 * t, 0.05]))
+    world_from_cam = make_se3(so3_exp(np.array([0.0, np.radians(-6.0) + 0.002 * t, 0.001 * t])),
+                              np.array([11.0 - 0.145 * t, -0.15 + 0.004 * t, 0.05]))
     return se3_inverse(world_from_cam)
 
 
@@ -47,8 +48,13 @@ def truth(i: int) -> np.ndarray:
 class _System:
     """Tracker + local mapping (synchronous) with an atlas, as slam.system wires them."""
 
-    def __init__(self) -> None:
+    def __init__(self, path=None) -> None:
         self.scene = Scene(31)
+        rng = np.random.default_rng(32)  # a wall 32 m wide: A's and B's starts see different parts of it
+        n = 12000
+        self.scene.pts = np.column_stack([rng.uniform(-16, 16, n), rng.uniform(-3, 3, n), rng.uniform(3, 7, n)])
+        self.scene.desc = rng.integers(0, 256, size=(n, self.scene.desc.shape[1]), dtype=np.uint8)
+        self.path = path or truth
         self.map = new_map()
         self.matcher = CountingNN()
         self.tracker = Tracker(TrackingConfig(new_map_after_lost_frames=5), CAM, self.map, self.matcher, mode="mono")
@@ -61,7 +67,7 @@ class _System:
     def run(self, frames) -> None:
         for i in frames:
             black = N_A <= i < B0
-            res, job = self.tracker.process(self.scene.frame(i, truth(i), depth=False, max_kp=0 if black else 1500))
+            res, job = self.tracker.process(self.scene.frame(i, self.path(i), depth=False, max_kp=0 if black else 1500))
             self.states.append(res.state)
             if job is not None:
                 self.mapper.process(job)
@@ -103,6 +109,19 @@ def _aligned_error(kf_ids, m, scale, R, t) -> tuple[float, float]:
     return float(err.max()), float(max(rot))
 
 
+def _rescale(s: _System, kf_ids, factor: float) -> None:
+    """Scale the map of keyframes kf_ids (and the tracker's last frame) by factor about its origin."""
+    m = s.map
+    W = np.diag([factor, factor, factor, 1.0])
+    with m.lock:
+        for k in kf_ids:
+            m.keyframes[k].cam_from_world[:3, 3] *= factor
+        pts = m.alive_point_ids()
+        pts = pts[s.atlas.maps_of(m.pts_first_kf[pts]) == s.atlas.map_of(kf_ids[0])]
+        m.pts_xyz[pts] *= factor
+        s.tracker.apply_world_correction({k: W for k in kf_ids})
+
+
 @pytest.fixture(scope="module")
 def two_maps():
     s = _System()
@@ -138,6 +157,7 @@ def test_two_maps_of_the_same_scene_merge_with_the_true_relative_pose():
     s.run(range(B0 + N_B))
     at, m = s.atlas, s.map
     a, b = at.keyframes_of(0, m.keyframes), at.keyframes_of(1, m.keyframes)
+    _rescale(s, b, 3.0)  # the monocular initialisations gave nearly equal scales: make map B's 3x larger
     cur = b[-1]
     # the candidate: map A's keyframe nearest to the current one in the ground truth
     cand = min(a, key=lambda k: np.linalg.norm(_true_centres([k], m) - _true_centres([cur], m)))
@@ -148,6 +168,7 @@ def test_two_maps_of_the_same_scene_merge_with_the_true_relative_pose():
         rec = merger.merge(mm, B0 + N_B)
     assert rec is not None and at.map_ids() == [0] and at.active == 0
     assert rec["moved_map"] == 1 and rec["kept_map"] == 0 and rec["fused_points"] > 50
+    assert 0.2 < rec["scale"] < 0.5  # map B was made 3x larger than its initialisation's near-equal scale
     # map A's frame vs the world, from A's keyframes only
     scale, R, t = _alignment(a, m)
     dt, dr = _aligned_error(b, m, scale, R, t)
@@ -166,6 +187,17 @@ def test_two_maps_of_the_same_scene_merge_with_the_true_relative_pose():
     assert np.linalg.norm(last - se3_inverse(truth(int(idx[-1])))[:3, 3]) < 0.02
 
 
+def test_images_back_before_the_new_map_starts_relocalise_in_the_old_map():
+    """Lost longer than tracking.new_map_after_lost_frames (a new map is started), but the images
+    come back where map A is: the first frame back relocalises in A and the empty map is dropped."""
+    s = _System(path=path_a)
+    s.run(range(B0 + 10))
+    assert s.tracker.n_new_maps == 1 and s.atlas.map_ids() == [0] and s.atlas.n_dropped == 1
+    assert s.states[B0:] == ["OK"] * 10 and s.tracker.n_relocalised == 1
+    idx, _, _ = s.tracker.trajectory()
+    assert set(range(B0, B0 + 10)) <= set(idx.tolist())
+
+
 def test_atlas_ids_follow_keyframe_ranges_and_merges():
     at = Atlas()
     assert at.map_of(0) == 0 and at.active == 0
@@ -176,6 +208,9 @@ def test_atlas_ids_follow_keyframe_ranges_and_merges():
     at.activate(at.merge(0, 2))
     assert at.map_ids() == [0, 1] and at.active == 0 and at.map_of(30) == 0 and at.in_active(3)
     assert at.keyframes_of(0, [0, 6, 10, 2]) == [0, 2, 10]
+    at.new_map(12, 300)
+    at.drop_last_map()
+    assert at.map_ids() == [0, 1] and at.active == 0 and at.map_of(40) == 0 and at.n_dropped == 1
     st = at.stats([0, 1, 6, 10])
     assert st["maps_created"] == 3 and [x["keyframes"] for x in st["maps"]] == [3, 1]
 

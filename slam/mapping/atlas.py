@@ -30,6 +30,7 @@ class Atlas:
         self._created_frame: list[int] = [0]
         self._active_seg = 0
         self.merges: list[dict] = []  # one record per merge (slam.loop.merge fills it)
+        self.n_dropped = 0  # new maps forgotten before their first keyframe (tracking came back to the old map)
 
     # ------------------------------------------------------------------ ids
     def _find(self, seg: int) -> int:
@@ -75,6 +76,19 @@ class Atlas:
         self._active_seg = seg
         return seg
 
+    def drop_last_map(self) -> None:
+        """Forget the newest map, which must have no keyframe (tracking came back to the map it
+        replaced before it started); the map before it becomes active."""
+        if len(self._starts) < 2:
+            return
+        gone = len(self._starts) - 1
+        self._starts.pop()
+        self._parent.pop()
+        self._created_frame.pop()
+        if self._active_seg == gone:
+            self._active_seg = gone - 1
+        self.n_dropped += 1
+
     def merge(self, keep: int, absorb: int) -> int:
         """Map ``absorb`` joins map ``keep`` (its keyframes were moved into keep's frame).
         Returns the merged map's id (= keep's)."""
@@ -98,6 +112,7 @@ class Atlas:
         maps = self.maps_of(ids) if len(ids) else np.zeros(0, dtype=np.int64)
         return {
             "maps_created": len(self._starts),
+            "new_maps_dropped": self.n_dropped,
             "maps": [{"id": k, "created_at_frame": self._created_frame[k], "keyframes": int((maps == k).sum())}
                      for k in self.map_ids()],
             "merges": self.merges,

@@ -94,6 +94,7 @@ class Tracker:
         #: slam.mapping.atlas.Atlas when lost tracking may start a new map (set by slam.system), else None
         self.atlas = None
         self.n_lost_run = 0  # frames lost in a row
+        self._kept: Optional[tuple] = None  # (map id, last frame) of the map kept when a new one started, until it starts
         self.n_new_maps = 0
 
     # ================================================================== entry point
@@ -102,7 +103,13 @@ class Tracker:
         job = None
         cam_from_world = None
         n_inl = 0
-        if self.state == "INIT":
+        back = self._relocalise_in_kept_map(fr) if self.state == "INIT" and self._kept is not None else None
+        if back is not None:  # the images came back before the new map started: relocalised in the old one
+            cam_from_world, point_ids, n_inl = back
+            self.state, self.last = "OK", _LastFrame(fr, cam_from_world, point_ids)
+            self.n_relocalised += 1
+            log.info("frame %d: relocalised in map %d with %d inliers; the new map was not needed", fr.index, self.atlas.active, n_inl)
+        elif self.state == "INIT":
             cam_from_world, job = self._init_rgbd(fr) if has_depth(self.mode) else self._init_mono(fr)
             if job is not None:
                 self.state = "OK"
@@ -174,10 +181,34 @@ class Tracker:
             old_id = self.atlas.active
             new_id = self.atlas.new_map(self.map.next_keyframe_id, fr.index)
         log.info("frame %d: lost for %d frames, map %d kept, new map %d started", fr.index, self.n_lost_run, old_id, new_id)
+        self._kept = (old_id, self.last)
         self.state, self.last, self.velocity, self.ref_kf_id, self.last_kf_frame = "INIT", None, None, None, -1
         self.mono_init.ref = None
         self.n_lost_run = 0
         self.n_new_maps += 1
+
+    def _relocalise_in_kept_map(self, fr: FrameFeatures) -> Optional[tuple]:
+        """Until the new map has a keyframe, a frame is first relocalised in the map kept when it
+        started (the old map becomes active again, the empty new one is dropped). -> (cam_from_world,
+        point_ids, n_inliers) or None."""
+        if len(fr.kp_uv) == 0:
+            return None
+        with self.map.lock:
+            if self.atlas.keyframes_of(self.atlas.active, self.map.keyframes):
+                self._kept = None  # the new map started
+                return None
+            new_id = self.atlas.active
+            self.atlas.activate(self._kept[0])
+        self.last = self._kept[1]
+        found = self._relocalise(fr)
+        self.last = None
+        with self.map.lock:
+            if found[0] is None:
+                self.atlas.activate(new_id)
+                return None
+            self.atlas.drop_last_map()
+        self._kept = None
+        return found
 
     # ================================================================== initialisation
     def _init_rgbd(self, fr: FrameFeatures):
