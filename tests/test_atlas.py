@@ -218,11 +218,12 @@ def test_atlas_ids_follow_keyframe_ranges_and_merges():
 # ------------------------------------------------------------------ end to end
 @pytest.mark.slow
 def test_end_to_end_long_blackout_new_map_then_merge(tmp_path_factory):
-    """160 frames of synthetic/default, monocular, frames 60-99 black: the tracker stays lost for
-    30 frames, starts a new map, initialises it when the images return, and place recognition
-    merges it into the first map (the camera sweeps the same desk). One trajectory in one frame:
-    every frame after the gap lies where the ground truth puts it under the same similarity as
-    the frames before (within 2 cm), and the merge's relative pose matches the ground truth."""
+    """synthetic/loop_short (a 5 m lap of the office and back to the start), monocular, frames
+    80-119 black: the tracker stays lost for 30 frames and starts a new map; the images come back
+    where the old map never looked (relocalisation fails), so the new map initialises and tracks
+    the rest of the lap; back at the start, place recognition merges it into the first map. One
+    trajectory in one frame, every non-black frame after initialisation tracked; the merge's
+    relative pose and the final one against the ground truth."""
     from slam.app import open_input, run_slam
     from slam.config import load_config
     from slam.geometry.sim3 import sim3_decompose, umeyama_alignment
@@ -230,32 +231,38 @@ def test_end_to_end_long_blackout_new_map_then_merge(tmp_path_factory):
     from slam.io.trajectory import read_tum
     from slam.synth.dataset import ensure_sequence
 
-    root = tmp_path_factory.getbasetemp() / "synthetic_data"
-    folder = ensure_sequence("default", root, n_frames=160)
+    folder = ensure_sequence("loop_short", tmp_path_factory.getbasetemp() / "synthetic_data")
     cfg = load_config(None, ["features=orb", "matcher=nn", "device=cpu", "runtime.progress=false", "mode=mono",
                              "runtime.threaded=false", f"output.root={tmp_path_factory.mktemp('runs')}",
                              "runtime.feature_stage=thread"])
     inputs = open_input(str(folder), cfg)
-    inputs.source = Blackout(inputs.source, 60, 40)
+    inputs.source = Blackout(inputs.source, 80, 40)
     m = run_slam(cfg, inputs)
     at = m["atlas"]
-    assert at["new_maps_after_loss"] == 1 and at["maps_created"] == 2
+    assert at["new_maps_after_loss"] == 1 and at["maps_created"] == 2 and at["new_maps_dropped"] == 0
     assert len(at["merges"]) == 1 and len(at["maps"]) == 1 and "segments" not in m
     merge = at["merges"][0]
-    assert merge["loop_frame"] < 60 <= 100 <= merge["cur_frame"] and merge["frame"] <= 130
-    run = Path(m["run_dir"])
-    ts, est = read_tum(run / "trajectory.txt")
+    assert merge["loop_frame"] < 80 and merge["cur_frame"] >= 120
+    assert m["frames_tracked"] >= 240 - 40 - m["init_frame"] - 8
+    assert m["eval"]["ate_rmse_m"] < 0.04
+    ts, est = read_tum(Path(m["run_dir"]) / "trajectory.txt")
     gts, gt_all = read_tum(folder / "groundtruth.txt")  # world_from_cam of every frame, in order
-    gt = gt_all[np.searchsorted(gts, ts - 1e-6)]
-    after = ts >= gts[100] - 1e-6
-    assert after.sum() >= 45 and (~after).sum() >= 45
-    scale, R, t = umeyama_alignment(est[~after, :3, 3], gt[~after, :3, 3], with_scale=True)  # frames before the gap only
-    err = np.linalg.norm(scale * est[:, :3, 3] @ R.T + t - gt[:, :3, 3], axis=1)
-    assert err[~after].max() < 0.01 and err[after].max() < 0.02, (err[~after].max(), err[after].max())
-    assert m["eval"]["ate_rmse_m"] < 0.01
-    # the merge's relative pose (found at the merge, before any optimisation) against the ground truth
+    idx = np.searchsorted(gts, ts - 1e-6)
+    gt = gt_all[idx]
+    after = idx >= 120
+    assert after.sum() >= 100
+    # the frames of the second map, under the similarity of the first map's frames alone
+    scale, R, t = umeyama_alignment(est[~after, :3, 3], gt[~after, :3, 3], with_scale=True)
+    err = np.linalg.norm(scale * est[after, :3, 3] @ R.T + t - gt[after, :3, 3], axis=1)
+    assert np.sqrt((err ** 2).mean()) < 0.08, np.sqrt((err ** 2).mean())
+    # the merge's relative pose (as verified, before any optimisation): rotation and direction
     _, R_rel, t_rel = sim3_decompose(np.asarray(merge["cur_from_loop"]))
     true_rel = se3_inverse(gt_all[merge["cur_frame"]]) @ gt_all[merge["loop_frame"]]  # cam_cur <- cam_loop
-    assert rotation_angle_deg(R_rel @ true_rel[:3, :3].T) < 1.0
-    cos = float(t_rel @ true_rel[:3, 3] / (np.linalg.norm(t_rel) * np.linalg.norm(true_rel[:3, 3]) + 1e-12))
-    assert cos > 0.95, cos
+    assert rotation_angle_deg(R_rel @ true_rel[:3, :3].T) < 2.0
+    assert float(t_rel @ true_rel[:3, 3]) / (np.linalg.norm(t_rel) * np.linalg.norm(true_rel[:3, 3])) > 0.9
+    # the same two frames in the final trajectory (one similarity for the whole run)
+    scale, R, t = umeyama_alignment(est[:, :3, 3], gt[:, :3, 3], with_scale=True)
+    i_cur, i_loop = np.searchsorted(idx, [merge["cur_frame"], merge["loop_frame"]])
+    rel = se3_inverse(est[i_cur]) @ est[i_loop]
+    assert rotation_angle_deg(rel[:3, :3] @ true_rel[:3, :3].T) < 1.0
+    assert np.linalg.norm(scale * rel[:3, 3] - true_rel[:3, 3]) < 0.03
