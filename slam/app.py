@@ -408,7 +408,7 @@ def snapshot(system: SLAMSystem, title: str = ""):
 
     _, _, traj = system.trajectory()
     _, kf = system.keyframe_trajectory()
-    pts, col = system.map.snapshot_points()
+    pts, col = system.map_points()
     return MapSnapshot(
         trajectory_world_from_cam=traj,
         keyframe_world_from_cam=kf,
@@ -444,6 +444,7 @@ def _finish(cfg: Config, system: SLAMSystem, inputs: RunInputs, out_dir: Path, s
     idx, ts, traj = system.trajectory()
     n_in = len(system.tracking_stage.results)
     write_tum(out_dir / "trajectory.txt", ts, traj, header={"n_frames": n_in, "sequence": inputs.name, "mode": cfg.mode})
+    segments = _write_segments(cfg, system, inputs, out_dir, n_in)
     if cfg.output.kitti or "kitti" in inputs.trajectory_formats:
         write_kitti(out_dir / "trajectory_kitti.txt", traj)
         if len(ts) < n_in:
@@ -453,7 +454,7 @@ def _finish(cfg: Config, system: SLAMSystem, inputs: RunInputs, out_dir: Path, s
         write_euroc(out_dir / "trajectory_euroc.csv", ts, traj)
     kts, kposes = system.keyframe_trajectory()
     write_tum(out_dir / "keyframes.txt", kts, kposes)
-    pts, col = system.map.snapshot_points()
+    pts, col = system.map_points()
     if cfg.output.ply:
         write_ply(out_dir / "map.ply", pts, col)
     tracked_pct = 100.0 * len(ts) / max(n_in, 1)
@@ -483,6 +484,9 @@ def _finish(cfg: Config, system: SLAMSystem, inputs: RunInputs, out_dir: Path, s
         "global_ba": gba,
         **system.stats(),
     }
+    if segments is not None:  # several unmerged maps: trajectory.txt is the main one (slam.io.segments)
+        metrics["segments"] = segments
+        metrics["frames_tracked_all_maps"] = int(sum(e["frames"] for e in segments))
     cam = inputs.camera
     if cam is not None:
         metrics["camera"] = {k: getattr(cam, k) for k in ("width", "height", "fx", "fy", "cx", "cy")}
@@ -512,6 +516,17 @@ def _finish(cfg: Config, system: SLAMSystem, inputs: RunInputs, out_dir: Path, s
     (out_dir / "metrics.json").write_text(json.dumps(metrics, indent=2, default=_json_default))
     log.info("run folder: %s", out_dir)
     return metrics
+
+
+def _write_segments(cfg: Config, system: SLAMSystem, inputs: RunInputs, out_dir: Path, n_in: int) -> Optional[list]:
+    """trajectory_map<id>.txt of each map not merged into the main one; their metrics entries."""
+    if system.tracker.atlas is None:
+        return None
+    from slam.eval import mono_alignment
+    from slam.io.segments import write_segments
+
+    return write_segments(out_dir, system.trajectory_segments(), n_in, inputs.name, cfg.mode, inputs.groundtruth,
+                          mono=mono_alignment(cfg.mode))
 
 
 def _nothing_tracked(n_in: int, mode: str, results: list) -> str:

@@ -16,7 +16,7 @@ import yaml
 
 from slam.errors import ConfigError
 from slam.features.config import ALIKEDConfig, DISKConfig, ORBConfig, SuperPointConfig, XFeatConfig
-from slam.loop.config import LoopClosingConfig, PlaceRecognitionConfig
+from slam.loop.config import LoopClosingConfig, MapMergingConfig, PlaceRecognitionConfig
 from slam.mapping.config import MappingConfig
 from slam.matching.config import LightGlueConfig, LoFTRConfig, NNConfig, SuperGlueConfig
 from slam.params import check_params, param
@@ -60,6 +60,7 @@ class Config:
     mapping: MappingConfig = field(default_factory=MappingConfig)
     place_recognition: PlaceRecognitionConfig = field(default_factory=PlaceRecognitionConfig)
     loop_closing: LoopClosingConfig = field(default_factory=LoopClosingConfig)
+    map_merging: MapMergingConfig = field(default_factory=MapMergingConfig)
     runtime: RuntimeConfig = field(default_factory=RuntimeConfig)
     output: OutputConfig = field(default_factory=OutputConfig)
 

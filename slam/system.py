@@ -280,10 +280,13 @@ class SLAMSystem:
         }
 
     def finish(self) -> Optional[dict]:
-        """End of a run: optional global bundle adjustment."""
+        """End of a run: optional global bundle adjustment (the first keyframe of each map fixed)."""
         if self.cfg.global_ba and len(self.map.keyframes) >= 2:
             t = time.perf_counter()
-            out = self.mapper.global_bundle_adjustment()
+            at = self.tracker.atlas
+            with self.map.lock:
+                firsts = [ks[0] for ks in (at.keyframes_of(k, self.map.keyframes) for k in at.map_ids()) if ks] if at else []
+            out = self.mapper.global_bundle_adjustment(fixed_ids=firsts)
             if out is not None:
                 out["ms"] = (time.perf_counter() - t) * 1e3
                 log.info("global BA over %d keyframes: chi2 %.1f -> %.1f (%.0f ms)", out["n_keyframes"], out["chi2_before"], out["chi2_after"], out["ms"])
@@ -291,8 +294,40 @@ class SLAMSystem:
         return None
 
     def trajectory(self):
-        """(indices (F,), timestamps (F,) s, world_from_cam (F, 4, 4)) of every tracked frame."""
-        return self.tracker.trajectory()
+        """(indices (F,), timestamps (F,) s, world_from_cam (F, 4, 4)) of every tracked frame (with
+        several unmerged maps: the frames of the main map, the one holding most frames)."""
+        if self.tracker.atlas is None:
+            return self.tracker.trajectory()
+        segs = self.trajectory_segments()
+        return segs[0][1:] if segs else self.tracker.trajectory()
+
+    def trajectory_segments(self) -> list[tuple]:
+        """[(map id, indices (F,), timestamps (F,) s, world_from_cam (F, 4, 4)), ...]: the tracked
+        frames of each map of the atlas in its own world frame, the map with most frames first
+        (one entry without an atlas, or once every map was merged)."""
+        at = self.tracker.atlas
+        if at is None:
+            return [(0, *self.tracker.trajectory())]
+        segs = []
+        for k in at.map_ids():
+            seg = self.tracker.frame_poses.poses(keep=lambda kf_id, k=k: at.map_of(kf_id) == k)
+            if len(seg[0]):
+                segs.append((k, *seg))
+        segs.sort(key=lambda s: (-len(s[1]), s[0]))
+        return segs
+
+    def map_points(self) -> tuple[np.ndarray, np.ndarray]:
+        """(P, 3) float32 world points and (P, 3) uint8 colours of the main map (every live point
+        without an atlas)."""
+        at = self.tracker.atlas
+        if at is None:
+            return self.map.snapshot_points()
+        segs = self.trajectory_segments()
+        with self.map.lock:
+            ids = self.map.alive_point_ids()
+            if segs:
+                ids = ids[at.maps_of(self.map.pts_first_kf[ids]) == segs[0][0]]
+            return self.map.pts_xyz[ids].astype(np.float32), self.map.pts_color[ids].copy()
 
     def stats(self) -> dict:
         """The system's figures for metrics.json: tracking, mapping and scheduling counters."""
@@ -312,11 +347,29 @@ class SLAMSystem:
             **self.mapper.stats(),
             **self.schedule.stats(),
             **(self.loop.stats() if self.loop is not None else {"loop_closing": {"enabled": False}}),
+            **self._atlas_stats(n_kfs),
         }
 
+    def _atlas_stats(self, n_kfs: int) -> dict:
+        at = self.tracker.atlas
+        if at is None:
+            return {}
+        with self.map.lock:
+            out = at.stats(self.map.keyframes)
+        out["new_maps_after_loss"] = self.tracker.n_new_maps
+        if self.loop is not None and self.loop.merger is not None:
+            out["merge_detection"] = self.loop.merger.stats()
+        return {"atlas": out}
+
     def keyframe_trajectory(self):
+        """(timestamps (K,) s, world_from_cam (K, 4, 4)) of the keyframes (of the main map)."""
+        at = self.tracker.atlas
+        segs = self.trajectory_segments() if at is not None else []
+        main = segs[0][0] if segs else None
         with self.map.lock:
             kfs = sorted(self.map.keyframes.values(), key=lambda k: k.frame_index)
+            if main is not None:
+                kfs = [k for k in kfs if at.map_of(k.id) == main]
             ts = np.array([k.timestamp for k in kfs])
             poses = np.stack([k.world_from_cam for k in kfs]) if kfs else np.zeros((0, 4, 4))
         return ts, poses
@@ -370,6 +423,23 @@ def build_dense(cfg: Config, camera: PinholeCamera, device: torch.device) -> Opt
     return DenseMatching(LoFTR(cfg.loftr, device), camera, cfg.tracking, init=init, reloc=reloc)
 
 
+def attach_atlas(cfg: Config, camera: PinholeCamera, tracker: Tracker, loop: LoopClosing) -> None:
+    """Several maps (slam.mapping.atlas) when lost tracking may start a new map in this mode
+    (``tracking.new_map_after_lost_frames``): the tracker relocalises in the active map only,
+    loops stay within a map, and places shared with another map merge them (slam.loop.merge)."""
+    tc = cfg.tracking
+    if tc.new_map_after_lost_frames <= 0 or (cfg.mode != "mono" and not tc.new_map_in_depth_modes):
+        return
+    from slam.loop.merge import MapMerger
+    from slam.mapping.atlas import Atlas
+
+    atlas = Atlas()
+    tracker.atlas = loop.atlas = atlas
+    tracker.relocalizer.usable = atlas.in_active
+    if cfg.map_merging.enabled:
+        loop.merger = MapMerger(cfg.map_merging, atlas, loop, camera, fix_scale=cfg.mode != "mono")
+
+
 def build_system(cfg: Config, camera: PinholeCamera) -> SLAMSystem:
     """The whole system for a resolved configuration (features and matcher not "auto")."""
     device = resolve_device(cfg.device)
@@ -392,4 +462,5 @@ def build_system(cfg: Config, camera: PinholeCamera) -> SLAMSystem:
         if vocabulary is not None:
             loop = LoopClosing(cfg, camera, slam_map, matcher, mapper, tracker, schedule, vocabulary, live=cfg.runtime.live)
             tracker.relocalizer.place = loop.place_candidates
+            attach_atlas(cfg, camera, tracker, loop)
     return SLAMSystem(cfg, camera, device, extractor, matcher, slam_map, frontend, tracker, mapper, schedule, loop)

@@ -71,10 +71,14 @@ class LoopClosing:
         self.verify_ms: list[float] = []
         self.n_verified = 0  # candidates that went through geometric verification
         self._cond = threading.Condition()
-        self._verified: list[LoopMatch] = []  # live: accepted loops waiting for the tracking thread
+        self._verified: list = []  # live: accepted loops (LoopMatch) and merges (MergeMatch) waiting for the tracking thread
         self._gba: Optional[dict] = None  # {"task": GlobalBA, "state": pending|running|done, "due": frame}
         self._closed = False
         self.gba_runs: list[dict] = []
+        #: the atlas (slam.mapping.atlas) and its merger (slam.loop.merge) when lost tracking may start
+        #: new maps (set by slam.system); loops stay within a map, places shared with another map merge
+        self.atlas = None
+        self.merger = None
 
     # ================================================================== tracking thread
     def before_frame(self, frame_no: int) -> Optional[LoopWake]:
@@ -86,13 +90,16 @@ class LoopClosing:
             with self._cond:
                 ready, self._verified = self._verified, []
             for lm in ready:
-                queued |= self._correct(lm, frame_no)
+                queued |= self._correct(lm, frame_no) if isinstance(lm, LoopMatch) else self._merge(lm, frame_no)
         else:
             for kf_id in self.mapping_schedule.drain_committed():
                 with self.map.lock:
                     lm = self._detect_and_verify(kf_id)
+                    mm = self.merger.detect(kf_id) if lm is None and self.merger is not None else None
                 if lm is not None:
                     queued |= self._correct(lm, frame_no)
+                elif mm is not None:
+                    queued |= self._merge(mm, frame_no)
         return LoopWake() if queued else None
 
     def finish(self) -> None:
@@ -108,6 +115,8 @@ class LoopClosing:
         cov = covisibility(m)
         bow = self.vocabulary.transform(m.keyframes[kf_id].desc)
         cands = self.detector.detect(kf_id, bow, cov, len(m.keyframes))
+        if self.atlas is not None:  # a place of another map is a merge (slam.loop.merge), not a loop
+            cands = [k for k in cands if self.atlas.map_of(k) == self.atlas.map_of(kf_id)]
         for cand in cands:
             if cand not in m.keyframes:
                 continue
@@ -152,11 +161,30 @@ class LoopClosing:
                  "essential graph %.0f ms, correction %.0f ms", frame_no, lm.cur_kf, cur_frame, lm.loop_kf, loop_frame,
                  lm.n_ransac, lm.n_refined, lm.n_projected, corr.rotation_deg, corr.translation, corr.scale, corr.n_fused,
                  corr.timings.get("essential_graph", 0.0), corr.timings.get("total", 0.0))
+        return self._queue_gba(gba, frame_no)
+
+    def _queue_gba(self, gba: Optional[GlobalBA], frame_no: int) -> bool:
         if gba is None:
             return False
         with self._cond:
             self._gba = {"task": gba, "state": "pending", "due": frame_no + self.cfg.global_ba_delay_frames}
         return True
+
+    def _merge(self, mm, frame_no: int) -> bool:
+        """Merge the maps of mm (a slam.loop.merge.MergeMatch; tracking thread); queue a global BA."""
+        self._drop_gba()
+        self.mapping_schedule.finish()
+        with self.map.lock:
+            rec = self.merger.merge(mm, frame_no)
+            if rec is None:
+                return False
+            self.loop_edges = np.concatenate([self.loop_edges, np.array([[rec["cur_kf"], rec["loop_kf"]]], dtype=np.int64)])
+            self.detector.groups = []
+            gba = None
+            if self.cfg.global_ba:
+                gba = GlobalBA(self.mapper, self.cfg.global_ba_iterations)
+                gba = gba if gba.gather() else None
+        return self._queue_gba(gba, frame_no)
 
     # ================================================================== global BA hand-off
     def _claim(self) -> Optional[dict]:
@@ -229,6 +257,9 @@ class LoopClosing:
         if self.live and wake.kf_id >= 0:
             with self.map.lock:
                 lm = self._detect_and_verify(wake.kf_id)
+            if lm is None and self.merger is not None:
+                with self.map.lock:
+                    lm = self.merger.detect(wake.kf_id)
             if lm is not None:
                 with self._cond:
                     self._verified.append(lm)

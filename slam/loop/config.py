@@ -36,3 +36,16 @@ class LoopClosingConfig:
     global_ba: bool = True  # a global bundle adjustment after each loop, in the background
     global_ba_iterations: int = param(10, ge=1)
     global_ba_delay_frames: int = param(30, ge=1)  # dataset runs: its result is applied this many frames after the loop (tracking waits if it is not done)
+
+
+@dataclass
+class MapMergingConfig:
+    """Merging the maps of the atlas (slam.loop.merge); keys ``map_merging.*``. Verification uses
+    the ``loop_closing`` thresholds."""
+
+    enabled: bool = True  # false: maps started after a loss stay separate segments
+    min_keyframes: int = param(2, ge=2)  # the active map needs this many keyframes before it is merged
+    candidates: int = param(3, ge=1)  # place-recognition candidates verified per keyframe, best first
+    confirm_neighbours: int = param(2, ge=0)  # covisible keyframes of the current one that must see the candidate's points too
+    confirm_min_matches: int = param(20, ge=1)  # ... with at least this many projection matches each
+    weld_iterations: int = param(10, ge=1)  # Levenberg iterations of the welding bundle adjustment

@@ -414,7 +414,9 @@ class LocalMapper:
         window = [kf_id] + [k for k, _ in self.map.keyframe_covisibility(kf_id, min_shared=15)[: c.ba_window - 1]]
         return self._gather(window, c.ba_max_fixed)
 
-    def global_bundle_adjustment(self) -> Optional[dict]:
+    def global_bundle_adjustment(self, fixed_ids=None) -> Optional[dict]:
+        """Bundle adjustment of the whole map; the first keyframe is fixed, and fixed_ids (ids of
+        the first keyframes of other, unmerged maps of the atlas) too."""
         with self.map.lock:
             window = sorted(self.map.keyframes)
             if len(window) < 2:
@@ -424,6 +426,8 @@ class LocalMapper:
             return None
         prob.fixed[:] = False
         prob.fixed[0] = True  # gauge: the first keyframe
+        if fixed_ids:
+            prob.fixed |= np.isin(prob.kf_ids, np.asarray(fixed_ids, dtype=np.int64))
         res = bundle_adjust(prob, iterations=self.cfg.global_ba_iterations)
         with self.map.lock:
             self._apply(prob, res)

@@ -132,6 +132,11 @@ class Map:
         self._next_kf += 1
         return kid
 
+    @property
+    def next_keyframe_id(self) -> int:
+        """The id the next new keyframe will get."""
+        return self._next_kf
+
     def add_keyframe(self, kf: Keyframe) -> None:
         """Insert a keyframe and the observations already in kf.point_ids."""
         self.keyframes[kf.id] = kf

@@ -85,4 +85,7 @@ class TrackingConfig:
     reloc_matcher: str = param("keypoints", choices=("keypoints", "loftr"))  # relocalisation: keypoint matches to the candidate keyframes, or LoFTR on their images
     reloc_dense_candidates: int = param(3, ge=1)  # reloc_matcher=loftr: candidate keyframes matched per lost frame (one LoFTR pass each)
     dense_snap_px: float = param(4.0, gt=0.0)  # LoFTR match -> nearest keypoint within this radius (map points live on keypoints)
+    new_map_after_lost_frames: int = param(30, ge=0)  # atlas (slam.mapping.atlas): after this many frames lost in a row, start a
+    # new map and keep the old one; place recognition merges them when they meet (needs loop closing; 0 = stay lost)
+    new_map_in_depth_modes: bool = False  # also in RGB-D and stereo (which relocalise more easily); monocular only by default
     keyframes: KeyframePolicyConfig = field(default_factory=KeyframePolicyConfig)

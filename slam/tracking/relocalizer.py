@@ -54,6 +54,8 @@ class Relocalizer:
         self.local_map = local_map
         # (N, D) frame descriptors, n -> up to n keyframe ids from the keyframe database (None: none)
         self.place: Optional[Callable[[np.ndarray, int], list[int]]] = None
+        # keyframe id -> whether relocalisation may use it (the atlas's active map; None: every keyframe)
+        self.usable: Optional[Callable[[int], bool]] = None
 
     def candidates(self, last_cam_from_world: Optional[np.ndarray], desc: Optional[np.ndarray] = None) -> list[Keyframe]:
         """Keyframes to match against: the keyframe database's candidates for the frame's
@@ -63,7 +65,10 @@ class Relocalizer:
         placed = []
         if self.place is not None and desc is not None:
             placed = [self.map.keyframes[k] for k in self.place(desc, self.cfg.reloc_candidates) if k in self.map.keyframes]
-        kfs = [kf for kf in self.map.keyframes.values() if all(kf is not p for p in placed)]
+        if self.usable is not None:
+            placed = [kf for kf in placed if self.usable(kf.id)]
+        kfs = [kf for kf in self.map.keyframes.values() if all(kf is not p for p in placed)
+               and (self.usable is None or self.usable(kf.id))]
         if last_cam_from_world is not None:
             center = se3_inverse(last_cam_from_world)[:3, 3]
             kfs.sort(key=lambda k: float(np.linalg.norm(k.center - center)))

@@ -91,6 +91,11 @@ class Tracker:
         self.n_lost = 0
         self.n_relocalised = 0
         self.n_matched_frames = 0  # tracked frames (after initialisation) for which the matcher ran
+        #: slam.mapping.atlas.Atlas when lost tracking may start a new map (set by slam.system), else None
+        self.atlas = None
+        self.n_lost_run = 0  # frames lost in a row
+        self._kept: Optional[tuple] = None  # (map id, last frame) of the map kept when a new one started, until it starts
+        self.n_new_maps = 0
 
     # ================================================================== entry point
     def process(self, fr: FrameFeatures) -> tuple[TrackResult, Optional[KeyframeJob]]:
@@ -98,7 +103,13 @@ class Tracker:
         job = None
         cam_from_world = None
         n_inl = 0
-        if self.state == "INIT":
+        back = self._relocalise_in_kept_map(fr) if self.state == "INIT" and self._kept is not None else None
+        if back is not None:  # the images came back before the new map started: relocalised in the old one
+            cam_from_world, point_ids, n_inl = back
+            self.state, self.last = "OK", _LastFrame(fr, cam_from_world, point_ids)
+            self.n_relocalised += 1
+            log.info("frame %d: relocalised in map %d with %d inliers; the new map was not needed", fr.index, self.atlas.active, n_inl)
+        elif self.state == "INIT":
             cam_from_world, job = self._init_rgbd(fr) if has_depth(self.mode) else self._init_mono(fr)
             if job is not None:
                 self.state = "OK"
@@ -110,12 +121,15 @@ class Tracker:
                     log.info("frame %d: tracking lost", fr.index)
                 self.state = "LOST"
                 self.n_lost += 1
+                self.n_lost_run += 1
                 self.velocity = None
+                self._maybe_new_map(fr)
             else:
                 if self.state == "LOST":
                     self.n_relocalised += 1
                     log.info("frame %d: relocalised with %d inliers", fr.index, n_inl)
                 self.state = "OK"
+                self.n_lost_run = 0
                 cam_from_world[:3, :3] = project_to_so3(cam_from_world[:3, :3])
                 if self.last is not None and self.last.cam_from_world is not None:
                     self.velocity = cam_from_world @ se3_inverse(self.last.cam_from_world)
@@ -154,6 +168,47 @@ class Tracker:
         """(indices (F,), timestamps (F,), world_from_cam (F,4,4)) of every tracked frame,
         expressed relative to the (possibly optimised) reference keyframes."""
         return self.frame_poses.poses()
+
+    def _maybe_new_map(self, fr: FrameFeatures) -> None:
+        """Lost for tracking.new_map_after_lost_frames frames in a row: keep the map in the atlas
+        and start a new one (the tracker initialises again)."""
+        n = self.cfg.new_map_after_lost_frames
+        if self.atlas is None or n <= 0 or self.n_lost_run < n or (has_depth(self.mode) and not self.cfg.new_map_in_depth_modes):
+            return
+        with self.map.lock:
+            if not self.atlas.keyframes_of(self.atlas.active, self.map.keyframes):
+                return
+            old_id = self.atlas.active
+            new_id = self.atlas.new_map(self.map.next_keyframe_id, fr.index)
+        log.info("frame %d: lost for %d frames, map %d kept, new map %d started", fr.index, self.n_lost_run, old_id, new_id)
+        self._kept = (old_id, self.last)
+        self.state, self.last, self.velocity, self.ref_kf_id, self.last_kf_frame = "INIT", None, None, None, -1
+        self.mono_init.ref = None
+        self.n_lost_run = 0
+        self.n_new_maps += 1
+
+    def _relocalise_in_kept_map(self, fr: FrameFeatures) -> Optional[tuple]:
+        """Until the new map has a keyframe, a frame is first relocalised in the map kept when it
+        started (the old map becomes active again, the empty new one is dropped). -> (cam_from_world,
+        point_ids, n_inliers) or None."""
+        if len(fr.kp_uv) == 0:
+            return None
+        with self.map.lock:
+            if self.atlas.keyframes_of(self.atlas.active, self.map.keyframes):
+                self._kept = None  # the new map started
+                return None
+            new_id = self.atlas.active
+            self.atlas.activate(self._kept[0])
+        self.last = self._kept[1]
+        found = self._relocalise(fr)
+        self.last = None
+        with self.map.lock:
+            if found[0] is None:
+                self.atlas.activate(new_id)
+                return None
+            self.atlas.drop_last_map()
+        self._kept = None
+        return found
 
     # ================================================================== initialisation
     def _init_rgbd(self, fr: FrameFeatures):
@@ -211,7 +266,8 @@ class Tracker:
         if ref is None:
             return 0
         pid = ref.point_ids[ref.point_ids >= 0]
-        min_obs = 2 if len(self.map.keyframes) <= 2 else 3
+        n_kfs = len(self.map.keyframes) if self.atlas is None else len(self.atlas.keyframes_of(self.atlas.active, self.map.keyframes))
+        min_obs = 2 if n_kfs <= 2 else 3
         if has_depth(self.mode):  # a depth observation counts as two (ORB-SLAM's stereo convention)
             min_obs -= 1
         return int((self.map.pts_n_obs[pid] >= min_obs).sum())

@@ -6,6 +6,8 @@ culled follow the culled keyframe's parent (Map.keyframe_pose_or_ancestor).
 """
 from __future__ import annotations
 
+from typing import Callable, Optional
+
 import numpy as np
 
 from slam.geometry.se3 import se3_inverse
@@ -29,13 +31,16 @@ class FrameTrajectory:
         """Frame `index` at cam_from_ref (4,4) float64 relative to keyframe ref_kf_id."""
         self._frames.append((index, timestamp, ref_kf_id, cam_from_ref))
 
-    def poses(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    def poses(self, keep: Optional[Callable[[int], bool]] = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """(indices (F,) int64, timestamps (F,) float64 s, world_from_cam (F,4,4) float64) of
         every frame whose reference keyframe (or an ancestor) lives, in frame order, with the
-        keyframes' current poses."""
+        keyframes' current poses. keep: reference keyframe id -> whether to include the frame
+        (one map of the atlas); None = every frame."""
         with self.map.lock:
             idx, ts, poses = [], [], []
             for index, t, kf_id, cam_from_ref in self._frames:
+                if keep is not None and not keep(kf_id):
+                    continue
                 ref_cam_from_world = self.map.keyframe_pose_or_ancestor(kf_id)
                 if ref_cam_from_world is None:
                     continue
