@@ -276,7 +276,7 @@ def test_same_place_scores_higher_committed_orb_vocabulary():
     assert wins >= 5, f"the revisit outscored the non-overlapping places in only {wins} of 6 queries"
 
 
-LEARNED_KINDS = ("xfeat", "aliked")  # disk: its vocabulary is being trained
+LEARNED_KINDS = ("xfeat", "aliked", "disk")
 
 
 def _learned_extractor(kind: str):

@@ -73,7 +73,7 @@ def train(args) -> int:
     meta = {"weights": _weights_meta(cfg),
             "extractor": dataclasses.asdict(sub) if sub is not None else {},
             "training": {"pool": spec, "n_real_images": n_real, "n_synthetic_images": len(names) - n_real,
-                         "note": ("real images (+ augmentation) from shared/data/images"
+                         "note": ("real images" + (" (+ augmentation)" if spec["augment"] else "") + " from shared/data/images"
                                   + (" and synthetic rooms" if len(names) > n_real else "") + "; "
                                  "no evaluation sequence (fr1_xyz, EuRoC, KITTI, synthetic profiles)")},
             "command": "python -m slam vocab " + " ".join(_vocab_args(sys.argv[1:]))}
