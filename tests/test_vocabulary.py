@@ -1,5 +1,6 @@
 """Bag-of-words vocabulary: training, quantisation, scoring, file round trip, lookup, and that the
-same place seen again scores higher than other places (synthetic room, ORB)."""
+same place seen again scores higher than other places (synthetic room: ORB, and the committed
+vocabularies of the learned extractors XFeat, ALIKED and DISK when their weights are installed)."""
 from __future__ import annotations
 
 import json
@@ -273,6 +274,83 @@ def test_same_place_scores_higher_committed_orb_vocabulary():
     voc = Vocabulary.load(PACKAGE_DIR / "orb.npz")
     wins = _revisit_wins(voc, 304, 6, _orb_desc())
     assert wins >= 5, f"the revisit outscored the non-overlapping places in only {wins} of 6 queries"
+
+
+LEARNED_KINDS = ("xfeat", "aliked", "disk")
+
+
+def _learned_extractor(kind: str):
+    """(resolved config, extractor) of the learned ``kind`` with its default weights; skip when
+    the weights are not installed."""
+    import torch
+
+    from slam.config import load_config
+    from slam.errors import WeightsError as WErr
+    from slam.loop.store import extractor_weights
+    from slam.system import build_extractor
+    from slam.weights import resolve_weights
+
+    cfg = load_config(None, [f"features={kind}"])
+    try:
+        resolve_weights(extractor_weights(cfg))
+    except WErr as exc:
+        pytest.skip(f"{kind} weights not installed: {exc}")
+    return cfg, build_extractor(cfg, torch.device("cpu"))
+
+
+@pytest.mark.parametrize("kind", LEARNED_KINDS)
+def test_committed_learned_vocabulary_found_by_extractor_name(kind):
+    """The system finds a committed vocabulary for each learned extractor's default weights, under
+    the name its config reports, and it fits the descriptors: float, the extractor's dimension,
+    fp16 centres in the file, a DBoW-sized tree."""
+    from slam.loop.store import PACKAGE_DIR, extractor_weights, load_vocabulary
+    from slam.loop.vocabulary import DESCRIPTOR_KINDS
+
+    cfg, ext = _learned_extractor(kind)
+    path = find_vocabulary(kind, extractor_weights(cfg))
+    assert path.parent == PACKAGE_DIR, f"{path} is not the committed vocabulary"
+    voc = load_vocabulary(kind, extractor_weights(cfg))
+    assert voc.kind == kind and not voc.binary and not ext.binary
+    assert voc.dim == DESCRIPTOR_KINDS[kind][1] == ext.descriptor_dim
+    with np.load(path, allow_pickle=False) as z:
+        assert z["centres"].dtype == np.float16 and z["centres"].shape[1] == voc.dim
+    assert voc.n_words >= 1000 and voc.idf.dtype == np.float32 and np.all(voc.idf >= 0)
+
+
+def test_default_features_find_a_vocabulary():
+    """``features: auto`` (what `python -m slam run` uses) resolves to an extractor that has a
+    vocabulary: loop closing and database relocalisation are on by default."""
+    from slam.config import load_config
+    from slam.loop.store import vocabulary_for_config
+    from slam.system import resolve_config
+
+    cfg = resolve_config(load_config(None, ["device=cpu"]))
+    voc = vocabulary_for_config(cfg, required=True)
+    assert voc.kind == cfg.features
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("kind", LEARNED_KINDS)
+def test_same_place_scores_higher_committed_learned_vocabulary(kind):
+    """The committed vocabulary of a learned extractor (trained on rooms 101-112 and real images)
+    on room 304, never trained on: a revisit outscores the places it does not overlap."""
+    import torch
+
+    from slam.loop.store import PACKAGE_DIR, extractor_weights, vocabulary_filename
+
+    cfg, ext = _learned_extractor(kind)
+    path = PACKAGE_DIR / vocabulary_filename(kind, extractor_weights(cfg))
+    if not path.is_file():
+        pytest.skip(f"no {kind} vocabulary committed")
+    voc = Vocabulary.load(path)
+
+    def desc(img):
+        with torch.inference_mode():
+            d = ext.extract(img).descriptors
+        return d.float().numpy()
+
+    wins = _revisit_wins(voc, 304, 6, desc)
+    assert wins >= 5, f"{kind}: the revisit outscored the non-overlapping places in only {wins} of 6 queries"
 
 
 def test_committed_vocabularies_have_notes():

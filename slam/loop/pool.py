@@ -2,12 +2,12 @@
 
 Training pool (never the sequences we evaluate on):
 
-- the real images of ``../shared/data/images`` (66: ICL-NUIM living room, TUM fr3 long office,
+- the real images of ``../shared/data/images`` (67: ICL-NUIM living room, TUM fr3 long office,
   Photo Tourism, Oxford graf), long side at most 640 px, each also augmented (a zoomed
   rotation either way and a half-size copy);
 - views rendered by the synthetic renderer in rooms built from seeds 101.. (random viewpoints
   over the desk and the walls, with the "desk" profile's sensor effects). The profiles' own
-  rooms (seeds 1-4, the synthetic sequences we evaluate SLAM on) and the evaluation rooms of
+  rooms (seeds 1-8, the synthetic sequences we evaluate SLAM on, ``synthetic/loop*`` included) and the evaluation rooms of
   ``vocab eval`` (seeds 1, 201-203) and of the tests (301-304) are never used.
 
 Descriptors are cached per data set and extractor setting, so that trying other k / L values
@@ -31,7 +31,7 @@ from slam.loop.vocabulary import DESCRIPTOR_KINDS
 
 log = logging.getLogger(__name__)
 
-TRAIN_SCENE_SEED0 = 101  # rooms 101, 102, ... (evaluation: 1 and 201-203; tests: 301-304; SLAM profiles: 1-4)
+TRAIN_SCENE_SEED0 = 101  # rooms 101, 102, ... (evaluation: 1 and 201-203; tests: 301-304; SLAM profiles: 1-8)
 POOL_VERSION = 1
 IMAGE_EXTS = (".png", ".jpg", ".jpeg", ".ppm", ".pgm", ".bmp")
 

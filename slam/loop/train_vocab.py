@@ -46,6 +46,11 @@ def _weights_meta(cfg) -> Optional[dict]:
     return meta
 
 
+def _vocab_args(argv: list[str]) -> list[str]:
+    """The arguments after ``vocab`` in a ``python -m slam [global options] vocab ...`` command line."""
+    return argv[argv.index("vocab") + 1:] if "vocab" in argv else argv
+
+
 def train(args) -> int:
     import dataclasses
 
@@ -68,9 +73,10 @@ def train(args) -> int:
     meta = {"weights": _weights_meta(cfg),
             "extractor": dataclasses.asdict(sub) if sub is not None else {},
             "training": {"pool": spec, "n_real_images": n_real, "n_synthetic_images": len(names) - n_real,
-                         "note": "real images (+ augmentation) from shared/data/images and synthetic rooms; "
-                                 "no evaluation sequence (fr1_xyz, EuRoC, KITTI, synthetic profiles)"},
-            "command": "python -m slam vocab " + " ".join(sys.argv[2:] if sys.argv[1:2] == ["vocab"] else sys.argv[1:])}
+                         "note": ("real images" + (" (+ augmentation)" if spec["augment"] else "") + " from shared/data/images"
+                                  + (" and synthetic rooms" if len(names) > n_real else "") + "; "
+                                 "no evaluation sequence (fr1_xyz, EuRoC, KITTI, synthetic profiles)")},
+            "command": "python -m slam vocab " + " ".join(_vocab_args(sys.argv[1:]))}
     t1 = time.perf_counter()
     with threadpool_limits(limits=1, user_api="blas"):  # many small products: one thread is fastest
         voc = Vocabulary.train(sets, kind=kind, k=args.k, levels=args.levels, seed=args.seed,
