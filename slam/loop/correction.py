@@ -155,8 +155,7 @@ class LoopCorrection:
             corrected_ref[p] = k
         for k in cur_group:
             m.keyframes[k].cam_from_world = se3_from_sim3(corrected[k])
-        m.update_normals(np.nonzero(corrected_ref >= 0)[0])
-        m.version += 1
+        m.version += 1  # (normals are updated with every point's at the write-back)
         tm["propagate"] = (time.perf_counter() - t0) * 1e3
         # 2. fuse duplicates
         t = time.perf_counter()
@@ -176,23 +175,19 @@ class LoopCorrection:
                 fuse(m.keyframes[k], np.setdiff1d(lp_pts, m.keyframes[k].point_ids))
         self.info.n_fused = alive_before - int(m.pts_alive[:n_pts].sum())
         tm["fuse"] = (time.perf_counter() - t) * 1e3
-        # 3. the essential graph's inputs (copies)
+        # 3. the essential graph's inputs (copies; its edges are built in run())
         t = time.perf_counter()
-        after_cov = covisibility(m)
+        pts_of = {k: np.unique(m.keyframes[k].point_ids[m.keyframes[k].point_ids >= 0]) for k in set(cur_group) | set(loop_group)}
         new_edges = [(cur, lp)]
-        for a in cur_group:
+        for a in cur_group:  # the loop connections fusion made (ORB-SLAM's LoopConnections)
             for b in loop_group:
-                if (a, b) != (cur, lp) and after_cov.weight(a, b) >= self.loop_edge_min_shared:
+                if (a, b) != (cur, lp) and len(np.intersect1d(pts_of[a], pts_of[b], assume_unique=True)) >= self.loop_edge_min_shared:
                     new_edges.append((a, b))
         new_edges = np.array(new_edges, dtype=np.int64)
-        iu = np.triu_indices(len(ids), 1)
-        w = cov.shared[iu]
-        strong = w >= MIN_COVIS_WEIGHT
-        covis_pairs = np.stack([ids[iu[0][strong]], ids[iu[1][strong]]], axis=1)
         prev = previous_loop_edges[np.isin(previous_loop_edges, ids).all(axis=1)] if len(previous_loop_edges) else previous_loop_edges
-        edges = essential_graph_edges(ids, spanning_parents(cov), covis_pairs, w[strong], prev.reshape(-1, 2))
         self._job = {"ids": ids, "before": before, "c_ids": np.array(cur_group, dtype=np.int64),
-                     "corrected": np.stack([corrected[k] for k in cur_group]), "edges": edges, "new_edges": new_edges}
+                     "corrected": np.stack([corrected[k] for k in cur_group]), "cov": cov, "prev": prev.reshape(-1, 2),
+                     "new_edges": new_edges}
         self._corrected_ref = corrected_ref
         self._cur = cur
         self.info.loop_edges = new_edges
@@ -203,7 +198,13 @@ class LoopCorrection:
         """Phase 3's optimisation, on the copy (no lock)."""
         t = time.perf_counter()
         j = self._job
-        self.result = optimize_essential_graph(j["ids"], j["before"], j["c_ids"], j["corrected"], j["edges"], j["new_edges"],
+        cov, ids = j["cov"], j["ids"]
+        iu = np.triu_indices(len(ids), 1)
+        w = cov.shared[iu]
+        strong = w >= MIN_COVIS_WEIGHT
+        covis_pairs = np.stack([ids[iu[0][strong]], ids[iu[1][strong]]], axis=1)
+        edges = essential_graph_edges(ids, spanning_parents(cov), covis_pairs, w[strong], j["prev"])
+        self.result = optimize_essential_graph(j["ids"], j["before"], j["c_ids"], j["corrected"], edges, j["new_edges"],
                                                j["ids"][:1], fix_scale=self.fix_scale, iterations=self.iterations)
         self.ms = (time.perf_counter() - t) * 1e3
         self.info.timings["essential_graph"] = self.ms
