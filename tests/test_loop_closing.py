@@ -186,3 +186,57 @@ def test_threaded_run_with_a_loop_equals_the_synchronous_one(tmp_path_factory):
     assert [lp["cur_kf"] for lp in sync["loop_closing"]["loops"]] == [lp["cur_kf"] for lp in thr["loop_closing"]["loops"]]
     assert (Path(sync["run_dir"]) / "trajectory.txt").read_text() == (Path(thr["run_dir"]) / "trajectory.txt").read_text()
     assert (Path(sync["run_dir"]) / "keyframes.txt").read_text() == (Path(thr["run_dir"]) / "keyframes.txt").read_text()
+
+
+@pytest.mark.parametrize("fix_scale", [True, False])
+def test_loop_correction_optimises_a_copy_and_late_keyframes_take_their_parents_correction(fix_scale):
+    """LoopCorrection: start (propagation) -> run (essential graph on its copy) -> a keyframe is
+    created meanwhile -> apply: the first keyframe stays fixed, the copied keyframes take the
+    graph's poses, the late keyframe keeps its pose relative to its parent (the keyframe it
+    shares most points with), and points keep their coordinates in their reference keyframe."""
+    from slam.loop.correction import LoopCorrection
+    from slam.loop.verification import LoopMatch
+
+    rng = np.random.default_rng(3)
+    m = Map(32, True)
+    kfs = []
+    for i in range(8):  # odometry: a 0.5 m step along x; the truth closes the loop (kf 7 next to kf 0)
+        kf = _kf(m, 80)
+        kf.cam_from_world = make_se3(np.eye(3), np.array([-0.5 * i, 0.0, 0.0]))
+        kfs.append(kf)
+    for i, kf in enumerate(kfs):  # 40 points created by each keyframe, seen by it and the next one
+        own = m.add_points(rng.normal(size=(40, 3)) + [0.5 * i, 0, 4], np.zeros((40, 32), np.uint8), np.zeros((40, 3), np.uint8), kf.id)
+        m.add_observations(kf.id, np.arange(40), own)
+        if i + 1 < len(kfs):
+            m.add_observations(kfs[i + 1].id, np.arange(40, 80), own)
+    cur_from_loop = make_sim3(1.0 if fix_scale else 0.9, so3_exp([0, 0.02, 0]), np.array([-0.3, 0, 0]))
+    lm = LoopMatch(7, 0, cur_from_loop, np.zeros(0, np.int64), np.zeros(0, np.int64), 30, 30, 60, 40)
+    task = LoopCorrection(fix_scale, neighbourhood=2, loop_edge_min_shared=20, iterations=20)
+    with m.lock:
+        W0 = task.start(m, lm, lambda kf, pts: None, np.zeros((0, 2), np.int64))
+    p7 = m.pts_xyz[m.keyframes[7].point_ids[:40]].copy()
+    assert set(W0) == {7, 6}
+    task.run()  # no lock: works on its own copy
+    late = _kf(m, 80)  # created while the graph ran, next to kf 7 (already corrected by the propagation)
+    late.cam_from_world = make_se3(np.eye(3), np.array([-0.5, 0, 0])) @ m.keyframes[7].cam_from_world
+    m.add_observations(late.id, np.arange(40, 80), m.keyframes[7].point_ids[:40])
+    rel_before = late.cam_from_world @ sim3_inverse(m.keyframes[7].cam_from_world)
+    k0 = m.keyframes[0].cam_from_world.copy()
+    c7 = m.keyframes[7].cam_from_world @ np.c_[p7, np.ones(40)].T  # kf 7's own points in its camera frame
+    with m.lock:
+        W = task.apply(m)
+    assert set(W) == set(m.keyframes)
+    np.testing.assert_array_equal(m.keyframes[0].cam_from_world, k0)
+    res = task.result
+    for i, k in enumerate(res.kf_ids.tolist()):
+        np.testing.assert_allclose(m.keyframes[k].cam_from_world, res.cam_from_world[i], atol=1e-9)
+    moved = m.keyframes[7].cam_from_world @ np.c_[m.pts_xyz[m.keyframes[7].point_ids[:40]], np.ones(40)].T
+    f = 1.0 if fix_scale else moved[2, 0] / c7[2, 0]  # monocular: the map's scale there changed by one factor
+    np.testing.assert_allclose(moved[:3], c7[:3] * f, atol=1e-9)
+    rel = late.cam_from_world @ sim3_inverse(m.keyframes[7].cam_from_world)  # same rotation, translation in the new scale
+    np.testing.assert_allclose(rel[:3, :3], rel_before[:3, :3], atol=1e-9)
+    np.testing.assert_allclose(rel[:3, 3], rel_before[:3, 3] * f, atol=1e-9)
+    # the loop closed: the 3.2 m gap between kf 7 and where the loop puts it is spread over the 8 edges
+    gap = lambda c: np.linalg.norm(sim3_inverse(c)[:3, 3] - sim3_inverse(se3_from_sim3(cur_from_loop @ k0))[:3, 3])  # noqa: E731
+    assert gap(make_se3(np.eye(3), np.array([-3.5, 0, 0]))) > 3.0 and gap(m.keyframes[7].cam_from_world) < 0.6
+    assert task.info.n_late_keyframes == 1 and task.info.iterations >= 1

@@ -6,18 +6,23 @@ Who does what:
 - The tracking stage calls :meth:`LoopClosing.before_frame` before tracking each frame, after the
   mapping schedule has committed the mapping results that are due. In **dataset** runs it then
   takes every keyframe whose local mapping was committed since the last frame, in order, and
-  runs detection (keyframe database, consistency), verification and, for an accepted loop, the
-  correction (propagation, fusion, essential graph, points) on the spot: the map it reads is
-  the one the frame sequence fixes (mapping's running job works on its own copy). In **live**
-  runs detection and verification run in the loop-closing stage's thread as each keyframe's
-  mapping ends, and the tracking thread corrects an accepted loop before its next frame, as soon
-  as it is ready.
-- A correction queues a global bundle adjustment on a copy of the map. The loop-closing stage
-  (:class:`LoopClosingStage`, after mapping) runs it in its own thread while tracking goes on.
-  Its result is written back by the tracking thread: in dataset runs before frame
-  ``loop + loop_closing.global_ba_delay_frames`` (waiting for it, or running it there, if it is
-  not done; so the result never depends on timing), in live runs as soon as it is done. A new
-  loop stops a running global BA and drops it (ORB-SLAM's behaviour).
+  runs detection (keyframe database, consistency) and verification of the best consistent
+  candidate on the spot: the map it reads is the one the frame sequence fixes (mapping's running
+  job works on its own copy). In **live** runs detection and verification run in the
+  loop-closing stage's thread as each keyframe's mapping ends, and the tracking thread takes an
+  accepted loop before its next frame, as soon as it is ready.
+- An accepted loop is corrected in three phases (:class:`slam.loop.correction.LoopCorrection`):
+  propagation and fusion in the tracking thread at once (ORB-SLAM does them under the map-update
+  lock too); the essential graph on a copy of its inputs in the loop-closing stage
+  (:class:`LoopClosingStage`), while tracking goes on; its write-back in the tracking thread, in
+  dataset runs before frame ``loop + loop_closing.correction_delay_frames`` (waiting for it, or
+  running it there, if it is not done: the result never depends on timing), in live runs as soon
+  as it is done. Keyframes created meanwhile take their parent's correction. No new loop is
+  verified while a correction is in flight.
+- The write-back queues a global bundle adjustment on a copy of the map, run by the loop-closing
+  stage the same way and written back ``loop_closing.global_ba_delay_frames`` frames later
+  (dataset) or when done (live). A new loop stops a running global BA and drops it (ORB-SLAM's
+  behaviour).
 - After every correction the tracker's last frame moves with its reference keyframe
   (``Tracker.apply_world_correction``).
 
@@ -35,7 +40,7 @@ from typing import Any, Optional
 import numpy as np
 
 from slam.geometry.se3 import se3_inverse
-from slam.loop.correction import Correction, GlobalBA, correct_loop
+from slam.loop.correction import GlobalBA, LoopCorrection
 from slam.loop.database import KeyframeDatabase, place_candidates
 from slam.loop.detection import MIN_COVIS, LoopDetector, covisibility
 from slam.loop.verification import LoopMatch, LoopVerifier
@@ -72,7 +77,7 @@ class LoopClosing:
         self.n_verified = 0  # candidates that went through geometric verification
         self._cond = threading.Condition()
         self._verified: list = []  # live: accepted loops (LoopMatch) and merges (MergeMatch) waiting for the tracking thread
-        self._gba: Optional[dict] = None  # {"task": GlobalBA, "state": pending|running|done, "due": frame}
+        self._job: Optional[dict] = None  # {"kind": graph|gba, "task", "state": pending|running|done, "due": frame}
         self._closed = False
         self.gba_runs: list[dict] = []
         #: the atlas (slam.mapping.atlas) and its merger (slam.loop.merge) when lost tracking may start
@@ -82,10 +87,10 @@ class LoopClosing:
 
     # ================================================================== tracking thread
     def before_frame(self, frame_no: int) -> Optional[LoopWake]:
-        """Before tracking frame ``frame_no``: global BA results that are due, then (dataset)
-        detection for newly committed keyframes, or (live) the loops verified meanwhile."""
-        self._maybe_apply_gba(frame_no)
-        queued = False
+        """Before tracking frame ``frame_no``: background results that are due (the essential
+        graph, then the global BA), then (dataset) detection for newly committed keyframes, or
+        (live) the loops verified meanwhile."""
+        queued = self._maybe_apply(frame_no)
         if self.live:
             with self._cond:
                 ready, self._verified = self._verified, []
@@ -103,8 +108,9 @@ class LoopClosing:
         return LoopWake() if queued else None
 
     def finish(self) -> None:
-        """End of the stream: write back the outstanding global BA (waiting for it)."""
-        self._maybe_apply_gba(None)
+        """End of the stream: write back the outstanding essential graph and global BA (waiting)."""
+        for _ in range(2):  # the essential graph, then the global BA it queues
+            self._maybe_apply(None)
 
     def _detect_and_verify(self, kf_id: int) -> Optional[LoopMatch]:
         """Caller holds the map lock."""
@@ -117,8 +123,11 @@ class LoopClosing:
         cands = self.detector.detect(kf_id, bow, cov, len(m.keyframes))
         if self.atlas is not None:  # a place of another map is a merge (slam.loop.merge), not a loop
             cands = [k for k in cands if self.atlas.map_of(k) == self.atlas.map_of(kf_id)]
-        for cand in cands:
-            if cand not in m.keyframes:
+        if self._correcting():  # a correction is in flight: keep the database and consistency going only
+            return None
+        joined = self._joined(kf_id, cov)
+        for cand in cands[: self.cfg.max_candidates]:
+            if cand not in m.keyframes or cand in joined:
                 continue
             t = time.perf_counter()
             self.n_verified += 1
@@ -129,8 +138,26 @@ class LoopClosing:
                 return lm
         return None
 
+    def _joined(self, kf_id: int, cov) -> set:
+        """Keyframes already joined to kf_id's neighbourhood by a loop edge (and their covisible
+        neighbours): a candidate among them would close the same loop again."""
+        if not len(self.loop_edges):
+            return set()
+        mine = set(cov.neighbours(kf_id, MIN_COVIS, self.cfg.neighbourhood)) | {int(kf_id)}
+        out: set = set()
+        for a, b in self.loop_edges.tolist():
+            for x, y in ((a, b), (b, a)):
+                if x in mine and cov.index(y) >= 0:
+                    out |= {y, *cov.neighbours(y, MIN_COVIS, self.cfg.neighbourhood)}
+        return out
+
+    def _correcting(self) -> bool:
+        with self._cond:
+            return self._job is not None and self._job["kind"] == "graph"
+
     def _correct(self, lm: LoopMatch, frame_no: int) -> bool:
-        """Correct the map for loop lm (tracking thread); queue a global BA. True when one was queued."""
+        """Start the correction of loop lm (tracking thread): propagation and fusion now, the
+        essential graph queued for the loop-closing stage. True (it was queued)."""
         self._drop_gba()
         self.mapping_schedule.finish()  # no local BA result may land in the pre-loop frame afterwards
         with self.map.lock:
@@ -138,40 +165,31 @@ class LoopClosing:
                 return False
             cur_frame = self.map.keyframes[lm.cur_kf].frame_index
             loop_frame = self.map.keyframes[lm.loop_kf].frame_index
-            corr: Correction = correct_loop(self.map, lm, self.mapper._fuse_into, self.loop_edges, fix_scale=self.fix_scale,
-                                            neighbourhood=self.cfg.neighbourhood,
-                                            loop_edge_min_shared=self.cfg.loop_edge_min_shared,
-                                            iterations=self.cfg.graph_iterations)
-            self.loop_edges = np.concatenate([self.loop_edges, corr.loop_edges[:1]])
-            self.tracker.apply_world_correction(corr.world_new_from_old)
-            gba = None
-            if self.cfg.global_ba:
-                gba = GlobalBA(self.mapper, self.cfg.global_ba_iterations)
-                gba = gba if gba.gather() else None
+            task = LoopCorrection(self.fix_scale, self.cfg.neighbourhood, self.cfg.loop_edge_min_shared,
+                                  self.cfg.graph_iterations)
+            W = task.start(self.map, lm, self.mapper._fuse_into, self.loop_edges)
+            self.loop_edges = np.concatenate([self.loop_edges, task.info.loop_edges[:1]])
+            self.tracker.apply_world_correction(W)
         rel = lm.cur_from_loop
         self.loops.append({
             "frame": frame_no, "cur_kf": lm.cur_kf, "loop_kf": lm.loop_kf, "cur_frame": cur_frame, "loop_frame": loop_frame,
-            "ransac_inliers": lm.n_ransac, "refined_inliers": lm.n_refined, "projection_matches": lm.n_projected,
-            "cur_from_loop": rel.tolist(), "correction_rotation_deg": corr.rotation_deg,
-            "correction_translation": corr.translation, "correction_scale": corr.scale, "fused_points": corr.n_fused,
-            "loop_edges": int(len(corr.loop_edges)), "ms": corr.timings,
+            "ransac_inliers": lm.n_ransac, "refined_inliers": lm.n_refined, "final_inliers": lm.n_final,
+            "projection_matches": lm.n_projected,
+            "cur_from_loop": rel.tolist(), "fused_points": task.info.n_fused, "loop_edges": int(len(task.info.loop_edges)),
+            "ms": task.info.timings,
         })
-        log.info("loop closed at frame %d: keyframe %d (frame %d) <-> keyframe %d (frame %d), %d/%d/%d inliers "
-                 "(RANSAC/refined/projection); correction %.2f deg, %.3f, scale %.3f; %d points fused; "
-                 "essential graph %.0f ms, correction %.0f ms", frame_no, lm.cur_kf, cur_frame, lm.loop_kf, loop_frame,
-                 lm.n_ransac, lm.n_refined, lm.n_projected, corr.rotation_deg, corr.translation, corr.scale, corr.n_fused,
-                 corr.timings.get("essential_graph", 0.0), corr.timings.get("total", 0.0))
-        return self._queue_gba(gba, frame_no)
-
-    def _queue_gba(self, gba: Optional[GlobalBA], frame_no: int) -> bool:
-        if gba is None:
-            return False
+        log.info("loop found at frame %d: keyframe %d (frame %d) <-> keyframe %d (frame %d), %d/%d/%d inliers "
+                 "(RANSAC/refined/projection); %d points fused; propagation + fusion %.0f ms (tracking thread), "
+                 "essential graph queued", frame_no, lm.cur_kf, cur_frame, lm.loop_kf, loop_frame, lm.n_ransac, lm.n_refined,
+                 lm.n_projected, task.info.n_fused, sum(task.info.timings.values()))
         with self._cond:
-            self._gba = {"task": gba, "state": "pending", "due": frame_no + self.cfg.global_ba_delay_frames}
+            self._job = {"kind": "graph", "task": task, "state": "pending", "due": frame_no + self.cfg.correction_delay_frames,
+                         "loop": len(self.loops) - 1}
         return True
 
     def _merge(self, mm, frame_no: int) -> bool:
-        """Merge the maps of mm (a slam.loop.merge.MergeMatch; tracking thread); queue a global BA."""
+        """Merge the maps of mm (a slam.loop.merge.MergeMatch; tracking thread: an essential graph
+        in flight is written back first); queue a global BA. True when one was queued."""
         self._drop_gba()
         self.mapping_schedule.finish()
         with self.map.lock:
@@ -184,12 +202,16 @@ class LoopClosing:
             if self.cfg.global_ba:
                 gba = GlobalBA(self.mapper, self.cfg.global_ba_iterations)
                 gba = gba if gba.gather() else None
-        return self._queue_gba(gba, frame_no)
+        if gba is None:
+            return False
+        with self._cond:
+            self._job = {"kind": "gba", "task": gba, "state": "pending", "due": frame_no + self.cfg.global_ba_delay_frames}
+        return True
 
-    # ================================================================== global BA hand-off
+    # ================================================================== background jobs hand-off
     def _claim(self) -> Optional[dict]:
         with self._cond:
-            g = self._gba
+            g = self._job
             if g is not None and g["state"] == "pending":
                 g["state"] = "running"
                 return g
@@ -212,33 +234,69 @@ class LoopClosing:
         return True
 
     def _drop_gba(self) -> None:
-        """A new loop: stop the running global BA and forget it."""
+        """A new loop: stop the running global BA and forget it; an essential graph in flight is written back first."""
         with self._cond:
-            g = self._gba
+            g = self._job
         if g is None:
             return
+        if g["kind"] == "graph":
+            self._maybe_apply(None)
+            with self._cond:
+                g = self._job
+            if g is None:
+                return
         g["task"].stop.request()
         if self._claim() is None:
             self._wait_done(g)
         self.gba_runs.append({"ms": g["task"].ms, "applied": False, "stopped_by_new_loop": True})
         with self._cond:
-            self._gba = None
+            self._job = None
 
-    def _maybe_apply_gba(self, frame_no: Optional[int]) -> None:
+    def _maybe_apply(self, frame_no: Optional[int]) -> bool:
+        """Write back the job in flight if it is due (dataset: its frame; live: done; None: now,
+        waiting for it). True when an essential graph was written back and a global BA queued."""
         with self._cond:
-            g = self._gba
+            g = self._job
         if g is None:
-            return
+            return False
         if frame_no is not None:
             if self.live and g["state"] != "done":
-                return
+                return False
             if not self.live and frame_no < g["due"]:
-                return
+                return False
         if self._claim() is not None:  # nobody started it: run it here
             self._run(g)
         if not self._wait_done(g):
-            return
+            return False
         self.mapping_schedule.finish()
+        return self._apply_graph(g, frame_no) if g["kind"] == "graph" else self._apply_gba(g, frame_no)
+
+    def _apply_graph(self, g: dict, frame_no: Optional[int]) -> bool:
+        task: LoopCorrection = g["task"]
+        gba = None
+        with self.map.lock:
+            W = task.apply(self.map)
+            self.tracker.apply_world_correction(W)
+            if self.cfg.global_ba:
+                gba = GlobalBA(self.mapper, self.cfg.global_ba_iterations)
+                gba = gba if gba.gather() else None
+        info = task.info
+        self.loops[g["loop"]].update({
+            "applied_at_frame": frame_no, "correction_rotation_deg": info.rotation_deg, "correction_translation": info.translation,
+            "correction_scale": info.scale, "graph_edges": info.n_edges, "graph_iterations": info.iterations,
+            "keyframes_added_meanwhile": info.n_late_keyframes})
+        log.info("essential graph of the loop written back at frame %s: %d edges, %d iterations, %.0f ms in the loop-closing "
+                 "stage, write-back %.0f ms; correction %.2f deg, %.3f, scale %.3f; %d keyframes added meanwhile took their "
+                 "parent's correction", frame_no, info.n_edges, info.iterations, info.timings.get("essential_graph", 0.0),
+                 info.timings.get("apply", 0.0), info.rotation_deg, info.translation, info.scale, info.n_late_keyframes)
+        with self._cond:
+            self._job = None
+            if gba is not None:
+                due = (frame_no if frame_no is not None else 0) + self.cfg.global_ba_delay_frames
+                self._job = {"kind": "gba", "task": gba, "state": "pending", "due": due}
+        return gba is not None
+
+    def _apply_gba(self, g: dict, frame_no: Optional[int]) -> bool:
         with self.map.lock:
             W = g["task"].apply()
             self.tracker.apply_world_correction(W)
@@ -249,11 +307,13 @@ class LoopClosing:
         log.info("global BA after the loop over %d keyframes: chi2 %.1f -> %.1f (%.0f ms, in the background)",
                  len(g["task"].problem.kf_ids), res.chi2_before, res.chi2_after, g["task"].ms)
         with self._cond:
-            self._gba = None
+            self._job = None
+        return False
 
     # ================================================================== loop-closing stage
     def on_wake(self, wake: LoopWake) -> None:
-        """The loop-closing stage's work: (live) detect and verify the keyframe, then run a queued global BA."""
+        """The loop-closing stage's work: (live) detect and verify the keyframe, then run a queued
+        essential graph or global BA."""
         if self.live and wake.kf_id >= 0:
             with self.map.lock:
                 lm = self._detect_and_verify(wake.kf_id)
@@ -270,9 +330,9 @@ class LoopClosing:
     def close(self) -> None:
         with self._cond:
             self._closed = True
-            g = self._gba
+            g = self._job
             self._cond.notify_all()
-        if g is not None:
+        if g is not None and g["kind"] == "gba":
             g["task"].stop.request()
 
     # ================================================================== relocalisation

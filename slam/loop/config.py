@@ -26,16 +26,19 @@ class LoopClosingConfig:
     min_matches: int = param(20, ge=3)  # keypoint matches to a candidate with map points on both sides before RANSAC (ORB-SLAM: 20)
     min_ransac_inliers: int = param(20, ge=3)  # Sim(3) / SE(3) RANSAC inliers
     min_refined_inliers: int = param(20, ge=3)  # inliers after the g2o refinement (ORB-SLAM: 20)
+    min_final_inliers: int = param(30, ge=3)  # inliers of the second refinement, on the projected matches seen by both keyframes (ORB-SLAM3 refines again there)
+    inlier_max_px: float = param(4.0, gt=0.0)  # the inlier tests' pixel threshold (sqrt(chi2 x sigma^2), by octave) never exceeds this
     min_projection_matches: int = param(40, ge=1)  # map points of the loop neighbourhood found again by projection (ORB-SLAM: 40)
     projection_radius_px: float = param(10.0, gt=0.0)  # search radius when projecting the loop neighbourhood's points
     min_temporal_gap: int = param(0, ge=0)  # candidates are at least this many keyframes older than the query (0 = only covisibility excludes)
-    max_candidates: int = param(5, ge=1)  # consistent candidates verified per keyframe, best first
+    max_candidates: int = param(1, ge=1)  # consistent candidates verified per keyframe, best first (candidates already joined by a loop edge are skipped)
     neighbourhood: int = param(10, ge=1)  # covisible keyframes of the current one corrected with it, and of the loop keyframe whose points are fused
     loop_edge_min_shared: int = param(20, ge=1)  # new loop edges of the essential graph join keyframes sharing this many points after fusion
-    graph_iterations: int = param(20, ge=1)  # Levenberg iterations of the essential graph (ORB-SLAM: 20)
+    graph_iterations: int = param(20, ge=1)  # most Gauss-Newton iterations of the essential graph (stops at convergence, 2-4; ORB-SLAM: 20 Levenberg)
+    correction_delay_frames: int = param(10, ge=1)  # dataset runs: the essential graph (run in the loop-closing stage) is written back this many frames after the loop (tracking waits if it is not done)
     global_ba: bool = True  # a global bundle adjustment after each loop, in the background
     global_ba_iterations: int = param(10, ge=1)
-    global_ba_delay_frames: int = param(30, ge=1)  # dataset runs: its result is applied this many frames after the loop (tracking waits if it is not done)
+    global_ba_delay_frames: int = param(30, ge=1)  # dataset runs: its result is applied this many frames after the essential graph's (tracking waits if it is not done)
 
 
 @dataclass

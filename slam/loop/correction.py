@@ -1,6 +1,6 @@
 """Loop correction (ORB-SLAM's ``CorrectLoop``) and the global bundle adjustment after it.
 
-:func:`correct_loop` (caller holds ``map.lock``):
+Loop correction (:class:`LoopCorrection`):
 
 1. the corrected Sim(3) of the current keyframe (``cur_from_loop @ loop pose``) is propagated
    to its covisible neighbourhood, and their map points move with them;
@@ -15,8 +15,10 @@
    reference keyframe (the one that corrected it in step 1, else the keyframe that created it,
    else one that observes it).
 
-It returns ``world_new_from_old`` per keyframe, (4, 4) similarities, so that the tracker can
-move its last frame with its reference keyframe (``Tracker.apply_world_correction``).
+:class:`LoopCorrection` runs steps 1-2 in the tracking thread at the loop, step 3 on a copy in
+the loop-closing stage, and step 4 back in the tracking thread (see its docstring). Phases 1 and 4
+return ``world_new_from_old`` per keyframe, (4, 4) similarities, so that the tracker can move its
+last frame with its reference keyframe (``Tracker.apply_world_correction``).
 
 :class:`GlobalBA` is the background global bundle adjustment: :meth:`GlobalBA.gather` copies
 the problem (under the lock), :meth:`GlobalBA.run` optimises the copy (no lock; g2o releases
@@ -41,20 +43,23 @@ from slam.optim.essential_graph import MIN_COVIS_WEIGHT, essential_graph_edges, 
 
 @dataclass
 class Correction:
-    """What a loop correction did.
+    """What a loop correction did (filled in as its phases run).
 
-    world_new_from_old: {kf_id: (4, 4) Sim(3)} how each keyframe's world moved.
     loop_edges: (L, 2) int64 new loop edges of the essential graph.
-    rotation_deg / translation / scale: the current keyframe's correction (its pose before vs after).
-    n_fused: map points merged. timings: ms per step.
+    rotation_deg / translation / scale: the current keyframe's correction (its pose before vs after
+    the essential graph). n_fused: map points merged. timings: ms per step (``propagate``,
+    ``fuse``, ``prepare`` in the tracking thread at the loop; ``essential_graph`` in the
+    loop-closing stage; ``apply`` in the tracking thread when it is written back).
     """
 
-    world_new_from_old: dict
     loop_edges: np.ndarray
-    rotation_deg: float
-    translation: float
-    scale: float
-    n_fused: int
+    rotation_deg: float = 0.0
+    translation: float = 0.0
+    scale: float = 1.0
+    n_fused: int = 0
+    n_edges: int = 0
+    iterations: int = 0
+    n_late_keyframes: int = 0
     timings: dict = field(default_factory=dict)
 
 
@@ -92,96 +97,156 @@ def _point_refs(m: Map, pts: np.ndarray, corrected_ref: np.ndarray, kf_set: np.n
     return ref
 
 
-def correct_loop(m: Map, loop: LoopMatch, fuse, previous_loop_edges: np.ndarray, *, fix_scale: bool,
-                 neighbourhood: int, loop_edge_min_shared: int, iterations: int) -> Correction:
-    """Correct the map for an accepted loop (caller holds ``m.lock``).
+class LoopCorrection:
+    """ORB-SLAM's ``CorrectLoop`` in three phases, so that only the first two touch the map and
+    the essential graph runs on a copy of its inputs while tracking goes on.
 
-    fuse: callable(keyframe, point_ids (P,) int64) projecting points into a keyframe and merging
-    duplicates (the local mapper's fusion). previous_loop_edges: (L, 2) int64 loop edges closed
-    before (kept in the essential graph)."""
-    t0 = time.perf_counter()
-    tm: dict[str, float] = {}
-    cov = covisibility(m)
-    ids = cov.kf_ids
-    before = np.stack([m.keyframes[k].cam_from_world for k in ids.tolist()])  # rigid, uncorrected
-    pos = {k: i for i, k in enumerate(ids.tolist())}
-    cur, lp = loop.cur_kf, loop.loop_kf
-    cur_group = [cur] + [k for k in cov.neighbours(cur, 1, neighbourhood) if k != lp]
-    loop_group = [lp] + cov.neighbours(lp, 1, neighbourhood)
-    cur_group = [k for k in cur_group if k not in loop_group or k == cur]
-    S_cur = loop.cur_from_loop @ before[pos[lp]]
-    T_cur_inv = sim3_inverse(before[pos[cur]])
-    corrected = {k: before[pos[k]] @ T_cur_inv @ S_cur for k in cur_group}
-    # 1. the neighbourhood's points move with it (each point once, with the first keyframe that holds it)
-    n_pts = m.n_points
-    corrected_ref = np.full(n_pts, -1, dtype=np.int64)
-    for k in cur_group:
-        p = m.keyframes[k].point_ids
-        p = p[p >= 0]
-        p = p[m.pts_alive[p] & (corrected_ref[p] < 0)]
-        W = sim3_inverse(corrected[k]) @ before[pos[k]]
-        m.pts_xyz[p] = m.pts_xyz[p] @ W[:3, :3].T + W[:3, 3]
-        corrected_ref[p] = k
-    for k in cur_group:
-        m.keyframes[k].cam_from_world = se3_from_sim3(corrected[k])
-    tm["propagate"] = (time.perf_counter() - t0) * 1e3
-    # 2. fuse duplicates
-    t = time.perf_counter()
-    alive_before = int(m.pts_alive[:n_pts].sum())
-    kf = m.keyframes[cur]
-    have = kf.point_ids[loop.cur_kp]
-    ok = m.pts_alive[loop.loop_pt]
-    free = ok & (have < 0)
-    m.add_observations(cur, loop.cur_kp[free], loop.loop_pt[free])
-    dup = ok & (have >= 0)
-    m.replace_points(have[dup], loop.loop_pt[dup])
-    loop_pts = np.unique(np.concatenate([m.keyframes[k].point_ids for k in loop_group]))
-    loop_pts = loop_pts[loop_pts >= 0]
-    for k in cur_group:
-        if k in m.keyframes:
-            lp_pts = loop_pts[m.pts_alive[loop_pts]]
-            fuse(m.keyframes[k], np.setdiff1d(lp_pts, m.keyframes[k].point_ids))
-    n_fused = alive_before - int(m.pts_alive[:n_pts].sum())
-    tm["fuse"] = (time.perf_counter() - t) * 1e3
-    # 3. essential graph
-    t = time.perf_counter()
-    after_cov = covisibility(m)
-    new_edges = [(cur, lp)]
-    for a in cur_group:
-        for b in loop_group:
-            if (a, b) != (cur, lp) and after_cov.weight(a, b) >= loop_edge_min_shared:
-                new_edges.append((a, b))
-    new_edges = np.array(new_edges, dtype=np.int64)
-    iu = np.triu_indices(len(ids), 1)
-    w = cov.shared[iu]
-    strong = w >= MIN_COVIS_WEIGHT
-    covis_pairs = np.stack([ids[iu[0][strong]], ids[iu[1][strong]]], axis=1)
-    prev = previous_loop_edges[np.isin(previous_loop_edges, ids).all(axis=1)] if len(previous_loop_edges) else previous_loop_edges
-    edges = essential_graph_edges(ids, spanning_parents(cov), covis_pairs, w[strong], prev.reshape(-1, 2))
-    c_ids = np.array(cur_group, dtype=np.int64)
-    res = optimize_essential_graph(ids, before, c_ids, np.stack([corrected[k] for k in cur_group]), edges, new_edges,
-                                   np.array([ids[0]]), fix_scale=fix_scale, iterations=iterations)
-    tm["essential_graph"] = (time.perf_counter() - t) * 1e3
-    # 4. move keyframes and points
-    t = time.perf_counter()
-    for i, k in enumerate(ids.tolist()):
-        if k in m.keyframes:
-            m.keyframes[k].cam_from_world = res.cam_from_world[i].copy()
-    pts = m.alive_point_ids()
-    ref = _point_refs(m, pts, corrected_ref[pts], ids)
-    has = ref >= 0
-    m.pts_xyz[pts[has]] = res.move_points(m.pts_xyz[pts[has]], ref[has])
-    m.update_normals(pts)
-    m.version += 1
-    W_all = sim3_inverse(res.sim3_after) @ before  # world' <- world (points of keyframe i, pre-loop frame)
-    world_new_from_old = {k: W_all[i] for i, k in enumerate(ids.tolist())}
-    tm["move"] = (time.perf_counter() - t) * 1e3
-    tm["total"] = (time.perf_counter() - t0) * 1e3
-    dc = res.cam_from_world[pos[cur]] @ sim3_inverse(before[pos[cur]])
-    s_cur = float(sim3_decompose(res.sim3_after[pos[cur]])[0])
-    ang = float(np.degrees(np.arccos(np.clip((np.trace(dc[:3, :3]) - 1) / 2, -1, 1))))
-    shift = float(np.linalg.norm(res.cam_from_world[pos[cur]][:3, 3] - before[pos[cur]][:3, 3]))
-    return Correction(world_new_from_old, new_edges, ang, shift, s_cur, n_fused, tm)
+    1. :meth:`start` (tracking thread, map lock held, at the loop's frame): propagation and
+       fusion (steps 1-2 of the module docstring), then a copy of the essential graph's inputs
+       (poses, edges, new loop edges). Returns ``world_new_from_old`` of the corrected
+       neighbourhood, for the tracker.
+    2. :meth:`run` (loop-closing stage, no lock; g2o releases the GIL): the essential graph.
+    3. :meth:`apply` (tracking thread, map lock held, at a frame fixed by the sequence in dataset
+       runs): every keyframe of the copy takes the graph's correction, applied to its pose of now
+       (so local BA results committed meanwhile are kept); keyframes created meanwhile take their
+       parent's correction (the copied keyframe they share most points with, ORB-SLAM's rule
+       after global BA); every map point moves with its reference keyframe.
+    """
+
+    def __init__(self, fix_scale: bool, neighbourhood: int, loop_edge_min_shared: int, iterations: int) -> None:
+        self.fix_scale = bool(fix_scale)
+        self.neighbourhood = int(neighbourhood)
+        self.loop_edge_min_shared = int(loop_edge_min_shared)
+        self.iterations = int(iterations)
+        self.info = Correction(np.zeros((0, 2), dtype=np.int64))
+        self.ms = 0.0
+        self.result = None
+        self._job: Optional[dict] = None
+        self._corrected_ref = np.zeros(0, dtype=np.int64)
+        self._cur = -1
+
+    def start(self, m: Map, loop: LoopMatch, fuse, previous_loop_edges: np.ndarray) -> dict:
+        """Phases 1-2 (caller holds ``m.lock``). fuse: callable(keyframe, point_ids (P,) int64)
+        projecting points into a keyframe and merging duplicates (the local mapper's fusion).
+        previous_loop_edges: (L, 2) int64 loop edges closed before (kept in the graph).
+        Returns {kf_id: (4, 4) Sim(3) world_new <- world_old} of the corrected neighbourhood."""
+        t0 = time.perf_counter()
+        tm = self.info.timings
+        cov = covisibility(m)
+        ids = cov.kf_ids
+        before = np.stack([m.keyframes[k].cam_from_world for k in ids.tolist()])  # rigid, uncorrected
+        pos = {k: i for i, k in enumerate(ids.tolist())}
+        cur, lp = loop.cur_kf, loop.loop_kf
+        cur_group = [cur] + [k for k in cov.neighbours(cur, 1, self.neighbourhood) if k != lp]
+        loop_group = [lp] + cov.neighbours(lp, 1, self.neighbourhood)
+        cur_group = [k for k in cur_group if k not in loop_group or k == cur]
+        S_cur = loop.cur_from_loop @ before[pos[lp]]
+        T_cur_inv = sim3_inverse(before[pos[cur]])
+        corrected = {k: before[pos[k]] @ T_cur_inv @ S_cur for k in cur_group}
+        # 1. the neighbourhood's points move with it (each point once, with the first keyframe that holds it)
+        n_pts = m.n_points
+        corrected_ref = np.full(n_pts, -1, dtype=np.int64)
+        for k in cur_group:
+            p = m.keyframes[k].point_ids
+            p = p[p >= 0]
+            p = p[m.pts_alive[p] & (corrected_ref[p] < 0)]
+            W = sim3_inverse(corrected[k]) @ before[pos[k]]
+            m.pts_xyz[p] = m.pts_xyz[p] @ W[:3, :3].T + W[:3, 3]
+            corrected_ref[p] = k
+        for k in cur_group:
+            m.keyframes[k].cam_from_world = se3_from_sim3(corrected[k])
+        m.version += 1  # (normals are updated with every point's at the write-back)
+        tm["propagate"] = (time.perf_counter() - t0) * 1e3
+        # 2. fuse duplicates
+        t = time.perf_counter()
+        alive_before = int(m.pts_alive[:n_pts].sum())
+        kf = m.keyframes[cur]
+        have = kf.point_ids[loop.cur_kp]
+        ok = m.pts_alive[loop.loop_pt]
+        free = ok & (have < 0)
+        m.add_observations(cur, loop.cur_kp[free], loop.loop_pt[free])
+        dup = ok & (have >= 0)
+        m.replace_points(have[dup], loop.loop_pt[dup])
+        loop_pts = np.unique(np.concatenate([m.keyframes[k].point_ids for k in loop_group]))
+        loop_pts = loop_pts[loop_pts >= 0]
+        for k in cur_group:
+            if k in m.keyframes:
+                lp_pts = loop_pts[m.pts_alive[loop_pts]]
+                fuse(m.keyframes[k], np.setdiff1d(lp_pts, m.keyframes[k].point_ids))
+        self.info.n_fused = alive_before - int(m.pts_alive[:n_pts].sum())
+        tm["fuse"] = (time.perf_counter() - t) * 1e3
+        # 3. the essential graph's inputs (copies; its edges are built in run())
+        t = time.perf_counter()
+        pts_of = {k: np.unique(m.keyframes[k].point_ids[m.keyframes[k].point_ids >= 0]) for k in set(cur_group) | set(loop_group)}
+        new_edges = [(cur, lp)]
+        for a in cur_group:  # the loop connections fusion made (ORB-SLAM's LoopConnections)
+            for b in loop_group:
+                if (a, b) != (cur, lp) and len(np.intersect1d(pts_of[a], pts_of[b], assume_unique=True)) >= self.loop_edge_min_shared:
+                    new_edges.append((a, b))
+        new_edges = np.array(new_edges, dtype=np.int64)
+        prev = previous_loop_edges[np.isin(previous_loop_edges, ids).all(axis=1)] if len(previous_loop_edges) else previous_loop_edges
+        self._job = {"ids": ids, "before": before, "c_ids": np.array(cur_group, dtype=np.int64),
+                     "corrected": np.stack([corrected[k] for k in cur_group]), "cov": cov, "prev": prev.reshape(-1, 2),
+                     "new_edges": new_edges}
+        self._corrected_ref = corrected_ref
+        self._cur = cur
+        self.info.loop_edges = new_edges
+        tm["prepare"] = (time.perf_counter() - t) * 1e3
+        return {k: sim3_inverse(corrected[k]) @ before[pos[k]] for k in cur_group}
+
+    def run(self) -> None:
+        """Phase 3's optimisation, on the copy (no lock)."""
+        t = time.perf_counter()
+        j = self._job
+        cov, ids = j["cov"], j["ids"]
+        iu = np.triu_indices(len(ids), 1)
+        w = cov.shared[iu]
+        strong = w >= MIN_COVIS_WEIGHT
+        covis_pairs = np.stack([ids[iu[0][strong]], ids[iu[1][strong]]], axis=1)
+        edges = essential_graph_edges(ids, spanning_parents(cov), covis_pairs, w[strong], j["prev"])
+        self.result = optimize_essential_graph(j["ids"], j["before"], j["c_ids"], j["corrected"], edges, j["new_edges"],
+                                               j["ids"][:1], fix_scale=self.fix_scale, iterations=self.iterations)
+        self.ms = (time.perf_counter() - t) * 1e3
+        self.info.timings["essential_graph"] = self.ms
+        self.info.n_edges, self.info.iterations = int(self.result.n_edges), int(self.result.iterations)
+
+    def apply(self, m: Map) -> dict:
+        """Write the graph's correction back (caller holds ``m.lock``); returns
+        {kf_id: (4, 4) Sim(3) world_new <- world_old} for every keyframe."""
+        t = time.perf_counter()
+        res = self.result
+        W_snap = sim3_inverse(res.sim3_after) @ res.sim3_before  # world' <- world per copied keyframe (map after phase 1)
+        W = {k: W_snap[i] for i, k in enumerate(res.kf_ids.tolist()) if k in m.keyframes}
+        late = [k for k in sorted(m.keyframes) if k not in W]
+        for k in late:  # created meanwhile: the parent's correction
+            parent = next((j for j, _ in m.keyframe_covisibility(k, 1) if j in W), None)
+            W[k] = W[parent] if parent is not None else W[max(W)]
+        for k, Wk in W.items():
+            kf = m.keyframes[k]
+            kf.cam_from_world = se3_from_sim3(kf.cam_from_world @ sim3_inverse(Wk))
+        pts = m.alive_point_ids()
+        cref = np.full(len(pts), -1, dtype=np.int64)
+        old = pts < len(self._corrected_ref)
+        cref[old] = self._corrected_ref[pts[old]]
+        cref[(cref >= 0) & ~np.isin(cref, np.fromiter(W, dtype=np.int64))] = -1
+        kf_arr = np.array(sorted(W), dtype=np.int64)
+        ref = _point_refs(m, pts, cref, kf_arr)
+        has = ref >= 0
+        Ws = np.stack([W[k] for k in kf_arr.tolist()])
+        r = np.searchsorted(kf_arr, ref[has])
+        p = pts[has]
+        m.pts_xyz[p] = np.einsum("pij,pj->pi", Ws[r, :3, :3], m.pts_xyz[p]) + Ws[r, :3, 3]
+        m.update_normals(pts)
+        m.version += 1
+        i_cur = int(np.searchsorted(res.kf_ids, self._cur)) if self._cur in res.kf_ids else -1
+        if i_cur >= 0:  # the current keyframe's whole correction: before the loop -> after the graph
+            dc = res.cam_from_world[i_cur] @ sim3_inverse(self._job["before"][i_cur])
+            self.info.scale = float(sim3_decompose(res.sim3_after[i_cur])[0])
+            self.info.rotation_deg = float(np.degrees(np.arccos(np.clip((np.trace(dc[:3, :3]) - 1) / 2, -1, 1))))
+            self.info.translation = float(np.linalg.norm(res.cam_from_world[i_cur][:3, 3] - self._job["before"][i_cur][:3, 3]))
+        self.info.n_late_keyframes = len(late)
+        self.info.timings["apply"] = (time.perf_counter() - t) * 1e3
+        return W
 
 
 class GlobalBA:

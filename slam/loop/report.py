@@ -3,7 +3,9 @@
 
 ``python -m slam.loop.report RUN_DIR GROUNDTRUTH`` prints one line per loop; the run folder's
 metrics.json holds the loops (``loop_closing.loops``: frame indices and ``cur_from_loop``) and
-trajectory.txt the estimated trajectory (for the monocular map's scale).
+trajectory.txt the estimated trajectory (for the monocular map's scale). A last line splits the
+ATE into drift (the per-frame error's moving average over ``SMOOTH_FRAMES`` frames, what loop
+closing can remove) and jitter (the rest: frame-to-frame tracking noise), :func:`ate_split`.
 """
 from __future__ import annotations
 
@@ -70,12 +72,37 @@ def loop_errors(run_dir: Path, groundtruth: Path, frame_timestamps: np.ndarray) 
     return out
 
 
+SMOOTH_FRAMES = 15
+
+
+def ate_split(run_dir: Path, groundtruth: Path, window: int = SMOOTH_FRAMES) -> dict:
+    """{ate_m, drift_m, jitter_m}: RMS of the per-frame position error after the alignment
+    (Sim(3) for monocular runs, else SE(3)), of its moving average over ``window`` frames, and of
+    the remainder (``ate^2 ~= drift^2 + jitter^2``)."""
+    m = json.loads((Path(run_dir) / "metrics.json").read_text())
+    gt = _read_tum(groundtruth)
+    est = _read_tum(Path(run_dir) / "trajectory.txt")
+    pairs = [(i, j) for i, t in enumerate(est[:, 0]) if (j := _nearest(gt, t)) >= 0]
+    a = est[[i for i, _ in pairs], 1:4]
+    b = gt[[j for _, j in pairs], 1:4]
+    c, R, t = umeyama_alignment(a, b, with_scale=m.get("mode") == "mono")
+    err = c * a @ R.T + t - b
+    k = max(int(window), 1)
+    pad = np.pad(err, ((k // 2, k - 1 - k // 2), (0, 0)), mode="edge")
+    smooth = np.stack([np.convolve(pad[:, i], np.ones(k) / k, mode="valid") for i in range(3)], axis=1)
+    rms = lambda x: float(np.sqrt(np.mean(np.sum(x ** 2, axis=1))))  # noqa: E731
+    return {"ate_m": rms(err), "drift_m": rms(smooth), "jitter_m": rms(err - smooth)}
+
+
 def main(argv: list[str]) -> int:
     run_dir, gt = Path(argv[0]), Path(argv[1])
     rgb = Path(argv[2]) if len(argv) > 2 else gt.parent / "rgb.txt"
     ts = np.array([float(ln.split()[0]) for ln in rgb.read_text().splitlines() if ln.strip() and not ln.startswith("#")])
     for e in loop_errors(run_dir, gt, ts):
         print(f"loop frame {e['cur_frame']} -> {e['loop_frame']}: {e['rot_err_deg']:.3f} deg, {100 * e['trans_err_m']:.2f} cm")
+    sp = ate_split(run_dir, gt)
+    print(f"ATE {100 * sp['ate_m']:.2f} cm = drift {100 * sp['drift_m']:.2f} cm ({SMOOTH_FRAMES}-frame moving average) "
+          f"+ jitter {100 * sp['jitter_m']:.2f} cm")
     return 0
 
 

@@ -8,7 +8,13 @@
 3. refine with g2o (:func:`slam.optim.sim3.optimize_sim3`: ``EdgeSim3ProjectXYZ`` and its
    inverse, Huber kernel);
 4. project the map points of the candidate and its covisible neighbours into the current
-   keyframe with the refined transform, and accept when enough are found again.
+   keyframe with the refined transform;
+5. refine again on every projected match with a 3D point on both sides (ORB-SLAM3's second
+   ``OptimizeSim3``), project again with the result, and accept when both the inliers of this
+   refinement and the matches found by projection are enough.
+
+The inlier tests scale with the keypoint's octave (chi2 x sigma^2) but never exceed
+``loop_closing.inlier_max_px`` pixels, so a loop cannot pass on loosely fitted coarse-octave points.
 
 Reads the map: the caller holds ``map.lock`` (the matcher runs under it too: loop verification
 is rare).
@@ -26,7 +32,7 @@ from slam.geometry.sim3 import project_points, solve_sim3_ransac
 from slam.loop.config import LoopClosingConfig
 from slam.mapping.map import Map
 from slam.matching.guided import search_by_projection
-from slam.optim.sim3 import optimize_sim3
+from slam.optim.sim3 import CHI2_SIM3, optimize_sim3
 
 
 @dataclass
@@ -36,8 +42,8 @@ class LoopMatch:
     cur_kf / loop_kf: keyframe ids. cur_from_loop: (4, 4) float64 Sim(3) (scale 1 in RGB-D)
     mapping points in the loop keyframe's camera frame into the current keyframe's camera frame,
     in the current keyframe's map units. cur_kp / loop_pt: (M,) int64 current keypoints and the
-    loop-side map points found at them (the matches to fuse). n_ransac / n_refined / n_projected:
-    inliers at each step.
+    loop-side map points found at them (the matches to fuse). n_ransac / n_refined / n_projected /
+    n_final: inliers at each step (n_final: of the second refinement on the projected matches).
     """
 
     cur_kf: int
@@ -48,6 +54,7 @@ class LoopMatch:
     n_ransac: int
     n_refined: int
     n_projected: int
+    n_final: int = 0
 
 
 def _nn_pairs(d0: np.ndarray, d1: np.ndarray, max_dist: float, ratio: float = 0.8) -> np.ndarray:
@@ -94,7 +101,7 @@ class LoopVerifier:
         self.matcher = matcher
         self.fix_scale = mode != "mono"
         self.max_desc = max_desc_dist
-        self.n_rejected = {"matches": 0, "ransac": 0, "refine": 0, "projection": 0}
+        self.n_rejected = {"matches": 0, "ransac": 0, "refine": 0, "final": 0, "projection": 0}
         self.ms = {"match": 0.0, "ransac": 0.0, "refine": 0.0, "projection": 0.0}  # total per step
 
     def _tick(self, step: str, t: float) -> float:
@@ -122,24 +129,64 @@ class LoopVerifier:
             return None
         p_dst = transform_points(cur.cam_from_world, m.pts_xyz[pa])  # current camera frame
         p_src = transform_points(cand.cam_from_world, m.pts_xyz[pb])  # candidate camera frame
-        rs = solve_sim3_ransac(p_src, p_dst, cand.kp_uv[b], cur.kp_uv[a], self.K, self.K, cand.kp_sigma2[b], cur.kp_sigma2[a],
+        s2_cand, s2_cur = self._cap(cand.kp_sigma2[b]), self._cap(cur.kp_sigma2[a])
+        rs = solve_sim3_ransac(p_src, p_dst, cand.kp_uv[b], cur.kp_uv[a], self.K, self.K, s2_cand, s2_cur,
                                fix_scale=self.fix_scale, min_inliers=c.min_ransac_inliers, max_iterations=300, seed=int(cur_id))
         t = self._tick("ransac", t)
         if rs.dst_from_src is None:
             self.n_rejected["ransac"] += 1
             return None
         ref = optimize_sim3(rs.dst_from_src, p_src, p_dst, cand.kp_uv[b], cur.kp_uv[a], self.K, self.K,
-                            cand.kp_sigma2[b], cur.kp_sigma2[a], fix_scale=self.fix_scale, min_inliers=c.min_refined_inliers)
+                            s2_cand, s2_cur, fix_scale=self.fix_scale, min_inliers=c.min_refined_inliers)
         t = self._tick("refine", t)
         if ref.n_inliers < c.min_refined_inliers:
             self.n_rejected["refine"] += 1
             return None
         S = ref.dst_from_src  # cur_from_cand
-        # project the candidate neighbourhood's points into the current keyframe
         kfs = [cand_id] + [k for k in loop_neighbours if k in m.keyframes and k != cur_id]
         pts = np.unique(np.concatenate([m.keyframes[k].point_ids for k in kfs]))
         pts = pts[pts >= 0]
         pts = pts[m.pts_alive[pts]]
+        inl_kp, inl_pt = a[ref.inliers], pb[ref.inliers]
+        cur_kp, loop_pt = self._project(m, cur, cand, S, pts, inl_kp, inl_pt)
+        # 5. refine again on every projected match with a 3D point on both sides (ORB-SLAM3's
+        # second OptimizeSim3): a loop pose fitted to many points, not to the 20-odd first inliers
+        pc = cur.point_ids[cur_kp]
+        lut = np.full(m.n_points, -1, dtype=np.int64)  # map point -> the candidate's keypoint holding it
+        lut[cand.point_ids[i_cand]] = i_cand
+        both = (pc >= 0) & (pc != loop_pt) & (lut[loop_pt] >= 0)
+        both[both] = m.pts_alive[pc[both]]
+        n_final = 0
+        if both.sum() >= c.min_final_inliers:
+            kp2, pt2 = cur_kp[both], loop_pt[both]
+            ckp2 = lut[pt2]
+            ref2 = optimize_sim3(S, transform_points(cand.cam_from_world, m.pts_xyz[pt2]),
+                                 transform_points(cur.cam_from_world, m.pts_xyz[pc[both]]), cand.kp_uv[ckp2], cur.kp_uv[kp2],
+                                 self.K, self.K, self._cap(cand.kp_sigma2[ckp2]), self._cap(cur.kp_sigma2[kp2]),
+                                 fix_scale=self.fix_scale, min_inliers=c.min_final_inliers)
+            n_final = ref2.n_inliers
+            if n_final >= c.min_final_inliers:
+                S = ref2.dst_from_src
+                cur_kp, loop_pt = self._project(m, cur, cand, S, pts, inl_kp, inl_pt)
+        t = self._tick("projection", t)
+        if n_final < c.min_final_inliers:
+            self.n_rejected["final"] += 1
+            return None
+        if len(cur_kp) < c.min_projection_matches:
+            self.n_rejected["projection"] += 1
+            return None
+        return LoopMatch(int(cur_id), int(cand_id), S, cur_kp.astype(np.int64), loop_pt.astype(np.int64),
+                         rs.n_inliers, ref.n_inliers, len(cur_kp), n_final)
+
+    def _cap(self, sigma2: np.ndarray) -> np.ndarray:
+        """Keypoint variances capped so that the inlier test (chi2 10 x sigma^2) is at most
+        ``loop_closing.inlier_max_px`` pixels, also at coarse octaves."""
+        return np.minimum(sigma2, self.cfg.inlier_max_px ** 2 / CHI2_SIM3)
+
+    def _project(self, m: Map, cur, cand, S: np.ndarray, pts: np.ndarray, inl_kp: np.ndarray, inl_pt: np.ndarray):
+        """Project the loop neighbourhood's points pts into the current keyframe with S
+        (cur_from_cand): (cur_kp, loop_pt) matches, the refined inliers included."""
+        c = self.cfg
         p_cur = transform_points(S @ cand.cam_from_world, m.pts_xyz[pts])
         uv, front = project_points(self.K, p_cur)
         inside = front & self.camera.in_image(np.where(front[:, None], uv, 0.0))
@@ -147,14 +194,6 @@ class LoopVerifier:
         match, _ = search_by_projection(uv, m.pts_desc[pts], cur.kp_uv, cur.desc, c.projection_radius_px, self.max_desc, 1.0)
         sel = np.nonzero(match >= 0)[0]
         cur_kp, loop_pt = match[sel], pts[sel]
-        # the refined inliers count as found too
-        inl_kp, inl_pt = a[ref.inliers], pb[ref.inliers]
         extra = ~np.isin(inl_kp, cur_kp)
-        cur_kp = np.concatenate([cur_kp, inl_kp[extra]])
-        loop_pt = np.concatenate([loop_pt, inl_pt[extra]])
-        self._tick("projection", t)
-        if len(cur_kp) < c.min_projection_matches:
-            self.n_rejected["projection"] += 1
-            return None
-        return LoopMatch(int(cur_id), int(cand_id), S, cur_kp.astype(np.int64), loop_pt.astype(np.int64),
-                         rs.n_inliers, ref.n_inliers, len(cur_kp))
+        return np.concatenate([cur_kp, inl_kp[extra]]), np.concatenate([loop_pt, inl_pt[extra]])
+
