@@ -318,6 +318,7 @@ def run_slam(cfg: Config, inputs: RunInputs, out_dir: Optional[Path] = None, liv
 
 
 def _run(cfg: Config, inputs: RunInputs, out_dir: Optional[Path], feature_worker: Optional[FeatureWorker]) -> dict:
+    from slam.runtime.blas import main_process_torch_threads, torch_threads
     from slam.runtime.runner import handle_signals
     from slam.runtime.threaded import make_runner
     from slam.viz import create_viewer
@@ -365,7 +366,10 @@ def _run(cfg: Config, inputs: RunInputs, out_dir: Optional[Path], feature_worker
     error: Optional[BaseException] = None
     signal_name = None
     try:
-        with handle_signals(runner, log) as sig:
+        n_torch = main_process_torch_threads(rt.torch_threads, frontend_proc is not None)
+        if n_torch:
+            log.info("torch threads in the main process: %d (runtime.torch_threads)", n_torch)
+        with handle_signals(runner, log) as sig, torch_threads(n_torch):
             stats = runner.run()
         signal_name = sig.name
     except BaseException as exc:  # noqa: BLE001 - written below, then re-raised

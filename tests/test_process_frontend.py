@@ -435,3 +435,21 @@ def test_child_limits_numpy_blas_to_the_runs_setting():
         assert seen[1] == [library_default] * 2  # 0: the library's own setting, restored after the run
     finally:
         worker.close()
+
+
+def test_main_process_torch_threads_leave_a_core_to_the_feature_process():
+    import torch
+
+    from slam.runtime.blas import main_process_torch_threads, torch_threads
+
+    assert main_process_torch_threads(3, feature_process=False) == 3  # explicit wins
+    assert main_process_torch_threads(0, feature_process=False) == 0  # torch's default
+    assert main_process_torch_threads(0, feature_process=True, cpu_count=2) == 1
+    assert main_process_torch_threads(0, feature_process=True, cpu_count=8) == 7
+    assert main_process_torch_threads(0, feature_process=True, cpu_count=1) == 1
+    before = torch.get_num_threads()
+    with torch_threads(1):
+        assert torch.get_num_threads() == 1
+    assert torch.get_num_threads() == before
+    with torch_threads(0):
+        assert torch.get_num_threads() == before

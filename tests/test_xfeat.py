@@ -50,6 +50,7 @@ def random_net(seed: int = 0) -> XFeatNet:
 
 def random_xfeat(seed: int = 0, **cfg) -> XFeat:
     cfg.setdefault("detection_threshold", 0.0)  # random logits give probabilities near 1/65
+    cfg.setdefault("precision", "fp32")  # the restatements are exact in fp32 (auto may pick bf16 on this CPU)
     return XFeat(XFeatConfig(**{"subpixel": False, **cfg}), "cpu", state_dict=random_net(seed).state_dict())
 
 
@@ -232,7 +233,7 @@ def test_checkpoint_layout_and_inference_network_agree_on_random_weights():
 def test_extractor_equals_hand_pipeline_on_random_weights():
     """End to end on random weights: the plain network, then detection and description by hand."""
     net = random_net(5)
-    ext = XFeat(XFeatConfig(detection_threshold=0.0, max_keypoints=40, subpixel=False), "cpu", state_dict=net.state_dict())
+    ext = XFeat(XFeatConfig(detection_threshold=0.0, max_keypoints=40, subpixel=False, precision="fp32"), "cpu", state_dict=net.state_dict())
     img = textured_image(64, 96, 2)
     f = ext.extract(img)
     grey = torch.from_numpy(img[:, :, ::-1].astype(np.float32) / 255).mean(-1)[None, None]
@@ -350,7 +351,7 @@ def xfeat_real() -> XFeat:
         resolve_weights("xfeat")
     except WeightsError as exc:
         pytest.skip(f"XFeat weights not installed: {exc}")
-    return XFeat(XFeatConfig(subpixel=False), "cpu")  # the reference's whole-pixel keypoints
+    return XFeat(XFeatConfig(subpixel=False, precision="fp32"), "cpu")  # the reference's whole-pixel keypoints, fp32
 
 
 def test_real_weights_load_strictly_and_give_sane_features(xfeat_real):
@@ -434,3 +435,33 @@ def test_subpixel_keeps_descriptors_and_moves_keypoints_less_than_half_a_pixel()
     torch.testing.assert_close(a.scores, b.scores)
     d = (a.keypoints - b.keypoints).abs()
     assert float(d.max()) <= 0.5 and float(d.sum()) > 0
+
+
+def test_auto_precision_on_cpu_is_bf16_only_with_native_bf16_and_a_passing_probe(monkeypatch):
+    import slam.device
+
+    sd = random_net(3).state_dict()
+    cfg = XFeatConfig(detection_threshold=0.0, max_keypoints=100)
+    monkeypatch.setattr(slam.device, "native_bf16", lambda device: False)
+    slow = XFeat(cfg, "cpu", state_dict=sd)
+    assert slow.precision == "fp32" and slow.precision_check == {}  # no native bf16: no probe either
+    monkeypatch.setattr(slam.device, "native_bf16", lambda device: True)
+    monkeypatch.setattr(XFeat, "_bf16_probe", lambda self: 0.5)
+    assert XFeat(cfg, "cpu", state_dict=sd).precision == "fp32"  # the probe failed the 0.9 bar
+    monkeypatch.setattr(XFeat, "_bf16_probe", lambda self: 0.95)
+    assert XFeat(cfg, "cpu", state_dict=sd).precision == "bf16"
+    assert XFeat(XFeatConfig(precision="fp32"), "cpu", state_dict=sd).precision == "fp32"  # explicit wins
+
+
+def test_compare_precision_of_identical_precisions_is_exact():
+    ext = random_xfeat(4, max_keypoints=60)
+    check = ext.compare_precision("fp32", textured_image(96, 128, 2))
+    assert check["repeatability"] == 1.0 and check["exact"] == 1.0 and check["n_fp32"] == check["n_test"] == 60
+    assert abs(check["descriptor_cosine"] - 1.0) < 1e-6
+
+
+def test_real_weights_bf16_keeps_the_keypoints_and_descriptors(xfeat_real):
+    check = xfeat_real.compare_precision("bf16", textured_image(480, 640, 5))
+    assert check["n_test"] == check["n_fp32"] == 1024
+    assert check["repeatability"] >= 0.95 and check["exact"] >= 0.9
+    assert check["descriptor_cosine"] > 0.99

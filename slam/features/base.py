@@ -161,3 +161,14 @@ def synthetic_image(height: int = 480, width: int = 640, seed: int = 0) -> np.nd
     img = cv2.GaussianBlur(img, (3, 3), 0.8)
     noise = rng.normal(0, 2.0, img.shape)
     return np.clip(img.astype(np.float32) + noise, 0, 255).astype(np.uint8)
+
+
+def keypoint_repeatability(reference: torch.Tensor, other: torch.Tensor, radius: float = 1.0) -> float:
+    """Share of ``reference`` keypoints (N, 2) px with an ``other`` keypoint (M, 2) within
+    ``radius`` px (Euclidean). 1.0 when reference is empty."""
+    if reference.shape[0] == 0:
+        return 1.0
+    if other.shape[0] == 0:
+        return 0.0
+    dist = torch.cdist(reference.double(), other.double().to(reference.device))
+    return float((dist.min(dim=1).values <= radius).double().mean())

@@ -44,7 +44,7 @@ import torch.nn.functional as F
 
 from slam.device import autocast, check_precision, resolve_precision
 from slam.errors import WeightsError
-from slam.features.base import nms, synthetic_image, to_gray
+from slam.features.base import keypoint_repeatability, nms, synthetic_image, to_gray
 from slam.features.config import SuperPointConfig
 from slam.types import Features
 from slam.weights import load_weights
@@ -263,17 +263,6 @@ def sample_descriptors(dense: torch.Tensor, keypoints: torch.Tensor, cell: int =
     grid, align = descriptor_grid(keypoints, dense.shape[-2:], cell, convention)
     desc = F.grid_sample(dense, grid, mode="bilinear", padding_mode="zeros", align_corners=align)
     return F.normalize(desc[:, :, 0].transpose(1, 2), p=2, dim=2)
-
-
-def keypoint_repeatability(reference: torch.Tensor, other: torch.Tensor, radius: float = 1.0) -> float:
-    """Share of ``reference`` keypoints (N, 2) px with an ``other`` keypoint (M, 2) within
-    ``radius`` px (Euclidean). 1.0 when reference is empty."""
-    if reference.shape[0] == 0:
-        return 1.0
-    if other.shape[0] == 0:
-        return 0.0
-    dist = torch.cdist(reference.double(), other.double().to(reference.device))
-    return float((dist.min(dim=1).values <= radius).double().mean())
 
 
 # ----------------------------------------------------------------------------- weights

@@ -13,75 +13,136 @@ from typing import Optional
 
 import numpy as np
 
-from slam.geometry.se3 import project_to_so3, se3_exp
+from slam.geometry.se3 import project_to_so3
 from slam.optim.ba import CHI2_MONO, CHI2_STEREO, HUBER_MONO, HUBER_STEREO
 
 
-def _residuals(cam_from_world, pts, uv, ur, stereo, K, bf):
-    fx, fy, cx, cy = K[0, 0], K[1, 1], K[0, 2], K[1, 2]
-    pc = pts @ cam_from_world[:3, :3].T + cam_from_world[:3, 3]
-    z = pc[:, 2]
-    zs = np.where(np.abs(z) < 1e-9, 1e-9, z)
-    iz = 1.0 / zs
-    u = fx * pc[:, 0] * iz + cx
-    v = fy * pc[:, 1] * iz + cy
-    r = np.zeros((len(pts), 3))
-    r[:, 0] = uv[:, 0] - u
-    r[:, 1] = uv[:, 1] - v
-    r[stereo, 2] = ur[stereo] - (u[stereo] - bf * iz[stereo])
-    return r, pc, iz, z
+class _Observations:
+    """The observations of one refinement, stereo ones (with a virtual right u) first, so
+    that every per-iteration array is a contiguous slice (no boolean indexing in the loop).
+    ``order`` maps these rows back to the caller's: row i is the caller's observation order[i]."""
+
+    def __init__(self, pts: np.ndarray, uv: np.ndarray, w: np.ndarray, ur: np.ndarray, K: np.ndarray, bf: float) -> None:
+        stereo = np.isfinite(ur)
+        self.order = np.argsort(~stereo, kind="stable")
+        self.ns = int(stereo.sum())
+        self.n = len(pts)
+        self.pts_t = np.ascontiguousarray(pts[self.order].T)  # (3, n)
+        self.u_obs = np.ascontiguousarray(uv[self.order, 0])
+        self.v_obs = np.ascontiguousarray(uv[self.order, 1])
+        self.ur_obs = np.ascontiguousarray(ur[self.order[: self.ns]])
+        self.w = np.ascontiguousarray(w[self.order])
+        self.thr = np.full(self.n, CHI2_MONO)
+        self.thr[: self.ns] = CHI2_STEREO
+        self.delta = np.full(self.n, HUBER_MONO)
+        self.delta[: self.ns] = HUBER_STEREO
+        self.fx, self.fy, self.cx, self.cy = float(K[0, 0]), float(K[1, 1]), float(K[0, 2]), float(K[1, 2])
+        self.bf = float(bf)
+
+    def residuals(self, cam_from_world: np.ndarray):
+        """-> (ru (n,), rv (n,), rr (ns,)) measurement - prediction in px, the camera points
+        pc (3, n) and iz = 1/z (n,) (z clamped away from 0)."""
+        pc = cam_from_world[:3, :3] @ self.pts_t
+        pc += cam_from_world[:3, 3:4]
+        z = pc[2]
+        zs = np.where(np.abs(z) < 1e-9, 1e-9, z)
+        iz = 1.0 / zs
+        u = pc[0] * iz
+        u *= self.fx
+        u += self.cx
+        v = pc[1] * iz
+        v *= self.fy
+        v += self.cy
+        ns = self.ns
+        rr = self.ur_obs - (u[:ns] - self.bf * iz[:ns])
+        return self.u_obs - u, self.v_obs - v, rr, pc, iz
+
+    def chi2(self, ru: np.ndarray, rv: np.ndarray, rr: np.ndarray) -> np.ndarray:
+        """(n,) weighted squared residual norms."""
+        c = ru * ru
+        c += rv * rv
+        c[: self.ns] += rr * rr
+        c *= self.w
+        return c
+
+    def normal_equations(self, pc: np.ndarray, iz: np.ndarray, ru: np.ndarray, rv: np.ndarray, rr: np.ndarray,
+                         hw: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """H (6,6) and g (6,) of the weighted Gauss-Newton step for a left perturbation
+        exp(xi) with xi = [omega, v]; residual = measurement - prediction.
+
+        d(p_cam)/d(xi) = [-[p]x | I], whose rows are
+        row0 = [0, z, -y, 1, 0, 0], row1 = [-z, 0, x, 0, 1, 0], row2 = [y, -x, 0, 0, 0, 1];
+        d(u)/d(p) = (a, 0, c), d(v)/d(p) = (0, b, d), d(ur)/d(p) = (a, 0, c + bf/z^2) with
+        a = fx/z, b = fy/z, c = -fx x/z^2, d = -fy y/z^2. The transposed Jacobian (6, rows) is
+        written row by row in closed form (u rows [0, n), v rows [n, 2n), ur rows [2n, 2n + ns)),
+        then H = J^T W J and g = J^T W r in two matrix products.
+        """
+        x, y, z = pc[0], pc[1], pc[2]
+        n, ns = self.n, self.ns
+        iz2 = iz * iz
+        a, b = self.fx * iz, self.fy * iz
+        c, d = -self.fx * x * iz2, -self.fy * y * iz2
+        JT = np.zeros((6, 2 * n + ns))
+        ju, jv = JT[:, :n], JT[:, n : 2 * n]
+        np.multiply(c, y, out=ju[0])
+        np.multiply(a, z, out=ju[1])
+        ju[1] -= c * x
+        np.multiply(a, y, out=ju[2])
+        np.negative(ju[2], out=ju[2])
+        ju[3] = a
+        ju[5] = c
+        np.multiply(d, y, out=jv[0])
+        jv[0] -= b * z
+        np.multiply(d, x, out=jv[1])
+        np.negative(jv[1], out=jv[1])
+        np.multiply(b, x, out=jv[2])
+        jv[4] = b
+        jv[5] = d
+        res = np.empty(2 * n + ns)
+        res[:n] = ru
+        res[n : 2 * n] = rv
+        wts = np.empty(2 * n + ns)
+        wts[:n] = hw
+        wts[n : 2 * n] = hw
+        if ns:
+            jr = JT[:, 2 * n :]
+            cr = c[:ns] + self.bf * iz2[:ns]
+            np.multiply(cr, y[:ns], out=jr[0])
+            jr[1] = ju[1, :ns] + (c[:ns] - cr) * x[:ns]
+            jr[2] = ju[2, :ns]
+            jr[3] = a[:ns]
+            jr[5] = cr
+            res[2 * n :] = rr
+            wts[2 * n :] = hw[:ns]
+        JTw = JT * wts
+        return JTw @ JT.T, JTw @ res
 
 
-def _normal_equations(pc, iz, r, hw, stereo, fx, fy, bf):
-    """H (6,6) and g (6,) of the weighted Gauss-Newton step for a left perturbation
-    exp(xi) with xi = [omega, v]; residual = measurement - prediction.
-
-    d(p_cam)/d(xi) = [-[p]x | I], whose rows are
-    row0 = [0, z, -y, 1, 0, 0], row1 = [-z, 0, x, 0, 1, 0], row2 = [y, -x, 0, 0, 0, 1];
-    d(u)/d(p) = (a, 0, c), d(v)/d(p) = (0, b, d), d(ur)/d(p) = (a, 0, c + bf/z^2) with
-    a = fx/z, b = fy/z, c = -fx x/z^2, d = -fy y/z^2. The Jacobian rows are written in closed
-    form (column by column) instead of a batched (3,3)@(3,6) product: same numbers, fewer
-    temporaries, which matters because this runs ~40 times per frame on ~1000 points.
-    """
-    x, y, z = pc[:, 0], pc[:, 1], pc[:, 2]
-    iz2 = iz * iz
-    a, b = fx * iz, fy * iz
-    c, d = -fx * x * iz2, -fy * y * iz2
-    n = len(pc)
-    s = np.flatnonzero(stereo)
-    ns = len(s)
-    # the transposed Jacobian (6, rows): u rows [0, n), v rows [n, 2n), ur rows [2n, 2n + ns);
-    # row-major writes of whole rows are much cheaper than column writes of a (rows, 6) array
-    JT = np.zeros((6, 2 * n + ns))
-    ju, jv = JT[:, :n], JT[:, n : 2 * n]
-    ju[0] = c * y
-    ju[1] = a * z - c * x
-    ju[2] = -a * y
-    ju[3] = a
-    ju[5] = c
-    jv[0] = d * y - b * z
-    jv[1] = -d * x
-    jv[2] = b * x
-    jv[4] = b
-    jv[5] = d
-    res = np.empty(2 * n + ns)
-    res[:n] = r[:, 0]
-    res[n : 2 * n] = r[:, 1]
-    wts = np.empty(2 * n + ns)
-    wts[:n] = hw
-    wts[n : 2 * n] = hw
-    if ns:
-        jr = JT[:, 2 * n :]
-        cr = c[s] + bf * iz2[s]
-        jr[0] = cr * y[s]
-        jr[1] = ju[1, s] + (c[s] - cr) * x[s]
-        jr[2] = ju[2, s]
-        jr[3] = a[s]
-        jr[5] = cr
-        res[2 * n :] = r[s, 2]
-        wts[2 * n :] = hw[s]
-    JTw = JT * wts
-    return JTw @ JT.T, JTw @ res
+def _exp_left(dx: np.ndarray, a_from_b: np.ndarray) -> np.ndarray:
+    """se3_exp(dx) @ a_from_b for a (6,) twist [omega, v] (Rodrigues, as slam.geometry.se3.se3_exp,
+    without its argument checks: this runs once per Gauss-Newton iteration)."""
+    wx, wy, wz = dx[0], dx[1], dx[2]
+    W = np.array([[0.0, -wz, wy], [wz, 0.0, -wx], [-wy, wx, 0.0]])
+    W2 = W @ W
+    theta2 = wx * wx + wy * wy + wz * wz
+    if theta2 < 1e-12:
+        A, B, C = 1.0 - theta2 / 6.0, 0.5 - theta2 / 24.0, 1.0 / 6.0
+    else:
+        theta = np.sqrt(theta2)
+        s, co = np.sin(theta), np.cos(theta)
+        A, B, C = s / theta, (1.0 - co) / theta2, (theta - s) / (theta2 * theta)
+    R = A * W + B * W2
+    V = (0.5 if theta2 < 1e-12 else B) * W + C * W2
+    R[0, 0] += 1.0
+    R[1, 1] += 1.0
+    R[2, 2] += 1.0
+    V[0, 0] += 1.0
+    V[1, 1] += 1.0
+    V[2, 2] += 1.0
+    step = np.eye(4)
+    step[:3, :3] = R
+    step[:3, 3] = V @ dx[3:]
+    return step @ a_from_b
 
 
 def refine_pose_gn(
@@ -114,10 +175,7 @@ def refine_pose_gn(
     uv = np.asarray(uv, dtype=np.float64)
     w = np.ones(n) if inv_sigma2 is None else np.asarray(inv_sigma2, dtype=np.float64)
     ur = np.full(n, np.nan) if (ur is None or bf <= 0) else np.asarray(ur, dtype=np.float64)
-    stereo = np.isfinite(ur)
-    thr = np.where(stereo, CHI2_STEREO, CHI2_MONO)
-    delta = np.where(stereo, HUBER_STEREO, HUBER_MONO)
-    fx, fy = K[0, 0], K[1, 1]
+    obs = _Observations(pts, uv, w, ur, K, bf)
     inlier = np.ones(n, dtype=bool)
     current = init.copy()
     for rnd in range(rounds):
@@ -125,25 +183,30 @@ def refine_pose_gn(
             current = init.copy()
         robust = rnd < 2
         for _ in range(iterations):
-            r, pc, iz, z = _residuals(current, pts, uv, ur, stereo, K, bf)
-            use = inlier & (z > 1e-6)
-            if use.sum() < 3:
+            ru, rv, rr, pc, iz = obs.residuals(current)
+            use = inlier & (pc[2] > 1e-6)
+            if np.count_nonzero(use) < 3:
                 break
-            chi2 = w * (r * r).sum(1)
-            e = np.sqrt(chi2)
-            hw = np.where(robust & (e > delta), delta / np.maximum(e, 1e-12), 1.0) * w * use
-            H, g = _normal_equations(pc, iz, r, hw, stereo, fx, fy, bf)
+            chi2 = obs.chi2(ru, rv, rr)
+            hw = obs.w * use
+            if robust:
+                e = np.sqrt(chi2)
+                big = e > obs.delta
+                hw[big] *= obs.delta[big] / e[big]
+            H, g = obs.normal_equations(pc, iz, ru, rv, rr, hw)
+            H[np.diag_indices(6)] += 1e-9
             try:
-                dx = np.linalg.solve(H + 1e-9 * np.eye(6), g)
+                dx = np.linalg.solve(H, g)
             except np.linalg.LinAlgError:
                 break
-            current = se3_exp(dx) @ current
-            if np.linalg.norm(dx) < step_tol:  # converged (GN is quadratic: the next step would be ~tol^2)
+            current = _exp_left(dx, current)
+            if np.sqrt(dx @ dx) < step_tol:  # converged (GN is quadratic: the next step would be ~tol^2)
                 break
-        r, pc, iz, z = _residuals(current, pts, uv, ur, stereo, K, bf)
-        chi2 = w * (r * r).sum(1)
-        inlier = (chi2 <= thr) & (z > 0)
-        if inlier.sum() < 10:
+        ru, rv, rr, pc, _ = obs.residuals(current)
+        inlier = (obs.chi2(ru, rv, rr) <= obs.thr) & (pc[2] > 0)
+        if np.count_nonzero(inlier) < 10:
             break
     current[:3, :3] = project_to_so3(current[:3, :3])
-    return current, inlier
+    out = np.empty(n, dtype=bool)
+    out[obs.order] = inlier
+    return current, out

@@ -19,6 +19,7 @@ class RuntimeConfig:
     queue_size: int = param(8, ge=1)  # capacity of each blocking queue between threads (items)
     feature_stage: str = param("auto", choices=("auto", "process", "thread"))  # where reader + features run when threaded: auto = a process on a multi-core CPU
     blas_threads: int = param(1, ge=0)  # threads of numpy's BLAS during a run, here and in the feature process (0 = library default); see slam.runtime.blas
+    torch_threads: int = param(0, ge=0)  # torch intra-op threads of the main process during a threaded run (0 = auto: one core fewer than the machine's when features run in their own process, so the learned matcher does not oversubscribe the cores; else torch's default); see slam.runtime.blas
     # dataset mode: the mapping handoff
     commit_delay_frames: int = param(8, ge=1)  # local BA runs while tracking goes on; its result is written back before this many more frames are tracked, or before the next keyframe job (1 = before the next frame: tracking waits for the whole job)
     # live mode: tracking goes first
