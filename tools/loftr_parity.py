@@ -167,7 +167,8 @@ def compare(ref: dict, ours) -> dict:
             "matches_ref": len(ref_m), "matches_ours": len(ours), "common": common, "one_side_only": only}
 
 
-def parity(ref_cls, default_cfg, variants: list[str], threshold: float, ckpt_dir: Path) -> dict:
+def parity(ref_cls, default_cfg, variants: list[str], threshold: float, ckpt_dir: Path, layout: str,
+           max_pairs: int) -> dict:
     results: dict = {}
     pairs = test_pairs()
     for name in variants:
@@ -176,10 +177,12 @@ def parity(ref_cls, default_cfg, variants: list[str], threshold: float, ckpt_dir
         path = ckpt_dir / f"loftr_random_{name}.ckpt"
         torch.save({"state_dict": {"matcher." + k: v for k, v in net.state_dict().items()}, "epoch": 0}, path)
         ours = LoFTR(LoFTRConfig(weights=str(path), temp_bug_fix=fix, precision="fp32", threshold=threshold,
-                                 skh_prefilter=prefilter), state_dict=read_checkpoint(path))
+                                 skh_prefilter=prefilter, backbone_layout=layout), state_dict=read_checkpoint(path))
         assert ours.match_type == mt
         rows = {}
-        for pname, im0, im1 in pairs:
+        # the first variant on every pair; the others on every third pair when max_pairs is set
+        sel = pairs if name == variants[0] or not max_pairs else pairs[::3][:max_pairs]
+        for pname, im0, im1 in sel:
             r = compare(run_reference(net, im0, im1, threshold), ours.match_images(im0, im1, return_conf=True))
             rows[pname] = r
             print(f"{name:7s} {pname:24s} conf max|d| {r['conf_max_abs']:.2e}  fine pts1 max|d| "
@@ -203,27 +206,32 @@ def speed(ref_cls, default_cfg, repeats: int, threshold: float, ckpt_dir: Path) 
     im0, im1 = _load(tum[0]), _load(tum[10])
     out = {"threads": torch.get_num_threads(), "repeats": repeats, "pair": "fr1_xyz 0-10 640x480"}
     for prec in ("fp32", "bf16"):
-        ours = LoFTR(LoFTRConfig(weights=str(path), temp_bug_fix=True, precision=prec, threshold=threshold),
-                     state_dict=sd)
+        runners = {}
+        for layout in (("channels_last", "blocked") if prec == "fp32" else ("channels_last",)):
+            m = LoFTR(LoFTRConfig(weights=str(path), temp_bug_fix=True, precision=prec, threshold=threshold,
+                                  backbone_layout=layout), state_dict=sd)
+            runners[f"ours {layout}"] = lambda m=m: m.match_images(im0, im1)
 
-        def run_ours():
-            ours.match_images(im0, im1)
-
-        def run_ref():
+        def run_ref(prec=prec):
             with torch.autocast("cpu", dtype=torch.bfloat16, enabled=prec == "bf16"):
                 run_reference(net, im0, im1, threshold)
 
-        run_ours(), run_ref()  # warm-up
-        ts: dict[str, list[float]] = {"ours": [], "ref": []}
-        for k in range(repeats):
-            order = (("ours", run_ours), ("ref", run_ref)) if k % 2 == 0 else (("ref", run_ref), ("ours", run_ours))
-            for key, fn in order:
+        runners["ref"] = run_ref
+        for fn in runners.values():  # warm-up
+            fn()
+        names = list(runners)
+        ts: dict[str, list[float]] = {k: [] for k in names}
+        for k in range(repeats):  # rotate the order every round
+            for key in names[k % len(names):] + names[:k % len(names)]:
                 t = time.perf_counter()
-                fn()
+                runners[key]()
                 ts[key].append(1e3 * (time.perf_counter() - t))
-        o, r = statistics.median(ts["ours"]), statistics.median(ts["ref"])
-        out[prec] = {"ours_ms": o, "ref_ms": r, "speedup": r / o, "ours_all_ms": ts["ours"], "ref_all_ms": ts["ref"]}
-        print(f"{prec}: ours {o:.0f} ms, reference {r:.0f} ms (medians of {repeats}), speed-up {r / o:.2f}x", flush=True)
+        med = {k: statistics.median(v) for k, v in ts.items()}
+        out[prec] = {"median_ms": med, "all_ms": ts,
+                     "speedup": {k: med["ref"] / v for k, v in med.items() if k != "ref"}}
+        print(f"{prec}: reference {med['ref']:.0f} ms; " + "; ".join(
+            f"{k} {v:.0f} ms = {med['ref'] / v:.2f}x" for k, v in med.items() if k != "ref")
+            + f" (medians of {repeats}, alternating)", flush=True)
     return out
 
 
@@ -238,20 +246,25 @@ def main(argv=None) -> int:
     ap.add_argument("--speed", action="store_true", help="also time 640x480 pairs, fp32 and bf16")
     ap.add_argument("--repeats", type=int, default=7)
     ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--layout", default="blocked", choices=("blocked", "channels_last"),
+                    help="our backbone layout for parity (loftr.backbone_layout)")
+    ap.add_argument("--max-pairs", type=int, default=0,
+                    help="variants after the first: at most this many pairs (every third); 0 = all")
     ap.add_argument("--ckpt-dir", default="/tmp", help="where the random checkpoints are written")
     args = ap.parse_args(argv)
     torch.set_num_threads(args.threads)
     ref_cls, default_cfg = load_reference(args.ref)
     ckpt_dir = Path(args.ckpt_dir)
     ckpt_dir.mkdir(parents=True, exist_ok=True)
-    result: dict = {"torch": torch.__version__, "threads": args.threads}
+    result: dict = {"torch": torch.__version__, "threads": args.threads, "layout": args.layout}
     ok = True
     if not args.no_parity:
         variants = [v for v in args.variants.split(",") if v]
         unknown = [v for v in variants if v not in VARIANTS]
         if unknown:
             raise SystemExit(f"unknown variants {unknown}; choose from {list(VARIANTS)}")
-        result["parity"] = par = parity(ref_cls, default_cfg, variants, args.threshold, ckpt_dir)
+        result["parity"] = par = parity(ref_cls, default_cfg, variants, args.threshold, ckpt_dir,
+                                             args.layout, args.max_pairs)
         print("\nworst per variant: conf max|d|, fine pts1 max|d| px, matches of one side only / common")
         for k, v in par.items():
             good = v["worst_conf"] <= CONF_BAR and v["worst_fine_px"] <= FINE_BAR
