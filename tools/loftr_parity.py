@@ -196,7 +196,8 @@ def parity(ref_cls, default_cfg, variants: list[str], threshold: float, ckpt_dir
     return results
 
 
-def speed(ref_cls, default_cfg, repeats: int, threshold: float, ckpt_dir: Path) -> dict:
+def speed(ref_cls, default_cfg, repeats: int, threshold: float, ckpt_dir: Path,
+          precisions: tuple[str, ...] = ("fp32", "bf16")) -> dict:
     """Median ms per 640x480 fr1_xyz pair, ours and the reference alternating, fp32 and bf16."""
     net = random_reference(ref_cls, default_cfg, "dual_softmax", True, False)
     path = ckpt_dir / "loftr_random_speed.ckpt"
@@ -205,7 +206,7 @@ def speed(ref_cls, default_cfg, repeats: int, threshold: float, ckpt_dir: Path) 
     tum = sorted(glob.glob(str(DATA / "tum/rgbd_dataset_freiburg1_xyz/rgb/*.jpg")))
     im0, im1 = _load(tum[0]), _load(tum[10])
     out = {"threads": torch.get_num_threads(), "repeats": repeats, "pair": "fr1_xyz 0-10 640x480"}
-    for prec in ("fp32", "bf16"):
+    for prec in precisions:
         runners = {}
         for layout in (("channels_last", "blocked") if prec == "fp32" else ("channels_last",)):
             m = LoFTR(LoFTRConfig(weights=str(path), temp_bug_fix=True, precision=prec, threshold=threshold,
@@ -245,6 +246,7 @@ def main(argv=None) -> int:
     ap.add_argument("--no-parity", action="store_true")
     ap.add_argument("--speed", action="store_true", help="also time 640x480 pairs, fp32 and bf16")
     ap.add_argument("--repeats", type=int, default=7)
+    ap.add_argument("--precisions", default="fp32,bf16", help="comma list of fp32, bf16 for --speed")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--layout", default="blocked", choices=("blocked", "channels_last"),
                     help="our backbone layout for parity (loftr.backbone_layout)")
@@ -272,7 +274,8 @@ def main(argv=None) -> int:
             print(f"  {k:7s} {v['worst_conf']:.2e}  {v['worst_fine_px']:.2e}  {v['one_side_only']} / {v['common']}"
                   f"  {'ok' if good else 'OVER THE BAR'}")
     if args.speed:
-        result["speed"] = speed(ref_cls, default_cfg, args.repeats, 0.2, ckpt_dir)
+        result["speed"] = speed(ref_cls, default_cfg, args.repeats, 0.2, ckpt_dir,
+                                tuple(p for p in args.precisions.split(",") if p))
     if args.out:
         Path(args.out).write_text(json.dumps(result, indent=1))
         print(f"wrote {args.out}")
