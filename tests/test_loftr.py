@@ -273,6 +273,45 @@ def test_folded_batchnorm_gives_the_same_features():
     torch.testing.assert_close(f, f_ref, rtol=1e-4, atol=1e-4)
 
 
+def test_blocked_backbone_has_the_rounding_of_the_contiguous_one():
+    """loftr.backbone_layout=blocked (oneDNN tensors, prepacked convs) runs NCHW's conv kernels: same
+    features, and no larger float32 error than NCHW against a float64 run."""
+    sd = _random_state_dict(seed=4)
+    nets = {}
+    for layout in ("contiguous", "blocked"):
+        nets[layout] = LoFTRNet()
+        nets[layout].load_official_state_dict(sd)
+        nets[layout].prepare_inference("cpu", layout)
+    assert nets["blocked"].backbone.layout == "blocked"
+    exact = LoFTRNet().double()
+    exact.load_official_state_dict(sd)
+    exact.eval()
+    x = torch.rand(2, 1, 72, 88)
+    with torch.inference_mode():
+        out = {k: n.backbone(x) for k, n in nets.items()}
+        want = exact.backbone(x.double())
+    for a, b, w in zip(out["blocked"], out["contiguous"], want):
+        assert not a.is_mkldnn and a.dtype == torch.float32 and a.is_contiguous()
+        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-5)
+        err_a, err_b = ((t.double() - w).norm() / w.norm() for t in (a, b))
+        assert err_a <= 2 * err_b + 1e-9
+    with pytest.raises(RuntimeError, match="cannot change"):
+        nets["blocked"].backbone.set_layout("channels_last")
+    unfolded = LoFTRNet()
+    with pytest.raises(RuntimeError, match="fold_batchnorm"):
+        unfolded.backbone.set_layout("blocked")
+
+
+def test_matcher_layout_blocked_only_for_cpu_float32():
+    sd = _random_state_dict(seed=5)
+    assert LoFTR(LoFTRConfig(backbone_layout="blocked", precision="fp32"), "cpu", state_dict=sd).layout == "blocked"
+    assert LoFTR(LoFTRConfig(backbone_layout="blocked", precision="bf16"), "cpu", state_dict=sd).layout == "channels_last"
+    assert LoFTR(LoFTRConfig(precision="fp32"), "cpu", state_dict=sd).layout == "channels_last"
+    from slam.config import load_config
+    with pytest.raises(ConfigError, match="loftr.backbone_layout"):
+        load_config([], ["loftr.backbone_layout=nhwc"])
+
+
 # ----------------------------------------------------------------------------- loading
 
 #: a few keys of the official checkpoints (zju3dv/LoFTR, Lightning 'matcher.' prefix) and shapes

@@ -173,7 +173,11 @@ class LoFTR:
         self.half_stages: tuple[str, ...] = HALF_STAGES[self.autocast_dtype]
         net = LoFTRNet(match_type, fix)
         net.load_official_state_dict(state_dict, source)
-        self.net = net.prepare_inference(self.device)
+        #: backbone memory layout: blocked only for float32 on the CPU (see loftr/backbone.py)
+        self.layout = "channels_last"
+        if cfg.backbone_layout == "blocked" and self.device.type == "cpu" and self.autocast_dtype is None:
+            self.layout = "blocked"
+        self.net = net.prepare_inference(self.device, self.layout)
         log.debug("LoFTR %s: match_type=%s temp_bug_fix=%s precision=%s", source, match_type, fix, cfg.precision)
 
     @property

@@ -100,12 +100,16 @@ class LoFTRNet(nn.Module):
             raise WeightsError(f"{source} does not fit LoFTR ({self.match_type}): " + "; ".join(problems))
         self.load_state_dict({k: v for k, v in sd.items()}, strict=False)
 
-    def prepare_inference(self, device: torch.device | str) -> "LoFTRNet":
-        """eval(), BatchNorm folded into the convs, backbone in channels-last, moved to device."""
+    def prepare_inference(self, device: torch.device | str, layout: str = "channels_last") -> "LoFTRNet":
+        """eval(), BatchNorm folded into the convs, moved to device, backbone in ``layout``
+        (channels_last, or blocked = oneDNN with the reference's float32 numerics; CPU only,
+        see backbone.py)."""
         self.eval()
         self.backbone.fold_batchnorm()
         self.to(device)
-        self.backbone.to(memory_format=torch.channels_last)
+        if layout == "blocked" and torch.device(device).type != "cpu":
+            raise ValueError("the blocked backbone layout is for the CPU only")
+        self.backbone.set_layout(layout)
         return self
 
     # ------------------------------------------------------------------------------ forward
@@ -119,7 +123,7 @@ class LoFTRNet(nn.Module):
         coarse: list[Optional[torch.Tensor]] = [None] * len(images)
         fine: list[Optional[torch.Tensor]] = [None] * len(images)
         for idx in groups.values():
-            x = torch.stack([images[k] for k in idx]).contiguous(memory_format=torch.channels_last)
+            x = torch.stack([images[k] for k in idx])
             c, f = self.backbone(x)
             for n, k in enumerate(idx):
                 coarse[k], fine[k] = c[n], f[n]
