@@ -80,7 +80,7 @@ class MonoInitializer:
             return None
         res, reason = initialize_two_view(
             x_ref, x_cur, self.K, threshold_px=c.mono_init_threshold_px, min_inliers=c.mono_init_min_matches // 2,
-            min_parallax_deg=c.mono_init_min_parallax_deg, min_point_parallax_deg=c.mono_init_min_parallax_deg,
+            min_parallax_deg=c.mono_init_min_parallax_deg, min_point_parallax_deg=c.mono_init_min_point_parallax_deg,
             min_valid=c.mono_init_min_matches // 2,
         )
         if res is None:
