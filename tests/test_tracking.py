@@ -542,3 +542,42 @@ def test_hybrid_tracking_equals_every_frame_tracking_within_the_ate_bars(mode):
     assert ate_e < bar and ate_k < bar, out
     assert ate_k < 1.2 * ate_e + 0.1 * bar, out  # hybrid no worse than every-frame matching
     assert calls_e >= 25 and calls_k == matched_k == 0, out  # keyframes: the matcher never ran on a tracked frame
+
+
+def test_monocular_local_ba_fixes_every_other_observer_and_keeps_the_scale():
+    """Monocular local BA: every keyframe outside the window that sees its points is fixed
+    (ORB-SLAM), since only they anchor the window's scale (7-DoF gauge); RGB-D keeps the capped
+    set (depth anchors the scale). Perturbed free keyframes come back at the true scale."""
+    from slam.mapping.config import MappingConfig
+    from slam.mapping.local_mapper import LocalMapper
+    from slam.optim.ba import bundle_adjust
+
+    scene = Scene(21)
+    m = new_map()
+    fac = KeyframeFactory(CAM, m, "rgbd")
+    n_kf = 12
+    for i in range(n_kf):  # keyframes every 3 frames, all seeing the same points
+        fr = scene.frame(3 * i, Scene.cam_from_world(3 * i), depth=True)
+        ids = truth_ids(scene, m, fr) if i else np.full(len(fr.kp_uv), -1, dtype=np.int64)
+        fac.insert(fr, Scene.cam_from_world(3 * i), ids, depth_points=(i == 0))
+        if i:
+            m.add_observations(i, np.flatnonzero(ids >= 0), ids[ids >= 0])
+    cfg = MappingConfig(ba_window=4, ba_max_fixed=2)
+    last = n_kf - 1
+    observers = {int(k) for k in np.unique(m.obs_kf[m.observation_rows(point_ids=m.alive_point_ids())])}
+    rgbd = LocalMapper(cfg, CAM, m, CountingNN(), mode="rgbd")._local_problem(last)
+    assert rgbd.fixed.sum() <= 2 + 1  # the cap (and keyframe 0, the origin)
+    mono = LocalMapper(cfg, CAM, m, CountingNN(), mode="mono")._local_problem(last)
+    free = set(mono.kf_ids[~mono.fixed].tolist())
+    assert last in free and 3 <= len(free) <= 4 and 0 not in free  # the window (keyframe 0 is the origin)
+    assert set(mono.kf_ids.tolist()) == observers and len(rgbd.kf_ids) < len(observers)
+    # perturb the free keyframes: BA brings them back, at the scale the fixed ones set
+    rng = np.random.default_rng(0)
+    truth = mono.cam_from_world.copy()
+    for k in np.flatnonzero(~mono.fixed):
+        mono.cam_from_world[k][:3, 3] += rng.normal(scale=0.02, size=3)
+    mono.obs_ur[:] = np.nan  # monocular edges only
+    res = bundle_adjust(mono, iterations=10)
+    np.testing.assert_array_equal(res.cam_from_world[mono.fixed], truth[mono.fixed])
+    for k in np.flatnonzero(~mono.fixed):
+        assert pose_error(res.cam_from_world[k], truth[k])[0] < 2e-3
