@@ -545,9 +545,9 @@ def test_hybrid_tracking_equals_every_frame_tracking_within_the_ate_bars(mode):
 
 
 def test_monocular_local_ba_fixes_every_other_observer_and_keeps_the_scale():
-    """Monocular local BA: every keyframe outside the window that sees its points is fixed
-    (ORB-SLAM), since only they anchor the window's scale (7-DoF gauge); RGB-D keeps the capped
-    set (depth anchors the scale). Perturbed free keyframes come back at the true scale."""
+    """Monocular local BA with mapping.mono_fix_all_observers: every keyframe outside the window
+    that sees its points is fixed (ORB-SLAM), since only they anchor the window's scale (7-DoF
+    gauge); RGB-D, and mono without the switch, keep the capped set. Perturbed free keyframes come back at the true scale."""
     from slam.mapping.config import MappingConfig
     from slam.mapping.local_mapper import LocalMapper
     from slam.optim.ba import bundle_adjust
@@ -562,11 +562,13 @@ def test_monocular_local_ba_fixes_every_other_observer_and_keeps_the_scale():
         fac.insert(fr, Scene.cam_from_world(3 * i), ids, depth_points=(i == 0))
         if i:
             m.add_observations(i, np.flatnonzero(ids >= 0), ids[ids >= 0])
-    cfg = MappingConfig(ba_window=4, ba_max_fixed=2)
+    cfg = MappingConfig(ba_window=4, ba_max_fixed=2, mono_fix_all_observers=True)
     last = n_kf - 1
     observers = {int(k) for k in np.unique(m.obs_kf[m.observation_rows(point_ids=m.alive_point_ids())])}
     rgbd = LocalMapper(cfg, CAM, m, CountingNN(), mode="rgbd")._local_problem(last)
     assert rgbd.fixed.sum() <= 2 + 1  # the cap (and keyframe 0, the origin)
+    capped = LocalMapper(MappingConfig(ba_window=4, ba_max_fixed=2), CAM, m, CountingNN(), mode="mono")._local_problem(last)
+    assert capped.fixed.sum() <= 2 + 1  # the switch off: the cap, as RGB-D
     mono = LocalMapper(cfg, CAM, m, CountingNN(), mode="mono")._local_problem(last)
     free = set(mono.kf_ids[~mono.fixed].tolist())
     assert last in free and 3 <= len(free) <= 4 and 0 not in free  # the window (keyframe 0 is the origin)

@@ -414,9 +414,10 @@ class LocalMapper:
         if kf_id not in self.map.keyframes:
             return None
         window = [kf_id] + [k for k, _ in self.map.keyframe_covisibility(kf_id, min_shared=15)[: c.ba_window - 1]]
-        # monocular: every other observer of the local points is fixed (ORB-SLAM): nothing but
-        # them anchors the window's scale (7-DoF gauge); depth observations anchor it otherwise
-        return self._gather(window, None if self.mode == "mono" else c.ba_max_fixed)
+        # mapping.mono_fix_all_observers: every other observer of the local points is fixed
+        # (ORB-SLAM): in mono nothing but them anchors the window's scale (7-DoF gauge)
+        all_fixed = self.mode == "mono" and c.mono_fix_all_observers
+        return self._gather(window, None if all_fixed else c.ba_max_fixed)
 
     def global_bundle_adjustment(self) -> Optional[dict]:
         with self.map.lock:
