@@ -185,3 +185,37 @@ def test_fundamental_from_poses_satisfies_epipolar_constraint():
     assert np.median(np.abs(lines_bad)) > 1.0
     # pure rotation: no epipolar geometry
     assert np.abs(fundamental_from_poses(make_se3(so3_exp([0.1, 0.0, 0.0]), [0.0, 0.0, 0.0]), K0)).max() == 0.0
+
+
+def test_refine_two_view_bundle_adjusts_and_renormalises():
+    """ORB-SLAM's initial-map BA: the two-view map fits the matches better, the gross outliers
+    leave it, the median depth is 1 again, the structure stays that of the truth."""
+    from slam.tracking.initializer import refine_two_view
+    rng = np.random.default_rng(5)
+    gt = relative_pose(t=(0.12, 0.02, 0.03))
+    pts, x0, x1, is_out = make_pair(rng, gt, n=500, noise=1.0, outlier_frac=0.1)
+    res, reason = initialize_two_view(x0, x1, K, threshold_px=2.0)
+    assert reason == "ok"
+    ref = refine_two_view(res, x0, x1, K)
+    assert ref.pts_cam0.shape == res.pts_cam0.shape and ref.valid.shape == res.valid.shape
+    assert not np.any(ref.valid & ~res.valid)  # BA only drops points
+    assert 0.9 * res.valid.sum() <= ref.valid.sum()
+    assert np.median(ref.pts_cam0[ref.valid, 2]) == pytest.approx(1.0)
+    assert np.all(np.isnan(ref.pts_cam0[~ref.valid]))
+
+    def reproj(r, sel):
+        e0 = np.linalg.norm(project(np.eye(4), r.pts_cam0[sel])[0] - x0[sel], axis=1)
+        e1 = np.linalg.norm(project(r.cam1_from_cam0, r.pts_cam0[sel])[0] - x1[sel], axis=1)
+        return float(np.mean(e0 ** 2 + e1 ** 2))
+
+    both = ref.valid & res.valid
+    assert reproj(ref, both) < reproj(res, both)  # triangulation was near-optimal already: a small gain
+    gross = is_out & (np.abs(x1 - project(gt, pts)[0]).max(1) > 5)
+    assert (ref.valid & gross).sum() <= (res.valid & gross).sum()
+    def structure_err(r):  # median relative point error against the truth at the recovered scale
+        s = np.linalg.norm(r.cam1_from_cam0[:3, 3]) / np.linalg.norm(gt[:3, 3])
+        good = both & ~is_out
+        return np.median(np.linalg.norm(r.pts_cam0[good] - s * pts[good], axis=1) / np.linalg.norm(s * pts[good], axis=1))
+
+    assert structure_err(ref) < min(0.1, 1.05 * structure_err(res))  # 1 px noise, 1.5 deg parallax
+    assert rotation_angle_deg(ref.cam1_from_cam0[:3, :3] @ gt[:3, :3].T) < 0.5

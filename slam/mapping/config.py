@@ -12,6 +12,7 @@ class MappingConfig:
     local_ba: bool = True  # run local bundle adjustment after each keyframe
     ba_window: int = param(6, ge=1)  # keyframes optimised: the new one plus its best covisible ones
     ba_max_fixed: int = param(6, ge=0)  # at most this many fixed keyframes that also observe local points
+    mono_fix_all_observers: bool = False  # monocular local BA fixes every other keyframe that sees its points, not only ba_max_fixed (ORB-SLAM; the map stays consistent, but fr1_xyz/corridor ATE mixed: docs/benchmarks.md section 14)
     ba_iterations: int = param(5, ge=1)  # Levenberg iterations per BA stage (two stages)
     global_ba_iterations: int = param(15, ge=1)
     n_triangulation_neighbours: int = param(6, ge=1)  # monocular: covisible keyframes used to triangulate new points

@@ -337,7 +337,9 @@ class LocalMapper:
         m.replace_points(old, new)
 
     # ------------------------------------------------------------------ bundle adjustment
-    def _gather(self, window: list[int], fixed_extra: int) -> Optional[BAProblem]:
+    def _gather(self, window: list[int], fixed_extra: Optional[int]) -> Optional[BAProblem]:
+        """BA problem of the keyframes in window (free), their points, and as fixed keyframes
+        the fixed_extra other observers with most observations of these points (None: all)."""
         m = self.map
         window = [k for k in window if k in m.keyframes]
         if not window:
@@ -412,7 +414,10 @@ class LocalMapper:
         if kf_id not in self.map.keyframes:
             return None
         window = [kf_id] + [k for k, _ in self.map.keyframe_covisibility(kf_id, min_shared=15)[: c.ba_window - 1]]
-        return self._gather(window, c.ba_max_fixed)
+        # mapping.mono_fix_all_observers: every other observer of the local points is fixed
+        # (ORB-SLAM): in mono nothing but them anchors the window's scale (7-DoF gauge)
+        all_fixed = self.mode == "mono" and c.mono_fix_all_observers
+        return self._gather(window, None if all_fixed else c.ba_max_fixed)
 
     def global_bundle_adjustment(self, fixed_ids=None) -> Optional[dict]:
         """Bundle adjustment of the whole map; the first keyframe is fixed, and fixed_ids (ids of

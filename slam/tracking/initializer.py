@@ -17,12 +17,14 @@ from typing import Optional
 import numpy as np
 
 from slam.geometry.epipolar import TwoViewResult, initialize_two_view
+from slam.optim.ba import BAProblem, bundle_adjust
 from slam.tracking.config import TrackingConfig
 from slam.types import FrameFeatures
 
 log = logging.getLogger(__name__)
 
 MIN_DEPTH_KEYPOINTS = 50  # RGB-D: keypoints with depth needed (or tracking.min_inliers if larger)
+INIT_BA_ITERATIONS = 20  # ORB-SLAM's global BA of the initial two-view map
 
 
 def keypoint_correspondences(matcher, ref: FrameFeatures, cur: FrameFeatures) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -80,7 +82,7 @@ class MonoInitializer:
             return None
         res, reason = initialize_two_view(
             x_ref, x_cur, self.K, threshold_px=c.mono_init_threshold_px, min_inliers=c.mono_init_min_matches // 2,
-            min_parallax_deg=c.mono_init_min_parallax_deg, min_point_parallax_deg=c.mono_init_min_parallax_deg,
+            min_parallax_deg=c.mono_init_min_parallax_deg, min_point_parallax_deg=c.mono_init_min_point_parallax_deg,
             min_valid=c.mono_init_min_matches // 2,
         )
         if res is None:
@@ -88,3 +90,46 @@ class MonoInitializer:
             return None
         self.ref = None
         return res
+
+
+def refine_two_view(res: TwoViewResult, x_ref: np.ndarray, x_cur: np.ndarray, K: np.ndarray,
+                    inv_sigma2_ref: Optional[np.ndarray] = None, inv_sigma2_cur: Optional[np.ndarray] = None,
+                    iterations: int = INIT_BA_ITERATIONS) -> TwoViewResult:
+    """ORB-SLAM's treatment of a new monocular map (CreateInitialMapMonocular): bundle
+    adjustment of both views and all triangulated points (the reference camera fixed), the
+    outliers dropped from ``valid``, then points and translation rescaled so that the median
+    reference depth is 1 again.
+
+    res: a successful :func:`initialize_two_view` result for the matches x_ref, x_cur ((M,2)
+    float64 undistorted px); inv_sigma2_*: (M,) float64 weights of the matches (1/px^2, the
+    keypoints' scale levels; default 1). Returns a new TwoViewResult (same M)."""
+    idx = np.flatnonzero(res.valid)
+    m = len(idx)
+    if m == 0:
+        return res
+    w0 = np.ones(m) if inv_sigma2_ref is None else np.asarray(inv_sigma2_ref, dtype=np.float64)[idx]
+    w1 = np.ones(m) if inv_sigma2_cur is None else np.asarray(inv_sigma2_cur, dtype=np.float64)[idx]
+    pid = np.arange(m, dtype=np.int64)
+    prob = BAProblem(
+        kf_ids=np.array([0, 1], dtype=np.int64), cam_from_world=np.stack([np.eye(4), res.cam1_from_cam0]),
+        fixed=np.array([True, False]), point_ids=pid, points_world=res.pts_cam0[idx].copy(),
+        obs_kf=np.r_[np.zeros(m, np.int64), np.ones(m, np.int64)], obs_pt=np.r_[pid, pid],
+        obs_uv=np.vstack([x_ref[idx], x_cur[idx]]), obs_inv_sigma2=np.r_[w0, w1],
+        obs_ur=np.full(2 * m, np.nan), bf=0.0, K=K,
+    )
+    out = bundle_adjust(prob, iterations=iterations)
+    bad = out.obs_outlier[:m] | out.obs_outlier[m:]
+    pts = out.points_world
+    cam1_from_cam0 = out.cam_from_world[1].copy()
+    bad |= pts[:, 2] <= 0
+    bad |= (pts @ cam1_from_cam0[:3, :3].T + cam1_from_cam0[:3, 3])[:, 2] <= 0
+    valid = res.valid.copy()
+    valid[idx[bad]] = False
+    pts_cam0 = np.full_like(res.pts_cam0, np.nan)
+    med = float(np.median(pts[~bad, 2])) if (~bad).any() else 1.0
+    s = 1.0 / med if np.isfinite(med) and med > 0 else 1.0
+    pts_cam0[idx[~bad]] = pts[~bad] * s
+    cam1_from_cam0[:3, 3] *= s
+    return TwoViewResult(cam1_from_cam0=cam1_from_cam0, pts_cam0=pts_cam0, valid=valid, n_inliers=res.n_inliers,
+                         median_parallax_deg=res.median_parallax_deg, model=res.model,
+                         homography_ratio=res.homography_ratio)

@@ -34,7 +34,7 @@ from slam.matching.base import matcher_kind
 from slam.runtime.schedule import MappingSchedule
 from slam.tracking.config import TrackingConfig
 from slam.tracking.dense_match import DenseMatching
-from slam.tracking.initializer import DepthInitializer, MonoInitializer, keypoint_correspondences
+from slam.tracking.initializer import DepthInitializer, MonoInitializer, keypoint_correspondences, refine_two_view
 from slam.tracking.keyframe_policy import KeyframePolicy
 from slam.tracking.keyframes import KeyframeFactory, KeyframeJob
 from slam.tracking.local_map import LocalMapTracking, reference_keyframe
@@ -236,6 +236,12 @@ class Tracker:
             res = self.mono_init.initialise(fr, x_ref, x_cur)
             if res is None:
                 return None, None
+            if self.cfg.mono_init_ba:
+                res = refine_two_view(res, x_ref, x_cur, self.mono_init.K, 1.0 / ref.kp_sigma2[pairs[:, 0]],
+                                      1.0 / fr.kp_sigma2[pairs[:, 1]])
+                if int(res.valid.sum()) < self.cfg.mono_init_min_matches:
+                    log.debug("frame %d: mono init rejected: %d points after BA", fr.index, int(res.valid.sum()))
+                    return None, None
             pairs, pts_ref = pairs[res.valid], res.pts_cam0[res.valid]
         cam_from_world = res.cam1_from_cam0  # the reference camera is the world frame
         with self.map.lock:
