@@ -153,3 +153,18 @@ def test_shifted_image_matches_with_nn(image):
     d = f1.keypoints.numpy()[pairs[:, 1]] - f0.keypoints.numpy()[pairs[:, 0]]
     good = np.linalg.norm(d - [dx, dy], axis=1) < 1.5
     assert good.mean() > 0.9
+
+
+def test_pair_extracted_at_once_equals_one_by_one(image):
+    """A stereo pair goes through two detectors in two threads; the result must equal extracting
+    each image alone (keypoints, octaves, descriptors), on every call."""
+    ext = ORBExtractor(ORBConfig(n_features=500))
+    other = np.ascontiguousarray(image[:, ::-1])
+    for _ in range(2):
+        pair = ext.extract_batch([image, other])
+        for got, im in zip(pair, (image, other)):
+            want = ext.extract(im)
+            assert len(got) == len(want) > 100
+            assert torch.equal(got.keypoints, want.keypoints)
+            assert torch.equal(got.descriptors, want.descriptors)
+            assert torch.equal(got.extra["octave"], want.extra["octave"])
