@@ -87,6 +87,29 @@ def test_subpixel_refinement_beats_integer_keypoints(stereo_seq):
     assert errs[0] < 0.6 * errs[1], errs
 
 
+def test_subpixel_keypoints_keep_their_disparity(stereo_seq):
+    """Learned keypoints are sub-pixel. The SAD patch sits on the rounded pixel, so the refined
+    right u must carry the keypoint's own offset: a left keypoint moved by 0.4 px (same rounded
+    pixel, same local disparity) keeps its disparity instead of gaining 0.4 px."""
+    cfg = _cfg(Path("unused"))
+    inputs = open_input(str(stereo_seq), cfg)
+    frame = next(iter(inputs.source))
+    extractor = ORBExtractor(cfg.orb)
+    left, right = extractor.extract(frame.image), extractor.extract(frame.image_right)
+    octave0 = np.asarray(left.extra["octave"]) == 0
+    matcher = StereoMatcher(StereoConfig(), inputs.rig.bf, inputs.rig.left.fx, scale_factor=cfg.orb.scale_factor)
+    base = matcher.match(left, right, frame.image, frame.image_right)
+    xy = left.keypoints_np.copy()
+    xy[octave0, 0] += 0.4
+    moved = Features(torch.from_numpy(xy.astype(np.float32)), left.scores, left.descriptors, left.image_size, extra=left.extra)
+    res = matcher.match(moved, right, frame.image, frame.image_right)
+    both = octave0 & (base.depth > 0) & (res.depth > 0)
+    assert both.sum() > 50, both.sum()
+    d_base = left.keypoints_np[both, 0] - base.u_right[both]
+    d_moved = xy[both, 0] - res.u_right[both]
+    assert np.median(np.abs(d_moved - d_base)) < 0.02, np.median(np.abs(d_moved - d_base))
+
+
 def _float_features(xy: np.ndarray, desc: np.ndarray) -> Features:
     return Features(torch.from_numpy(xy.astype(np.float32)), torch.ones(len(xy)), torch.from_numpy(desc.astype(np.float32)),
                     (640, 480))

@@ -13,7 +13,8 @@ disparity d = bf / Z (``bf`` = fx * baseline, px * m; Z metres). :class:`StereoM
    matcher proposes the pairs instead and only the band and disparity checks apply;
 3. sub-pixel refinement (``subpixel``): SAD block matching of (2w+1)^2 mean-free patches of the
    keypoint's pyramid level along the row, +- ``search_px``, and a parabola through the three SAD
-   values around the minimum; minima at the end of the search range or parabola offsets over a
+   values around the minimum (the patch sits on the rounded keypoint pixel; the keypoint's own
+   sub-pixel offset is carried to the right u); minima at the end of the search range or parabola offsets over a
    pixel are rejected, as are SADs above ``sad_outlier_factor`` x their median.
 
 Depth is ``bf / disparity``. A keypoint is "close" when its depth is below
@@ -226,7 +227,11 @@ class StereoMatcher:
             with np.errstate(divide="ignore", invalid="ignore"):
                 delta = np.where(denom > 0, (d1 - d3) / np.where(denom > 0, denom, 1.0), np.inf)
             ok = interior & (np.abs(delta) < 1.0)
-            u_out[sel[ok]] = (rx[ok] + (b[ok] - L) + delta[ok]) * s
+            # the patch is centred on the rounded left pixel cx; the disparity found holds at cx, so
+            # the right u of the keypoint itself is shifted by the keypoint's sub-pixel offset
+            # (learned keypoints are sub-pixel; without the shift their disparity is off by up to 0.5 px)
+            offset = kl[idx[sel[ok]], 0] - cx[ok] * s
+            u_out[sel[ok]] = (rx[ok] + (b[ok] - L) + delta[ok]) * s + offset
             sad_best[sel[ok]] = d2[ok]
         kept = np.isfinite(u_out)
         if kept.any():
