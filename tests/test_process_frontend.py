@@ -350,6 +350,28 @@ def test_keyframe_policy_defers_due_keyframes_while_mapping_is_busy():
     assert pol.need_keyframe(fr, weak, 100, 6, kfs, mapping_busy=True)
 
 
+def test_weak_tracking_is_a_drop_from_what_frames_have_tracked():
+    """A detector that repeats fewer keypoints than the reference keyframe holds points tracks a
+    steady 40 % of them: not weak (no keyframe before min_interval). A drop to half of the
+    best frame since the keyframe is weak."""
+    from types import SimpleNamespace
+
+    from slam.tracking.keyframe_policy import KeyframePolicy, KeyframePolicyConfig
+
+    pol = KeyframePolicy(KeyframePolicyConfig(min_interval=5, max_interval=30, weak_ratio=0.5), "rgbd")
+    fr = SimpleNamespace(kp_depth=np.full(1000, 5.0))  # every keypoint far: the close-point rule stays out
+    kfs = SimpleNamespace(keyframes={0: None, 1: None, 2: None})
+    ids = np.full(1000, -1)
+    ids[:320] = np.arange(320)  # 320 tracked of a reference keyframe with 800 points
+    assert pol.need_keyframe(fr, ids, 800, 2, kfs)  # the old yardstick (ref alone): weak
+    assert not pol.need_keyframe(fr, ids, 800, 2, kfs, recent_best=350)  # steady yield: not weak
+    assert pol.need_keyframe(fr, ids, 800, 2, kfs, recent_best=700)  # 320 after 700: weak
+    assert pol.need_keyframe(fr, ids, 800, 5, kfs, recent_best=350)  # due by min_interval and the ratio
+    few = np.full(1000, -1)
+    few[:70] = np.arange(70)  # below weak_min_tracked (75): weak whatever the yardstick
+    assert pol.need_keyframe(fr, few, 100, 2, kfs, recent_best=80)
+
+
 def test_mapping_load_counts_jobs_until_mapping_finishes():
     from slam.runtime.schedule import LiveSchedule
     from slam.system import MappingStage, TrackingStage

@@ -26,7 +26,6 @@ class ORBExtractor:
     def __init__(self, cfg: ORBConfig | None = None, device: torch.device | str = "cpu"):
         self.cfg = cfg or ORBConfig()
         self.device = torch.device(device)
-        c = self.cfg
         self._orb = self._create()
         self._orb_second = None  # a second detector for the other image of a stereo pair (extract_batch)
         self._pool = None  # one worker thread for it, made on first use

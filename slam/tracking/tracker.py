@@ -88,6 +88,7 @@ class Tracker:
         self.velocity: Optional[np.ndarray] = None  # cam_t_from_cam_{t-1}
         self.ref_kf_id: Optional[int] = None
         self.last_kf_frame = -1
+        self.best_since_kf = 0  # most points tracked by one frame since the last keyframe (the keyframe policy's "weak" yardstick)
         self.n_lost = 0
         self.n_relocalised = 0
         self.n_matched_frames = 0  # tracked frames (after initialisation) for which the matcher ran
@@ -135,10 +136,11 @@ class Tracker:
                     self.velocity = cam_from_world @ se3_inverse(self.last.cam_from_world)
                     self.velocity[:3, :3] = project_to_so3(self.velocity[:3, :3])
                 self.last = _LastFrame(fr, cam_from_world, point_ids)
+                self.best_since_kf = max(self.best_since_kf, int((point_ids >= 0).sum()))
                 with self.map.lock:
                     busy = self.schedule.mapping_busy()
                     if self.policy.need_keyframe(fr, point_ids, self._ref_tracked_count(), fr.index - self.last_kf_frame, self.map,
-                                                 mapping_busy=busy):
+                                                 mapping_busy=busy, recent_best=self.best_since_kf):
                         job = self._insert_keyframe(fr, cam_from_world, point_ids)
         if cam_from_world is not None and self.ref_kf_id is not None:
             with self.map.lock:
@@ -257,6 +259,7 @@ class Tracker:
     def _became_keyframe(self, kf: Keyframe) -> None:
         self.ref_kf_id = kf.id
         self.last_kf_frame = kf.frame_index
+        self.best_since_kf = 0
 
     def _insert_keyframe(self, fr: FrameFeatures, cam_from_world: np.ndarray, point_ids: np.ndarray) -> KeyframeJob:
         """Caller holds the map lock."""
