@@ -319,15 +319,21 @@ class SLAMSystem:
     def map_points(self) -> tuple[np.ndarray, np.ndarray]:
         """(P, 3) float32 world points and (P, 3) uint8 colours of the main map (every live point
         without an atlas)."""
-        at = self.tracker.atlas
-        if at is None:
+        main = self.main_map_id()
+        if main is None:
             return self.map.snapshot_points()
-        segs = self.trajectory_segments()
         with self.map.lock:
             ids = self.map.alive_point_ids()
-            if segs:
-                ids = ids[at.maps_of(self.map.pts_first_kf[ids]) == segs[0][0]]
+            ids = ids[self.tracker.atlas.maps_of(self.map.pts_first_kf[ids]) == main]
             return self.map.pts_xyz[ids].astype(np.float32), self.map.pts_color[ids].copy()
+
+    def main_map_id(self) -> Optional[int]:
+        """The atlas map holding most tracked frames (trajectory.txt's); None without an atlas
+        or before any frame was tracked."""
+        if self.tracker.atlas is None:
+            return None
+        segs = self.trajectory_segments()
+        return segs[0][0] if segs else None
 
     def stats(self) -> dict:
         """The system's figures for metrics.json: tracking, mapping and scheduling counters."""
@@ -363,13 +369,11 @@ class SLAMSystem:
 
     def keyframe_trajectory(self):
         """(timestamps (K,) s, world_from_cam (K, 4, 4)) of the keyframes (of the main map)."""
-        at = self.tracker.atlas
-        segs = self.trajectory_segments() if at is not None else []
-        main = segs[0][0] if segs else None
+        main = self.main_map_id()
         with self.map.lock:
             kfs = sorted(self.map.keyframes.values(), key=lambda k: k.frame_index)
             if main is not None:
-                kfs = [k for k in kfs if at.map_of(k.id) == main]
+                kfs = [k for k in kfs if self.tracker.atlas.map_of(k.id) == main]
             ts = np.array([k.timestamp for k in kfs])
             poses = np.stack([k.world_from_cam for k in kfs]) if kfs else np.zeros((0, 4, 4))
         return ts, poses

@@ -11,6 +11,8 @@ import argparse
 import numpy as np
 
 from slam.geometry.sim3 import umeyama_alignment
+from slam.io.trajectory import read_tum
+from slam.io.tum import associate
 
 
 def main() -> None:
@@ -19,12 +21,13 @@ def main() -> None:
     ap.add_argument("groundtruth")
     ap.add_argument("chunk", nargs="?", type=int, default=100)
     a = ap.parse_args()
-    est = np.loadtxt(a.trajectory)
-    gt = np.loadtxt(a.groundtruth)
-    j = np.searchsorted(gt[:, 0], est[:, 0]).clip(1, len(gt) - 1)
-    j = np.where(np.abs(gt[j - 1, 0] - est[:, 0]) < np.abs(gt[j, 0] - est[:, 0]), j - 1, j)
-    ok = np.abs(gt[j, 0] - est[:, 0]) < 0.02
-    e, g = est[ok, 1:4], gt[j[ok], 1:4]
+    t_est, est = read_tum(a.trajectory)
+    t_gt, gt = read_tum(a.groundtruth)
+    pairs = associate(t_est, t_gt)  # TUM's association, 20 ms
+    row_est = {t: i for i, t in enumerate(t_est)}
+    row_gt = {t: i for i, t in enumerate(t_gt)}
+    e = est[[row_est[p] for p, _ in pairs], :3, 3]
+    g = gt[[row_gt[q] for _, q in pairs], :3, 3]
     s, R, t = umeyama_alignment(e, g, True)
     err = np.linalg.norm((s * (R @ e.T)).T + t - g, axis=1)
     print(f"whole: {len(e)} poses, scale {s:.3f}, ATE RMSE {100 * np.sqrt(np.mean(err ** 2)):.2f} cm")

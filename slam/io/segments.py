@@ -43,9 +43,3 @@ def write_segments(out_dir: Path, segments: list[tuple], n_frames: int, sequence
     log.info("%d maps were not merged: trajectory.txt holds map %d (%d frames); %s", len(segments) - 1, segments[0][0],
              len(segments[0][1]), ", ".join(f"{e['file']} {e['frames']} frames" for e in out[1:]))
     return out
-
-
-def tracked_all_maps(segments: list[tuple]) -> int:
-    """Frames tracked in any map."""
-    return int(sum(len(s[1]) for s in segments))
-

@@ -198,15 +198,26 @@ class LoopClosing:
                 return False
             self.loop_edges = np.concatenate([self.loop_edges, np.array([[rec["cur_kf"], rec["loop_kf"]]], dtype=np.int64)])
             self.detector.groups = []
-            gba = None
-            if self.cfg.global_ba:
-                gba = GlobalBA(self.mapper, self.cfg.global_ba_iterations)
-                gba = gba if gba.gather() else None
+            gba = self._gather_gba()
         if gba is None:
             return False
         with self._cond:
-            self._job = {"kind": "gba", "task": gba, "state": "pending", "due": frame_no + self.cfg.global_ba_delay_frames}
+            self._queue_gba(gba, frame_no)
         return True
+
+    def _gather_gba(self) -> Optional[GlobalBA]:
+        """The background global BA's problem after a loop or a merge (caller holds the map
+        lock); None when loop_closing.global_ba is off or there is nothing to optimise."""
+        if not self.cfg.global_ba:
+            return None
+        gba = GlobalBA(self.mapper, self.cfg.global_ba_iterations)
+        return gba if gba.gather() else None
+
+    def _queue_gba(self, gba: GlobalBA, frame_no: Optional[int]) -> None:
+        """gba becomes the job in flight, due global_ba_delay_frames after frame_no (None: 0;
+        caller holds ``_cond``)."""
+        due = (frame_no if frame_no is not None else 0) + self.cfg.global_ba_delay_frames
+        self._job = {"kind": "gba", "task": gba, "state": "pending", "due": due}
 
     # ================================================================== background jobs hand-off
     def _claim(self) -> Optional[dict]:
@@ -273,13 +284,10 @@ class LoopClosing:
 
     def _apply_graph(self, g: dict, frame_no: Optional[int]) -> bool:
         task: LoopCorrection = g["task"]
-        gba = None
         with self.map.lock:
             W = task.apply(self.map)
             self.tracker.apply_world_correction(W)
-            if self.cfg.global_ba:
-                gba = GlobalBA(self.mapper, self.cfg.global_ba_iterations)
-                gba = gba if gba.gather() else None
+            gba = self._gather_gba()
         info = task.info
         self.loops[g["loop"]].update({
             "applied_at_frame": frame_no, "correction_rotation_deg": info.rotation_deg, "correction_translation": info.translation,
@@ -292,8 +300,7 @@ class LoopClosing:
         with self._cond:
             self._job = None
             if gba is not None:
-                due = (frame_no if frame_no is not None else 0) + self.cfg.global_ba_delay_frames
-                self._job = {"kind": "gba", "task": gba, "state": "pending", "due": due}
+                self._queue_gba(gba, frame_no)
         return gba is not None
 
     def _apply_gba(self, g: dict, frame_no: Optional[int]) -> bool:

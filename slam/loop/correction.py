@@ -97,6 +97,29 @@ def _point_refs(m: Map, pts: np.ndarray, corrected_ref: np.ndarray, kf_set: np.n
     return ref
 
 
+def fuse_common_place(m: Map, match: LoopMatch, fuse, directions: list[tuple[list[int], list[int]]]) -> None:
+    """Join the duplicated points of a verified common place (caller holds ``m.lock``): the
+    verified matches first (a keypoint of match.cur_kf without a point observes its loop point;
+    one with a point has it replaced by the loop point), then for each (targets, sources) of
+    ``directions`` in turn, the live points of the source keyframes are projected into every
+    target keyframe by ``fuse`` (callable(keyframe, point_ids (P,) int64): the local mapper's
+    fusion). Loop correction fuses one way (the loop's neighbourhood into the current one); a
+    map merge both ways."""
+    have = m.keyframes[match.cur_kf].point_ids[match.cur_kp]
+    ok = m.pts_alive[match.loop_pt]
+    free = ok & (have < 0)
+    m.add_observations(match.cur_kf, match.cur_kp[free], match.loop_pt[free])
+    dup = ok & (have >= 0)
+    m.replace_points(have[dup], match.loop_pt[dup])
+    for targets, sources in directions:
+        src = np.unique(np.concatenate([m.keyframes[k].point_ids for k in sources if k in m.keyframes]))
+        src = src[src >= 0]
+        for k in targets:
+            if k in m.keyframes:
+                p = src[m.pts_alive[src]]
+                fuse(m.keyframes[k], np.setdiff1d(p, m.keyframes[k].point_ids))
+
+
 class LoopCorrection:
     """ORB-SLAM's ``CorrectLoop`` in three phases, so that only the first two touch the map and
     the essential graph runs on a copy of its inputs while tracking goes on.
@@ -160,19 +183,7 @@ class LoopCorrection:
         # 2. fuse duplicates
         t = time.perf_counter()
         alive_before = int(m.pts_alive[:n_pts].sum())
-        kf = m.keyframes[cur]
-        have = kf.point_ids[loop.cur_kp]
-        ok = m.pts_alive[loop.loop_pt]
-        free = ok & (have < 0)
-        m.add_observations(cur, loop.cur_kp[free], loop.loop_pt[free])
-        dup = ok & (have >= 0)
-        m.replace_points(have[dup], loop.loop_pt[dup])
-        loop_pts = np.unique(np.concatenate([m.keyframes[k].point_ids for k in loop_group]))
-        loop_pts = loop_pts[loop_pts >= 0]
-        for k in cur_group:
-            if k in m.keyframes:
-                lp_pts = loop_pts[m.pts_alive[loop_pts]]
-                fuse(m.keyframes[k], np.setdiff1d(lp_pts, m.keyframes[k].point_ids))
+        fuse_common_place(m, loop, fuse, [(cur_group, loop_group)])
         self.info.n_fused = alive_before - int(m.pts_alive[:n_pts].sum())
         tm["fuse"] = (time.perf_counter() - t) * 1e3
         # 3. the essential graph's inputs (copies; its edges are built in run())

@@ -38,6 +38,7 @@ import numpy as np
 from slam.geometry.se3 import transform_points
 from slam.geometry.sim3 import project_points, se3_from_sim3, sim3_decompose, sim3_inverse
 from slam.loop.config import MapMergingConfig
+from slam.loop.correction import fuse_common_place
 from slam.loop.database import place_candidates
 from slam.loop.detection import MIN_COVIS, covisibility
 from slam.loop.verification import LoopMatch
@@ -178,21 +179,7 @@ class MapMerger:
         moved_set = set(moved)
         cur_group = [lm.cur_kf] + [k for k in cov.neighbours(lm.cur_kf, MIN_COVIS, lc.cfg.neighbourhood) if k in moved_set]
         loop_group = [lm.loop_kf] + [k for k in cov.neighbours(lm.loop_kf, MIN_COVIS, lc.cfg.neighbourhood) if k not in moved_set]
-        kf = m.keyframes[lm.cur_kf]
-        have = kf.point_ids[lm.cur_kp]
-        ok = m.pts_alive[lm.loop_pt]
-        free = ok & (have < 0)
-        m.add_observations(lm.cur_kf, lm.cur_kp[free], lm.loop_pt[free])
-        dup = ok & (have >= 0)
-        m.replace_points(have[dup], lm.loop_pt[dup])
-        fuse = lc.mapper._fuse_into
-        for a, b in ((cur_group, loop_group), (loop_group, cur_group)):
-            src = np.unique(np.concatenate([m.keyframes[k].point_ids for k in b if k in m.keyframes]))
-            src = src[src >= 0]
-            for k in a:
-                if k in m.keyframes:
-                    p = src[m.pts_alive[src]]
-                    fuse(m.keyframes[k], np.setdiff1d(p, m.keyframes[k].point_ids))
+        fuse_common_place(m, lm, lc.mapper._fuse_into, [(cur_group, loop_group), (loop_group, cur_group)])
         n_fused = n_before - m.n_alive_points()
         tm["fuse"] = (time.perf_counter() - t) * 1e3
         # 3. welding bundle adjustment
