@@ -189,7 +189,7 @@ def build_matcher(cfg: Config, device: torch.device):
     if name == "loftr":
         raise ConfigError("matcher=loftr matches whole images without keypoints, so it cannot track; keep a keypoint "
                           "matcher (nn, superglue, lightglue) and use LoFTR where two images are compared: "
-                          "tracking.mono_init_matcher=loftr and/or tracking.reloc_matcher=loftr")
+                          "tracking.mono_init_matcher=loftr, tracking.reloc_matcher=loftr and/or loop_closing.matcher=loftr")
     raise ValueError(f"unknown matcher {name!r}")
 
 
@@ -414,17 +414,24 @@ def build_frontend(cfg: Config, camera: PinholeCamera) -> FeatureStage:
     extractor = build_extractor(cfg, device)
     tc = cfg.tracking
     return FeatureStage(extractor, camera, min_depth=tc.min_depth, max_depth=tc.max_depth,
-                        stereo=build_stereo_matcher(cfg, camera, device), keep_image=any(wants_dense(tc, cfg.mode)))
+                        stereo=build_stereo_matcher(cfg, camera, device), keep_image=any(dense_paths(cfg)))
+
+
+def dense_paths(cfg: Config) -> tuple[bool, bool, bool]:
+    """Where the settings ask for LoFTR: (monocular initialisation, relocalisation, loop verification)."""
+    init, reloc = wants_dense(cfg.tracking, cfg.mode)
+    return init, reloc, cfg.loop_closing.enabled and cfg.loop_closing.matcher == "loftr"
 
 
 def build_dense(cfg: Config, camera: PinholeCamera, device: torch.device) -> Optional[DenseMatching]:
-    """LoFTR for monocular initialisation / relocalisation when the tracking settings ask for it, else None."""
-    init, reloc = wants_dense(cfg.tracking, cfg.mode)
-    if not (init or reloc):
+    """LoFTR for monocular initialisation / relocalisation / loop verification when the settings
+    ask for it, else None."""
+    init, reloc, loop = dense_paths(cfg)
+    if not (init or reloc or loop):
         return None
     from slam.matching.loftr.matcher import LoFTR
 
-    return DenseMatching(LoFTR(cfg.loftr, device), camera, cfg.tracking, init=init, reloc=reloc)
+    return DenseMatching(LoFTR(cfg.loftr, device), camera, cfg.tracking, init=init, reloc=reloc, loop=loop)
 
 
 def attach_atlas(cfg: Config, camera: PinholeCamera, tracker: Tracker, loop: LoopClosing) -> None:

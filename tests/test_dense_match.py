@@ -137,6 +137,14 @@ def test_settings_select_the_dense_paths():
     assert wants_dense(TrackingConfig(), "mono") == (False, False)
     with pytest.raises(ConfigError, match="mono_init_matcher"):
         load_config(None, ["tracking.mono_init_matcher=sift"])
+    from slam.system import dense_paths
+
+    assert dense_paths(cfg) == (True, True, False)
+    assert dense_paths(load_config(None, ["loop_closing.matcher=loftr"])) == (False, False, True)
+    # no loop closing, no loop verification
+    assert dense_paths(load_config(None, ["loop_closing.matcher=loftr", "loop_closing.enabled=false"])) == (False, False, False)
+    with pytest.raises(ConfigError, match="loop_closing.matcher"):
+        load_config(None, ["loop_closing.matcher=superglue"])
 
 
 def test_missing_loftr_weights_say_where_they_are_published(tmp_path, monkeypatch):
@@ -259,6 +267,103 @@ def test_dense_relocalisation_gives_up_on_a_frame_from_elsewhere():
     other.image = np.array([[400.0]])  # a view the stub sees nothing shared with
     res, _ = tracker.process(other)
     assert res.state == "LOST"
+
+
+# ------------------------------------------------------------------ loop verification
+class BlindMatcher:
+    """A learned-matcher stand-in that finds nothing: keypoint verification cannot pass."""
+
+    def match(self, f0, f1):
+        n = len(f0.keypoints)
+        return Matches(np.full(n, -1), np.zeros(n))
+
+
+def _two_visits(mode: str, scene: Scene, stub, t_cur: float):
+    """One map, two trackers: the first maps frames 0-14, the second starts afresh at t_cur
+    (a later visit of the same place, with its own points: a loop to close). Returns (map,
+    DenseMatching, first visit's keyframe nearest t_cur - 5 (a baseline that fixes the
+    translation's direction), the second visit's first keyframe)."""
+    m = Map(D, binary=True, capacity=16384)
+    cfg = TrackingConfig()
+    dense = DenseMatching(stub, CAM, cfg, init=False, reloc=False, loop=True)
+    depth = mode == "rgbd"
+    first = Tracker(cfg, CAM, m, SwitchableNN(), mode=mode, dense=dense)
+    for i in range(15):
+        first.process(scene.frame(i, i, depth=depth))
+    n_first = set(m.keyframes)
+    second = Tracker(cfg, CAM, m, SwitchableNN(), mode=mode, dense=dense)
+    for i in range(12):
+        res, _ = second.process(scene.frame(100 + i, t_cur + 0.5 * i, depth=depth))
+    assert res.state == "OK"
+    assert all(kf.image is not None for kf in m.keyframes.values())  # loop verification keeps keyframe images
+    old = min(n_first, key=lambda k: abs(m.keyframes[k].frame_index - (t_cur - 5)))
+    new = min(set(m.keyframes) - n_first)
+    return m, dense, old, new
+
+
+@pytest.mark.parametrize("mode", ["rgbd", "mono"])
+def test_loop_verification_from_dense_matches_finds_the_true_relative_pose(mode):
+    from slam.loop.config import LoopClosingConfig
+    from slam.loop.verification import LoopVerifier
+
+    scene = Scene(25)
+    stub = TruthDenseMatcher(scene)
+    m, dense, old, new = _two_visits(mode, scene, stub, t_cur=9.3)
+    cur, cand = m.keyframes[new], m.keyframes[old]
+    assert not np.intersect1d(cur.point_ids[cur.point_ids >= 0], cand.point_ids[cand.point_ids >= 0]).size  # duplicated points
+    verifier = LoopVerifier(LoopClosingConfig(), CAM.K, CAM, BlindMatcher(), mode, 80.0, dense=dense)
+    with m.lock:
+        assert verifier.verify(m, new, old, []) is None  # the keypoint matcher finds nothing
+        assert verifier.n_rejected["matches"] == 1
+        pairs = verifier.image_pairs(m, new, [old])
+    n = len(stub.pairs)
+    dms = verifier.dense_match(pairs)
+    assert stub.pairs[n:] == [(float(cur.image[0, 0]), float(cand.image[0, 0]))]
+    with m.lock:
+        lm = verifier.verify(m, new, old, [], dense=dms[0])
+    assert lm is not None and verifier.n_dense == 1
+    want = cam_from_world(float(cur.image[0, 0])) @ se3_inverse(cam_from_world(float(cand.image[0, 0])))  # cur_from_cand
+    S = lm.cur_from_loop
+    s = np.cbrt(np.linalg.det(S[:3, :3]))
+    assert rotation_angle_deg(S[:3, :3] / s @ want[:3, :3].T) < 0.05
+    if mode == "rgbd":
+        assert abs(s - 1.0) < 1e-9 and np.linalg.norm(S[:3, 3] - want[:3, 3]) < 2e-3
+    else:  # the two visits have their own scales: the direction of the translation
+        cos = S[:3, 3] @ want[:3, 3] / np.linalg.norm(S[:3, 3]) / np.linalg.norm(want[:3, 3])
+        assert np.degrees(np.arccos(min(cos, 1.0))) < 1.0
+    assert lm.n_final >= LoopClosingConfig().min_final_inliers
+
+
+def test_loop_closing_runs_loftr_without_the_map_lock():
+    from slam.loop.closing import LoopClosing
+    from slam.loop.config import LoopClosingConfig
+    from slam.loop.detection import covisibility
+    from slam.loop.verification import LoopVerifier
+
+    scene = Scene(26)
+
+    class LockCheckingStub(TruthDenseMatcher):
+        def match_images(self, image0, image1):
+            self.lock_was_held = m.lock._is_owned()  # threading.RLock: held by this thread
+            return super().match_images(image0, image1)
+
+    stub = LockCheckingStub(scene)
+    m, dense, old, new = _two_visits("rgbd", scene, stub, t_cur=9.3)
+    lc = object.__new__(LoopClosing)  # only the verification scheduling, not a whole run
+    lc.map = m
+    lc.verifier = LoopVerifier(LoopClosingConfig(), CAM.K, CAM, BlindMatcher(), "rgbd", 80.0, dense=dense)
+    seen = []
+
+    def find(k):
+        return [old], covisibility(m)
+
+    def verify(k, cand, cov, dm):
+        seen.append((k, cand, dm))
+        return lc.verifier.verify(m, k, cand, [], dense=dm)
+
+    lm = lc._verify_first(new, find, verify)
+    assert stub.lock_was_held is False
+    assert lm is not None and lm.loop_kf == old and seen[0][2] is not None and len(seen[0][2]) > 100
 
 
 # ------------------------------------------------------------------ real weights

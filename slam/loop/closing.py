@@ -70,7 +70,8 @@ class LoopClosing:
         self.fix_scale = cfg.mode != "mono"
         self.db = KeyframeDatabase(self.pr.merge_every)
         self.detector = LoopDetector(self.cfg, self.pr, vocabulary, self.db)
-        self.verifier = LoopVerifier(self.cfg, camera.K, camera, matcher, cfg.mode, mapper.max_desc)
+        self.verifier = LoopVerifier(self.cfg, camera.K, camera, matcher, cfg.mode, mapper.max_desc,
+                                     dense=getattr(tracker, "dense", None))
         self.loop_edges = np.zeros((0, 2), dtype=np.int64)  # every loop edge closed so far
         self.loops: list[dict] = []
         self.verify_ms: list[float] = []
@@ -98,9 +99,8 @@ class LoopClosing:
                 queued |= self._correct(lm, frame_no) if isinstance(lm, LoopMatch) else self._merge(lm, frame_no)
         else:
             for kf_id in self.mapping_schedule.drain_committed():
-                with self.map.lock:
-                    lm = self._detect_and_verify(kf_id)
-                    mm = self.merger.detect(kf_id) if lm is None and self.merger is not None else None
+                lm = self._detect_and_verify(kf_id)
+                mm = self._detect_merge(kf_id) if lm is None else None
                 if lm is not None:
                     queued |= self._correct(lm, frame_no)
                 elif mm is not None:
@@ -113,10 +113,50 @@ class LoopClosing:
             self._maybe_apply(None)
 
     def _detect_and_verify(self, kf_id: int) -> Optional[LoopMatch]:
-        """Caller holds the map lock."""
+        """A verified loop for keyframe kf_id, or None (caller does not hold the map lock)."""
+        return self._verify_first(kf_id, self._loop_candidates, self._verify_loop)
+
+    def _detect_merge(self, kf_id: int):
+        """A verified common place with another map (slam.loop.merge.MergeMatch), or None (caller
+        does not hold the map lock)."""
+        if self.merger is None:
+            return None
+        return self._verify_first(kf_id, self.merger.candidates,
+                                  lambda k, cand, cov, dense: self.merger.verify(k, cand, cov, dense=dense))
+
+    def _verify_first(self, kf_id: int, find, verify):
+        """The first candidate of ``find(kf_id) -> (candidates, covisibility)`` that
+        ``verify(kf_id, cand, covisibility, dense)`` accepts, or None. Both run under the map lock;
+        with LoFTR verification (loop_closing.matcher=loftr) the image matches of every candidate
+        are computed between the two, without the lock."""
+        with self.map.lock:
+            cands, cov = find(kf_id)
+            if not cands:
+                return None
+            pairs = self.verifier.image_pairs(self.map, kf_id, cands)
+            if pairs is None:
+                return self._first_of(kf_id, cands, cov, [None] * len(cands), verify)
+        dms = self.verifier.dense_match(pairs)
+        with self.map.lock:
+            if kf_id not in self.map.keyframes:
+                return None
+            return self._first_of(kf_id, cands, covisibility(self.map), dms, verify)
+
+    def _first_of(self, kf_id: int, cands: list[int], cov, dms: list, verify):
+        for cand, dm in zip(cands, dms):
+            if cand in self.map.keyframes:
+                found = verify(kf_id, cand, cov, dm)
+                if found is not None:
+                    return found
+        return None
+
+    def _loop_candidates(self, kf_id: int) -> tuple[list[int], object]:
+        """Consistent loop candidates of keyframe kf_id to verify, best first, and the
+        covisibility (caller holds the map lock). Detection runs (database, consistency) even
+        while a correction is in flight; then nothing is verified."""
         m = self.map
         if kf_id not in m.keyframes:
-            return None
+            return [], None
         self.detector.forget_culled(m)
         cov = covisibility(m)
         bow = self.vocabulary.transform(m.keyframes[kf_id].desc)
@@ -124,19 +164,19 @@ class LoopClosing:
         if self.atlas is not None:  # a place of another map is a merge (slam.loop.merge), not a loop
             cands = [k for k in cands if self.atlas.map_of(k) == self.atlas.map_of(kf_id)]
         if self._correcting():  # a correction is in flight: keep the database and consistency going only
-            return None
+            return [], cov
         joined = self._joined(kf_id, cov)
-        for cand in cands[: self.cfg.max_candidates]:
-            if cand not in m.keyframes or cand in joined:
-                continue
-            t = time.perf_counter()
-            self.n_verified += 1
-            lm = self.verifier.verify(m, kf_id, cand, cov.neighbours(cand, MIN_COVIS, self.cfg.neighbourhood))
-            self.verify_ms.append((time.perf_counter() - t) * 1e3)
-            if lm is not None:
-                self.detector.groups = []  # ORB-SLAM: consistency starts over after a loop
-                return lm
-        return None
+        return [k for k in cands[: self.cfg.max_candidates] if k in m.keyframes and k not in joined], cov
+
+    def _verify_loop(self, kf_id: int, cand: int, cov, dense) -> Optional[LoopMatch]:
+        """Geometric verification of one loop candidate (caller holds the map lock)."""
+        t = time.perf_counter()
+        self.n_verified += 1
+        lm = self.verifier.verify(self.map, kf_id, cand, cov.neighbours(cand, MIN_COVIS, self.cfg.neighbourhood), dense=dense)
+        self.verify_ms.append((time.perf_counter() - t) * 1e3)
+        if lm is not None:
+            self.detector.groups = []  # ORB-SLAM: consistency starts over after a loop
+        return lm
 
     def _joined(self, kf_id: int, cov) -> set:
         """Keyframes already joined to kf_id's neighbourhood by a loop edge (and their covisible
@@ -322,11 +362,9 @@ class LoopClosing:
         """The loop-closing stage's work: (live) detect and verify the keyframe, then run a queued
         essential graph or global BA."""
         if self.live and wake.kf_id >= 0:
-            with self.map.lock:
-                lm = self._detect_and_verify(wake.kf_id)
-            if lm is None and self.merger is not None:
-                with self.map.lock:
-                    lm = self.merger.detect(wake.kf_id)
+            lm = self._detect_and_verify(wake.kf_id)
+            if lm is None:
+                lm = self._detect_merge(wake.kf_id)
             if lm is not None:
                 with self._cond:
                     self._verified.append(lm)
@@ -388,6 +426,9 @@ class LoopClosing:
             "detection_ms_mean": float(dt.mean()), "detection_ms_max": float(dt.max()),
             "verification_ms_mean": float(v.mean()), "verification_ms_max": float(v.max()),
             "verification_ms_total_by_step": {k: float(x) for k, x in self.verifier.ms.items()},
+            "matcher": "loftr" if self.verifier.dense is not None else "keypoints",
+            "loftr_verifications": self.verifier.n_dense,  # loop and merge candidates verified from LoFTR matches
+            "loftr_match_ms_total": float(self.verifier.dense_ms),  # outside the map lock
             "loops": self.loops,
             "global_ba": self.gba_runs,
         }}

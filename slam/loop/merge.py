@@ -95,16 +95,26 @@ class MapMerger:
     # ------------------------------------------------------------------ detection
     def detect(self, kf_id: int) -> Optional[MergeMatch]:
         """A merge for keyframe kf_id of the active map, or None (caller holds the map lock)."""
+        cands, cov = self.candidates(kf_id)
+        for cand in cands:
+            found = self.verify(kf_id, cand, cov)
+            if found is not None:
+                return found
+        return None
+
+    def candidates(self, kf_id: int) -> tuple[list[int], object]:
+        """Keyframes of other maps that place recognition finds for keyframe kf_id of the active
+        map, best first, and the covisibility they were found with (caller holds the map lock)."""
         c, at, lc = self.cfg, self.atlas, self.closing
         m = lc.map
         if not c.enabled or kf_id not in m.keyframes or len(at.map_ids()) < 2:
-            return None
+            return [], None
         mine = at.map_of(kf_id)
         if mine != at.active:
-            return None
+            return [], None
         own = at.keyframes_of(mine, m.keyframes)
         if len(own) < c.min_keyframes or len(lc.db) == 0:
-            return None
+            return [], None
         self.n_queries += 1
         cov = covisibility(m)
         bow = lc.vocabulary.transform(m.keyframes[kf_id].desc)
@@ -113,22 +123,18 @@ class MapMerger:
         cands = place_candidates(lc.db, bow, lambda k: cov.neighbours(k, MIN_COVIS, lc.pr.covisible_neighbours),
                                  exclude_ids=same | {int(kf_id)}, min_common_ratio=lc.pr.min_common_ratio,
                                  retain_ratio=lc.pr.retain_ratio)
-        cands = [k for k, _ in cands if k in m.keyframes and at.map_of(k) != mine][: c.candidates]
-        for cand in cands:
-            found = self.verify(kf_id, cand, cov)
-            if found is not None:
-                return found
-        return None
+        return [k for k, _ in cands if k in m.keyframes and at.map_of(k) != mine][: c.candidates], cov
 
-    def verify(self, kf_id: int, cand: int, cov=None) -> Optional[MergeMatch]:
+    def verify(self, kf_id: int, cand: int, cov=None, dense=None) -> Optional[MergeMatch]:
         """Verify and confirm the common place of keyframes kf_id (active map) and cand (another
-        map); None when it fails (caller holds the map lock)."""
+        map); None when it fails (caller holds the map lock). dense: LoFTR matches of the two
+        keyframes' images (LoopVerifier.dense_match), None: the keypoint matcher."""
         lc = self.closing
         m = lc.map
         cov = cov if cov is not None else covisibility(m)
         t = time.perf_counter()
         self.n_verified += 1
-        lm = lc.verifier.verify(m, kf_id, cand, cov.neighbours(cand, MIN_COVIS, lc.cfg.neighbourhood))
+        lm = lc.verifier.verify(m, kf_id, cand, cov.neighbours(cand, MIN_COVIS, lc.cfg.neighbourhood), dense=dense)
         lc.verify_ms.append((time.perf_counter() - t) * 1e3)
         if lm is None:
             return None

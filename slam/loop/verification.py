@@ -2,7 +2,8 @@
 
 1. Match the current keyframe's keypoints that hold map points with the candidate's, with the
    configured matcher (descriptor matchers through their descriptors, learned matchers on the
-   two keyframes' features);
+   two keyframes' features), or (``loop_closing.matcher=loftr``) with LoFTR on the two keyframes'
+   images, snapped to those keypoints (:meth:`slam.tracking.dense_match.DenseMatching.keyframe_pairs`);
 2. RANSAC on the 3D-3D correspondences: Sim(3) for monocular maps, SE(3) (scale 1) for RGB-D
    and stereo (:func:`slam.geometry.sim3.solve_sim3_ransac`);
 3. refine with g2o (:func:`slam.optim.sim3.optimize_sim3`: ``EdgeSim3ProjectXYZ`` and its
@@ -16,8 +17,9 @@
 The inlier tests scale with the keypoint's octave (chi2 x sigma^2) but never exceed
 ``loop_closing.inlier_max_px`` pixels, so a loop cannot pass on loosely fitted coarse-octave points.
 
-Reads the map: the caller holds ``map.lock`` (the matcher runs under it too: loop verification
-is rare).
+Reads the map: the caller holds ``map.lock`` (a keypoint matcher runs under it too: loop
+verification is rare). LoFTR's image matches are computed before, without the lock
+(:meth:`LoopVerifier.image_pairs` under the lock, then :meth:`LoopVerifier.dense_match`).
 """
 from __future__ import annotations
 
@@ -94,8 +96,11 @@ def _match(matcher, cur, cand, i_cur: np.ndarray, i_cand: np.ndarray, max_dist: 
 
 
 class LoopVerifier:
-    def __init__(self, cfg: LoopClosingConfig, K: np.ndarray, camera, matcher, mode: str, max_desc_dist: float) -> None:
+    def __init__(self, cfg: LoopClosingConfig, K: np.ndarray, camera, matcher, mode: str, max_desc_dist: float,
+                 dense=None) -> None:
         self.cfg = cfg
+        #: slam.tracking.dense_match.DenseMatching with ``loop`` set, or None (keypoint matching)
+        self.dense = dense if dense is not None and getattr(dense, "loop", False) else None
         self.K = np.asarray(K, dtype=np.float64)
         self.camera = camera
         self.matcher = matcher
@@ -103,22 +108,47 @@ class LoopVerifier:
         self.max_desc = max_desc_dist
         self.n_rejected = {"matches": 0, "ransac": 0, "refine": 0, "final": 0, "projection": 0}
         self.ms = {"match": 0.0, "ransac": 0.0, "refine": 0.0, "projection": 0.0}  # total per step
+        self.dense_ms = 0.0  # total time of the LoFTR image matching (outside the map lock)
+        self.n_dense = 0  # candidates verified from LoFTR matches
+
+    def image_pairs(self, m: Map, cur_id: int, cand_ids: list[int]) -> Optional[list]:
+        """(current keyframe's image, candidate's image) per candidate, for :meth:`dense_match`;
+        None when LoFTR verification is off (caller holds the map lock)."""
+        if self.dense is None:
+            return None
+        return [(m.keyframes[cur_id].image, m.keyframes[k].image) for k in cand_ids]
+
+    def dense_match(self, pairs: Optional[list]) -> list:
+        """LoFTR matches per pair of :meth:`image_pairs` (None entries: no image, keypoint matching
+        there). Call WITHOUT the map lock."""
+        if not pairs:
+            return [None] * (0 if pairs is None else len(pairs))
+        t = time.perf_counter()
+        out = self.dense.match_images(pairs)
+        self.dense_ms += (time.perf_counter() - t) * 1e3
+        return out
 
     def _tick(self, step: str, t: float) -> float:
         now = time.perf_counter()
         self.ms[step] += (now - t) * 1e3
         return now
 
-    def verify(self, m: Map, cur_id: int, cand_id: int, loop_neighbours: list[int]) -> Optional[LoopMatch]:
+    def verify(self, m: Map, cur_id: int, cand_id: int, loop_neighbours: list[int], dense=None) -> Optional[LoopMatch]:
         """The loop between keyframes cur_id and cand_id, or None (the step that failed is counted
         in ``n_rejected``). loop_neighbours: the candidate's covisible keyframes (their points are
-        projected to confirm)."""
+        projected to confirm). dense: LoFTR matches of (current image, candidate image)
+        (slam.tracking.dense_match.DenseMatches) from :meth:`dense_match`, or None: the keypoint
+        matcher."""
         c = self.cfg
         t = time.perf_counter()
         cur, cand = m.keyframes[cur_id], m.keyframes[cand_id]
         i_cur = np.nonzero(cur.point_ids >= 0)[0]
         i_cand = np.nonzero(cand.point_ids >= 0)[0]
-        pr = _match(self.matcher, cur, cand, i_cur, i_cand, self.max_desc)
+        if dense is not None and self.dense is not None:
+            self.n_dense += 1
+            pr = self.dense.keyframe_pairs(cur, cand, dense, i_cur, i_cand)
+        else:
+            pr = _match(self.matcher, cur, cand, i_cur, i_cand, self.max_desc)
         a, b = i_cur[pr[:, 0]], i_cand[pr[:, 1]]
         pa, pb = cur.point_ids[a], cand.point_ids[b]
         ok = m.pts_alive[pa] & m.pts_alive[pb] & (pa != pb)

@@ -1,5 +1,6 @@
-"""Detector-free (dense) matching where two images are compared: monocular initialisation and
-relocalisation (``tracking.mono_init_matcher=loftr``, ``tracking.reloc_matcher=loftr``).
+"""Detector-free (dense) matching where two images are compared: monocular initialisation,
+relocalisation and loop verification (``tracking.mono_init_matcher=loftr``,
+``tracking.reloc_matcher=loftr``, ``loop_closing.matcher=loftr``).
 
 A detector-free matcher (LoFTR) gives 2D-2D matches between two *images*, not keypoint indices.
 Tracking keeps the frame's own extractor and matcher, so the map must stay made of keypoints
@@ -130,12 +131,13 @@ class DenseRelocalisation:
 class DenseMatching:
     """A detector-free matcher used at monocular initialisation and/or relocalisation."""
 
-    def __init__(self, matcher, camera: PinholeCamera, cfg: TrackingConfig, init: bool, reloc: bool) -> None:
+    def __init__(self, matcher, camera: PinholeCamera, cfg: TrackingConfig, init: bool, reloc: bool, loop: bool = False) -> None:
         self.matcher = matcher
         self.camera = camera
         self.cfg = cfg
         self.init = init
         self.reloc = reloc
+        self.loop = loop  # loop verification (and map merging) match keyframe images
         self._warned = False
 
     def usable(self, *images) -> bool:
@@ -256,6 +258,41 @@ class DenseMatching:
                                     ratio=c.match_ratio)
         point_ids[j[j >= 0]] = pin[j >= 0]
         return DenseRelocalisation(cam_from_world, point_ids, kf.id, int(inl.sum()))
+
+
+    # ------------------------------------------------------------------ loop verification
+    def match_images(self, pairs: Sequence[tuple[np.ndarray, np.ndarray]]) -> list[Optional[DenseMatches]]:
+        """Dense matches of each (image 0, image 1) pair, None where an image is missing. Call
+        WITHOUT the map lock (keyframe images never change)."""
+        use = [i for i, (a, b) in enumerate(pairs) if self.usable(a, b)]
+        out: list[Optional[DenseMatches]] = [None] * len(pairs)
+        if use:
+            ms = self.matcher.match_image_pairs([pairs[i][0] for i in use], [pairs[i][1] for i in use])
+            for i, mt in zip(use, ms):
+                out[i] = self._undistorted(mt)
+        return out
+
+    def keyframe_pairs(self, kf0: Keyframe, kf1: Keyframe, dm: DenseMatches, i0: np.ndarray, i1: np.ndarray) -> np.ndarray:
+        """Keypoint pairs from the dense matches of kf0's image (image 0) with kf1's (image 1).
+
+        i0 (N0,), i1 (N1,) int64: the keypoints of each keyframe that may take part (those with
+        map points). Image 0's match point snaps to the nearest of kf0's keypoints i0 within
+        tracking.dense_snap_px; the offset moves image 1's point, which snaps to the nearest of
+        kf1's keypoints i1 within the same radius. One pair per keypoint on each side (the
+        closest). Returns (M, 2) int64 positions (into i0, into i1)."""
+        r = self.cfg.dense_snap_px
+        if len(dm) == 0 or len(i0) == 0 or len(i1) == 0:
+            return np.zeros((0, 2), np.int64)
+        a, d0 = snap(dm.x0, kf0.kp_uv[i0], r)
+        ok = a >= 0
+        b, d1 = snap(dm.x1[ok] + d0[ok], kf1.kp_uv[i1], r)
+        a, cost = a[ok], np.linalg.norm(d0[ok], axis=1) + np.linalg.norm(d1, axis=1)
+        keep = b >= 0
+        a, b, cost = a[keep], b[keep], cost[keep]
+        k = unique_best(a, cost)
+        a, b, cost = a[k], b[k], cost[k]
+        k = unique_best(b, cost)
+        return np.stack([a[k], b[k]], axis=1).astype(np.int64)
 
 
 def wants_dense(cfg: TrackingConfig, mode: str) -> tuple[bool, bool]:

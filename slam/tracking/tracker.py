@@ -78,7 +78,7 @@ class Tracker:
         self.keyframes = KeyframeFactory(camera, slam_map, mode, close_depth=cfg.keyframes.close_depth)
         #: detector-free matcher for initialisation / relocalisation (slam.tracking.dense_match), or None
         self.dense = dense
-        self.keyframes.keep_images = dense is not None and dense.reloc
+        self.keyframes.keep_images = dense is not None and (dense.reloc or getattr(dense, "loop", False))
         self.depth_init = DepthInitializer(cfg)
         self.mono_init = MonoInitializer(cfg, camera.K)
         self.policy = KeyframePolicy(cfg.keyframes, mode)
