@@ -301,6 +301,24 @@ def _two_visits(mode: str, scene: Scene, stub, t_cur: float):
     return m, dense, old, new
 
 
+def test_keyframe_pairs_snap_wide_on_the_grid_side_and_tight_on_the_other():
+    """Image 0's match points lie on LoFTR's 8 px grid: the keypoint 3 px away is taken, and the
+    offset is carried to image 1. There the same point's keypoint is found at the carried spot;
+    where image 1's detector missed it, a neighbour 3 px away is not paired under radius1 = 2."""
+    from slam.tracking.dense_match import DenseMatches
+
+    cfg = TrackingConfig(dense_snap_px=4.0)
+    dense = DenseMatching(TruthDenseMatcher(Scene(0)), CAM, cfg, init=False, reloc=False, loop=True)
+    kf0 = SimpleNamespace(kp_uv=np.array([[103.0, 200.0], [203.0, 300.0]]))
+    kf1 = SimpleNamespace(kp_uv=np.array([[153.2, 210.1], [256.0, 310.0]]))  # the second: 3 px off its carried spot
+    dm = DenseMatches(np.array([[100.0, 200.0], [200.0, 300.0]]), np.array([[150.0, 210.0], [250.0, 310.0]]), np.ones(2))
+    i0, i1 = np.array([0, 1]), np.array([0, 1])
+    np.testing.assert_array_equal(dense.keyframe_pairs(kf0, kf1, dm, i0, i1, radius1=2.0), [[0, 0]])
+    np.testing.assert_array_equal(dense.keyframe_pairs(kf0, kf1, dm, i0, i1, radius1=4.0), [[0, 0], [1, 1]])
+    # positions index into i0 / i1 (the keypoints with map points)
+    np.testing.assert_array_equal(dense.keyframe_pairs(kf0, kf1, dm, np.array([1]), np.array([1]), radius1=4.0), [[0, 0]])
+
+
 @pytest.mark.parametrize("mode", ["rgbd", "mono"])
 def test_loop_verification_from_dense_matches_finds_the_true_relative_pose(mode):
     from slam.loop.config import LoopClosingConfig

@@ -24,6 +24,7 @@ class LoopClosingConfig:
     consistency: int = param(3, ge=1)  # a candidate must be found for this many consecutive keyframes (ORB-SLAM: 3)
     min_keyframes: int = param(10, ge=1)  # no loop is searched before the map holds this many keyframes (ORB-SLAM: 10)
     matcher: str = param("keypoints", choices=("keypoints", "loftr"))  # candidate verification from the configured keypoint matcher, or LoFTR on the two keyframes' images (settings: loftr.*; map merging too)
+    dense_transfer_px: float = param(2.0, gt=0.0)  # matcher=loftr: a match snapped to a keypoint of one keyframe pairs with the other's keypoint within this radius of where it should be
     min_matches: int = param(20, ge=3)  # keypoint matches to a candidate with map points on both sides before RANSAC (ORB-SLAM: 20)
     min_ransac_inliers: int = param(20, ge=3)  # Sim(3) / SE(3) RANSAC inliers
     min_refined_inliers: int = param(20, ge=3)  # inliers after the g2o refinement (ORB-SLAM: 20)

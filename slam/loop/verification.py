@@ -146,7 +146,7 @@ class LoopVerifier:
         i_cand = np.nonzero(cand.point_ids >= 0)[0]
         if dense is not None and self.dense is not None:
             self.n_dense += 1
-            pr = self.dense.keyframe_pairs(cur, cand, dense, i_cur, i_cand)
+            pr = self.dense.keyframe_pairs(cur, cand, dense, i_cur, i_cand, c.dense_transfer_px)
         else:
             pr = _match(self.matcher, cur, cand, i_cur, i_cand, self.max_desc)
         a, b = i_cur[pr[:, 0]], i_cand[pr[:, 1]]

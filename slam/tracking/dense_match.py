@@ -272,20 +272,25 @@ class DenseMatching:
                 out[i] = self._undistorted(mt)
         return out
 
-    def keyframe_pairs(self, kf0: Keyframe, kf1: Keyframe, dm: DenseMatches, i0: np.ndarray, i1: np.ndarray) -> np.ndarray:
+    def keyframe_pairs(self, kf0: Keyframe, kf1: Keyframe, dm: DenseMatches, i0: np.ndarray, i1: np.ndarray,
+                       radius1: float) -> np.ndarray:
         """Keypoint pairs from the dense matches of kf0's image (image 0) with kf1's (image 1).
 
         i0 (N0,), i1 (N1,) int64: the keypoints of each keyframe that may take part (those with
         map points). Image 0's match point snaps to the nearest of kf0's keypoints i0 within
         tracking.dense_snap_px; the offset moves image 1's point, which snaps to the nearest of
-        kf1's keypoints i1 within the same radius. One pair per keypoint on each side (the
-        closest). Returns (M, 2) int64 positions (into i0, into i1)."""
+        kf1's keypoints i1 within radius1 px. LoFTR's image-0 points lie on its 1/8 grid, so the
+        first snap needs the wide radius; the moved point is where that same keypoint should be
+        in image 1 (to the local motion's first order), so a tight radius1 keeps pairs of one
+        physical point: a detector that missed it there must not pair it with a neighbour. One
+        pair per keypoint on each side (the closest). Returns (M, 2) int64 positions (into i0,
+        into i1)."""
         r = self.cfg.dense_snap_px
         if len(dm) == 0 or len(i0) == 0 or len(i1) == 0:
             return np.zeros((0, 2), np.int64)
         a, d0 = snap(dm.x0, kf0.kp_uv[i0], r)
         ok = a >= 0
-        b, d1 = snap(dm.x1[ok] + d0[ok], kf1.kp_uv[i1], r)
+        b, d1 = snap(dm.x1[ok] + d0[ok], kf1.kp_uv[i1], radius1)
         a, cost = a[ok], np.linalg.norm(d0[ok], axis=1) + np.linalg.norm(d1, axis=1)
         keep = b >= 0
         a, b, cost = a[keep], b[keep], cost[keep]
