@@ -175,7 +175,7 @@ class FrameFeatures:
     kp_sigma2: (N,) float64 variance factor of each keypoint position (1 for single-scale).
     kp_color:  (N,3) uint8 RGB of the image at each keypoint.
     desc:      (N,D) numpy copy of the descriptors (uint8 bits or float32).
-    image:     (H,W,3) uint8 BGR, kept only when something downstream asks for it.
+    image:     (H,W) uint8 grey, kept only when a detector-free matcher (LoFTR) needs it.
     t_read:    perf_counter() seconds when the reader produced the frame (latency metrics).
     """
 

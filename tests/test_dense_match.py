@@ -412,3 +412,28 @@ def test_loftr_weights_initialise_fr1_xyz(fr1_xyz):
     init.reference_for(frames[0])
     found = dense.initialise(init, frames[0], frames[1])
     assert found is not None and len(found.pairs) >= cfg.tracking.mono_init_min_matches // 2
+
+
+def test_frames_keep_a_grey_copy_for_the_dense_matcher():
+    """LoFTR reads grey images (it converts BGR with cv2.cvtColor): the feature stage keeps that
+    grey copy, a third of the colour image's memory per keyframe."""
+    import cv2
+
+    from slam.tracking.frontend import FeatureStage, grey_copy
+    from slam.types import Frame
+
+    rng = np.random.default_rng(0)
+    bgr = cv2.GaussianBlur(rng.integers(0, 256, (120, 160, 3), dtype=np.uint8), (0, 0), 1.5)
+    grey = grey_copy(bgr)
+    assert grey.shape == (120, 160) and grey.dtype == np.uint8
+    np.testing.assert_array_equal(grey, cv2.cvtColor(bgr, cv2.COLOR_BGR2GRAY))
+    assert grey_copy(grey) is not grey and np.array_equal(grey_copy(grey), grey)
+
+    class NoFeatures:
+        def extract(self, image):
+            return Features(torch.zeros(0, 2), torch.zeros(0), torch.zeros(0, D, dtype=torch.uint8), (160, 120))
+
+    cam = PinholeCamera(width=160, height=120, fx=100.0, fy=100.0, cx=80.0, cy=60.0)
+    kept = FeatureStage(NoFeatures(), cam, keep_image=True).process(Frame(0, 0.0, bgr, None))
+    np.testing.assert_array_equal(kept.image, grey)
+    assert FeatureStage(NoFeatures(), cam).process(Frame(0, 0.0, bgr, None)).image is None

@@ -11,7 +11,7 @@ The stub answers as LoFTR does: points on the 1/8 grid of image 0 (cell centres)
 moved into image 1 with the true relative pose, kept where image 1's depth agrees (not occluded,
 within 2 %), in distorted pixels of the images as given, with ``--noise-px`` of Gaussian noise
 on the image-1 side. Images are identified by their bytes (the reader's frames are the rendered
-PNGs). Prints one line; the run folder's metrics.json has the loop-closing report.
+PNGs; the SLAM keeps grey copies, compared as such). Prints one line; the run folder's metrics.json has the loop-closing report.
 """
 from __future__ import annotations
 
@@ -34,7 +34,9 @@ STRIDE = 8
 
 
 def _key(image: np.ndarray) -> str:
-    return hashlib.sha1(np.ascontiguousarray(image).tobytes()).hexdigest()
+    """Identity of a frame's image, colour as read or the grey copy the SLAM keeps."""
+    grey = cv2.cvtColor(image, cv2.COLOR_BGR2GRAY) if image.ndim == 3 else image
+    return hashlib.sha1(np.ascontiguousarray(grey).tobytes()).hexdigest()
 
 
 class TruthLoFTR:

@@ -28,7 +28,7 @@ class Keyframe:
     desc:       (N,D) numpy descriptors (uint8 bits or float32), a CPU copy of features.descriptors.
     point_ids:  (N,) int64 map point id or -1.
     cam_from_world: (4,4) float64.
-    image:      (H,W,3) uint8 BGR as captured, kept only when a detector-free matcher needs it
+    image:      (H,W) uint8 grey copy of the frame, kept only when a detector-free matcher needs it
                 (tracking.reloc_matcher=loftr), else None.
     """
 

@@ -34,8 +34,8 @@ initialisation, PnP + RANSAC at relocalisation.
 The matcher: any object with ``match_images(image0, image1) -> m`` and
 ``match_image_pairs(images0, images1) -> [m]`` where ``m.pts0`` / ``m.pts1`` are (M, 2) float
 pixel coordinates in the images as given (distorted, as captured) and ``m.confidence`` is (M,)
-(slam.matching.loftr.matcher.LoFTR). Images are FrameFeatures.image / Keyframe.image ((H, W, 3)
-uint8 BGR as read; the feature stage keeps them when a dense path is on).
+(slam.matching.loftr.matcher.LoFTR). Images are FrameFeatures.image / Keyframe.image ((H, W)
+uint8 grey copies of the frames as read; the feature stage keeps them when a dense path is on).
 """
 from __future__ import annotations
 

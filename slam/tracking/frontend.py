@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import time
 
+import cv2
 import numpy as np
 
 from slam.features.base import Extractor
@@ -65,6 +66,14 @@ class FeatureStage:
             kp_sigma2=sigma2,
             kp_color=np.ascontiguousarray(bgr[:, ::-1]).astype(np.uint8),
             desc=feats.descriptors.detach().cpu().numpy(),
-            image=frame.image if self.keep_image else None,
+            image=grey_copy(frame.image) if self.keep_image else None,
             t_read=getattr(frame, "t_read", time.perf_counter()),
         )
+
+
+def grey_copy(image: np.ndarray) -> np.ndarray:
+    """(H, W) uint8 grey copy of a (H, W, 3) BGR (or already grey) image: what a frame keeps for
+    the detector-free matcher (LoFTR reads grey; a third of the memory of the colour image)."""
+    if image.ndim == 3 and image.shape[2] == 3:
+        return cv2.cvtColor(image, cv2.COLOR_BGR2GRAY)
+    return np.array(image[..., 0] if image.ndim == 3 else image, copy=True)
