@@ -100,7 +100,7 @@ class LoopVerifier:
                  dense=None) -> None:
         self.cfg = cfg
         #: slam.tracking.dense_match.DenseMatching with ``loop`` set, or None (keypoint matching)
-        self.dense = dense if dense is not None and getattr(dense, "loop", False) else None
+        self.dense = dense if dense is not None and dense.loop else None
         self.K = np.asarray(K, dtype=np.float64)
         self.camera = camera
         self.matcher = matcher
@@ -118,11 +118,9 @@ class LoopVerifier:
             return None
         return [(m.keyframes[cur_id].image, m.keyframes[k].image) for k in cand_ids]
 
-    def dense_match(self, pairs: Optional[list]) -> list:
+    def dense_match(self, pairs: list) -> list:
         """LoFTR matches per pair of :meth:`image_pairs` (None entries: no image, keypoint matching
         there). Call WITHOUT the map lock."""
-        if not pairs:
-            return [None] * (0 if pairs is None else len(pairs))
         t = time.perf_counter()
         out = self.dense.match_images(pairs)
         self.dense_ms += (time.perf_counter() - t) * 1e3

@@ -29,7 +29,7 @@ class Keyframe:
     point_ids:  (N,) int64 map point id or -1.
     cam_from_world: (4,4) float64.
     image:      (H,W) uint8 grey copy of the frame, kept only when a detector-free matcher needs it
-                (tracking.reloc_matcher=loftr), else None.
+                (tracking.reloc_matcher=loftr, loop_closing.matcher=loftr), else None.
     """
 
     id: int

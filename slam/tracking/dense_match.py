@@ -129,7 +129,8 @@ class DenseRelocalisation:
 
 
 class DenseMatching:
-    """A detector-free matcher used at monocular initialisation and/or relocalisation."""
+    """A detector-free matcher used at monocular initialisation, relocalisation and/or loop
+    verification (init / reloc / loop say which)."""
 
     def __init__(self, matcher, camera: PinholeCamera, cfg: TrackingConfig, init: bool, reloc: bool, loop: bool = False) -> None:
         self.matcher = matcher
@@ -222,8 +223,7 @@ class DenseMatching:
         use = [kf for kf in kfs if kf.image is not None][: self.cfg.reloc_dense_candidates]
         if not use or not self.usable(fr.image):
             return [], []
-        ms = self.matcher.match_image_pairs([kf.image for kf in use], [fr.image] * len(use))
-        return [kf.id for kf in use], [self._undistorted(m) for m in ms]
+        return [kf.id for kf in use], self.match_images([(kf.image, fr.image) for kf in use])
 
     def pnp(self, fr: FrameFeatures, kf: Keyframe, dm: DenseMatches, slam_map: Map) -> Optional[DenseRelocalisation]:
         """2D-3D from one keyframe's dense matches, then PnP + RANSAC. Caller holds the map lock.
@@ -259,11 +259,10 @@ class DenseMatching:
         point_ids[j[j >= 0]] = pin[j >= 0]
         return DenseRelocalisation(cam_from_world, point_ids, kf.id, int(inl.sum()))
 
-
     # ------------------------------------------------------------------ loop verification
     def match_images(self, pairs: Sequence[tuple[np.ndarray, np.ndarray]]) -> list[Optional[DenseMatches]]:
-        """Dense matches of each (image 0, image 1) pair, None where an image is missing. Call
-        WITHOUT the map lock (keyframe images never change)."""
+        """Dense matches of each (image 0, image 1) pair in one batch, None where an image is
+        missing. Call WITHOUT the map lock (keyframe images never change)."""
         use = [i for i, (a, b) in enumerate(pairs) if self.usable(a, b)]
         out: list[Optional[DenseMatches]] = [None] * len(pairs)
         if use:

@@ -76,9 +76,10 @@ class Tracker:
         self.local_map = LocalMapTracking(cfg, slam_map, self.search, self.pose)
         self.relocalizer = Relocalizer(cfg, slam_map, self.pose, self.local_map)
         self.keyframes = KeyframeFactory(camera, slam_map, mode, close_depth=cfg.keyframes.close_depth)
-        #: detector-free matcher for initialisation / relocalisation (slam.tracking.dense_match), or None
+        #: detector-free matcher for initialisation / relocalisation / loop verification
+        #: (slam.tracking.dense_match), or None; keyframes keep their (grey) image for the last two
         self.dense = dense
-        self.keyframes.keep_images = dense is not None and (dense.reloc or getattr(dense, "loop", False))
+        self.keyframes.keep_images = dense is not None and (dense.reloc or dense.loop)
         self.depth_init = DepthInitializer(cfg)
         self.mono_init = MonoInitializer(cfg, camera.K)
         self.policy = KeyframePolicy(cfg.keyframes, mode)
