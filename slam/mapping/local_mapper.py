@@ -31,6 +31,7 @@ from slam.mapping.config import MappingConfig
 from slam.mapping.map import Map
 from slam.matching.guided import float_threshold, search_by_projection, search_epipolar
 from slam.optim.ba import BAProblem, bundle_adjust
+from slam.optim.ba_schur import MAX_DENSE, bundle_adjust_schur, dense_size
 from slam.runtime.schedule import MappingSchedule
 from slam.types import has_depth
 
@@ -122,7 +123,8 @@ class LocalMapper:
 
     def optimize(self, task: MappingTask) -> None:
         """Phase B: local bundle adjustment on the task's own copy; touches no map state, holds
-        no lock (g2opy releases the GIL), so tracking runs meanwhile."""
+        no lock, so tracking runs meanwhile (mapping.ba_solver: numpy, whose large array
+        operations release the GIL, or g2o, whose optimize() does)."""
         if task.problem is None:
             return
         t = time.perf_counter()
@@ -132,7 +134,10 @@ class LocalMapper:
             if self.schedule.backlog():  # a job arrived after prepare(), before the stop was armed
                 self.n_ba_aborted += 1
                 return
-        res = bundle_adjust(task.problem, iterations=self.cfg.ba_iterations, pause=self.schedule.yield_point, stop=stop)
+        solve = bundle_adjust
+        if self.cfg.ba_solver == "schur" and dense_size(task.problem) <= MAX_DENSE:
+            solve = bundle_adjust_schur
+        res = solve(task.problem, iterations=self.cfg.ba_iterations, pause=self.schedule.yield_point, stop=stop)
         if res.aborted:
             self.n_ba_aborted += 1
         # a BA stopped before g2o ran changed nothing: nothing to write back
