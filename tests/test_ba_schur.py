@@ -67,8 +67,18 @@ def test_dense_size_counts_free_keyframes_times_points():
     assert dense_size(prob) == 18 * 5 * 300
 
 
-def test_ba_solver_is_a_checked_setting():
+def test_ba_solver_is_a_checked_setting_and_auto_means_depth_modes():
+    from slam.geometry.camera import PinholeCamera
+    from slam.mapping.local_mapper import LocalMapper
+    from slam.mapping.map import Map
+
     assert load_config(overrides=["mapping.ba_solver=g2o"]).mapping.ba_solver == "g2o"
-    assert load_config().mapping.ba_solver == "schur"
+    cfg = load_config().mapping
+    assert cfg.ba_solver == "auto"
     with pytest.raises(SlamError, match="ba_solver"):
         load_config(overrides=["mapping.ba_solver=ceres"])
+    cam = PinholeCamera(width=640, height=480, fx=525.0, fy=525.0, cx=319.5, cy=239.5)
+    uses = {mode: LocalMapper(cfg, cam, Map(32, True), None, mode=mode).uses_schur() for mode in ("rgbd", "stereo", "mono")}
+    assert uses == {"rgbd": True, "stereo": True, "mono": False}
+    forced = dataclasses.replace(cfg, ba_solver="schur")
+    assert LocalMapper(forced, cam, Map(32, True), None, mode="mono").uses_schur()

@@ -14,7 +14,7 @@ class MappingConfig:
     ba_max_fixed: int = param(6, ge=0)  # at most this many fixed keyframes that also observe local points
     mono_fix_all_observers: bool = False  # monocular local BA fixes every other keyframe that sees its points, not only ba_max_fixed (ORB-SLAM; the map stays consistent, but fr1_xyz/corridor ATE mixed: docs/benchmarks.md section 14)
     ba_iterations: int = param(5, ge=1)  # Levenberg iterations per BA stage (two stages)
-    ba_solver: str = param("schur", choices=("schur", "g2o"))  # local BA: schur = numpy Levenberg on the Schur complement (slam.optim.ba_schur; same optimum as g2o, no per-edge Python graph building) | g2o; a window too large for schur goes to g2o
+    ba_solver: str = param("auto", choices=("auto", "schur", "g2o"))  # local BA: schur = numpy Levenberg on the Schur complement (slam.optim.ba_schur; g2o's model, damping and optimum, without g2opy's per-edge Python graph building) | g2o | auto = schur in depth modes (rgbd, stereo), g2o in mono (docs/benchmarks.md section 13: monocular runs hinge on the scale null direction of their first local BA, where the two solvers' rounding differs); a window too large for schur goes to g2o
     global_ba_iterations: int = param(15, ge=1)
     n_triangulation_neighbours: int = param(6, ge=1)  # monocular: covisible keyframes used to triangulate new points
     triangulation_match: str = param("epipolar", choices=("epipolar", "matcher"))  # epipolar: descriptor search along each keypoint's epipolar line (ORB-SLAM's SearchForTriangulation; for descriptor-only matchers such as nn, ~4x cheaper than matching all pairs) | matcher: the configured matcher on all free keypoints (always used by learned matchers)
