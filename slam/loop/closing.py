@@ -71,7 +71,7 @@ class LoopClosing:
         self.db = KeyframeDatabase(self.pr.merge_every)
         self.detector = LoopDetector(self.cfg, self.pr, vocabulary, self.db)
         self.verifier = LoopVerifier(self.cfg, camera.K, camera, matcher, cfg.mode, mapper.max_desc,
-                                     dense=getattr(tracker, "dense", None))
+                                     dense=tracker.dense)
         self.loop_edges = np.zeros((0, 2), dtype=np.int64)  # every loop edge closed so far
         self.loops: list[dict] = []
         self.verify_ms: list[float] = []
@@ -121,8 +121,7 @@ class LoopClosing:
         does not hold the map lock)."""
         if self.merger is None:
             return None
-        return self._verify_first(kf_id, self.merger.candidates,
-                                  lambda k, cand, cov, dense: self.merger.verify(k, cand, cov, dense=dense))
+        return self._verify_first(kf_id, self.merger.candidates, self.merger.verify)
 
     def _verify_first(self, kf_id: int, find, verify):
         """The first candidate of ``find(kf_id) -> (candidates, covisibility)`` that

@@ -1,8 +1,10 @@
 """Map merging (ORB-SLAM3's merge of atlas maps): place recognition finds a place the active map
 and an older map of the atlas (slam.mapping.atlas) both saw; the two maps become one.
 
-:meth:`MapMerger.detect` (caller holds ``map.lock``), for a keyframe of the active map whose
-local mapping ended, when the atlas holds other maps:
+:meth:`MapMerger.candidates` then :meth:`MapMerger.verify` (each under ``map.lock``; the loop
+closer runs them, with LoFTR's image matches computed between the two when
+``loop_closing.matcher=loftr``), for a keyframe of the active map whose local mapping ended,
+when the atlas holds other maps:
 
 1. the keyframe database (shared with loop closing) gives candidates among the keyframes of the
    other maps (ORB-SLAM's rule: shared words, covisibility groups; keyframes of the active map
@@ -93,15 +95,6 @@ class MapMerger:
         self.n_unconfirmed = 0
 
     # ------------------------------------------------------------------ detection
-    def detect(self, kf_id: int) -> Optional[MergeMatch]:
-        """A merge for keyframe kf_id of the active map, or None (caller holds the map lock)."""
-        cands, cov = self.candidates(kf_id)
-        for cand in cands:
-            found = self.verify(kf_id, cand, cov)
-            if found is not None:
-                return found
-        return None
-
     def candidates(self, kf_id: int) -> tuple[list[int], object]:
         """Keyframes of other maps that place recognition finds for keyframe kf_id of the active
         map, best first, and the covisibility they were found with (caller holds the map lock)."""

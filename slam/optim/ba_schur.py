@@ -27,7 +27,7 @@ from typing import Callable, Optional
 
 import numpy as np
 
-from slam.geometry.se3 import so3_exp
+from slam.geometry.se3 import se3_exp
 from slam.optim.ba import (CHI2_MONO, CHI2_STEREO, BAProblem, BAResult, BAStop,
                            _index_of, _validate, residual_chi2)
 
@@ -127,23 +127,6 @@ class _Model:
         return float(np.sum(c))
 
 
-def _exp_left(xi: np.ndarray) -> np.ndarray:
-    """(4,4) exp of xi = [rho, phi] (translation, rotation) for a left update."""
-    rho, phi = xi[:3], xi[3:]
-    R = so3_exp(phi)
-    th2 = float(phi @ phi)
-    W = np.array([[0.0, -phi[2], phi[1]], [phi[2], 0.0, -phi[0]], [-phi[1], phi[0], 0.0]])
-    if th2 < 1e-12:
-        V = np.eye(3) + 0.5 * W + W @ W / 6.0
-    else:
-        th = np.sqrt(th2)
-        V = np.eye(3) + (1.0 - np.cos(th)) / th2 * W + (th - np.sin(th)) / (th2 * th) * (W @ W)
-    out = np.eye(4)
-    out[:3, :3] = R
-    out[:3, 3] = V @ rho
-    return out
-
-
 def _linearise(model: _Model, g: _Graph, poses, pts, active, robust: bool):
     """Blocks of the normal equations at the current estimate, active observations only.
     -> (U (n,6,6), bc (n,6), V (p,3,3), bp (p,3), Wo (F,6,3) per free observation, Wd (6n,3p) dense)."""
@@ -237,7 +220,7 @@ def _block_diag(U: np.ndarray) -> np.ndarray:
 def _apply(g: _Graph, poses, pts, dc, dp):
     new_poses = poses.copy()
     for s, k in enumerate(g.free_kf.tolist()):
-        new_poses[k] = _exp_left(dc[s]) @ poses[k]
+        new_poses[k] = se3_exp(np.r_[dc[s, 3:], dc[s, :3]]) @ poses[k]  # se3_exp takes [phi, rho]
     new_pts = pts.copy()
     new_pts[g.used_pt] += dp
     return new_poses, new_pts
