@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from slam.errors import InputError
-from slam.geometry.se3 import make_se3, se3_inverse, so3_exp
+from slam.geometry.se3 import make_se3, se3_inverse, so3_exp, transform_points
 from slam.io.blackout import Blackout, parse_blackout, recovery_frames
 from slam.tracking.config import TrackingConfig
 from slam.tracking.tracker import Tracker
@@ -179,3 +179,95 @@ def test_forward_motion_initial_map_keeps_points_of_low_parallax(point_parallax_
     truth = np.stack([se3_inverse(forward_cam_from_world(i))[:3, 3] for i in idx])
     scale = float((poses[:, :3, 3] * truth).sum() / (poses[:, :3, 3] ** 2).sum())
     assert np.sqrt(((scale * poses[:, :3, 3] - truth) ** 2).sum(1).mean()) < 1e-3 * np.abs(truth).max()
+
+
+# ------------------------------------------------------------------ turns on the spot (monocular)
+def _spot_turn_map(matcher_kind: str):
+    """Three monocular keyframes at one centre, turned 0, 5 and 10 deg about the vertical: the
+    map holds 40 points (kf 0 and 1, exact), kf 2 tracks those it sees and has every other
+    keypoint free. Returns (scene, map, mapper, poses, kf2)."""
+    from slam.mapping.config import MappingConfig
+    from slam.mapping.local_mapper import LocalMapper
+    from slam.tracking.keyframes import KeyframeFactory
+    from test_tracking import truth_ids
+
+    scene = Scene(31)
+    poses = [make_se3(so3_exp(np.array([0.0, np.radians(a), 0.0])), np.zeros(3)) for a in (0.0, 5.0, 10.0)]
+    frames = [scene.frame(i, p, depth=False) for i, p in enumerate(poses)]
+    m = new_map()
+    fac = KeyframeFactory(CAM, m, "mono")
+    row = {bytes(d): j for j, d in enumerate(frames[1].desc)}
+    a = np.array([i for i, d in enumerate(frames[0].desc) if bytes(d) in row][:40])
+    pairs = np.c_[a, [row[bytes(frames[0].desc[i])] for i in a]]
+    pts = np.stack([scene.pts[int(np.nonzero((scene.desc == frames[0].desc[i]).all(1))[0][0])] for i in a])
+    fac.insert_two_view(frames[0], frames[1], pairs, pts, poses[1])
+    kf2, _ = fac.insert(frames[2], poses[2], truth_ids(scene, m, frames[2]), depth_points=False)
+    matcher = CountingNN() if matcher_kind == "nn" else OracleLearnedMatcher()
+    return scene, m, matcher, poses, kf2, MappingConfig, LocalMapper
+
+
+@pytest.mark.parametrize("matcher_kind", ["nn", "learned"])
+def test_rotation_points_lie_on_the_true_rays_at_the_median_depth(matcher_kind):
+    """A keyframe after a turn on the spot: no covisible keyframe has a baseline, so ordinary
+    triangulation makes nothing; the starved keyframe gets points on its keypoints' exact rays
+    (to the true scene points) at the median depth of what it tracks."""
+    scene, m, matcher, poses, kf2, MappingConfig, LocalMapper = _spot_turn_map(matcher_kind)
+    tracked = kf2.point_ids[kf2.point_ids >= 0]
+    assert 20 <= len(tracked) <= 40
+    z_med = np.median(transform_points(poses[2], m.pts_xyz[tracked])[:, 2])
+    off = LocalMapper(MappingConfig(rotation_points_below=0), CAM, m, matcher, mode="mono")
+    assert len(off._triangulate(kf2.id)) == 0  # the old behaviour: a turn adds no point
+    enough = LocalMapper(MappingConfig(rotation_points_below=len(tracked)), CAM, m, matcher, mode="mono")
+    assert len(enough._triangulate(kf2.id)) == 0  # tracking enough: nothing to do
+    mapper = LocalMapper(MappingConfig(rotation_points_below=150), CAM, m, matcher, mode="mono")
+    new = mapper._triangulate(kf2.id)
+    assert len(new) > 300 and mapper.n_rotation_points == len(new)
+    pc = transform_points(poses[2], m.pts_xyz[new])
+    np.testing.assert_allclose(pc[:, 2], z_med, rtol=1e-9)
+    truth = np.stack([scene.pts[int(np.nonzero((scene.desc == d).all(1))[0][0])] for d in m.pts_desc[new]])
+    cos = (m.pts_xyz[new] * truth).sum(1) / np.linalg.norm(m.pts_xyz[new], axis=1) / np.linalg.norm(truth, axis=1)
+    assert np.degrees(np.arccos(np.clip(cos, -1, 1))).max() < 1e-5  # arccos near 1: 1e-8 rad rounding; the centre is the origin
+    # each new point is observed by kf 2 and by one of the earlier keyframes
+    assert (m.pts_n_obs[new] == 2).all()
+    assert np.isin(new, kf2.point_ids).all()
+
+
+def _room_cam_from_world(i: int) -> np.ndarray:
+    """15 frames of sideways motion (initialisation), then a turn on the spot of 3 deg per frame."""
+    yaw = np.radians(3.0 * max(i - 15, 0))
+    return se3_inverse(make_se3(so3_exp(np.array([0.0, yaw, 0.0])), np.array([0.01 * min(i, 15), 0.0, 0.0])))
+
+
+@pytest.mark.parametrize("below", [0, 150])
+def test_mono_keeps_tracking_through_a_turn_on_the_spot(below):
+    """A 120 deg turn on the spot after a short sideways start, points all round (a cylinder of
+    radius 4-6 m): without rotation points the map runs out of view and tracking is lost; with
+    them every frame after initialisation is tracked, with the rotation exact to 0.1 deg."""
+    from slam.mapping.config import MappingConfig
+    from slam.mapping.local_mapper import LocalMapper
+    from slam.geometry.se3 import rotation_angle_deg
+
+    scene = Scene(41, n=6000)
+    rng = np.random.default_rng(41)
+    ang, r = rng.uniform(0, 2 * np.pi, 6000), rng.uniform(4, 6, 6000)
+    scene.pts = np.c_[r * np.sin(ang), rng.uniform(-2, 2, 6000), r * np.cos(ang)]
+    m = new_map()
+    tracker = Tracker(TrackingConfig(), CAM, m, CountingNN(), mode="mono")
+    mapper = LocalMapper(MappingConfig(rotation_points_below=below), CAM, m, CountingNN(), mode="mono")
+    states, n = [], 55
+    for i in range(n):
+        res, job = tracker.process(scene.frame(i, _room_cam_from_world(i), depth=False, max_kp=800))
+        states.append(res.state)
+        if job is not None:
+            mapper.process(job)
+    first = states.index("OK")
+    assert first < 15
+    if below == 0:
+        assert "LOST" in states[first:]
+        return
+    assert states[first:] == ["OK"] * (n - first), states
+    idx, _, poses = tracker.trajectory()
+    # poses: world_from_cam
+    rot_err = [rotation_angle_deg(p[:3, :3] @ _room_cam_from_world(i)[:3, :3]) for i, p in zip(idx, poses)]
+    assert max(rot_err) < 0.1
+    assert mapper.n_rotation_points > 0

@@ -71,6 +71,7 @@ class LocalMapper:
         self.n_ba = 0
         self.n_culled_kfs = 0
         self.n_culled_points = 0
+        self.n_rotation_points = 0  # points made by _rotation_points (monocular turns)
         self.timings: dict[str, list[float]] = {"local_ba": [], "triangulate": [], "fuse": [], "cull": []}
         self.schedule = schedule if schedule is not None else MappingSchedule()
         self.n_skipped = 0  # jobs whose fusion and BA were skipped (backlog)
@@ -216,6 +217,7 @@ class LocalMapper:
         if not neigh:
             return np.zeros(0, dtype=np.int64)
         new_ids = []
+        short = []  # neighbours too close for triangulation (baseline < 1 % of the depth)
         K = self.K
         c1 = se3_inverse(kf_pose)[:3, 3]
         for nb in neigh:
@@ -229,7 +231,10 @@ class LocalMapper:
                 depths = transform_points(nb_pose, self.map.pts_xyz[pid_nb[self.map.pts_alive[pid_nb]]])[:, 2]
             c2 = se3_inverse(nb_pose)[:3, 3]
             baseline = np.linalg.norm(c2 - c1)
-            if len(depths) == 0 or baseline / max(np.median(depths), 1e-6) < 0.01:
+            if len(depths) == 0:
+                continue
+            if baseline / max(np.median(depths), 1e-6) < 0.01:
+                short.append(nb)
                 continue
             i_kf = np.nonzero(kf_free)[0]
             i_nb = np.nonzero(nb_free)[0]
@@ -272,7 +277,89 @@ class LocalMapper:
                 self.map.update_normals(ids)
                 kf_free = kf.point_ids < 0
                 new_ids.append(ids)
+        if c.rotation_points_below > 0 and self.mode == "mono":
+            # the latest keyframes first: in a turn they share the most of the view
+            for nb in sorted(short, key=lambda k: -k.id)[:2]:
+                ids = self._rotation_points(kf_id, nb)
+                if len(ids):
+                    new_ids.append(ids)
         return np.concatenate(new_ids) if new_ids else np.zeros(0, dtype=np.int64)
+
+    def _rotation_points(self, kf_id: int, nb) -> np.ndarray:
+        """Points for a keyframe that a turn on the spot has starved (monocular).
+
+        When the camera turns with almost no translation, no covisible keyframe has the baseline
+        that triangulation needs, no new point is made, and the map runs out of view within a
+        few frames. If the keyframe tracks fewer than ``rotation_points_below`` map points, its
+        free keypoints matched in the two latest such keyframes, whose rays agree (the
+        rotation-only prediction K R K^-1 x within the parallax the baseline allows) become
+        points on the keyframe's rays at the median depth of its tracked points. Their bearings
+        constrain the rotation exactly; their depth is a prior that local BA corrects once the
+        camera translates (the depth direction carries no gradient until then). Returns the
+        new point ids (int64)."""
+        c = self.cfg
+        m = self.map
+        with m.lock:
+            kf = m.keyframes.get(kf_id)
+            if kf is None or nb.id not in m.keyframes:
+                return np.zeros(0, dtype=np.int64)
+            own = kf.point_ids[kf.point_ids >= 0]
+            own = own[m.pts_alive[own]]
+            if len(own) >= c.rotation_points_below:
+                return np.zeros(0, dtype=np.int64)
+            kf_pose, nb_pose = kf.cam_from_world.copy(), nb.cam_from_world.copy()
+            z = transform_points(kf_pose, m.pts_xyz[own])[:, 2]
+            i_kf = np.nonzero(kf.point_ids < 0)[0]
+            i_nb = np.nonzero(nb.point_ids < 0)[0]
+        z = z[z > 0]
+        if len(z) < 10 or len(i_kf) < 10 or len(i_nb) < 10:
+            return np.zeros(0, dtype=np.int64)
+        z_med = float(np.median(z))
+        K, Ki = self.K, np.linalg.inv(self.K)
+        nb_from_kf = nb_pose @ se3_inverse(kf_pose)
+        baseline = float(np.linalg.norm(nb_from_kf[:3, 3]))
+        # the parallax a point at half the median depth can show, plus the keypoints' noise
+        radius = K[0, 0] * baseline / (0.5 * z_med) + 3.0 * np.sqrt(np.maximum(nb.kp_sigma2[i_nb].max(), 1.0))
+        x0 = kf.kp_uv[i_kf]
+        r0 = np.c_[x0, np.ones(len(x0))] @ Ki.T  # kf-camera rays, z = 1
+        pred = (r0 @ nb_from_kf[:3, :3].T) @ K.T
+        front = pred[:, 2] > 0
+        pred_uv = pred[:, :2] / np.where(front, pred[:, 2], 1.0)[:, None]
+        if hasattr(self.matcher, "match_descriptors"):
+            ok = front & self.camera.in_image(pred_uv)
+            sel = np.nonzero(ok)[0]
+            mt, _ = search_by_projection(pred_uv[sel], kf.desc[i_kf[sel]], nb.kp_uv[i_nb], nb.desc[i_nb], radius,
+                                         self.max_desc, c.triangulation_ratio)
+            a = sel[mt >= 0]
+            b = mt[mt >= 0]
+        else:
+            pr = self.matcher.match(kf.features.subset(i_kf), nb.features.subset(i_nb)).pairs()
+            if len(pr) == 0:
+                return np.zeros(0, dtype=np.int64)
+            a, b = pr[:, 0], pr[:, 1]
+            ok = front[a] & (np.linalg.norm(pred_uv[a] - nb.kp_uv[i_nb[b]], axis=1) < radius)
+            a, b = a[ok], b[ok]
+        if len(a) == 0:
+            return np.zeros(0, dtype=np.int64)
+        a, b = i_kf[a], i_nb[b]
+        pts = transform_points(se3_inverse(kf_pose), np.c_[kf.kp_uv[a], np.ones(len(a))] @ Ki.T * z_med)
+        with m.lock:
+            if kf_id not in m.keyframes or nb.id not in m.keyframes:
+                return np.zeros(0, dtype=np.int64)
+            free = (kf.point_ids[a] < 0) & (nb.point_ids[b] < 0)
+            a, b, pts = a[free], b[free], pts[free]
+            _, u = np.unique(b, return_index=True)
+            a, b, pts = a[u], b[u], pts[u]
+            if len(a) == 0:
+                return np.zeros(0, dtype=np.int64)
+            ids = m.add_points(pts, kf.desc[a], kf.kp_color[a], kf_id)
+            m.add_observations(kf_id, a, ids)
+            m.add_observations(nb.id, b, ids)
+            m.update_normals(ids)
+        self.n_rotation_points += len(ids)
+        log.debug("keyframe %d: %d rotation points at depth %.2f (baseline %.3f to keyframe %d, %d tracked)",
+                  kf_id, len(ids), z_med, baseline, nb.id, len(own))
+        return ids
 
     def _check_points(self, pts, pose0, pose1, x0, x1, s0, s1, c0, c1) -> np.ndarray:
         c = self.cfg
