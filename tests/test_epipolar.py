@@ -3,7 +3,7 @@ import numpy as np
 import pytest
 
 from slam.geometry.epipolar import (TwoViewResult, estimate_essential, initialize_two_view, parallax_deg,
-                                    recover_pose, triangulate, triangulation_mask)
+                                    recover_pose, rotation_two_view, triangulate, triangulation_mask)
 from slam.geometry.se3 import camera_center, make_se3, rotation_angle_deg, se3_inverse, so3_exp, transform_points
 
 K = np.array([[520.0, 0.0, 320.0], [0.0, 520.0, 240.0], [0.0, 0.0, 1.0]])
@@ -138,6 +138,32 @@ def test_initialize_two_view_rejects_pure_rotation():
     res, reason = initialize_two_view(x0, x1, K)
     assert res is None
     assert reason != "ok" and len(reason) > 10
+
+
+def test_rotation_two_view_recovers_a_pure_rotation_with_outliers():
+    """What initialize_two_view refuses (no baseline), rotation_two_view accepts: the rotation to
+    0.05 deg under 0.5 px noise and 30 % outliers, the outliers left out, each point at depth 1
+    on its reference ray."""
+    rng = np.random.default_rng(4)
+    rot = make_se3(so3_exp([0.02, -0.1, 0.03]), np.zeros(3))
+    pts, x0, x1, is_out = make_pair(rng, rot, n=500, outlier_frac=0.3)
+    res = rotation_two_view(x0, x1, K, threshold_px=3.0, min_inliers=100)
+    assert res is not None and res.model == "rotation" and res.median_parallax_deg == 0.0
+    assert rotation_angle_deg(res.cam1_from_cam0[:3, :3] @ rot[:3, :3].T) < 0.05
+    assert np.allclose(res.cam1_from_cam0[:3, 3], 0.0)
+    assert res.valid[~is_out].mean() > 0.99 and res.valid[is_out].mean() < 0.02
+    v = res.valid
+    np.testing.assert_allclose(res.pts_cam0[v, 2], 1.0)
+    np.testing.assert_allclose(res.pts_cam0[v, :2] * [K[0, 0], K[1, 1]] + K[:2, 2], x0[v], atol=1e-9)  # on x0's rays
+    assert np.isnan(res.pts_cam0[~v]).all()
+
+
+def test_rotation_two_view_refuses_a_real_baseline():
+    """A sideways step of 0.3 m at 2-6 m depth moves points by 26-78 px more than any rotation
+    explains: no rotation start."""
+    rng = np.random.default_rng(5)
+    pts, x0, x1, _ = make_pair(rng, make_se3(so3_exp([0.0, 0.0, 0.0]), np.array([0.3, 0.0, 0.0])), n=500, outlier_frac=0.0)
+    assert rotation_two_view(x0, x1, K, threshold_px=3.0, min_inliers=100) is None
 
 
 def test_initialize_two_view_rejects_tiny_baseline_and_few_matches():

@@ -182,6 +182,15 @@ def test_forward_motion_initial_map_keeps_points_of_low_parallax(point_parallax_
 
 
 # ------------------------------------------------------------------ turns on the spot (monocular)
+def _cylinder_scene(seed: int, n: int = 6000) -> Scene:
+    """Points all round the origin: a cylinder of radius 4-6 m, 4 m high."""
+    scene = Scene(seed, n=n)
+    rng = np.random.default_rng(seed)
+    ang, r = rng.uniform(0, 2 * np.pi, n), rng.uniform(4, 6, n)
+    scene.pts = np.c_[r * np.sin(ang), rng.uniform(-2, 2, n), r * np.cos(ang)]
+    return scene
+
+
 def _spot_turn_map(matcher_kind: str):
     """Three monocular keyframes at one centre, turned 0, 5 and 10 deg about the vertical: the
     map holds 40 points (kf 0 and 1, exact), kf 2 tracks those it sees and has every other
@@ -247,10 +256,7 @@ def test_mono_keeps_tracking_through_a_turn_on_the_spot(below):
     from slam.mapping.local_mapper import LocalMapper
     from slam.geometry.se3 import rotation_angle_deg
 
-    scene = Scene(41, n=6000)
-    rng = np.random.default_rng(41)
-    ang, r = rng.uniform(0, 2 * np.pi, 6000), rng.uniform(4, 6, 6000)
-    scene.pts = np.c_[r * np.sin(ang), rng.uniform(-2, 2, 6000), r * np.cos(ang)]
+    scene = _cylinder_scene(41)
     m = new_map()
     tracker = Tracker(TrackingConfig(), CAM, m, CountingNN(), mode="mono")
     mapper = LocalMapper(MappingConfig(rotation_points_below=below), CAM, m, CountingNN(), mode="mono")
@@ -271,3 +277,37 @@ def test_mono_keeps_tracking_through_a_turn_on_the_spot(below):
     rot_err = [rotation_angle_deg(p[:3, :3] @ _room_cam_from_world(i)[:3, :3]) for i, p in zip(idx, poses)]
     assert max(rot_err) < 0.1
     assert mapper.n_rotation_points > 0
+
+
+@pytest.mark.parametrize("after", [0, 30])
+def test_mono_starts_from_a_pure_rotation_after_waiting(after):
+    """A camera that only turns (2 deg per frame) never gives a two-view start; after
+    tracking.mono_init_rotation_after frames the map starts from the rotation, and the whole
+    turn is tracked with the rotation exact to 0.1 deg; with the fallback off it never starts."""
+    from slam.geometry.se3 import rotation_angle_deg
+    from slam.mapping.config import MappingConfig
+    from slam.mapping.local_mapper import LocalMapper
+
+    def cam_from_world(i):
+        return se3_inverse(make_se3(so3_exp(np.array([0.0, np.radians(2.0 * i), 0.0])), np.zeros(3)))
+
+    scene = _cylinder_scene(43)
+    m = new_map()
+    tracker = Tracker(TrackingConfig(mono_init_rotation_after=after), CAM, m, CountingNN(), mode="mono")
+    mapper = LocalMapper(MappingConfig(), CAM, m, CountingNN(), mode="mono")
+    states, n = [], 70
+    for i in range(n):
+        res, job = tracker.process(scene.frame(i, cam_from_world(i), depth=False, max_kp=800))
+        states.append(res.state)
+        if job is not None:
+            mapper.process(job)
+    if after == 0:
+        assert "OK" not in states
+        return
+    first = states.index("OK")
+    assert after <= first <= after + 3 and states[first:] == ["OK"] * (n - first), states
+    idx, _, poses = tracker.trajectory()  # world_from_cam; the world is the start's reference frame
+    truth = [cam_from_world(idx[0]) @ se3_inverse(cam_from_world(i)) for i in idx]
+    est = [se3_inverse(poses[0]) @ p for p in poses]
+    assert max(rotation_angle_deg(e[:3, :3] @ t[:3, :3].T) for e, t in zip(est, truth)) < 0.1
+    assert np.abs(poses[:, :3, 3]).max() < 0.05  # no translation made up (map units: depth 1 at the start)

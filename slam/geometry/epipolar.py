@@ -195,7 +195,8 @@ class TwoViewResult:
     valid: (N,) bool, the points that passed depth / reprojection / parallax checks.
     n_inliers: inliers of the chosen model (essential or homography).
     median_parallax_deg: median parallax of the well-triangulated inliers (before the parallax cut).
-    model: "essential" or "homography" (which model gave the pose).
+    model: "essential" or "homography" (which model gave the pose), or "rotation"
+        (:func:`rotation_two_view`: no translation, points at depth 1 on the cam0 rays).
     homography_ratio: S_H / (S_H + S_F), ORB-SLAM's score ratio used to select the model.
     """
 
@@ -387,3 +388,58 @@ def initialize_two_view(x0: np.ndarray, x1: np.ndarray, K: np.ndarray, threshold
     return TwoViewResult(cam1_from_cam0=cam1_from_cam0, pts_cam0=pts_cam0, valid=valid,
                          n_inliers=n_inl, median_parallax_deg=med_par, model=model,
                          homography_ratio=float(ratio)), "ok"
+
+
+def _kabsch(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """Rotation R (3,3) minimising sum |b_i - R a_i|^2 for unit vectors a, b (N,3)."""
+    U, _, Vt = np.linalg.svd(b.T @ a)
+    D = np.diag([1.0, 1.0, np.sign(np.linalg.det(U @ Vt))])
+    return U @ D @ Vt
+
+
+def rotation_two_view(x0: np.ndarray, x1: np.ndarray, K: np.ndarray, threshold_px: float = 3.0,
+                      min_inliers: int = 50, iterations: int = 200, seed: int = 0) -> Optional[TwoViewResult]:
+    """A two-view start for a camera that only turned: the rotation that maps the rays of x0
+    onto those of x1 (2-point RANSAC, Kabsch on the inliers), no translation, and each inlier's
+    point on its cam0 ray at depth 1 (the monocular scale is arbitrary; with no baseline, depth
+    is unobservable and 1 is a prior that later triangulation and bundle adjustment correct).
+
+    x0, x1: (N,2) float64 matched undistorted pixels; K: (3,3). An inlier transfers through
+    K R K^-1 to within threshold_px. Returns a TwoViewResult with model "rotation" and
+    median_parallax_deg 0, or None with fewer than min_inliers inliers."""
+    x0, x1 = _check_pair(x0, x1)
+    n = len(x0)
+    if n < max(min_inliers, 2):
+        return None
+    r0 = _normalize(x0, K)
+    r1 = _normalize(x1, K)
+    r0 = np.c_[r0, np.ones(n)]
+    r1 = np.c_[r1, np.ones(n)]
+    u0 = r0 / np.linalg.norm(r0, axis=1, keepdims=True)
+    u1 = r1 / np.linalg.norm(r1, axis=1, keepdims=True)
+
+    def inliers(R: np.ndarray) -> np.ndarray:
+        p = r0 @ R.T
+        ok = p[:, 2] > 1e-6
+        uv = _project(K, np.where(ok[:, None], p, 1.0))
+        return ok & (np.linalg.norm(uv - x1, axis=1) < threshold_px)
+
+    rng = np.random.default_rng(seed)
+    best = np.zeros(n, dtype=bool)
+    for _ in range(iterations):
+        i, j = rng.choice(n, 2, replace=False)
+        inl = inliers(_kabsch(u0[[i, j]], u1[[i, j]]))
+        if inl.sum() > best.sum():
+            best = inl
+    if best.sum() < max(min_inliers, 2):
+        return None
+    R = _kabsch(u0[best], u1[best])
+    valid = inliers(R)
+    if valid.sum() < min_inliers:
+        return None
+    cam1_from_cam0 = np.eye(4)
+    cam1_from_cam0[:3, :3] = R
+    pts = np.full((n, 3), np.nan)
+    pts[valid] = r0[valid]  # z = 1
+    return TwoViewResult(cam1_from_cam0=cam1_from_cam0, pts_cam0=pts, valid=valid, n_inliers=int(valid.sum()),
+                         median_parallax_deg=0.0, model="rotation", homography_ratio=float("nan"))

@@ -16,7 +16,7 @@ from typing import Optional
 
 import numpy as np
 
-from slam.geometry.epipolar import TwoViewResult, initialize_two_view
+from slam.geometry.epipolar import TwoViewResult, initialize_two_view, rotation_two_view
 from slam.optim.ba import BAProblem, bundle_adjust
 from slam.tracking.config import TrackingConfig
 from slam.types import FrameFeatures
@@ -56,12 +56,15 @@ class MonoInitializer:
         self.cfg = cfg
         self.K = K
         self.ref: Optional[FrameFeatures] = None
+        self.waiting_since: Optional[int] = None  # index of the first frame offered since the last start
 
     def reference_for(self, fr: FrameFeatures) -> Optional[FrameFeatures]:
         """The reference frame to match fr against. None when fr has too few keypoints, or
         when there is no reference or it is older than tracking.mono_init_max_gap frames (fr then
         becomes the reference)."""
         c = self.cfg
+        if self.waiting_since is None:
+            self.waiting_since = fr.index
         if len(fr.kp_uv) < c.mono_init_min_matches:
             return None
         if self.ref is None or fr.index - self.ref.index > c.mono_init_max_gap:
@@ -87,8 +90,27 @@ class MonoInitializer:
         )
         if res is None:
             log.debug("frame %d: mono init rejected: %s", fr.index, reason)
-            return None
+            res = self._rotation_start(fr, x_ref, x_cur)
+            if res is None:
+                return None
         self.ref = None
+        self.waiting_since = None
+        return res
+
+    def _rotation_start(self, fr: FrameFeatures, x_ref: np.ndarray, x_cur: np.ndarray) -> Optional[TwoViewResult]:
+        """After tracking.mono_init_rotation_after frames without a two-view start, a start from a
+        pure rotation when the matches fit one (a camera turning on the spot never gives the
+        baseline the two-view models need; waiting loses every frame of the turn)."""
+        c = self.cfg
+        if c.mono_init_rotation_after <= 0 or self.waiting_since is None:
+            return None
+        if fr.index - self.waiting_since < c.mono_init_rotation_after:
+            return None
+        res = rotation_two_view(x_ref, x_cur, self.K, threshold_px=3.0 * c.mono_init_threshold_px,
+                                min_inliers=c.mono_init_min_matches)
+        if res is None:
+            log.debug("frame %d: rotation start rejected: fewer than %d matches fit a rotation", fr.index,
+                      c.mono_init_min_matches)
         return res
 
 

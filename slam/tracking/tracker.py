@@ -186,7 +186,7 @@ class Tracker:
         log.info("frame %d: lost for %d frames, map %d kept, new map %d started", fr.index, self.n_lost_run, old_id, new_id)
         self._kept = (old_id, self.last)
         self.state, self.last, self.velocity, self.ref_kf_id, self.last_kf_frame = "INIT", None, None, None, -1
-        self.mono_init.ref = None
+        self.mono_init.ref, self.mono_init.waiting_since = None, None
         self.n_lost_run = 0
         self.n_new_maps += 1
 
@@ -239,7 +239,7 @@ class Tracker:
             res = self.mono_init.initialise(fr, x_ref, x_cur)
             if res is None:
                 return None, None
-            if self.cfg.mono_init_ba:
+            if self.cfg.mono_init_ba and res.model != "rotation":
                 res = refine_two_view(res, x_ref, x_cur, self.mono_init.K, 1.0 / ref.kp_sigma2[pairs[:, 0]],
                                       1.0 / fr.kp_sigma2[pairs[:, 1]])
                 if int(res.valid.sum()) < self.cfg.mono_init_min_matches:
@@ -252,8 +252,12 @@ class Tracker:
             self._became_keyframe(kf1)
             self.frame_poses.add_relative(ref.index, ref.timestamp, kf0.id, np.eye(4))
         self.last = _LastFrame(fr, cam_from_world, kf1.point_ids.copy())
-        log.info("monocular map initialised from frames %d-%d with %d points (parallax %.1f deg)", ref.index, fr.index, len(ids),
-                 res.median_parallax_deg)
+        if res.model == "rotation":
+            log.info("monocular map initialised from frames %d-%d with %d points from a pure rotation (depth 1 on the "
+                     "reference rays: no baseline after %d frames)", ref.index, fr.index, len(ids), self.cfg.mono_init_rotation_after)
+        else:
+            log.info("monocular map initialised from frames %d-%d with %d points (parallax %.1f deg)", ref.index, fr.index,
+                     len(ids), res.median_parallax_deg)
         return cam_from_world, KeyframeJob(kf1.id, np.zeros(0, dtype=np.int64), is_initial=True)
 
     # ================================================================== keyframes
