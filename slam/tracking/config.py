@@ -79,7 +79,7 @@ class TrackingConfig:
     mono_init_min_parallax_deg: float = param(1.0, ge=0.0)  # the 50th largest parallax of the triangulated points (ORB-SLAM)
     mono_init_min_point_parallax_deg: float = param(0.36, ge=0.0)  # parallax a matched point needs to become an initial map point (ORB-SLAM's
     # 0.36 deg; with 1 deg, forward motion starts from too few points: KITTI 07 91 points, lost at frame 69; 0.36: 356, 97 % tracked)
-    mono_init_rotation_after: int = param(30, ge=0)  # frames without a two-view start (no baseline: a camera turning on the spot) after which matches that a pure rotation explains start the map, its points at depth 1 on the reference rays (slam.geometry.epipolar.rotation_two_view); 0 = never
+    mono_init_rotation_after: int = param(0, ge=0)  # frames without a two-view start (no baseline: a camera turning on the spot) after which matches that a pure rotation explains start the map, its points at depth 1 on the reference rays (slam.geometry.epipolar.rotation_two_view); 0 = never (default: more frames tracked, but a map without structure: synthetic/fast_blur mono ORB 84 -> 90 % tracked, ATE 2.20 -> 6.69 cm; docs/benchmarks.md section 14)
     mono_init_threshold_px: float = param(1.0, gt=0.0)
     mono_init_ba: bool = False  # ORB-SLAM: BA of the two-view map (20 iterations), outliers dropped, median depth 1; fewer than mono_init_min_matches points left: rejected (ATE mixed: docs/benchmarks.md section 14)
     learned_matching: str = param("auto", choices=LEARNED_MATCHING)  # learned matchers only. every_frame: each frame is
