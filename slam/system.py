@@ -34,7 +34,7 @@ from slam.runtime.schedule import MappingSchedule, make_schedule
 from slam.tracking.dense_match import DenseMatching, wants_dense
 from slam.tracking.frontend import FeatureStage
 from slam.tracking.tracker import Tracker
-from slam.types import FrameFeatures, TrackResult
+from slam.types import FrameFeatures, TrackResult, has_depth
 
 log = logging.getLogger(__name__)
 
@@ -256,6 +256,7 @@ class SLAMSystem:
     loop: Optional[LoopClosing] = None
     tracking_stage: TrackingStage = field(init=False)
     mapping_stage: MappingStage = field(init=False)
+    frame_refinement: Optional[dict] = None  # set by finish(): frames re-estimated against the final map
 
     def __post_init__(self) -> None:
         self.tracking_stage = TrackingStage(self.tracker, self.schedule, self.loop)
@@ -280,7 +281,10 @@ class SLAMSystem:
         }
 
     def finish(self) -> Optional[dict]:
-        """End of a run: optional global bundle adjustment (the first keyframe of each map fixed)."""
+        """End of a run: optional global bundle adjustment (the first keyframe of each map fixed),
+        then the frames between keyframes re-estimated against the final map
+        (tracking.frame_refine_points; slam.tracking.trajectory.FrameTrajectory.refine)."""
+        out = None
         if self.cfg.global_ba and len(self.map.keyframes) >= 2:
             t = time.perf_counter()
             at = self.tracker.atlas
@@ -290,8 +294,15 @@ class SLAMSystem:
             if out is not None:
                 out["ms"] = (time.perf_counter() - t) * 1e3
                 log.info("global BA over %d keyframes: chi2 %.1f -> %.1f (%.0f ms)", out["n_keyframes"], out["chi2_before"], out["chi2_after"], out["ms"])
-            return out
-        return None
+        if self.cfg.tracking.frame_refine_points > 0:
+            t = time.perf_counter()
+            tr = self.tracker  # the K and bf that tracking used
+            self.frame_refinement = tr.frame_poses.refine(tr.pose.K, tr.cfg.bf if has_depth(tr.mode) else 0.0)
+            self.frame_refinement["ms"] = (time.perf_counter() - t) * 1e3
+            fr = self.frame_refinement
+            log.info("frames re-estimated against the final map: %d (%d kept as tracked), median shift %.4f, %.0f ms",
+                     fr["frames"], fr["skipped"], fr["median_shift_m"], fr["ms"])
+        return out
 
     def trajectory(self):
         """(indices (F,), timestamps (F,) s, world_from_cam (F, 4, 4)) of every tracked frame (with
@@ -354,6 +365,7 @@ class SLAMSystem:
             **self.schedule.stats(),
             **(self.loop.stats() if self.loop is not None else {"loop_closing": {"enabled": False}}),
             **self._atlas_stats(n_kfs),
+            "frame_refinement": self.frame_refinement,
         }
 
     def _atlas_stats(self, n_kfs: int) -> dict:

@@ -83,7 +83,7 @@ class Tracker:
         self.depth_init = DepthInitializer(cfg)
         self.mono_init = MonoInitializer(cfg, camera.K)
         self.policy = KeyframePolicy(cfg.keyframes, mode)
-        self.frame_poses = FrameTrajectory(slam_map)
+        self.frame_poses = FrameTrajectory(slam_map, max_obs=cfg.frame_refine_points)
         self.state = "INIT"
         self.last: Optional[_LastFrame] = None
         self.velocity: Optional[np.ndarray] = None  # cam_t_from_cam_{t-1}
@@ -147,7 +147,11 @@ class Tracker:
             with self.map.lock:
                 ref = self.map.keyframes.get(self.ref_kf_id)
                 if ref is not None:
-                    self.frame_poses.add(fr.index, fr.timestamp, ref, cam_from_world)
+                    obs = None
+                    if self.state == "OK" and self.last is not None and self.last.data is fr:
+                        kp, _, uv, inv_s2, ur = self.pose.observations(fr, self.last.point_ids)
+                        obs = (self.last.point_ids[kp], uv, inv_s2, ur)
+                    self.frame_poses.add(fr.index, fr.timestamp, ref, cam_from_world, obs)
         res = TrackResult(fr.index, fr.timestamp, self.state, None if cam_from_world is None else se3_inverse(cam_from_world),
                           n_inl, job is not None, {"track": (time.perf_counter() - t0) * 1e3})
         return res, job
