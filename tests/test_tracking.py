@@ -353,6 +353,41 @@ def test_frame_trajectory_follows_keyframes_and_culled_parents():
     assert len(traj) == 2
 
 
+@pytest.mark.parametrize("depth", [False, True])
+def test_frame_trajectory_refine_brings_frames_back_to_the_map(depth):
+    """Frames stored with a tracking error (3 cm, 0.6 deg) relative to their keyframe come back
+    to their exact pose against the map; a frame with too few live points keeps its pose; the
+    live keyframe's own frame is left to bundle adjustment."""
+    scene = Scene(10)
+    m, fac, f0, kf0, _ = scene_map(scene)
+    bf = 40.0 if depth else 0.0
+    traj = FrameTrajectory(m, max_obs=128)
+    err = make_se3(so3_exp(np.array([0.0, 0.01, 0.0])), np.array([0.03, -0.01, 0.0]))
+
+    def obs(fr, n=None):
+        ids = truth_ids(scene, m, fr)
+        kp = np.nonzero(ids >= 0)[0][:n]
+        ur = fr.kp_uv[kp, 0] - bf / fr.kp_depth[kp] if depth else np.full(len(kp), np.nan)
+        return ids[kp], fr.kp_uv[kp], np.ones(len(kp)), ur
+
+    frames = [scene.frame(i, Scene.cam_from_world(i), depth=True) for i in (0, 3, 6)]
+    traj.add(0, 0.0, kf0, Scene.cam_from_world(0) @ err, obs(frames[0]))  # the keyframe's own frame
+    traj.add(3, 0.1, kf0, err @ Scene.cam_from_world(3), obs(frames[1]))
+    traj.add(6, 0.2, kf0, err @ Scene.cam_from_world(6), obs(frames[2], n=25))
+    m.remove_points(traj._obs[2][0][:10])  # 15 live points left: too few
+    out = traj.refine(CAM.K, bf)
+    assert out["frames"] == 1 and out["skipped"] == 1
+    assert 0.02 < out["median_shift_m"] < 0.1
+    _, _, poses = traj.poses()
+    np.testing.assert_allclose(poses[1], se3_inverse(Scene.cam_from_world(3)), atol=1e-6)
+    np.testing.assert_allclose(poses[0], se3_inverse(Scene.cam_from_world(0) @ err), atol=1e-12)  # untouched
+    np.testing.assert_allclose(poses[2], se3_inverse(err @ Scene.cam_from_world(6)), atol=1e-12)  # untouched
+    # nothing is kept without max_obs
+    plain = FrameTrajectory(m)
+    plain.add(3, 0.1, kf0, Scene.cam_from_world(3), obs(frames[1]))
+    assert plain._obs == {} and plain.refine(CAM.K)["frames"] == 0
+
+
 # ------------------------------------------------------------------ the tracker
 @pytest.mark.parametrize("kind, learned_matching", [(DESCRIPTOR, "auto"), (LEARNED, "every_frame"), (LEARNED, "keyframes")])
 def test_tracker_rgbd_is_exact_on_a_noise_free_scene(kind, learned_matching):
