@@ -22,6 +22,7 @@ from slam.mapping.map import Keyframe, Map
 from slam.optim.pose_gn import refine_pose_gn
 
 MIN_REFINE_POINTS = 20  # a frame needs this many live matched points (and half of them inliers) to be refined
+OBS_BUDGET_BYTES = 256 << 20  # matches kept over all frames (20 B each: ~8 KB per frame); past it the oldest frames' go
 
 
 class FrameTrajectory:
@@ -30,7 +31,8 @@ class FrameTrajectory:
         self.map = slam_map
         self.max_obs = max_obs
         self._frames: list[tuple[int, float, int, np.ndarray]] = []  # (index, timestamp, ref kf id, cam_from_refkf)
-        self._obs: dict[int, tuple] = {}  # position in _frames -> (point ids (K,) int64, uv (K,2) f32, inv_sigma2 (K,) f32, ur (K,) f32)
+        self._obs: dict[int, tuple] = {}  # position in _frames -> (point ids (K,) int32, uv (K,2) f32, inv_sigma2 (K,) f32, ur (K,) f32)
+        self._obs_bytes = 0
 
     def __len__(self) -> int:
         return len(self._frames)
@@ -43,8 +45,12 @@ class FrameTrajectory:
         if obs is not None and self.max_obs > 0 and len(obs[0]) >= MIN_REFINE_POINTS:
             k = len(obs[0])
             sel = np.linspace(0, k - 1, min(k, self.max_obs)).round().astype(np.int64)
-            self._obs[len(self._frames)] = (obs[0][sel].copy(), obs[1][sel].astype(np.float32), obs[2][sel].astype(np.float32),
-                                            obs[3][sel].astype(np.float32))
+            kept = (obs[0][sel].astype(np.int32), obs[1][sel].astype(np.float32), obs[2][sel].astype(np.float32),
+                    obs[3][sel].astype(np.float32))
+            self._obs[len(self._frames)] = kept
+            self._obs_bytes += sum(a.nbytes for a in kept)
+            while self._obs_bytes > OBS_BUDGET_BYTES and self._obs:  # long live runs: the oldest frames' go first
+                self._obs_bytes -= sum(a.nbytes for a in self._obs.pop(next(iter(self._obs))))
         self._frames.append((index, timestamp, ref.id, cam_from_world @ ref.world_from_cam))
 
     def add_relative(self, index: int, timestamp: float, ref_kf_id: int, cam_from_ref: np.ndarray) -> None:
@@ -83,7 +89,7 @@ class FrameTrajectory:
         n_ref, n_skip, shifts = 0, 0, []
         with self.map.lock:
             m = self.map
-            for pos, (pids, uv, w, ur) in self._obs.items():
+            for pos, (pids, uv, w, ur) in self._obs.items():  # pids int32
                 index, t, kf_id, cam_from_ref = self._frames[pos]
                 kf = m.keyframes.get(kf_id)
                 if kf is not None and kf.frame_index == index:
