@@ -180,16 +180,14 @@ def test_short_synthetic_loop_is_closed_with_the_true_relative_pose(loop_short_r
 
 
 @pytest.mark.slow
-def test_short_synthetic_loop_lowers_the_error(loop_short_runs, request):
+def test_short_synthetic_loop_lowers_the_error(loop_short_runs):
     """synthetic/loop_short: the ATE with loop closing is below the ATE without.
 
-    Monocular (ORB) is a known failure since the keyframe rule measures weak tracking against
-    what frames track (docs/benchmarks.md section 13): the run without loop closing improved
-    from 5.00 to 3.49 cm, the run with it from 4.39 to 3.94 cm, so the accepted loop (10.5 deg,
-    scale 1.51, within the pose bars) now costs 0.45 cm. strict: this test fails when it passes."""
+    Monocular (ORB) failed this from the keyframe rule of docs/benchmarks.md section 13 until
+    the end-of-run frame refinement (section 14): the frames between keyframes kept their
+    tracking error (keyframes 0.49 cm, frames 3.94 cm with the loop, 3.49 cm without), which
+    hid what the loop did to the keyframes."""
     mode, seq, on, off = loop_short_runs
-    if mode == "mono":
-        request.applymarker(pytest.mark.xfail(strict=True, reason="mono loop correction raises ATE 3.49 -> 3.94 cm (issue 16)"))
     assert on["eval"]["ate_rmse_m"] < off["eval"]["ate_rmse_m"], (on["eval"]["ate_rmse_m"], off["eval"]["ate_rmse_m"])
 
 

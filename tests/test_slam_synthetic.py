@@ -79,6 +79,9 @@ def test_rgbd_tracks_every_frame_accurately(rgbd_sync_run):
     assert ev["n_matched"] == N_FRAMES
     assert ev["ate_rmse_m"] < 0.01, ev
     assert m["keyframes"] >= 2 and m["map_points"] > 200
+    # the frames between keyframes were re-estimated against the final map (all but keyframes)
+    fr = m["frame_refinement"]
+    assert fr["frames"] >= N_FRAMES // 2 and fr["median_shift_m"] < 0.01
 
 
 def test_mono_tracks_after_init_with_sim3_accuracy(synthetic_seq, tmp_path):
