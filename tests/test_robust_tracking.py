@@ -10,11 +10,14 @@ import numpy as np
 import pytest
 
 from slam.errors import InputError
-from slam.geometry.se3 import make_se3, se3_inverse, so3_exp, transform_points
+from slam.geometry.se3 import make_se3, rotation_angle_deg, se3_inverse, so3_exp, transform_points
 from slam.io.blackout import Blackout, parse_blackout, recovery_frames
+from slam.mapping.config import MappingConfig
+from slam.mapping.local_mapper import LocalMapper
 from slam.tracking.config import TrackingConfig
+from slam.tracking.keyframes import KeyframeFactory
 from slam.tracking.tracker import Tracker
-from test_tracking import CAM, CountingNN, OracleLearnedMatcher, Scene, new_map, pose_error
+from test_tracking import CAM, CountingNN, OracleLearnedMatcher, Scene, new_map, pose_error, truth_ids
 
 N_BLACK = 20
 
@@ -194,12 +197,7 @@ def _cylinder_scene(seed: int, n: int = 6000) -> Scene:
 def _spot_turn_map(matcher_kind: str):
     """Three monocular keyframes at one centre, turned 0, 5 and 10 deg about the vertical: the
     map holds 40 points (kf 0 and 1, exact), kf 2 tracks those it sees and has every other
-    keypoint free. Returns (scene, map, mapper, poses, kf2)."""
-    from slam.mapping.config import MappingConfig
-    from slam.mapping.local_mapper import LocalMapper
-    from slam.tracking.keyframes import KeyframeFactory
-    from test_tracking import truth_ids
-
+    keypoint free. Returns (scene, map, matcher, poses, kf2)."""
     scene = Scene(31)
     poses = [make_se3(so3_exp(np.array([0.0, np.radians(a), 0.0])), np.zeros(3)) for a in (0.0, 5.0, 10.0)]
     frames = [scene.frame(i, p, depth=False) for i, p in enumerate(poses)]
@@ -212,7 +210,7 @@ def _spot_turn_map(matcher_kind: str):
     fac.insert_two_view(frames[0], frames[1], pairs, pts, poses[1])
     kf2, _ = fac.insert(frames[2], poses[2], truth_ids(scene, m, frames[2]), depth_points=False)
     matcher = CountingNN() if matcher_kind == "nn" else OracleLearnedMatcher()
-    return scene, m, matcher, poses, kf2, MappingConfig, LocalMapper
+    return scene, m, matcher, poses, kf2
 
 
 @pytest.mark.parametrize("matcher_kind", ["nn", "learned"])
@@ -220,7 +218,7 @@ def test_rotation_points_lie_on_the_true_rays_at_the_median_depth(matcher_kind):
     """A keyframe after a turn on the spot: no covisible keyframe has a baseline, so ordinary
     triangulation makes nothing; the starved keyframe gets points on its keypoints' exact rays
     (to the true scene points) at the median depth of what it tracks."""
-    scene, m, matcher, poses, kf2, MappingConfig, LocalMapper = _spot_turn_map(matcher_kind)
+    scene, m, matcher, poses, kf2 = _spot_turn_map(matcher_kind)
     tracked = kf2.point_ids[kf2.point_ids >= 0]
     assert 20 <= len(tracked) <= 40
     z_med = np.median(transform_points(poses[2], m.pts_xyz[tracked])[:, 2])
@@ -241,6 +239,18 @@ def test_rotation_points_lie_on_the_true_rays_at_the_median_depth(matcher_kind):
     assert np.isin(new, kf2.point_ids).all()
 
 
+def _track_with_mapping(tracker: Tracker, mapper, scene: Scene, cam_from_world, n: int) -> list[str]:
+    """Track frames 0..n-1 of scene (800 keypoints, no depth), each keyframe mapped at once;
+    returns the tracker states."""
+    states = []
+    for i in range(n):
+        res, job = tracker.process(scene.frame(i, cam_from_world(i), depth=False, max_kp=800))
+        states.append(res.state)
+        if job is not None:
+            mapper.process(job)
+    return states
+
+
 def _room_cam_from_world(i: int) -> np.ndarray:
     """15 frames of sideways motion (initialisation), then a turn on the spot of 3 deg per frame."""
     yaw = np.radians(3.0 * max(i - 15, 0))
@@ -252,20 +262,12 @@ def test_mono_keeps_tracking_through_a_turn_on_the_spot(below):
     """A 120 deg turn on the spot after a short sideways start, points all round (a cylinder of
     radius 4-6 m): without rotation points the map runs out of view and tracking is lost; with
     them every frame after initialisation is tracked, with the rotation exact to 0.1 deg."""
-    from slam.mapping.config import MappingConfig
-    from slam.mapping.local_mapper import LocalMapper
-    from slam.geometry.se3 import rotation_angle_deg
-
     scene = _cylinder_scene(41)
     m = new_map()
     tracker = Tracker(TrackingConfig(), CAM, m, CountingNN(), mode="mono")
     mapper = LocalMapper(MappingConfig(rotation_points_below=below), CAM, m, CountingNN(), mode="mono")
-    states, n = [], 55
-    for i in range(n):
-        res, job = tracker.process(scene.frame(i, _room_cam_from_world(i), depth=False, max_kp=800))
-        states.append(res.state)
-        if job is not None:
-            mapper.process(job)
+    n = 55
+    states = _track_with_mapping(tracker, mapper, scene, _room_cam_from_world, n)
     first = states.index("OK")
     assert first < 15
     if below == 0:
@@ -284,10 +286,6 @@ def test_mono_starts_from_a_pure_rotation_after_waiting(after):
     """A camera that only turns (2 deg per frame) never gives a two-view start; after
     tracking.mono_init_rotation_after frames the map starts from the rotation, and the whole
     turn is tracked with the rotation exact to 0.1 deg; with the fallback off it never starts."""
-    from slam.geometry.se3 import rotation_angle_deg
-    from slam.mapping.config import MappingConfig
-    from slam.mapping.local_mapper import LocalMapper
-
     def cam_from_world(i):
         return se3_inverse(make_se3(so3_exp(np.array([0.0, np.radians(2.0 * i), 0.0])), np.zeros(3)))
 
@@ -295,12 +293,8 @@ def test_mono_starts_from_a_pure_rotation_after_waiting(after):
     m = new_map()
     tracker = Tracker(TrackingConfig(mono_init_rotation_after=after), CAM, m, CountingNN(), mode="mono")
     mapper = LocalMapper(MappingConfig(), CAM, m, CountingNN(), mode="mono")
-    states, n = [], 70
-    for i in range(n):
-        res, job = tracker.process(scene.frame(i, cam_from_world(i), depth=False, max_kp=800))
-        states.append(res.state)
-        if job is not None:
-            mapper.process(job)
+    n = 70
+    states = _track_with_mapping(tracker, mapper, scene, cam_from_world, n)
     if after == 0:
         assert "OK" not in states
         return

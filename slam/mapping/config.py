@@ -22,7 +22,7 @@ class MappingConfig:
     n_fuse_neighbours: int = param(6, ge=0)  # keyframes whose points are fused into the new keyframe
     fuse_radius_px: float = param(3.0, gt=0.0)
     min_found_ratio: float = param(0.25, ge=0.0, le=1.0)  # cull points found in fewer than this fraction of frames where visible
-    rotation_points_below: int = param(150, ge=0)  # monocular: a keyframe tracking fewer map points than this, whose covisible keyframes are all too close to triangulate (a turn on the spot), makes points from its matches with the nearest at the median depth (LocalMapper._rotation_points); 0 = off
+    rotation_points_below: int = param(150, ge=0)  # monocular: a keyframe tracking fewer map points than this, whose covisible keyframes are all too close to triangulate (a turn on the spot), makes points from its matches with the two latest of them, on its rays at the median depth of what it tracks (LocalMapper._rotation_points); 0 = off
     min_parallax_cos: float = param(0.9998, gt=0.0, le=1.0)  # triangulation: cos of the minimum parallax angle
     max_reproj_chi2: float = param(5.991, gt=0.0)  # triangulation check (chi2, 2 dof, 95%)
     cull_keyframes: bool = True

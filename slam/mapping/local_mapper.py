@@ -315,13 +315,12 @@ class LocalMapper:
         if len(z) < 10 or len(i_kf) < 10 or len(i_nb) < 10:
             return np.zeros(0, dtype=np.int64)
         z_med = float(np.median(z))
-        K, Ki = self.K, np.linalg.inv(self.K)
+        K = self.K
         nb_from_kf = nb_pose @ se3_inverse(kf_pose)
         baseline = float(np.linalg.norm(nb_from_kf[:3, 3]))
         # the parallax a point at half the median depth can show, plus the keypoints' noise
         radius = K[0, 0] * baseline / (0.5 * z_med) + 3.0 * np.sqrt(np.maximum(nb.kp_sigma2[i_nb].max(), 1.0))
-        x0 = kf.kp_uv[i_kf]
-        r0 = np.c_[x0, np.ones(len(x0))] @ Ki.T  # kf-camera rays, z = 1
+        r0 = self.camera.unproject(kf.kp_uv[i_kf], np.ones(len(i_kf)))  # kf-camera rays, z = 1
         pred = (r0 @ nb_from_kf[:3, :3].T) @ K.T
         front = pred[:, 2] > 0
         pred_uv = pred[:, :2] / np.where(front, pred[:, 2], 1.0)[:, None]
@@ -342,7 +341,7 @@ class LocalMapper:
         if len(a) == 0:
             return np.zeros(0, dtype=np.int64)
         a, b = i_kf[a], i_nb[b]
-        pts = transform_points(se3_inverse(kf_pose), np.c_[kf.kp_uv[a], np.ones(len(a))] @ Ki.T * z_med)
+        pts = transform_points(se3_inverse(kf_pose), self.camera.unproject(kf.kp_uv[a], np.full(len(a), z_med)))
         with m.lock:
             if kf_id not in m.keyframes or nb.id not in m.keyframes:
                 return np.zeros(0, dtype=np.int64)
