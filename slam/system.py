@@ -366,6 +366,7 @@ class SLAMSystem:
             **(self.loop.stats() if self.loop is not None else {"loop_closing": {"enabled": False}}),
             **self._atlas_stats(n_kfs),
             "frame_refinement": self.frame_refinement,
+            "patch_align": self.tracker.patch_aligner.stats() if self.tracker.patch_aligner is not None else {"enabled": False},
         }
 
     def _atlas_stats(self, n_kfs: int) -> dict:
@@ -426,7 +427,12 @@ def build_frontend(cfg: Config, camera: PinholeCamera) -> FeatureStage:
     extractor = build_extractor(cfg, device)
     tc = cfg.tracking
     return FeatureStage(extractor, camera, min_depth=tc.min_depth, max_depth=tc.max_depth,
-                        stereo=build_stereo_matcher(cfg, camera, device), keep_image=any(dense_paths(cfg)))
+                        stereo=build_stereo_matcher(cfg, camera, device), keep_image=keeps_images(cfg))
+
+
+def keeps_images(cfg: Config) -> bool:
+    """Frames keep a grey copy of their image: for patch alignment or LoFTR."""
+    return cfg.tracking.patch_align or any(dense_paths(cfg))
 
 
 def dense_paths(cfg: Config) -> tuple[bool, bool, bool]:
@@ -472,7 +478,7 @@ def build_system(cfg: Config, camera: PinholeCamera) -> SLAMSystem:
     tc = cfg.tracking
     dense = build_dense(cfg, camera, device)
     frontend = FeatureStage(extractor, camera, min_depth=tc.min_depth, max_depth=tc.max_depth,
-                            stereo=build_stereo_matcher(cfg, camera, device), keep_image=dense is not None)
+                            stereo=build_stereo_matcher(cfg, camera, device), keep_image=keeps_images(cfg))
     schedule = make_schedule(cfg.runtime)
     tracker = Tracker(tc, camera, slam_map, matcher, mode=cfg.mode, schedule=schedule, dense=dense)
     mapper = LocalMapper(cfg.mapping, camera, slam_map, matcher, mode=cfg.mode, bf=tc.bf, schedule=schedule,

@@ -175,8 +175,11 @@ class FrameFeatures:
     kp_sigma2: (N,) float64 variance factor of each keypoint position (1 for single-scale).
     kp_color:  (N,3) uint8 RGB of the image at each keypoint.
     desc:      (N,D) numpy copy of the descriptors (uint8 bits or float32).
-    image:     (H,W) uint8 grey, kept only when a detector-free matcher (LoFTR) needs it.
+    image:     (H,W) uint8 grey, kept when patch alignment (tracking.patch_align) or a
+               detector-free matcher (LoFTR) needs it.
     t_read:    perf_counter() seconds when the reader produced the frame (latency metrics).
+    kp_uv_detected: (N,2) float64 undistorted pixels as detected, set by tracking when patch
+               alignment (slam.tracking.patch_align) replaced kp_uv; None before.
     """
 
     index: int
@@ -189,3 +192,4 @@ class FrameFeatures:
     desc: np.ndarray
     image: Optional[np.ndarray] = None
     t_read: float = 0.0
+    kp_uv_detected: Optional[np.ndarray] = None

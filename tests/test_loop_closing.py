@@ -177,6 +177,8 @@ def test_short_synthetic_loop_is_closed_with_the_true_relative_pose(loop_short_r
     assert lc["accepted"] >= 1, json.dumps({k: v for k, v in lc.items() if k != "loops"})
     errs = loop_errors(Path(on["run_dir"]), seq / "groundtruth.txt", _gt_timestamps(seq))
     assert errs and all(e["rot_err_deg"] <= 2.0 and e["trans_err_m"] <= 0.05 for e in errs), errs
+    if mode == "mono":  # the map's scale where and when the loop was accepted is recorded too
+        assert all(e["trans_err_local_m"] <= 0.05 for e in errs), errs
 
 
 @pytest.mark.slow

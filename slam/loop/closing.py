@@ -204,6 +204,7 @@ class LoopClosing:
                 return False
             cur_frame = self.map.keyframes[lm.cur_kf].frame_index
             loop_frame = self.map.keyframes[lm.loop_kf].frame_index
+            loop_side = self._loop_side_positions(lm.loop_kf)
             task = LoopCorrection(self.fix_scale, self.cfg.neighbourhood, self.cfg.loop_edge_min_shared,
                                   self.cfg.graph_iterations)
             W = task.start(self.map, lm, self.mapper._fuse_into, self.loop_edges)
@@ -214,7 +215,7 @@ class LoopClosing:
             "frame": frame_no, "cur_kf": lm.cur_kf, "loop_kf": lm.loop_kf, "cur_frame": cur_frame, "loop_frame": loop_frame,
             "ransac_inliers": lm.n_ransac, "refined_inliers": lm.n_refined, "final_inliers": lm.n_final,
             "projection_matches": lm.n_projected,
-            "cur_from_loop": rel.tolist(), "fused_points": task.info.n_fused, "loop_edges": int(len(task.info.loop_edges)),
+            "cur_from_loop": rel.tolist(), "loop_side_positions": loop_side, "fused_points": task.info.n_fused, "loop_edges": int(len(task.info.loop_edges)),
             "ms": task.info.timings,
         })
         log.info("loop found at frame %d: keyframe %d (frame %d) <-> keyframe %d (frame %d), %d/%d/%d inliers "
@@ -225,6 +226,17 @@ class LoopClosing:
             self._job = {"kind": "graph", "task": task, "state": "pending", "due": frame_no + self.cfg.correction_delay_frames,
                          "loop": len(self.loops) - 1}
         return True
+
+    def _loop_side_positions(self, loop_kf: int) -> list:
+        """[[frame_index, x, y, z], ...]: the world positions (map units) of the loop keyframe and
+        its covisible neighbours when the loop is accepted, before the correction moves anything:
+        the map's local scale at the loop, for the report's metric loop error (caller holds the lock)."""
+        ids = [loop_kf] + [k for k, _ in self.map.keyframe_covisibility(loop_kf, MIN_COVIS)[: self.cfg.neighbourhood]]
+        out = []
+        for k in ids:
+            kf = self.map.keyframes[k]
+            out.append([int(kf.frame_index), *map(float, kf.center)])
+        return out
 
     def _merge(self, mm, frame_no: int) -> bool:
         """Merge the maps of mm (a slam.loop.merge.MergeMatch; tracking thread: an essential graph

@@ -46,7 +46,9 @@ def loop_errors(run_dir: Path, groundtruth: Path, frame_timestamps: np.ndarray) 
 
     frame_timestamps: (F,) float64 seconds of the sequence's frames, by frame index.
     The monocular map's units are turned into metres with the scale of the Sim(3) alignment of
-    the whole estimated trajectory to the ground truth (RGB-D: 1)."""
+    the whole estimated trajectory to the ground truth (RGB-D: 1); ``trans_err_local_m`` (monocular
+    runs that recorded ``loop_side_positions``) uses instead the scale of the loop keyframe's
+    neighbourhood when the loop was accepted, the map the loop was measured in."""
     m = json.loads((Path(run_dir) / "metrics.json").read_text())
     loops = m.get("loop_closing", {}).get("loops", [])
     gt = _read_tum(groundtruth)
@@ -68,8 +70,26 @@ def loop_errors(run_dir: Path, groundtruth: Path, frame_timestamps: np.ndarray) 
         dR = R.T @ truth[:3, :3]
         rot = float(np.degrees(np.arccos(np.clip((np.trace(dR) - 1) / 2, -1, 1))))
         trans = float(np.linalg.norm(t * c / s - truth[:3, 3]))
-        out.append({"cur_frame": lp["cur_frame"], "loop_frame": lp["loop_frame"], "rot_err_deg": rot, "trans_err_m": trans})
+        e = {"cur_frame": lp["cur_frame"], "loop_frame": lp["loop_frame"], "rot_err_deg": rot, "trans_err_m": trans}
+        c_loc = _local_scale(lp.get("loop_side_positions"), gt, frame_timestamps) if m.get("mode") == "mono" else None
+        if c_loc is not None:
+            e["trans_err_local_m"] = float(np.linalg.norm(t * c_loc / s - truth[:3, 3]))
+        out.append(e)
     return out
+
+
+def _local_scale(rows, gt: np.ndarray, frame_timestamps: np.ndarray) -> float | None:
+    """Scale (metres per map unit) of the Sim(3) alignment of the loop keyframe's neighbourhood as
+    it was when the loop was accepted (rows [[frame_index, x, y, z], ...] from metrics.json) to the
+    ground truth; None with fewer than 3 keyframes."""
+    if not rows or len(rows) < 3:
+        return None
+    rows = np.asarray(rows, dtype=np.float64)
+    idx = [_nearest(gt, float(frame_timestamps[int(f)])) for f in rows[:, 0]]
+    keep = [k for k, i in enumerate(idx) if i >= 0]
+    if len(keep) < 3:
+        return None
+    return float(umeyama_alignment(rows[keep, 1:4], gt[[idx[k] for k in keep], 1:4], with_scale=True)[0])
 
 
 SMOOTH_FRAMES = 15
@@ -99,7 +119,8 @@ def main(argv: list[str]) -> int:
     rgb = Path(argv[2]) if len(argv) > 2 else gt.parent / "rgb.txt"
     ts = np.array([float(ln.split()[0]) for ln in rgb.read_text().splitlines() if ln.strip() and not ln.startswith("#")])
     for e in loop_errors(run_dir, gt, ts):
-        print(f"loop frame {e['cur_frame']} -> {e['loop_frame']}: {e['rot_err_deg']:.3f} deg, {100 * e['trans_err_m']:.2f} cm")
+        local = f" ({100 * e['trans_err_local_m']:.2f} cm at the loop's local scale)" if "trans_err_local_m" in e else ""
+        print(f"loop frame {e['cur_frame']} -> {e['loop_frame']}: {e['rot_err_deg']:.3f} deg, {100 * e['trans_err_m']:.2f} cm{local}")
     sp = ate_split(run_dir, gt)
     print(f"ATE {100 * sp['ate_m']:.2f} cm = drift {100 * sp['drift_m']:.2f} cm ({SMOOTH_FRAMES}-frame moving average) "
           f"+ jitter {100 * sp['jitter_m']:.2f} cm")

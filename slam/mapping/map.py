@@ -70,6 +70,8 @@ class Map:
         # culled keyframes: kf_id -> (parent kf_id, cam_from_parent (4,4)), so frames that
         # referenced them keep a pose relative to a live keyframe
         self.culled: dict[int, tuple[int, np.ndarray]] = {}
+        #: reference image patches of the points (slam.tracking.patch_align.PatchStore), or None
+        self.patches = None
 
     # ------------------------------------------------------------------ storage
     def _alloc_points(self, cap: int) -> None:

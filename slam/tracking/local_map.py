@@ -62,13 +62,15 @@ def local_points(slam_map: Map, point_ids: np.ndarray, ref_kf_id: Optional[int],
 
 class LocalMapTracking:
     """Second stage of tracking: project the local map with the first pose estimate, add the
-    matches, refine the pose, count the found points."""
+    matches, align the matched keypoints to their points' reference patches (aligner: a
+    slam.tracking.patch_align.PatchAligner, or None), refine the pose, count the found points."""
 
-    def __init__(self, cfg: TrackingConfig, slam_map: Map, search: CandidateSearch, pose: PoseEstimator) -> None:
+    def __init__(self, cfg: TrackingConfig, slam_map: Map, search: CandidateSearch, pose: PoseEstimator, aligner=None) -> None:
         self.cfg = cfg
         self.map = slam_map
         self.search = search
         self.pose = pose
+        self.aligner = aligner
 
     def track(self, fr: FrameFeatures, cam_from_world: np.ndarray, point_ids: np.ndarray, ref_kf_id: Optional[int],
               wide: bool = False) -> tuple[np.ndarray, np.ndarray, int, Optional[int]]:
@@ -78,6 +80,8 @@ class LocalMapTracking:
         local, _, ref_kf_id = local_points(self.map, point_ids, ref_kf_id, self.cfg.n_local_keyframes)
         radius = self.cfg.local_search_radius_px * (2.0 if wide else 1.0)
         self.search.in_local_map(fr, cam_from_world, point_ids, local, radius)
+        if self.aligner is not None:
+            self.aligner.refine(self.map, fr, cam_from_world, point_ids)
         cam_from_world, n_inl = self.pose.refine(fr, cam_from_world, point_ids)
         if n_inl > 0:
             self.map.count_found(point_ids[point_ids >= 0])

@@ -38,6 +38,7 @@ from slam.tracking.initializer import DepthInitializer, MonoInitializer, keypoin
 from slam.tracking.keyframe_policy import KeyframePolicy
 from slam.tracking.keyframes import KeyframeFactory, KeyframeJob
 from slam.tracking.local_map import LocalMapTracking, reference_keyframe
+from slam.tracking.patch_align import PatchAligner
 from slam.tracking.pose import PoseEstimator
 from slam.tracking.relocalizer import Relocalizer
 from slam.tracking.search import CandidateSearch
@@ -73,7 +74,9 @@ class Tracker:
         self.schedule = schedule if schedule is not None else MappingSchedule()
         self.pose = PoseEstimator(cfg, camera, slam_map, mode)
         self.search = CandidateSearch(cfg, camera, slam_map, matcher_kind(matcher))
-        self.local_map = LocalMapTracking(cfg, slam_map, self.search, self.pose)
+        #: aligns tracked keypoints to their points' reference patches (tracking.patch_align), or None
+        self.patch_aligner = PatchAligner(camera, cfg.patch_align_max_px, cfg.patch_align_min_zncc) if cfg.patch_align else None
+        self.local_map = LocalMapTracking(cfg, slam_map, self.search, self.pose, self.patch_aligner)
         self.relocalizer = Relocalizer(cfg, slam_map, self.pose, self.local_map)
         self.keyframes = KeyframeFactory(camera, slam_map, mode, close_depth=cfg.keyframes.close_depth)
         #: detector-free matcher for initialisation / relocalisation / loop verification
@@ -224,7 +227,7 @@ class Tracker:
         cam_from_world = np.eye(4)
         with self.map.lock:
             kf, new_ids = self.keyframes.insert(fr, cam_from_world, np.full(len(fr.kp_uv), -1, dtype=np.int64))
-            self._became_keyframe(kf)
+            self._became_keyframe(kf, fr.image)
         self.last = _LastFrame(fr, cam_from_world, kf.point_ids.copy())
         log.info("%s map initialised with %d points", "stereo" if self.mode == "stereo" else "RGB-D", len(new_ids))
         return cam_from_world, KeyframeJob(kf.id, new_ids, is_initial=True)
@@ -253,7 +256,9 @@ class Tracker:
         cam_from_world = res.cam1_from_cam0  # the reference camera is the world frame
         with self.map.lock:
             kf0, kf1, ids = self.keyframes.insert_two_view(ref, fr, pairs, pts_ref, cam_from_world)
-            self._became_keyframe(kf1)
+            if self.patch_aligner is not None:
+                self.patch_aligner.on_keyframe(self.map, kf0, ref.image)
+            self._became_keyframe(kf1, fr.image)
             self.frame_poses.add_relative(ref.index, ref.timestamp, kf0.id, np.eye(4))
         self.last = _LastFrame(fr, cam_from_world, kf1.point_ids.copy())
         if res.model == "rotation":
@@ -265,7 +270,11 @@ class Tracker:
         return cam_from_world, KeyframeJob(kf1.id, np.zeros(0, dtype=np.int64), is_initial=True)
 
     # ================================================================== keyframes
-    def _became_keyframe(self, kf: Keyframe) -> None:
+    def _became_keyframe(self, kf: Keyframe, image: Optional[np.ndarray] = None) -> None:
+        """kf (made from a frame with grey image ``image``, or None) is the new reference keyframe.
+        Caller holds the map lock."""
+        if self.patch_aligner is not None:
+            self.patch_aligner.on_keyframe(self.map, kf, image)
         self.ref_kf_id = kf.id
         self.last_kf_frame = kf.frame_index
         self.best_since_kf = 0
@@ -273,7 +282,7 @@ class Tracker:
     def _insert_keyframe(self, fr: FrameFeatures, cam_from_world: np.ndarray, point_ids: np.ndarray) -> KeyframeJob:
         """Caller holds the map lock."""
         kf, new_ids = self.keyframes.insert(fr, cam_from_world, point_ids)
-        self._became_keyframe(kf)
+        self._became_keyframe(kf, fr.image)
         if self.last is not None and self.last.data is fr:
             self.last.point_ids = kf.point_ids.copy()
         return KeyframeJob(kf.id, new_ids)
