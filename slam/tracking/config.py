@@ -68,6 +68,7 @@ class TrackingConfig:
     patch_align: bool = True  # align each tracked keypoint to its map point's reference image patch before the final pose (slam.tracking.patch_align): consistent observations instead of a new detection per frame
     patch_align_max_px: float = param(6.0, gt=0.0)  # largest accepted shift from the detected keypoint (px)
     patch_align_min_zncc: float = param(0.7, ge=-1.0, le=1.0)  # smallest accepted zero-mean normalised correlation with the warped reference patch
+    patch_align_iterations: int = param(10, ge=1)  # Gauss-Newton iterations at most (a point stops when its step is below 0.05 px)
     final_pose_refiner: str = param("gn", choices=("gn", "g2o"))  # pose-only refinement after local-map tracking. Same model and
     # outlier rounds (tests/test_pose_gn.py checks they agree to 1e-6); g2o costs ~10 ms more per frame on CPU
     # because g2opy builds its graph edge by edge in Python

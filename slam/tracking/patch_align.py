@@ -96,7 +96,7 @@ def _distortion_jacobian(camera: PinholeCamera, uv: np.ndarray) -> np.ndarray:
 class PatchAligner:
     """Keeps the map points' reference patches and aligns tracked keypoints to them (module docstring)."""
 
-    def __init__(self, camera: PinholeCamera, max_px: float = 6.0, min_zncc: float = 0.7, iterations: int = 6) -> None:
+    def __init__(self, camera: PinholeCamera, max_px: float = 6.0, min_zncc: float = 0.7, iterations: int = 10) -> None:
         self.camera = camera
         self.K = camera.K
         self.K_inv = np.linalg.inv(camera.K)
