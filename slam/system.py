@@ -31,6 +31,7 @@ from slam.loop.closing import LoopClosing, LoopClosingStage, LoopWake
 from slam.mapping.local_mapper import LocalMapper
 from slam.mapping.map import Map
 from slam.runtime.schedule import MappingSchedule, make_schedule
+from slam.tracking.config import patch_align_on
 from slam.tracking.dense_match import DenseMatching, wants_dense
 from slam.tracking.frontend import FeatureStage
 from slam.tracking.tracker import Tracker
@@ -432,7 +433,7 @@ def build_frontend(cfg: Config, camera: PinholeCamera) -> FeatureStage:
 
 def keeps_images(cfg: Config) -> bool:
     """Frames keep a grey copy of their image: for patch alignment or LoFTR."""
-    return cfg.tracking.patch_align or any(dense_paths(cfg))
+    return patch_align_on(cfg.tracking.patch_align, cfg.mode) or any(dense_paths(cfg))
 
 
 def dense_paths(cfg: Config) -> tuple[bool, bool, bool]:

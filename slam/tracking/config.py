@@ -12,6 +12,11 @@ KEYFRAMES = "keyframes"
 LEARNED_MATCHING = ("auto", EVERY_FRAME, KEYFRAMES)
 
 
+def patch_align_on(setting: str, mode: str) -> bool:
+    """Whether ``tracking.patch_align`` (never | depth | always) aligns keypoints in this mode."""
+    return setting == "always" or (setting == "depth" and mode in ("rgbd", "stereo"))
+
+
 def default_learned_matching(device_type: str) -> str:
     """What ``tracking.learned_matching: auto`` means on a device ("cpu" | "cuda"): the learned
     matcher on every frame where it is cheap (CUDA), only at keyframes elsewhere."""
@@ -65,7 +70,7 @@ class TrackingConfig:
     match_ratio: float = param(0.9, gt=0.0, le=1.0)  # best/second-best ratio in guided search
     pnp_threshold_px: float = param(4.0, gt=0.0)  # RANSAC reprojection threshold
     frame_refine_points: int = param(1000, ge=0)  # inlier matches each tracked frame keeps (at most; evenly spaced) so that the end of a run re-estimates its pose against the final map (slam.tracking.trajectory.FrameTrajectory.refine: bundle adjustment corrects keyframes, not the frames between them; about 20 B per match, 256 MB over all frames at most); 0 = off. Fewer than all inliers adds noise: 128 gave synthetic/fast RGB-D ORB 0.79 cm against 0.61 cm with all, 0.68 cm off
-    patch_align: bool = True  # align each tracked keypoint to its map point's reference image patch before the final pose (slam.tracking.patch_align): consistent observations instead of a new detection per frame
+    patch_align: str = param("depth", choices=("never", "depth", "always"))  # align each tracked keypoint to its map point's reference image patch before the final pose (slam.tracking.patch_align): consistent observations instead of a new detection per frame. depth = RGB-D and stereo only (there: synthetic/fast RGB-D 1.95 -> 0.59 cm); monocular gains and losses are mixed (synthetic/fast mono ORB tracked 70 -> 46 %, fast_blur mono ORB 1.57 -> 1.05 cm; docs/benchmarks.md section 14)
     patch_align_max_px: float = param(6.0, gt=0.0)  # largest accepted shift from the detected keypoint (px)
     patch_align_min_zncc: float = param(0.7, ge=-1.0, le=1.0)  # smallest accepted zero-mean normalised correlation with the warped reference patch
     patch_align_iterations: int = param(10, ge=1)  # Gauss-Newton iterations at most (a point stops when its step is below 0.05 px)

@@ -32,7 +32,7 @@ from slam.geometry.se3 import project_to_so3, se3_inverse
 from slam.mapping.map import Keyframe, Map
 from slam.matching.base import matcher_kind
 from slam.runtime.schedule import MappingSchedule
-from slam.tracking.config import TrackingConfig
+from slam.tracking.config import TrackingConfig, patch_align_on
 from slam.tracking.dense_match import DenseMatching
 from slam.tracking.initializer import DepthInitializer, MonoInitializer, keypoint_correspondences, refine_two_view
 from slam.tracking.keyframe_policy import KeyframePolicy
@@ -76,7 +76,7 @@ class Tracker:
         self.search = CandidateSearch(cfg, camera, slam_map, matcher_kind(matcher))
         #: aligns tracked keypoints to their points' reference patches (tracking.patch_align), or None
         self.patch_aligner = PatchAligner(camera, cfg.patch_align_max_px, cfg.patch_align_min_zncc,
-                                                             cfg.patch_align_iterations) if cfg.patch_align else None
+                                                             cfg.patch_align_iterations) if patch_align_on(cfg.patch_align, mode) else None
         self.local_map = LocalMapTracking(cfg, slam_map, self.search, self.pose, self.patch_aligner)
         self.relocalizer = Relocalizer(cfg, slam_map, self.pose, self.local_map)
         self.keyframes = KeyframeFactory(camera, slam_map, mode, close_depth=cfg.keyframes.close_depth)
