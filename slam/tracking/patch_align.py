@@ -4,9 +4,11 @@ A detector places a keypoint anew in every image. On blurred frames learned dete
 loosely: on synthetic/fast (up to 140 deg/s), XFeat's keypoint in a frame lies a median 2.2 px
 from where the keyframe's keypoint of the same point projects at the true pose, ORB's 1.6 px.
 Aligning a patch of the current image to the image patch around the point's reference keypoint
-brings this to 0.5 px (XFeat) and 0.5 px (ORB) at the same frames (``docs/benchmarks.md``
-section 14, "Keypoints aligned to their reference patch"). So every tracked observation of a
-point becomes consistent with one reference observation, as in KLT-based odometry.
+brings this to about 0.5 px for both at the same frames (``docs/benchmarks.md`` section 14,
+"Keypoints aligned to their reference patch"). So every tracked observation of a point becomes
+consistent with one reference observation, as in KLT-based odometry. ``tracking.patch_align``
+turns it on in RGB-D and stereo runs by default (``depth``); monocular runs gained on some
+sequences and broke on others, so they keep the detections unless it is ``always``.
 
 - :class:`PatchStore` (one per map, ``Map.patches``): per map point a 21 x 21 uint8 grey patch
   around its reference keypoint (distorted pixels of the reference keyframe's image), the

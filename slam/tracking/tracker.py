@@ -75,8 +75,8 @@ class Tracker:
         self.pose = PoseEstimator(cfg, camera, slam_map, mode)
         self.search = CandidateSearch(cfg, camera, slam_map, matcher_kind(matcher))
         #: aligns tracked keypoints to their points' reference patches (tracking.patch_align), or None
-        self.patch_aligner = PatchAligner(camera, cfg.patch_align_max_px, cfg.patch_align_min_zncc,
-                                                             cfg.patch_align_iterations) if patch_align_on(cfg.patch_align, mode) else None
+        self.patch_aligner = (PatchAligner(camera, cfg.patch_align_max_px, cfg.patch_align_min_zncc, cfg.patch_align_iterations)
+                              if patch_align_on(cfg.patch_align, mode) else None)
         self.local_map = LocalMapTracking(cfg, slam_map, self.search, self.pose, self.patch_aligner)
         self.relocalizer = Relocalizer(cfg, slam_map, self.pose, self.local_map)
         self.keyframes = KeyframeFactory(camera, slam_map, mode, close_depth=cfg.keyframes.close_depth)
