@@ -31,9 +31,9 @@ from slam.loop.closing import LoopClosing, LoopClosingStage, LoopWake
 from slam.mapping.local_mapper import LocalMapper
 from slam.mapping.map import Map
 from slam.runtime.schedule import MappingSchedule, make_schedule
-from slam.tracking.config import patch_align_on
 from slam.tracking.dense_match import DenseMatching, wants_dense
 from slam.tracking.frontend import FeatureStage
+from slam.tracking.patch_align import patch_align_on
 from slam.tracking.tracker import Tracker
 from slam.types import FrameFeatures, TrackResult, has_depth
 

@@ -114,3 +114,16 @@ def test_camera_nested_layout_of_the_manifests_is_accepted(tmp_path):
     f.write_text("camera: {width: 640, height: 480, fx: 517.3, fy: abc, cx: 318.6, cy: 255.3}\n")
     with pytest.raises(InputError, match="cam.yaml.*fy must be a number"):
         PinholeCamera.from_yaml(f)
+
+
+def test_distortion_jacobian_matches_finite_differences_and_is_the_identity_without_distortion():
+    cam = PinholeCamera(**FR1)
+    uv = np.random.default_rng(3).uniform([0, 0], [640, 480], (200, 2))
+    fd = np.empty((len(uv), 2, 2))
+    for j in range(2):
+        d = np.zeros(2)
+        d[j] = 1e-4
+        fd[:, :, j] = (cam.distort_points(uv + d) - cam.distort_points(uv - d)) / 2e-4
+    assert np.abs(cam.distortion_jacobian(uv) - fd).max() < 1e-6
+    plain = PinholeCamera(width=640, height=480, fx=500.0, fy=500.0, cx=320.0, cy=240.0)
+    assert np.array_equal(plain.distortion_jacobian(uv), np.tile(np.eye(2), (len(uv), 1, 1)))

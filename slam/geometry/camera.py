@@ -155,6 +155,16 @@ class PinholeCamera:
             return uv.copy()
         return self._to_pixels(self._distort_normalized(self._to_normalized(uv)))
 
+    def distortion_jacobian(self, uv: np.ndarray) -> np.ndarray:
+        """(N, 2, 2) d(distorted pixels) / d(undistorted pixels) at (N, 2) undistorted pixels uv
+        (the identity without distortion)."""
+        uv = _points2(uv)
+        if not self.has_distortion:
+            return np.tile(np.eye(2), (uv.shape[0], 1, 1))
+        J = self._distort_jacobian(self._to_normalized(uv))
+        f = np.array([self.fx, self.fy])
+        return J * (f[:, None] / f[None, :])[None]
+
     def undistort_points(self, uv: np.ndarray, newton_steps: int = 3) -> np.ndarray:
         """(N, 2) distorted pixels -> (N, 2) undistorted pixels with the same K.
 

@@ -12,11 +12,6 @@ KEYFRAMES = "keyframes"
 LEARNED_MATCHING = ("auto", EVERY_FRAME, KEYFRAMES)
 
 
-def patch_align_on(setting: str, mode: str) -> bool:
-    """Whether ``tracking.patch_align`` (never | depth | always) aligns keypoints in this mode."""
-    return setting == "always" or (setting == "depth" and mode in ("rgbd", "stereo"))
-
-
 def default_learned_matching(device_type: str) -> str:
     """What ``tracking.learned_matching: auto`` means on a device ("cpu" | "cuda"): the learned
     matcher on every frame where it is cheap (CUDA), only at keyframes elsewhere."""

@@ -37,6 +37,7 @@ import numpy as np
 
 from slam.geometry.camera import PinholeCamera
 from slam.geometry.se3 import transform_points
+from slam.types import has_depth
 
 PATCH = 21  # stored patch side (px); the window is warped inside it
 WINDOW = 15  # aligned window side (px)
@@ -83,16 +84,9 @@ def _sample(image: np.ndarray, xy: np.ndarray) -> np.ndarray:
     return out.reshape(xy.shape[:-1])
 
 
-def _distortion_jacobian(camera: PinholeCamera, uv: np.ndarray) -> np.ndarray:
-    """(N, 2, 2) d(distorted px) / d(undistorted px) at uv (N, 2) undistorted pixels."""
-    if not any(camera.dist):
-        return np.tile(np.eye(2), (len(uv), 1, 1))
-    J = np.empty((len(uv), 2, 2))
-    for j in range(2):
-        d = np.zeros(2)
-        d[j] = 0.5
-        J[:, :, j] = camera.distort_points(uv + d) - camera.distort_points(uv - d)
-    return J
+def patch_align_on(setting: str, mode: str) -> bool:
+    """Whether ``tracking.patch_align`` (never | depth | always) aligns keypoints in this mode."""
+    return setting == "always" or (setting == "depth" and has_depth(mode))
 
 
 class PatchAligner:
@@ -105,7 +99,7 @@ class PatchAligner:
         self.max_px = float(max_px)
         self.min_zncc = float(min_zncc)
         self.iterations = int(iterations)
-        self._recent: deque = deque(maxlen=_RECENT_KEYFRAMES)  # (map, kf id, grey image)
+        self._recent: deque = deque(maxlen=_RECENT_KEYFRAMES)  # (kf id, grey image); one Map holds every map of the atlas
         self._img: Optional[tuple] = None  # (frame, float32 grey image) of the frame being tracked
         self.n_refined = 0  # tracked observations moved to their aligned position (whole run)
         self.n_tried = 0
@@ -125,9 +119,9 @@ class PatchAligner:
             return
         if m.patches is None:
             m.patches = PatchStore()
-        self._recent.append((m, kf.id, image))
-        for mm, kf_id, img in self._recent:
-            if mm is m and kf_id in m.keyframes:
+        self._recent.append((kf.id, image))
+        for kf_id, img in self._recent:
+            if kf_id in m.keyframes:
                 self._extract(m, m.keyframes[kf_id], img)
 
     def _extract(self, m, kf, image: np.ndarray) -> None:
@@ -167,8 +161,8 @@ class PatchAligner:
         u_h = h[:, :2] / h[:, 2:3]
         J = (H[:, :2, :2] - u_h[:, :, None] * H[:, 2:3, :2]) / h[:, 2, None, None]
         J *= (store.depth[pids].astype(np.float64) / np.maximum(depth_cur, 1e-9))[:, None, None]
-        D_ref = _distortion_jacobian(self.camera, u_ref)
-        D_cur = _distortion_jacobian(self.camera, uv_cur)
+        D_ref = self.camera.distortion_jacobian(u_ref)
+        D_cur = self.camera.distortion_jacobian(uv_cur)
         return D_cur @ J @ np.linalg.inv(D_ref)
 
     def refine(self, m, fr, cam_from_world: np.ndarray, point_ids: np.ndarray) -> int:

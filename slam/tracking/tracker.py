@@ -32,13 +32,13 @@ from slam.geometry.se3 import project_to_so3, se3_inverse
 from slam.mapping.map import Keyframe, Map
 from slam.matching.base import matcher_kind
 from slam.runtime.schedule import MappingSchedule
-from slam.tracking.config import TrackingConfig, patch_align_on
+from slam.tracking.config import TrackingConfig
 from slam.tracking.dense_match import DenseMatching
 from slam.tracking.initializer import DepthInitializer, MonoInitializer, keypoint_correspondences, refine_two_view
 from slam.tracking.keyframe_policy import KeyframePolicy
 from slam.tracking.keyframes import KeyframeFactory, KeyframeJob
 from slam.tracking.local_map import LocalMapTracking, reference_keyframe
-from slam.tracking.patch_align import PatchAligner
+from slam.tracking.patch_align import PatchAligner, patch_align_on
 from slam.tracking.pose import PoseEstimator
 from slam.tracking.relocalizer import Relocalizer
 from slam.tracking.search import CandidateSearch
