@@ -52,7 +52,7 @@ class BasicBlock(nn.Module):
         y = self.bn2(self.conv2(y))
         if self.downsample is not None:
             x = self.downsample(x)
-        return F.relu(x + y, inplace=True)
+        return F.relu(y.add_(x), inplace=True)  # in place: y is this block's own tensor
 
     def fold_batchnorm(self) -> None:
         self.conv1, self.bn1 = fuse_conv_bn_eval(self.conv1, self.bn1), nn.Identity()
@@ -71,7 +71,7 @@ class _LeakyReLU(nn.LeakyReLU):
 
 
 def _merge(cin: int, cmid: int, cout: int) -> nn.Sequential:
-    return nn.Sequential(_conv(cin, cmid, 3), nn.BatchNorm2d(cmid), _LeakyReLU(), _conv(cmid, cout, 3))
+    return nn.Sequential(_conv(cin, cmid, 3), nn.BatchNorm2d(cmid), _LeakyReLU(inplace=True), _conv(cmid, cout, 3))
 
 
 def _up2(x: torch.Tensor) -> torch.Tensor:
@@ -118,8 +118,8 @@ class ResNetFPN(nn.Module):
         x2 = self.layer2(x1)
         x3 = self.layer3(x2)
         c3 = self.layer3_outconv(x3)
-        c2 = self.layer2_outconv2(self.layer2_outconv(x2) + _up2(c3))
-        c1 = self.layer1_outconv2(self.layer1_outconv(x1) + _up2(c2))
+        c2 = self.layer2_outconv2(self.layer2_outconv(x2).add_(_up2(c3)))
+        c1 = self.layer1_outconv2(self.layer1_outconv(x1).add_(_up2(c2)))
         return c3, c1
 
     @torch.no_grad()

@@ -34,7 +34,8 @@ from torch import nn
 
 from slam.errors import WeightsError
 from slam.matching.loftr.backbone import ResNetFPN
-from slam.matching.loftr.coarse import border_ok, dual_softmax, mutual_matches, optimal_transport, similarity
+from slam.matching.loftr.coarse import (border_ok, dual_softmax_from_features, mutual_matches, optimal_transport,
+                                        similarity)
 from slam.matching.loftr.fine import STRIDE, WINDOW, FinePreprocess, expectation, gather_windows
 from slam.matching.loftr.transformer import LocalFeatureTransformer, sine_position_encoding
 
@@ -188,15 +189,15 @@ class LoFTRNet(nn.Module):
             feat0, feat1 = self.loftr_coarse(feat0, feat1, mask0, mask1)
 
         with torch.autocast(dev_type, enabled=False):
-            sim = similarity(feat0, feat1)
+            best = None
             if self.match_type == "dual_softmax":
-                conf = dual_softmax(sim, temperature, mask0, mask1)
+                conf, best = dual_softmax_from_features(feat0, feat1, temperature, mask0, mask1, best=True)
             else:
-                conf = optimal_transport(sim, self.coarse_matching.bin_score, skh_iters, mask0, mask1, skh_prefilter)
-            del sim
+                conf = optimal_transport(similarity(feat0, feat1), self.coarse_matching.bin_score, skh_iters,
+                                         mask0, mask1, skh_prefilter)
             ok0 = border_ok(feat0.shape[1], wm0, valid0, border_rm)
             ok1 = border_ok(feat1.shape[1], wm1, valid1, border_rm)
-            b_ids, i_pad, j_pad, mconf = mutual_matches(conf, threshold, ok0, ok1)
+            b_ids, i_pad, j_pad, mconf = mutual_matches(conf, threshold, ok0, ok1, best)
         xy0 = torch.stack([i_pad % wm0, i_pad // wm0], dim=1)
         xy1 = torch.stack([j_pad % wm1, j_pad // wm1], dim=1)
 

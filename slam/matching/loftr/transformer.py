@@ -46,8 +46,8 @@ def linear_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, q_mask: 
     excluded, padded queries set to zero. In half precision the values are divided by S before
     the sums and the result multiplied back (as the reference does against fp16 overflow).
     """
-    q = F.elu(q) + 1.0
-    k = F.elu(k) + 1.0
+    q = F.elu(q).add_(1.0)
+    k = F.elu(k).add_(1.0)
     if q_mask is not None:
         q = q * q_mask[:, :, None, None].to(q.dtype)
     if kv_mask is not None:
