@@ -53,8 +53,9 @@ def dual_softmax_from_features(feat0: torch.Tensor, feat1: torch.Tensor, tempera
     return _dual_softmax_(s, mask0, mask1, best)
 
 
-#: rows (or columns) per block in _dual_softmax_: a block of a 640 x 480 image's 4800 x 4800
-#: matrix (1.2 MB) stays in cache between its reduction and its update
+#: rows (or columns) per block in _dual_softmax_ on the CPU: a block of a 640 x 480 image's
+#: 4800 x 4800 matrix (1.2 MB) stays in cache between its reduction and its update. On a GPU the
+#: whole matrix is one block.
 _BLOCK = 64
 
 
@@ -73,20 +74,21 @@ def _dual_softmax_(s: torch.Tensor, mask0: Optional[torch.Tensor], mask1: Option
     if valid is not None:
         s.masked_fill_(~valid, float("-inf"))
     b, n, m = s.shape
-    lse_col = torch.cat([torch.logsumexp(s[:, :, c:c + _BLOCK], dim=1) for c in range(0, m, _BLOCK)], dim=1)
+    step = _BLOCK if s.device.type == "cpu" else max(n, m, 1)  # GPUs: one block, no Python loop
+    lse_col = torch.cat([torch.logsumexp(s[:, :, c:c + step], dim=1) for c in range(0, m, step)], dim=1)
     if best:
         row_max = s.new_zeros(b, n)
         j_best = torch.zeros(b, n, dtype=torch.long, device=s.device)
         col_max = s.new_full((b, m), -1.0)
         i_best = torch.zeros(b, m, dtype=torch.long, device=s.device)
-    for r in range(0, n, _BLOCK):
-        blk = s[:, r:r + _BLOCK]
+    for r in range(0, n, step):
+        blk = s[:, r:r + step]
         lse_row = torch.logsumexp(blk, dim=2, keepdim=True)
         blk.mul_(2.0).sub_(lse_row).sub_(lse_col[:, None, :]).exp_()
         if valid is not None:
-            blk.masked_fill_(~valid[:, r:r + _BLOCK], 0.0)  # also the NaN of rows / columns with no real cell
+            blk.masked_fill_(~valid[:, r:r + step], 0.0)  # also the NaN of rows / columns with no real cell
         if best:
-            torch.max(blk, dim=2, out=(row_max[:, r:r + _BLOCK], j_best[:, r:r + _BLOCK]))
+            torch.max(blk, dim=2, out=(row_max[:, r:r + step], j_best[:, r:r + step]))
             v, i = blk.max(dim=1)
             better = v > col_max  # strict: the first row wins ties, as argmax
             col_max = torch.where(better, v, col_max)
