@@ -459,7 +459,7 @@ class XFeat:
             source = "the given state_dict"
         self.net = XFeatInference(XFeatNet.from_state_dict(state_dict, source)).to(self.device).eval()
         self.precision_check: dict[str, float] = {}
-        # auto on a CPU with native bf16 (AMX / AVX512-BF16): bf16 when it keeps the keypoints
+        # auto on a CPU with native bf16 (AMX, slam.device.native_bf16): bf16 when it keeps the keypoints
         # (fr1_xyz: 43 vs 76 ms of CPU per 640x480 frame, 98 % of the keypoints at the same pixel)
         self.precision = resolve_precision(self.cfg.precision, self.device, "xfeat", cpu_auto="bf16",
                                            probe=self._bf16_probe, min_quality=self.cfg.bf16_min_repeatability)

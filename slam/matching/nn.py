@@ -29,8 +29,8 @@ def unpack_bits_pm1(desc: torch.Tensor) -> torch.Tensor:
 
 @functools.lru_cache(maxsize=1)
 def cpu_has_native_bf16() -> bool:
-    """True where oneDNN runs bf16 matrix products natively (AVX512-BF16 / AMX): there a bf16
-    product is several times faster than fp32. slam.device's probe, cached."""
+    """True where bf16 matrix products run natively and fast (CPUs with AMX; see
+    slam.device.native_bf16). slam.device's probe, cached."""
     return native_bf16(torch.device("cpu"))
 
 

@@ -69,7 +69,7 @@ log = logging.getLogger(__name__)
 __all__ = ["SuperGlue", "SuperGlueConfig", "SuperGlueNet", "WeightsError", "log_optimal_transport", "mutual_matches",
            "sinkhorn", "read_checkpoint", "architecture_from_state_dict", "load_weights", "normalize_keypoints"]
 
-#: What precision=auto runs on a CPU with native bf16 (AMX / AVX512-BF16); elsewhere fp32.
+#: What precision=auto runs on a CPU with native bf16 (AMX, slam.device.native_bf16); elsewhere fp32.
 #: bf16 keeps >= 99 % of fp32's matches (docs/benchmarks.md, section 4) at ~3x the speed.
 CPU_AUTO = "bf16"
 

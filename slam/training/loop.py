@@ -47,7 +47,7 @@ class TrainResult:
 
 def resolve_amp(amp: str, device: torch.device) -> str:
     """Training's ``amp`` setting -> 'bf16' or 'none'. 'auto' -> bf16 where the device runs it
-    natively (CUDA with bf16, CPUs with AVX512-BF16/AMX), else none (slam.device decides)."""
+    natively (CUDA with bf16, CPUs with AMX), else none (slam.device decides)."""
     if amp not in ("auto", "bf16", "none"):
         raise InputError(f"amp must be auto, bf16 or none, got {amp!r}")
     p = resolve_precision("fp32" if amp == "none" else amp, device, "training", cuda_auto="bf16", cpu_auto="bf16")
