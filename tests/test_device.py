@@ -39,6 +39,16 @@ def test_auto_precision_per_device(monkeypatch, native):
     assert resolve_precision("auto", torch.device("meta"), "m", cpu_auto="bf16") == "fp32"
 
 
+@pytest.mark.parametrize("amx", [True, False])
+def test_native_bf16_on_the_cpu_means_amx_not_only_avx512_bf16(monkeypatch, amx):
+    # oneDNN reports bf16 support on AVX512-BF16 CPUs, where its bf16 kernels can be slower
+    # than fp32 (docs/benchmarks.md section 13): only AMX counts as native here
+    monkeypatch.setattr(torch.ops.mkldnn, "_is_mkldnn_bf16_supported", lambda: True, raising=False)
+    monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda: amx, raising=False)
+    assert dev_mod.native_bf16(CPU) is amx
+    assert resolve_precision("auto", CPU, "m", cpu_auto="bf16") == ("bf16" if amx else "fp32")
+
+
 def test_explicit_precision_is_kept_and_validated():
     for p in ("fp32", "bf16", "BF16"):
         assert resolve_precision(p, CPU, "m") == p.lower()
