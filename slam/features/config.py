@@ -42,7 +42,7 @@ class SuperPointConfig:
     detection_threshold: float = param(0.005, ge=0.0)  # keep heatmap maxima with probability > this (>= 0)
     nms_radius: int = param(4, ge=0)  # NMS window is (2r+1)x(2r+1) pixels (max-pool form); 0 disables
     remove_borders: int = param(4, ge=0)  # drop keypoints closer than this (px) to the original image border
-    precision: str = param("auto", choices=PRECISIONS)  # auto = fp16 on CUDA, bf16 on CPU if it keeps quality
+    precision: str = param("auto", choices=PRECISIONS)  # auto = fp16 on CUDA, bf16 on a CPU with AMX if it keeps quality, else fp32
     compile: bool = False  # torch.compile the network (CUDA: mode reduce-overhead = CUDA graphs)
     channels_last: bool = True  # NHWC memory format for the convolutions (faster with oneDNN/cuDNN)
     descriptor_convention: str = param("auto", choices=("auto", "official", "open"))  # where descriptor cells sit (see sample_descriptors)
@@ -75,5 +75,5 @@ class XFeatConfig:
     detection_threshold: float = param(0.05, ge=0.0, lt=1.0)  # keypoint-heatmap probability a candidate must exceed (reference 0.05)
     nms_size: int = param(5, ge=1)  # odd side of the non-maximum-suppression window, pixels (reference 5)
     subpixel: bool = True  # refine keypoints to sub-pixel on the heatmap (parabola per axis; synthetic ATE RGB-D 0.21 -> 0.20 cm, mono 0.39 -> 0.36 cm); False = the reference's whole pixels
-    precision: str = param("auto", choices=PRECISIONS)  # auto = fp16 on CUDA, bf16 on a CPU with native bf16 if it keeps the keypoints, else fp32 | fp32 | fp16 (CUDA only) | bf16
+    precision: str = param("auto", choices=PRECISIONS)  # auto = fp16 on CUDA, bf16 on a CPU with AMX (native bf16) if it keeps the keypoints, else fp32 | fp32 | fp16 (CUDA only) | bf16
     bf16_min_repeatability: float = param(0.9, ge=0.0, le=1.0)  # auto on CPU: bf16 only if >= this share of fp32 keypoints within 1 px (synthetic probe image)
