@@ -166,6 +166,17 @@ def test_rotation_two_view_refuses_a_real_baseline():
     assert rotation_two_view(x0, x1, K, threshold_px=3.0, min_inliers=100) is None
 
 
+def test_rotation_two_view_needs_the_rotation_to_explain_most_matches():
+    """Enough inliers in number but a minority of the matches (forward motion: only the points
+    near the focus of expansion fit a rotation): refused at the default share of one half."""
+    rng = np.random.default_rng(6)
+    rot = make_se3(so3_exp([0.01, 0.05, 0.0]), np.zeros(3))
+    pts, x0, x1, is_out = make_pair(rng, rot, n=500, outlier_frac=0.6)
+    assert rotation_two_view(x0, x1, K, threshold_px=3.0, min_inliers=100) is None
+    res = rotation_two_view(x0, x1, K, threshold_px=3.0, min_inliers=100, min_share=0.3)
+    assert res is not None and res.valid[~is_out].mean() > 0.99
+
+
 def test_initialize_two_view_rejects_tiny_baseline_and_few_matches():
     rng = np.random.default_rng(4)
     pts, x0, x1, _ = make_pair(rng, relative_pose(t=(0.01, 0.0, 0.0)), n=500, outlier_frac=0.0)

@@ -398,7 +398,8 @@ def _kabsch(a: np.ndarray, b: np.ndarray) -> np.ndarray:
 
 
 def rotation_two_view(x0: np.ndarray, x1: np.ndarray, K: np.ndarray, threshold_px: float = 3.0,
-                      min_inliers: int = 50, iterations: int = 200, seed: int = 0) -> Optional[TwoViewResult]:
+                      min_inliers: int = 50, min_share: float = 0.5, iterations: int = 200,
+                      seed: int = 0) -> Optional[TwoViewResult]:
     """A two-view start for a camera that only turned: the rotation that maps the rays of x0
     onto those of x1 (2-point RANSAC, Kabsch on the inliers), no translation, and each inlier's
     point on its cam0 ray at depth 1 (the monocular scale is arbitrary; with no baseline, depth
@@ -406,7 +407,11 @@ def rotation_two_view(x0: np.ndarray, x1: np.ndarray, K: np.ndarray, threshold_p
 
     x0, x1: (N,2) float64 matched undistorted pixels; K: (3,3). An inlier transfers through
     K R K^-1 to within threshold_px. Returns a TwoViewResult with model "rotation" and
-    median_parallax_deg 0, or None with fewer than min_inliers inliers."""
+    median_parallax_deg 0, or None with fewer than min_inliers inliers or fewer than min_share
+    of the matches. A turn on the spot or a still camera leaves most matches on the rotation
+    (synthetic/fast 69 %, fast_blur 72 %, ORB on fast 93 %, the still EuRoC excerpt 97 %);
+    forward motion, whose slow start also lacks parallax, leaves only the points near the focus
+    of expansion (19 % in tests/test_robust_tracking.py's forward scene at frame 10)."""
     x0, x1 = _check_pair(x0, x1)
     n = len(x0)
     if n < max(min_inliers, 2):
@@ -435,7 +440,7 @@ def rotation_two_view(x0: np.ndarray, x1: np.ndarray, K: np.ndarray, threshold_p
         return None
     R = _kabsch(u0[best], u1[best])
     valid = inliers(R)
-    if valid.sum() < min_inliers:
+    if valid.sum() < max(min_inliers, min_share * n):
         return None
     cam1_from_cam0 = np.eye(4)
     cam1_from_cam0[:3, :3] = R

@@ -23,13 +23,6 @@ from slam.types import FrameFeatures
 
 log = logging.getLogger(__name__)
 
-#: a start from a pure rotation needs the rotation to explain at least this share of the
-#: matches. A turn on the spot or a still camera leaves most matches on it (synthetic/fast 69 %,
-#: fast_blur 72 %, ORB on fast 93 %, the still EuRoC excerpt 97 %); forward motion, whose slow
-#: start waits for parallax too, leaves only the points near the focus of expansion (19 % in
-#: tests/test_robust_tracking.py's forward scene at frame 10)
-ROTATION_MIN_SHARE = 0.5
-
 MIN_DEPTH_KEYPOINTS = 50  # RGB-D: keypoints with depth needed (or tracking.min_inliers if larger)
 INIT_BA_ITERATIONS = 20  # ORB-SLAM's global BA of the initial two-view map
 
@@ -116,12 +109,8 @@ class MonoInitializer:
         res = rotation_two_view(x_ref, x_cur, self.K, threshold_px=3.0 * c.mono_init_threshold_px,
                                 min_inliers=c.mono_init_min_matches)
         if res is None:
-            log.debug("frame %d: rotation start rejected: fewer than %d matches fit a rotation", fr.index,
-                      c.mono_init_min_matches)
-        elif res.n_inliers < ROTATION_MIN_SHARE * len(x_ref):
-            log.debug("frame %d: rotation start rejected: only %d of %d matches fit a rotation (the camera "
-                      "translates)", fr.index, res.n_inliers, len(x_ref))
-            return None
+            log.debug("frame %d: rotation start rejected: fewer than %d matches, or than half of the %d, "
+                      "fit a rotation", fr.index, c.mono_init_min_matches, len(x_ref))
         return res
 
 
