@@ -98,6 +98,39 @@ def test_bilinear_sample_hwc_matches_grid_sample():
 # ----------------------------------------------------------------------------- network, random weights
 
 
+@pytest.mark.parametrize("size", [(64, 96), (50, 70)])
+def test_dense_without_the_full_map_equals_the_concatenated_map(size):
+    """ALIKEDNet.dense never builds the (dim, H, W) map: the score head's 1x1 layer runs per
+    branch before upsampling, and the feature map is evaluated per pixel. Both must equal the
+    paper's order (upsample, concatenate, normalise, then the score head), padding included."""
+    net = random_aliked().net
+    gen = torch.Generator().manual_seed(1)
+    img = torch.rand(1, 3, *size, generator=gen).contiguous(memory_format=torch.channels_last)
+    with torch.inference_mode():
+        maps, score = net.dense(img)
+        h, w = size
+        pad_h, pad_w = (-h) % 32, (-w) % 32
+        top, left = pad_h // 2, pad_w // 2
+        x = torch.nn.functional.pad(img, (left, pad_w - left, top, pad_h - top), mode="replicate")
+        x1 = net.block1(x)
+        x2 = net.block2(torch.nn.functional.avg_pool2d(x1, 2))
+        x3 = net.block3(torch.nn.functional.avg_pool2d(x2, 4))
+        x4 = net.block4(torch.nn.functional.avg_pool2d(x3, 4))
+        up = [torch.nn.functional.selu(net.conv1(x1))]
+        for conv, xk in ((net.conv2, x2), (net.conv3, x3), (net.conv4, x4)):
+            up.append(torch.nn.functional.interpolate(torch.nn.functional.selu(conv(xk)), size=x1.shape[-2:],
+                                                      mode="bilinear", align_corners=True))
+        cat = torch.cat(up, dim=1)
+        want_score = torch.sigmoid(net.score_head(cat))[:, :, top:top + h, left:left + w]
+        want_map = torch.nn.functional.normalize(cat, dim=1)[0, :, top:top + h, left:left + w]
+        torch.testing.assert_close(score, want_score, rtol=1e-5, atol=1e-6)
+        got_map = maps[0].dense()
+        assert got_map.shape == (128, h, w)
+        torch.testing.assert_close(got_map, want_map, rtol=1e-5, atol=1e-6)
+        kpts = torch.rand(40, 2, generator=gen) * torch.tensor([w - 1.0, h - 1.0])
+        torch.testing.assert_close(net.desc_head(maps[0], kpts), net.desc_head(want_map, kpts), rtol=1e-4, atol=1e-5)
+
+
 def test_protocol_shapes_dtypes_and_unit_norm():
     ext = random_aliked(max_keypoints=200)
     assert isinstance(ext, Extractor)

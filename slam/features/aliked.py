@@ -58,8 +58,8 @@ class ConvBlock(nn.Module):
         self.bn2 = nn.BatchNorm2d(c_out)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = F.selu(self.bn1(self.conv1(x)))
-        return F.selu(self.bn2(self.conv2(x)))
+        x = F.selu(self.bn1(self.conv1(x)), inplace=True)  # in place: fresh tensors, no page faults for a new map
+        return F.selu(self.bn2(self.conv2(x)), inplace=True)
 
 
 class ResBlock(nn.Module):
@@ -80,9 +80,9 @@ class ResBlock(nn.Module):
         self.downsample = nn.Conv2d(c_in, c_out, 1, bias=True)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        y = F.selu(self.bn1(self.conv1(x)))
+        y = F.selu(self.bn1(self.conv1(x)), inplace=True)
         y = self.bn2(self.conv2(y))
-        return F.selu(y + self.downsample(x))
+        return F.selu(y.add_(self.downsample(x)), inplace=True)
 
 
 def bilinear_sample_hwc(hwc: torch.Tensor, pts: torch.Tensor) -> torch.Tensor:
@@ -90,28 +90,109 @@ def bilinear_sample_hwc(hwc: torch.Tensor, pts: torch.Tensor) -> torch.Tensor:
     outside the map count as zero (same result as F.grid_sample with zero padding).
     Returns (P, C) float32. Gathering whole C-vectors is much faster on CPU than grid_sample
     on an NCHW map."""
-    h, w, c = hwc.shape
-    flat = hwc.reshape(h * w, c)
+    return bilinear_sample(DenseMap(hwc), pts)
+
+
+def bilinear_sample(fmap: "DenseMap | AggregatedMap", pts: torch.Tensor) -> torch.Tensor:
+    """bilinear_sample_hwc for any map with ``hw`` and ``pixels(yi, xi)``: (P, C) float32."""
+    h, w = fmap.hw
     x, y = pts[:, 0].float(), pts[:, 1].float()
     x0, y0 = torch.floor(x), torch.floor(y)
     fx, fy = x - x0, y - y0
     x0, y0 = x0.long(), y0.long()
-    out = torch.zeros(pts.shape[0], c, device=hwc.device, dtype=torch.float32)
+    out = None
     for dy, wy in ((0, 1.0 - fy), (1, fy)):
         for dx, wx in ((0, 1.0 - fx), (1, fx)):
             xi, yi = x0 + dx, y0 + dy
             inside = (xi >= 0) & (xi < w) & (yi >= 0) & (yi < h)
-            idx = (yi.clamp(0, h - 1) * w + xi.clamp(0, w - 1))
             wgt = (wx * wy * inside).unsqueeze(1)
-            out += wgt * flat.index_select(0, idx).float()
+            term = wgt * fmap.pixels(yi.clamp(0, h - 1), xi.clamp(0, w - 1)).float()
+            out = term if out is None else out.add_(term)
     return out
+
+
+class DenseMap:
+    """An (H, W, C) feature map behind the pixel lookup that SDDH uses."""
+
+    def __init__(self, hwc: torch.Tensor) -> None:
+        self.hwc = hwc
+        self.hw = (hwc.shape[0], hwc.shape[1])
+        self.dim = hwc.shape[2]
+
+    def pixels(self, yi: torch.Tensor, xi: torch.Tensor) -> torch.Tensor:
+        """yi, xi: (P,) int64 inside the map -> (P, C) feature vectors."""
+        h, w, c = self.hwc.shape
+        return self.hwc.reshape(h * w, c).index_select(0, yi * w + xi)
+
+
+def _upsample_taps(n_in: int, n_out: int, dst: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Source rows (i0, i1) and weights (l0, l1) of bilinear upsampling with align_corners=True
+    from n_in to n_out samples at the output indices dst (P,) int64, computed as
+    F.interpolate does (float32 scale (n_in-1)/(n_out-1), truncation, clamped neighbour)."""
+    scale = torch.tensor((n_in - 1) / (n_out - 1) if n_out > 1 else 0.0, dtype=torch.float32)
+    src = scale * dst.float()
+    i0 = src.long()
+    i1 = i0 + (i0 < n_in - 1).long()
+    l1 = src - i0.float()
+    return i0, i1, 1.0 - l1, l1
+
+
+class AggregatedMap:
+    """ALIKED's aggregated feature map (dim, H, W), L2-normalised over channels, built only at
+    the pixels asked for.
+
+    The dense map is the concatenation of four dim/4-channel branches, three of them bilinearly
+    upsampled (align_corners=True) from 1/2, 1/8 and 1/32 resolution, then normalised per pixel.
+    SDDH reads about 75 pixels per keypoint (a KxK patch and the 4 neighbours of each of its M
+    samples), so for 1024 keypoints a quarter of a 640x480 map; materialising all of it (157 MB in
+    float32, written three times: upsampling, concatenation, normalisation) cost more than the
+    encoder. pixels() does the same arithmetic per pixel, equal to the dense map up to float
+    rounding (tests/test_aliked.py checks it against dense()).
+
+    full: (Hp, Wp, C4) first branch at the padded full resolution; lows: the other branches at
+    their own resolution, (h_k, w_k, C4); top, left: the padding above and left of the image;
+    (h, w): the image size. Coordinates given to pixels() are in the image (unpadded).
+    """
+
+    def __init__(self, full: torch.Tensor, lows: list[torch.Tensor], top: int, left: int, h: int, w: int) -> None:
+        self.full = full
+        self.lows = lows
+        self.top, self.left = top, left
+        self.hw = (h, w)
+        self.dim = full.shape[2] * (1 + len(lows))
+
+    def pixels(self, yi: torch.Tensor, xi: torch.Tensor) -> torch.Tensor:
+        """yi, xi: (P,) int64 inside the image -> (P, dim) float32 unit vectors."""
+        hp, wp, c = self.full.shape
+        yy, xx = yi + self.top, xi + self.left
+        parts = [self.full.reshape(hp * wp, c).index_select(0, yy * wp + xx).float()]
+        for low in self.lows:
+            hl, wl, _ = low.shape
+            flat = low.reshape(hl * wl, c)
+            y0, y1, ly0, ly1 = _upsample_taps(hl, hp, yy)
+            x0, x1, lx0, lx1 = _upsample_taps(wl, wp, xx)
+
+            def tap(r: torch.Tensor, q: torch.Tensor) -> torch.Tensor:
+                return flat.index_select(0, r * wl + q).float()
+
+            top_row = lx0[:, None] * tap(y0, x0) + lx1[:, None] * tap(y0, x1)
+            bottom_row = lx0[:, None] * tap(y1, x0) + lx1[:, None] * tap(y1, x1)
+            parts.append(ly0[:, None] * top_row + ly1[:, None] * bottom_row)
+        f = torch.cat(parts, dim=1)
+        return f / f.norm(dim=1, keepdim=True).clamp_min(1e-12)
+
+    def dense(self) -> torch.Tensor:
+        """The whole map, (dim, H, W) float32 (for tests and inspection)."""
+        h, w = self.hw
+        yi, xi = torch.meshgrid(torch.arange(h, device=self.full.device), torch.arange(w, device=self.full.device), indexing="ij")
+        return self.pixels(yi.reshape(-1), xi.reshape(-1)).reshape(h, w, self.dim).permute(2, 0, 1)
 
 
 class SDDH(nn.Module):
     """Sparse deformable descriptor head.
 
-    forward(feature_map (C,H,W) of one image, keypoints (N,2) float pixels (x,y) of that map)
-    -> (N, C) L2-normalised descriptors.
+    forward(feature map of one image: a (C,H,W) tensor, a DenseMap or an AggregatedMap;
+    keypoints (N,2) float pixels (x,y) of that map) -> (N, C) L2-normalised descriptors.
     """
 
     def __init__(self, dim: int, kernel_size: int = 3, n_pos: int = 16) -> None:
@@ -126,28 +207,29 @@ class SDDH(nn.Module):
         self.sf_conv = nn.Conv2d(dim, dim, 1, bias=False)
         self.agg_weights = nn.Parameter(torch.rand(n_pos, dim, dim))
 
-    def forward(self, fmap: torch.Tensor, kpts: torch.Tensor) -> torch.Tensor:
-        c, h, w = fmap.shape
+    def forward(self, fmap: "torch.Tensor | DenseMap | AggregatedMap", kpts: torch.Tensor) -> torch.Tensor:
+        if isinstance(fmap, torch.Tensor):  # (C, H, W); the (H, W, C) view is free when channels-last
+            fmap = DenseMap(fmap.permute(1, 2, 0))
+        (h, w), c = fmap.hw, fmap.dim
         n = kpts.shape[0]
         if n == 0:
-            return fmap.new_zeros((0, c))
+            return kpts.new_zeros((0, c))
         ks = self.kernel_size
-        # (H, W, C) view; free when the map is channels-last (as ALIKEDNet.dense returns it).
-        hwc = fmap.permute(1, 2, 0)
         # KxK patch whose top-left corner is floor(kp) - K/2 + 1 (truncated), kept inside the map.
         corner = torch.floor(torch.floor(kpts) - ks / 2.0 + 1.0).long()
         corner[:, 0] = corner[:, 0].clamp(min=0, max=max(w - 1 - ks, 0))
         corner[:, 1] = corner[:, 1].clamp(min=0, max=max(h - 1 - ks, 0))
-        steps = torch.arange(ks, device=fmap.device)
+        steps = torch.arange(ks, device=kpts.device)
         rows = (corner[:, 1:2] + steps).clamp(max=h - 1)  # (N, K)
         cols = (corner[:, 0:1] + steps).clamp(max=w - 1)  # (N, K)
-        patch = hwc[rows[:, :, None], cols[:, None, :]].permute(0, 3, 1, 2)  # (N, C, K, K)
+        rr, cc = torch.broadcast_tensors(rows[:, :, None], cols[:, None, :])
+        patch = fmap.pixels(rr.reshape(-1), cc.reshape(-1)).view(n, ks, ks, c).permute(0, 3, 1, 2)  # (N, C, K, K)
 
         max_offset = max(h, w) / 4.0
         off = self.offset_conv(patch.to(self.sf_conv.weight.dtype)).clamp(-max_offset, max_offset)  # (N, 2M, 1, 1)
         off = off.reshape(n, 2, self.n_pos).transpose(1, 2)  # (N, M, 2): first M = dx, next M = dy
         pos = kpts[:, None, :].float() + off.float()  # (N, M, 2) pixels (x, y)
-        samples = bilinear_sample_hwc(hwc, pos.reshape(-1, 2)).view(n, self.n_pos, c)  # (N, M, C)
+        samples = bilinear_sample(fmap, pos.reshape(-1, 2)).view(n, self.n_pos, c)  # (N, M, C)
         samples = samples.permute(0, 2, 1).unsqueeze(-1)  # (N, C, M, 1)
         samples = F.selu(self.sf_conv(samples.to(self.sf_conv.weight.dtype))).squeeze(-1)  # (N, C, M)
         desc = torch.einsum("ncp,pcd->nd", samples, self.agg_weights.to(samples.dtype))
@@ -157,8 +239,8 @@ class SDDH(nn.Module):
 class ALIKEDNet(nn.Module):
     """The dense part of ALIKED plus the descriptor head (parameters as in the checkpoints).
 
-    dense(images (B,3,H,W) float RGB in [0,1]) -> (feature_map (B,dim,H,W) L2-normalised
-    over channels, score_map (B,1,H,W) in (0,1)).
+    dense(images (B,3,H,W) float RGB in [0,1]) -> (per image the feature map (dim,H,W)
+    L2-normalised over channels, as an AggregatedMap; score_map (B,1,H,W) in (0,1)).
     """
 
     def __init__(self, c1: int = 16, c2: int = 32, c3: int = 64, c4: int = 128, dim: int = 128,
@@ -209,7 +291,13 @@ class ALIKEDNet(nn.Module):
             raise WeightsError(f"{source} does not match the ALIKED architecture: {exc}") from None
         return net
 
-    def dense(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def dense(self, images: torch.Tensor) -> tuple[list[AggregatedMap], torch.Tensor]:
+        """images (B,3,H,W) float RGB in [0,1] -> (per image an AggregatedMap: the (dim,H,W)
+        L2-normalised feature map, evaluated on demand; score_map (B,1,H,W) in (0,1)).
+
+        The score head's first layer, a 1x1 convolution of the concatenated branches, is applied
+        to each branch at its own resolution before upsampling (both are linear, so they
+        commute): 8 channels are upsampled instead of dim."""
         h, w = images.shape[-2:]
         pad_h, pad_w = (-h) % 32, (-w) % 32
         top, left = pad_h // 2, pad_w // 2
@@ -219,17 +307,17 @@ class ALIKEDNet(nn.Module):
         x3 = self.block3(F.avg_pool2d(x2, 4))
         x4 = self.block4(F.avg_pool2d(x3, 4))
         full = x1.shape[-2:]
-        feats = [
-            F.selu(self.conv1(x1)),
-            F.interpolate(F.selu(self.conv2(x2)), size=full, mode="bilinear", align_corners=True),
-            F.interpolate(F.selu(self.conv3(x3)), size=full, mode="bilinear", align_corners=True),
-            F.interpolate(F.selu(self.conv4(x4)), size=full, mode="bilinear", align_corners=True),
-        ]
-        x1234 = torch.cat(feats, dim=1)
-        score_map = torch.sigmoid(self.score_head(x1234))
-        feature_map = F.normalize(x1234, p=2, dim=1)
-        crop = (slice(None), slice(None), slice(top, top + h), slice(left, left + w))
-        return feature_map[crop], score_map[crop]
+        branches = [F.selu(conv(xk), inplace=True) for conv, xk in
+                    ((self.conv1, x1), (self.conv2, x2), (self.conv3, x3), (self.conv4, x4))]
+        c4 = branches[0].shape[1]
+        w_score = self.score_head[0].weight  # (8, dim, 1, 1)
+        s = F.conv2d(branches[0], w_score[:, :c4])
+        for k, b in enumerate(branches[1:], start=1):
+            s += F.interpolate(F.conv2d(b, w_score[:, k * c4:(k + 1) * c4]), size=full, mode="bilinear", align_corners=True)
+        score_map = torch.sigmoid(self.score_head[1:](s))
+        hwc = [b.permute(0, 2, 3, 1) for b in branches]  # views when channels-last
+        maps = [AggregatedMap(hwc[0][i], [t[i] for t in hwc[1:]], top, left, h, w) for i in range(images.shape[0])]
+        return maps, score_map[:, :, top:top + h, left:left + w]
 
 
 # ----------------------------------------------------------------------------- detection
@@ -336,13 +424,13 @@ class ALIKED:
             batch = images_to_tensor([images[i] for i in idxs], self.device)
             batch = batch.contiguous(memory_format=torch.channels_last)
             with autocast(self.device, self.precision):
-                feature_map, score_map = self.net.dense(batch)
+                feature_maps, score_map = self.net.dense(batch)
             detections = dkd_detect(score_map.float(), self.cfg.nms_radius, self.cfg.detection_threshold,
                                     self.cfg.max_keypoints)
             for k, i in enumerate(idxs):
                 kpts, scores = detections[k]
                 with autocast(self.device, self.precision):
-                    desc = self.net.desc_head(feature_map[k], kpts)
+                    desc = self.net.desc_head(feature_maps[k], kpts)
                 results[i] = Features(kpts, scores, desc.float().contiguous(), (w, h))
         return results  # type: ignore[return-value]
 
