@@ -98,6 +98,29 @@ def test_bilinear_sample_hwc_matches_grid_sample():
 # ----------------------------------------------------------------------------- network, random weights
 
 
+def test_folding_the_batch_norms_keeps_the_outputs():
+    torch.manual_seed(0)
+    net = ALIKEDNet()
+    for m in net.modules():
+        if isinstance(m, torch.nn.BatchNorm2d):
+            m.running_mean.uniform_(-0.1, 0.1)
+            m.running_var.uniform_(0.5, 1.5)
+            m.weight.data.uniform_(0.5, 1.5)
+            m.bias.data.uniform_(-0.2, 0.2)
+    net.eval()
+    folded = ALIKEDNet()
+    folded.load_state_dict(net.state_dict())
+    folded.eval().fold_batchnorm()
+    assert not any(isinstance(m, torch.nn.BatchNorm2d) for m in (folded.block1.bn1, folded.block2.bn2))
+    img = torch.rand(1, 3, 64, 96, generator=torch.Generator().manual_seed(2))
+    with torch.inference_mode():
+        (m0,), s0 = net.dense(img)
+        (m1,), s1 = folded.dense(img)
+    assert (s0 - s0.mean()).abs().max() > 1e-3  # the score map is not flat: the check can fail
+    torch.testing.assert_close(s1, s0, rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(m1.dense(), m0.dense(), rtol=1e-5, atol=1e-6)
+
+
 @pytest.mark.parametrize("size", [(64, 96), (50, 70)])
 def test_dense_without_the_full_map_equals_the_concatenated_map(size):
     """ALIKEDNet.dense never builds the (dim, H, W) map: the score head's 1x1 layer runs per

@@ -291,6 +291,28 @@ class ALIKEDNet(nn.Module):
             raise WeightsError(f"{source} does not match the ALIKED architecture: {exc}") from None
         return net
 
+    @torch.no_grad()
+    def fold_batchnorm(self) -> "ALIKEDNet":
+        """For inference: fold each batch norm of the plain-convolution blocks (block1 at full
+        resolution, block2 at 1/2, where the normalisation passes cost most) into the
+        convolution before it (weight * gamma / sigma, bias beta - mu * gamma / sigma), and
+        replace it by the identity. Eval-mode outputs are unchanged up to float rounding; the
+        net cannot be trained or saved in the checkpoint layout afterwards. Returns self."""
+        for block in (self.block1, self.block2):
+            for conv_name, bn_name in (("conv1", "bn1"), ("conv2", "bn2")):
+                conv, bn = getattr(block, conv_name), getattr(block, bn_name)
+                if not isinstance(conv, nn.Conv2d) or not isinstance(bn, nn.BatchNorm2d):
+                    continue
+                scale = bn.weight / torch.sqrt(bn.running_var + bn.eps)
+                fused = nn.Conv2d(conv.in_channels, conv.out_channels, conv.kernel_size, stride=conv.stride,
+                                  padding=conv.padding, bias=True).to(conv.weight.device, conv.weight.dtype)
+                fused.weight.copy_(conv.weight * scale[:, None, None, None])
+                bias = conv.bias if conv.bias is not None else torch.zeros_like(bn.running_mean)
+                fused.bias.copy_(bn.bias + (bias - bn.running_mean) * scale)
+                setattr(block, conv_name, fused)
+                setattr(block, bn_name, nn.Identity())
+        return self
+
     def dense(self, images: torch.Tensor) -> tuple[list[AggregatedMap], torch.Tensor]:
         """images (B,3,H,W) float RGB in [0,1] -> (per image an AggregatedMap: the (dim,H,W)
         L2-normalised feature map, evaluated on demand; score_map (B,1,H,W) in (0,1)).
@@ -409,7 +431,7 @@ class ALIKED:
             raise WeightsError(f"{source} holds a {type(state_dict).__name__}, not an ALIKED state dict")
         if all(k.startswith("module.") for k in state_dict):
             state_dict = {k[len("module."):]: v for k, v in state_dict.items()}
-        self.net = ALIKEDNet.from_state_dict(state_dict, source).to(self.device).eval()
+        self.net = ALIKEDNet.from_state_dict(state_dict, source).to(self.device).eval().fold_batchnorm()
         # channels-last: faster convolutions, and SDDH gathers whole descriptor vectors.
         self.net = self.net.to(memory_format=torch.channels_last)
         self.descriptor_dim = self.net.dims[4]
