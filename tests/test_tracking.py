@@ -618,3 +618,47 @@ def test_monocular_local_ba_fixes_every_other_observer_and_keeps_the_scale():
     np.testing.assert_array_equal(res.cam_from_world[mono.fixed], truth[mono.fixed])
     for k in np.flatnonzero(~mono.fixed):
         assert pose_error(res.cam_from_world[k], truth[k])[0] < 2e-3
+
+
+class CountingOracle(OracleLearnedMatcher):
+    def match(self, f0: Features, f1: Features) -> Matches:
+        self.calls += 1
+        return super().match(f0, f1)
+
+
+def test_triangulation_learned_neighbours_moves_the_farther_pairs_to_the_epipolar_search():
+    """mapping.triangulation_learned_neighbours: a learned matcher matches the new keyframe
+    with only its first N triangulation neighbours, the epipolar search the rest. N = 0 never
+    calls it in mapping, and the monocular map still grows and tracks every frame."""
+    from slam.mapping.config import MappingConfig
+    from slam.mapping.local_mapper import LocalMapper
+
+    out = {}
+    for n_learned in (6, 1, 0):
+        scene = FloatScene(15)
+        m = Map(64, binary=False, capacity=8192)
+        tracker = Tracker(TrackingConfig(learned_matching="keyframes", max_desc_dist_float=0.7), CAM, m,
+                          OracleLearnedMatcher(), mode="mono")
+        matcher = CountingOracle()
+        mapper = LocalMapper(MappingConfig(max_desc_dist_float=0.7, triangulation_learned_neighbours=n_learned),
+                             CAM, m, matcher, mode="mono")
+        states, jobs, neighbours = [], 0, 0
+        for i in range(60):
+            res, job = tracker.process(scene.frame(i, Scene.cam_from_world(i), depth=False))
+            states.append(res.state)
+            if job is not None:
+                if not job.is_initial:
+                    jobs += 1
+                    neighbours += len(m.keyframe_covisibility(job.kf_id, min_shared=10)[:6])
+                mapper.process(job)
+        first = states.index("OK")
+        assert first < 15 and states[first:] == ["OK"] * (60 - first), (n_learned, states)
+        ate, _ = _ate(tracker, "mono")
+        out[n_learned] = (matcher.calls, jobs, neighbours, ate, len(m.keyframes))
+    calls6, jobs6, neighbours6, ate6, _ = out[6]
+    assert jobs6 >= 3 and calls6 > jobs6, out  # all neighbours learned: several per keyframe
+    calls1, jobs1, _, ate1, _ = out[1]
+    assert 0 < calls1 <= jobs1, out  # at most one learned pair per keyframe
+    calls0, _, _, ate0, _ = out[0]
+    assert calls0 == 0, out
+    assert max(ate6, ate1, ate0) < 0.02, out  # the hybrid test's monocular bar

@@ -18,6 +18,7 @@ class MappingConfig:
     global_ba_iterations: int = param(15, ge=1)
     n_triangulation_neighbours: int = param(6, ge=1)  # monocular: covisible keyframes used to triangulate new points
     triangulation_match: str = param("epipolar", choices=("epipolar", "matcher"))  # epipolar: descriptor search along each keypoint's epipolar line (ORB-SLAM's SearchForTriangulation; for descriptor-only matchers such as nn, ~4x cheaper than matching all pairs) | matcher: the configured matcher on all free keypoints (always used by learned matchers)
+    triangulation_learned_neighbours: int = param(6, ge=0)  # learned matchers (lightglue, superglue): only the first this-many of the covisible keyframes that triangulate are matched by the learned matcher, the others by the epipolar search (triangulation_match=epipolar; the poses are known there, so the search is a band a few px wide)
     triangulation_ratio: float = param(0.9, gt=0.0, le=1.0)  # epipolar search: best/second-best descriptor distance ratio within the band
     n_fuse_neighbours: int = param(6, ge=0)  # keyframes whose points are fused into the new keyframe
     fuse_radius_px: float = param(3.0, gt=0.0)

@@ -220,6 +220,8 @@ class LocalMapper:
         short = []  # neighbours too close for triangulation (baseline < 1 % of the depth)
         K = self.K
         c1 = se3_inverse(kf_pose)[:3, 3]
+        descriptor_only = hasattr(self.matcher, "match_descriptors")
+        n_learned = 0  # neighbours matched by the learned matcher so far
         for nb in neigh:
             self.schedule.yield_point()
             with self.map.lock:
@@ -240,8 +242,8 @@ class LocalMapper:
             i_nb = np.nonzero(nb_free)[0]
             if len(i_kf) < 10 or len(i_nb) < 10:
                 continue
-            descriptor_only = hasattr(self.matcher, "match_descriptors")
-            if descriptor_only and c.triangulation_match == "epipolar":
+            epipolar = c.triangulation_match == "epipolar" and (descriptor_only or n_learned >= c.triangulation_learned_neighbours)
+            if epipolar:
                 F = fundamental_from_poses(nb_pose @ se3_inverse(kf_pose), K)
                 m0, _ = search_epipolar(kf.kp_uv[i_kf], kf.desc[i_kf], nb.kp_uv[i_nb], nb.desc[i_nb], F,
                                         self.max_desc, c.triangulation_ratio, sigma2_1=nb.kp_sigma2[i_nb])
@@ -249,6 +251,7 @@ class LocalMapper:
             elif descriptor_only:  # skip building Features
                 pr = self.matcher.match_descriptors(kf.desc[i_kf], nb.desc[i_nb]).pairs()
             else:
+                n_learned += 1
                 pr = self.matcher.match(kf.features.subset(i_kf), nb.features.subset(i_nb)).pairs()
             if len(pr) == 0:
                 continue
