@@ -334,7 +334,7 @@ def _run(cfg: Config, inputs: RunInputs, out_dir: Optional[Path], feature_worker
     if use_process_frontend(rt.feature_stage, rt.threaded, resolve_device(cfg.device).type):
         # started first, so the child's imports overlap with building the system here
         frontend_proc = ProcessFrontend(source, functools.partial(build_frontend, cfg, inputs.camera), live=rt.live,
-                                        queue_size=rt.queue_size, threads=1, worker=feature_worker,
+                                        queue_size=rt.queue_size, threads=rt.feature_threads, worker=feature_worker,
                                         blas_threads=rt.blas_threads).start()
         source = frontend_proc
     try:

@@ -96,13 +96,14 @@ def start_feature_worker(cfg):
     device guessed without torch (an NVIDIA driver means cuda for device auto): the run uses
     the worker only when it does put its features in a process with the same queue size; the
     caller closes it either way. None when the run will not want one."""
-    from slam.runtime.feature_process import FeatureWorker, use_process_frontend
+    from slam.runtime.feature_process import FeatureWorker, resolve_feature_threads, use_process_frontend
 
     device = cfg.device
     guessed = "cuda" if device.startswith("cuda") or (device == "auto" and Path("/dev/nvidiactl").exists()) else "cpu"
     if not use_process_frontend(cfg.runtime.feature_stage, cfg.runtime.threaded, guessed):
         return None
-    return FeatureWorker(queue_size=cfg.runtime.queue_size, threads=1)
+    threads = resolve_feature_threads(cfg.runtime.feature_threads, cfg.features)
+    return FeatureWorker(queue_size=cfg.runtime.queue_size, threads=threads)
 
 
 def _exit_code(metrics: dict) -> int:

@@ -124,9 +124,12 @@ def resolve_config(cfg: Config, live: bool = False) -> Config:
     - ``tracking.learned_matching`` "auto": keyframes on CPU, every_frame on CUDA;
     - ``tracking`` / ``mapping.max_desc_dist_float`` unset: the extractor's own guided-search
       threshold (slam.features.config.GUIDED_MAX_L2);
+    - ``runtime.feature_threads`` 0: every core for a heavy extractor, else 1
+      (:func:`slam.runtime.feature_process.resolve_feature_threads`);
     - ``runtime.live``, and ``lightglue.features`` (the LightGlue weights must fit the extractor).
     """
     from slam.features.config import guided_max_l2
+    from slam.runtime.feature_process import resolve_feature_threads
     from slam.tracking.config import default_learned_matching
 
     cfg = copy.deepcopy(cfg)
@@ -142,6 +145,7 @@ def resolve_config(cfg: Config, live: bool = False) -> Config:
     for section in (cfg.tracking, cfg.mapping):
         if section.max_desc_dist_float is None:
             section.max_desc_dist_float = guided_max_l2(cfg.features)
+    cfg.runtime.feature_threads = resolve_feature_threads(cfg.runtime.feature_threads, cfg.features)
     cfg.runtime.live = bool(live or cfg.runtime.live)
     if cfg.matcher == "lightglue" and not cfg.lightglue.weights:
         cfg.lightglue.features = cfg.features

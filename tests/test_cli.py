@@ -375,3 +375,9 @@ def test_feature_process_started_first_takes_the_queue_size_of_the_config(monkey
         assert w is not None and w.queue_size == 7
     finally:
         w.close()
+    # runtime.feature_threads reaches the worker, so a run with 2 threads can use it
+    w = cli.start_feature_worker(cli._load_cfg(cli.build_parser().parse_args(["run", "-c", "q.yaml", "runtime.feature_threads=2"])))
+    try:
+        assert w is not None and w.threads == 2 and w.fits(5, 2) and not w.fits(5, 1)
+    finally:
+        w.close()

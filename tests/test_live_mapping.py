@@ -157,9 +157,22 @@ def test_runtime_blas_threads_default_and_validation():
     from slam.errors import ConfigError
 
     cfg = load_config([], [])
-    assert cfg.runtime.blas_threads == 1
+    assert cfg.runtime.blas_threads == 1 and cfg.runtime.feature_threads == 0
+    with pytest.raises(ConfigError, match="feature_threads"):
+        load_config([], ["runtime.feature_threads=-1"])
     assert cfg.mapping.triangulation_match == "epipolar" and cfg.runtime.live_skip_when_queued
     with pytest.raises(ConfigError, match="triangulation_match"):
         load_config([], ["mapping.triangulation_match=all"])
     with pytest.raises(ConfigError, match="final_pose_refiner"):
         load_config([], ["tracking.final_pose_refiner=ceres"])
+
+
+def test_feature_threads_auto_gives_every_core_to_heavy_extractors_only():
+    from slam.runtime.feature_process import resolve_feature_threads
+
+    assert resolve_feature_threads(0, "aliked", cpu_count=2) == 2
+    assert resolve_feature_threads(0, "superpoint", cpu_count=8) == 8
+    assert resolve_feature_threads(0, "disk", cpu_count=1) == 1
+    for light in ("xfeat", "orb", "auto"):  # auto resolves to XFeat or ORB on a CPU
+        assert resolve_feature_threads(0, light, cpu_count=2) == 1
+    assert resolve_feature_threads(3, "xfeat", cpu_count=2) == 3  # an explicit setting wins

@@ -96,18 +96,24 @@ def bilinear_sample_hwc(hwc: torch.Tensor, pts: torch.Tensor) -> torch.Tensor:
 def bilinear_sample(fmap: "DenseMap | AggregatedMap", pts: torch.Tensor) -> torch.Tensor:
     """bilinear_sample_hwc for any map with ``hw`` and ``pixels(yi, xi)``: (P, C) float32."""
     h, w = fmap.hw
+    n = pts.shape[0]
     x, y = pts[:, 0].float(), pts[:, 1].float()
     x0, y0 = torch.floor(x), torch.floor(y)
     fx, fy = x - x0, y - y0
     x0, y0 = x0.long(), y0.long()
-    out = None
+    xs, ys, wgts = [], [], []
     for dy, wy in ((0, 1.0 - fy), (1, fy)):
         for dx, wx in ((0, 1.0 - fx), (1, fx)):
             xi, yi = x0 + dx, y0 + dy
             inside = (xi >= 0) & (xi < w) & (yi >= 0) & (yi < h)
-            wgt = (wx * wy * inside).unsqueeze(1)
-            term = wgt * fmap.pixels(yi.clamp(0, h - 1), xi.clamp(0, w - 1)).float()
-            out = term if out is None else out.add_(term)
+            xs.append(xi.clamp(0, w - 1))
+            ys.append(yi.clamp(0, h - 1))
+            wgts.append(wx * wy * inside)
+    # the four neighbours of every point in one lookup
+    vals = fmap.pixels(torch.cat(ys), torch.cat(xs)).float().view(4, n, -1)
+    out = wgts[0].unsqueeze(1) * vals[0]
+    for k in range(1, 4):
+        out.add_(wgts[k].unsqueeze(1) * vals[k])
     return out
 
 
@@ -166,18 +172,15 @@ class AggregatedMap:
         hp, wp, c = self.full.shape
         yy, xx = yi + self.top, xi + self.left
         parts = [self.full.reshape(hp * wp, c).index_select(0, yy * wp + xx).float()]
+        p = yy.shape[0]
         for low in self.lows:
             hl, wl, _ = low.shape
-            flat = low.reshape(hl * wl, c)
             y0, y1, ly0, ly1 = _upsample_taps(hl, hp, yy)
             x0, x1, lx0, lx1 = _upsample_taps(wl, wp, xx)
-
-            def tap(r: torch.Tensor, q: torch.Tensor) -> torch.Tensor:
-                return flat.index_select(0, r * wl + q).float()
-
-            top_row = lx0[:, None] * tap(y0, x0) + lx1[:, None] * tap(y0, x1)
-            bottom_row = lx0[:, None] * tap(y1, x0) + lx1[:, None] * tap(y1, x1)
-            parts.append(ly0[:, None] * top_row + ly1[:, None] * bottom_row)
+            idx = torch.cat((y0 * wl + x0, y0 * wl + x1, y1 * wl + x0, y1 * wl + x1))
+            t = low.reshape(hl * wl, c).index_select(0, idx).float().view(4, p, c)  # the 4 taps
+            lx0, lx1 = lx0[:, None], lx1[:, None]
+            parts.append(ly0[:, None] * (lx0 * t[0] + lx1 * t[1]) + ly1[:, None] * (lx0 * t[2] + lx1 * t[3]))
         f = torch.cat(parts, dim=1)
         return f / f.norm(dim=1, keepdim=True).clamp_min(1e-12)
 

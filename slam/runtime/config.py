@@ -18,6 +18,7 @@ class RuntimeConfig:
     live: bool = False  # live camera: frame queues keep only the newest frame and count drops (set by `slam live`)
     queue_size: int = param(8, ge=1)  # capacity of each blocking queue between threads (items)
     feature_stage: str = param("auto", choices=("auto", "process", "thread"))  # where reader + features run when threaded: auto = a process on a multi-core CPU
+    feature_threads: int = param(0, ge=0)  # torch/OpenCV threads of the feature process (feature_stage process); 0 = auto: every core for the heavy extractors (aliked, disk, superpoint), whose frames leave the tracking core idle, else 1 (slam.runtime.feature_process.resolve_feature_threads; docs/benchmarks.md section 13)
     blas_threads: int = param(1, ge=0)  # threads of numpy's BLAS during a run, here and in the feature process (0 = library default); see slam.runtime.blas
     torch_threads: int = param(0, ge=0)  # torch intra-op threads of the main process during a threaded run (0 = auto: one core fewer than the machine's when features run in their own process, so the learned matcher does not oversubscribe the cores; else torch's default); see slam.runtime.blas
     # dataset mode: the mapping handoff

@@ -52,7 +52,7 @@ from slam.runtime.runner import READER, Item, StageError
 
 LOG = logging.getLogger("slam.runtime")
 
-__all__ = ["FeatureWorker", "ProcessFrontend", "use_process_frontend", "source_factory"]
+__all__ = ["FeatureWorker", "ProcessFrontend", "resolve_feature_threads", "use_process_frontend", "source_factory"]
 
 
 def use_process_frontend(setting: str, threaded: bool, device_type: str) -> bool:
@@ -68,6 +68,24 @@ def use_process_frontend(setting: str, threaded: bool, device_type: str) -> bool
     if setting == "process":
         return True
     return device_type == "cpu" and (os.cpu_count() or 1) > 1
+
+
+#: Extractors whose CPU cost per frame is several times that of tracking (ALIKED about 230 ms
+#: on one core of this project's CPU, DISK and SuperPoint more; XFeat 40-55 ms, ORB 12 ms).
+HEAVY_CPU_EXTRACTORS = ("aliked", "disk", "superpoint")
+
+
+def resolve_feature_threads(setting: int, features: str, cpu_count: Optional[int] = None) -> int:
+    """Threads of the feature process (``runtime.feature_threads``): ``setting`` when > 0; auto
+    (0): every core for a heavy extractor, whose frames leave the tracking core idle most of
+    the time, else 1 (XFeat, ORB, and ``auto``, which resolves to one of them on a CPU).
+    Measured on fr1_xyz RGB-D, 2 cores: ALIKED 5.6 against 4.2 fps with 2 threads; XFeat 10.7
+    against 13.9 fps, mono 9.4 against 15.6 (docs/benchmarks.md section 13)."""
+    if setting > 0:
+        return int(setting)
+    if features in HEAVY_CPU_EXTRACTORS:
+        return max(1, int(cpu_count if cpu_count is not None else (os.cpu_count() or 1)))
+    return 1
 
 
 def _set_threads(threads: int) -> None:
