@@ -88,7 +88,8 @@ def test_learned_matching_and_thresholds(monkeypatch):
     assert cfg.tracking.max_desc_dist_float == 0.7 and cfg.mapping.max_desc_dist_float == 0.7
     cfg = resolved("cpu", "features=aliked", "tracking.learned_matching=every_frame")
     assert cfg.tracking.learned_matching == "every_frame"  # an explicit choice is kept
-    assert cfg.tracking.max_desc_dist_float == 0.9
+    assert cfg.tracking.max_desc_dist_float == 0.8 and cfg.mapping.max_desc_dist_float == 0.8  # ALIKED's own
+    assert resolved("cpu", "features=disk").tracking.max_desc_dist_float == 0.9  # the default for 128/256-D
     assert resolved("cpu", "features=xfeat", "tracking.max_desc_dist_float=0.8").tracking.max_desc_dist_float == 0.8
     from slam.tracking.config import default_learned_matching
 
