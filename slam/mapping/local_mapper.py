@@ -242,7 +242,8 @@ class LocalMapper:
             i_nb = np.nonzero(nb_free)[0]
             if len(i_kf) < 10 or len(i_nb) < 10:
                 continue
-            epipolar = c.triangulation_match == "epipolar" and (descriptor_only or n_learned >= c.triangulation_learned_neighbours)
+            learned_left = c.triangulation_learned_neighbours < 0 or n_learned < c.triangulation_learned_neighbours
+            epipolar = c.triangulation_match == "epipolar" and (descriptor_only or not learned_left)
             if epipolar:
                 F = fundamental_from_poses(nb_pose @ se3_inverse(kf_pose), K)
                 m0, _ = search_epipolar(kf.kp_uv[i_kf], kf.desc[i_kf], nb.kp_uv[i_nb], nb.desc[i_nb], F,
