@@ -63,9 +63,20 @@ def _row(m: dict) -> dict:
         "keyframes": m["keyframes"],
         "map_points": m["map_points"],
         "stage_mean_ms": stages,
+        "tracking_wait_pct": _wait_pct(m),
         "latency_ms": rt.get("latency"),
         "run_dir": m["run_dir"],
     }
+
+
+def _wait_pct(m: dict) -> Optional[float]:
+    """Share (%) of a dataset run's wall time that tracking spent waiting for local mapping
+    (metrics.json ``tracking_waited_for_mapping_ms`` over ``wall_s``): how far mapping is the
+    critical path. None when the run did not record it."""
+    waited, wall = m.get("tracking_waited_for_mapping_ms"), m.get("wall_s")
+    if waited is None or not wall:
+        return None
+    return round(100.0 * float(waited) / (1e3 * float(wall)), 1)
 
 
 def _num(v, scale: float = 1.0, fmt: str = "7.2f") -> str:
@@ -81,6 +92,8 @@ def format_table(rows: list[dict]) -> str:
     lines = [head, "-" * len(head)]
     for r in rows:
         st = " ".join(f"{k}={v:.0f}" for k, v in (r["stage_mean_ms"] or {}).items() if v is not None)
+        if r.get("tracking_wait_pct") is not None:
+            st += f" (tracking waited for mapping {r['tracking_wait_pct']:.0f} % of the run)"
         lines.append(
             f"{str(r.get('sequence', '')):{seq_w}} {r['mode']:6} {r['runner']:8} {r['features']:10} {r['matcher']:9} {r['frames']:6d} "
             f"{r['tracked_pct']:8.1f} {_num(r['ate_rmse_m'], 100)} {(r.get('alignment') or '-'):>5} {_num(r['rpe_trans_rmse_m'], 100)} "
