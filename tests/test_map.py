@@ -372,3 +372,46 @@ def test_culling_keyframe_kills_points_only_it_observed():
     m.remove_keyframe(0, parent_id=1)
     assert m.pts_alive[ids].tolist() == [True, True, False, False]
     check_invariants(m, {int(i) for i in ids})
+
+
+def _distinctive_by_hand(descs: list[np.ndarray], binary: bool) -> np.ndarray:
+    """ORB-SLAM's ComputeDistinctiveDescriptors, one point at a time: the descriptor whose sorted
+    distances to all (itself included) have the least element at index (N - 1) // 2."""
+    n = len(descs)
+    d = np.zeros((n, n))
+    for i in range(n):
+        for j in range(n):
+            if binary:
+                d[i, j] = np.unpackbits(descs[i] ^ descs[j]).sum()
+            else:
+                d[i, j] = np.linalg.norm(descs[i].astype(np.float64) - descs[j])
+    med = [np.sort(d[i])[(n - 1) // 2] for i in range(n)]
+    return descs[int(np.argmin(med))]
+
+
+@pytest.mark.parametrize("binary", [True, False])
+def test_update_descriptors_takes_the_observation_with_the_least_median_distance(binary):
+    rng = np.random.default_rng(7)
+    dim = D if binary else 16
+    m = Map(dim, binary=binary)
+    kfs = []
+    for _ in range(6):
+        kf = make_keyframe(m, 5, rng)
+        kf.desc = (rng.integers(0, 256, size=(5, dim), dtype=np.uint8) if binary
+                   else rng.normal(size=(5, dim)).astype(np.float32))
+        m.add_keyframe(kf)
+        kfs.append(kf)
+    first = rng.integers(0, 256, size=(4, dim), dtype=np.uint8) if binary else rng.normal(size=(4, dim)).astype(np.float32)
+    ids = m.add_points(rng.normal(size=(4, 3)), first, np.zeros((4, 3), np.uint8), kfs[0].id)
+    # point 0: 6 observations, point 1: 4, point 2: 3, point 3: 2 (left alone: fewer than 3)
+    for p, n_obs in zip(ids, (6, 4, 3, 2)):
+        for k in range(n_obs):
+            m.add_observations(kfs[k].id, [int(p - ids[0])], [p])
+    before = m.pts_desc[ids].copy()
+    changed = m.update_descriptors(np.r_[ids, ids[:2], -1])
+    for p, n_obs in zip(ids[:3], (6, 4, 3)):
+        want = _distinctive_by_hand([kfs[k].desc[int(p - ids[0])] for k in range(n_obs)], binary)
+        np.testing.assert_array_equal(m.pts_desc[p], want)
+    np.testing.assert_array_equal(m.pts_desc[ids[3]], before[3])
+    assert changed == 3  # every updated point now holds one of its observations, not its random start
+    assert m.update_descriptors(ids) == 0  # idempotent

@@ -22,6 +22,7 @@ class MappingConfig:
     triangulation_ratio: float = param(0.9, gt=0.0, le=1.0)  # epipolar search: best/second-best descriptor distance ratio within the band
     n_fuse_neighbours: int = param(6, ge=0)  # keyframes whose points are fused into the new keyframe
     fuse_radius_px: float = param(3.0, gt=0.0)
+    distinctive_descriptors: bool = False  # true: after fusion, each point of the new keyframe with >= 3 observations takes the observation descriptor with the least median distance to the others (ORB-SLAM's ComputeDistinctiveDescriptors); false: a point keeps its first keyframe's descriptor. Off: equal with ORB, worse with XFeat (synthetic/loop RGB-D 0.54 -> 0.63 cm, KITTI 07 mono 27 -> 63 cm; docs/benchmarks.md section 14)
     min_found_ratio: float = param(0.25, ge=0.0, le=1.0)  # cull points found in fewer than this fraction of frames where visible
     rotation_points_below: int = param(150, ge=0)  # monocular: a keyframe tracking fewer map points than this, whose covisible keyframes are all too close to triangulate (a turn on the spot), makes points from its matches with the two latest of them, on its rays at the median depth of what it tracks (LocalMapper._rotation_points); 0 = off
     min_parallax_cos: float = param(0.9998, gt=0.0, le=1.0)  # triangulation: cos of the minimum parallax angle

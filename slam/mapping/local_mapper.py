@@ -114,6 +114,11 @@ class LocalMapper:
             return MappingTask(kf_id=kf_id, problem=None, ms=(time.perf_counter() - t0) * 1e3)
         t = time.perf_counter()
         self._fuse(kf_id)
+        if self.cfg.distinctive_descriptors:
+            with self.map.lock:
+                kf = self.map.keyframes.get(kf_id)
+                if kf is not None:
+                    self.map.update_descriptors(kf.point_ids[kf.point_ids >= 0])
         self.timings["fuse"].append((time.perf_counter() - t) * 1e3)
         prob = None
         if self.cfg.local_ba and len(self.map.keyframes) >= 2:

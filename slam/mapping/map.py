@@ -339,6 +339,50 @@ class Map:
         pts = kf.point_ids[kf.point_ids >= 0]
         return self.covisible_keyframes(pts, exclude=kf_id, min_shared=min_shared)
 
+    def update_descriptors(self, point_ids: np.ndarray) -> int:
+        """ORB-SLAM's ``ComputeDistinctiveDescriptors``: each live point of ``point_ids`` with at
+        least 3 observations takes, as its descriptor, the one of its observing keypoints whose
+        median distance to the others is least (the lower median of the sorted distances, as
+        ORB-SLAM), so guided search compares frames with a descriptor representative of every
+        view rather than of the first. Hamming distances for binary descriptors, L2 for float.
+        Returns the number of points whose descriptor changed. Caller holds the lock."""
+        pids = np.unique(np.asarray(point_ids, dtype=np.int64))
+        pids = pids[(pids >= 0) & (pids < self.n_points)]
+        pids = pids[self.pts_alive[pids] & (self.pts_n_obs[pids] >= 3)]
+        if len(pids) == 0:
+            return 0
+        rows = self.observation_rows(point_ids=pids)
+        rows = rows[np.argsort(self.obs_pt[rows], kind="stable")]
+        pt, kfs, kps = self.obs_pt[rows], self.obs_kf[rows], self.obs_kp[rows]
+        desc = np.empty((len(rows), self.pts_desc.shape[1]), dtype=self.pts_desc.dtype)
+        for k in np.unique(kfs).tolist():
+            sel = kfs == k
+            desc[sel] = self.keyframes[k].desc[kps[sel]]
+        starts = np.r_[0, np.nonzero(np.diff(pt))[0] + 1]
+        counts = np.diff(np.r_[starts, len(rows)])
+        owners = pt[starts]
+        L = int(counts.max())
+        P = len(owners)
+        slot = np.arange(len(rows)) - np.repeat(starts, counts)
+        pad = np.zeros((P, L, desc.shape[1]), dtype=desc.dtype)
+        pad[np.repeat(np.arange(P), counts), slot] = desc
+        if self.binary:
+            words = pad.view(np.uint64) if pad.shape[2] % 8 == 0 else pad
+            dist = np.bitwise_count(words[:, :, None, :] ^ words[:, None, :, :]).sum(-1, dtype=np.int32).astype(np.float32)
+        else:
+            sq = (pad * pad).sum(-1)
+            dist = np.sqrt(np.maximum(sq[:, :, None] + sq[:, None, :] - 2.0 * np.einsum("pid,pjd->pij", pad, pad), 0.0))
+        valid = np.arange(L)[None, :] < counts[:, None]  # (P, L)
+        dist = np.where(valid[:, None, :], dist, np.inf)
+        dist.sort(axis=2)
+        med = np.take_along_axis(dist, ((counts - 1) // 2)[:, None, None].repeat(L, 1), axis=2)[:, :, 0]
+        med = np.where(valid, med, np.inf)
+        best = med.argmin(1)
+        new = pad[np.arange(P), best]
+        changed = np.any(self.pts_desc[owners] != new, axis=1)
+        self.pts_desc[owners] = new
+        return int(changed.sum())
+
     def update_normals(self, pts: np.ndarray) -> None:
         """Recompute ``pts_normal`` of points pts ((P,) int64 ids): the mean unit viewing
         direction (world frame) from the centres of the keyframes observing each point."""
