@@ -662,3 +662,39 @@ def test_triangulation_learned_neighbours_moves_the_farther_pairs_to_the_epipola
     calls0, _, _, ate0, _ = out[0]
     assert calls0 == 0, out
     assert max(ate6, ate1, ate0) < 0.02, out  # the hybrid test's monocular bar
+
+
+@pytest.mark.parametrize("enabled", [True, False])
+def test_distinctive_descriptors_option_updates_the_new_keyframes_points(enabled, monkeypatch):
+    """mapping.distinctive_descriptors: after fusion the mapper hands the new keyframe's points
+    to Map.update_descriptors (ORB-SLAM's ComputeDistinctiveDescriptors); off, it never does."""
+    from slam.mapping.config import MappingConfig
+    from slam.mapping.local_mapper import LocalMapper
+
+    calls = []
+    real = Map.update_descriptors
+
+    def spy(self, point_ids):
+        calls.append(np.asarray(point_ids).copy())
+        return real(self, point_ids)
+
+    monkeypatch.setattr(Map, "update_descriptors", spy)
+    scene = FloatScene(16)
+    m = Map(64, binary=False, capacity=8192)
+    tracker = Tracker(TrackingConfig(learned_matching="keyframes", max_desc_dist_float=0.7), CAM, m,
+                      OracleLearnedMatcher(), mode="rgbd")
+    mapper = LocalMapper(MappingConfig(max_desc_dist_float=0.7, distinctive_descriptors=enabled), CAM, m,
+                         OracleLearnedMatcher(), mode="rgbd")
+    jobs = []
+    for i in range(40):
+        _, job = tracker.process(scene.frame(i, Scene.cam_from_world(i), depth=True))
+        if job is not None:
+            mapper.process(job)
+            jobs.append(job.kf_id)
+    assert len(jobs) >= 3
+    if not enabled:
+        assert calls == []
+        return
+    assert len(calls) >= 2  # every job after the first, whose keyframe has neighbours to fuse with
+    kf_points = {int(p) for c in calls for p in c}
+    assert all(p >= 0 for p in kf_points) and len(kf_points) > 50
