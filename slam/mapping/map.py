@@ -14,6 +14,7 @@ from typing import Optional
 import numpy as np
 
 from slam.geometry.se3 import se3_inverse
+from slam.matching.nn import pairwise_distance
 from slam.types import Features
 
 
@@ -352,7 +353,7 @@ class Map:
         if len(pids) == 0:
             return 0
         rows = self.observation_rows(point_ids=pids)
-        rows = rows[np.argsort(self.obs_pt[rows], kind="stable")]
+        rows = rows[np.argsort(self.obs_pt[rows], kind="stable")]  # grouped by point
         pt, kfs, kps = self.obs_pt[rows], self.obs_kf[rows], self.obs_kp[rows]
         desc = np.empty((len(rows), self.pts_desc.shape[1]), dtype=self.pts_desc.dtype)
         for k in np.unique(kfs).tolist():
@@ -360,25 +361,19 @@ class Map:
             desc[sel] = self.keyframes[k].desc[kps[sel]]
         starts = np.r_[0, np.nonzero(np.diff(pt))[0] + 1]
         counts = np.diff(np.r_[starts, len(rows)])
-        owners = pt[starts]
-        L = int(counts.max())
-        P = len(owners)
-        slot = np.arange(len(rows)) - np.repeat(starts, counts)
-        pad = np.zeros((P, L, desc.shape[1]), dtype=desc.dtype)
-        pad[np.repeat(np.arange(P), counts), slot] = desc
-        if self.binary:
-            words = pad.view(np.uint64) if pad.shape[2] % 8 == 0 else pad
-            dist = np.bitwise_count(words[:, :, None, :] ^ words[:, None, :, :]).sum(-1, dtype=np.int32).astype(np.float32)
-        else:
-            sq = (pad * pad).sum(-1)
-            dist = np.sqrt(np.maximum(sq[:, :, None] + sq[:, None, :] - 2.0 * np.einsum("pid,pjd->pij", pad, pad), 0.0))
-        valid = np.arange(L)[None, :] < counts[:, None]  # (P, L)
-        dist = np.where(valid[:, None, :], dist, np.inf)
+        grp = np.repeat(np.arange(len(starts)), counts)  # group (point) of each row
+        slot = np.arange(len(rows)) - starts[grp]  # position of each row in its group
+        # every (row, row of the same group) pair, itself included, as ORB-SLAM counts them
+        a = np.repeat(np.arange(len(rows)), counts[grp])
+        b = starts[grp[a]] + (np.arange(len(a)) - np.repeat(np.cumsum(counts[grp]) - counts[grp], counts[grp]))
+        dist = np.full((len(starts), int(counts.max()), int(counts.max())), np.inf, dtype=np.float32)
+        dist[grp[a], slot[a], slot[b]] = pairwise_distance(desc[a], desc[b])
         dist.sort(axis=2)
-        med = np.take_along_axis(dist, ((counts - 1) // 2)[:, None, None].repeat(L, 1), axis=2)[:, :, 0]
-        med = np.where(valid, med, np.inf)
-        best = med.argmin(1)
-        new = pad[np.arange(P), best]
+        med = dist[grp, slot, (counts[grp] - 1) // 2]  # (rows,) lower median of each row's distances
+        order = np.lexsort((med, grp))  # by point, then median (stable: ties keep the first view)
+        first = np.r_[True, grp[order][1:] != grp[order][:-1]]
+        new = desc[order[first]]  # one row per point, in point order
+        owners = pt[starts]
         changed = np.any(self.pts_desc[owners] != new, axis=1)
         self.pts_desc[owners] = new
         return int(changed.sum())
