@@ -28,9 +28,10 @@ def _rot(yaw_deg: float, roll_deg: float) -> np.ndarray:
     return Rz @ Ry
 
 
-def _scene(yaw_deg=3.0, roll_deg=6.0, n=120, seed=0):
+def _scene(yaw_deg=3.0, roll_deg=6.0, n=120, seed=0, copies=1):
     """(map with one keyframe and n points, aligner that has its patches, frame, truth uv (n, 2),
-    cam_from_world of the frame)."""
+    cam_from_world of the frame). copies > 1 repeats every corner that many times (as many
+    points and keypoints at the same place, each with its own detection error)."""
     rng = np.random.default_rng(seed)
     img0 = cv2.GaussianBlur(synthetic_image(H, W, seed=seed), (0, 0), 1.0)
     grey0 = img0 if img0.ndim == 2 else cv2.cvtColor(img0, cv2.COLOR_BGR2GRAY)
@@ -40,6 +41,7 @@ def _scene(yaw_deg=3.0, roll_deg=6.0, n=120, seed=0):
     # reference keypoints: corners of the texture, away from the borders
     corners = cv2.goodFeaturesToTrack(grey0, n, 0.01, 12).reshape(-1, 2).astype(np.float64)
     corners = corners[(corners[:, 0] > 60) & (corners[:, 0] < W - 60) & (corners[:, 1] > 60) & (corners[:, 1] < H - 60)]
+    corners = np.tile(corners, (copies, 1))
     z = 2.0
     pts = CAM.unproject(corners, np.full(len(corners), z))  # world = camera 0
     m = Map(descriptor_dim=8, binary=False)
@@ -81,6 +83,18 @@ def test_loose_keypoints_move_to_the_true_projections(yaw_deg, roll_deg):
     assert n >= 0.9 * len(ids)
     assert np.median(err_after) < 0.1 and np.mean(err_after < 0.3) > 0.9, np.percentile(err_after, [50, 90])
     assert np.array_equal(fr.kp_uv_detected, detected)  # the detections are kept
+
+
+def test_more_points_than_one_stacked_template_image_holds():
+    """The reference patches are stacked into one image per 1024 points: cv2.remap takes images
+    under 32767 rows, i.e. at most 1560 patches of 21 rows. 2000 points align like 120 do."""
+    m, aligner, fr, truth, ids, cam_from_world = _scene(3.0, 8.0, copies=30)
+    assert len(ids) > 32767 // PATCH
+    with m.lock:
+        n = aligner.refine(m, fr, cam_from_world, ids.copy())
+    err_after = np.linalg.norm(fr.kp_uv - truth, axis=1)
+    assert n >= 0.9 * len(ids)
+    assert np.median(err_after) < 0.1 and np.mean(err_after < 0.3) > 0.9, np.percentile(err_after, [50, 90])
 
 
 def test_unmatched_and_unrecognisable_keypoints_stay_where_they_were_detected():

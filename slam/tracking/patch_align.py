@@ -45,8 +45,14 @@ _HALF_P = PATCH // 2
 _GRID = np.stack(np.meshgrid(np.arange(WINDOW) - WINDOW // 2, np.arange(WINDOW) - WINDOW // 2), -1).reshape(-1, 2).astype(np.float32)
 _GRID_WIDE = np.stack(np.meshgrid(np.arange(WINDOW + 2) - WINDOW // 2 - 1, np.arange(WINDOW + 2) - WINDOW // 2 - 1), -1).reshape(-1, 2).astype(np.float32)
 _PGRID = np.stack(np.meshgrid(np.arange(PATCH) - _HALF_P, np.arange(PATCH) - _HALF_P), -1).reshape(-1, 2).astype(np.float32)
+# the window's offsets as separate (1, W*W) x and y rows: coordinates are built as (n, W*W) arrays,
+# whose long last axis numpy broadcasts fast (an (n, W*W, 2) array's inner axis of 2 is ~10x slower)
+_GX, _GY = _GRID[None, :, 0].copy(), _GRID[None, :, 1].copy()
+_GX_WIDE, _GY_WIDE = _GRID_WIDE[None, :, 0].copy(), _GRID_WIDE[None, :, 1].copy()
+_PGX, _PGY = _PGRID[None, :, 0].copy(), _PGRID[None, :, 1].copy()
 _RECENT_KEYFRAMES = 3  # the new keyframe and the two before it give patches
 _MAX_SCALE = 1.25  # largest scale change between the reference patch and the current view
+_PATCH_CHUNK = 1024  # patches per stacked template image (cv2.remap takes images under 32767 rows)
 
 
 class PatchStore:
@@ -82,6 +88,12 @@ def _sample(image: np.ndarray, xy: np.ndarray) -> np.ndarray:
     out = cv2.remap(image, np.ascontiguousarray(flat[..., 0]), np.ascontiguousarray(flat[..., 1]), cv2.INTER_LINEAR,
                     borderMode=cv2.BORDER_REPLICATE)
     return out.reshape(xy.shape[:-1])
+
+
+def _sample_xy(image: np.ndarray, x: np.ndarray, y: np.ndarray) -> np.ndarray:
+    """Bilinear samples of a float32 (H, W) image at float32 (n, k) x and y -> (n, k) float32
+    (:func:`_sample` with the coordinates already split). OpenCV needs H, W, n, k < 32767."""
+    return cv2.remap(image, x, y, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
 
 
 def patch_align_on(setting: str, mode: str) -> bool:
@@ -138,7 +150,7 @@ class PatchAligner:
         idx, pids, pc = idx[front], pids[front], pc[front]
         raw = kf.features.keypoints_np[idx].astype(np.float64)
         img = image.astype(np.float32)
-        vals = _sample(img, raw[:, None, :] + _PGRID[None])
+        vals = _sample_xy(img, (raw[:, 0, None] + _PGX).astype(np.float32), (raw[:, 1, None] + _PGY).astype(np.float32))
         store.patch[pids] = np.clip(np.rint(vals), 0, 255).astype(np.uint8).reshape(-1, PATCH, PATCH)
         store.ok[pids] = True
         store.rot[pids] = kf.cam_from_world[:3, :3].astype(np.float32)
@@ -203,12 +215,19 @@ class PatchAligner:
         # template: the reference patch at A^-1 g on a grid one pixel wider than the window (for
         # its gradients; stacked patches, clamped inside each one), normalised to zero mean, unit std
         Ai = np.linalg.inv(A).astype(np.float32)
-        gx, gy = _GRID_WIDE[None, :, 0], _GRID_WIDE[None, :, 1]
-        src = np.stack([Ai[:, 0, 0, None] * gx + Ai[:, 0, 1, None] * gy,
-                        Ai[:, 1, 0, None] * gx + Ai[:, 1, 1, None] * gy], axis=-1) + _HALF_P  # (n, (W+2)^2, 2)
-        src = np.clip(src, 0.0, PATCH - 1.0)
-        src[..., 1] += (np.arange(n, dtype=np.float32) * PATCH)[:, None]
-        Tw = _sample(store.patch[pids].reshape(n * PATCH, PATCH).astype(np.float32), src).reshape(n, WINDOW + 2, WINDOW + 2)
+        gx, gy = _GX_WIDE, _GY_WIDE
+        sx = Ai[:, 0, 0, None] * gx + Ai[:, 0, 1, None] * gy  # (n, (W+2)^2) offsets in the patch
+        sy = Ai[:, 1, 0, None] * gx + Ai[:, 1, 1, None] * gy
+        sx += np.float32(_HALF_P)
+        sy += np.float32(_HALF_P)
+        np.clip(sx, 0.0, PATCH - 1.0, out=sx)
+        np.clip(sy, 0.0, PATCH - 1.0, out=sy)
+        Tw = np.empty((n, (WINDOW + 2) ** 2), dtype=np.float32)
+        for i in range(0, n, _PATCH_CHUNK):  # the patches stacked into one image, as tall as OpenCV allows
+            j = min(i + _PATCH_CHUNK, n)
+            stack = store.patch[pids[i:j]].reshape((j - i) * PATCH, PATCH).astype(np.float32)
+            Tw[i:j] = _sample_xy(stack, sx[i:j], sy[i:j] + (np.arange(j - i, dtype=np.float32) * PATCH)[:, None])
+        Tw = Tw.reshape(n, WINDOW + 2, WINDOW + 2)
         T = Tw[:, 1:-1, 1:-1].reshape(n, -1)
         mu, sd = T.mean(1, keepdims=True), T.std(1, keepdims=True) + 1e-3
         T = (T - mu) / sd
@@ -231,7 +250,7 @@ class PatchAligner:
         for _ in range(self.iterations):
             if len(active) == 0:
                 break
-            Ic = _sample(img, xy[active, None, :] + _GRID[None])
+            Ic = _sample_xy(img, xy[active, 0, None] + _GX, xy[active, 1, None] + _GY)
             m1 = Ic.sum(1) / npx
             sd_c = np.sqrt(np.maximum((Ic * Ic).sum(1) / npx - m1 * m1, 0.0)) + 1e-3
             ex = (Jx[active] * Ic).sum(1) / sd_c - jtx[active]  # J . (normalised window - template)
@@ -243,7 +262,7 @@ class PatchAligner:
             xy[active, 0] -= dx * f
             xy[active, 1] -= dy * f
             active = active[norm > 0.05]
-        Ic = _sample(img, xy[:, None, :] + _GRID[None])
+        Ic = _sample_xy(img, xy[:, 0, None] + _GX, xy[:, 1, None] + _GY)
         Ic = (Ic - Ic.mean(1, keepdims=True)) / (Ic.std(1, keepdims=True) + 1e-3)
         zncc = (Ic * T).mean(1)
         xy = xy.astype(np.float64)
