@@ -81,18 +81,9 @@ class PatchStore:
             setattr(self, name, arr)
 
 
-def _sample(image: np.ndarray, xy: np.ndarray) -> np.ndarray:
-    """Bilinear samples of a float32 (H, W) image at xy (..., 2) float (x, y) -> (...) float32."""
-    m = xy.astype(np.float32)
-    flat = m.reshape(-1, 1, 2) if m.ndim == 2 else m
-    out = cv2.remap(image, np.ascontiguousarray(flat[..., 0]), np.ascontiguousarray(flat[..., 1]), cv2.INTER_LINEAR,
-                    borderMode=cv2.BORDER_REPLICATE)
-    return out.reshape(xy.shape[:-1])
-
-
 def _sample_xy(image: np.ndarray, x: np.ndarray, y: np.ndarray) -> np.ndarray:
     """Bilinear samples of a float32 (H, W) image at float32 (n, k) x and y -> (n, k) float32
-    (:func:`_sample` with the coordinates already split). OpenCV needs H, W, n, k < 32767."""
+    (edges replicated). OpenCV needs H, W, n, k < 32767."""
     return cv2.remap(image, x, y, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
 
 
