@@ -8,7 +8,7 @@ by a uniform offset of at most ``--jitter`` pixels (default 0.001 px, far below 
 precision) from a generator seeded by (seed, frame index, image), and reports the median and the
 range of the ATE per setting. Seed 0 is the unperturbed run.
 
-    PYTHONPATH=. python tools/seed_spread.py --seeds 5 --setting "" --setting "mapping.ba_solver=schur" \\
+    python tools/seed_spread.py --seeds 5 --setting "" --setting "mapping.ba_solver=schur" \\
         -- --seq synthetic/corridor --data-root DIR --mode mono
 
 Everything after ``--`` is passed to ``python -m slam run`` (``--sync`` is added: the features
@@ -79,7 +79,6 @@ def _run(run_args: list[str], setting: str, seed: int, jitter: float, out: Path)
     args = [sys.executable, str(Path(__file__).resolve()), "--worker", "--", "run", *run_args, "--sync",
             *shlex.split(setting), "--out", str(out)]
     env = dict(os.environ, **{_ENV: f"{seed} {jitter}"})
-    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(Path(__file__).resolve().parents[1]), env.get("PYTHONPATH", "")]))
     proc = subprocess.run(args, capture_output=True, text=True, env=env)
     text = proc.stdout + proc.stderr
     ate = re.search(r"ATE RMSE ([0-9.]+) cm", text)
