@@ -13,7 +13,7 @@ range of the ATE per setting. Seed 0 is the unperturbed run.
 
 Everything after ``--`` is passed to ``python -m slam run`` (``--sync`` is added: the features
 must run in this process for the perturbation to reach them). Each run is a subprocess; the
-table goes to stdout and, with ``--json F``, to a file.
+table goes to stdout and, with ``--json F``, to a file; figures come from each run folder's metrics.json.
 """
 from __future__ import annotations
 
@@ -21,7 +21,6 @@ import argparse
 import dataclasses
 import json
 import os
-import re
 import shlex
 import subprocess
 import sys
@@ -76,15 +75,16 @@ def _worker(argv: list[str]) -> int:
 
 
 def _run(run_args: list[str], setting: str, seed: int, jitter: float, out: Path) -> dict:
+    """One worker run into its own folder under out; ATE and tracked share from its metrics.json."""
     args = [sys.executable, str(Path(__file__).resolve()), "--worker", "--", "run", *run_args, "--sync",
             *shlex.split(setting), "--out", str(out)]
     env = dict(os.environ, **{_ENV: f"{seed} {jitter}"})
     proc = subprocess.run(args, capture_output=True, text=True, env=env)
-    text = proc.stdout + proc.stderr
-    ate = re.search(r"ATE RMSE ([0-9.]+) cm", text)
-    tracked = re.search(r"tracked \d+ \(([0-9.]+)%\)", text)
+    found = sorted(out.glob("*/metrics.json"))
+    m = json.loads(found[-1].read_text()) if found else {}
+    ate = (m.get("eval") or {}).get("ate_rmse_m")
     return {"setting": setting, "seed": seed, "rc": proc.returncode,
-            "ate_cm": float(ate.group(1)) if ate else None, "tracked_pct": float(tracked.group(1)) if tracked else None}
+            "ate_cm": None if ate is None else round(100.0 * float(ate), 2), "tracked_pct": None if m.get("tracked_pct") is None else round(float(m["tracked_pct"]), 1)}
 
 
 def main(argv: list[str]) -> int:
@@ -106,7 +106,7 @@ def main(argv: list[str]) -> int:
     with tempfile.TemporaryDirectory(prefix="seed_spread_") as tmp:
         for setting in settings:
             for seed in range(a.seeds):
-                r = _run(argv[cut + 1:], setting, seed, a.jitter, Path(tmp))
+                r = _run(argv[cut + 1:], setting, seed, a.jitter, Path(tmp) / f"{len(rows)}")
                 rows.append(r)
                 print(f"[{setting or 'default'}] seed {seed}: ATE {r['ate_cm']} cm, tracked {r['tracked_pct']} %, rc {r['rc']}", flush=True)
     print()

@@ -42,14 +42,20 @@ from slam.types import has_depth
 PATCH = 21  # stored patch side (px); the window is warped inside it
 WINDOW = 15  # aligned window side (px)
 _HALF_P = PATCH // 2
-_GRID = np.stack(np.meshgrid(np.arange(WINDOW) - WINDOW // 2, np.arange(WINDOW) - WINDOW // 2), -1).reshape(-1, 2).astype(np.float32)
-_GRID_WIDE = np.stack(np.meshgrid(np.arange(WINDOW + 2) - WINDOW // 2 - 1, np.arange(WINDOW + 2) - WINDOW // 2 - 1), -1).reshape(-1, 2).astype(np.float32)
-_PGRID = np.stack(np.meshgrid(np.arange(PATCH) - _HALF_P, np.arange(PATCH) - _HALF_P), -1).reshape(-1, 2).astype(np.float32)
-# the window's offsets as separate (1, W*W) x and y rows: coordinates are built as (n, W*W) arrays,
-# whose long last axis numpy broadcasts fast (an (n, W*W, 2) array's inner axis of 2 is ~10x slower)
-_GX, _GY = _GRID[None, :, 0].copy(), _GRID[None, :, 1].copy()
-_GX_WIDE, _GY_WIDE = _GRID_WIDE[None, :, 0].copy(), _GRID_WIDE[None, :, 1].copy()
-_PGX, _PGY = _PGRID[None, :, 0].copy(), _PGRID[None, :, 1].copy()
+
+
+def _offsets(side: int, half: int) -> tuple[np.ndarray, np.ndarray]:
+    """x and y offsets, (1, side * side) float32 each, of a side x side pixel grid from -half,
+    row by row. Kept as two rows rather than one (side * side, 2) array: coordinates built from
+    them are (n, side * side), whose long last axis numpy broadcasts about 10x faster than an
+    (n, k, 2) array's axis of 2."""
+    gx, gy = np.meshgrid(np.arange(side) - half, np.arange(side) - half)
+    return gx.reshape(1, -1).astype(np.float32), gy.reshape(1, -1).astype(np.float32)
+
+
+_GX, _GY = _offsets(WINDOW, WINDOW // 2)  # the aligned window
+_GX_WIDE, _GY_WIDE = _offsets(WINDOW + 2, WINDOW // 2 + 1)  # one pixel wider (template gradients)
+_PGX, _PGY = _offsets(PATCH, _HALF_P)  # the stored patch
 _RECENT_KEYFRAMES = 3  # the new keyframe and the two before it give patches
 _MAX_SCALE = 1.25  # largest scale change between the reference patch and the current view
 _PATCH_CHUNK = 1024  # patches per stacked template image (cv2.remap takes images under 32767 rows)
@@ -206,9 +212,8 @@ class PatchAligner:
         # template: the reference patch at A^-1 g on a grid one pixel wider than the window (for
         # its gradients; stacked patches, clamped inside each one), normalised to zero mean, unit std
         Ai = np.linalg.inv(A).astype(np.float32)
-        gx, gy = _GX_WIDE, _GY_WIDE
-        sx = Ai[:, 0, 0, None] * gx + Ai[:, 0, 1, None] * gy  # (n, (W+2)^2) offsets in the patch
-        sy = Ai[:, 1, 0, None] * gx + Ai[:, 1, 1, None] * gy
+        sx = Ai[:, 0, 0, None] * _GX_WIDE + Ai[:, 0, 1, None] * _GY_WIDE  # (n, (W+2)^2) offsets in the patch
+        sy = Ai[:, 1, 0, None] * _GX_WIDE + Ai[:, 1, 1, None] * _GY_WIDE
         sx += np.float32(_HALF_P)
         sy += np.float32(_HALF_P)
         np.clip(sx, 0.0, PATCH - 1.0, out=sx)
