@@ -67,7 +67,7 @@ def test_dense_size_counts_free_keyframes_times_points():
     assert dense_size(prob) == 18 * 5 * 300
 
 
-def test_ba_solver_is_a_checked_setting_and_auto_means_depth_modes():
+def test_ba_solver_is_a_checked_setting_and_auto_means_depth_modes_and_fixed_gauge_mono():
     from slam.geometry.camera import PinholeCamera
     from slam.mapping.local_mapper import LocalMapper
     from slam.mapping.map import Map
@@ -82,3 +82,11 @@ def test_ba_solver_is_a_checked_setting_and_auto_means_depth_modes():
     assert uses == {"rgbd": True, "stereo": True, "mono": False}
     forced = dataclasses.replace(cfg, ba_solver="schur")
     assert LocalMapper(forced, cam, Map(32, True), None, mode="mono").uses_schur()
+    # monocular, auto: numpy once two fixed keyframes fix the gauge (scale included), g2o before
+    mono = LocalMapper(cfg, cam, Map(32, True), None, mode="mono")
+    problem = synthetic_ba_problem(n_kf=4, n_points=50, obs_per_point=3)
+    for n_fixed, expected in ((1, False), (2, True), (3, True)):
+        problem.fixed[:] = np.arange(4) < n_fixed
+        assert mono.uses_schur(problem) is expected, n_fixed
+    g2o_only = LocalMapper(dataclasses.replace(cfg, ba_solver="g2o"), cam, Map(32, True), None, mode="mono")
+    assert not g2o_only.uses_schur(problem)

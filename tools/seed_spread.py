@@ -91,12 +91,13 @@ def main(argv: list[str]) -> int:
     if argv and argv[0] == "--worker":
         return _worker(argv[2:] if len(argv) > 1 and argv[1] == "--" else argv[1:])
     if "--" not in argv:
-        print("usage: seed_spread.py [--seeds N] [--jitter PX] [--setting 'k=v ...']... [--json F] -- SLAM_RUN_ARGS",
+        print("usage: seed_spread.py [--seeds N] [--first-seed K] [--jitter PX] [--setting 'k=v ...']... [--json F] -- SLAM_RUN_ARGS",
               file=sys.stderr)
         return 2
     cut = argv.index("--")
     ap = argparse.ArgumentParser(prog="seed_spread.py")
     ap.add_argument("--seeds", type=int, default=5, help="runs per setting: seed 0 (unperturbed) .. N-1")
+    ap.add_argument("--first-seed", type=int, default=0, help="start at this seed (extend an earlier spread: its seeds repeat exactly)")
     ap.add_argument("--jitter", type=float, default=1e-3, help="largest keypoint offset in px")
     ap.add_argument("--setting", action="append", default=None, help="config overrides of one setting (repeatable)")
     ap.add_argument("--json", type=Path, default=None)
@@ -105,7 +106,7 @@ def main(argv: list[str]) -> int:
     rows = []
     with tempfile.TemporaryDirectory(prefix="seed_spread_") as tmp:
         for setting in settings:
-            for seed in range(a.seeds):
+            for seed in range(a.first_seed, a.first_seed + a.seeds):
                 r = _run(argv[cut + 1:], setting, seed, a.jitter, Path(tmp) / f"{len(rows)}")
                 rows.append(r)
                 print(f"[{setting or 'default'}] seed {seed}: ATE {r['ate_cm']} cm, tracked {r['tracked_pct']} %, rc {r['rc']}", flush=True)

@@ -127,10 +127,13 @@ class LocalMapper:
                 prob = self._local_problem(kf_id)
         return MappingTask(kf_id=kf_id, problem=prob, ms=(time.perf_counter() - t0) * 1e3)
 
-    def uses_schur(self) -> bool:
-        """Whether local BA runs the numpy Schur solver (mapping.ba_solver; auto = depth modes)."""
+    def uses_schur(self, problem: Optional[BAProblem] = None) -> bool:
+        """Whether local BA runs the numpy Schur solver (mapping.ba_solver; auto = depth modes,
+        and monocular problems with at least two fixed keyframes)."""
         solver = self.cfg.ba_solver
-        return solver == "schur" or (solver == "auto" and has_depth(self.mode))
+        if solver == "schur" or (solver == "auto" and has_depth(self.mode)):
+            return True
+        return solver == "auto" and problem is not None and int(np.count_nonzero(problem.fixed)) >= 2
 
     def optimize(self, task: MappingTask) -> None:
         """Phase B: local bundle adjustment on the task's own copy; touches no map state, holds
@@ -146,7 +149,7 @@ class LocalMapper:
                 self.n_ba_aborted += 1
                 return
         solve = bundle_adjust
-        if self.uses_schur() and dense_size(task.problem) <= MAX_DENSE:
+        if self.uses_schur(task.problem) and dense_size(task.problem) <= MAX_DENSE:
             solve = bundle_adjust_schur
         res = solve(task.problem, iterations=self.cfg.ba_iterations, pause=self.schedule.yield_point, stop=stop)
         if res.aborted:
