@@ -106,7 +106,7 @@ def _open_input(seq: Optional[str], cfg: Config, data_root: Optional[str] = None
             if not rig.rectified:
                 raise InputError(f"{folder / 'camera.yaml'}: the synthetic stereo pair is not rectified (its camera has distortion); "
                                  "render a profile without distortion for --mode stereo")
-        reader = TUMReader(folder, use_depth=use_depth, max_frames=cfg.max_frames, start=cfg.start_frame,
+        reader = TUMReader(folder, use_depth=use_depth, max_frames=cfg.max_frames, start=cfg.start_frame, stride=cfg.frame_stride,
                            right_list="rgb_right.txt" if rig is not None else None)
         gt = folder / "groundtruth.txt"
         return RunInputs(seq, reader, camera, gt if gt.is_file() else None, len(reader), f"synthetic sequence {folder}", rig=rig)
@@ -122,7 +122,7 @@ def _open_input(seq: Optional[str], cfg: Config, data_root: Optional[str] = None
     info, folder = find_sequence(seq, data_root)
     from slam.io.tum import TUMReader
 
-    reader = TUMReader(folder, depth_factor=info.depth_factor, use_depth=use_depth, max_frames=cfg.max_frames, start=cfg.start_frame)
+    reader = TUMReader(folder, depth_factor=info.depth_factor, use_depth=use_depth, max_frames=cfg.max_frames, start=cfg.start_frame, stride=cfg.frame_stride)
     c = info.camera
     camera = PinholeCamera.from_dict({**c, "dist": tuple(info.dist[:5].tolist())}, source=f"manifest of {info.name}")
     if calib:
@@ -194,7 +194,7 @@ def _open_named_dataset(seq: str, cfg: Config, data_root: Optional[str], calib: 
     if found is None:
         return None
     name, layout, folder = found
-    ds = open_stereo_dataset(layout, folder, cfg.mode, name=name, max_frames=cfg.max_frames, start=cfg.start_frame)
+    ds = open_stereo_dataset(layout, folder, cfg.mode, name=name, max_frames=cfg.max_frames, start=cfg.start_frame, stride=cfg.frame_stride)
     return _dataset_inputs(ds, cfg, calib, layout=f"{name}: {layout} layout at {folder}")
 
 
@@ -205,7 +205,7 @@ def _open_path(path: Path, cfg: Config, calib: Optional[str]) -> RunInputs:
     if layout.kind in ("euroc", "kitti"):
         from slam.io.datasets import open_stereo_dataset
 
-        ds = open_stereo_dataset(layout.kind, layout.path, cfg.mode, max_frames=cfg.max_frames, start=cfg.start_frame)
+        ds = open_stereo_dataset(layout.kind, layout.path, cfg.mode, max_frames=cfg.max_frames, start=cfg.start_frame, stride=cfg.frame_stride)
         return _dataset_inputs(ds, cfg, calib, layout=describe(layout))
     inputs = _open_plain_path(path, cfg, calib)
     inputs.layout = describe(layout)
@@ -223,7 +223,7 @@ def _open_plain_path(path: Path, cfg: Config, calib: Optional[str]) -> RunInputs
         camera = PinholeCamera.from_yaml(cam_file)
         rig = _tum_layout_rig(path, cfg) if cfg.mode == "stereo" else None
         reader = TUMReader(path, depth_factor=_depth_factor(cam_file), use_depth=use_depth,
-                           max_frames=cfg.max_frames, start=cfg.start_frame,
+                           max_frames=cfg.max_frames, start=cfg.start_frame, stride=cfg.frame_stride,
                            right_list="rgb_right.txt" if rig is not None else None)
         gt = path / "groundtruth.txt"
         return RunInputs(path.name, reader, camera, gt if gt.is_file() else None, len(reader), f"TUM-layout folder {path}", rig=rig)
@@ -235,11 +235,11 @@ def _open_plain_path(path: Path, cfg: Config, calib: Optional[str]) -> RunInputs
     if path.is_dir():
         from slam.io.folder import ImageFolderReader
 
-        reader = ImageFolderReader(path, max_frames=cfg.max_frames, start=cfg.start_frame)
+        reader = ImageFolderReader(path, max_frames=cfg.max_frames, start=cfg.start_frame, stride=cfg.frame_stride)
     else:
         from slam.io.video import VideoReader
 
-        reader = VideoReader(path, max_frames=cfg.max_frames, start=cfg.start_frame)
+        reader = VideoReader(path, max_frames=cfg.max_frames, start=cfg.start_frame, stride=cfg.frame_stride)
     n = len(reader) if hasattr(reader, "__len__") else None
     return RunInputs(path.stem, reader, camera, None, n, f"{path}")
 

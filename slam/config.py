@@ -43,6 +43,7 @@ class Config:
     device: str = param("auto", choices=("auto", "cpu", "cuda"))
     max_frames: int = param(0, ge=0)  # 0 = all
     start_frame: int = param(0, ge=0)
+    frame_stride: int = param(1, ge=1)  # use every n-th frame of the input (from start_frame; max_frames counts the frames used): e.g. 3 plays a 30 fps sequence as fast motion at 10 fps
     global_ba: bool = True  # run a global bundle adjustment at the end
     min_tracked_pct: float = param(0.0, ge=0.0, le=100.0)  # a run that tracks a smaller share of its frames ends "failed" (exit code 1); with 0 only a run that tracks nothing does
     viewer: str = param("none", choices=("none", "open3d"))

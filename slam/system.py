@@ -365,6 +365,7 @@ class SLAMSystem:
             "lost_events": self.tracker.n_lost,
             "relocalisations": self.tracker.n_relocalised,
             "matcher_frames": self.tracker.n_matched_frames,  # tracked frames for which the matcher ran (not init/reloc)
+            "predictions_replaced": self.tracker.n_predictions_replaced,  # frames whose motion-model prediction the descriptor check replaced
             "keyframes": n_kfs,
             **self.mapper.stats(),
             **self.schedule.stats(),

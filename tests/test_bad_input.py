@@ -19,6 +19,7 @@ import pytest
 import torch
 
 from slam.cli import main
+from slam.errors import ConfigError
 from slam.io.trajectory import write_tum
 
 REPO = Path(__file__).resolve().parents[1]
@@ -271,6 +272,15 @@ def test_max_frames_and_start_apply_to_image_folders_and_videos(world, tmp_path)
     assert [Path(f.path).name for f in inputs.source] == ["2.png", "3.png", "4.png"] and inputs.n_frames == 3
     video = open_input(str(world / "clip.avi"), load_config([], ["mode=mono", "max_frames=2"]), calib=str(world / "good.yaml"))
     assert len(list(video.source)) == 2
+    # every n-th frame (frame_stride), counted from start_frame; max_frames counts the frames used
+    cfg = load_config([], ["mode=mono", "max_frames=2", "start_frame=1", "frame_stride=3"])
+    inputs = open_input(str(folder), cfg, calib=str(world / "good.yaml"))
+    assert [Path(f.path).name for f in inputs.source] == ["1.png", "4.png"] and inputs.n_frames == 2
+    tum = open_input(str(make_tum(tmp_path / "tum", colour=lambda i: textured(i))), load_config([], ["frame_stride=2"]),
+                     calib=str(world / "good.yaml"))
+    assert [round(f.timestamp, 4) for f in tum.source] == [1000.0, 1000.0667] and tum.n_frames == 2  # 4 frames, every second
+    with pytest.raises(ConfigError, match="frame_stride"):
+        load_config([], ["frame_stride=0"])
 
 
 # ------------------------------------------------------------------ a run that tracks nothing

@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 import torch
 
-from slam.matching.nn import NearestNeighborMatcher, NNConfig, distance_matrix, pairwise_distance, unpack_bits_pm1
+from slam.matching.nn import NearestNeighborMatcher, NNConfig, distance_matrix, mutual_nearest, pairwise_distance, unpack_bits_pm1
 from slam.types import Features, Matches
 
 
@@ -207,3 +207,27 @@ def test_cpu_selection_equals_plain_loops_with_ties(seed):
     want = _reference_selection(popcount_hamming(a, b).astype(np.float32), 0.9, 100)
     np.testing.assert_array_equal(m.matches0, want)
     assert (m.matches0 >= 0).sum() >= 60
+
+
+@pytest.mark.parametrize("binary", [True, False])
+def test_mutual_nearest_equals_a_loop_over_all_pairs(binary):
+    rng = np.random.default_rng(7)
+    if binary:
+        a = rng.integers(0, 256, (60, 32), dtype=np.uint8)
+        b = rng.integers(0, 256, (90, 32), dtype=np.uint8)
+        b[:40] = a[:40] ^ (rng.random((40, 32)) < 0.03).astype(np.uint8)  # 40 near copies
+    else:
+        a = rng.normal(size=(60, 64)).astype(np.float32)
+        b = rng.normal(size=(90, 64)).astype(np.float32)
+        b[:40] = a[:40] + 0.1 * rng.normal(size=(40, 64)).astype(np.float32)
+        a /= np.linalg.norm(a, axis=1, keepdims=True)
+        b /= np.linalg.norm(b, axis=1, keepdims=True)
+    j, dist = mutual_nearest(a, b)
+    d = np.array([[pairwise_distance(a[p:p + 1], b[q:q + 1])[0] for q in range(len(b))] for p in range(len(a))])
+    for p in range(len(a)):
+        q = int(np.argmin(d[p]))
+        assert dist[p] == pytest.approx(d[p, q], abs=1e-4)
+        assert j[p] == (q if int(np.argmin(d[:, q])) == p else -1)
+    assert (j[:40] == np.arange(40)).all()  # the near copies are found
+    j0, d0 = mutual_nearest(a[:0], b)
+    assert j0.shape == (0,) and d0.shape == (0,)

@@ -76,6 +76,25 @@ def test_rgbd_survives_jerks_the_motion_model_misses(matcher):
     assert tracker.n_lost == 0
 
 
+@pytest.mark.parametrize("check_px", [5.0, 0.0])
+def test_guided_tracking_checks_the_prediction_at_jerks(check_px):
+    """Guided search (descriptor matcher) through the jerks: the descriptor check replaces the
+    missed predictions, so the matcher's fallback never runs; without the check (0) the
+    wide search has to catch the jerks. Both stay exact."""
+    scene = Scene(22)
+    matcher = CountingNN()
+    tracker = Tracker(TrackingConfig(predict_check_px=check_px), CAM, new_map(), matcher, mode="rgbd")
+    for i in range(24):
+        res, _ = tracker.process(scene.frame(i, jerk_cam_from_world(i), depth=True))
+        assert res.state == "OK", f"lost at frame {i}"
+        dt, dr = pose_error(se3_inverse(res.world_from_cam), jerk_cam_from_world(i))
+        assert dt < 1e-5 and dr < 1e-4
+    if check_px > 0:
+        assert tracker.n_predictions_replaced >= 2 and matcher.calls == 0
+    else:
+        assert tracker.n_predictions_replaced == 0 and matcher.calls >= 2
+
+
 # ------------------------------------------------------------------ the black-frame wrapper
 @dataclass
 class _Frame:

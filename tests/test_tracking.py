@@ -250,6 +250,32 @@ def test_guided_search_and_pose_from_motion_prior():
     assert dt < 1e-7 and dr < 1e-6
 
 
+def test_prediction_check_replaces_a_missed_prediction_with_the_descriptor_pose():
+    """The motion model misses a 6 deg jerk (about 50 px): mutual nearest descriptors to the
+    last frame's points and PnP give the true pose, which replaces the prediction. A good
+    prediction is kept as it is (the same array)."""
+    scene = Scene(6)
+    m, _, f0, kf, _ = scene_map(scene)
+    search = CandidateSearch(TrackingConfig(), CAM, m, DESCRIPTOR)
+    truth = Scene.cam_from_world(2)
+    fr = scene.frame(2, truth, depth=True)
+    jerk = make_se3(so3_exp(np.array([0.0, np.radians(6.0), 0.0])), np.zeros(3))
+    missed = jerk @ truth
+    checked, shift = search.check_prediction(fr, missed, kf.point_ids, CAM.K)
+    assert shift > 40.0
+    dt, dr = pose_error(checked, truth)
+    assert dt < 1e-6 and dr < 1e-5
+    kept, shift = search.check_prediction(fr, truth, kf.point_ids, CAM.K)
+    assert kept is truth and shift < 1e-6
+    # switched off: the prediction always stays
+    off = CandidateSearch(TrackingConfig(predict_check_px=1e9), CAM, m, DESCRIPTOR)
+    assert off.check_prediction(fr, missed, kf.point_ids, CAM.K)[0] is missed
+    # too few live points in the last frame: nothing to check with
+    few = kf.point_ids.copy()
+    few[15:] = -1
+    assert search.check_prediction(fr, missed, few, CAM.K) == (missed, 0.0)
+
+
 def test_guided_search_reports_too_few_matches():
     scene = Scene(5)
     m, _, f0, kf, _ = scene_map(scene)
@@ -492,17 +518,22 @@ def test_learned_matching_must_be_resolved_for_learned_matchers():
     Tracker(TrackingConfig(), CAM, new_map(), CountingNN())  # descriptor matchers ignore it
 
 
-def test_hybrid_tracking_calls_the_learned_matcher_where_guided_search_fails():
+@pytest.mark.parametrize("check_px", [0.0, 7.5])
+def test_hybrid_tracking_calls_the_learned_matcher_where_guided_search_fails(check_px):
     """learned_matching=keyframes: a frame the motion model mispredicts (a jump) is matched by the
-    learned matcher against the reference and its covisible keyframes, and tracked exactly."""
+    learned matcher against the reference and its covisible keyframes, and tracked exactly.
+    With the prediction check on (the default), the descriptor check catches the jump first
+    and the learned matcher is not needed."""
     scene = Scene(14)
     m = new_map()
     matcher = OracleLearnedMatcher(m)
-    tracker = Tracker(TrackingConfig(learned_matching="keyframes"), CAM, m, matcher, mode="rgbd")
+    tracker = Tracker(TrackingConfig(learned_matching="keyframes", predict_check_px=check_px), CAM, m, matcher, mode="rgbd")
     run_tracker(tracker, scene, range(30), depth=True)
     assert matcher.calls == 0
     res, _ = tracker.process(scene.frame(30, Scene.cam_from_world(2), depth=True))  # back to where it was at frame 2
-    assert res.state == "OK" and matcher.calls == 1 and tracker.n_matched_frames == 1 and tracker.n_lost == 0
+    calls = 0 if check_px > 0 else 1
+    assert res.state == "OK" and matcher.calls == calls and tracker.n_matched_frames == calls and tracker.n_lost == 0
+    assert tracker.n_predictions_replaced == (1 if check_px > 0 else 0)
     assert all(matcher.lock_free)
     dt, dr = pose_error(se3_inverse(res.world_from_cam), Scene.cam_from_world(2))
     assert dt < 1e-6 and dr < 1e-5

@@ -80,13 +80,13 @@ def _check_mode(mode: str, layout: str, folder: Path) -> bool:
 
 
 def open_euroc(folder: PathLike, mode: str = "mono", name: Optional[str] = None, max_frames: int = 0,
-               start: int = 0) -> DatasetInput:
+               start: int = 0, stride: int = 1) -> DatasetInput:
     """Open a EuRoC sequence folder (holding ``mav0``, or ``mav0`` itself) for ``mode``."""
     from slam.io.euroc import EuRoCReader
 
     folder = Path(folder)
     stereo = _check_mode(mode, "euroc", folder)
-    reader = EuRoCReader(folder, stereo=stereo, rectify=True, max_frames=max_frames, start=start)
+    reader = EuRoCReader(folder, stereo=stereo, rectify=True, max_frames=max_frames, start=start, stride=stride)
     gt = reader.groundtruth()
     if gt is None:
         note = f"no ground truth ({reader.mav0 / 'state_groundtruth_estimate0' / 'data.csv'} absent)"
@@ -103,7 +103,7 @@ def open_euroc(folder: PathLike, mode: str = "mono", name: Optional[str] = None,
 
 
 def open_kitti(folder: PathLike, mode: str = "mono", name: Optional[str] = None, max_frames: int = 0,
-               start: int = 0, color: Optional[bool] = None) -> DatasetInput:
+               start: int = 0, color: Optional[bool] = None, stride: int = 1) -> DatasetInput:
     """Open a KITTI ``sequences/XX`` folder for ``mode``. color None: the grey images
     (image_0/image_1) when present, else the colour ones (image_2/image_3)."""
     from slam.io.kitti import KITTIReader, poses_path
@@ -112,7 +112,7 @@ def open_kitti(folder: PathLike, mode: str = "mono", name: Optional[str] = None,
     stereo = _check_mode(mode, "kitti", folder)
     if color is None:
         color = not (folder / "image_0").is_dir() and (folder / "image_2").is_dir()
-    reader = KITTIReader(folder, color=color, stereo=stereo, max_frames=max_frames, start=start)
+    reader = KITTIReader(folder, color=color, stereo=stereo, max_frames=max_frames, start=start, stride=stride)
     gt = reader.groundtruth()
     if gt is None:
         note = f"no ground truth ({poses_path(folder)} absent; KITTI publishes it for 00-10)"
@@ -150,10 +150,10 @@ def resolve_named(seq: str, data_root: Optional[PathLike]) -> Optional[tuple[str
 
 
 def open_stereo_dataset(layout: str, folder: PathLike, mode: str, name: Optional[str] = None,
-                        max_frames: int = 0, start: int = 0) -> DatasetInput:
+                        max_frames: int = 0, start: int = 0, stride: int = 1) -> DatasetInput:
     """Open ``folder`` as ``layout`` ("euroc" or "kitti") for ``mode`` ("mono" or "stereo")."""
     if layout == "euroc":
-        return open_euroc(folder, mode, name, max_frames, start)
+        return open_euroc(folder, mode, name, max_frames, start, stride=stride)
     if layout == "kitti":
-        return open_kitti(folder, mode, name, max_frames, start)
+        return open_kitti(folder, mode, name, max_frames, start, stride=stride)
     raise ValueError(f"layout must be 'euroc' or 'kitti', got {layout!r}")

@@ -76,6 +76,26 @@ def pairwise_distance(desc0: np.ndarray, desc1: np.ndarray) -> np.ndarray:
     return np.sqrt((d * d).sum(axis=1))
 
 
+def mutual_nearest(desc0: np.ndarray, desc1: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Mutual nearest neighbours of (N0, D) and (N1, D) numpy descriptors (uint8 bits: Hamming;
+    float: unit vectors, Euclidean). Returns (N0,) int64 row of desc1 or -1 when the nearest
+    is not mutual, and (N0,) float32 distance to the nearest (bits or L2)."""
+    n0, n1 = len(desc0), len(desc1)
+    if n0 == 0 or n1 == 0:
+        return np.full(n0, -1, dtype=np.int64), np.full(n0, np.inf, dtype=np.float32)
+    if desc0.dtype == np.uint8:
+        d = distance_matrix(torch.from_numpy(np.ascontiguousarray(desc0)), torch.from_numpy(np.ascontiguousarray(desc1))).numpy()
+        j, i = d.argmin(1), d.argmin(0)
+        dist = d[np.arange(n0), j]
+    else:  # the largest dot product is the nearest unit vector: no n0 x n1 square roots
+        sim = np.asarray(desc0, dtype=np.float32) @ np.asarray(desc1, dtype=np.float32).T
+        j, i = sim.argmax(1), sim.argmax(0)
+        dist = np.sqrt(np.maximum(2.0 - 2.0 * sim[np.arange(n0), j], 0.0)).astype(np.float32)
+    j = j.astype(np.int64)
+    j[i[j] != np.arange(n0)] = -1
+    return j, dist
+
+
 class NearestNeighborMatcher:
     name = "nn"
     kind = "descriptor"  # slam.matching.base: how tracking obtains 2D-3D candidates

@@ -29,11 +29,14 @@ from slam.geometry.se3 import se3_inverse, transform_points
 from slam.mapping.map import Keyframe, Map
 from slam.errors import ConfigError
 from slam.matching.base import DESCRIPTOR
+from slam.geometry.pnp import solve_pnp_ransac
 from slam.matching.guided import float_threshold, search_by_projection
+from slam.matching.nn import mutual_nearest
 from slam.tracking.config import EVERY_FRAME, KEYFRAMES, TrackingConfig
 from slam.types import FrameFeatures, Matches
 
 MIN_COS_VIEW = 0.5  # local-map points seen within 60 degrees of their mean viewing direction
+PREDICT_CHECK_MIN_INLIERS = 20  # PnP inliers the descriptor check of the motion model needs to overrule it
 
 
 class CandidateSearch:
@@ -89,6 +92,43 @@ class CandidateSearch:
             if (point_ids >= 0).sum() >= c.min_matches_motion:
                 return point_ids, True
         return point_ids, False
+
+    def check_prediction(self, fr: FrameFeatures, cam_from_world_pred: np.ndarray, last_point_ids: np.ndarray,
+                         K: np.ndarray) -> tuple[np.ndarray, float]:
+        """Check the motion model against the descriptors before guided search trusts it.
+
+        Handheld cameras jerk: at 10-30 fps the constant-velocity prediction is often 10-40 px
+        off, more than tracking.search_radius_px. Guided search then still finds a few dozen
+        matches, some wrong, and the pose refined from them lands centimetres off without
+        failing any test. Here the last frame's live points (last_point_ids (N_last,) int64)
+        are matched to the frame's keypoints by mutual nearest descriptor (no geometry), and
+        PnP + RANSAC (tracking.pnp_threshold_px, the prediction competing as a start) gives a
+        pose from them.
+
+        Returns (cam_from_world (4,4), shift px): the PnP pose when it has at least
+        PREDICT_CHECK_MIN_INLIERS inliers and moves their projections by more than
+        tracking.predict_check_px (median) from where the prediction puts them, else the
+        prediction itself; shift is that median (0.0 when no PnP pose was found)."""
+        c = self.cfg
+        pids = last_point_ids[last_point_ids >= 0]
+        pids = pids[self.map.pts_alive[pids]]
+        n_min = PREDICT_CHECK_MIN_INLIERS
+        if len(pids) < n_min or len(fr.kp_uv) < n_min:
+            return cam_from_world_pred, 0.0
+        j, dist = mutual_nearest(self.map.pts_desc[pids], fr.desc)
+        ok = (j >= 0) & (dist <= self.max_desc)
+        if ok.sum() < n_min:
+            return cam_from_world_pred, 0.0
+        pts, uv = self.map.pts_xyz[pids[ok]], fr.kp_uv[j[ok]]
+        pose, inl = solve_pnp_ransac(pts, uv, K, cam_from_world_init=cam_from_world_pred, threshold_px=c.pnp_threshold_px,
+                                     min_inliers=n_min)
+        if pose is None:
+            return cam_from_world_pred, 0.0
+        p = pts[inl]
+        moved = self.camera.project_undistorted(transform_points(pose, p)) - self.camera.project_undistorted(
+            transform_points(cam_from_world_pred, p))
+        shift = float(np.median(np.linalg.norm(moved, axis=1)))
+        return (pose if shift > c.predict_check_px else cam_from_world_pred), shift
 
     # ------------------------------------------------------------------ keyframe matches
     def keyframes_to_match(self, ref_kf_id: Optional[int], n: Optional[int] = None) -> list[Keyframe]:

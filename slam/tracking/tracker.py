@@ -97,6 +97,7 @@ class Tracker:
         self.n_lost = 0
         self.n_relocalised = 0
         self.n_matched_frames = 0  # tracked frames (after initialisation) for which the matcher ran
+        self.n_predictions_replaced = 0  # frames whose motion-model prediction the descriptor check replaced
         #: slam.mapping.atlas.Atlas when lost tracking may start a new map (set by slam.system), else None
         self.atlas = None
         self.n_lost_run = 0  # frames lost in a row
@@ -322,6 +323,10 @@ class Tracker:
             pred = self.last.cam_from_world if self.velocity is None else self.velocity @ self.last.cam_from_world
             point_ids = np.full(n, -1, dtype=np.int64)
             if self.search.guided:
+                if self.cfg.predict_check_px > 0:
+                    checked, _ = self.search.check_prediction(fr, pred, self.last.point_ids, self.search.camera.K)
+                    self.n_predictions_replaced += checked is not pred
+                    pred = checked
                 point_ids, use_prior = self.search.by_motion(fr, pred, self.last.point_ids)
                 if not use_prior:  # guided search failed: the matcher against keyframes
                     to_match = self._fallback_keyframes()
