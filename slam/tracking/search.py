@@ -36,7 +36,6 @@ from slam.tracking.config import EVERY_FRAME, KEYFRAMES, TrackingConfig
 from slam.types import FrameFeatures, Matches
 
 MIN_COS_VIEW = 0.5  # local-map points seen within 60 degrees of their mean viewing direction
-PREDICT_CHECK_MIN_INLIERS = 20  # PnP inliers the descriptor check of the motion model needs to overrule it
 
 
 class CandidateSearch:
@@ -106,13 +105,13 @@ class CandidateSearch:
         pose from them.
 
         Returns (cam_from_world (4,4), shift px): the PnP pose when it has at least
-        PREDICT_CHECK_MIN_INLIERS inliers and moves their projections by more than
+        tracking.min_inliers inliers (what tracking itself accepts) and moves their projections by more than
         tracking.predict_check_px (median) from where the prediction puts them, else the
         prediction itself; shift is that median (0.0 when no PnP pose was found)."""
         c = self.cfg
         pids = last_point_ids[last_point_ids >= 0]
         pids = pids[self.map.pts_alive[pids]]
-        n_min = PREDICT_CHECK_MIN_INLIERS
+        n_min = c.min_inliers
         if len(pids) < n_min or len(fr.kp_uv) < n_min:
             return cam_from_world_pred, 0.0
         j, dist = mutual_nearest(self.map.pts_desc[pids], fr.desc)
