@@ -74,8 +74,9 @@ class TrackingConfig:
     # because g2opy builds its graph edge by edge in Python
     predict_check_px: float = param(7.5, ge=0.0)  # guided search: the constant-velocity prediction is checked against a PnP pose
     # from mutual nearest descriptors to the last frame's points, and replaced when that pose moves them more than this (median px;
-    # half of search_radius_px: a smaller miss guided search absorbs itself); slam.tracking.search.CandidateSearch.check_prediction.
-    # 0 = off. fr1_xyz every 3rd frame (frame_stride=3), XFeat RGB-D: 3.15 -> 1.05 cm (docs/benchmarks.md section 14)
+    # half of search_radius_px: a smaller miss guided search absorbs itself) with at least min_inliers inliers;
+    # slam.tracking.search.CandidateSearch.check_prediction. 0 = off. fr1_xyz every 3rd frame (frame_stride=3), default front-end,
+    # RGB-D: 3.13 -> 1.05 cm; costs about 4 ms of tracking CPU per frame (docs/benchmarks.md section 14)
     min_matches_motion: int = param(20, ge=1)  # fewer guided matches than this -> PnP fallback
     min_inliers: int = param(30, ge=1)  # fewer inliers than this -> LOST
     wide_search: bool = True  # a failed prediction is redone from matches to the last frame and reloc_candidates keyframes (PnP)

@@ -305,8 +305,10 @@ class Tracker:
     def _track(self, fr: FrameFeatures) -> tuple[Optional[np.ndarray], np.ndarray, int]:
         """-> (cam_from_world or None, point_ids (N,) int64, n_inliers).
 
-        First the cheap path: guided search around the constant-velocity prediction (descriptor
-        matchers) or matches to the reference and covisible keyframes (learned matchers). The
+        First the cheap path: guided search around the constant-velocity prediction, once a PnP
+        pose from mutual nearest descriptors has checked it (descriptor matchers, and learned
+        matchers with learned_matching=keyframes), or matches to the reference and covisible
+        keyframes (learned matchers, every_frame). The
         result is checked: with fewer than tracking.min_inliers inliers the prediction is not
         trusted and :meth:`_track_wide` redoes the frame from more candidates."""
         n = len(fr.kp_uv)
