@@ -147,6 +147,9 @@ def cmd_live(args) -> int:
         raise InputError(f"live runs monocular only: a camera or video file gives no depth or second view "
                          f"(--mode {asked} was asked for); use `run --seq` for rgbd or stereo datasets")
     args.cfg.mode = "mono"
+    if args.cfg.frame_stride != 1 or args.cfg.start_frame != 0:
+        raise InputError("live takes every frame of the camera from the first: frame_stride and start_frame apply to "
+                         "`run --seq` inputs (for a video file: `run --seq FILE --mode mono --calib FILE.yaml frame_stride=N`)")
     if not args.calib:
         raise InputError("live needs --calib FILE.yaml; make one with `python -m slam calibrate --camera 0 --board 9x6 --square 0.025`")
     from slam.io.camera import load_calibration, parse_camera_spec, parse_size

@@ -142,6 +142,8 @@ def test_live_resize_scales_a_full_size_calibration(video_and_calib, tmp_path):
     (["--mode", "rgbd"], "monocular only"),
     (["mode=rgbd"], "monocular only"),
     (["--resize", "big"], "WIDTHxHEIGHT"),
+    (["frame_stride=3"], "frame_stride and start_frame apply to `run --seq`"),
+    (["start_frame=5"], "frame_stride and start_frame apply to `run --seq`"),
 ])
 def test_live_bad_options_are_exit_2(video_and_calib, tmp_path, capsys, extra, needle):
     video, calib, _ = video_and_calib
