@@ -261,19 +261,19 @@ def test_prediction_check_replaces_a_missed_prediction_with_the_descriptor_pose(
     fr = scene.frame(2, truth, depth=True)
     jerk = make_se3(so3_exp(np.array([0.0, np.radians(6.0), 0.0])), np.zeros(3))
     missed = jerk @ truth
-    checked, shift = search.check_prediction(fr, missed, kf.point_ids, CAM.K)
+    checked, shift = search.check_prediction(fr, missed, kf.point_ids)
     assert shift > 40.0
     dt, dr = pose_error(checked, truth)
     assert dt < 1e-6 and dr < 1e-5
-    kept, shift = search.check_prediction(fr, truth, kf.point_ids, CAM.K)
+    kept, shift = search.check_prediction(fr, truth, kf.point_ids)
     assert kept is truth and shift < 1e-6
     # switched off: the prediction always stays
     off = CandidateSearch(TrackingConfig(predict_check_px=1e9), CAM, m, DESCRIPTOR)
-    assert off.check_prediction(fr, missed, kf.point_ids, CAM.K)[0] is missed
+    assert off.check_prediction(fr, missed, kf.point_ids)[0] is missed
     # too few live points in the last frame: nothing to check with
     few = kf.point_ids.copy()
     few[15:] = -1
-    assert search.check_prediction(fr, missed, few, CAM.K) == (missed, 0.0)
+    assert search.check_prediction(fr, missed, few) == (missed, 0.0)
 
 
 def test_guided_search_reports_too_few_matches():

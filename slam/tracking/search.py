@@ -82,8 +82,7 @@ class CandidateSearch:
         Returns (point_ids (N,), enough): enough is False when both radii gave fewer than
         tracking.min_matches_motion matches (point_ids then holds those of the wider one)."""
         c = self.cfg
-        pids = last_point_ids[last_point_ids >= 0]
-        pids = pids[self.map.pts_alive[pids]]
+        pids = self._live(last_point_ids)
         point_ids = np.full(len(fr.kp_uv), -1, dtype=np.int64)
         for radius_scale in (1.0, 2.0):
             point_ids[:] = -1
@@ -92,8 +91,13 @@ class CandidateSearch:
                 return point_ids, True
         return point_ids, False
 
-    def check_prediction(self, fr: FrameFeatures, cam_from_world_pred: np.ndarray, last_point_ids: np.ndarray,
-                         K: np.ndarray) -> tuple[np.ndarray, float]:
+    def _live(self, point_ids: np.ndarray) -> np.ndarray:
+        """The live map points among point_ids ((N,) int64, -1 = none), in order."""
+        pids = point_ids[point_ids >= 0]
+        return pids[self.map.pts_alive[pids]]
+
+    def check_prediction(self, fr: FrameFeatures, cam_from_world_pred: np.ndarray,
+                         last_point_ids: np.ndarray) -> tuple[np.ndarray, float]:
         """Check the motion model against the descriptors before guided search trusts it.
 
         Handheld cameras jerk: at 10-30 fps the constant-velocity prediction is often 10-40 px
@@ -109,8 +113,7 @@ class CandidateSearch:
         tracking.predict_check_px (median) from where the prediction puts them, else the
         prediction itself; shift is that median (0.0 when no PnP pose was found)."""
         c = self.cfg
-        pids = last_point_ids[last_point_ids >= 0]
-        pids = pids[self.map.pts_alive[pids]]
+        pids = self._live(last_point_ids)
         n_min = c.min_inliers
         if len(pids) < n_min or len(fr.kp_uv) < n_min:
             return cam_from_world_pred, 0.0
@@ -119,7 +122,7 @@ class CandidateSearch:
         if ok.sum() < n_min:
             return cam_from_world_pred, 0.0
         pts, uv = self.map.pts_xyz[pids[ok]], fr.kp_uv[j[ok]]
-        pose, inl = solve_pnp_ransac(pts, uv, K, cam_from_world_init=cam_from_world_pred, threshold_px=c.pnp_threshold_px,
+        pose, inl = solve_pnp_ransac(pts, uv, self.camera.K, cam_from_world_init=cam_from_world_pred, threshold_px=c.pnp_threshold_px,
                                      min_inliers=n_min)
         if pose is None:
             return cam_from_world_pred, 0.0

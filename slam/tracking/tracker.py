@@ -326,7 +326,7 @@ class Tracker:
             point_ids = np.full(n, -1, dtype=np.int64)
             if self.search.guided:
                 if self.cfg.predict_check_px > 0:
-                    checked, _ = self.search.check_prediction(fr, pred, self.last.point_ids, self.search.camera.K)
+                    checked, _ = self.search.check_prediction(fr, pred, self.last.point_ids)
                     self.n_predictions_replaced += checked is not pred
                     pred = checked
                 point_ids, use_prior = self.search.by_motion(fr, pred, self.last.point_ids)
