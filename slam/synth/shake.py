@@ -99,14 +99,14 @@ class ShakeWarp:
     def colour(self, img: np.ndarray, rotations: list[np.ndarray]) -> tuple[np.ndarray, float]:
         """The mean of the image seen through each rotation (one = no blur). img (H, W[, 3]) uint8.
         Returns (new image uint8, share of new pixels outside the source at the middle rotation)."""
-        acc = None
-        for R in rotations:
+        acc, outside = None, 0.0
+        for k, R in enumerate(rotations):
             mx, my = self.maps(R)
             w = cv2.remap(img, mx, my, cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT, borderValue=0).astype(np.float32)
             acc = w if acc is None else acc + w
-        mx, my = self.maps(rotations[len(rotations) // 2])
-        out = np.clip(np.rint(acc / len(rotations)), 0, 255).astype(np.uint8)
-        return out, float(1.0 - self.inside(mx, my).mean())
+            if k == len(rotations) // 2:
+                outside = float(1.0 - self.inside(mx, my).mean())
+        return np.clip(np.rint(acc / len(rotations)), 0, 255).astype(np.uint8), outside
 
     def depth(self, depth_m: np.ndarray, new_from_src: np.ndarray) -> np.ndarray:
         """(H, W) float32 metres along the new optical axis, 0 = none; depth_m (H_src, W_src) float
@@ -166,7 +166,7 @@ class ShakeReport:
     with_groundtruth: int
     peak_rate_deg_s: float  # measured on the written frames (finite differences of the rotation)
     outside_share_max: float  # the largest share of a frame's pixels outside the source view
-    blur_px_max: float  # the longest blur streak at the image centre, pixels
+    blur_px_max: float  # the longest blur streak at the image centre (measured peak rate x exposure), pixels
 
 
 def shake_sequence(src_dir: Path, out_dir: Path, src_camera: PinholeCamera, shake: Shake, zoom: float = 1.4,
@@ -237,6 +237,7 @@ def shake_sequence(src_dir: Path, out_dir: Path, src_camera: PinholeCamera, shak
     (out_dir / "camera.yaml").write_text(yaml.safe_dump(cam_yaml, sort_keys=False))
     rates = [math.degrees(np.linalg.norm(cv2.Rodrigues(rots[k + 1] @ rots[k].T)[0])) / (kept_a[k + 1] - kept_a[k])
              for k in range(len(rots) - 1)]
-    blur = math.radians(shake.peak_rate_deg_s) * exposure_s * dst.fx if exposure_s > 0 else 0.0
-    return ShakeReport(frames=len(kept), with_groundtruth=n_gt, peak_rate_deg_s=float(max(rates, default=0.0)),
+    peak = float(max(rates, default=0.0))
+    blur = math.radians(peak) * exposure_s * dst.fx if exposure_s > 0 else 0.0  # the arc at the image centre
+    return ShakeReport(frames=len(kept), with_groundtruth=n_gt, peak_rate_deg_s=peak,
                        outside_share_max=outside_max, blur_px_max=blur)
