@@ -34,7 +34,7 @@ import numpy as np
 import yaml
 
 from slam.geometry.camera import PinholeCamera
-from slam.geometry.se3 import quat_xyzw_from_rot, rot_from_quat_xyzw, so3_exp
+from slam.geometry.se3 import quat_xyzw_from_rot, rot_from_quat_xyzw, rotation_angle_deg, so3_exp
 
 
 @dataclass(frozen=True)
@@ -178,13 +178,13 @@ def shake_sequence(src_dir: Path, out_dir: Path, src_camera: PinholeCamera, shak
     from slam.io.trajectory import read_tum, write_tum
     from slam.io.tum import TUMReader, encode_depth, write_file_list
 
+    src_dir, out_dir = Path(src_dir), Path(out_dir)
     reader = TUMReader(src_dir, depth_factor=depth_factor)
     stamps = np.asarray(reader.timestamps, np.float64)
     rgb_paths, depth_paths = reader.rgb_paths, reader.depth_paths
     n = len(stamps) if max_frames <= 0 else min(max_frames, len(stamps))
     dst = virtual_camera(src_camera, zoom)
     warp = ShakeWarp(src_camera, dst)
-    out_dir = Path(out_dir)
     (out_dir / "rgb").mkdir(parents=True, exist_ok=True)
     (out_dir / "depth").mkdir(parents=True, exist_ok=True)
     t0 = float(stamps[0])
@@ -216,7 +216,7 @@ def shake_sequence(src_dir: Path, out_dir: Path, src_camera: PinholeCamera, shak
     write_file_list(out_dir / "depth.txt", kept_a, names_depth, comments=["shaken depth images (slam.synth.shake)"])
     n_gt = 0
     gt_path = reader.groundtruth_path
-    if gt_path is not None and gt_path.exists():
+    if gt_path is not None:
         gt_t, gt_poses = read_tum(gt_path)
         wfc, ok = interpolate_poses(gt_t, gt_poses, kept_a)
         new = []
@@ -229,14 +229,13 @@ def shake_sequence(src_dir: Path, out_dir: Path, src_camera: PinholeCamera, shak
             write_tum(out_dir / "groundtruth.txt", kept_a[ok], np.stack(new),
                       header={"sequence": f"shaken {src_dir.name}", "groundtruth": "source ground truth interpolated at the "
                               "colour timestamps, composed with the exact virtual rotation"})
-    cam_yaml = {"name": name or f"{Path(src_dir).name}_shaken", "dataset": "tum", "camera": dst.to_dict(),
+    cam_yaml = {"name": name or f"{src_dir.name}_shaken", "dataset": "tum", "camera": dst.to_dict(),
                 "depth_factor": float(depth_factor), "fps": fps,
                 "shake": {"amplitude_deg": shake.amplitude_deg, "peak_rate_deg_s": shake.peak_rate_deg_s,
                           "phase_s": shake.phase_s, "zoom": zoom, "exposure_s": exposure_s, "blur_samples": blur_samples,
                           "source": str(src_dir)}}
     (out_dir / "camera.yaml").write_text(yaml.safe_dump(cam_yaml, sort_keys=False))
-    rates = [math.degrees(np.linalg.norm(cv2.Rodrigues(rots[k + 1] @ rots[k].T)[0])) / (kept_a[k + 1] - kept_a[k])
-             for k in range(len(rots) - 1)]
+    rates = [rotation_angle_deg(rots[k + 1] @ rots[k].T) / (kept_a[k + 1] - kept_a[k]) for k in range(len(rots) - 1)]
     peak = float(max(rates, default=0.0))
     blur = math.radians(peak) * exposure_s * dst.fx if exposure_s > 0 else 0.0  # the arc at the image centre
     return ShakeReport(frames=len(kept), with_groundtruth=n_gt, peak_rate_deg_s=peak,
