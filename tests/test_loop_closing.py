@@ -1,6 +1,7 @@
 """Loop closing: covisibility graph, detection's consistency rule, the tracker's correction,
 disabled == the run without loop closing, and (slow) the short synthetic loop end to end in both
-modes (a loop is found, its relative pose matches the ground truth, the ATE drops)."""
+modes with ORB and with the CPU default XFeat + LighterGlue (a loop is found, its relative pose
+matches the ground truth, the ATE drops), and monocular with ALIKED + LightGlue."""
 from __future__ import annotations
 
 import json
@@ -153,16 +154,38 @@ def _gt_timestamps(seq: Path) -> np.ndarray:
     return np.array([float(ln.split()[0]) for ln in (seq / "rgb.txt").read_text().splitlines() if ln.strip() and not ln.startswith("#")])
 
 
-@pytest.fixture(scope="module", params=["rgbd", "mono"])
+#: front-ends of the end-to-end loop tests: ORB + NN (descriptor verification, the fallback when
+#: no weights are installed) and the CPU default, XFeat + LighterGlue (learned verification on the
+#: map-point keypoints, learned matching at keyframes only)
+FRONT_ENDS = {"orb": ("features=orb", "matcher=nn"), "xfeat": ("features=xfeat", "matcher=lightglue"),
+              "aliked": ("features=aliked", "matcher=lightglue")}
+_WEIGHTS = {"orb": (), "xfeat": ("xfeat", "xfeat_lighterglue"), "aliked": ("aliked-n16", "aliked_lightglue")}
+
+
+def _front_end(name: str) -> tuple[str, ...]:
+    """The overrides of a front-end of FRONT_ENDS; skips the test when its weights are missing."""
+    from slam import system
+
+    missing = [w for w in _WEIGHTS[name] if not system.weights_installed(w)]
+    if missing:
+        pytest.skip(f"weights {', '.join(missing)} not installed (bash tools/install.sh)")
+    return FRONT_ENDS[name]
+
+
+@pytest.fixture(scope="module", params=[("orb", "rgbd"), ("orb", "mono"), ("xfeat", "rgbd"), ("xfeat", "mono")],
+                ids=lambda p: "-".join(p))
 def loop_short_runs(request, tmp_path_factory) -> tuple:
-    """synthetic/loop_short with loop closing on and off, in one mode: (mode, seq, on, off)."""
+    """synthetic/loop_short with loop closing on and off, in one mode and with one front-end:
+    (mode, seq, on, off)."""
     from slam.synth.dataset import ensure_sequence
 
-    mode = request.param
+    front, mode = request.param
+    overrides = _front_end(front)
     seq = ensure_sequence("loop_short", tmp_path_factory.getbasetemp() / "synthetic_data")
-    out = tmp_path_factory.mktemp(f"loop_{mode}")
-    on = _run(seq, out / "on", f"mode={mode}")
-    off = _run(seq, out / "off", f"mode={mode}", "loop_closing.enabled=false")
+    out = tmp_path_factory.mktemp(f"loop_{front}_{mode}")
+    on = _run(seq, out / "on", f"mode={mode}", *overrides)
+    off = _run(seq, out / "off", f"mode={mode}", *overrides, "loop_closing.enabled=false")
+    assert on["features"] == front and off["features"] == front
     return mode, seq, on, off
 
 
@@ -191,6 +214,26 @@ def test_short_synthetic_loop_lowers_the_error(loop_short_runs):
     hid what the loop did to the keyframes."""
     mode, seq, on, off = loop_short_runs
     assert on["eval"]["ate_rmse_m"] < off["eval"]["ate_rmse_m"], (on["eval"]["ate_rmse_m"], off["eval"]["ate_rmse_m"])
+
+
+@pytest.mark.slow
+def test_short_synthetic_loop_is_closed_with_aliked(tmp_path_factory):
+    """ALIKED + LightGlue (the learned verification with 128-D descriptors and their own
+    vocabulary), monocular: the loop of synthetic/loop_short is accepted within 5 cm / 2 deg of
+    the truth. 2026-12-05: 0.03 deg / 0.25 cm, ATE 0.57 cm (1.28 cm with loop closing off;
+    docs/benchmarks.md section 12)."""
+    from slam.loop.report import loop_errors
+    from slam.synth.dataset import ensure_sequence
+
+    overrides = _front_end("aliked")
+    seq = ensure_sequence("loop_short", tmp_path_factory.getbasetemp() / "synthetic_data")
+    on = _run(seq, tmp_path_factory.mktemp("loop_aliked"), "mode=mono", *overrides)
+    assert on["features"] == "aliked"
+    lc = on["loop_closing"]
+    assert lc["accepted"] >= 1, json.dumps({k: v for k, v in lc.items() if k != "loops"})
+    errs = loop_errors(Path(on["run_dir"]), seq / "groundtruth.txt", _gt_timestamps(seq))
+    assert errs and all(e["rot_err_deg"] <= 2.0 and e["trans_err_local_m"] <= 0.05 for e in errs), errs
+    assert on["eval"]["ate_rmse_m"] < 0.012, on["eval"]
 
 
 @pytest.mark.slow
