@@ -156,7 +156,8 @@ def _gt_timestamps(seq: Path) -> np.ndarray:
 
 #: front-ends of the end-to-end loop tests: ORB + NN (descriptor verification, the fallback when
 #: no weights are installed) and the CPU default, XFeat + LighterGlue (learned verification on the
-#: map-point keypoints, learned matching at keyframes only)
+#: map-point keypoints, learned matching at keyframes only), both in the loop_short fixture; ALIKED
+#: + LightGlue in its own monocular test (about four times slower per frame on CPU)
 FRONT_ENDS = {"orb": ("features=orb", "matcher=nn"), "xfeat": ("features=xfeat", "matcher=lightglue"),
               "aliked": ("features=aliked", "matcher=lightglue")}
 _WEIGHTS = {"orb": (), "xfeat": ("xfeat", "xfeat_lighterglue"), "aliked": ("aliked-n16", "aliked_lightglue")}
