@@ -157,8 +157,7 @@ def test_default_front_end_tracks_a_shaken_real_slice(fr1_xyz, mode, tmp_path):
 
     if not system.weights_installed("xfeat"):
         pytest.skip("xfeat weights not installed (bash tools/install.sh)")
-    src = PinholeCamera(width=640, height=480, fx=517.3, fy=516.5, cx=318.6, cy=255.3,
-                        dist=(0.2624, -0.9531, -0.0054, 0.0026, 1.1633))
+    src = PinholeCamera.from_dict(FR1_CAMERA)
     seq = tmp_path / "shaken"
     rep = shake_sequence(fr1_xyz, seq, src, Shake(6.0, 70.0), zoom=1.4, exposure_s=0.01, max_frames=150)
     assert rep.frames >= 148 and rep.peak_rate_deg_s > 70.0 and rep.outside_share_max < 0.01
