@@ -76,7 +76,8 @@ def main(argv: list[str]) -> int:
         frames = {f.index: f for f in inputs.source if f.index in wanted}  # only the frames of the pairs
         extractor, matcher = build_extractor(cfg, torch.device("cpu")), build_matcher(cfg, torch.device("cpu"))
     except SlamError as exc:
-        print(f"error: {exc}", file=sys.stderr)
+        print(f"error: {exc} (this tool has no --mode: it needs depth images and ground truth, e.g. a synthetic or TUM RGB-D sequence)",
+              file=sys.stderr)
         return 2
 
     def cam_from_world(t: float) -> np.ndarray:
