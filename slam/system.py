@@ -302,11 +302,15 @@ class SLAMSystem:
         if self.cfg.tracking.frame_refine_points > 0:
             t = time.perf_counter()
             tr = self.tracker  # the K and bf that tracking used
-            self.frame_refinement = tr.frame_poses.refine(tr.pose.K, tr.cfg.bf if has_depth(tr.mode) else 0.0)
+            at = self.tracker.atlas
+            self.frame_refinement = tr.frame_poses.refine(tr.pose.K, tr.cfg.bf if has_depth(tr.mode) else 0.0,
+                                                          accel_per_depth=tr.cfg.frame_smooth_accel,
+                                                          map_of=at.map_of if at else None)
             self.frame_refinement["ms"] = (time.perf_counter() - t) * 1e3
             fr = self.frame_refinement
-            log.info("frames re-estimated against the final map: %d (%d kept as tracked), median shift %.4f, %.0f ms",
-                     fr["frames"], fr["skipped"], fr["median_shift_m"], fr["ms"])
+            log.info("frames re-estimated against the final map: %d (%d kept as tracked), median shift %.4f, "
+                     "%d solved with the smooth-motion prior, %.0f ms",
+                     fr["frames"], fr["skipped"], fr["median_shift_m"], fr["smoothed"], fr["ms"])
         return out
 
     def trajectory(self):

@@ -82,6 +82,7 @@ def test_rgbd_tracks_every_frame_accurately(rgbd_sync_run):
     # the frames between keyframes were re-estimated against the final map (all but keyframes)
     fr = m["frame_refinement"]
     assert fr["frames"] >= N_FRAMES // 2 and fr["median_shift_m"] < 0.01
+    assert fr["smoothed"] >= fr["frames"]  # and then solved together between keyframes (tracking.frame_smooth_accel)
 
 
 def test_mono_tracks_after_init_with_sim3_accuracy(synthetic_seq, tmp_path):

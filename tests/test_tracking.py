@@ -414,6 +414,39 @@ def test_frame_trajectory_refine_brings_frames_back_to_the_map(depth):
     assert plain._obs == {} and plain.refine(CAM.K)["frames"] == 0
 
 
+@pytest.mark.parametrize("two_maps", [False, True])
+def test_frame_trajectory_refine_with_the_smooth_motion_prior(two_maps):
+    """accel_per_depth > 0: the frames between keyframes 0 and 9 are solved together. On the
+    scene's constant-velocity path with exact pixels they land on the truth; frame 6, which kept
+    too few matches for the pose-only pass, gets its centre from its neighbours (its rotation
+    stays). With the second keyframe in another atlas map, the stretch keeps only keyframe 0 as
+    its anchor and the result is the same."""
+    scene = Scene(11)
+    m, fac, f0, kf0, _ = scene_map(scene)
+    f9 = scene.frame(9, Scene.cam_from_world(9), depth=True)
+    kf9, _ = fac.insert(f9, Scene.cam_from_world(9), np.full(len(f9.kp_uv), -1, dtype=np.int64))
+    traj = FrameTrajectory(m, max_obs=300)
+    err = make_se3(so3_exp(np.array([0.0, 0.01, 0.0])), np.array([0.03, -0.01, 0.0]))
+
+    def obs(i, n=None):
+        fr = scene.frame(i, Scene.cam_from_world(i), depth=True)
+        ids = truth_ids(scene, m, fr)
+        kp = np.nonzero(ids >= 0)[0][:n]
+        return ids[kp], fr.kp_uv[kp], np.ones(len(kp)), np.full(len(kp), np.nan)
+
+    traj.add(0, 0.0, kf0, Scene.cam_from_world(0))
+    traj.add(3, 0.1, kf0, err @ Scene.cam_from_world(3), obs(3))
+    traj.add(6, 0.2, kf0, err @ Scene.cam_from_world(6), obs(6, n=15))  # too few matches to keep
+    traj.add(9, 0.3, kf9, Scene.cam_from_world(9))
+    map_of = (lambda kf_id: 0 if kf_id == kf0.id else 1) if two_maps else None
+    out = traj.refine(CAM.K, accel_per_depth=0.5, map_of=map_of)
+    assert out["frames"] == 1 and out["skipped"] == 0 and out["smoothed"] == 2
+    _, _, poses = traj.poses()
+    np.testing.assert_allclose(poses[1], se3_inverse(Scene.cam_from_world(3)), atol=1e-6)
+    np.testing.assert_allclose(poses[2][:3, 3], se3_inverse(Scene.cam_from_world(6))[:3, 3], atol=1e-6)
+    np.testing.assert_allclose(poses[2][:3, :3], se3_inverse(err @ Scene.cam_from_world(6))[:3, :3], atol=1e-9)
+
+
 # ------------------------------------------------------------------ the tracker
 @pytest.mark.parametrize("kind, learned_matching", [(DESCRIPTOR, "auto"), (LEARNED, "every_frame"), (LEARNED, "keyframes")])
 def test_tracker_rgbd_is_exact_on_a_noise_free_scene(kind, learned_matching):

@@ -17,7 +17,7 @@ from slam.geometry.se3 import project_to_so3
 from slam.optim.ba import CHI2_MONO, CHI2_STEREO, HUBER_MONO, HUBER_STEREO
 
 
-class _Observations:
+class PoseObservations:
     """The observations of one refinement, stereo ones (with a virtual right u) first, so
     that every per-iteration array is a contiguous slice (no boolean indexing in the loop).
     ``order`` maps these rows back to the caller's: row i is the caller's observation order[i]."""
@@ -118,7 +118,7 @@ class _Observations:
         return JTw @ JT.T, JTw @ res
 
 
-def _exp_left(dx: np.ndarray, a_from_b: np.ndarray) -> np.ndarray:
+def exp_left(dx: np.ndarray, a_from_b: np.ndarray) -> np.ndarray:
     """se3_exp(dx) @ a_from_b for a (6,) twist [omega, v] (Rodrigues, as slam.geometry.se3.se3_exp,
     without its argument checks: this runs once per Gauss-Newton iteration)."""
     wx, wy, wz = dx[0], dx[1], dx[2]
@@ -175,7 +175,7 @@ def refine_pose_gn(
     uv = np.asarray(uv, dtype=np.float64)
     w = np.ones(n) if inv_sigma2 is None else np.asarray(inv_sigma2, dtype=np.float64)
     ur = np.full(n, np.nan) if (ur is None or bf <= 0) else np.asarray(ur, dtype=np.float64)
-    obs = _Observations(pts, uv, w, ur, K, bf)
+    obs = PoseObservations(pts, uv, w, ur, K, bf)
     inlier = np.ones(n, dtype=bool)
     current = init.copy()
     for rnd in range(rounds):
@@ -199,7 +199,7 @@ def refine_pose_gn(
                 dx = np.linalg.solve(H, g)
             except np.linalg.LinAlgError:
                 break
-            current = _exp_left(dx, current)
+            current = exp_left(dx, current)
             if np.sqrt(dx @ dx) < step_tol:  # converged (GN is quadratic: the next step would be ~tol^2)
                 break
         ru, rv, rr, pc, _ = obs.residuals(current)
