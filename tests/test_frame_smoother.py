@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from slam.geometry.se3 import make_se3, so3_exp
-from slam.optim.frame_smoother import camera_center, median_depth, smooth_frames
+from slam.geometry.se3 import camera_center, make_se3, so3_exp
+from slam.optim.frame_smoother import median_depth, smooth_frames
 from slam.optim.pose_gn import PoseObservations, refine_pose_gn
 
 K = np.array([[500.0, 0.0, 320.0], [0.0, 500.0, 240.0], [0.0, 0.0, 1.0]])

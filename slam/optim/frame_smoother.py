@@ -32,16 +32,12 @@ from typing import Optional, Sequence
 import numpy as np
 from scipy.linalg import solveh_banded
 
+from slam.geometry.se3 import camera_center
 from slam.optim.pose_gn import PoseObservations, exp_left
 
 PRIOR_HUBER = 3.0  # prior residuals beyond this many sigma are down-weighted (Huber)
 _BAND = 17  # lower bandwidth of the 6-per-frame system: a node couples to nodes up to 2 away
 _DAMPING = 1e-6  # added to the diagonal: a frame without observations keeps its rotation
-
-
-def camera_center(cam_from_world: np.ndarray) -> np.ndarray:
-    """(3,) camera centre in world coordinates of a (4,4) cam_from_world."""
-    return -cam_from_world[:3, :3].T @ cam_from_world[:3, 3]
 
 
 def median_depth(cam_from_world: Sequence[np.ndarray], observations: Sequence[Optional[PoseObservations]]) -> float:

@@ -22,7 +22,7 @@ import numpy as np
 
 from slam.geometry.se3 import se3_inverse
 from slam.mapping.map import Keyframe, Map
-from slam.optim.frame_smoother import camera_center, smooth_frames
+from slam.optim.frame_smoother import smooth_frames
 from slam.optim.pose_gn import PoseObservations, refine_pose_gn
 
 MIN_REFINE_POINTS = 20  # a frame needs this many live matched points (and half of them inliers) to be refined
@@ -170,8 +170,8 @@ class FrameTrajectory:
                 if not any(o is not None for o in obs):
                     continue
                 times = np.array([self._frames[pos][1] for pos in stretch])
-                anchor = lambda k: None if k is None else (camera_center(k.cam_from_world), float(k.timestamp))  # noqa: E731
-                new = smooth_frames(poses, obs, times, anchor(start), anchor(end), accel_per_depth)
+                anchors = [None if k is None else (k.center, float(k.timestamp)) for k in (start, end)]
+                new = smooth_frames(poses, obs, times, anchors[0], anchors[1], accel_per_depth)
                 for pos, T, ref in zip(stretch, new, refs):
                     index, t, kf_id, _c = self._frames[pos]
                     self._frames[pos] = (index, t, kf_id, T @ se3_inverse(ref))
