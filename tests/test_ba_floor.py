@@ -4,21 +4,15 @@ white-noise floor. Exact observations give zero for both; a zoom-like offset in 
 noise of the same spread; the alignment into the map's frame is checked on a scaled, moved copy."""
 from __future__ import annotations
 
-import importlib.util
-from pathlib import Path
-
 import numpy as np
+from tool_loader import load_tool
 
 from slam.geometry.se3 import se3_inverse
 from slam.optim.ba import synthetic_ba_problem
 
 
 def _tool():
-    script = Path(__file__).resolve().parents[1] / "tools" / "ba_floor.py"
-    spec = importlib.util.spec_from_file_location("ba_floor", script)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_tool("ba_floor")
 
 
 def _problem(noise_px: float):

@@ -1,19 +1,23 @@
 """EuRoC and KITTI manifests, where their data is looked for, and how it is downloaded (slam.io.locate)."""
 from __future__ import annotations
 
-import importlib.util
 import io
 import zipfile
 from pathlib import Path
 
 import pytest
+from tiny_datasets import make_euroc, make_kitti
+from tool_loader import load_tool
 
 import slam.io.sequences as sequences
-from slam.io.datasets import resolve_named
 from slam.errors import InputError
-from slam.io.sequences import download_sequence, find_sequence, list_sequences, load_manifest
-
-from tiny_datasets import make_euroc, make_kitti
+from slam.io.datasets import resolve_named
+from slam.io.sequences import (
+    download_sequence,
+    find_sequence,
+    list_sequences,
+    load_manifest,
+)
 
 EUROC = ["MH_01_easy", "MH_02_easy", "MH_03_medium", "MH_04_difficult", "MH_05_difficult", "V1_01_easy",
          "V1_02_medium", "V1_03_difficult", "V2_01_easy", "V2_02_medium", "V2_03_difficult"]
@@ -42,10 +46,7 @@ def test_every_euroc_and_kitti_sequence_has_a_manifest_with_a_download_address()
 
 
 def test_manifest_generator_matches_committed_files(tmp_path):
-    script = Path(__file__).resolve().parents[1] / "tools" / "make_dataset_manifests.py"
-    spec = importlib.util.spec_from_file_location("make_dataset_manifests", script)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
+    module = load_tool("make_dataset_manifests")
     assert module.main(["--out", str(tmp_path)]) == 0
     for dataset in ("euroc", "kitti"):
         committed = sequences.manifest_dir() / dataset

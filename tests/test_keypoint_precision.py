@@ -3,19 +3,14 @@
 wrong way round the same slice gives a median of 2.1 px, so the test sees the direction."""
 from __future__ import annotations
 
-import importlib.util
 import json
-from pathlib import Path
 
 import numpy as np
+from tool_loader import load_tool
 
 
 def _tool():
-    script = Path(__file__).resolve().parents[1] / "tools" / "keypoint_precision.py"
-    spec = importlib.util.spec_from_file_location("keypoint_precision", script)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_tool("keypoint_precision")
 
 
 def test_precision_summary_counts_only_matches_under_the_threshold():

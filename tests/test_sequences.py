@@ -8,6 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import yaml
+from tool_loader import load_tool
 
 import slam.io.sequences as sequences
 from slam.errors import InputError
@@ -82,13 +83,7 @@ def test_manifest_cameras():
 
 
 def test_manifest_generator_matches_committed_files(tmp_path):
-    import importlib.util
-
-    script = Path(__file__).resolve().parents[1] / "tools" / "make_tum_manifests.py"
-    spec = importlib.util.spec_from_file_location("make_tum_manifests", script)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    make = module.main
+    make = load_tool("make_tum_manifests").main
     assert make(["--out", str(tmp_path)]) == 0
     committed = sequences.manifest_dir() / "tum"
     generated = sorted(p.name for p in tmp_path.glob("*.yaml"))
