@@ -26,6 +26,7 @@ class MappingConfig:
     min_found_ratio: float = param(0.25, ge=0.0, le=1.0)  # cull points found in fewer than this fraction of frames where visible
     rotation_points_below: int = param(150, ge=0)  # monocular: a keyframe tracking fewer map points than this, whose covisible keyframes are all too close to triangulate (a turn on the spot), makes points from its matches with the two latest of them, on its rays at the median depth of what it tracks (LocalMapper._rotation_points); 0 = off
     min_parallax_cos: float = param(0.9998, gt=0.0, le=1.0)  # triangulation: cos of the minimum parallax angle
+    min_parallax_sigmas: float = param(0.0, ge=0.0)  # triangulation: the parallax must also be this many times its own standard deviation, sqrt(sigma0^2 + sigma1^2) / fx (the two keypoints' octave sigmas, 1 px at octave 0); 0 = off (default). A noisy parallax near min_parallax_cos passes only when the noise inflated it, which puts the point too near. 7 (at octave 0 and fx ~ 500 px the same as min_parallax_cos) ends ORB monocular fr1_xyz's scale collapses (3 in 10 jittered runs -> 0), but loses KITTI 07 in 2 of 5 and collapses loop_short in 1 of 5: off by default (docs/benchmarks.md section 14)
     max_reproj_chi2: float = param(5.991, gt=0.0)  # triangulation check (chi2, 2 dof, 95%)
     cull_keyframes: bool = True
     redundant_ratio: float = param(0.9, ge=0.0, le=1.0)  # cull a keyframe when this share of its points is seen by 3+ others

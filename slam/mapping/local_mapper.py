@@ -386,6 +386,10 @@ class LocalMapper:
         r1 = pts - c1
         cos = (r0 * r1).sum(1) / np.maximum(np.linalg.norm(r0, axis=1) * np.linalg.norm(r1, axis=1), 1e-12)
         ok &= cos < c.min_parallax_cos
+        if c.min_parallax_sigmas > 0:
+            # the parallax against its own noise (radians: the two rays' pixel sigmas over fx)
+            parallax = np.arccos(np.clip(cos, -1.0, 1.0))
+            ok &= parallax >= c.min_parallax_sigmas * np.sqrt(s0 + s1) / self.camera.fx
         return ok
 
     # ------------------------------------------------------------------ fusion
