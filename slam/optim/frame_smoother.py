@@ -101,10 +101,7 @@ def smooth_frames(
             Hi = _DAMPING * np.eye(6)
             if o is not None and o.n:
                 ru, rv, rr, pc, iz = o.residuals(T)
-                e = np.sqrt(o.chi2(ru, rv, rr))
-                hw = o.w * (pc[2] > 1e-6)
-                big = e > o.delta
-                hw[big] *= o.delta[big] / e[big]
+                hw = o.huber_weights(o.chi2(ru, rv, rr), pc[2] > 1e-6)
                 Ho, go = o.normal_equations(pc, iz, ru, rv, rr, hw)
                 Hi = Hi + Ho
                 g[6 * i:6 * i + 6] += go

@@ -65,6 +65,15 @@ class PoseObservations:
         c *= self.w
         return c
 
+    def huber_weights(self, chi2: np.ndarray, use: np.ndarray) -> np.ndarray:
+        """(n,) weights of the observations in use (bool (n,)): w, scaled by delta / e where the
+        whitened error e = sqrt(chi2) exceeds the Huber delta."""
+        hw = self.w * use
+        e = np.sqrt(chi2)
+        big = e > self.delta
+        hw[big] *= self.delta[big] / e[big]
+        return hw
+
     def normal_equations(self, pc: np.ndarray, iz: np.ndarray, ru: np.ndarray, rv: np.ndarray, rr: np.ndarray,
                          hw: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """H (6,6) and g (6,) of the weighted Gauss-Newton step for a left perturbation
@@ -188,11 +197,7 @@ def refine_pose_gn(
             if np.count_nonzero(use) < 3:
                 break
             chi2 = obs.chi2(ru, rv, rr)
-            hw = obs.w * use
-            if robust:
-                e = np.sqrt(chi2)
-                big = e > obs.delta
-                hw[big] *= obs.delta[big] / e[big]
+            hw = obs.huber_weights(chi2, use) if robust else obs.w * use
             H, g = obs.normal_equations(pc, iz, ru, rv, rr, hw)
             H[np.diag_indices(6)] += 1e-9
             try:
