@@ -92,6 +92,9 @@ def format_table(rows: list[dict]) -> str:
     lines = [head, "-" * len(head)]
     for r in rows:
         st = " ".join(f"{k}={v:.0f}" for k, v in (r["stage_mean_ms"] or {}).items() if v is not None)
+        lat = r.get("latency_ms") or {}
+        if lat.get("p95_ms") is not None:
+            st += f" latency p50/p95 {lat['p50_ms']:.0f}/{lat['p95_ms']:.0f}"
         if r.get("tracking_wait_pct") is not None:
             st += f" (tracking waited for mapping {r['tracking_wait_pct']:.0f} % of the run)"
         lines.append(

@@ -40,5 +40,8 @@ def test_tracking_wait_share_of_the_wall_time():
          "stage_mean_ms": {"features": 49.8, "mapping": 294.9}, "tracking_wait_pct": 59.7}
     line = format_table([r]).splitlines()[-1]
     assert "mapping=295" in line and "tracking waited for mapping 60 % of the run" in line
+    assert "latency" not in line  # a run that recorded none
     r["tracking_wait_pct"] = None
     assert "waited" not in format_table([r])
+    r["latency_ms"] = {"p50_ms": 75.7, "p95_ms": 1041.8}
+    assert "latency p50/p95 76/1042" in format_table([r])

@@ -437,3 +437,71 @@ def test_frames_keep_a_grey_copy_for_the_dense_matcher():
     kept = FeatureStage(NoFeatures(), cam, keep_image=True).process(Frame(0, 0.0, bgr, None))
     np.testing.assert_array_equal(kept.image, grey)
     assert FeatureStage(NoFeatures(), cam).process(Frame(0, 0.0, bgr, None)).image is None
+
+
+class LearnedStyleNN:
+    """Descriptor nearest neighbours behind the learned matchers' interface (``match`` only), so
+    verification takes the learned matcher's path."""
+
+    def __init__(self) -> None:
+        self.nn = NearestNeighborMatcher(device="cpu")
+
+    def match(self, f0, f1):
+        return self.nn.match(f0, f1)
+
+
+@pytest.mark.parametrize("mode", ["rgbd", "mono"])
+def test_verification_from_matches_made_earlier_equals_verification_on_the_spot(mode):
+    """Dataset runs match a loop candidate in the loop-closing stage and verify it frames later
+    (loop_closing.verify_delay_frames): the same matches give the same loop, and a keypoint whose
+    point died or was taken away since the matching drops out instead of failing."""
+    from slam.loop.config import LoopClosingConfig
+    from slam.loop.verification import LoopVerifier
+
+    scene = Scene(25)
+    m, dense, old, new = _two_visits(mode, scene, TruthDenseMatcher(scene), t_cur=9.3)
+    verifier = LoopVerifier(LoopClosingConfig(), CAM.K, CAM, LearnedStyleNN(), mode, 80.0)
+    with m.lock:
+        cur, cand = m.keyframes[new], m.keyframes[old]
+        i_cur, i_cand = np.nonzero(cur.point_ids >= 0)[0], np.nonzero(cand.point_ids >= 0)[0]
+        pr = verifier.match_pair(cur, cand, i_cur, i_cand)
+        now = verifier.verify(m, new, old, [])
+        early = verifier.verify(m, new, old, [], matched=(i_cur, i_cand, pr))
+    assert now is not None and early is not None
+    np.testing.assert_array_equal(now.cur_from_loop, early.cur_from_loop)
+    np.testing.assert_array_equal(now.cur_kp, early.cur_kp)
+    # since the matching: one matched keypoint's point died, another keypoint lost its point
+    with m.lock:
+        a = i_cur[pr[:, 0]]
+        m.pts_alive[cur.point_ids[a[0]]] = False
+        cur.point_ids[a[1]] = -1
+        later = verifier.verify(m, new, old, [], matched=(i_cur, i_cand, pr))
+    assert later is not None
+    assert later.n_ransac <= early.n_ransac
+
+
+def test_descriptor_prefilter_skips_the_learned_matcher_for_an_unlike_candidate():
+    """loop_closing.descriptor_prefilter: a candidate whose map-point descriptors find fewer than
+    min_matches mutual nearest neighbours is rejected before the learned matcher runs; a true
+    candidate passes, and with the prefilter off the learned matcher always runs."""
+    from slam.loop.config import LoopClosingConfig
+    from slam.loop.verification import LoopVerifier
+
+    class Counting(LearnedStyleNN):
+        calls = 0
+
+        def match(self, f0, f1):
+            Counting.calls += 1
+            return super().match(f0, f1)
+
+    scene = Scene(25)
+    m, dense, old, new = _two_visits("rgbd", scene, TruthDenseMatcher(scene), t_cur=9.3)
+    on = LoopVerifier(LoopClosingConfig(), CAM.K, CAM, Counting(), "rgbd", 80.0)
+    off = LoopVerifier(LoopClosingConfig(descriptor_prefilter=False), CAM.K, CAM, Counting(), "rgbd", 80.0)
+    with m.lock:
+        assert on.verify(m, new, old, []) is not None and Counting.calls == 1 and not on.prefiltered
+        cand = m.keyframes[old]
+        cand.desc = np.random.default_rng(0).integers(0, 256, cand.desc.shape, dtype=np.uint8)  # unlike descriptors
+        assert on.verify(m, new, old, []) is None
+        assert Counting.calls == 1 and on.prefiltered == [(new, old)] and on.n_rejected["matches"] == 1
+        assert off.verify(m, new, old, []) is not None and Counting.calls == 2  # the features themselves still match

@@ -239,18 +239,44 @@ def test_short_synthetic_loop_is_closed_with_aliked(tmp_path_factory):
 
 @pytest.mark.slow
 def test_threaded_run_with_a_loop_equals_the_synchronous_one(tmp_path_factory):
-    """Dataset mode: detection, correction and the background global BA's write-back happen at
-    frames fixed by the sequence, so the threaded run with a loop equals the synchronous one."""
+    """Dataset mode: detection, the verification after the candidates' background matching,
+    correction and the background global BA's write-back happen at frames fixed by the sequence,
+    so the threaded run with a loop equals the synchronous one. Short delays, so that tracking
+    often has to wait for the loop-closing stage (or do its work) in the threaded run."""
     from slam.synth.dataset import ensure_sequence
 
     seq = ensure_sequence("loop_short", tmp_path_factory.getbasetemp() / "synthetic_data")
     out = tmp_path_factory.mktemp("loop_det")
-    sync = _run(seq, out / "sync", "mode=rgbd", "runtime.threaded=false", "loop_closing.global_ba_delay_frames=5")
-    thr = _run(seq, out / "thr", "mode=rgbd", "runtime.threaded=true", "loop_closing.global_ba_delay_frames=5")
+    short = ("loop_closing.global_ba_delay_frames=5", "loop_closing.global_ba_delay_per_keyframe=0",
+             "loop_closing.verify_delay_frames=2")
+    sync = _run(seq, out / "sync", "mode=rgbd", "runtime.threaded=false", *short)
+    thr = _run(seq, out / "thr", "mode=rgbd", "runtime.threaded=true", *short)
     assert sync["loop_closing"]["accepted"] >= 1
+    assert sync["loop_closing"]["background_matching_jobs"] >= 1
+    assert sync["loop_closing"]["background_matching_jobs"] == thr["loop_closing"]["background_matching_jobs"]
     assert [lp["cur_kf"] for lp in sync["loop_closing"]["loops"]] == [lp["cur_kf"] for lp in thr["loop_closing"]["loops"]]
     assert (Path(sync["run_dir"]) / "trajectory.txt").read_text() == (Path(thr["run_dir"]) / "trajectory.txt").read_text()
     assert (Path(sync["run_dir"]) / "keyframes.txt").read_text() == (Path(thr["run_dir"]) / "keyframes.txt").read_text()
+
+
+def test_global_ba_is_written_back_later_for_a_larger_map():
+    """Dataset runs apply the background global BA at global_ba_delay_frames after the essential
+    graph, or global_ba_delay_per_keyframe frames per keyframe it adjusts if that is later."""
+    from types import SimpleNamespace
+
+    from slam.loop.closing import LoopClosing
+    from slam.loop.config import LoopClosingConfig
+
+    def due(n_kf: int, **cfg) -> int:
+        lc = SimpleNamespace(cfg=LoopClosingConfig(**cfg), _job=None)
+        gba = SimpleNamespace(problem=SimpleNamespace(kf_ids=np.arange(n_kf)))
+        LoopClosing._queue_gba(lc, gba, 100)
+        return lc._job["due"]
+
+    assert due(10) == 130  # 30 frames at least
+    assert due(67) == 167  # one frame per keyframe
+    assert due(67, global_ba_delay_per_keyframe=0.5) == 134
+    assert due(67, global_ba_delay_per_keyframe=0) == 130
 
 
 @pytest.mark.parametrize("fix_scale", [True, False])

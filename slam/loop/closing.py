@@ -7,8 +7,12 @@ Who does what:
   mapping schedule has committed the mapping results that are due. In **dataset** runs it then
   takes every keyframe whose local mapping was committed since the last frame, in order, and
   runs detection (keyframe database, consistency) and verification of the best consistent
-  candidate on the spot: the map it reads is the one the frame sequence fixes (mapping's running
-  job works on its own copy). In **live** runs detection and verification run in the
+  candidate: the map it reads is the one the frame sequence fixes (mapping's running job works on
+  its own copy). The keypoint matching of the verification, most of its cost with a learned
+  matcher, reads only the two keyframes' features; with ``loop_closing.verify_delay_frames`` > 0
+  it runs in the loop-closing stage, and the rest of the verification follows on the tracking
+  thread that many frames later (waiting for the matching, or running it there, if it is not
+  done), so tracking does not stall on it. In **live** runs detection and verification run in the
   loop-closing stage's thread as each keyframe's mapping ends, and the tracking thread takes an
   accepted loop before its next frame, as soon as it is ready.
 - An accepted loop is corrected in three phases (:class:`slam.loop.correction.LoopCorrection`):
@@ -20,8 +24,9 @@ Who does what:
   as it is done. Keyframes created meanwhile take their parent's correction. No new loop is
   verified while a correction is in flight.
 - The write-back queues a global bundle adjustment on a copy of the map, run by the loop-closing
-  stage the same way and written back ``loop_closing.global_ba_delay_frames`` frames later
-  (dataset) or when done (live). A new loop stops a running global BA and drops it (ORB-SLAM's
+  stage the same way and written back ``loop_closing.global_ba_delay_frames`` frames later, or
+  ``global_ba_delay_per_keyframe`` frames per keyframe it adjusts if that is later (dataset), or
+  when done (live). A new loop stops a running global BA and drops it (ORB-SLAM's
   behaviour).
 - After every correction the tracker's last frame moves with its reference keyframe
   (``Tracker.apply_world_correction``).
@@ -79,6 +84,10 @@ class LoopClosing:
         self._cond = threading.Condition()
         self._verified: list = []  # live: accepted loops (LoopMatch) and merges (MergeMatch) waiting for the tracking thread
         self._job: Optional[dict] = None  # {"kind": graph|gba, "task", "state": pending|running|done, "due": frame}
+        #: dataset runs with verify_delay_frames > 0: keyframes whose candidates are being matched,
+        #: oldest first ({"kind": "match", "kf", "cands", "subsets", "pairs", "ms", "state", "due"})
+        self._matching: list[dict] = []
+        self.match_jobs_ms: list[float] = []  # each keyframe's candidate matching in the loop-closing stage
         self._closed = False
         self.gba_runs: list[dict] = []
         #: the atlas (slam.mapping.atlas) and its merger (slam.loop.merge) when lost tracking may start
@@ -98,8 +107,15 @@ class LoopClosing:
             for lm in ready:
                 queued |= self._correct(lm, frame_no) if isinstance(lm, LoopMatch) else self._merge(lm, frame_no)
         else:
+            queued |= self._verify_matched(frame_no)
             for kf_id in self.mapping_schedule.drain_committed():
-                lm = self._detect_and_verify(kf_id)
+                if self._pipelined():
+                    if self._start_matching(kf_id, frame_no):
+                        queued = True
+                        continue
+                    lm = None
+                else:
+                    lm = self._detect_and_verify(kf_id)
                 mm = self._detect_merge(kf_id) if lm is None else None
                 if lm is not None:
                     queued |= self._correct(lm, frame_no)
@@ -107,8 +123,89 @@ class LoopClosing:
                     queued |= self._merge(mm, frame_no)
         return LoopWake() if queued else None
 
+    # ================================================================== pipelined verification (dataset)
+    def _pipelined(self) -> bool:
+        return self.cfg.verify_delay_frames > 0 and self.verifier.dense is None
+
+    def _start_matching(self, kf_id: int, frame_no: int) -> bool:
+        """Detection for keyframe kf_id now; its candidates' keypoint matching queued for the
+        loop-closing stage, their verification due verify_delay_frames later. True when queued."""
+        with self.map.lock:
+            cands, _ = self._loop_candidates(kf_id)
+            if not cands:
+                return False
+            cur = self.map.keyframes[kf_id]
+            kfs = [self.map.keyframes[k] for k in cands]
+            i_cur = np.nonzero(cur.point_ids >= 0)[0]
+            subsets = [(i_cur, np.nonzero(k.point_ids >= 0)[0]) for k in kfs]
+        with self._cond:
+            self._matching.append({"kind": "match", "kf": kf_id, "cur": cur, "cands": cands, "kfs": kfs, "subsets": subsets,
+                                   "pairs": None, "ms": 0.0, "state": "pending", "due": frame_no + self.cfg.verify_delay_frames})
+        return True
+
+    def _run_matching(self, g: dict) -> None:
+        t = time.perf_counter()
+        try:
+            g["pairs"] = [self.verifier.match_pair(g["cur"], k, ic, ik) for k, (ic, ik) in zip(g["kfs"], g["subsets"])]
+        finally:
+            g["ms"] = (time.perf_counter() - t) * 1e3
+            with self._cond:
+                g["state"] = "done"
+                self._cond.notify_all()
+
+    def _claim_matching(self) -> Optional[dict]:
+        with self._cond:
+            for g in self._matching:
+                if g["state"] == "pending":
+                    g["state"] = "running"
+                    return g
+        return None
+
+    def _verify_matched(self, frame_no: Optional[int]) -> bool:
+        """Verify every keyframe whose matching is due at frame_no (None: all, waiting), oldest
+        first; the first loop found is corrected. True when a correction was queued."""
+        queued = False
+        while True:
+            with self._cond:
+                if not self._matching:
+                    return queued
+                due = self._matching[0]["due"]
+                if self._job is not None and self._job["kind"] == "gba":
+                    # the loop-closing stage runs the global BA before this matching: verify after its write-back
+                    due = max(due, self._job["due"] + self.cfg.verify_delay_frames)
+                if frame_no is not None and frame_no < due:
+                    return queued
+                g = self._matching.pop(0)
+                mine = g["state"] == "pending"
+                if mine:
+                    g["state"] = "running"
+            if mine:  # nobody started it: run it here
+                self._run_matching(g)
+            if not self._wait_done(g):
+                return queued
+            self.verifier.ms["match"] += g["ms"]
+            self.match_jobs_ms.append(g["ms"])
+            lm = None
+            with self.map.lock:
+                kf_id = g["kf"]
+                if kf_id in self.map.keyframes and not self._correcting():
+                    cov = covisibility(self.map)
+                    joined = self._joined(kf_id, cov)
+                    for cand, (ic, ik), pr in zip(g["cands"], g["subsets"], g["pairs"]):
+                        if cand in self.map.keyframes and cand not in joined:
+                            lm = self._verify_loop(kf_id, cand, cov, None, matched=(ic, ik, pr))
+                            if lm is not None:
+                                break
+            if lm is not None and frame_no is not None:
+                queued |= self._correct(lm, frame_no)
+
     def finish(self) -> None:
         """End of the stream: write back the outstanding essential graph and global BA (waiting)."""
+        with self._cond:  # matching still in flight: nothing more is verified
+            left, self._matching = self._matching, []
+        for g in left:
+            if g["state"] == "running":
+                self._wait_done(g)
         for _ in range(2):  # the essential graph, then the global BA it queues
             self._maybe_apply(None)
 
@@ -167,11 +264,13 @@ class LoopClosing:
         joined = self._joined(kf_id, cov)
         return [k for k in cands[: self.cfg.max_candidates] if k in m.keyframes and k not in joined], cov
 
-    def _verify_loop(self, kf_id: int, cand: int, cov, dense) -> Optional[LoopMatch]:
-        """Geometric verification of one loop candidate (caller holds the map lock)."""
+    def _verify_loop(self, kf_id: int, cand: int, cov, dense, matched: Optional[tuple] = None) -> Optional[LoopMatch]:
+        """Geometric verification of one loop candidate (caller holds the map lock); matched: see
+        LoopVerifier.verify."""
         t = time.perf_counter()
         self.n_verified += 1
-        lm = self.verifier.verify(self.map, kf_id, cand, cov.neighbours(cand, MIN_COVIS, self.cfg.neighbourhood), dense=dense)
+        lm = self.verifier.verify(self.map, kf_id, cand, cov.neighbours(cand, MIN_COVIS, self.cfg.neighbourhood), dense=dense,
+                                  matched=matched)
         self.verify_ms.append((time.perf_counter() - t) * 1e3)
         if lm is not None:
             self.detector.groups = []  # ORB-SLAM: consistency starts over after a loop
@@ -267,7 +366,9 @@ class LoopClosing:
     def _queue_gba(self, gba: GlobalBA, frame_no: Optional[int]) -> None:
         """gba becomes the job in flight, due global_ba_delay_frames after frame_no (None: 0;
         caller holds ``_cond``)."""
-        due = (frame_no if frame_no is not None else 0) + self.cfg.global_ba_delay_frames
+        n_kf = len(gba.problem.kf_ids) if gba.problem is not None else 0
+        delay = max(self.cfg.global_ba_delay_frames, int(np.ceil(self.cfg.global_ba_delay_per_keyframe * n_kf)))
+        due = (frame_no if frame_no is not None else 0) + delay
         self._job = {"kind": "gba", "task": gba, "state": "pending", "due": due}
 
     # ================================================================== background jobs hand-off
@@ -379,6 +480,11 @@ class LoopClosing:
             if lm is not None:
                 with self._cond:
                     self._verified.append(lm)
+        while True:
+            m = self._claim_matching()
+            if m is None:
+                break
+            self._run_matching(m)
         g = self._claim()
         if g is not None:
             self._run(g)
@@ -433,9 +539,15 @@ class LoopClosing:
             "accepted": len(self.loops),
             "rejected": int(self.n_verified - len(self.loops)),
             "rejected_at": dict(self.verifier.n_rejected),
+            # of those rejected at "matches": the learned matcher did not run (loop_closing.descriptor_prefilter)
+            "rejected_by_descriptor_prefilter": len(self.verifier.prefiltered),
             "query_ms_mean": float(q.mean()), "query_ms_max": float(q.max()),
             "detection_ms_mean": float(dt.mean()), "detection_ms_max": float(dt.max()),
             "verification_ms_mean": float(v.mean()), "verification_ms_max": float(v.max()),
+            # dataset runs with verify_delay_frames > 0: the keypoint matching ran in the loop-closing
+            # stage (these jobs), and verification_ms is what the tracking thread spent
+            "background_matching_jobs": len(self.match_jobs_ms),
+            "background_matching_ms_mean": float(np.mean(self.match_jobs_ms)) if self.match_jobs_ms else 0.0,
             "verification_ms_total_by_step": {k: float(x) for k, x in self.verifier.ms.items()},
             "matcher": "loftr" if self.verifier.dense is not None else "keypoints",
             "loftr_verifications": self.verifier.n_dense,  # loop and merge candidates verified from LoFTR matches

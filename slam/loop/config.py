@@ -25,6 +25,7 @@ class LoopClosingConfig:
     matcher: str = param("keypoints", choices=("keypoints", "loftr"))  # candidate verification from the configured keypoint matcher, or LoFTR on the two keyframes' images (settings: loftr.*; map merging too)
     dense_transfer_px: float = param(2.0, gt=0.0)  # matcher=loftr: a match snapped to a keypoint of one keyframe pairs with the other's keypoint within this radius of where it should be
     min_matches: int = param(20, ge=3)  # keypoint matches to a candidate with map points on both sides before RANSAC (ORB-SLAM: 20)
+    descriptor_prefilter: bool = True  # learned matchers: a candidate whose map-point keypoints have fewer than min_matches mutual nearest descriptors (ratio 0.8, within the mapper's descriptor threshold) is rejected before the learned matcher runs, as ORB-SLAM gates on a descriptor search. synthetic/loop RGB-D: 45 of 46 candidates had 1-12 such matches, all of them failed RANSAC after LighterGlue; the true loop had 196
     min_ransac_inliers: int = param(20, ge=3)  # Sim(3) / SE(3) RANSAC inliers
     min_refined_inliers: int = param(20, ge=3)  # inliers after the g2o refinement (ORB-SLAM: 20)
     min_final_inliers: int = param(30, ge=3)  # inliers of the second refinement, on the projected matches seen by both keyframes (ORB-SLAM3 refines again there)
@@ -36,10 +37,12 @@ class LoopClosingConfig:
     neighbourhood: int = param(10, ge=1)  # covisible keyframes of the current one corrected with it, and of the loop keyframe whose points are fused
     loop_edge_min_shared: int = param(20, ge=1)  # new loop edges of the essential graph join keyframes sharing this many points after fusion
     graph_iterations: int = param(20, ge=1)  # most Gauss-Newton iterations of the essential graph (stops at convergence, 2-4; ORB-SLAM: 20 Levenberg)
+    verify_delay_frames: int = param(10, ge=0)  # dataset runs: a keyframe's loop candidates are matched (the learned matcher's share of verification) in the loop-closing stage and verified this many frames later on the tracking thread (waiting if the matching is not done), so the matching does not stall tracking; 0 = detection and verification together on the tracking thread. Live runs verify in the loop-closing stage anyway
     correction_delay_frames: int = param(10, ge=1)  # dataset runs: the essential graph (run in the loop-closing stage) is written back this many frames after the loop (tracking waits if it is not done)
     global_ba: bool = True  # a global bundle adjustment after each loop, in the background
     global_ba_iterations: int = param(10, ge=1)
-    global_ba_delay_frames: int = param(30, ge=1)  # dataset runs: its result is applied this many frames after the essential graph's (tracking waits if it is not done)
+    global_ba_delay_frames: int = param(30, ge=1)  # dataset runs: its result is applied at least this many frames after the essential graph's (tracking waits if it is not done) ...
+    global_ba_delay_per_keyframe: float = param(1.0, ge=0.0)  # ... and at least this many frames per keyframe it adjusts (its cost grows with the map: 67 keyframes took 3.3 s in a threaded run on this 2-core CPU, about 56 frames at 17 fps); 0 = global_ba_delay_frames alone
 
 
 @dataclass

@@ -80,11 +80,14 @@ def _nn_pairs(d0: np.ndarray, d1: np.ndarray, max_dist: float, ratio: float = 0.
     return np.stack([i[ok], j[ok]], axis=1).astype(np.int64)
 
 
-def _match(matcher, cur, cand, i_cur: np.ndarray, i_cand: np.ndarray, max_dist: float) -> np.ndarray:
+def _match(matcher, cur, cand, i_cur: np.ndarray, i_cand: np.ndarray, max_dist: float, prefilter: int = 0,
+           prefiltered: Optional[list] = None) -> np.ndarray:
     """(M, 2) pairs (index into i_cur, index into i_cand): for descriptor matchers, mutual nearest
     neighbours with the matcher's own thresholds (its ``cfg``: ``ratio``, ``max_distance_*``; else
     max_dist and 0.8) on the keypoints with map points only (a few hundred a side, numpy); the
-    learned matcher on the two keyframes' features otherwise."""
+    learned matcher on the two keyframes' features otherwise. With prefilter > 0 the learned
+    matcher runs only if the mutual nearest neighbours (max_dist, ratio 0.8) number at least
+    prefilter; otherwise those few pairs are returned and (cur.id, cand.id) goes into prefiltered."""
     if len(i_cur) == 0 or len(i_cand) == 0:
         return np.zeros((0, 2), np.int64)
     if hasattr(matcher, "match_descriptors"):
@@ -92,6 +95,12 @@ def _match(matcher, cur, cand, i_cur: np.ndarray, i_cand: np.ndarray, max_dist: 
         binary = cur.desc.dtype == np.uint8
         max_d = getattr(mc, "max_distance_binary" if binary else "max_distance_float", max_dist)
         return _nn_pairs(cur.desc[i_cur], cand.desc[i_cand], float(max_d), float(getattr(mc, "ratio", 0.8)))
+    if prefilter > 0:
+        nn = _nn_pairs(cur.desc[i_cur], cand.desc[i_cand], float(max_dist), 0.8)
+        if len(nn) < prefilter:
+            if prefiltered is not None:
+                prefiltered.append((int(cur.id), int(cand.id)))  # list.append: safe from the loop-closing thread
+            return nn
     return matcher.match(cur.features.subset(i_cur), cand.features.subset(i_cand)).pairs()
 
 
@@ -110,6 +119,7 @@ class LoopVerifier:
         self.ms = {"match": 0.0, "ransac": 0.0, "refine": 0.0, "projection": 0.0}  # total per step
         self.dense_ms = 0.0  # total time of the LoFTR image matching (outside the map lock)
         self.n_dense = 0  # candidates verified from LoFTR matches
+        self.prefiltered: list = []  # (current, candidate) keyframe ids the descriptor prefilter rejected (descriptor_prefilter)
 
     def image_pairs(self, m: Map, cur_id: int, cand_ids: list[int]) -> Optional[list]:
         """(current keyframe's image, candidate's image) per candidate, for :meth:`dense_match`;
@@ -131,25 +141,39 @@ class LoopVerifier:
         self.ms[step] += (now - t) * 1e3
         return now
 
-    def verify(self, m: Map, cur_id: int, cand_id: int, loop_neighbours: list[int], dense=None) -> Optional[LoopMatch]:
+    def match_pair(self, cur, cand, i_cur: np.ndarray, i_cand: np.ndarray) -> np.ndarray:
+        """The keypoint matches of verification's first step, (M, 2) int64 pairs (index into i_cur,
+        index into i_cand), for keyframes cur and cand restricted to the keypoints i_cur, i_cand
+        (those with map points). Reads only the keyframes' features, which never change, so it
+        may run without the map lock, in another thread, frames before :meth:`verify` (the caller
+        adds its time to ``ms["match"]``)."""
+        return _match(self.matcher, cur, cand, i_cur, i_cand, self.max_desc, *self._prefilter())
+
+    def verify(self, m: Map, cur_id: int, cand_id: int, loop_neighbours: list[int], dense=None,
+               matched: Optional[tuple] = None) -> Optional[LoopMatch]:
         """The loop between keyframes cur_id and cand_id, or None (the step that failed is counted
         in ``n_rejected``). loop_neighbours: the candidate's covisible keyframes (their points are
         projected to confirm). dense: LoFTR matches of (current image, candidate image)
         (slam.tracking.dense_match.DenseMatches) from :meth:`dense_match`, or None: the keypoint
-        matcher."""
+        matcher. matched: (i_cur, i_cand, pairs) from :meth:`match_pair`, computed earlier on the
+        keypoints that had map points then; the keypoints whose points have died since drop out."""
         c = self.cfg
         t = time.perf_counter()
         cur, cand = m.keyframes[cur_id], m.keyframes[cand_id]
-        i_cur = np.nonzero(cur.point_ids >= 0)[0]
-        i_cand = np.nonzero(cand.point_ids >= 0)[0]
-        if dense is not None and self.dense is not None:
-            self.n_dense += 1
-            pr = self.dense.keyframe_pairs(cur, cand, dense, i_cur, i_cand, c.dense_transfer_px)
+        if matched is not None:
+            i_cur, i_cand, pr = matched
         else:
-            pr = _match(self.matcher, cur, cand, i_cur, i_cand, self.max_desc)
+            i_cur = np.nonzero(cur.point_ids >= 0)[0]
+            i_cand = np.nonzero(cand.point_ids >= 0)[0]
+            if dense is not None and self.dense is not None:
+                self.n_dense += 1
+                pr = self.dense.keyframe_pairs(cur, cand, dense, i_cur, i_cand, c.dense_transfer_px)
+            else:
+                pr = _match(self.matcher, cur, cand, i_cur, i_cand, self.max_desc, *self._prefilter())
         a, b = i_cur[pr[:, 0]], i_cand[pr[:, 1]]
         pa, pb = cur.point_ids[a], cand.point_ids[b]
-        ok = m.pts_alive[pa] & m.pts_alive[pb] & (pa != pb)
+        ok = (pa >= 0) & (pb >= 0)  # a keypoint may have lost its point since the match (matched)
+        ok[ok] = m.pts_alive[pa[ok]] & m.pts_alive[pb[ok]] & (pa[ok] != pb[ok])
         a, b, pa, pb = a[ok], b[ok], pa[ok], pb[ok]
         t = self._tick("match", t)
         if len(a) < c.min_matches:
@@ -205,6 +229,10 @@ class LoopVerifier:
             return None
         return LoopMatch(int(cur_id), int(cand_id), S, cur_kp.astype(np.int64), loop_pt.astype(np.int64),
                          rs.n_inliers, ref.n_inliers, len(cur_kp), n_final)
+
+    def _prefilter(self) -> tuple:
+        """_match's prefilter arguments: (least mutual nearest neighbours, list of the rejected pairs)."""
+        return (self.cfg.min_matches if self.cfg.descriptor_prefilter else 0), self.prefiltered
 
     def _cap(self, sigma2: np.ndarray) -> np.ndarray:
         """Keypoint variances capped so that the inlier test (chi2 10 x sigma^2) is at most
