@@ -112,7 +112,7 @@ class LoopClosing:
                 if self._pipelined():
                     if self._start_matching(kf_id, frame_no):
                         queued = True
-                        continue
+                        continue  # a keyframe with loop candidates is not also looked up for a merge
                     lm = None
                 else:
                     lm = self._detect_and_verify(kf_id)
@@ -161,9 +161,9 @@ class LoopClosing:
                     return g
         return None
 
-    def _verify_matched(self, frame_no: Optional[int]) -> bool:
-        """Verify every keyframe whose matching is due at frame_no (None: all, waiting), oldest
-        first; the first loop found is corrected. True when a correction was queued."""
+    def _verify_matched(self, frame_no: int) -> bool:
+        """Verify every keyframe whose matching is due at frame_no, oldest first; the first loop
+        found is corrected. True when a correction was queued."""
         queued = False
         while True:
             with self._cond:
@@ -173,7 +173,7 @@ class LoopClosing:
                 if self._job is not None and self._job["kind"] == "gba":
                     # the loop-closing stage runs the global BA before this matching: verify after its write-back
                     due = max(due, self._job["due"] + self.cfg.verify_delay_frames)
-                if frame_no is not None and frame_no < due:
+                if frame_no < due:
                     return queued
                 g = self._matching.pop(0)
                 mine = g["state"] == "pending"
@@ -196,7 +196,7 @@ class LoopClosing:
                             lm = self._verify_loop(kf_id, cand, cov, None, matched=(ic, ik, pr))
                             if lm is not None:
                                 break
-            if lm is not None and frame_no is not None:
+            if lm is not None:
                 queued |= self._correct(lm, frame_no)
 
     def finish(self) -> None:
