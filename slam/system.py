@@ -374,6 +374,9 @@ class SLAMSystem:
             **self.mapper.stats(),
             **self.schedule.stats(),
             **(self.loop.stats() if self.loop is not None else {"loop_closing": {"enabled": False}}),
+            # (E, 2, 3) world positions (trajectory.txt's frame) of the keyframe centres each loop
+            # joins, as map.png draws them; `python -m slam view` reads them
+            "loop_edges": self.loop_segments().tolist(),
             **self._atlas_stats(n_kfs),
             "frame_refinement": self.frame_refinement,
             "patch_align": self.tracker.patch_aligner.stats() if self.tracker.patch_aligner is not None else {"enabled": False},

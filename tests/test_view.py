@@ -133,3 +133,28 @@ def test_trajectory_plot_of_an_evaluation(tmp_path):
     assert red[:, 2 * third:].sum() > 200
     with pytest.raises(ValueError, match="matched"):
         plot_evaluation({**details, "t": details["t"][:5]}, result, tmp_path / "bad.png")
+
+
+def test_view_draws_the_loops_the_run_recorded(tmp_path, caplog):
+    """metrics.json's loop_edges (world positions of the keyframe centres a loop joins, written by
+    the system at the end of a run) are drawn by `slam view` as they are in the run's map.png;
+    an unreadable entry is warned about and left out."""
+    from slam.viz.render import LOOP
+
+    run = write_run(tmp_path / "run")
+    metrics = json.loads((run / "metrics.json").read_text())
+    _, poses = _poses()
+    edge = [poses[50][:3, 3].tolist(), poses[5][:3, 3].tolist()]
+    metrics["loop_edges"] = [edge]
+    (run / "metrics.json").write_text(json.dumps(metrics))
+    snap = load_run(run)
+    np.testing.assert_allclose(snap.loop_segments(), [edge])
+    out = tmp_path / "view.png"
+    assert main(["view", str(run), "--png", str(out)]) == 0
+    img = cv2.imread(str(out))
+    magenta = (np.abs(img.astype(int) - np.array(LOOP[::-1])).sum(axis=2) < 30)
+    assert magenta[:, 800:].sum() > 50  # the loop edge in the top view
+    metrics["loop_edges"] = [[1, 2]]  # not positions
+    (run / "metrics.json").write_text(json.dumps(metrics))
+    assert len(load_run(run).loop_segments()) == 0
+    assert "loop_edges" in caplog.text

@@ -326,8 +326,8 @@ def ground_grid(top: ViewCamera, up: np.ndarray, ground: float) -> tuple[np.ndar
     return world(a2), world(b2)
 
 
-def _grid_and_scale(img: np.ndarray, cam: ViewCamera, ui: float, metric: bool) -> None:
-    """Metric grid (top view) and a scale bar in the bottom-left corner."""
+def _grid(img: np.ndarray, cam: ViewCamera) -> float:
+    """Metric grid lines of the top view, drawn under everything else; returns the step (m)."""
     step = _grid_step(cam)
     half_w, half_h = cam.width / (2 * cam.f), cam.height / (2 * cam.f)
     cx_m, cy_m = -cam.cam_from_world[0, 3], -cam.cam_from_world[1, 3]  # panel centre, metres
@@ -337,13 +337,23 @@ def _grid_and_scale(img: np.ndarray, cam: ViewCamera, ui: float, metric: bool) -
     for y in np.arange(np.floor((cy_m - half_h) / step) * step, cy_m + half_h + step, step):
         v = int(round((y + cam.cam_from_world[1, 3]) * cam.f + cam.cy))
         cv2.line(img, (0, v), (cam.width - 1, v), GRID, 1)
+    return step
+
+
+def _scale_bar(img: np.ndarray, cam: ViewCamera, ui: float, metric: bool, step: float) -> None:
+    """The grid's scale bar and its label in the bottom-left corner, drawn last on a panel-coloured
+    box so that map points do not cover the label."""
     x0, y0 = int(16 * ui), cam.height - int(18 * ui)
     x1 = x0 + int(round(step * cam.f))
+    note = "grid" if metric else "grid; monocular: map units, not metres"
+    label = f"{_fmt_m(step, metric)} ({note})"
+    (tw, th), _ = cv2.getTextSize(label, cv2.FONT_HERSHEY_DUPLEX, 0.5 * ui, 1)
+    pad = int(6 * ui)
+    cv2.rectangle(img, (x0 - pad, y0 - max(th, int(5 * ui)) - pad), (x1 + int(8 * ui) + tw + pad, cam.height - 1), PANEL, -1)
     cv2.line(img, (x0, y0), (x1, y0), TEXT, max(int(2 * ui), 1))
     for x in (x0, x1):
         cv2.line(img, (x, y0 - int(5 * ui)), (x, y0 + int(5 * ui)), TEXT, max(int(2 * ui), 1))
-    note = "grid" if metric else "grid; monocular: map units, not metres"
-    _text(img, f"{_fmt_m(step, metric)} ({note})", (x1 + int(8 * ui), y0 + int(5 * ui)), 0.5 * ui)
+    _text(img, label, (x1 + int(8 * ui), y0 + int(5 * ui)), 0.5 * ui)
 
 
 def point_radius(n_visible: int, width: int, height: int) -> float:
@@ -357,8 +367,9 @@ def point_radius(n_visible: int, width: int, height: int) -> float:
 def _render_panel(snapshot: MapSnapshot, cam: ViewCamera, ui: float, label: str, depth_f: float,
                   grid: Optional[tuple[np.ndarray, np.ndarray]] = None) -> np.ndarray:
     img = np.full((cam.height, cam.width, 3), PANEL, np.uint8)
+    step = None
     if cam.ortho and not snapshot.is_empty:
-        _grid_and_scale(img, cam, ui, snapshot.metric)
+        step = _grid(img, cam)
     elif grid is not None:
         _draw_segments(img, cam, grid[0], grid[1], GROUND_GRID, 1, halo=False)
     pts = snapshot.points_world
@@ -389,6 +400,8 @@ def _render_panel(snapshot: MapSnapshot, cam: ViewCamera, ui: float, label: str,
             c = (int(round(uv[0, 0])), int(round(uv[0, 1])))
             cv2.circle(img, c, int(5 * ui), PANEL, -1, cv2.LINE_AA)
             cv2.circle(img, c, int(4 * ui), TRAJECTORY, -1, cv2.LINE_AA)
+    if step is not None:
+        _scale_bar(img, cam, ui, snapshot.metric, step)
     (tw, th), _ = cv2.getTextSize(label, cv2.FONT_HERSHEY_DUPLEX, 0.6 * ui, 1)
     cv2.rectangle(img, (0, 0), (int(20 * ui) + tw, int(36 * ui)), PANEL, -1)
     _text(img, label, (12 * ui, 26 * ui), 0.6 * ui)

@@ -68,6 +68,21 @@ def groundtruth_in_map_frame(groundtruth: Any, timestamps: np.ndarray, world_fro
     return in_map, result
 
 
+def _loop_edges(loops, run_dir: Path) -> Optional[np.ndarray]:
+    """metrics.json's ``loop_edges``: (E, 2, 3) world positions of the keyframe centres each loop
+    joins (float64), or None when there are none or the entry is unreadable (warned)."""
+    if not loops:
+        return None
+    try:
+        arr = np.asarray(loops, dtype=np.float64)
+    except (TypeError, ValueError):
+        arr = None
+    if arr is None or arr.ndim != 3 or arr.shape[1:] != (2, 3):
+        LOG.warning("%s: loop_edges is not a list of (2, 3) positions; loops not drawn", run_dir / "metrics.json")
+        return None
+    return arr
+
+
 def load_run(run_dir: Union[str, Path], with_groundtruth: bool = True) -> MapSnapshot:
     """The :class:`MapSnapshot` of a run folder (see the module docstring).
 
@@ -110,7 +125,7 @@ def load_run(run_dir: Union[str, Path], with_groundtruth: bool = True) -> MapSna
     ev = metrics.get("eval") or {}
     if isinstance(ev, dict) and ev.get("ate_rmse_m") is not None:
         title += f", ATE {ev['ate_rmse_m'] * 100:.2f} cm {ev.get('alignment', '')}".rstrip()
-    loops = metrics.get("loop_edges")
+    loops = _loop_edges(metrics.get("loop_edges"), run_dir)
     return MapSnapshot(
         trajectory_world_from_cam=traj,
         keyframe_world_from_cam=kf,
@@ -119,7 +134,7 @@ def load_run(run_dir: Union[str, Path], with_groundtruth: bool = True) -> MapSna
         colors=cols,
         camera=camera,
         groundtruth_xyz=gt_xyz,
-        loop_edges=np.asarray(loops, np.int64) if loops else None,
+        loop_edges=loops,
         title=title,
         metric=mode != "mono",
     )
