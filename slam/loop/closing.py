@@ -60,6 +60,23 @@ class LoopWake:
     kf_id: int = -1
 
 
+class CandidateMatching:
+    """The keypoint matching of one keyframe's loop candidates, as a background task (``run()``,
+    like :class:`slam.loop.correction.GlobalBA`): reads only the keyframes' features and the
+    keypoint subsets copied at detection, so it may run in any thread. ``pairs``: one (M, 2)
+    array per candidate (:meth:`slam.loop.verification.LoopVerifier.match_pair`); ``ms``: its time."""
+
+    def __init__(self, verifier, cur, cands: list[int], kfs: list, subsets: list) -> None:
+        self.verifier, self.cur, self.cands, self.kfs, self.subsets = verifier, cur, cands, kfs, subsets
+        self.pairs: Optional[list] = None
+        self.ms = 0.0
+
+    def run(self) -> None:
+        t = time.perf_counter()
+        self.pairs = [self.verifier.match_pair(self.cur, k, ic, ik) for k, (ic, ik) in zip(self.kfs, self.subsets)]
+        self.ms = (time.perf_counter() - t) * 1e3
+
+
 class LoopClosing:
     """The loop closer of one run (see the module docstring). ``tracker`` is told about corrections."""
 
@@ -85,7 +102,7 @@ class LoopClosing:
         self._verified: list = []  # live: accepted loops (LoopMatch) and merges (MergeMatch) waiting for the tracking thread
         self._job: Optional[dict] = None  # {"kind": graph|gba, "task", "state": pending|running|done, "due": frame}
         #: dataset runs with verify_delay_frames > 0: keyframes whose candidates are being matched,
-        #: oldest first ({"kind": "match", "kf", "cands", "subsets", "pairs", "ms", "state", "due"})
+        #: oldest first ({"task": CandidateMatching, "kf", "state", "due"}, handed off like _job)
         self._matching: list[dict] = []
         self.match_jobs_ms: list[float] = []  # each keyframe's candidate matching in the loop-closing stage
         self._closed = False
@@ -138,20 +155,10 @@ class LoopClosing:
             kfs = [self.map.keyframes[k] for k in cands]
             i_cur = np.nonzero(cur.point_ids >= 0)[0]
             subsets = [(i_cur, np.nonzero(k.point_ids >= 0)[0]) for k in kfs]
+        task = CandidateMatching(self.verifier, cur, cands, kfs, subsets)
         with self._cond:
-            self._matching.append({"kind": "match", "kf": kf_id, "cur": cur, "cands": cands, "kfs": kfs, "subsets": subsets,
-                                   "pairs": None, "ms": 0.0, "state": "pending", "due": frame_no + self.cfg.verify_delay_frames})
+            self._matching.append({"task": task, "kf": kf_id, "state": "pending", "due": frame_no + self.cfg.verify_delay_frames})
         return True
-
-    def _run_matching(self, g: dict) -> None:
-        t = time.perf_counter()
-        try:
-            g["pairs"] = [self.verifier.match_pair(g["cur"], k, ic, ik) for k, (ic, ik) in zip(g["kfs"], g["subsets"])]
-        finally:
-            g["ms"] = (time.perf_counter() - t) * 1e3
-            with self._cond:
-                g["state"] = "done"
-                self._cond.notify_all()
 
     def _claim_matching(self) -> Optional[dict]:
         with self._cond:
@@ -180,18 +187,19 @@ class LoopClosing:
                 if mine:
                     g["state"] = "running"
             if mine:  # nobody started it: run it here
-                self._run_matching(g)
+                self._run(g)
             if not self._wait_done(g):
                 return queued
-            self.verifier.ms["match"] += g["ms"]
-            self.match_jobs_ms.append(g["ms"])
+            task: CandidateMatching = g["task"]
+            self.verifier.ms["match"] += task.ms
+            self.match_jobs_ms.append(task.ms)
             lm = None
             with self.map.lock:
                 kf_id = g["kf"]
                 if kf_id in self.map.keyframes and not self._correcting():
                     cov = covisibility(self.map)
                     joined = self._joined(kf_id, cov)
-                    for cand, (ic, ik), pr in zip(g["cands"], g["subsets"], g["pairs"]):
+                    for cand, (ic, ik), pr in zip(task.cands, task.subsets, task.pairs):
                         if cand in self.map.keyframes and cand not in joined:
                             lm = self._verify_loop(kf_id, cand, cov, None, matched=(ic, ik, pr))
                             if lm is not None:
@@ -484,7 +492,7 @@ class LoopClosing:
             m = self._claim_matching()
             if m is None:
                 break
-            self._run_matching(m)
+            self._run(m)
         g = self._claim()
         if g is not None:
             self._run(g)
