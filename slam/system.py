@@ -221,7 +221,7 @@ class TrackingStage:
     def flush(self) -> list:
         self.schedule.finish()
         if self.loop is not None:
-            self.loop.finish()
+            self.loop.finish(len(self.results))
         return []
 
 

@@ -259,6 +259,20 @@ def test_threaded_run_with_a_loop_equals_the_synchronous_one(tmp_path_factory):
     assert (Path(sync["run_dir"]) / "keyframes.txt").read_text() == (Path(thr["run_dir"]) / "keyframes.txt").read_text()
 
 
+@pytest.mark.slow
+def test_a_loop_whose_verification_falls_after_the_last_frame_is_still_closed(tmp_path_factory):
+    """Dataset runs verify a keyframe's candidates verify_delay_frames after their detection; the
+    candidates still pending when the stream ends are verified then, so a loop found in the last
+    frames of a sequence is corrected too (here every verification is pushed past the end)."""
+    from slam.synth.dataset import ensure_sequence
+
+    seq = ensure_sequence("loop_short", tmp_path_factory.getbasetemp() / "synthetic_data")
+    run = _run(seq, tmp_path_factory.mktemp("loop_end"), "mode=rgbd", "features=orb", "matcher=nn",
+               "loop_closing.verify_delay_frames=100000")
+    lc = run["loop_closing"]
+    assert lc["accepted"] >= 1 and lc["loops"][0]["frame"] == run["frames_in"], json.dumps(lc["loops"])
+
+
 def test_global_ba_is_written_back_later_for_a_larger_map():
     """Dataset runs apply the background global BA at global_ba_delay_frames after the essential
     graph, or global_ba_delay_per_keyframe frames per keyframe it adjusts if that is later."""

@@ -168,9 +168,9 @@ class LoopClosing:
                     return g
         return None
 
-    def _verify_matched(self, frame_no: int) -> bool:
-        """Verify every keyframe whose matching is due at frame_no, oldest first; the first loop
-        found is corrected. True when a correction was queued."""
+    def _verify_matched(self, frame_no: int, all_due: bool = False) -> bool:
+        """Verify every keyframe whose matching is due at frame_no (all_due: every one), oldest
+        first; the first loop found is corrected. True when a correction was queued."""
         queued = False
         while True:
             with self._cond:
@@ -180,7 +180,7 @@ class LoopClosing:
                 if self._job is not None and self._job["kind"] == "gba":
                     # the loop-closing stage runs the global BA before this matching: verify after its write-back
                     due = max(due, self._job["due"] + self.cfg.verify_delay_frames)
-                if frame_no < due:
+                if frame_no < due and not all_due:
                     return queued
                 g = self._matching.pop(0)
                 mine = g["state"] == "pending"
@@ -207,13 +207,11 @@ class LoopClosing:
             if lm is not None:
                 queued |= self._correct(lm, frame_no)
 
-    def finish(self) -> None:
-        """End of the stream: write back the outstanding essential graph and global BA (waiting)."""
-        with self._cond:  # matching still in flight: nothing more is verified
-            left, self._matching = self._matching, []
-        for g in left:
-            if g["state"] == "running":
-                self._wait_done(g)
+    def finish(self, frame_no: int = 0) -> None:
+        """End of the stream (frame_no: the number of frames tracked): verify the candidates still
+        being matched (a loop closed in the last frames is corrected too), then write back the
+        outstanding essential graph and global BA (waiting)."""
+        self._verify_matched(frame_no, all_due=True)
         for _ in range(2):  # the essential graph, then the global BA it queues
             self._maybe_apply(None)
 
