@@ -34,6 +34,7 @@ from slam.runtime.schedule import MappingSchedule, make_schedule
 from slam.tracking.dense_match import DenseMatching, wants_dense
 from slam.tracking.frontend import FeatureStage
 from slam.tracking.patch_align import patch_align_on
+from slam.tracking.small_image import SmallImageMaker
 from slam.tracking.tracker import Tracker
 from slam.types import FrameFeatures, TrackResult, has_depth
 
@@ -370,6 +371,8 @@ class SLAMSystem:
             "relocalisations": self.tracker.n_relocalised,
             "matcher_frames": self.tracker.n_matched_frames,  # tracked frames for which the matcher ran (not init/reloc)
             "predictions_replaced": self.tracker.n_predictions_replaced,  # frames whose motion-model prediction the descriptor check replaced
+            "rotation_priors": self.tracker.n_rotation_priors,  # frames whose prediction took the small images' rotation (tracking.rotation_prior)
+            "rotation_prior_ms": round(self.tracker.rotation_prior_ms / max(1, self.tracker.n_rotation_alignments), 2),  # per alignment
             "keyframes": n_kfs,
             **self.mapper.stats(),
             **self.schedule.stats(),
@@ -440,7 +443,14 @@ def build_frontend(cfg: Config, camera: PinholeCamera) -> FeatureStage:
     extractor = build_extractor(cfg, device)
     tc = cfg.tracking
     return FeatureStage(extractor, camera, min_depth=tc.min_depth, max_depth=tc.max_depth,
-                        stereo=build_stereo_matcher(cfg, camera, device), keep_image=keeps_images(cfg))
+                        stereo=build_stereo_matcher(cfg, camera, device), keep_image=keeps_images(cfg),
+                        small_image=small_image_maker(cfg, camera))
+
+
+def small_image_maker(cfg: Config, camera: PinholeCamera) -> Optional[SmallImageMaker]:
+    """What makes each frame's small image when the tracker's rotation prior is on, else None."""
+    tc = cfg.tracking
+    return SmallImageMaker(camera, width=tc.rotation_prior_width) if tc.rotation_prior else None
 
 
 def keeps_images(cfg: Config) -> bool:
@@ -491,7 +501,8 @@ def build_system(cfg: Config, camera: PinholeCamera) -> SLAMSystem:
     tc = cfg.tracking
     dense = build_dense(cfg, camera, device)
     frontend = FeatureStage(extractor, camera, min_depth=tc.min_depth, max_depth=tc.max_depth,
-                            stereo=build_stereo_matcher(cfg, camera, device), keep_image=keeps_images(cfg))
+                            stereo=build_stereo_matcher(cfg, camera, device), keep_image=keeps_images(cfg),
+                        small_image=small_image_maker(cfg, camera))
     schedule = make_schedule(cfg.runtime)
     tracker = Tracker(tc, camera, slam_map, matcher, mode=cfg.mode, schedule=schedule, dense=dense)
     mapper = LocalMapper(cfg.mapping, camera, slam_map, matcher, mode=cfg.mode, bf=tc.bf, schedule=schedule,

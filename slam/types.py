@@ -180,6 +180,9 @@ class FrameFeatures:
     t_read:    perf_counter() seconds when the reader produced the frame (latency metrics).
     kp_uv_detected: (N,2) float64 undistorted pixels as detected, set by tracking when patch
                alignment (slam.tracking.patch_align) replaced kp_uv; None before.
+    small_image: (h,w) float32 grey in [0, 1], the image shrunk to about 80 px wide, undistorted
+               onto the pinhole grid of slam.tracking.small_image.SmallImageMaker.K_small and
+               blurred (NaN outside the image); None unless tracking.rotation_prior is on.
     """
 
     index: int
@@ -193,3 +196,4 @@ class FrameFeatures:
     image: Optional[np.ndarray] = None
     t_read: float = 0.0
     kp_uv_detected: Optional[np.ndarray] = None
+    small_image: Optional[np.ndarray] = None

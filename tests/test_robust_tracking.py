@@ -14,7 +14,7 @@ from slam.geometry.se3 import make_se3, rotation_angle_deg, se3_inverse, so3_exp
 from slam.io.blackout import Blackout, parse_blackout, recovery_frames
 from slam.mapping.config import MappingConfig
 from slam.mapping.local_mapper import LocalMapper
-from slam.tracking.config import TrackingConfig
+from slam.tracking.config import KeyframePolicyConfig, TrackingConfig
 from slam.tracking.keyframes import KeyframeFactory
 from slam.tracking.tracker import Tracker
 from test_tracking import CAM, CountingNN, OracleLearnedMatcher, Scene, new_map, pose_error, truth_ids
@@ -324,3 +324,66 @@ def test_mono_starts_from_a_pure_rotation_after_waiting(after):
     est = [se3_inverse(poses[0]) @ p for p in poses]
     assert max(rotation_angle_deg(e[:3, :3] @ t[:3, :3].T) for e, t in zip(est, truth)) < 0.1
     assert np.abs(poses[:, :3, 3]).max() < 0.05  # no translation made up (map units: depth 1 at the start)
+
+
+class PairCountingOracle(OracleLearnedMatcher):
+    """The oracle learned matcher, counting the keyframe pairs it is asked to match."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.pairs: list[int] = []
+
+    def match_many(self, query, refs):
+        self.pairs.append(len(refs))
+        return super().match_many(query, refs)
+
+
+def test_the_wide_search_does_not_match_again_what_the_first_fallback_matched():
+    """A frame's first fallback matched the reference and its covisible keyframes; the wide
+    search reuses those matches, matches only the other keyframes and the last frame, and
+    gives the same pose as matching everything again."""
+    scene = Scene(21)
+    matcher = PairCountingOracle()
+    tracker = Tracker(TrackingConfig(learned_matching="keyframes", n_match_keyframes=1, keyframes=KeyframePolicyConfig(max_interval=5)),
+                      CAM, new_map(), matcher, mode="rgbd")
+    for i in range(14):
+        res, _ = tracker.process(scene.frame(i, Scene.cam_from_world(i), depth=True))
+        assert res.state == "OK"
+    fr = scene.frame(14, Scene.cam_from_world(14), depth=True)
+    pred = tracker.last.cam_from_world
+    with tracker.map.lock:
+        first = tracker.search.keyframes_to_match(tracker.ref_kf_id)
+        every = tracker.search.keyframes_to_match(tracker.ref_kf_id, tracker.cfg.reloc_candidates)
+    assert len(first) == 1 < len(every)
+    done = dict(zip([kf.id for kf in first], matcher.match_many(fr.features, [kf.features for kf in first])))
+    matcher.pairs.clear()
+    reused = tracker._track_wide(fr, pred, matched=done)
+    assert matcher.pairs == [len(every) - len(first) + 1]  # the other keyframes and the last frame
+    again = tracker._track_wide(fr, pred)
+    assert matcher.pairs[-1] == len(every) + 1
+    np.testing.assert_allclose(reused[0], again[0], atol=1e-12)
+    np.testing.assert_array_equal(reused[1], again[1])
+    dt, dr = pose_error(reused[0], Scene.cam_from_world(14))
+    assert dt < 1e-5 and dr < 1e-4
+
+
+def test_relocalisation_with_a_learned_matcher_stops_at_the_first_group_that_succeeds():
+    """After a blackout the first candidates are the right place: the learned matcher is asked
+    for one group of tracking.n_match_keyframes keyframes, not for all the candidates."""
+    scene = Scene(21)
+    matcher = PairCountingOracle()
+    tracker = Tracker(TrackingConfig(learned_matching="keyframes", n_match_keyframes=1, keyframes=KeyframePolicyConfig(max_interval=5)),
+                      CAM, new_map(), matcher, mode="rgbd")
+    back = 15 + N_BLACK
+    for i in range(back):
+        tracker.process(scene.frame(i, Scene.cam_from_world(i), True, max_kp=0 if i >= 15 else 1500))
+    assert tracker.state == "LOST"
+    with tracker.map.lock:
+        n_cands = len(tracker.relocalizer.candidates(tracker.last.cam_from_world))
+    assert n_cands > tracker.cfg.n_match_keyframes
+    matcher.pairs.clear()
+    res, _ = tracker.process(scene.frame(back, Scene.cam_from_world(back), True))
+    assert res.state == "OK" and tracker.n_relocalised == 1
+    assert matcher.pairs == [tracker.cfg.n_match_keyframes]
+    dt, dr = pose_error(se3_inverse(res.world_from_cam), Scene.cam_from_world(back))
+    assert dt < 1e-5 and dr < 1e-4

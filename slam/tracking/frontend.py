@@ -7,12 +7,14 @@ matched in the right image.
 from __future__ import annotations
 
 import time
+from typing import Optional
 
 import cv2
 import numpy as np
 
 from slam.features.base import Extractor
 from slam.geometry.camera import PinholeCamera
+from slam.tracking.small_image import SmallImageMaker
 from slam.types import Frame, FrameFeatures
 
 
@@ -20,15 +22,17 @@ class FeatureStage:
     """process(Frame) -> FrameFeatures. Runs everything that depends on one frame only."""
 
     def __init__(self, extractor: Extractor, camera: PinholeCamera, min_depth: float = 0.1, max_depth: float = 6.0, keep_image: bool = False,
-                 stereo=None):
+                 stereo=None, small_image: Optional[SmallImageMaker] = None):
         """stereo: a slam.tracking.stereo.StereoMatcher (stereo mode; ``camera`` is then the
-        rectified left camera), or None."""
+        rectified left camera), or None. small_image: makes each frame's small image (the
+        tracker's rotation prior), or None."""
         self.extractor = extractor
         self.stereo = stereo
         self.camera = camera
         self.min_depth = min_depth
         self.max_depth = max_depth
         self.keep_image = keep_image
+        self.small_image = small_image
         sig = getattr(extractor, "sigma2_per_level", None)
         self._sigma2_per_level = None if sig is None else np.asarray(sig, dtype=np.float64)
 
@@ -68,6 +72,7 @@ class FeatureStage:
             desc=feats.descriptors.detach().cpu().numpy(),
             image=grey_copy(frame.image) if self.keep_image else None,
             t_read=getattr(frame, "t_read", time.perf_counter()),
+            small_image=self.small_image.make(frame.image) if self.small_image is not None else None,
         )
 
 

@@ -28,7 +28,7 @@ from typing import Optional
 import numpy as np
 
 from slam.geometry.camera import PinholeCamera
-from slam.geometry.se3 import project_to_so3, se3_inverse
+from slam.geometry.se3 import project_to_so3, se3_inverse, transform_points
 from slam.mapping.map import Keyframe, Map
 from slam.matching.base import matcher_kind
 from slam.runtime.schedule import MappingSchedule
@@ -42,6 +42,7 @@ from slam.tracking.patch_align import PatchAligner, patch_align_on
 from slam.tracking.pose import PoseEstimator
 from slam.tracking.relocalizer import Relocalizer
 from slam.tracking.search import CandidateSearch
+from slam.tracking.small_image import RotationAligner, small_camera_matrix
 from slam.tracking.trajectory import FrameTrajectory
 from slam.types import FrameFeatures, TrackResult, has_depth
 
@@ -98,6 +99,11 @@ class Tracker:
         self.n_relocalised = 0
         self.n_matched_frames = 0  # tracked frames (after initialisation) for which the matcher ran
         self.n_predictions_replaced = 0  # frames whose motion-model prediction the descriptor check replaced
+        #: aligns the frames' small images (tracking.rotation_prior), or None when off
+        self._aligner = RotationAligner(small_camera_matrix(camera, cfg.rotation_prior_width)) if cfg.rotation_prior else None
+        self.n_rotation_priors = 0  # frames whose prediction took the small images' rotation
+        self.rotation_prior_ms = 0.0  # total time of the small-image alignments
+        self.n_rotation_alignments = 0
         #: slam.mapping.atlas.Atlas when lost tracking may start a new map (set by slam.system), else None
         self.atlas = None
         self.n_lost_run = 0  # frames lost in a row
@@ -318,11 +324,20 @@ class Tracker:
             return self._relocalise(fr)
         to_match: list[Keyframe] = []
         use_prior = False
+        if self._aligner is not None:
+            with self.map.lock:
+                depth = self._last_depth()
+            rot_pred = self._rotation_prediction(fr, depth)  # (4,4) or None; the alignment without the lock
+        else:
+            rot_pred = None
         with self.map.lock:
             if self.ref_kf_id not in self.map.keyframes:
                 ref_kf_id = reference_keyframe(self.map, self.last.point_ids)
                 self.ref_kf_id = ref_kf_id if ref_kf_id is not None else self.ref_kf_id
             pred = self.last.cam_from_world if self.velocity is None else self.velocity @ self.last.cam_from_world
+            if rot_pred is not None:
+                pred = rot_pred
+                self.n_rotation_priors += 1
             point_ids = np.full(n, -1, dtype=np.int64)
             if self.search.guided:
                 if self.cfg.predict_check_px > 0:
@@ -347,7 +362,8 @@ class Tracker:
         if first[0] is not None and first[2] >= self.cfg.min_inliers:
             return first
         if self.cfg.wide_search:
-            second = self._track_wide(fr, pred)
+            done = {kf.id: m for kf, m in zip(to_match, matches)} if to_match else None
+            second = self._track_wide(fr, pred, matched=done)
         elif self.search.guided and not use_prior and not to_match:  # the plain fallback: PnP from matches to the reference keyframe
             second = self._track_wide(fr, pred, n_keyframes=1, with_last=False)
         else:
@@ -357,18 +373,59 @@ class Tracker:
             return None, best[1], best[2]
         return best
 
+    def _last_depth(self) -> Optional[float]:
+        """Median depth (map units) of the last frame's live points in its camera, or None with
+        fewer than 10. Caller holds the map lock."""
+        pids = self.last.point_ids
+        pids = pids[pids >= 0]
+        pids = pids[self.map.pts_alive[pids]]
+        if len(pids) < 10:
+            return None
+        z = transform_points(self.last.cam_from_world, self.map.pts_xyz[pids])[:, 2]
+        z = z[z > 0]
+        return float(np.median(z)) if len(z) >= 10 else None
+
+    def _rotation_prediction(self, fr: FrameFeatures, depth: Optional[float] = None) -> Optional[np.ndarray]:
+        """The constant-velocity prediction (4,4) cam_from_world with its rotation replaced by
+        the one that aligns the last frame's small image with this frame's
+        (slam.tracking.small_image; starts: no turn and the velocity's turn; the velocity's
+        translation over depth, the last frame's median depth, moves the image as a plane), or
+        None (rotation prior off, no small images, or an alignment that overlaps less than half
+        the image)."""
+        last = self.last
+        if self._aligner is None or fr.small_image is None or last is None or last.data.small_image is None:
+            return None
+        t0 = time.perf_counter()
+        vel = self.velocity
+        starts = [np.eye(3)] if vel is None else [np.eye(3), vel[:3, :3]]
+        shift = vel[:3, 3] / depth if vel is not None and depth else None
+        res = self._aligner.align(last.data.small_image, fr.small_image, starts, shift)
+        self.rotation_prior_ms += (time.perf_counter() - t0) * 1e3
+        self.n_rotation_alignments += 1
+        if res is None or res.overlap < 0.5 or not res.residual <= res.start_residual:
+            return None
+        step = np.eye(4)
+        step[:3, :3] = res.cur_from_last
+        if vel is not None:
+            step[:3, 3] = vel[:3, 3]
+        return step @ last.cam_from_world
+
     def _track_wide(self, fr: FrameFeatures, pred: np.ndarray, n_keyframes: Optional[int] = None,
-                    with_last: bool = True) -> tuple[Optional[np.ndarray], np.ndarray, int]:
+                    with_last: bool = True, matched: Optional[dict] = None) -> tuple[Optional[np.ndarray], np.ndarray, int]:
         """The prediction failed (fast motion, blur): match the frame against the last frame and
         the reference keyframe with its best covisible ones (tracking.reloc_candidates in all),
         PnP + RANSAC on the union of the 2D-3D candidates, then the local map with twice the
-        search radius."""
+        search radius. matched: {keyframe id: Matches} this frame already has (the first
+        fallback's), which are not matched again."""
         n = len(fr.kp_uv)
+        matched = matched or {}
         with self.map.lock:
             kfs = self.search.keyframes_to_match(self.ref_kf_id, n_keyframes or self.cfg.reloc_candidates)
-            views = [kf.features for kf in kfs] + ([self.last.data.features] if with_last else [])
+            todo = [kf for kf in kfs if kf.id not in matched]
+            views = [kf.features for kf in todo] + ([self.last.data.features] if with_last else [])
             last_pids = [self.last.point_ids.copy()] if with_last else []
-        matches = self.matcher.match_many(fr.features, views)  # without the lock
+        new = iter(self.matcher.match_many(fr.features, views))  # without the lock
+        matches = [matched[kf.id] if kf.id in matched else next(new) for kf in kfs] + list(new)
         with self.map.lock:
             kf_pids = [kf.point_ids if kf.id in self.map.keyframes else None for kf in kfs]
             point_ids = self.search.from_matches(n, kf_pids + last_pids, matches)
@@ -414,9 +471,17 @@ class Tracker:
                 if found is not None:
                     self.ref_kf_id = found.ref_kf_id
                     return found.cam_from_world, found.point_ids, found.n_inliers
-        matches = self.matcher.match_many(fr.features, [kf.features for kf in cands])  # without the lock
-        with self.map.lock:
-            found = self.relocalizer.attempt(fr, [kf.id for kf in cands], matches, wide=self.n_relocalised > 0)
+        # in groups of tracking.n_match_keyframes, in the candidates' order, until one is found:
+        # the first candidate that passes wins either way, and a learned matcher costs per pair
+        step = len(cands) if self.search.guided and not self.search.learned else self.cfg.n_match_keyframes
+        found = None
+        for i in range(0, len(cands), step):
+            group = cands[i:i + step]
+            matches = self.matcher.match_many(fr.features, [kf.features for kf in group])  # without the lock
+            with self.map.lock:
+                found = self.relocalizer.attempt(fr, [kf.id for kf in group], matches, wide=self.n_relocalised > 0)
+            if found is not None:
+                break
         if found is None:
             return lost
         self.ref_kf_id = found.ref_kf_id
