@@ -99,7 +99,8 @@ def test_small_camera_matrix_keeps_pixel_centres():
 
 def test_the_tracker_predicts_with_the_aligned_rotation_and_the_velocity_translation(texture):
     """Tracker._rotation_prediction: the last pose, turned by the small images' rotation, moved
-    by the constant-velocity translation; the velocity's own (wrong) rotation is not used."""
+    by the constant-velocity translation; the velocity's own (wrong: a jerk) rotation is not
+    used. A velocity whose rotation agrees within tracking.rotation_prior_min_px is kept."""
     from types import SimpleNamespace
 
     from slam.tracking.tracker import Tracker
@@ -112,7 +113,7 @@ def test_the_tracker_predicts_with_the_aligned_rotation_and_the_velocity_transla
     velocity = np.eye(4)
     velocity[:3, :3] = so3_exp(np.radians([-1.0, 1.0, 0.0]))  # a constant-velocity turn that is wrong
     velocity[:3, 3] = [0.01, 0.02, -0.03]
-    fake = SimpleNamespace(_aligner=RotationAligner(mk.K_small), velocity=velocity, rotation_prior_ms=0.0, n_rotation_alignments=0,
+    fake = SimpleNamespace(_aligner=RotationAligner(mk.K_small), _focal=CAM.fx, cfg=SimpleNamespace(rotation_prior_min_px=5.0), velocity=velocity, rotation_prior_ms=0.0, n_rotation_alignments=0,
                            last=SimpleNamespace(data=SimpleNamespace(small_image=mk.make(texture)), cam_from_world=last_pose))
     fr = SimpleNamespace(small_image=mk.make(_turned(texture, R, CAM)))
     pred = Tracker._rotation_prediction(fake, fr)
@@ -120,5 +121,10 @@ def test_the_tracker_predicts_with_the_aligned_rotation_and_the_velocity_transla
     assert _angle_deg(step[:3, :3] @ R.T) < 0.1
     np.testing.assert_allclose(step[:3, 3], velocity[:3, 3], atol=1e-12)
     assert fake.n_rotation_alignments == 1
+    fake.velocity = velocity.copy()
+    fake.velocity[:3, :3] = so3_exp(np.radians([3.2, -2.1, 1.5]))  # 0.22 deg from the truth: 2 px, no jerk
+    assert Tracker._rotation_prediction(fake, fr) is None
+    fake.cfg.rotation_prior_min_px = 0.0
+    assert Tracker._rotation_prediction(fake, fr) is not None
     fake.last.data.small_image = None  # a frame without a small image (rotation prior off): no prediction
     assert Tracker._rotation_prediction(fake, fr) is None

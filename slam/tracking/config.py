@@ -78,10 +78,14 @@ class TrackingConfig:
     # half of search_radius_px: a smaller miss guided search absorbs itself) with at least min_inliers inliers;
     # slam.tracking.search.CandidateSearch.check_prediction. 0 = off. fr1_xyz every 3rd frame (frame_stride=3), default front-end,
     # RGB-D: 3.13 -> 1.05 cm; costs about 4 ms of tracking CPU per frame (docs/benchmarks.md section 14)
-    rotation_prior: bool = True  # the prediction's rotation since the last frame comes from small blurred images
-    # (slam.tracking.small_image, PTAM's "small blurry image"): both frames shrunk to about 80 px wide and aligned on SO(3),
-    # 2-4 ms; a turn's blur hardly shows at that size. It replaces the constant-velocity rotation before the descriptor
-    # check (predict_check_px) and guided search. false = constant velocity (docs/benchmarks.md section 14)
+    rotation_prior: bool = False  # the frames' rotation from small blurred images (slam.tracking.small_image, PTAM's
+    # "small blurry image"): both frames shrunk to 80 px wide and aligned on SO(3), about 2 ms; a turn's blur hardly shows at that
+    # size. When it disagrees with the constant-velocity rotation by more than rotation_prior_min_px it replaces it in the
+    # prediction (before the descriptor check, predict_check_px, and guided search): a jerk. Off by default: on fr1_xyz shaken at
+    # 70 deg/s it did not rank against constant velocity over three jittered runs (mono 1.44-6.17 cm against 2.15-3.14), and
+    # tracked more of a 150 deg/s shake (docs/benchmarks.md section 14)
+    rotation_prior_min_px: float = param(5.0, ge=0.0)  # px at the image centre (full resolution): smaller disagreements keep the
+    # constant-velocity rotation, which smooth motion predicts well (replacing it on every frame: KITTI 07 mono 27.1 -> 52.1 cm)
     rotation_prior_width: int = param(80, ge=16)  # px: width of the small images
     min_matches_motion: int = param(20, ge=1)  # fewer guided matches than this -> PnP fallback
     min_inliers: int = param(30, ge=1)  # fewer inliers than this -> LOST

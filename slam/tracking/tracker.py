@@ -28,7 +28,7 @@ from typing import Optional
 import numpy as np
 
 from slam.geometry.camera import PinholeCamera
-from slam.geometry.se3 import project_to_so3, se3_inverse, transform_points
+from slam.geometry.se3 import project_to_so3, rotation_angle_deg, se3_inverse, transform_points
 from slam.mapping.map import Keyframe, Map
 from slam.matching.base import matcher_kind
 from slam.runtime.schedule import MappingSchedule
@@ -101,6 +101,7 @@ class Tracker:
         self.n_predictions_replaced = 0  # frames whose motion-model prediction the descriptor check replaced
         #: aligns the frames' small images (tracking.rotation_prior), or None when off
         self._aligner = RotationAligner(small_camera_matrix(camera, cfg.rotation_prior_width)) if cfg.rotation_prior else None
+        self._focal = float(max(camera.fx, camera.fy))
         self.n_rotation_priors = 0  # frames whose prediction took the small images' rotation
         self.rotation_prior_ms = 0.0  # total time of the small-image alignments
         self.n_rotation_alignments = 0
@@ -390,8 +391,8 @@ class Tracker:
         the one that aligns the last frame's small image with this frame's
         (slam.tracking.small_image; starts: no turn and the velocity's turn; the velocity's
         translation over depth, the last frame's median depth, moves the image as a plane), or
-        None (rotation prior off, no small images, or an alignment that overlaps less than half
-        the image)."""
+        None: rotation prior off, no small images, an alignment that overlaps less than half the
+        image, or one within tracking.rotation_prior_min_px of the velocity's rotation."""
         last = self.last
         if self._aligner is None or fr.small_image is None or last is None or last.data.small_image is None:
             return None
@@ -404,6 +405,8 @@ class Tracker:
         self.n_rotation_alignments += 1
         if res is None or res.overlap < 0.5 or not res.residual <= res.start_residual:
             return None
+        if vel is not None and rotation_angle_deg(res.cur_from_last @ vel[:3, :3].T) * np.pi / 180.0 * self._focal <= self.cfg.rotation_prior_min_px:
+            return None  # the constant-velocity rotation agrees: no jerk
         step = np.eye(4)
         step[:3, :3] = res.cur_from_last
         if vel is not None:
