@@ -502,7 +502,7 @@ def build_system(cfg: Config, camera: PinholeCamera) -> SLAMSystem:
     dense = build_dense(cfg, camera, device)
     frontend = FeatureStage(extractor, camera, min_depth=tc.min_depth, max_depth=tc.max_depth,
                             stereo=build_stereo_matcher(cfg, camera, device), keep_image=keeps_images(cfg),
-                        small_image=small_image_maker(cfg, camera))
+                            small_image=small_image_maker(cfg, camera))
     schedule = make_schedule(cfg.runtime)
     tracker = Tracker(tc, camera, slam_map, matcher, mode=cfg.mode, schedule=schedule, dense=dense)
     mapper = LocalMapper(cfg.mapping, camera, slam_map, matcher, mode=cfg.mode, bf=tc.bf, schedule=schedule,

@@ -474,9 +474,9 @@ class Tracker:
                 if found is not None:
                     self.ref_kf_id = found.ref_kf_id
                     return found.cam_from_world, found.point_ids, found.n_inliers
-        # in groups of tracking.n_match_keyframes, in the candidates' order, until one is found:
-        # the first candidate that passes wins either way, and a learned matcher costs per pair
-        step = len(cands) if self.search.guided and not self.search.learned else self.cfg.n_match_keyframes
+        # learned matchers: in groups of tracking.n_match_keyframes, in the candidates' order, until one
+        # is found (the first candidate that passes wins either way, and each pair costs); descriptor matchers: all at once
+        step = self.cfg.n_match_keyframes if self.search.learned else len(cands)
         found = None
         for i in range(0, len(cands), step):
             group = cands[i:i + step]
