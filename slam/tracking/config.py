@@ -21,7 +21,7 @@ def default_learned_matching(device_type: str) -> str:
 @dataclass
 class KeyframePolicyConfig:
     min_interval: int = param(5, ge=0)  # frames since the last keyframe before a new one may be inserted (unless tracking weakens)
-    weak_ratio: float = param(0.5, ge=0.0, le=1.0)  # tracked < weak_ratio x min(reference points, most tracked by a frame since the keyframe): insert regardless of min_interval
+    weak_ratio: float = param(0.0, ge=0.0, le=1.0)  # tracked < weak_ratio x min(reference points, most tracked by a frame since the keyframe): insert regardless of min_interval. 0 (since 2026-12-06; was 0.5): only weak_min_tracked makes a frame weak. Blur thins what a frame tracks without a loss, and the ratio then clustered keyframes in blurred frames: fr1_xyz shaken at 70 deg/s mono, ten jittered runs, median 2.22 -> 1.79 cm; synthetic/corridor mono 23.67 -> 11.47 cm; fr1_xyz, KITTI, EuRoC, synthetic fast/fast_blur/loop_short identical (docs/benchmarks.md section 14)
     weak_min_tracked: int = param(75, ge=0)  # tracked < this is weak too, whatever the ratios (ORB-SLAM3's 75 inliers)
     max_interval: int = param(30, ge=1)  # insert at the latest after this many frames (with enough tracked points)
     ref_ratio_rgbd: float = param(0.75, ge=0.0, le=1.0)  # insert when tracked points < ratio x points of the reference keyframe
