@@ -38,12 +38,9 @@ HUBER = 0.04  # residual (grey level / 255, after gain) beyond which a pixel is 
 
 def small_camera_matrix(camera: PinholeCamera, width: int) -> np.ndarray:
     """(3,3) pinhole K of the small images ``width`` px wide: the camera's K scaled, with pixel
-    centres kept at pixel centres."""
+    centres kept at pixel centres (:meth:`PinholeCamera.scaled`)."""
     s = float(width) / float(camera.width)
-    K = np.array(camera.K, dtype=np.float64)
-    return np.array([[K[0, 0] * s, 0.0, (K[0, 2] + 0.5) * s - 0.5],
-                     [0.0, K[1, 1] * s, (K[1, 2] + 0.5) * s - 0.5],
-                     [0.0, 0.0, 1.0]])
+    return np.asarray(camera.scaled(s, s).K, dtype=np.float64)
 
 
 class SmallImageMaker:
@@ -110,9 +107,8 @@ def _half(img: np.ndarray) -> np.ndarray:
 def _half_camera(K: np.ndarray) -> np.ndarray:
     """K (3,3) of the image made by :func:`_half` (pixel centres kept at pixel centres)."""
     Kh = K.copy()
-    Kh[:2] *= 0.5
-    Kh[0, 2] = (K[0, 2] + 0.5) * 0.5 - 0.5
-    Kh[1, 2] = (K[1, 2] + 0.5) * 0.5 - 0.5
+    Kh[:2, :2] *= 0.5
+    Kh[:2, 2] = (K[:2, 2] + 0.5) * 0.5 - 0.5
     return Kh
 
 
