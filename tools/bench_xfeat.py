@@ -83,7 +83,7 @@ def build(device: torch.device, precision: str, max_keypoints: int):
     from slam.matching.lightglue import LightGlue, LightGlueConfig, LightGlueNet
 
     xcfg = XFeatConfig(max_keypoints=max_keypoints, precision=precision)
-    lcfg = LightGlueConfig(features="xfeat", precision=precision)
+    lcfg = LightGlueConfig(features="xfeat", precision="fp32" if precision == "int8" else precision)  # int8: XFeat's convolutions only
     try:
         return XFeat(xcfg, device), LightGlue(lcfg, device), "installed (xfeat, xfeat_lighterglue)"
     except WeightsError:
@@ -97,7 +97,7 @@ def build(device: torch.device, precision: str, max_keypoints: int):
 def main(argv: Optional[list[str]] = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--device", default="auto", help="auto | cpu | cuda")
-    ap.add_argument("--precisions", default="", help="comma list of fp32,fp16,bf16 (default: fp16 on CUDA, fp32 on CPU)")
+    ap.add_argument("--precisions", default="", help="comma list of fp32,fp16,bf16,int8 (int8: CPU, XFeat only; default: fp16 on CUDA, fp32 on CPU)")
     ap.add_argument("--max-keypoints", type=int, default=1024)
     ap.add_argument("--frames", type=int, default=20, help="timed single calls per measurement")
     ap.add_argument("--warmup", type=int, default=3)

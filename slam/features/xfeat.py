@@ -272,9 +272,14 @@ class XFeatInference(nn.Module):
 
     @staticmethod
     def _run(stages: nn.ModuleList, x: torch.Tensor) -> torch.Tensor:
+        """The stages in order. A stage may return a quantized tensor (slam.features.xfeat_int8's
+        int8 layers pass it on to the next one): it is dequantized before a 1x1 stage and at the end."""
         for m in stages:
-            x = _nchw(m(_nhwc(x))) if isinstance(m, _Pointwise) else m(x)
-        return x
+            if isinstance(m, _Pointwise):
+                x = _nchw(m(_nhwc(x.dequantize() if x.is_quantized else x)))
+            else:
+                x = m(x)
+        return x.dequantize() if x.is_quantized else x
 
     def forward(self, grey: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         b, _, h, w = grey.shape
@@ -428,6 +433,20 @@ def _grey_batch(images: Sequence[np.ndarray], device: torch.device) -> torch.Ten
     return torch.from_numpy(np.stack(out)).to(device).float().div_(255.0)
 
 
+def network_input(images: Sequence[np.ndarray], device: torch.device) -> tuple[torch.Tensor, tuple[int, int]]:
+    """Images of one shape ((H,W,3) uint8 BGR or (H,W) uint8 grey) -> ((B,1,H',W') float32 grey in
+    [0,1], sides H', W' the multiples of 32 below H, W (bilinear resize where they differ; the mean of
+    B, G and R), (W, H)): what the network sees."""
+    batch = _grey_batch(images, device)
+    h, w = batch.shape[-2:]
+    ht, wt = (h // DIVISOR) * DIVISOR, (w // DIVISOR) * DIVISOR
+    if ht == 0 or wt == 0:
+        raise InputError(f"XFeat needs images of at least {DIVISOR}x{DIVISOR} px, got {w}x{h}")
+    if (ht, wt) != (h, w):
+        batch = F.interpolate(batch, (ht, wt), mode="bilinear", align_corners=False)
+    return (batch.mean(dim=1, keepdim=True) if batch.shape[1] > 1 else batch), (w, h)
+
+
 class XFeat:
     """XFeat behind the Extractor protocol.
 
@@ -459,10 +478,31 @@ class XFeat:
             source = "the given state_dict"
         self.net = XFeatInference(XFeatNet.from_state_dict(state_dict, source)).to(self.device).eval()
         self.precision_check: dict[str, float] = {}
+        # int8 (CPU, opt-in: slam.features.xfeat_int8) is never chosen by auto: it runs 1.7x faster but is not
+        # the reference's function, and it cost synthetic/fast RGB-D 0.55 -> 0.61 cm (docs/benchmarks.md section 13)
+        p = str(self.cfg.precision).lower()
+        self._int8: Optional[nn.Module] = self._int8_net(state_dict) if p == "int8" else None
         # auto on a CPU with native bf16 (AMX, slam.device.native_bf16): bf16 when it keeps the keypoints
         # (fr1_xyz: 43 vs 76 ms of CPU per 640x480 frame, 98 % of the keypoints at the same pixel)
-        self.precision = resolve_precision(self.cfg.precision, self.device, "xfeat", cpu_auto="bf16",
-                                           probe=self._bf16_probe, min_quality=self.cfg.bf16_min_repeatability)
+        self.precision = "int8" if p == "int8" else resolve_precision(p, self.device, "xfeat", cpu_auto="bf16",
+                                                                      probe=self._bf16_probe,
+                                                                      min_quality=self.cfg.bf16_min_repeatability)
+
+    def _int8_net(self, state_dict: dict) -> nn.Module:
+        """The int8 network for these weights (slam.features.xfeat_int8); a ConfigError where int8
+        cannot run: not a CPU with the x86 quantized engine, or no calibration for the weights."""
+        from slam.features import xfeat_int8
+
+        if self.device.type != "cpu":
+            why = f"it runs on CPU only (device {self.device})"
+        elif not xfeat_int8.int8_available():
+            why = f"torch's quantized engine here is {torch.backends.quantized.engine!r}, not x86/fbgemm"
+        else:
+            ranges = xfeat_int8.load_calibration(xfeat_int8.weights_fingerprint(state_dict))
+            if ranges is not None:
+                return xfeat_int8.XFeatInt8(self.net, ranges).eval()
+            why = "there is no int8 calibration for these weights (make one with tools/calibrate_xfeat_int8.py)"
+        raise ConfigError(f"xfeat.precision=int8: {why}; use xfeat.precision=fp32")
 
     def _bf16_probe(self) -> float:
         """Repeatability of bf16 against fp32 on a synthetic 240x320 image (auto precision on CPU)."""
@@ -497,16 +537,15 @@ class XFeat:
         for i, img in enumerate(images):
             groups.setdefault(tuple(getattr(img, "shape", ())), []).append(i)
         for shape, idxs in groups.items():
-            batch = _grey_batch([images[i] for i in idxs], self.device)
-            h, w = batch.shape[-2:]
-            ht, wt = (h // DIVISOR) * DIVISOR, (w // DIVISOR) * DIVISOR
-            if ht == 0 or wt == 0:
-                raise InputError(f"XFeat needs images of at least {DIVISOR}x{DIVISOR} px, got {w}x{h}")
-            if (ht, wt) != (h, w):
-                batch = F.interpolate(batch, (ht, wt), mode="bilinear", align_corners=False)
-            grey = batch.mean(dim=1, keepdim=True) if batch.shape[1] > 1 else batch
-            with autocast(self.device, precision):
-                feats, logits, reliability = self.net(grey.contiguous(memory_format=torch.channels_last))
+            grey, (w, h) = network_input([images[i] for i in idxs], self.device)
+            ht, wt = grey.shape[-2:]
+            if precision == "int8":
+                if self._int8 is None:
+                    raise ConfigError("xfeat: int8 was not set up for this extractor (xfeat.precision=int8 builds it)")
+                feats, logits, reliability = self._int8(grey.contiguous(memory_format=torch.channels_last))
+            else:
+                with autocast(self.device, precision):
+                    feats, logits, reliability = self.net(grey.contiguous(memory_format=torch.channels_last))
             heat = keypoint_heatmap(logits)
             dense = F.normalize(feats.float(), p=2.0, dim=1)
             detections = detect(heat, reliability.float(), self.cfg.nms_size, self.cfg.detection_threshold,
