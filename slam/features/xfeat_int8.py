@@ -36,7 +36,6 @@ from typing import Iterable, Optional
 import numpy as np
 import torch
 import torch.nn as nn
-import torch.nn.functional as F
 
 from slam.errors import ConfigError
 
@@ -64,10 +63,15 @@ def int8_available() -> bool:
 
 
 def _conv_layers(net: nn.Module) -> list[tuple[str, nn.Module]]:
-    """(name, module) of every 3x3 convolution (the _FoldedConv layers) of an XFeatInference, in order."""
-    from slam.features.xfeat import _FoldedConv
+    """(name, module) of every folded 3x3 layer of an XFeatInference, in order: the modules with a
+    (C_out, C_in, 3, 3) ``weight`` buffer, a ``bias``, ``stride``, ``padding`` and ``relu``
+    (slam.features.xfeat's _FoldedConv; read by shape so that this module does not import that one)."""
+    def is_conv(m: nn.Module) -> bool:
+        w = getattr(m, "weight", None)
+        return (isinstance(w, torch.Tensor) and w.dim() == 4 and tuple(w.shape[-2:]) == (3, 3)
+                and all(hasattr(m, a) for a in ("bias", "stride", "padding", "relu")))
 
-    return [(n, m) for n, m in net.named_modules() if isinstance(m, _FoldedConv)]
+    return [(n, m) for n, m in net.named_modules() if is_conv(m)]
 
 
 @torch.inference_mode()
