@@ -48,6 +48,19 @@ def restore_slam_logging():
     logger.setLevel(level)
 
 
+@pytest.fixture(scope="module")
+def one_torch_thread():
+    """One torch intra-op thread for a test module, restored afterwards: on a CPU shared by many
+    processes, OpenMP spin-waiting makes small matrices many times slower with 2 threads than with
+    1. Use it with ``pytestmark = pytest.mark.usefixtures("one_torch_thread")``."""
+    import torch
+
+    old = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(old)
+
+
 @pytest.fixture(scope="session")
 def shared_data() -> Path:
     root = shared_data_root()

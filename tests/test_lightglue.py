@@ -31,15 +31,7 @@ from slam.weights import resolve_weights
 
 W, H = 640, 480
 
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """One intra-op thread: on a CPU shared by many processes, OpenMP spin-waiting makes
-    small matrices many times slower with 2 threads than with 1. Restored afterwards."""
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(old)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def _random_net(seed: int = 0, **kw) -> LightGlueNet:

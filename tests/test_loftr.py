@@ -27,14 +27,7 @@ from slam.matching.loftr.transformer import linear_attention, sine_position_enco
 
 REPO = Path(__file__).resolve().parents[1]
 
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """One intra-op thread on the shared CPU (see test_lightglue); restored afterwards."""
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(old)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def _random_state_dict(match_type: str = "dual_softmax", seed: int = 0) -> dict:

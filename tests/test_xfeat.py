@@ -27,14 +27,7 @@ from slam.features.xfeat import (
 from slam.weights import resolve_weights
 from conftest import textured_image
 
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """One intra-op thread (the CPU is shared); restored afterwards."""
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(old)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def random_net(seed: int = 0) -> XFeatNet:

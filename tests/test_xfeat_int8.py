@@ -17,15 +17,8 @@ from slam.weights import resolve_weights
 from conftest import textured_image
 from test_xfeat import random_net
 
-pytestmark = pytest.mark.skipif(not xfeat_int8.int8_available(), reason="torch's quantized engine here is not x86/fbgemm")
-
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(old)
+pytestmark = [pytest.mark.skipif(not xfeat_int8.int8_available(), reason="torch's quantized engine here is not x86/fbgemm"),
+              pytest.mark.usefixtures("one_torch_thread")]
 
 
 def greys(n: int, h: int = 96, w: int = 128, first_seed: int = 20) -> list[torch.Tensor]:
