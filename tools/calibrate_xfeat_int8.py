@@ -4,7 +4,7 @@ Runs the fp32 network on every image (at most --max-side px wide, as a SLAM came
 them), records each 3x3 layer's activation ranges, and stores them in the calibration file
 under the fingerprint of the weights. Calibrate on training images only, never on the
 sequences you evaluate on: the committed calibration used the training pool
-``../shared/data/images`` (66 images: ICL-NUIM, TUM fr3 office, Photo Tourism, Oxford graf).
+``../shared/data/images`` (67 image files: ICL-NUIM, TUM fr3 office, Photo Tourism, Oxford graf).
 
     python tools/calibrate_xfeat_int8.py --images ../shared/data/images [--weights xfeat] [--out F]
 """
