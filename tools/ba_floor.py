@@ -57,10 +57,10 @@ def pose_alignment(cam_from_world: np.ndarray, truth_world_from_cam: np.ndarray,
     260-frame shaken monocular run (centres centimetres off over a few centimetres of travel)
     it was 4.5 deg off, so the truth brought into the map's frame was not the truth.
     cam_from_world (K, 4, 4), truth_world_from_cam (K, 4, 4)."""
+    from slam.geometry.se3 import project_to_so3
+
     wfc = np.linalg.inv(cam_from_world)
-    M = np.einsum("kij,klj->il", truth_world_from_cam[:, :3, :3], wfc[:, :3, :3])  # sum of R_truth R_map^T
-    U, _, Vt = np.linalg.svd(M)
-    R = U @ np.diag([1.0, 1.0, np.sign(np.linalg.det(U @ Vt))]) @ Vt
+    R = project_to_so3(np.einsum("kij,klj->il", truth_world_from_cam[:, :3, :3], wfc[:, :3, :3]))  # of sum R_truth R_map^T
     c, g = wfc[:, :3, 3], truth_world_from_cam[:, :3, 3]
     cc, gc = c - c.mean(0), g - g.mean(0)
     s = float(np.sum(gc * (cc @ R.T)) / max(np.sum(cc * cc), 1e-300)) if with_scale else 1.0
