@@ -28,6 +28,7 @@ from slam.device import resolve_device
 from slam.errors import ConfigError
 from slam.geometry.camera import PinholeCamera
 from slam.loop.closing import LoopClosing, LoopClosingStage, LoopWake
+from slam.mapping.depth_weight import DepthWeight
 from slam.mapping.local_mapper import LocalMapper
 from slam.mapping.map import Map
 from slam.runtime.schedule import MappingSchedule, make_schedule
@@ -300,11 +301,15 @@ class SLAMSystem:
             if out is not None:
                 out["ms"] = (time.perf_counter() - t) * 1e3
                 log.info("global BA over %d keyframes: chi2 %.1f -> %.1f (%.0f ms)", out["n_keyframes"], out["chi2_before"], out["chi2_after"], out["ms"])
+        dw = self.mapper.depth
+        if dw.auto:
+            log.info("depth weight: bf %.1f px*m after %d updates (started at %.1f; last estimate %s)", dw.bf, dw.updates,
+                     dw.initial, "none" if dw.last_estimate is None else f"{dw.last_estimate:.1f}")
         if self.cfg.tracking.frame_refine_points > 0:
             t = time.perf_counter()
-            tr = self.tracker  # the K and bf that tracking used
+            tr = self.tracker  # the K that tracking used, and the depth weight as the run left it
             at = self.tracker.atlas
-            self.frame_refinement = tr.frame_poses.refine(tr.pose.K, tr.cfg.bf if has_depth(tr.mode) else 0.0,
+            self.frame_refinement = tr.frame_poses.refine(tr.pose.K, tr.pose.depth.bf if has_depth(tr.mode) else 0.0,
                                                           accel_per_depth=tr.cfg.frame_smooth_accel,
                                                           map_of=at.map_of if at else None)
             self.frame_refinement["ms"] = (time.perf_counter() - t) * 1e3
@@ -370,11 +375,13 @@ class SLAMSystem:
             "lost_events": self.tracker.n_lost,
             "relocalisations": self.tracker.n_relocalised,
             "matcher_frames": self.tracker.n_matched_frames,  # tracked frames for which the matcher ran (not init/reloc)
+            "depth_rescues": self.tracker.pose.n_depth_rescues,  # pose refinements saved by keeping depth outliers' pixels (tracking.depth_outliers_as_mono=rescue)
             "predictions_replaced": self.tracker.n_predictions_replaced,  # frames whose motion-model prediction the descriptor check replaced
             "rotation_priors": self.tracker.n_rotation_priors,  # frames whose prediction took the small images' rotation (tracking.rotation_prior)
             "rotation_prior_ms": round(self.tracker.rotation_prior_ms / max(1, self.tracker.n_rotation_alignments), 2),  # per alignment
             "keyframes": n_kfs,
             **self.mapper.stats(),
+            **({"depth_weight": self.mapper.depth.stats()} if has_depth(self.cfg.mode) else {}),
             **self.schedule.stats(),
             **(self.loop.stats() if self.loop is not None else {"loop_closing": {"enabled": False}}),
             # (E, 2, 3) world positions (trajectory.txt's frame) of the keyframe centres each loop
@@ -504,9 +511,10 @@ def build_system(cfg: Config, camera: PinholeCamera) -> SLAMSystem:
                             stereo=build_stereo_matcher(cfg, camera, device), keep_image=keeps_images(cfg),
                             small_image=small_image_maker(cfg, camera))
     schedule = make_schedule(cfg.runtime)
-    tracker = Tracker(tc, camera, slam_map, matcher, mode=cfg.mode, schedule=schedule, dense=dense)
-    mapper = LocalMapper(cfg.mapping, camera, slam_map, matcher, mode=cfg.mode, bf=tc.bf, schedule=schedule,
-                         close_depth=tc.keyframes.close_depth, triangulate_stereo=cfg.stereo.triangulate)
+    depth = DepthWeight(tc.bf, auto=tc.bf_auto and cfg.mode == "rgbd")  # stereo: the rig's bf, measured
+    tracker = Tracker(tc, camera, slam_map, matcher, mode=cfg.mode, schedule=schedule, dense=dense, depth_weight=depth)
+    mapper = LocalMapper(cfg.mapping, camera, slam_map, matcher, mode=cfg.mode, schedule=schedule,
+                         close_depth=tc.keyframes.close_depth, triangulate_stereo=cfg.stereo.triangulate, depth_weight=depth)
     loop = None
     if cfg.loop_closing.enabled:
         from slam.loop.store import vocabulary_for_config

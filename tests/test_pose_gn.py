@@ -189,3 +189,32 @@ def test_g2o_reference_is_repeatable_to_1e9():
         np.testing.assert_array_equal(inl, inl_ref)
         np.testing.assert_allclose(est, ref, atol=1e-9)
         del junk
+
+
+def test_a_wrong_depth_under_a_right_pixel_is_kept_without_its_depth():
+    """Every observation has a depth; a third of the depths are off by 30 % (a keypoint beside an
+    edge reading the other side), their pixels exact to noise. Dropped whole, those keypoints are
+    lost to tracking; with depth_outliers_as_mono they stay as monocular observations, and the
+    pose is as good. True pixel outliers stay outliers either way."""
+    prob = make_problem(11, n=300, outlier_frac=0.1, stereo_frac=1.0, noise_px=0.5)
+    rng = np.random.default_rng(12)
+    bad_depth = ~prob["outlier"] & (rng.random(300) < 0.33)
+    pc = prob["pts"] @ prob["cam_from_world"][:3, :3].T + prob["cam_from_world"][:3, 3]
+    ur = prob["ur"].copy()
+    ur[bad_depth] = prob["uv"][bad_depth, 0] - BF / (1.3 * pc[bad_depth, 2])
+    init = perturb(prob["cam_from_world"], 11)
+    kw = dict(inv_sigma2=prob["inv_sigma2"], ur=ur, bf=BF)
+    _, inl_drop = refine_pose_gn(init, prob["pts"], prob["uv"], K, **kw)
+    est, inl_mono = refine_pose_gn(init, prob["pts"], prob["uv"], K, depth_outliers_as_mono=True, **kw)
+    assert inl_drop[bad_depth].mean() < 0.5  # most wrong depths fail the 3-dof test (far ones pass at bf 40)
+    assert inl_mono[bad_depth].mean() > 0.95
+    assert not inl_mono[prob["outlier"]].any()
+    assert inl_mono[~prob["outlier"] & ~bad_depth].mean() > 0.95
+    rot, trans = pose_error(est, prob["cam_from_world"])
+    assert rot < 0.1 and trans < 0.01
+    # without wrong depths, only the pixel outliers' fate can differ; the inliers are the same
+    clean = dict(kw, ur=prob["ur"])
+    a = refine_pose_gn(init, prob["pts"], prob["uv"], K, **clean)
+    b = refine_pose_gn(init, prob["pts"], prob["uv"], K, depth_outliers_as_mono=True, **clean)
+    np.testing.assert_array_equal(a[1][~prob["outlier"]], b[1][~prob["outlier"]])
+    assert pose_error(a[0], b[0])[0] < 1e-3 and pose_error(a[0], b[0])[1] < 1e-4

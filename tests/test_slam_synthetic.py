@@ -83,6 +83,9 @@ def test_rgbd_tracks_every_frame_accurately(rgbd_sync_run):
     fr = m["frame_refinement"]
     assert fr["frames"] >= N_FRAMES // 2 and fr["median_shift_m"] < 0.01
     assert fr["smoothed"] >= fr["frames"]  # and then solved together between keyframes (tracking.frame_smooth_accel)
+    # the rendered depth (noise 0.0005 z^2) earns more weight than ORB-SLAM's hand-set 40 gives it
+    dw = m["depth_weight"]
+    assert dw["auto"] and dw["bf_initial"] == 40.0 and dw["updates"] >= 2 and dw["bf"] > 100, dw
 
 
 def test_mono_tracks_after_init_with_sim3_accuracy(synthetic_seq, tmp_path):
@@ -90,6 +93,7 @@ def test_mono_tracks_after_init_with_sim3_accuracy(synthetic_seq, tmp_path):
     assert m["status"] == "completed"
     assert m["init_frame"] is not None and m["init_frame"] < N_FRAMES // 2
     assert m["tracked_after_init_pct"] >= 95, m
+    assert "depth_weight" not in m  # no depth, nothing to weigh
     ev = m["eval"]
     assert ev["alignment"] == "Sim3"
     assert ev["ate_rmse_m"] < 0.02, ev

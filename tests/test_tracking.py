@@ -393,8 +393,8 @@ def test_frame_trajectory_refine_brings_frames_back_to_the_map(depth):
     def obs(fr, n=None):
         ids = truth_ids(scene, m, fr)
         kp = np.nonzero(ids >= 0)[0][:n]
-        ur = fr.kp_uv[kp, 0] - bf / fr.kp_depth[kp] if depth else np.full(len(kp), np.nan)
-        return ids[kp], fr.kp_uv[kp], np.ones(len(kp)), ur
+        inv_depth = 1.0 / fr.kp_depth[kp] if depth else np.full(len(kp), np.nan)  # what the tracker keeps
+        return ids[kp], fr.kp_uv[kp], np.ones(len(kp)), inv_depth
 
     frames = [scene.frame(i, Scene.cam_from_world(i), depth=True) for i in (0, 3, 6)]
     traj.add(0, 0.0, kf0, Scene.cam_from_world(0) @ err, obs(frames[0]))  # the keyframe's own frame

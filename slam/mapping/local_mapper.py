@@ -28,6 +28,7 @@ from slam.geometry.camera import PinholeCamera
 from slam.geometry.epipolar import fundamental_from_poses, triangulate
 from slam.geometry.se3 import se3_inverse, transform_points
 from slam.mapping.config import MappingConfig
+from slam.mapping.depth_weight import DepthWeight
 from slam.mapping.map import Map
 from slam.matching.guided import float_threshold, search_by_projection, search_epipolar
 from slam.optim.ba import BAProblem, bundle_adjust
@@ -52,9 +53,11 @@ class MappingTask:
 class LocalMapper:
     def __init__(self, cfg: MappingConfig, camera: PinholeCamera, slam_map: Map, matcher, mode: str = "rgbd", bf: float = 40.0,
                  schedule: Optional[MappingSchedule] = None, close_depth: float = 3.0,
-                 triangulate_stereo: bool = False):
+                 triangulate_stereo: bool = False, depth_weight: Optional[DepthWeight] = None):
         """bf: fx * baseline (px * m) of the 3-row edges of depth modes (RGB-D: virtual; stereo:
-        the rig's). close_depth: metres; keyframe culling counts close points only (depth modes).
+        the rig's), fixed; depth_weight instead: the value shared with tracking, updated after
+        each local BA when it is ``auto`` (slam.mapping.depth_weight). close_depth: metres;
+        keyframe culling counts close points only (depth modes).
         triangulate_stereo: stereo keyframes also triangulate their keypoints without depth against
         covisible keyframes, as monocular ones do (ORB-SLAM2's CreateNewMapPoints)."""
         self.cfg = cfg
@@ -63,7 +66,7 @@ class LocalMapper:
         self.map = slam_map
         self.matcher = matcher
         self.mode = mode
-        self.bf = bf
+        self.depth = depth_weight if depth_weight is not None else DepthWeight(bf)
         self.close_depth = close_depth
         self.triangulate_stereo = triangulate_stereo
         self.recent_points: list[np.ndarray] = []
@@ -164,6 +167,7 @@ class LocalMapper:
         t = time.perf_counter()
         with self.map.lock:
             if task.result is not None:
+                self.depth.observe(task.problem, task.result)
                 self._apply(task.problem, task.result)
                 self.n_ba += 1
             if self.cfg.cull_keyframes:
@@ -489,7 +493,7 @@ class LocalMapper:
             if has_depth(self.mode):
                 d = kf.kp_depth[kp]
                 u = np.full(len(kp), np.nan)
-                u[d > 0] = kf.kp_uv[kp[d > 0], 0] - self.bf / d[d > 0]
+                u[d > 0] = kf.kp_uv[kp[d > 0], 0] - self.depth.bf / d[d > 0]
                 ur[sel] = u
         prob = BAProblem(
             kf_ids=kf_ids,
@@ -502,7 +506,7 @@ class LocalMapper:
             obs_uv=uv,
             obs_inv_sigma2=inv_s2,
             obs_ur=ur,
-            bf=self.bf,
+            bf=self.depth.bf,
             K=self.K,
         )
         return prob

@@ -166,6 +166,7 @@ def refine_pose_gn(
     iterations: int = 10,
     step_tol: float = 1e-6,
     restart_rounds: bool = False,
+    depth_outliers_as_mono: bool = False,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Pose-only refinement. Arguments and result as slam.optim.ba.optimize_pose:
     cam_from_world_init (4,4); pts_world (N,3) m; uv (N,2) undistorted px; K (3,3);
@@ -174,6 +175,10 @@ def refine_pose_gn(
     Each round continues from the previous round's estimate (it converges in one or two
     iterations once the outliers are out); restart_rounds=True restarts every round from the
     initial pose instead, as ORB-SLAM's g2o PoseOptimization does (about twice the iterations).
+    depth_outliers_as_mono: an observation with depth that fails the 3-dof test while its pixel
+    passes the 2-dof one stays, without its depth, for the next rounds (and counts as an inlier),
+    instead of being dropped whole: a depth reading and a keypoint are two measurements, and a
+    keypoint off an edge in a blurred frame reads the wrong side's depth.
     Returns (cam_from_world (4,4), inliers (N,) bool)."""
     n = len(pts_world)
     init = np.array(cam_from_world_init, dtype=np.float64)
@@ -209,6 +214,18 @@ def refine_pose_gn(
                 break
         ru, rv, rr, pc, _ = obs.residuals(current)
         inlier = (obs.chi2(ru, rv, rr) <= obs.thr) & (pc[2] > 0)
+        if depth_outliers_as_mono and obs.ns:
+            ns = obs.ns
+            demote = ~inlier[:ns] & ((ru[:ns] ** 2 + rv[:ns] ** 2) * obs.w[:ns] <= CHI2_MONO) & (pc[2, :ns] > 0)
+            if demote.any():
+                inl_caller = np.empty(n, dtype=bool)
+                inl_caller[obs.order] = inlier
+                gone = obs.order[:ns][demote]
+                inl_caller[gone] = True
+                ur = ur.copy()
+                ur[gone] = np.nan
+                obs = PoseObservations(pts, uv, w, ur, K, bf)
+                inlier = inl_caller[obs.order]
         if np.count_nonzero(inlier) < 10:
             break
     current[:3, :3] = project_to_so3(current[:3, :3])

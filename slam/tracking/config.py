@@ -57,7 +57,9 @@ class StereoConfig:
 class TrackingConfig:
     min_depth: float = param(0.1, ge=0.0)  # m, nearest valid depth (RGB-D)
     max_depth: float = param(6.0, gt=0.0)  # m, farthest depth used for RGB-D points
-    bf: float = param(40.0, gt=0.0)  # px*m: fx*baseline of the virtual stereo rig for RGB-D edges (ORB-SLAM2 TUM value); stereo runs set it from the rig
+    bf: float = param(40.0, gt=0.0)  # px*m: fx*baseline of the virtual stereo rig for RGB-D edges (ORB-SLAM2 TUM value): how many px one unit of inverse-depth error (1/m) costs; with bf_auto the starting value; stereo runs set it from the rig
+    bf_auto: bool = True  # RGB-D: bf follows the run's own residuals, sigma_px / sigma_invdepth after each local BA (slam.mapping.depth_weight); whole fr1_xyz (Kinect) ends near 120, the synthetic sequences (depth noise 0.0005 z^2) near 330-580; false = bf fixed. Stereo keeps the rig's
+    depth_outliers_as_mono: str = param("rescue", choices=("never", "rescue", "always"))  # depth modes, pose refinement (final_pose_refiner=gn): a keypoint whose depth fails the 3-dof test but whose pixel passes the 2-dof one is kept without its depth instead of dropped (slam.optim.pose_gn). rescue: only in a second refinement when the first keeps too few inliers to track (fr1_xyz shaken at 70 deg/s, 20 ms blur, RGB-D: never loses a frame at the blur peak, rescue tracks all); always: worse trajectories (there 2.64 against 1.91 cm; synthetic/loop 0.35 against 0.26 cm; docs/benchmarks.md section 12)
     search_radius_px: float = param(15.0, gt=0.0)  # guided search radius around the motion-model prediction
     local_search_radius_px: float = param(4.0, gt=0.0)  # guided search radius for local-map points (x sqrt(sigma2))
     max_desc_dist_binary: float = param(50.0, ge=0.0)  # bits: ORB descriptor distance accepted by guided search

@@ -13,6 +13,7 @@ import numpy as np
 
 from slam.geometry.camera import PinholeCamera
 from slam.geometry.pnp import solve_pnp_ransac
+from slam.mapping.depth_weight import DepthWeight
 from slam.mapping.map import Map
 from slam.optim.ba import optimize_pose
 from slam.optim.pose_gn import refine_pose_gn
@@ -23,11 +24,15 @@ MIN_CANDIDATES = 10  # fewer 2D-3D candidates or inliers than this: no pose
 
 
 class PoseEstimator:
-    def __init__(self, cfg: TrackingConfig, camera: PinholeCamera, slam_map: Map, mode: str) -> None:
+    def __init__(self, cfg: TrackingConfig, camera: PinholeCamera, slam_map: Map, mode: str,
+                 depth_weight: Optional[DepthWeight] = None) -> None:
+        """depth_weight: the bf of the depth edges, shared with mapping (None: tracking.bf, fixed)."""
         self.cfg = cfg
         self.K = camera.K
         self.map = slam_map
         self.mode = mode
+        self.depth = depth_weight if depth_weight is not None else DepthWeight(cfg.bf)
+        self.n_depth_rescues = 0  # refinements kept by tracking.depth_outliers_as_mono=rescue
 
     def observations(self, fr: FrameFeatures, point_ids: np.ndarray):
         """The matched keypoints as pose-refinement input: (kp (K,) int64 keypoint indices,
@@ -41,7 +46,7 @@ class PoseEstimator:
         if has_depth(self.mode):  # stereo: ur = u - bf / (bf / disparity) is the measured right u
             d = fr.kp_depth[kp]
             ok = d > 0
-            ur[ok] = uv[ok, 0] - self.cfg.bf / d[ok]
+            ur[ok] = uv[ok, 0] - self.depth.bf / d[ok]
         return kp, pts, uv, inv_s2, ur
 
     def estimate(self, fr: FrameFeatures, point_ids: np.ndarray, prior: Optional[np.ndarray],
@@ -62,7 +67,7 @@ class PoseEstimator:
             init = cam_from_world
         else:
             init = prior
-        cam_from_world, inl = refine_pose_gn(init, pts, uv, self.K, inv_sigma2=inv_s2, ur=ur, bf=c.bf)
+        cam_from_world, inl = self._refine_gn(init, pts, uv, inv_s2, ur, MIN_CANDIDATES)
         if inl.sum() < MIN_CANDIDATES:
             return None, inl_kp
         inl_kp[kp[inl]] = True
@@ -75,7 +80,22 @@ class PoseEstimator:
         kp, pts, uv, inv_s2, ur = self.observations(fr, point_ids)
         if len(kp) < MIN_CANDIDATES:
             return cam_from_world, 0
-        refine = optimize_pose if self.cfg.final_pose_refiner == "g2o" else refine_pose_gn
-        cam_from_world, inl = refine(cam_from_world, pts, uv, self.K, inv_sigma2=inv_s2, ur=ur, bf=self.cfg.bf)
+        if self.cfg.final_pose_refiner == "g2o":
+            cam_from_world, inl = optimize_pose(cam_from_world, pts, uv, self.K, inv_sigma2=inv_s2, ur=ur, bf=self.depth.bf)
+        else:
+            cam_from_world, inl = self._refine_gn(cam_from_world, pts, uv, inv_s2, ur, self.cfg.min_inliers)
         point_ids[kp[~inl]] = -1
         return cam_from_world, int(inl.sum())
+
+    def _refine_gn(self, init: np.ndarray, pts, uv, inv_s2, ur, needed: int) -> tuple[np.ndarray, np.ndarray]:
+        """refine_pose_gn with tracking.depth_outliers_as_mono: always, never, or (rescue) a second
+        time with it when fewer than `needed` observations are inliers the first time."""
+        mode = self.cfg.depth_outliers_as_mono
+        out = refine_pose_gn(init, pts, uv, self.K, inv_sigma2=inv_s2, ur=ur, bf=self.depth.bf,
+                             depth_outliers_as_mono=mode == "always")
+        if mode == "rescue" and out[1].sum() < needed and np.isfinite(ur).any():
+            again = refine_pose_gn(init, pts, uv, self.K, inv_sigma2=inv_s2, ur=ur, bf=self.depth.bf, depth_outliers_as_mono=True)
+            if again[1].sum() > out[1].sum():
+                self.n_depth_rescues += 1
+                return again
+        return out

@@ -29,6 +29,7 @@ import numpy as np
 
 from slam.geometry.camera import PinholeCamera
 from slam.geometry.se3 import project_to_so3, rotation_angle_deg, se3_inverse, transform_points
+from slam.mapping.depth_weight import DepthWeight
 from slam.mapping.map import Keyframe, Map
 from slam.matching.base import matcher_kind
 from slam.runtime.schedule import MappingSchedule
@@ -67,13 +68,14 @@ class Tracker:
     """
 
     def __init__(self, cfg: TrackingConfig, camera: PinholeCamera, slam_map: Map, matcher, mode: str = "rgbd",
-                 schedule: Optional[MappingSchedule] = None, dense: Optional[DenseMatching] = None):
+                 schedule: Optional[MappingSchedule] = None, dense: Optional[DenseMatching] = None,
+                 depth_weight: Optional[DepthWeight] = None):
         self.cfg = cfg
         self.map = slam_map
         self.matcher = matcher
         self.mode = mode
         self.schedule = schedule if schedule is not None else MappingSchedule()
-        self.pose = PoseEstimator(cfg, camera, slam_map, mode)
+        self.pose = PoseEstimator(cfg, camera, slam_map, mode, depth_weight)
         self.search = CandidateSearch(cfg, camera, slam_map, matcher_kind(matcher))
         #: aligns tracked keypoints to their points' reference patches (tracking.patch_align), or None
         self.patch_aligner = (PatchAligner(camera, cfg.patch_align_max_px, cfg.patch_align_min_zncc, cfg.patch_align_iterations)
@@ -162,7 +164,8 @@ class Tracker:
                     obs = None
                     if self.state == "OK" and self.last is not None and self.last.data is fr:
                         kp, _, uv, inv_s2, ur = self.pose.observations(fr, self.last.point_ids)
-                        obs = (self.last.point_ids[kp], uv, inv_s2, ur)
+                        d = fr.kp_depth[kp] if np.isfinite(ur).any() else np.zeros(len(kp))
+                        obs = (self.last.point_ids[kp], uv, inv_s2, np.where(d > 0, 1.0 / np.where(d > 0, d, 1.0), np.nan))
                     self.frame_poses.add(fr.index, fr.timestamp, ref, cam_from_world, obs)
         res = TrackResult(fr.index, fr.timestamp, self.state, None if cam_from_world is None else se3_inverse(cam_from_world),
                           n_inl, job is not None, {"track": (time.perf_counter() - t0) * 1e3})

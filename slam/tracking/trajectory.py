@@ -35,7 +35,7 @@ class FrameTrajectory:
         self.map = slam_map
         self.max_obs = max_obs
         self._frames: list[tuple[int, float, int, np.ndarray]] = []  # (index, timestamp, ref kf id, cam_from_refkf)
-        self._obs: dict[int, tuple] = {}  # position in _frames -> (point ids (K,) int32, uv (K,2) f32, inv_sigma2 (K,) f32, ur (K,) f32)
+        self._obs: dict[int, tuple] = {}  # position in _frames -> (point ids (K,) int32, uv (K,2) f32, inv_sigma2 (K,) f32, inverse depth (K,) f32 1/m)
         self._obs_bytes = 0
 
     def __len__(self) -> int:
@@ -44,8 +44,9 @@ class FrameTrajectory:
     def add(self, index: int, timestamp: float, ref: Keyframe, cam_from_world: np.ndarray, obs: Optional[tuple] = None) -> None:
         """Frame `index` at cam_from_world (4,4) float64, relative to keyframe ref (caller holds
         map.lock, so ref's pose is the one cam_from_world was estimated against). obs: its inlier
-        matches (point ids (K,) int64, uv (K,2) undistorted px, inv_sigma2 (K,), ur (K,) virtual
-        right u in px or NaN), of which max_obs are kept for :meth:`refine`."""
+        matches (point ids (K,) int64, uv (K,2) undistorted px, inv_sigma2 (K,), inverse depth (K,)
+        1/m of the depth reading or NaN; kept as depth, not as the virtual right u, because the
+        bf that weights it may change before :meth:`refine`), of which max_obs are kept for :meth:`refine`."""
         if obs is not None and self.max_obs > 0 and len(obs[0]) >= MIN_REFINE_POINTS:
             k = len(obs[0])
             sel = np.linspace(0, k - 1, min(k, self.max_obs)).round().astype(np.int64)
@@ -102,7 +103,8 @@ class FrameTrajectory:
         inliers: dict[int, PoseObservations] = {}  # position in _frames -> inlier observations at the refined pose
         with self.map.lock:
             m = self.map
-            for pos, (pids, uv, w, ur) in self._obs.items():  # pids int32
+            for pos, (pids, uv, w, inv_d) in self._obs.items():  # pids int32
+                ur = uv[:, 0] - bf * inv_d if bf > 0 else np.full(len(pids), np.nan)
                 index, t, kf_id, cam_from_ref = self._frames[pos]
                 kf = m.keyframes.get(kf_id)
                 if kf is not None and kf.frame_index == index:
