@@ -10,37 +10,17 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 
-from slam.geometry.se3 import so3_exp
 from slam.mapping.depth_weight import DepthWeight, equal_weight_bf
-from slam.optim.ba import BAProblem
+from slam.optim.ba import BAProblem, synthetic_ba_problem
 from slam.optim.ba_schur import bundle_adjust_schur
 
 
 def _rgbd_problem(noise_px: float, noise_inv_depth: float, bf: float = 40.0, seed: int = 0) -> BAProblem:
-    """8 keyframes on a 1 m line looking at points 2-5 m away, each point seen by 4 of them; every
+    """8 keyframes on a 1 m line looking at points 3-8 m away, each point seen by 4 of them; every
     observation has a depth reading whose inverse carries Gaussian noise noise_inv_depth (1/m);
     pixels carry noise_px (the assumed sigma is 1 px). Poses and points start perturbed."""
-    rng = np.random.default_rng(seed)
-    n_kf, n_pts, per = 8, 800, 4
-    K = np.array([[525.0, 0.0, 319.5], [0.0, 525.0, 239.5], [0.0, 0.0, 1.0]])
-    truth = np.tile(np.eye(4), (n_kf, 1, 1))
-    truth[:, 0, 3] = -np.linspace(0.0, 1.0, n_kf)
-    z = rng.uniform(2.0, 5.0, n_pts)
-    pts = np.c_[rng.uniform(-0.5, 0.5, (n_pts, 2)) * z[:, None] + [0.5, 0.0], z]
-    obs_kf = np.concatenate([rng.choice(n_kf, per, replace=False) for _ in range(n_pts)])
-    obs_pt = np.repeat(np.arange(n_pts), per)
-    pc = pts[obs_pt] + truth[obs_kf, :3, 3]
-    uv = pc[:, :2] / pc[:, 2:3] * [K[0, 0], K[1, 1]] + K[:2, 2] + rng.normal(scale=noise_px, size=(len(obs_pt), 2))
-    inv_depth = 1.0 / pc[:, 2] + rng.normal(scale=noise_inv_depth, size=len(obs_pt))
-    ur = uv[:, 0] - bf * inv_depth
-    init = truth.copy()
-    for k in range(1, n_kf):
-        init[k, :3, :3] = so3_exp(rng.normal(scale=0.01, size=3))
-        init[k, :3, 3] += rng.normal(scale=0.03, size=3)
-    return BAProblem(kf_ids=np.arange(n_kf, dtype=np.int64), cam_from_world=init, fixed=np.arange(n_kf) < 1,
-                     point_ids=np.arange(n_pts, dtype=np.int64), points_world=pts + rng.normal(scale=0.05, size=pts.shape),
-                     obs_kf=obs_kf.astype(np.int64), obs_pt=obs_pt.astype(np.int64), obs_uv=uv,
-                     obs_inv_sigma2=np.ones(len(obs_pt)), obs_ur=ur, bf=bf, K=K)
+    return synthetic_ba_problem(n_kf=8, n_points=800, obs_per_point=4, noise_px=noise_px, outlier_frac=0.0, n_fixed=1,
+                                stereo_frac=1.0, seed=seed, bf=bf, noise_inv_depth=noise_inv_depth)
 
 
 @pytest.mark.parametrize("noise_inv_depth", [0.002, 0.02])

@@ -581,10 +581,13 @@ def _unchanged(poses, pts, thr, chi2_init, t_start, c_start) -> BAResult:
 
 def synthetic_ba_problem(n_kf: int = 10, n_points: int = 3000, obs_per_point: int = 5,
                          noise_px: float = 0.5, outlier_frac: float = 0.01, n_fixed: int = 2,
-                         stereo_frac: float = 0.0, seed: int = 0) -> BAProblem:
+                         stereo_frac: float = 0.0, seed: int = 0, bf: float = 40.0,
+                         noise_inv_depth: float = 0.0) -> BAProblem:
     """Random but well-posed BA problem for benchmarks: keyframes on a 1 m line looking at a
     3-8 m deep point cloud; each point observed by ``obs_per_point`` keyframes (M = n_points *
-    obs_per_point), poses perturbed by ~1 deg / 3 cm and points by 5 cm."""
+    obs_per_point), poses perturbed by ~1 deg / 3 cm and points by 5 cm. A ``stereo_frac`` of the
+    observations carry a depth reading (``ur = u - bf / z``) whose inverse depth has Gaussian noise
+    ``noise_inv_depth`` (1/m)."""
     rng = np.random.default_rng(seed)
     K = np.array([[525.0, 0.0, 319.5], [0.0, 525.0, 239.5], [0.0, 0.0, 1.0]])
     poses = np.tile(np.eye(4), (n_kf, 1, 1))
@@ -599,7 +602,9 @@ def synthetic_ba_problem(n_kf: int = 10, n_points: int = 3000, obs_per_point: in
     uv += rng.normal(scale=noise_px, size=uv.shape)
     out = rng.random(m) < outlier_frac
     uv[out] += rng.uniform(20.0, 50.0, (int(out.sum()), 2))
-    ur = np.where(rng.random(m) < stereo_frac, uv[:, 0] - 40.0 / pc[:, 2], np.nan)
+    has_depth = rng.random(m) < stereo_frac
+    inv_depth = 1.0 / pc[:, 2] + (rng.normal(scale=noise_inv_depth, size=m) if noise_inv_depth > 0 else 0.0)
+    ur = np.where(has_depth, uv[:, 0] - bf * inv_depth, np.nan)
     fixed = np.arange(n_kf) < n_fixed
     init = poses.copy()
     for k in np.flatnonzero(~fixed):
@@ -609,7 +614,7 @@ def synthetic_ba_problem(n_kf: int = 10, n_points: int = 3000, obs_per_point: in
                      point_ids=np.arange(n_points, dtype=np.int64),
                      points_world=pts + rng.normal(scale=0.05, size=pts.shape),
                      obs_kf=obs_kf.astype(np.int64), obs_pt=obs_pt.astype(np.int64), obs_uv=uv,
-                     obs_inv_sigma2=np.ones(m), obs_ur=ur, bf=40.0, K=K)
+                     obs_inv_sigma2=np.ones(m), obs_ur=ur, bf=bf, K=K)
 
 
 def benchmark_bundle_adjust(n_kf: int = 10, n_points: int = 3000, obs_per_point: int = 5,
