@@ -29,6 +29,13 @@ CHI2_2D = 5.991
 MAD_TO_SIGMA = 1.4826
 
 
+def _positions(ids: np.ndarray, of: np.ndarray) -> np.ndarray:
+    """(M,) int64: the index in ids (K,) (unique, any order) of each element of of (M,)."""
+    ids = np.asarray(ids)
+    order = np.argsort(ids, kind="stable")
+    return order[np.searchsorted(ids, np.asarray(of), sorter=order)]
+
+
 def equal_weight_bf(problem, result, min_samples: int = 200) -> Optional[tuple[float, int]]:
     """(bf, samples): the bf (px * m) at which the depth part of an RGB-D residual is as noisy as
     its pixel part, measured on a solved bundle-adjustment problem; None without enough samples.
@@ -50,10 +57,8 @@ def equal_weight_bf(problem, result, min_samples: int = 200) -> Optional[tuple[f
     ur = problem.obs_ur
     if ur is None or problem.bf <= 0:
         return None
-    kf_pos = {k: i for i, k in enumerate(np.asarray(problem.kf_ids).tolist())}
-    pt_pos = {p: i for i, p in enumerate(np.asarray(problem.point_ids).tolist())}
-    ki = np.fromiter((kf_pos[k] for k in problem.obs_kf.tolist()), dtype=np.int64, count=len(problem.obs_kf))
-    pi = np.fromiter((pt_pos[p] for p in problem.obs_pt.tolist()), dtype=np.int64, count=len(problem.obs_pt))
+    ki = _positions(problem.kf_ids, problem.obs_kf)
+    pi = _positions(problem.point_ids, problem.obs_pt)
     T = np.asarray(result.cam_from_world)
     R, t = T[ki, :3, :3], T[ki, :3, 3]
     pc = np.einsum("nij,nj->ni", R, np.asarray(result.points_world)[pi]) + t
