@@ -6,7 +6,7 @@ the pixel. A depth error therefore costs ``bf * (1/z_meas - 1/z)`` pixels: ``bf`
 how many pixels of reprojection error one unit of inverse-depth error is worth. It is right when
 the depth part of the residual is as noisy as the pixel part: ``bf = sigma_px / sigma_invdepth``.
 ORB-SLAM's TUM value, 40, is the right order for a Kinect (whole fr1_xyz: this estimate ends near
-120), while a sensor with little depth noise (the synthetic sequences, 0.0005 z^2: 330-580) is
+120), while a sensor with little depth noise (the synthetic sequences, 0.0005 z^2: 250-580) is
 trusted ten times less than it deserves.
 
 :class:`DepthWeight` holds the value that tracking and mapping both use (read and written under
@@ -21,19 +21,14 @@ from typing import Optional
 
 import numpy as np
 
+from slam.optim.ba import _index_of
+
 #: 2-dof chi2 at 95 %: observations whose pixel residual passes this (at their own sigma) are
 #: the ones whose depth residual is measured, so the estimate does not depend on the depth's
 #: own inlier test (which depends on bf, and would feed back).
 CHI2_2D = 5.991
 #: MAD -> standard deviation for a normal distribution
 MAD_TO_SIGMA = 1.4826
-
-
-def _positions(ids: np.ndarray, of: np.ndarray) -> np.ndarray:
-    """(M,) int64: the index in ids (K,) (unique, any order) of each element of of (M,)."""
-    ids = np.asarray(ids)
-    order = np.argsort(ids, kind="stable")
-    return order[np.searchsorted(ids, np.asarray(of), sorter=order)]
 
 
 def equal_weight_bf(problem, result, min_samples: int = 200) -> Optional[tuple[float, int]]:
@@ -57,8 +52,8 @@ def equal_weight_bf(problem, result, min_samples: int = 200) -> Optional[tuple[f
     ur = problem.obs_ur
     if ur is None or problem.bf <= 0:
         return None
-    ki = _positions(problem.kf_ids, problem.obs_kf)
-    pi = _positions(problem.point_ids, problem.obs_pt)
+    ki = _index_of(np.asarray(problem.kf_ids), problem.obs_kf, "keyframe")
+    pi = _index_of(np.asarray(problem.point_ids), problem.obs_pt, "point")
     T = np.asarray(result.cam_from_world)
     R, t = T[ki, :3, :3], T[ki, :3, 3]
     pc = np.einsum("nij,nj->ni", R, np.asarray(result.points_world)[pi]) + t
@@ -92,14 +87,14 @@ def equal_weight_bf(problem, result, min_samples: int = 200) -> Optional[tuple[f
     other = ~first
     if int(other.sum()) < min_samples:
         return None
-    zi = (problem.bf / (uv[ref, 0] - ur[ref]))[other]
     oi, oj = ref[other], d_sorted[other]
+    zi = problem.bf / (uv[oi, 0] - ur[oi])
     ray = np.stack([(uv[oi, 0] - K[0, 2]) / K[0, 0], (uv[oi, 1] - K[1, 2]) / K[1, 1], np.ones(len(oi))], axis=1)
     x_world = np.einsum("nji,nj->ni", R[oi], ray * zi[:, None] - t[oi])  # R^T (p_cam - t)
     zj_pred = np.einsum("nj,nj->n", R[oj, 2], x_world) + t[oj, 2]
     good = zj_pred > 1e-6
-    zj_meas = (problem.bf / (uv[oj, 0] - ur[oj]))
-    r = (1.0 / zj_meas[good] - 1.0 / zj_pred[good]) * sw[oj][good] / np.sqrt(2.0)
+    inv_zj_meas = (uv[oj, 0] - ur[oj]) / problem.bf
+    r = (inv_zj_meas[good] - 1.0 / zj_pred[good]) * sw[oj][good] / np.sqrt(2.0)
     if len(r) < min_samples:
         return None
     s_inv = MAD_TO_SIGMA * float(np.median(np.abs(r)))

@@ -163,8 +163,8 @@ class Tracker:
                 if ref is not None:
                     obs = None
                     if self.state == "OK" and self.last is not None and self.last.data is fr:
-                        kp, _, uv, inv_s2, ur = self.pose.observations(fr, self.last.point_ids)
-                        d = fr.kp_depth[kp] if np.isfinite(ur).any() else np.zeros(len(kp))
+                        kp, _, uv, inv_s2, _ = self.pose.observations(fr, self.last.point_ids)
+                        d = fr.kp_depth[kp] if has_depth(self.mode) else np.zeros(len(kp))
                         obs = (self.last.point_ids[kp], uv, inv_s2, np.where(d > 0, 1.0 / np.where(d > 0, d, 1.0), np.nan))
                     self.frame_poses.add(fr.index, fr.timestamp, ref, cam_from_world, obs)
         res = TrackResult(fr.index, fr.timestamp, self.state, None if cam_from_world is None else se3_inverse(cam_from_world),
