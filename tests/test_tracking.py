@@ -661,12 +661,12 @@ def test_monocular_local_ba_fixes_every_other_observer_and_keeps_the_scale():
         fac.insert(fr, Scene.cam_from_world(3 * i), ids, depth_points=(i == 0))
         if i:
             m.add_observations(i, np.flatnonzero(ids >= 0), ids[ids >= 0])
-    cfg = MappingConfig(ba_window=4, ba_max_fixed=2, mono_fix_all_observers=True)
+    cfg = MappingConfig(ba_window=4, ba_window_mono=4, ba_max_fixed=2, mono_fix_all_observers=True)
     last = n_kf - 1
     observers = {int(k) for k in np.unique(m.obs_kf[m.observation_rows(point_ids=m.alive_point_ids())])}
     rgbd = LocalMapper(cfg, CAM, m, CountingNN(), mode="rgbd")._local_problem(last)
     assert rgbd.fixed.sum() <= 2 + 1  # the cap (and keyframe 0, the origin)
-    capped = LocalMapper(MappingConfig(ba_window=4, ba_max_fixed=2), CAM, m, CountingNN(), mode="mono")._local_problem(last)
+    capped = LocalMapper(MappingConfig(ba_window_mono=4, ba_max_fixed=2), CAM, m, CountingNN(), mode="mono")._local_problem(last)
     assert capped.fixed.sum() <= 2 + 1  # the switch off: the cap, as RGB-D
     mono = LocalMapper(cfg, CAM, m, CountingNN(), mode="mono")._local_problem(last)
     free = set(mono.kf_ids[~mono.fixed].tolist())
@@ -682,6 +682,51 @@ def test_monocular_local_ba_fixes_every_other_observer_and_keeps_the_scale():
     np.testing.assert_array_equal(res.cam_from_world[mono.fixed], truth[mono.fixed])
     for k in np.flatnonzero(~mono.fixed):
         assert pose_error(res.cam_from_world[k], truth[k])[0] < 2e-3
+
+
+def test_monocular_local_ba_has_its_own_window_and_iterations(monkeypatch):
+    """mapping.ba_window_mono / ba_iterations_mono size the monocular local BA, ba_window /
+    ba_iterations the RGB-D and stereo ones: a monocular window of 20 takes every keyframe that
+    shares points (12 here) while the depth window stays at its 6; each mode's solver gets its
+    own iteration count."""
+    from slam.mapping.config import MappingConfig
+    from slam.mapping.local_mapper import LocalMapper, MappingTask
+
+    scene = Scene(22)
+    m = new_map()
+    fac = KeyframeFactory(CAM, m, "rgbd")
+    n_kf = 12
+    for i in range(n_kf):
+        fr = scene.frame(3 * i, Scene.cam_from_world(3 * i), depth=True)
+        ids = truth_ids(scene, m, fr) if i else np.full(len(fr.kp_uv), -1, dtype=np.int64)
+        fac.insert(fr, Scene.cam_from_world(3 * i), ids, depth_points=(i == 0))
+        if i:
+            m.add_observations(i, np.flatnonzero(ids >= 0), ids[ids >= 0])
+    last = n_kf - 1
+    cfg = MappingConfig(ba_window_mono=20)
+    free = {}
+    for mode in ("mono", "rgbd"):
+        prob = LocalMapper(cfg, CAM, m, CountingNN(), mode=mode)._local_problem(last)
+        free[mode] = set(prob.kf_ids[~prob.fixed].tolist())
+    assert last in free["mono"] and len(free["mono"]) == n_kf - 1  # every keyframe but the origin
+    assert last in free["rgbd"] and len(free["rgbd"]) == 5  # 6: five free and the origin (it shares the most points)
+    import slam.mapping.local_mapper as lm_mod
+    seen = []
+    real = lm_mod.bundle_adjust
+
+    def spy(problem, iterations, **kw):
+        seen.append(iterations)
+        return real(problem, iterations=iterations, **kw)
+    monkeypatch.setattr(lm_mod, "bundle_adjust", spy)
+    monkeypatch.setattr(lm_mod, "bundle_adjust_schur", spy)
+    for mode in ("mono", "rgbd"):
+        lm = LocalMapper(MappingConfig(ba_window_mono=20, ba_iterations=3, ba_iterations_mono=7), CAM, m, CountingNN(), mode=mode)
+        task = MappingTask(kf_id=last, problem=lm._local_problem(last))
+        lm.optimize(task)
+        assert task.result is not None
+        # mono: only the origin is fixed (scale-free), so auto gives it to g2o; RGB-D to numpy
+        assert lm.stats()["local_ba_g2o_count"] == (1 if mode == "mono" else 0)
+    assert seen == [7, 3]
 
 
 class CountingOracle(OracleLearnedMatcher):

@@ -10,10 +10,12 @@ from slam.params import param
 @dataclass
 class MappingConfig:
     local_ba: bool = True  # run local bundle adjustment after each keyframe
-    ba_window: int = param(6, ge=1)  # keyframes optimised: the new one plus its best covisible ones
+    ba_window: int = param(6, ge=1)  # keyframes optimised (RGB-D, stereo): the new one plus its best covisible ones
+    ba_window_mono: int = param(6, ge=1)  # the same in monocular runs, where the window must also hold the scale (ORB-SLAM: every covisible keyframe). 20, with ba_iterations_mono=10, ends ORB monocular fr1_xyz's scale collapses (10 of 10 jittered runs 0.84-0.88 cm; 3 of 10 over 5 cm with 6 / 5) and narrows the default's spreads on KITTI 07, corridor and loop_short, but costs monocular throughput 0.66x (local BA 4x) and is worse on ORB KITTI, synthetic/fast and synthetic/loop with loop closing, so it is opt-in (docs/benchmarks.md section 14, "a larger, converged monocular local BA")
     ba_max_fixed: int = param(6, ge=0)  # at most this many fixed keyframes that also observe local points
     mono_fix_all_observers: bool = False  # monocular local BA fixes every other keyframe that sees its points, not only ba_max_fixed (ORB-SLAM; the map stays consistent, but fr1_xyz/corridor ATE mixed: docs/benchmarks.md section 14)
-    ba_iterations: int = param(5, ge=1)  # Levenberg iterations per BA stage (two stages)
+    ba_iterations: int = param(5, ge=1)  # Levenberg iterations per local BA stage (two stages), RGB-D and stereo
+    ba_iterations_mono: int = param(5, ge=1)  # the same in monocular runs (ORB-SLAM: 5 then 10). With ba_window_mono=20 use 10: a 20-keyframe window does not converge in 5 and drifts in scale on forward motion (corridor seed 2: 8.2 cm with 6 keyframes, 32.5 cm with 20 and 5 iterations, 3.1 cm with 20 and 10)
     ba_solver: str = param("auto", choices=("auto", "schur", "g2o"))  # local BA: schur = numpy Levenberg on the Schur complement (slam.optim.ba_schur; g2o's model, damping and optimum, without g2opy's per-edge Python graph building) | g2o | auto = schur in depth modes (rgbd, stereo), and in mono for problems with at least two fixed keyframes (gauge fixed: the solvers agree to 1e-12 on most problems, a few end mm apart at an outlier flip), g2o for the others, whose scale is a null direction where the two solvers' rounding differs and monocular runs hinge on it (docs/benchmarks.md section 13); a window too large for schur goes to g2o
     global_ba_iterations: int = param(15, ge=1)
     n_triangulation_neighbours: int = param(6, ge=1)  # monocular: covisible keyframes used to triangulate new points

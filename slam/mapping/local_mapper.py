@@ -72,6 +72,7 @@ class LocalMapper:
         self.recent_points: list[np.ndarray] = []
         self.max_desc = cfg.max_desc_dist_binary if slam_map.binary else float_threshold(cfg.max_desc_dist_float)
         self.n_ba = 0
+        self.n_ba_g2o = 0  # local BAs given to g2o (mapping.ba_solver; auto: the gauge-free monocular ones and windows too large for the numpy solver)
         self.n_culled_kfs = 0
         self.n_culled_points = 0
         self.n_rotation_points = 0  # points made by _rotation_points (monocular turns)
@@ -154,7 +155,10 @@ class LocalMapper:
         solve = bundle_adjust
         if self.uses_schur(task.problem) and dense_size(task.problem) <= MAX_DENSE:
             solve = bundle_adjust_schur
-        res = solve(task.problem, iterations=self.cfg.ba_iterations, pause=self.schedule.yield_point, stop=stop)
+        else:
+            self.n_ba_g2o += 1
+        iterations = self.cfg.ba_iterations_mono if self.mode == "mono" else self.cfg.ba_iterations
+        res = solve(task.problem, iterations=iterations, pause=self.schedule.yield_point, stop=stop)
         if res.aborted:
             self.n_ba_aborted += 1
         # a BA stopped before g2o ran changed nothing: nothing to write back
@@ -529,7 +533,8 @@ class LocalMapper:
         c = self.cfg
         if kf_id not in self.map.keyframes:
             return None
-        window = [kf_id] + [k for k, _ in self.map.keyframe_covisibility(kf_id, min_shared=15)[: c.ba_window - 1]]
+        size = c.ba_window_mono if self.mode == "mono" else c.ba_window
+        window = [kf_id] + [k for k, _ in self.map.keyframe_covisibility(kf_id, min_shared=15)[: size - 1]]
         # mapping.mono_fix_all_observers: every other observer of the local points is fixed
         # (ORB-SLAM): in mono nothing but them anchors the window's scale (7-DoF gauge)
         all_fixed = self.mode == "mono" and c.mono_fix_all_observers
@@ -559,6 +564,7 @@ class LocalMapper:
         return {
             "mapping_ms": {k: (float(np.mean(v)) if v else 0.0) for k, v in self.timings.items()},
             "local_ba_count": self.n_ba,
+            "local_ba_g2o_count": self.n_ba_g2o,
             "culled_keyframes": self.n_culled_kfs,
             "culled_points": self.n_culled_points,
             "mapping_jobs_skipped": self.n_skipped,
