@@ -643,6 +643,20 @@ def test_hybrid_tracking_equals_every_frame_tracking_within_the_ate_bars(mode):
     assert calls_e >= 25 and calls_k == matched_k == 0, out  # keyframes: the matcher never ran on a tracked frame
 
 
+def _keyframes_sharing_one_view(scene, n_kf: int = 12):
+    """A map of n_kf keyframes 3 frames apart, all seeing the same points (made by keyframe 0
+    from depth, observed by the others through their true ids). -> (map, n_kf)."""
+    m = new_map()
+    fac = KeyframeFactory(CAM, m, "rgbd")
+    for i in range(n_kf):
+        fr = scene.frame(3 * i, Scene.cam_from_world(3 * i), depth=True)
+        ids = truth_ids(scene, m, fr) if i else np.full(len(fr.kp_uv), -1, dtype=np.int64)
+        fac.insert(fr, Scene.cam_from_world(3 * i), ids, depth_points=(i == 0))
+        if i:
+            m.add_observations(i, np.flatnonzero(ids >= 0), ids[ids >= 0])
+    return m, n_kf
+
+
 def test_monocular_local_ba_fixes_every_other_observer_and_keeps_the_scale():
     """Monocular local BA with mapping.mono_fix_all_observers: every keyframe outside the window
     that sees its points is fixed (ORB-SLAM), since only they anchor the window's scale (7-DoF
@@ -651,16 +665,7 @@ def test_monocular_local_ba_fixes_every_other_observer_and_keeps_the_scale():
     from slam.mapping.local_mapper import LocalMapper
     from slam.optim.ba import bundle_adjust
 
-    scene = Scene(21)
-    m = new_map()
-    fac = KeyframeFactory(CAM, m, "rgbd")
-    n_kf = 12
-    for i in range(n_kf):  # keyframes every 3 frames, all seeing the same points
-        fr = scene.frame(3 * i, Scene.cam_from_world(3 * i), depth=True)
-        ids = truth_ids(scene, m, fr) if i else np.full(len(fr.kp_uv), -1, dtype=np.int64)
-        fac.insert(fr, Scene.cam_from_world(3 * i), ids, depth_points=(i == 0))
-        if i:
-            m.add_observations(i, np.flatnonzero(ids >= 0), ids[ids >= 0])
+    m, n_kf = _keyframes_sharing_one_view(Scene(21))
     cfg = MappingConfig(ba_window=4, ba_window_mono=4, ba_max_fixed=2, mono_fix_all_observers=True)
     last = n_kf - 1
     observers = {int(k) for k in np.unique(m.obs_kf[m.observation_rows(point_ids=m.alive_point_ids())])}
@@ -692,16 +697,7 @@ def test_monocular_local_ba_has_its_own_window_and_iterations(monkeypatch):
     from slam.mapping.config import MappingConfig
     from slam.mapping.local_mapper import LocalMapper, MappingTask
 
-    scene = Scene(22)
-    m = new_map()
-    fac = KeyframeFactory(CAM, m, "rgbd")
-    n_kf = 12
-    for i in range(n_kf):
-        fr = scene.frame(3 * i, Scene.cam_from_world(3 * i), depth=True)
-        ids = truth_ids(scene, m, fr) if i else np.full(len(fr.kp_uv), -1, dtype=np.int64)
-        fac.insert(fr, Scene.cam_from_world(3 * i), ids, depth_points=(i == 0))
-        if i:
-            m.add_observations(i, np.flatnonzero(ids >= 0), ids[ids >= 0])
+    m, n_kf = _keyframes_sharing_one_view(Scene(22))
     last = n_kf - 1
     cfg = MappingConfig(ba_window_mono=20)
     free = {}
