@@ -10,7 +10,7 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 
-from slam.mapping.depth_weight import DepthWeight, equal_weight_bf
+from slam.mapping.depth_weight import DepthWeight, equal_weight_bf, inverse_depth
 from slam.optim.ba import BAProblem, synthetic_ba_problem
 from slam.optim.ba_schur import bundle_adjust_schur
 
@@ -97,3 +97,12 @@ def test_a_solution_given_as_plain_arrays_is_accepted():
     plain = SimpleNamespace(cam_from_world=np.array(res.cam_from_world), points_world=np.array(res.points_world))
     assert equal_weight_bf(prob, plain) == equal_weight_bf(prob, res)
 
+
+
+def test_depth_readings_as_inverse_depth_and_virtual_right_coordinate():
+    """A reading z (m) becomes 1/z and u - bf / z (px); no reading (0) becomes NaN in both."""
+    u = np.array([100.0, 200.0, 300.0])
+    z = np.array([2.0, 0.0, 0.5])
+    np.testing.assert_allclose(inverse_depth(z), [0.5, np.nan, 2.0])
+    np.testing.assert_allclose(DepthWeight(40.0).virtual_right(u, z), [80.0, np.nan, 220.0])
+    assert np.isnan(DepthWeight(40.0).virtual_right(u, np.zeros(3))).all()

@@ -103,6 +103,14 @@ def equal_weight_bf(problem, result, min_samples: int = 200) -> Optional[tuple[f
     return s_px / s_inv, int(len(r))
 
 
+def inverse_depth(depth: np.ndarray) -> np.ndarray:
+    """(N,) depth readings in metres (0 or less = none) -> (N,) float64 inverse depth (1/m), NaN
+    where there is no reading."""
+    d = np.asarray(depth, dtype=np.float64)
+    ok = d > 0
+    return np.where(ok, 1.0 / np.where(ok, d, 1.0), np.nan)
+
+
 @dataclass
 class DepthWeight:
     """The bf (px * m) of a run's depth edges, shared by tracking (pose refinement) and mapping
@@ -123,6 +131,16 @@ class DepthWeight:
 
     def __post_init__(self) -> None:
         self.initial = float(self.bf)
+
+    def virtual_right(self, u: np.ndarray, depth: np.ndarray) -> np.ndarray:
+        """(N,) float64 virtual right coordinate ``u - bf / depth`` (px) of keypoints at u (N,) px
+        with readings depth (N,) m (0 = none: NaN). In stereo runs, where depth = bf / disparity,
+        this is the matched right-image u."""
+        d = np.asarray(depth, dtype=np.float64)
+        ok = d > 0
+        ur = np.full(len(d), np.nan)
+        ur[ok] = np.asarray(u, dtype=np.float64)[ok] - self.bf / d[ok]
+        return ur
 
     def observe(self, problem, result) -> None:
         """Update from a solved local BA (caller holds map.lock). No-op unless auto."""

@@ -495,10 +495,7 @@ class LocalMapper:
             uv[sel] = kf.kp_uv[kp]
             inv_s2[sel] = 1.0 / kf.kp_sigma2[kp]
             if has_depth(self.mode):
-                d = kf.kp_depth[kp]
-                u = np.full(len(kp), np.nan)
-                u[d > 0] = kf.kp_uv[kp[d > 0], 0] - self.depth.bf / d[d > 0]
-                ur[sel] = u
+                ur[sel] = self.depth.virtual_right(kf.kp_uv[kp, 0], kf.kp_depth[kp])
         prob = BAProblem(
             kf_ids=kf_ids,
             cam_from_world=np.stack([m.keyframes[k].cam_from_world for k in kf_ids.tolist()]),

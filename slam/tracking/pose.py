@@ -42,11 +42,7 @@ class PoseEstimator:
         pts = self.map.pts_xyz[point_ids[kp]]
         uv = fr.kp_uv[kp]
         inv_s2 = 1.0 / fr.kp_sigma2[kp]
-        ur = np.full(len(kp), np.nan)
-        if has_depth(self.mode):  # stereo: ur = u - bf / (bf / disparity) is the measured right u
-            d = fr.kp_depth[kp]
-            ok = d > 0
-            ur[ok] = uv[ok, 0] - self.depth.bf / d[ok]
+        ur = self.depth.virtual_right(uv[:, 0], fr.kp_depth[kp]) if has_depth(self.mode) else np.full(len(kp), np.nan)
         return kp, pts, uv, inv_s2, ur
 
     def estimate(self, fr: FrameFeatures, point_ids: np.ndarray, prior: Optional[np.ndarray],

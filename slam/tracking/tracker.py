@@ -29,7 +29,7 @@ import numpy as np
 
 from slam.geometry.camera import PinholeCamera
 from slam.geometry.se3 import project_to_so3, rotation_angle_deg, se3_inverse, transform_points
-from slam.mapping.depth_weight import DepthWeight
+from slam.mapping.depth_weight import DepthWeight, inverse_depth
 from slam.mapping.map import Keyframe, Map
 from slam.matching.base import matcher_kind
 from slam.runtime.schedule import MappingSchedule
@@ -164,8 +164,8 @@ class Tracker:
                     obs = None
                     if self.state == "OK" and self.last is not None and self.last.data is fr:
                         kp, _, uv, inv_s2, _ = self.pose.observations(fr, self.last.point_ids)
-                        d = fr.kp_depth[kp] if has_depth(self.mode) else np.zeros(len(kp))
-                        obs = (self.last.point_ids[kp], uv, inv_s2, np.where(d > 0, 1.0 / np.where(d > 0, d, 1.0), np.nan))
+                        inv_d = inverse_depth(fr.kp_depth[kp]) if has_depth(self.mode) else np.full(len(kp), np.nan)
+                        obs = (self.last.point_ids[kp], uv, inv_s2, inv_d)
                     self.frame_poses.add(fr.index, fr.timestamp, ref, cam_from_world, obs)
         res = TrackResult(fr.index, fr.timestamp, self.state, None if cam_from_world is None else se3_inverse(cam_from_world),
                           n_inl, job is not None, {"track": (time.perf_counter() - t0) * 1e3})
