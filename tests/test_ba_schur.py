@@ -28,6 +28,24 @@ def test_schur_reaches_g2os_result(stereo_frac):
     assert b.chi2_before == pytest.approx(a.chi2_before, rel=1e-12)
 
 
+def test_schur_sums_a_keyframes_two_observations_of_one_point_as_g2o_does():
+    """A keyframe that observes a point twice (two keypoints on one map point) adds two blocks to
+    the same keyframe-point coupling entry: summed, not overwritten (the solver's scatter path)."""
+    prob = synthetic_ba_problem(n_kf=6, n_points=300, obs_per_point=3, seed=7)
+    rng = np.random.default_rng(0)
+    free_rows = np.flatnonzero(~prob.fixed[prob.obs_kf])
+    dup = rng.choice(free_rows, 40, replace=False)
+    prob = dataclasses.replace(
+        prob, obs_kf=np.r_[prob.obs_kf, prob.obs_kf[dup]], obs_pt=np.r_[prob.obs_pt, prob.obs_pt[dup]],
+        obs_uv=np.r_[prob.obs_uv, prob.obs_uv[dup] + rng.normal(scale=0.7, size=(40, 2))],
+        obs_inv_sigma2=np.r_[prob.obs_inv_sigma2, prob.obs_inv_sigma2[dup]], obs_ur=np.r_[prob.obs_ur, prob.obs_ur[dup]])
+    a = bundle_adjust(prob, iterations=5)
+    b = bundle_adjust_schur(prob, iterations=5)
+    np.testing.assert_array_equal(a.obs_outlier, b.obs_outlier)
+    np.testing.assert_allclose(b.cam_from_world, a.cam_from_world, atol=1e-9)
+    np.testing.assert_allclose(b.points_world, a.points_world, atol=1e-8)
+
+
 def test_schur_recovers_the_true_poses_and_keeps_fixed_ones():
     """Noise-free observations, perturbed start: the solver returns the true poses and points;
     fixed keyframes, keyframes without observations and unobserved points are returned bit for bit."""
@@ -90,3 +108,17 @@ def test_ba_solver_is_a_checked_setting_and_auto_means_depth_modes_and_fixed_gau
         assert mono.uses_schur(problem) is expected, n_fixed
     g2o_only = LocalMapper(dataclasses.replace(cfg, ba_solver="g2o"), cam, Map(32, True), None, mode="mono")
     assert not g2o_only.uses_schur(problem)
+
+
+def test_schur_min_gain_ends_a_converged_stage_early():
+    """min_gain: a stage stops once a step gains less than that fraction of the cost; the result
+    stays near the full run's (0, the default, runs every iteration)."""
+    prob = synthetic_ba_problem(n_kf=8, n_points=600, obs_per_point=4, seed=3)
+    full = bundle_adjust_schur(prob, iterations=10)
+    early = bundle_adjust_schur(prob, iterations=10, min_gain=1e-3)
+    assert full.iterations == 20
+    assert early.iterations < 16
+    np.testing.assert_allclose(early.cam_from_world, full.cam_from_world, atol=1e-3)
+    assert np.count_nonzero(early.obs_outlier != full.obs_outlier) <= 3
+    again = bundle_adjust_schur(prob, iterations=10, min_gain=0.0)
+    assert again.iterations == 20 and np.array_equal(again.cam_from_world, full.cam_from_world)

@@ -152,13 +152,13 @@ class LocalMapper:
             if self.schedule.backlog():  # a job arrived after prepare(), before the stop was armed
                 self.n_ba_aborted += 1
                 return
-        solve = bundle_adjust
+        iterations = self.cfg.ba_iterations_mono if self.mode == "mono" else self.cfg.ba_iterations
         if self.uses_schur(task.problem) and dense_size(task.problem) <= MAX_DENSE:
-            solve = bundle_adjust_schur
+            res = bundle_adjust_schur(task.problem, iterations=iterations, pause=self.schedule.yield_point, stop=stop,
+                                      min_gain=self.cfg.ba_min_gain)
         else:
             self.n_ba_g2o += 1
-        iterations = self.cfg.ba_iterations_mono if self.mode == "mono" else self.cfg.ba_iterations
-        res = solve(task.problem, iterations=iterations, pause=self.schedule.yield_point, stop=stop)
+            res = bundle_adjust(task.problem, iterations=iterations, pause=self.schedule.yield_point, stop=stop)
         if res.aborted:
             self.n_ba_aborted += 1
         # a BA stopped before g2o ran changed nothing: nothing to write back

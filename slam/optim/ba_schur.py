@@ -11,9 +11,11 @@ diagonal entry, gain ratio, at most 10 tries per step), so both solvers reach th
 Why a second solver: a local BA is small (about 6 free keyframes, 1-3k points, 5-10k
 observations), and g2opy spends about as long building its graph in Python, one edge object
 at a time with the GIL held, as it does optimising. Here every step is a handful of
-vectorised operations: Jacobians for all observations at once, the 3x3 point blocks inverted
-together (closed form), and the reduced camera system (6n x 6n for n free keyframes, dense)
-formed from a dense coupling matrix between the free keyframes and the points (6n x 3p).
+vectorised operations: Jacobians for all observations at once (laid out component first,
+observations last, so each operation runs over every observation), the damped 3x3 point
+blocks factored together in closed form ((V + lam)^-1 = M^T M), and the reduced camera system
+(6n x 6n for n free keyframes, dense) formed as U - Z Z^T by one symmetric rank-k update, where
+Z = W M^T is the dense coupling matrix between the free keyframes and the points (6n x 3p).
 That matrix grows with keyframes times points, so this solver is meant for local windows;
 :func:`dense_size` lets a caller send a large (global) problem to g2o instead.
 
@@ -26,6 +28,8 @@ import time
 from typing import Callable, Optional
 
 import numpy as np
+from scipy.linalg import cho_factor, cho_solve
+from scipy.linalg.blas import dsyrk
 
 from slam.geometry.se3 import se3_exp
 from slam.optim.ba import (CHI2_MONO, CHI2_STEREO, BAProblem, BAResult, BAStop,
@@ -40,7 +44,7 @@ MAX_DENSE = 4_000_000  # largest dense coupling matrix (entries, 32 MB) a caller
 
 def dense_size(problem: BAProblem) -> int:
     """Entries of the dense (6 x free keyframes, 3 x points) coupling matrix this solver builds
-    (8 bytes each, three such matrices alive at a time): small for a local window, large for a
+    (8 bytes each, one such matrix alive at a time, per damping try): small for a local window, large for a
     global adjustment, which should go to g2o (:func:`slam.optim.ba.bundle_adjust`)."""
     kf_ids = np.asarray(problem.kf_ids, dtype=np.int64).reshape(-1)
     fixed = np.asarray(problem.fixed, dtype=bool).reshape(-1)
@@ -75,20 +79,34 @@ class _Graph:
         self.pt_starts = first
         f = self.free_obs = np.flatnonzero(self.obs_slot >= 0)
         self.free_pslot = self.obs_pslot[f]
-        # (F, n) one-hot of each free observation's keyframe: per-keyframe sums are one product
-        self.onehot = np.zeros((f.size, self.n))
-        self.onehot[np.arange(f.size), self.obs_slot[f]] = 1.0
+        # the free observations grouped by keyframe: each keyframe's Hessian block is one product
+        free_slot = self.obs_slot[f]
+        self.kf_order = np.argsort(free_slot, kind="stable")  # (F,) into the free observations
+        self.kf_bounds = np.searchsorted(free_slot[self.kf_order], np.arange(self.n + 1))
         # flat index into the dense (6n, 3p) coupling matrix of entry (i, j) of free observation o,
-        # in the (F, 6, 3) layout of the per-observation blocks
-        rows = self.obs_slot[f][:, None, None] * 6 + np.arange(6)[None, :, None]
-        cols = self.free_pslot[:, None, None] * 3 + np.arange(3)[None, None, :]
+        # in the (6, 3, F) layout of the per-observation blocks
+        rows = free_slot[None, None, :] * 6 + np.arange(6)[:, None, None]
+        cols = self.free_pslot[None, None, :] * 3 + np.arange(3)[None, :, None]
         self.w_index = (rows * (3 * self.p) + cols).ravel()
         self.w_size = 18 * self.n * self.p
+        # one observation per (keyframe, point): the blocks can be written, not summed
+        key = free_slot * max(self.p, 1) + self.free_pslot
+        self.unique_blocks = bool(np.unique(key).size == key.size)
+
+    def dense(self, blocks: np.ndarray) -> np.ndarray:
+        """(6, 3, F) per free observation -> the dense (6n, 3p) coupling matrix."""
+        if self.unique_blocks:
+            out = np.zeros(self.w_size)
+            out[self.w_index] = blocks.ravel()
+        else:
+            out = np.bincount(self.w_index, weights=blocks.ravel(), minlength=self.w_size)
+        return out.reshape(6 * self.n, 3 * self.p)
 
 
 class _Model:
     """Residuals, robust weights and Jacobians of all observations (sorted by point) at one
-    estimate."""
+    estimate. Arrays are laid out component first, observations last ((3, M), (3, 3, M)), so
+    every elementwise operation runs over all observations at once."""
 
     def __init__(self, uv, ur, w, K, bf, g: _Graph, kf_idx: np.ndarray, nk: int) -> None:
         self.stereo = np.isfinite(ur)
@@ -103,7 +121,7 @@ class _Model:
 
     def project(self, poses, pts):
         """-> (pc (3,M) camera-frame points, e (3,M) measurement - projection, ok (M,) depth > 0)."""
-        # every used point in every keyframe (few keyframes: one matrix product), then each observation's pair
+        # every used point in every keyframe (one matrix product), then each observation's pair
         Rt = poses[:, :3, :3].transpose(2, 0, 1).reshape(3, 3 * self.nk)  # [R_0^T | R_1^T | ...]
         pc = ((pts[self.used_pt] @ Rt).reshape(-1, self.nk, 3) + poses[None, :, :3, 3]).reshape(-1, 3)[self.flat].T
         z = pc[2]
@@ -127,91 +145,131 @@ class _Model:
         return float(np.sum(c))
 
 
-def _linearise(model: _Model, g: _Graph, poses, pts, active, robust: bool):
+def _outer_sum(A: np.ndarray, B: np.ndarray) -> np.ndarray:
+    """sum_r A[r, :, None] * B[r, None, :]: (R,a,N), (R,b,N) -> (a,b,N), A^T B per observation
+    (einsum: several times faster here than broadcasting, which loops over the small axes)."""
+    return np.einsum("rin,rjn->ijn", A, B)
+
+
+def _linearise(model: _Model, g: _Graph, poses, pts, active, robust: bool, proj=None):
     """Blocks of the normal equations at the current estimate, active observations only.
-    -> (U (n,6,6), bc (n,6), V (p,3,3), bp (p,3), Wo (F,6,3) per free observation, Wd (6n,3p) dense)."""
-    pc, e3, ok = model.project(poses, pts)
+    proj: model.project at this estimate, if already computed.
+    -> (U (n,6,6), bc (n,6), V (3,3,p), bp (p,3), Wo (6,3,F) per free observation)."""
+    pc, e3, ok = model.project(poses, pts) if proj is None else proj
     chi2 = model.chi2(e3, ok)
     om = np.where(active & ok, model.w, 0.0)
     if robust:
         big = chi2 > model.delta2
         om = np.where(big, om * np.sqrt(model.delta2 / np.where(big, chi2, 1.0)), om)
+    so = np.sqrt(om)  # every Jacobian row and residual below is scaled by sqrt(weight)
     px, py, pz = pc
     iz = 1.0 / np.where(ok, pz, 1.0)
     iz2 = iz * iz
-    m = iz.size
-    st = model.stereo
-    Jp = np.zeros((m, 3, 3))  # d projection / d camera point
-    Jp[:, 0, 0] = model.fx * iz
-    Jp[:, 0, 2] = -model.fx * px * iz2
-    Jp[:, 1, 1] = model.fy * iz
-    Jp[:, 1, 2] = -model.fy * py * iz2
-    Jp[st, 2, 0] = Jp[st, 0, 0]
-    Jp[st, 2, 2] = Jp[st, 0, 2] + model.bf * iz2[st]
-    # d camera point / d xi = [I | -[pc]x] (column k of -[pc]x is e_k x pc); d camera point / d X = R
-    Jc = np.empty((m, 3, 6))
-    Jc[:, :, :3] = Jp
-    x, y, z = px[:, None], py[:, None], pz[:, None]
-    Jc[:, :, 3] = Jp[:, :, 2] * y - Jp[:, :, 1] * z
-    Jc[:, :, 4] = Jp[:, :, 0] * z - Jp[:, :, 2] * x
-    Jc[:, :, 5] = Jp[:, :, 1] * x - Jp[:, :, 0] * y
-    Jx = np.matmul(Jp, poses[model.kf_idx, :3, :3])
-    e = e3.T[:, :, None]  # (M,3,1)
-    oJxT = (Jx * om[:, None, None]).transpose(0, 2, 1)
-    V = np.add.reduceat(np.matmul(oJxT, Jx), g.pt_starts, axis=0)
-    bp = np.add.reduceat(np.matmul(oJxT, e)[:, :, 0], g.pt_starts, axis=0)
+    st = model.st
+    # rows of d projection / d camera point: [a, 0, c0], [0, b, c1], stereo [a2, 0, c2]
+    a = so * model.fx * iz
+    b = so * model.fy * iz
+    c0 = -so * model.fx * px * iz2
+    c1 = -so * model.fy * py * iz2
+    a2 = a * st
+    c2 = (c0 + so * model.bf * iz2) * st
+    # (3,3,M) each observation's rotation (np.take keeps the observation axis contiguous; fancy
+    # indexing on the last axis would not, and einsum is then ten times slower)
+    R = np.take(poses[:, :3, :3].transpose(1, 2, 0), model.kf_idx, axis=2)
+    Bx = np.empty((3, 3, iz.size))  # d residual / d point = Jp R, (row, coordinate, observation)
+    np.multiply(a, R[0], out=Bx[0])
+    Bx[0] += c0 * R[2]
+    np.multiply(b, R[1], out=Bx[1])
+    Bx[1] += c1 * R[2]
+    np.multiply(a2, R[0], out=Bx[2])
+    Bx[2] += c2 * R[2]
+    se = e3 * so  # (3,M)
+    V = np.add.reduceat(_outer_sum(Bx, Bx), g.pt_starts, axis=2)  # (3,3,p)
+    bp = np.add.reduceat(np.einsum("rin,rn->in", Bx, se), g.pt_starts, axis=1).T  # (p,3)
+    # d residual / d xi = Jp [I | -[pc]x], free observations only
     f = g.free_obs
-    oJcT = (Jc[f] * om[f, None, None]).transpose(0, 2, 1)
-    H = g.onehot.T
-    U = (H @ np.matmul(oJcT, Jc[f]).reshape(-1, 36)).reshape(g.n, 6, 6)
-    bc = H @ np.matmul(oJcT, e[f])[:, :, 0]
-    Wo = np.matmul(oJcT, Jx[f])  # (F,6,3) coupling block of each free observation
-    Wd = np.bincount(g.w_index, weights=Wo.ravel(), minlength=g.w_size).reshape(6 * g.n, 3 * g.p)
-    return U, bc, V, bp, Wo, Wd
+    a, b, c0, c1, a2, c2 = a[f], b[f], c0[f], c1[f], a2[f], c2[f]
+    x, y, z = px[f], py[f], pz[f]
+    Ac = np.zeros((3, 6, f.size))
+    Ac[0, 0], Ac[0, 2], Ac[0, 3], Ac[0, 4], Ac[0, 5] = a, c0, c0 * y, a * z - c0 * x, -a * y
+    Ac[1, 1], Ac[1, 2], Ac[1, 3], Ac[1, 4], Ac[1, 5] = b, c1, c1 * y - b * z, -c1 * x, b * x
+    Ac[2, 0], Ac[2, 2], Ac[2, 3], Ac[2, 4], Ac[2, 5] = a2, c2, c2 * y, a2 * z - c2 * x, -a2 * y
+    Wo = _outer_sum(Ac, np.take(Bx, f, axis=2))  # (6,3,F) coupling block of each free observation
+    # per keyframe: U_k = A_k A_k^T, A_k (6, 3 F_k), its observations' rows side by side
+    order = g.kf_order
+    As = np.take(Ac, order, axis=2).transpose(1, 2, 0).reshape(6, -1)
+    es = np.take(se, f[order], axis=1).T.reshape(-1)
+    U = np.empty((g.n, 6, 6))
+    bc = np.empty((g.n, 6))
+    for k in range(g.n):
+        s, t = 3 * g.kf_bounds[k], 3 * g.kf_bounds[k + 1]
+        Ak = As[:, s:t]
+        U[k] = Ak @ Ak.T
+        bc[k] = Ak @ es[s:t]
+    return U, bc, V, bp, Wo
 
 
-def _solve(g: _Graph, U, bc, V, bp, Wo, Wd, lam: float):
+def _solve(g: _Graph, U, bc, V, bp, Wo, lam: float):
     """Damped step (dc (n,6), dp (p,3)) or None where the system is not positive definite.
-    Wo: (F,6,3) coupling block per free observation; Wd: the same as a dense (6n, 3p) matrix
-    (local windows keep it small)."""
-    Vi = _inv_sym3(V, lam)
-    if Vi is None:
+    With (V + lam)^-1 = M^T M per point (M lower triangular) and Z = W M^T (dense (6n, 3p):
+    local windows keep it small), the reduced system is (U + lam - Z Z^T) dc = bc - Z M bp
+    (Z Z^T by a symmetric rank-k update), and dp = M^T (M bp - Z^T dc)."""
+    M = _chol_inv3(V, lam)
+    if M is None:
         return None
     n, p = g.n, g.p
+    Mbp = np.einsum("ijp,pj->pi", M, bp)  # (p,3)
     if n == 0:
-        return np.zeros((0, 6)), np.matmul(Vi, bp[:, :, None])[:, :, 0]
-    Yo = np.matmul(Wo, Vi[g.free_pslot])  # (F,6,3): W V^-1 per free observation
-    Y = np.bincount(g.w_index, weights=Yo.ravel(), minlength=g.w_size).reshape(6 * n, 3 * p)
-    S = _block_diag(U) - Y @ Wd.T
+        return np.zeros((0, 6)), np.einsum("jip,pj->pi", M, Mbp)
+    Mf = np.take(M, g.free_pslot, axis=2)  # (3,3,F)
+    Zo = np.einsum("ijf,kjf->ikf", Wo, Mf)  # W M^T per free observation
+    Z = g.dense(Zo)
+    S = _block_diag(U)
     S[np.diag_indices(6 * n)] += lam
-    rhs = bc.reshape(-1) - Y @ bp.reshape(-1)
+    S = dsyrk(-1.0, Z.T, beta=1.0, c=S, trans=1, lower=0, overwrite_c=1)  # upper triangle of S - Z Z^T
+    rhs = bc.reshape(-1) - Z @ Mbp.reshape(-1)
     try:
-        L = np.linalg.cholesky(S)
+        cf = cho_factor(S, lower=False, overwrite_a=True, check_finite=False)
     except np.linalg.LinAlgError:
         return None
-    dc = np.linalg.solve(L.T, np.linalg.solve(L, rhs))
-    r = bp - (Wd.T @ dc).reshape(p, 3)
-    return dc.reshape(n, 6), np.matmul(Vi, r[:, :, None])[:, :, 0]
-
-
-def _inv_sym3(V: np.ndarray, lam: float) -> Optional[np.ndarray]:
-    """Inverses of the damped symmetric 3x3 blocks V + lam I (adjugate), or None if one is singular."""
-    a, b, c = V[:, 0, 0] + lam, V[:, 0, 1], V[:, 0, 2]
-    d, e, f = V[:, 1, 1] + lam, V[:, 1, 2], V[:, 2, 2] + lam
-    A, B, C = d * f - e * e, c * e - b * f, b * e - c * d
-    det = a * A + b * B + c * C
-    if not np.all(det > 0):
+    dc = cho_solve(cf, rhs, check_finite=False)
+    if not np.all(np.isfinite(dc)):
         return None
-    out = np.empty_like(V)
-    out[:, 0, 0], out[:, 0, 1], out[:, 0, 2] = A, B, C
-    out[:, 1, 0], out[:, 1, 1], out[:, 1, 2] = B, a * f - c * c, b * c - a * e
-    out[:, 2, 0], out[:, 2, 1], out[:, 2, 2] = C, b * c - a * e, a * d - b * b
-    return out / det[:, None, None]
+    r = Mbp - (Z.T @ dc).reshape(p, 3)
+    return dc.reshape(n, 6), np.einsum("jip,pj->pi", M, r)
+
+
+def _chol_inv3(V: np.ndarray, lam: float) -> Optional[np.ndarray]:
+    """M (3,3,p) lower triangular with (V + lam I)^-1 = M^T M, M = L^-1 for the Cholesky factor L
+    of each damped symmetric 3x3 block of V (3,3,p) (closed form); None if a block is not positive
+    definite."""
+    a, b, c = V[0, 0] + lam, V[0, 1], V[0, 2]
+    d, e, f = V[1, 1] + lam, V[1, 2], V[2, 2] + lam
+    if not np.all(a > 0):
+        return None
+    l00 = np.sqrt(a)
+    l10, l20 = b / l00, c / l00
+    t11 = d - l10 * l10
+    if not np.all(t11 > 0):
+        return None
+    l11 = np.sqrt(t11)
+    l21 = (e - l20 * l10) / l11
+    t22 = f - l20 * l20 - l21 * l21
+    if not np.all(t22 > 0):
+        return None
+    l22 = np.sqrt(t22)
+    out = np.zeros_like(V)
+    m00, m11, m22 = 1.0 / l00, 1.0 / l11, 1.0 / l22
+    m10 = -l10 * m00 * m11
+    out[0, 0], out[1, 1], out[2, 2], out[1, 0] = m00, m11, m22, m10
+    out[2, 1] = -l21 * m11 * m22
+    out[2, 0] = -(l20 * m00 + l21 * m10) * m22
+    return out
 
 
 def _block_diag(U: np.ndarray) -> np.ndarray:
     n = U.shape[0]
-    out = np.zeros((6 * n, 6 * n))
+    out = np.zeros((6 * n, 6 * n), order="F")
     for k in range(n):
         out[6 * k:6 * k + 6, 6 * k:6 * k + 6] = U[k]
     return out
@@ -226,49 +284,55 @@ def _apply(g: _Graph, poses, pts, dc, dp):
     return new_poses, new_pts
 
 
-def _levenberg(model, g, poses, pts, active, robust, iterations, pause, stop):
-    """``iterations`` g2o-style Levenberg steps. -> (poses, pts, iterations run)."""
-    pc, e, ok = model.project(poses, pts)
-    cost = model.cost(model.chi2(e, ok), active & ok, robust)
+def _levenberg(model, g, poses, pts, active, robust, iterations, pause, stop, min_gain=0.0):
+    """``iterations`` g2o-style Levenberg steps, fewer once a step's gain (cost decrease over the
+    new cost, g2o's SparseOptimizerTerminateAction) is below ``min_gain``.
+    -> (poses, pts, iterations run)."""
+    proj = model.project(poses, pts)
+    cost = model.cost(model.chi2(proj[1], proj[2]), active & proj[2], robust)
     lam, ni, run = None, 2.0, 0
     for _ in range(int(iterations)):
         if stop is not None and stop.requested:
             break
         if pause is not None:
             pause()
-        U, bc, V, bp, Wo, Wd = _linearise(model, g, poses, pts, active, robust)
+        U, bc, V, bp, Wo = _linearise(model, g, poses, pts, active, robust, proj)
         if lam is None:
-            diag = np.r_[np.einsum("kii->ki", U).ravel(), np.einsum("pii->pi", V).ravel()]
+            diag = np.r_[np.einsum("kii->ki", U).ravel(), np.einsum("iip->pi", V).ravel()]
             lam = TAU * float(diag.max()) if diag.size else TAU
         run += 1
-        accepted = False
+        accepted = converged = False
         for _try in range(MAX_TRIES):
-            step = _solve(g, U, bc, V, bp, Wo, Wd, lam)
+            step = _solve(g, U, bc, V, bp, Wo, lam)
             if step is not None:
                 dc, dp = step
                 new_poses, new_pts = _apply(g, poses, pts, dc, dp)
-                pc, e, ok_new = model.project(new_poses, new_pts)
-                new_cost = model.cost(model.chi2(e, ok_new), active & ok_new, robust)
+                new_proj = model.project(new_poses, new_pts)
+                new_cost = model.cost(model.chi2(new_proj[1], new_proj[2]), active & new_proj[2], robust)
                 dx = np.r_[dc.ravel(), dp.ravel()]
                 scale = float(dx @ (lam * dx + np.r_[bc.ravel(), bp.ravel()])) + 1e-3
                 rho = (cost - new_cost) / scale
                 if np.isfinite(new_cost) and rho > 0:
                     lam *= max(1.0 / 3.0, 1.0 - (2.0 * rho - 1.0) ** 3)
                     ni = 2.0
-                    poses, pts, cost, accepted = new_poses, new_pts, new_cost, True
+                    converged = cost - new_cost < min_gain * new_cost
+                    poses, pts, cost, proj, accepted = new_poses, new_pts, new_cost, new_proj, True
                     break
             lam *= ni
             ni *= 2.0
-        if not accepted:
+        if not accepted or converged:
             break
     return poses, pts, run
 
 
 def bundle_adjust_schur(problem: BAProblem, iterations: int = 10, robust: bool = True, two_stage: bool = True,
-                        pause: Optional[Callable[[], None]] = None, stop: Optional[BAStop] = None) -> BAResult:
+                        pause: Optional[Callable[[], None]] = None, stop: Optional[BAStop] = None,
+                        min_gain: float = 0.0) -> BAResult:
     """:func:`slam.optim.ba.bundle_adjust`'s contract (same arguments but ``edge_chunk`` and
     ``verbose``, same :class:`BAResult`), solved in numpy. ``pause`` is called before each
-    Levenberg step; ``stop`` is polled between steps (an abort after stage 1 skips stage 2)."""
+    Levenberg step; ``stop`` is polled between steps (an abort after stage 1 skips stage 2).
+    ``min_gain`` > 0 ends a stage early once an accepted step lowers its cost by less than this
+    fraction of the new cost (converged; 0: always ``iterations`` steps, as g2o here)."""
     t_start, c_start = time.perf_counter(), time.process_time()
     kf_ids, poses, fixed, point_ids, pts, obs_kf, obs_pt, uv, w, ur, K = _validate(problem)
     bf = float(problem.bf)
@@ -293,14 +357,14 @@ def bundle_adjust_schur(problem: BAProblem, iterations: int = 10, robust: bool =
     t0, c0 = time.perf_counter(), time.process_time()
     active = np.ones(m, dtype=bool)
     out_poses, out_pts, n_iter = _levenberg(model, g, poses, pts, active, robust, iterations,
-                                            pause, stop)
+                                            pause, stop, min_gain)
     aborted = stop is not None and stop.requested
     if two_stage and not aborted:
         chi2, _ = residual_chi2(out_poses[kf_idx, :3, :3], out_poses[kf_idx, :3, 3], out_pts[pt_idx], uv, ur, w, K, bf)
         active = chi2 <= thr
         if active.any():
             out_poses, out_pts, n2 = _levenberg(model, g, out_poses, out_pts, active[srt], False,
-                                                iterations, pause, stop)
+                                                iterations, pause, stop, min_gain)
             n_iter += n2
         aborted = stop is not None and stop.requested
     t_opt, c_opt = time.perf_counter() - t0, time.process_time() - c0
