@@ -158,7 +158,8 @@ class LocalMapper:
                                       min_gain=self.cfg.ba_min_gain)
         else:
             self.n_ba_g2o += 1
-            res = bundle_adjust(task.problem, iterations=iterations, pause=self.schedule.yield_point, stop=stop)
+            res = bundle_adjust(task.problem, iterations=iterations, pause=self.schedule.yield_point, stop=stop,
+                                min_gain=self.cfg.ba_min_gain)
         if res.aborted:
             self.n_ba_aborted += 1
         # a BA stopped before g2o ran changed nothing: nothing to write back

@@ -286,7 +286,7 @@ def _apply(g: _Graph, poses, pts, dc, dp):
 
 def _levenberg(model, g, poses, pts, active, robust, iterations, pause, stop, min_gain=0.0):
     """``iterations`` g2o-style Levenberg steps, fewer once a step's gain (cost decrease over the
-    new cost, g2o's SparseOptimizerTerminateAction) is below ``min_gain``.
+    new cost, g2o's SparseOptimizerTerminateAction: not tested on the first step) is below ``min_gain``.
     -> (poses, pts, iterations run)."""
     proj = model.project(poses, pts)
     cost = model.cost(model.chi2(proj[1], proj[2]), active & proj[2], robust)
@@ -315,7 +315,7 @@ def _levenberg(model, g, poses, pts, active, robust, iterations, pause, stop, mi
                 if np.isfinite(new_cost) and rho > 0:
                     lam *= max(1.0 / 3.0, 1.0 - (2.0 * rho - 1.0) ** 3)
                     ni = 2.0
-                    converged = cost - new_cost < min_gain * new_cost
+                    converged = run >= 2 and cost - new_cost < min_gain * new_cost  # as g2o's action
                     poses, pts, cost, proj, accepted = new_poses, new_pts, new_cost, new_proj, True
                     break
             lam *= ni
