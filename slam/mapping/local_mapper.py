@@ -154,12 +154,10 @@ class LocalMapper:
                 return
         iterations = self.cfg.ba_iterations_mono if self.mode == "mono" else self.cfg.ba_iterations
         if self.uses_schur(task.problem) and dense_size(task.problem) <= MAX_DENSE:
-            res = bundle_adjust_schur(task.problem, iterations=iterations, pause=self.schedule.yield_point, stop=stop,
-                                      min_gain=self.cfg.ba_min_gain)
+            res = bundle_adjust_schur(task.problem, iterations=iterations, pause=self.schedule.yield_point, stop=stop)
         else:
             self.n_ba_g2o += 1
-            res = bundle_adjust(task.problem, iterations=iterations, pause=self.schedule.yield_point, stop=stop,
-                                min_gain=self.cfg.ba_min_gain)
+            res = bundle_adjust(task.problem, iterations=iterations, pause=self.schedule.yield_point, stop=stop)
         if res.aborted:
             self.n_ba_aborted += 1
         # a BA stopped before g2o ran changed nothing: nothing to write back

@@ -416,8 +416,7 @@ def _validate(p: BAProblem):
 
 def bundle_adjust(problem: BAProblem, iterations: int = 10, robust: bool = True, two_stage: bool = True,
                   verbose: bool = False, edge_chunk: int = 1024,
-                  pause: Optional[Callable[[], None]] = None, stop: Optional[BAStop] = None,
-                  min_gain: float = 0.0) -> BAResult:
+                  pause: Optional[Callable[[], None]] = None, stop: Optional[BAStop] = None) -> BAResult:
     """Bundle adjustment of poses and points (ORB-SLAM2 ``LocalBundleAdjustment`` scheme).
 
     Stage 1: ``iterations`` LM iterations with Huber kernels (if ``robust``).
@@ -430,9 +429,7 @@ def bundle_adjust(problem: BAProblem, iterations: int = 10, robust: bool = True,
     every 512 observations while the graph is built (the Python part, which holds the GIL) and
     before each g2o optimize; live runs use it to let tracking go first. ``stop``: a
     :class:`BAStop` that may end the adjustment early (``BAResult.aborted``); a stop requested
-    while the graph is built returns the input unchanged with ``iterations`` 0. ``min_gain`` > 0:
-    a stage ends once an iteration lowers the robust chi2 by less than this fraction of the new
-    value (g2o's ``SparseOptimizerTerminateAction``; from the second iteration on).
+    while the graph is built returns the input unchanged with ``iterations`` 0.
     """
     t_start, c_start = time.perf_counter(), time.process_time()
     kf_ids, poses, fixed, point_ids, pts, obs_kf, obs_pt, uv, w, ur, K = _validate(problem)
@@ -451,11 +448,6 @@ def bundle_adjust(problem: BAProblem, iterations: int = 10, robust: bool = True,
     chi2_init, _ = residual_chi2(poses[kf_idx, :3, :3], poses[kf_idx, :3, 3], pts[pt_idx], uv, ur, w, K, bf)
 
     opt = _new_optimizer(verbose)
-    if min_gain > 0:
-        converged = g2o.SparseOptimizerTerminateAction()
-        converged.set_gain_threshold(float(min_gain))
-        converged.set_max_iterations(1 << 30)  # the iteration cap is optimize()'s argument
-        opt.add_post_iteration_action(converged)
     pose_used = np.zeros(nk, dtype=bool)
     pose_used[kf_idx] = True
     pt_used = np.zeros(npt, dtype=bool)

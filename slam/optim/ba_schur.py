@@ -284,10 +284,8 @@ def _apply(g: _Graph, poses, pts, dc, dp):
     return new_poses, new_pts
 
 
-def _levenberg(model, g, poses, pts, active, robust, iterations, pause, stop, min_gain=0.0):
-    """``iterations`` g2o-style Levenberg steps, fewer once a step's gain (cost decrease over the
-    new cost, g2o's SparseOptimizerTerminateAction: not tested on the first step) is below ``min_gain``.
-    -> (poses, pts, iterations run)."""
+def _levenberg(model, g, poses, pts, active, robust, iterations, pause, stop):
+    """``iterations`` g2o-style Levenberg steps. -> (poses, pts, iterations run)."""
     proj = model.project(poses, pts)
     cost = model.cost(model.chi2(proj[1], proj[2]), active & proj[2], robust)
     lam, ni, run = None, 2.0, 0
@@ -301,7 +299,7 @@ def _levenberg(model, g, poses, pts, active, robust, iterations, pause, stop, mi
             diag = np.r_[np.einsum("kii->ki", U).ravel(), np.einsum("iip->pi", V).ravel()]
             lam = TAU * float(diag.max()) if diag.size else TAU
         run += 1
-        accepted = converged = False
+        accepted = False
         for _try in range(MAX_TRIES):
             step = _solve(g, U, bc, V, bp, Wo, lam)
             if step is not None:
@@ -315,24 +313,20 @@ def _levenberg(model, g, poses, pts, active, robust, iterations, pause, stop, mi
                 if np.isfinite(new_cost) and rho > 0:
                     lam *= max(1.0 / 3.0, 1.0 - (2.0 * rho - 1.0) ** 3)
                     ni = 2.0
-                    converged = run >= 2 and cost - new_cost < min_gain * new_cost  # as g2o's action
                     poses, pts, cost, proj, accepted = new_poses, new_pts, new_cost, new_proj, True
                     break
             lam *= ni
             ni *= 2.0
-        if not accepted or converged:
+        if not accepted:
             break
     return poses, pts, run
 
 
 def bundle_adjust_schur(problem: BAProblem, iterations: int = 10, robust: bool = True, two_stage: bool = True,
-                        pause: Optional[Callable[[], None]] = None, stop: Optional[BAStop] = None,
-                        min_gain: float = 0.0) -> BAResult:
+                        pause: Optional[Callable[[], None]] = None, stop: Optional[BAStop] = None) -> BAResult:
     """:func:`slam.optim.ba.bundle_adjust`'s contract (same arguments but ``edge_chunk`` and
     ``verbose``, same :class:`BAResult`), solved in numpy. ``pause`` is called before each
-    Levenberg step; ``stop`` is polled between steps (an abort after stage 1 skips stage 2).
-    ``min_gain`` > 0 ends a stage early once an accepted step lowers its cost by less than this
-    fraction of the new cost (converged; 0: always ``iterations`` steps, as g2o here)."""
+    Levenberg step; ``stop`` is polled between steps (an abort after stage 1 skips stage 2)."""
     t_start, c_start = time.perf_counter(), time.process_time()
     kf_ids, poses, fixed, point_ids, pts, obs_kf, obs_pt, uv, w, ur, K = _validate(problem)
     bf = float(problem.bf)
@@ -357,14 +351,14 @@ def bundle_adjust_schur(problem: BAProblem, iterations: int = 10, robust: bool =
     t0, c0 = time.perf_counter(), time.process_time()
     active = np.ones(m, dtype=bool)
     out_poses, out_pts, n_iter = _levenberg(model, g, poses, pts, active, robust, iterations,
-                                            pause, stop, min_gain)
+                                            pause, stop)
     aborted = stop is not None and stop.requested
     if two_stage and not aborted:
         chi2, _ = residual_chi2(out_poses[kf_idx, :3, :3], out_poses[kf_idx, :3, 3], out_pts[pt_idx], uv, ur, w, K, bf)
         active = chi2 <= thr
         if active.any():
             out_poses, out_pts, n2 = _levenberg(model, g, out_poses, out_pts, active[srt], False,
-                                                iterations, pause, stop, min_gain)
+                                                iterations, pause, stop)
             n_iter += n2
         aborted = stop is not None and stop.requested
     t_opt, c_opt = time.perf_counter() - t0, time.process_time() - c0
