@@ -128,9 +128,12 @@ def resolve_config(cfg: Config, live: bool = False) -> Config:
       threshold (slam.features.config.GUIDED_MAX_L2);
     - ``runtime.feature_threads`` 0: every core for a heavy extractor, else 1
       (:func:`slam.runtime.feature_process.resolve_feature_threads`);
+    - ``mapping.ba_window_mono`` / ``ba_iterations_mono`` 0: 20 / 10 for a heavy extractor on a
+      CPU, else 6 / 5 (:func:`slam.mapping.config.mono_local_ba`);
     - ``runtime.live``, and ``lightglue.features`` (the LightGlue weights must fit the extractor).
     """
-    from slam.features.config import guided_max_l2
+    from slam.features.config import HEAVY_CPU_EXTRACTORS, guided_max_l2
+    from slam.mapping.config import mono_local_ba
     from slam.runtime.feature_process import resolve_feature_threads
     from slam.tracking.config import default_learned_matching
 
@@ -148,6 +151,8 @@ def resolve_config(cfg: Config, live: bool = False) -> Config:
         if section.max_desc_dist_float is None:
             section.max_desc_dist_float = guided_max_l2(cfg.features)
     cfg.runtime.feature_threads = resolve_feature_threads(cfg.runtime.feature_threads, cfg.features)
+    cfg.mapping.ba_window_mono, cfg.mapping.ba_iterations_mono = mono_local_ba(
+        cfg.mapping, large=cfg.device == "cpu" and cfg.features in HEAVY_CPU_EXTRACTORS)
     cfg.runtime.live = bool(live or cfg.runtime.live)
     if cfg.matcher == "lightglue" and not cfg.lightglue.weights:
         cfg.lightglue.features = cfg.features

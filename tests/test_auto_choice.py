@@ -4,6 +4,7 @@ the guided-search threshold per extractor."""
 from __future__ import annotations
 
 import logging
+from types import SimpleNamespace
 
 import pytest
 
@@ -94,6 +95,31 @@ def test_learned_matching_and_thresholds(monkeypatch):
     from slam.tracking.config import default_learned_matching
 
     assert default_learned_matching("cuda") == "every_frame" and default_learned_matching("cpu") == "keyframes"
+
+
+def test_monocular_local_ba_window_per_extractor(monkeypatch):
+    """mapping.ba_window_mono / ba_iterations_mono auto (0): the large converged window (20, 10)
+    where a heavy extractor bounds the frame rate on a CPU, the light one (6, 5) for XFeat and
+    ORB and on CUDA; set values are kept; a LocalMapper given auto uses the light one."""
+    installed(monkeypatch, *ALL)
+    for feats in ("aliked", "superpoint", "disk"):
+        m = resolved("cpu", f"features={feats}").mapping
+        assert (m.ba_window_mono, m.ba_iterations_mono) == (20, 10), feats
+    for feats in ("xfeat", "orb", "auto"):
+        m = resolved("cpu", f"features={feats}").mapping
+        assert (m.ba_window_mono, m.ba_iterations_mono) == (6, 5), feats
+    m = resolved("cpu", "features=aliked", "mapping.ba_window_mono=8").mapping
+    assert (m.ba_window_mono, m.ba_iterations_mono) == (8, 10)  # an explicit value is kept
+    m = resolved("cpu", "features=orb", "mapping.ba_iterations_mono=7").mapping
+    assert (m.ba_window_mono, m.ba_iterations_mono) == (6, 7)
+    cuda = load_config(None, ["features=aliked"])
+    cuda.device = "cuda"
+    monkeypatch.setattr(system, "resolve_device", lambda name: SimpleNamespace(type=name))  # no GPU needed
+    m = resolve_config(cuda).mapping
+    assert (m.ba_window_mono, m.ba_iterations_mono) == (6, 5)  # unmeasured on a GPU: the light window
+    from slam.mapping.config import MappingConfig, mono_local_ba
+
+    assert mono_local_ba(MappingConfig()) == (6, 5)
 
 
 def test_bad_learned_matching_is_a_config_error():

@@ -21,6 +21,14 @@ GUIDED_MAX_L2 = {"xfeat": 0.7, "aliked": 0.8}
 DEFAULT_GUIDED_MAX_L2 = 0.9
 
 
+#: Extractors whose network costs a CPU hundreds of ms per frame (ALIKED about 240 ms, SuperPoint
+#: 300-600 ms, DISK more), against XFeat's 26-45 ms and ORB's 12 ms. On a CPU they bound the frame
+#: rate, so the rest of the pipeline may spend more: the feature process gets every core
+#: (slam.runtime.feature_process.resolve_feature_threads) and the monocular local BA the larger
+#: window (slam.mapping.config.mono_local_ba).
+HEAVY_CPU_EXTRACTORS = ("aliked", "disk", "superpoint")
+
+
 def guided_max_l2(features: str) -> float:
     """The guided-search L2 threshold of an extractor's float descriptors (GUIDED_MAX_L2)."""
     return GUIDED_MAX_L2.get(features, DEFAULT_GUIDED_MAX_L2)

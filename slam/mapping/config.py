@@ -11,11 +11,11 @@ from slam.params import param
 class MappingConfig:
     local_ba: bool = True  # run local bundle adjustment after each keyframe
     ba_window: int = param(6, ge=1)  # keyframes optimised (RGB-D, stereo): the new one plus its best covisible ones
-    ba_window_mono: int = param(6, ge=1)  # the same in monocular runs, where the window must also hold the scale (ORB-SLAM: every covisible keyframe). 20, with ba_iterations_mono=10, ends ORB monocular fr1_xyz's scale collapses (10 of 10 jittered runs 0.84-0.88 cm; 3 of 10 over 5 cm with 6 / 5) and narrows the default's spreads on KITTI 07, corridor and loop_short, but costs monocular throughput 0.77x (local BA 3x; 0.66x before the numpy solver was made 1.7x faster) and is worse on ORB KITTI, synthetic/fast and synthetic/loop with loop closing, so it is opt-in (docs/benchmarks.md section 14, "a larger, converged monocular local BA")
+    ba_window_mono: int = param(0, ge=0)  # the same in monocular runs, where the window must also hold the scale (ORB-SLAM: every covisible keyframe); 0 = auto (mono_local_ba: 20 for a heavy extractor on a CPU, else 6). 20, with ba_iterations_mono=10, ends ORB monocular fr1_xyz's scale collapses (10 of 10 jittered runs 0.84-0.88 cm; 3 of 10 over 5 cm with 6 / 5) and narrows the default's spreads on KITTI 07, corridor and loop_short, but costs monocular throughput 0.77x (local BA 3x; 0.66x before the numpy solver was made 1.7x faster) and is worse on ORB KITTI, synthetic/fast and synthetic/loop with loop closing, so it is not the default for the fast front-ends (docs/benchmarks.md section 14, "a larger, converged monocular local BA"); with ALIKED + LightGlue, whose extractor bounds the frame rate on a CPU, it is (fr1_xyz mono 0.89 / 0.91 cm against 1.35 / 2.01 cm, docs/benchmarks.md section 14)
     ba_max_fixed: int = param(6, ge=0)  # at most this many fixed keyframes that also observe local points
     mono_fix_all_observers: bool = False  # monocular local BA fixes every other keyframe that sees its points, not only ba_max_fixed (ORB-SLAM; the map stays consistent, but fr1_xyz/corridor ATE mixed: docs/benchmarks.md section 14)
     ba_iterations: int = param(5, ge=1)  # Levenberg iterations per local BA stage (two stages), RGB-D and stereo
-    ba_iterations_mono: int = param(5, ge=1)  # the same in monocular runs (ORB-SLAM: 5 then 10). With ba_window_mono=20 use 10: with 5, a 20-keyframe window drifts in scale on forward motion (corridor seed 2: 8.2 cm with 6 keyframes, 32.5 cm with 20 and 5 iterations, 3.1 cm with 20 and 10)
+    ba_iterations_mono: int = param(0, ge=0)  # the same in monocular runs (ORB-SLAM: 5 then 10); 0 = auto (mono_local_ba: 10 with the large window, else 5). With ba_window_mono=20 use 10: with 5, a 20-keyframe window drifts in scale on forward motion (corridor seed 2: 8.2 cm with 6 keyframes, 32.5 cm with 20 and 5 iterations, 3.1 cm with 20 and 10)
     ba_solver: str = param("auto", choices=("auto", "schur", "g2o"))  # local BA: schur = numpy Levenberg on the Schur complement (slam.optim.ba_schur; g2o's model, damping and optimum, without g2opy's per-edge Python graph building) | g2o | auto = schur in depth modes (rgbd, stereo), and in mono for problems with at least two fixed keyframes (gauge fixed: the solvers agree to 1e-12 on most problems, a few end mm apart at an outlier flip), g2o for the others, whose scale is a null direction where the two solvers' rounding differs and monocular runs hinge on it (docs/benchmarks.md section 13); a window too large for schur goes to g2o
     global_ba_iterations: int = param(15, ge=1)
     n_triangulation_neighbours: int = param(6, ge=1)  # monocular: covisible keyframes used to triangulate new points
@@ -34,3 +34,19 @@ class MappingConfig:
     redundant_ratio: float = param(0.9, ge=0.0, le=1.0)  # cull a keyframe when this share of its points is seen by 3+ others
     max_desc_dist_binary: float = param(50.0, ge=0.0)
     max_desc_dist_float: Optional[float] = param(None, ge=0.0)  # L2 of unit float descriptors; None = the extractor's own (slam.features.config.GUIDED_MAX_L2)
+
+
+#: (window, Levenberg iterations per stage) of the monocular local BA, when left to auto (0).
+MONO_BA_LIGHT = (6, 5)  # fast extractors (XFeat, ORB): the mapping thread bounds the frame rate
+MONO_BA_LARGE = (20, 10)  # heavy extractors on a CPU: they bound it, so the BA may converge a large window
+
+
+def mono_local_ba(cfg: MappingConfig, large: bool = False) -> tuple[int, int]:
+    """(window, iterations) of the monocular local BA: ``mapping.ba_window_mono`` and
+    ``ba_iterations_mono`` where set (> 0), else MONO_BA_LARGE if ``large`` (slam.system.resolve_config:
+    a heavy extractor, slam.features.config.HEAVY_CPU_EXTRACTORS, on a CPU), else MONO_BA_LIGHT.
+    The large window ends ORB's monocular scale collapses on fr1_xyz and takes ALIKED's monocular
+    fr1_xyz from 1.35 / 2.01 to 0.89 / 0.91 cm, but costs XFeat's monocular frame rate 0.77x
+    (docs/benchmarks.md section 14)."""
+    window, iterations = MONO_BA_LARGE if large else MONO_BA_LIGHT
+    return (cfg.ba_window_mono or window, cfg.ba_iterations_mono or iterations)

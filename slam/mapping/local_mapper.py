@@ -27,7 +27,7 @@ import numpy as np
 from slam.geometry.camera import PinholeCamera
 from slam.geometry.epipolar import fundamental_from_poses, triangulate
 from slam.geometry.se3 import se3_inverse, transform_points
-from slam.mapping.config import MappingConfig
+from slam.mapping.config import MappingConfig, mono_local_ba
 from slam.mapping.depth_weight import DepthWeight
 from slam.mapping.map import Map
 from slam.matching.guided import float_threshold, search_by_projection, search_epipolar
@@ -152,7 +152,7 @@ class LocalMapper:
             if self.schedule.backlog():  # a job arrived after prepare(), before the stop was armed
                 self.n_ba_aborted += 1
                 return
-        iterations = self.cfg.ba_iterations_mono if self.mode == "mono" else self.cfg.ba_iterations
+        iterations = mono_local_ba(self.cfg)[1] if self.mode == "mono" else self.cfg.ba_iterations
         if self.uses_schur(task.problem) and dense_size(task.problem) <= MAX_DENSE:
             res = bundle_adjust_schur(task.problem, iterations=iterations, pause=self.schedule.yield_point, stop=stop)
         else:
@@ -529,7 +529,7 @@ class LocalMapper:
         c = self.cfg
         if kf_id not in self.map.keyframes:
             return None
-        size = c.ba_window_mono if self.mode == "mono" else c.ba_window
+        size = mono_local_ba(c)[0] if self.mode == "mono" else c.ba_window
         window = [kf_id] + [k for k, _ in self.map.keyframe_covisibility(kf_id, min_shared=15)[: size - 1]]
         # mapping.mono_fix_all_observers: every other observer of the local points is fixed
         # (ORB-SLAM): in mono nothing but them anchors the window's scale (7-DoF gauge)

@@ -48,6 +48,7 @@ import time
 import traceback
 from typing import Any, Callable, Iterator, Optional
 
+from slam.features.config import HEAVY_CPU_EXTRACTORS
 from slam.runtime.runner import READER, Item, StageError
 
 LOG = logging.getLogger("slam.runtime")
@@ -69,10 +70,6 @@ def use_process_frontend(setting: str, threaded: bool, device_type: str) -> bool
         return True
     return device_type == "cpu" and (os.cpu_count() or 1) > 1
 
-
-#: Extractors whose CPU cost per frame is several times that of tracking (ALIKED about 230 ms
-#: on one core of this project's CPU, DISK and SuperPoint more; XFeat 40-55 ms, ORB 12 ms).
-HEAVY_CPU_EXTRACTORS = ("aliked", "disk", "superpoint")
 
 
 def resolve_feature_threads(setting: int, features: str, cpu_count: Optional[int] = None) -> int:
