@@ -153,11 +153,11 @@ class LocalMapper:
                 self.n_ba_aborted += 1
                 return
         iterations = mono_local_ba(self.cfg)[1] if self.mode == "mono" else self.cfg.ba_iterations
-        if self.uses_schur(task.problem) and dense_size(task.problem) <= MAX_DENSE:
-            res = bundle_adjust_schur(task.problem, iterations=iterations, pause=self.schedule.yield_point, stop=stop)
-        else:
+        solve = bundle_adjust_schur
+        if not (self.uses_schur(task.problem) and dense_size(task.problem) <= MAX_DENSE):
+            solve = bundle_adjust
             self.n_ba_g2o += 1
-            res = bundle_adjust(task.problem, iterations=iterations, pause=self.schedule.yield_point, stop=stop)
+        res = solve(task.problem, iterations=iterations, pause=self.schedule.yield_point, stop=stop)
         if res.aborted:
             self.n_ba_aborted += 1
         # a BA stopped before g2o ran changed nothing: nothing to write back

@@ -71,7 +71,6 @@ def use_process_frontend(setting: str, threaded: bool, device_type: str) -> bool
     return device_type == "cpu" and (os.cpu_count() or 1) > 1
 
 
-
 def resolve_feature_threads(setting: int, features: str, cpu_count: Optional[int] = None) -> int:
     """Threads of the feature process (``runtime.feature_threads``): ``setting`` when > 0; auto
     (0): every core for a heavy extractor, whose frames leave the tracking core idle most of
