@@ -2,7 +2,7 @@
 import numpy as np
 import pytest
 
-from slam.geometry.epipolar import (TwoViewResult, estimate_essential, initialize_two_view, parallax_deg,
+from slam.geometry.epipolar import (TwoViewResult, epipolar_segment_mask, estimate_essential, initialize_two_view, parallax_deg,
                                     recover_pose, rotation_two_view, triangulate, triangulation_mask)
 from slam.geometry.se3 import camera_center, make_se3, rotation_angle_deg, se3_inverse, so3_exp, transform_points
 
@@ -256,3 +256,68 @@ def test_refine_two_view_bundle_adjusts_and_renormalises():
 
     assert structure_err(ref) < min(0.1, 1.05 * structure_err(res))  # 1 px noise, 1.5 deg parallax
     assert rotation_angle_deg(ref.cam1_from_cam0[:3, :3] @ gt[:3, :3].T) < 0.5
+
+
+def _segment_distance_by_sampling(x0, x1, T, lo, hi, n=4000):
+    """(N, M) distance of each x1 to the sampled image of each x0's ray at depths lo..hi that
+    lie in front of camera 1 (inf where none does): the reference for epipolar_segment_mask."""
+    out = np.full((len(x0), len(x1)), np.inf)
+    depths = np.geomspace(lo, hi, n)
+    for i, uv in enumerate(x0):
+        ray = np.r_[(uv - K[:2, 2]) / [K[0, 0], K[1, 1]], 1.0]
+        pc = (np.outer(depths, ray)) @ T[:3, :3].T + T[:3, 3]
+        front = pc[:, 2] > 1e-3 * lo
+        if not front.any():
+            continue
+        q = pc[front, :2] / pc[front, 2:3] * [K[0, 0], K[1, 1]] + K[:2, 2]
+        out[i] = np.sqrt(((x1[:, None, :] - q[None]) ** 2).sum(2)).min(1)
+    return out
+
+
+@pytest.mark.parametrize("t", [(0.3, 0.05, 0.1), (0.02, 0.0, 0.6), (0.0, 0.0, -0.5)])
+def test_epipolar_segment_mask_equals_the_sampled_segment(t):
+    """A pair is kept exactly when x1 lies within r0 + r1 px of the image of x0's ray between the
+    two depths, cut to what is in front of camera 1: sideways, forward and backward motion
+    (where part of each ray lies behind camera 1), against dense sampling of the rays."""
+    rng = np.random.default_rng(1)
+    T = relative_pose(t=t)
+    x0 = rng.uniform([0, 0], [640, 480], (60, 2))
+    x1 = rng.uniform([-100, -100], [740, 580], (400, 2))
+    lo, hi = 0.2, 5.0
+    r0 = rng.uniform(2.0, 4.0, 60)
+    r1 = rng.uniform(2.0, 4.0, 400)
+    got = epipolar_segment_mask(x0, x1, K, T, (lo, hi), r0, r1)
+    d = _segment_distance_by_sampling(x0, x1, T, lo, hi)
+    r = r0[:, None] + r1[None, :]
+    clear = np.abs(d - r) > 0.5  # the samples lie well under a pixel apart
+    assert got.shape == (60, 400) and clear.mean() > 0.97
+    np.testing.assert_array_equal(got[clear], (d <= r)[clear])
+    assert 0 < got.sum() < got.size
+
+
+def test_epipolar_segment_mask_keeps_true_partners_and_drops_points_out_of_view_or_depth():
+    """Points of a scene at 2-6 m seen from two cameras: every true pair is kept; the same pairs
+    with the partner moved 10 px across its epipolar line are not; a depth range that stops short
+    of the points drops them; a pure rotation (a segment shrunk to a point) still keeps the pair."""
+    rng = np.random.default_rng(2)
+    pts = scene(rng, n=200)
+    T = relative_pose()
+    x0, _ = project(np.eye(4), pts)
+    x1, _ = project(T, pts)
+    keep = epipolar_segment_mask(x0, x1, K, T, (0.5, 24.0), 1.0, 1.0)
+    assert keep[np.arange(200), np.arange(200)].all()
+    # across the epipolar line: the line's normal in image 1 at the partner
+    F = np.linalg.inv(K).T @ np.array([[0, -T[2, 3], T[1, 3]], [T[2, 3], 0, -T[0, 3]], [-T[1, 3], T[0, 3], 0]]) @ T[:3, :3] @ np.linalg.inv(K)
+    lines = np.c_[x0, np.ones(200)] @ F.T
+    normal = lines[:, :2] / np.linalg.norm(lines[:, :2], axis=1, keepdims=True)
+    moved = epipolar_segment_mask(x0, x1 + 10.0 * normal, K, T, (0.5, 24.0), 1.0, 1.0)
+    assert not moved[np.arange(200), np.arange(200)].any()
+    z = pts[:, 2]
+    short = epipolar_segment_mask(x0, x1, K, T, (0.5, 1.5), 1.0, 1.0)
+    assert not short[np.arange(200), np.arange(200)][z > 2.0].any()
+    R = relative_pose(t=(0.0, 0.0, 0.0))
+    xr, _ = project(R, pts)
+    rot = epipolar_segment_mask(x0, xr, K, R, (0.5, 24.0), 1.0, 1.0)
+    assert rot[np.arange(200), np.arange(200)].all() and rot.sum() < 0.05 * rot.size
+    with pytest.raises(ValueError):
+        epipolar_segment_mask(x0, x1, K, T, (2.0, 1.0), 1.0, 1.0)

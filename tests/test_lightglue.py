@@ -234,16 +234,42 @@ def test_filter_matches_mutual_and_threshold():
 
 @pytest.mark.parametrize("flash", [True, False])
 def test_full_model_equals_dense_reference(flash):
-    net = _random_net(3, depth_confidence=-1, width_confidence=-1, flash=flash)
+    # threshold 0: a random network's match probabilities are all below the default 0.1
+    net = _random_net(3, depth_confidence=-1, width_confidence=-1, flash=flash, filter_threshold=0.0)
     k0, k1, d0, d1, _ = _easy_pair(90, 70, 50)
     size = torch.tensor([[W, H]], dtype=torch.float32)
     with torch.no_grad():
         out = net(k0[None], k1[None], d0[None], d1[None], size, size)
-        ref_m, ref_s = _reference_match(net.state_dict(), k0, k1, d0, d1, (W, H))
+        ref_m, ref_s = _reference_match(net.state_dict(), k0, k1, d0, d1, (W, H), threshold=0.0)
+    assert (ref_m >= 0).sum() > 10
     assert out["stop"].item() == 9
     assert (out["prune0"] == 9).all()
     np.testing.assert_array_equal(out["matches0"][0].numpy(), ref_m)
     np.testing.assert_allclose(out["matching_scores0"][0].numpy(), ref_s, atol=1e-4)
+
+
+def test_folded_output_projection_follows_changed_weights_and_equals_the_unfolded_path():
+    """Without gradients each block folds its output projection into the MLP's first layer
+    (_message_update). The folded weights are rebuilt when the weights change in place (the
+    result equals the dense reference of the new weights), and the folded result equals the
+    unfolded one that runs with gradients."""
+    net = _random_net(5, depth_confidence=-1, width_confidence=-1, filter_threshold=0.0)  # a random net's scores are small
+    k0, k1, d0, d1, _ = _easy_pair(80, 60, 40)
+    size = torch.tensor([[W, H]], dtype=torch.float32)
+    with torch.no_grad():
+        net(k0[None], k1[None], d0[None], d1[None], size, size)  # builds the folded weights
+        for layer in net.transformers:
+            layer.self_attn.out_proj.weight.mul_(-0.7)
+            layer.cross_attn.to_out.bias.add_(0.3)
+        out = net(k0[None], k1[None], d0[None], d1[None], size, size)
+        ref_m, ref_s = _reference_match(net.state_dict(), k0, k1, d0, d1, (W, H), threshold=0.0)
+    assert (ref_m >= 0).sum() > 10
+    np.testing.assert_array_equal(out["matches0"][0].numpy(), ref_m)
+    np.testing.assert_allclose(out["matching_scores0"][0].numpy(), ref_s, atol=1e-4)
+    with torch.enable_grad():
+        grad = net(k0[None], k1[None], d0[None].requires_grad_(), d1[None], size, size)
+    np.testing.assert_array_equal(grad["matches0"][0].numpy(), out["matches0"][0].numpy())
+    np.testing.assert_allclose(grad["matching_scores0"][0].detach().numpy(), out["matching_scores0"][0].numpy(), atol=1e-5)
 
 
 def test_released_weights_equal_dense_reference_and_find_true_matches():

@@ -772,6 +772,49 @@ def test_triangulation_learned_neighbours_moves_the_farther_pairs_to_the_epipola
     assert max(ate6, ate1, ate0) < 0.02, out  # the hybrid test's monocular bar
 
 
+class TokenCountingOracle(OracleLearnedMatcher):
+    def __init__(self) -> None:
+        super().__init__()
+        self.tokens = 0
+
+    def match(self, f0: Features, f1: Features) -> Matches:
+        self.calls += 1
+        self.tokens += len(f0.keypoints) + len(f1.keypoints)
+        return super().match(f0, f1)
+
+
+def test_triangulation_gate_leaves_out_keypoints_that_cannot_make_a_point():
+    """mapping.triangulation_gate: the learned matcher gets fewer keypoints in monocular
+    triangulation, and since every true pair lies on its epipolar segment within the scene's
+    depths, the map it makes is the same: the same points at the same places, the same track."""
+    from slam.mapping.config import MappingConfig
+    from slam.mapping.local_mapper import LocalMapper
+
+    out = {}
+    for gate in (True, False):
+        scene = FloatScene(16)
+        m = Map(64, binary=False, capacity=8192)
+        tracker = Tracker(TrackingConfig(learned_matching="keyframes", max_desc_dist_float=0.7), CAM, m,
+                          OracleLearnedMatcher(), mode="mono")
+        matcher = TokenCountingOracle()
+        mapper = LocalMapper(MappingConfig(max_desc_dist_float=0.7, triangulation_gate=gate, local_ba=False),
+                             CAM, m, matcher, mode="mono")
+        for i in range(60):
+            _, job = tracker.process(scene.frame(i, Scene.cam_from_world(i), depth=False))
+            if job is not None:
+                mapper.process(job)
+        alive = np.flatnonzero(m.pts_alive[: m.n_points])
+        out[gate] = (matcher.tokens, matcher.calls, m.pts_xyz[alive].copy(), _ate(tracker, "mono")[0],
+                     mapper.stats()["triangulation_gated_keypoints"])
+    (tok_on, calls_on, pts_on, ate_on, gated_on), (tok_off, calls_off, pts_off, ate_off, gated_off) = out[True], out[False]
+    assert calls_on == calls_off > 3
+    assert gated_off == 0 and gated_on > 0 and tok_on + gated_on == tok_off
+    assert tok_on < 0.9 * tok_off, (tok_on, tok_off)
+    assert len(pts_on) == len(pts_off) > 100
+    np.testing.assert_allclose(pts_on, pts_off, atol=1e-9)
+    assert ate_on == pytest.approx(ate_off, abs=1e-9)
+
+
 @pytest.mark.parametrize("enabled", [True, False])
 def test_distinctive_descriptors_option_updates_the_new_keyframes_points(enabled, monkeypatch):
     """mapping.distinctive_descriptors: after fusion the mapper hands the new keyframe's points

@@ -152,6 +152,71 @@ def triangulate(cam0_from_world: np.ndarray, cam1_from_world: np.ndarray, x0: np
     return out
 
 
+def epipolar_segment_mask(x0: np.ndarray, x1: np.ndarray, K: np.ndarray, cam1_from_cam0: np.ndarray,
+                          depth_range: tuple[float, float], radius0: np.ndarray | float,
+                          radius1: np.ndarray | float) -> np.ndarray:
+    """Which keypoint pairs a point at a plausible depth could explain (poses known).
+
+    x0 (N,2), x1 (M,2): undistorted pixels of cameras 0 and 1 (intrinsics K (3,3), both).
+    cam1_from_cam0 (4,4): relative pose. depth_range (lo, hi): depths along camera 0's rays, in
+    the poses' unit (lo > 0). radius0 (N,) / radius1 (M,) or scalars: pixel tolerances; a pair
+    (i, j) is kept when x1_j lies within radius0_i + radius1_j of the image-1 projection of the
+    segment of x0_i's ray between the two depths, cut to the part in front of camera 1 (the
+    projection of a 3D segment is a segment). Returns (N, M) bool. Rays with no part of the
+    segment in front of camera 1 keep nothing.
+
+    Unlike the epipolar line (:func:`fundamental_from_poses`), the segment ends where the depth
+    range ends, so a keypoint whose partner would lie outside the scene's depths, or outside the
+    other image, is not a candidate."""
+    x0 = np.asarray(x0, dtype=np.float64).reshape(-1, 2)
+    x1 = np.asarray(x1, dtype=np.float64).reshape(-1, 2)
+    n, m = len(x0), len(x1)
+    if n == 0 or m == 0:
+        return np.zeros((n, m), dtype=bool)
+    lo, hi = float(depth_range[0]), float(depth_range[1])
+    if not 0.0 < lo < hi:
+        raise ValueError(f"depth_range must satisfy 0 < lo < hi, got {depth_range}")
+    T = np.asarray(cam1_from_cam0, dtype=np.float64)
+    K = np.asarray(K, dtype=np.float64)
+    ray = np.c_[_normalize(x0, K), np.ones(n)]  # (N, 3) camera-0 rays at depth 1
+    # depth in camera 1 of the ray's point at depth d: z1(d) = c + d * slope; keep z1 >= eps
+    c = T[2, 3]
+    slope = ray @ T[2, :3]
+    eps = 1e-3 * lo
+    d_lo = np.full(n, lo)
+    d_hi = np.full(n, hi)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        cross = (eps - c) / slope
+    d_lo = np.where(slope > 0, np.maximum(d_lo, cross), d_lo)
+    d_hi = np.where(slope < 0, np.minimum(d_hi, cross), d_hi)
+    empty = (d_hi <= d_lo) | ((slope == 0) & (c < eps))
+    d_hi = np.where(empty, d_lo, d_hi)
+    ends = []
+    for d in (d_lo, d_hi):
+        p = (ray * d[:, None]) @ T[:3, :3].T + T[:3, 3]
+        ends.append(_project(K, np.where(empty[:, None], np.array([0.0, 0.0, 1.0]), p)))
+    a, b = ends
+    ab = b - a
+    length = np.hypot(ab[:, 0], ab[:, 1])
+    r0 = np.broadcast_to(np.asarray(radius0, dtype=np.float64), (n,))
+    r1 = np.broadcast_to(np.asarray(radius1, dtype=np.float64), (m,))
+    # candidates: within reach of the segment's line (one product), then the exact segment test
+    normal = np.c_[-ab[:, 1], ab[:, 0]] / np.maximum(length, 1e-12)[:, None]
+    offset = -(normal * a).sum(1)
+    line = np.abs((normal.astype(np.float32) @ x1.T.astype(np.float32)) + offset.astype(np.float32)[:, None])
+    near = line <= (r0 + r1.max()).astype(np.float32)[:, None]
+    near[length < 1e-6] = True  # a segment shrunk to a point (no baseline): no line to test
+    near[empty] = False
+    i, j = np.nonzero(near)
+    d = x1[j] - a[i]
+    t = np.clip((d * ab[i]).sum(1) / np.maximum(length[i] ** 2, 1e-12), 0.0, 1.0)
+    e = d - t[:, None] * ab[i]
+    ok = (e * e).sum(1) <= (r0[i] + r1[j]) ** 2
+    keep = np.zeros((n, m), dtype=bool)
+    keep[i[ok], j[ok]] = True
+    return keep
+
+
 def parallax_deg(pts_world: np.ndarray, center0: np.ndarray, center1: np.ndarray) -> np.ndarray:
     """(N,) angle in degrees between the rays from the two camera centres (3,) to each point."""
     pts = np.asarray(pts_world, dtype=np.float64)

@@ -25,7 +25,7 @@ from typing import Any, Optional
 import numpy as np
 
 from slam.geometry.camera import PinholeCamera
-from slam.geometry.epipolar import fundamental_from_poses, triangulate
+from slam.geometry.epipolar import epipolar_segment_mask, fundamental_from_poses, triangulate
 from slam.geometry.se3 import se3_inverse, transform_points
 from slam.mapping.config import MappingConfig, mono_local_ba
 from slam.mapping.depth_weight import DepthWeight
@@ -76,6 +76,7 @@ class LocalMapper:
         self.n_culled_kfs = 0
         self.n_culled_points = 0
         self.n_rotation_points = 0  # points made by _rotation_points (monocular turns)
+        self.n_gated_out = 0  # free keypoints the triangulation gate kept from the learned matcher (_gate)
         self.timings: dict[str, list[float]] = {"local_ba": [], "triangulate": [], "fuse": [], "cull": []}
         self.schedule = schedule if schedule is not None else MappingSchedule()
         self.n_skipped = 0  # jobs whose fusion and BA were skipped (backlog)
@@ -229,6 +230,8 @@ class LocalMapper:
             neigh = [self.map.keyframes[k] for k, _ in self.map.keyframe_covisibility(kf_id, min_shared=10)[: c.n_triangulation_neighbours]]
             kf_pose = kf.cam_from_world.copy()
             kf_free = kf.point_ids < 0
+            own = kf.point_ids[kf.point_ids >= 0]
+            kf_depths = transform_points(kf_pose, self.map.pts_xyz[own[self.map.pts_alive[own]]])[:, 2]
         if not neigh:
             return np.zeros(0, dtype=np.int64)
         new_ids = []
@@ -268,6 +271,10 @@ class LocalMapper:
                 pr = self.matcher.match_descriptors(kf.desc[i_kf], nb.desc[i_nb]).pairs()
             else:
                 n_learned += 1
+                if c.triangulation_gate:
+                    i_kf, i_nb = self._gate(kf, nb, i_kf, i_nb, kf_pose, nb_pose, kf_depths, depths)
+                    if len(i_kf) < 10 or len(i_nb) < 10:
+                        continue
                 pr = self.matcher.match(kf.features.subset(i_kf), nb.features.subset(i_nb)).pairs()
             if len(pr) == 0:
                 continue
@@ -303,6 +310,32 @@ class LocalMapper:
                 if len(ids):
                     new_ids.append(ids)
         return np.concatenate(new_ids) if new_ids else np.zeros(0, dtype=np.int64)
+
+    def _gate(self, kf, nb, i_kf, i_nb, kf_pose, nb_pose, kf_depths, nb_depths) -> tuple[np.ndarray, np.ndarray]:
+        """The free keypoints of a keyframe and a neighbour that could make a point, before the
+        learned matcher sees them (``mapping.triangulation_gate``).
+
+        A pair can only pass the triangulation check (:meth:`_check_points`) when the neighbour's
+        keypoint lies near the epipolar segment of the keyframe's: the image in the neighbour of
+        the keyframe's ray between the depths the two keyframes' tracked points span (their 2nd
+        to 98th percentiles, widened ``triangulation_gate_depth`` times each way). The tolerance
+        is 1.25 sqrt(max_reproj_chi2 sigma^2) per keypoint, added for the pair. Keypoints with no
+        such partner (outside the shared view, or off every partner's segment) are left out.
+        (The same test the other way round leaves out 1.5 % more tokens; not worth its time.)
+        Returns the kept (i_kf, i_nb); both unchanged where the depths are unknown."""
+        zk, zn = kf_depths[kf_depths > 0], nb_depths[nb_depths > 0]
+        if len(zk) < 5 or len(zn) < 5:
+            return i_kf, i_nb
+        f = self.cfg.triangulation_gate_depth
+        lo = min(np.percentile(zk, 2), np.percentile(zn, 2)) / f
+        hi = max(np.percentile(zk, 98), np.percentile(zn, 98)) * f
+        tol = 1.25 * np.sqrt(self.cfg.max_reproj_chi2)
+        r_kf = tol * np.sqrt(kf.kp_sigma2[i_kf])
+        r_nb = tol * np.sqrt(nb.kp_sigma2[i_nb])
+        nb_from_kf = nb_pose @ se3_inverse(kf_pose)
+        keep = epipolar_segment_mask(kf.kp_uv[i_kf], nb.kp_uv[i_nb], self.K, nb_from_kf, (lo, hi), r_kf, r_nb)
+        self.n_gated_out += int((~keep.any(1)).sum() + (~keep.any(0)).sum())
+        return i_kf[keep.any(1)], i_nb[keep.any(0)]
 
     def _rotation_points(self, kf_id: int, nb) -> np.ndarray:
         """Points for a keyframe that a turn on the spot has starved (monocular).
@@ -565,4 +598,5 @@ class LocalMapper:
             "culled_points": self.n_culled_points,
             "mapping_jobs_skipped": self.n_skipped,
             "local_ba_aborted": self.n_ba_aborted,
+            "triangulation_gated_keypoints": self.n_gated_out,
         }
