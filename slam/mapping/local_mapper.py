@@ -315,8 +315,10 @@ class LocalMapper:
         """The free keypoints of a keyframe and a neighbour that could make a point, before the
         learned matcher sees them (``mapping.triangulation_gate``).
 
-        A pair can only pass the triangulation check (:meth:`_check_points`) when the neighbour's
-        keypoint lies near the epipolar segment of the keyframe's: the image in the neighbour of
+        A pair passes the triangulation check (:meth:`_check_points`) only when the neighbour's
+        keypoint lies near the epipolar segment of the keyframe's (within both keypoints' check
+        tolerances, give or take how the geometry carries the keyframe keypoint's error into the
+        neighbour): the image in the neighbour of
         the keyframe's ray between the depths the two keyframes' tracked points span (their 2nd
         to 98th percentiles, widened ``triangulation_gate_depth`` times each way). The tolerance
         is 1.25 sqrt(max_reproj_chi2 sigma^2) per keypoint, added for the pair. Keypoints with no
