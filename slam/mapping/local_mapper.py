@@ -230,8 +230,10 @@ class LocalMapper:
             neigh = [self.map.keyframes[k] for k, _ in self.map.keyframe_covisibility(kf_id, min_shared=10)[: c.n_triangulation_neighbours]]
             kf_pose = kf.cam_from_world.copy()
             kf_free = kf.point_ids < 0
-            own = kf.point_ids[kf.point_ids >= 0]
-            kf_depths = transform_points(kf_pose, self.map.pts_xyz[own[self.map.pts_alive[own]]])[:, 2]
+            kf_depths = None  # depths of the keyframe's points, for the gate only
+            if c.triangulation_gate:
+                own = kf.point_ids[kf.point_ids >= 0]
+                kf_depths = transform_points(kf_pose, self.map.pts_xyz[own[self.map.pts_alive[own]]])[:, 2]
         if not neigh:
             return np.zeros(0, dtype=np.int64)
         new_ids = []
@@ -318,9 +320,9 @@ class LocalMapper:
         A pair passes the triangulation check (:meth:`_check_points`) only when the neighbour's
         keypoint lies near the epipolar segment of the keyframe's (within both keypoints' check
         tolerances, give or take how the geometry carries the keyframe keypoint's error into the
-        neighbour): the image in the neighbour of
-        the keyframe's ray between the depths the two keyframes' tracked points span (their 2nd
-        to 98th percentiles, widened ``triangulation_gate_depth`` times each way). The tolerance
+        neighbour): the image in the neighbour of the keyframe's ray between the depths the two
+        keyframes' tracked points span (their 2nd to 98th percentiles, widened
+        ``triangulation_gate_depth`` times each way). The tolerance
         is 1.25 sqrt(max_reproj_chi2 sigma^2) per keypoint, added for the pair. Keypoints with no
         such partner (outside the shared view, or off every partner's segment) are left out.
         (The same test the other way round leaves out 1.5 % more tokens; not worth its time.)
