@@ -7,17 +7,21 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import cv2
 import numpy as np
 import pytest
 
-from slam.geometry.se3 import make_se3, so3_exp
-from slam.geometry.sim3 import make_sim3, se3_from_sim3, sim3_inverse
+from slam.geometry.se3 import make_se3, rotation_angle_deg, se3_inverse, so3_exp
+from slam.geometry.sim3 import make_sim3, se3_from_sim3, sim3_decompose, sim3_inverse
 from slam.loop.config import LoopClosingConfig, PlaceRecognitionConfig
 from slam.loop.correction import spanning_parents
 from slam.loop.database import KeyframeDatabase
 from slam.loop.detection import LoopDetector, covisibility
+from slam.loop.verification import LoopVerifier
 from slam.loop.vocabulary import BowVector
 from slam.mapping.map import Keyframe, Map
+from slam.optim.ba import BAProblem
+from slam.optim.ba_schur import bundle_adjust_schur
 
 
 def _kf(m: Map, n_kp: int = 50) -> Keyframe:
@@ -201,6 +205,8 @@ def test_short_synthetic_loop_is_closed_with_the_true_relative_pose(loop_short_r
     assert lc["accepted"] >= 1, json.dumps({k: v for k, v in lc.items() if k != "loops"})
     errs = loop_errors(Path(on["run_dir"]), seq / "groundtruth.txt", _gt_timestamps(seq))
     assert errs and all(e["rot_err_deg"] <= 2.0 and e["trans_err_m"] <= 0.05 for e in errs), errs
+    # and the same two frames after the correction and the global BA, in the final trajectory
+    assert all(e["final_rot_err_deg"] <= 2.0 and e["final_trans_err_m"] <= 0.05 for e in errs), errs
     if mode == "mono":  # the map's scale where and when the loop was accepted is recorded too
         assert all(e["trans_err_local_m"] <= 0.05 for e in errs), errs
 
@@ -345,3 +351,122 @@ def test_loop_correction_optimises_a_copy_and_late_keyframes_take_their_parents_
     gap = lambda c: np.linalg.norm(sim3_inverse(c)[:3, 3] - sim3_inverse(se3_from_sim3(cur_from_loop @ k0))[:3, 3])  # noqa: E731
     assert gap(make_se3(np.eye(3), np.array([-3.5, 0, 0]))) > 3.0 and gap(m.keyframes[7].cam_from_world) < 0.6
     assert task.info.n_late_keyframes == 1 and task.info.iterations >= 1
+
+
+def _weld_scene(n_cur_side: int, seed: int = 5):
+    """A loop between an old monocular map (3 keyframes 7 cm apart, its points triangulated over
+    those baselines alone) and the current map (the current keyframe 1 m away, turned 20 deg,
+    and n_cur_side more keyframes 10 cm apart beside it; its own points, its own frame and
+    scale 1.7). Returns (map, current keyframe, candidate, loop point ids, truth cur_from_cand
+    in metres, S0: the Sim(3) that fits the old map's points held fixed, as steps 3-5 leave it)."""
+    rng = np.random.default_rng(seed)
+    K = np.array([[520.0, 0.0, 320.0], [0.0, 520.0, 240.0], [0.0, 0.0, 1.0]])
+    n = 160
+    X = np.column_stack([rng.uniform(-1.6, 1.6, n), rng.uniform(-1.1, 1.1, n), rng.uniform(2.5, 3.6, n)])
+
+    def project(cfw, P):
+        q = P @ cfw[:3, :3].T + cfw[:3, 3]
+        return q[:, :2] / q[:, 2:] * 520.0 + [320.0, 240.0]
+
+    def triangulate(poses, obs, init):
+        k = len(poses)
+        return bundle_adjust_schur(BAProblem(
+            kf_ids=np.arange(k), cam_from_world=np.stack(poses), fixed=np.ones(k, bool), point_ids=np.arange(n),
+            points_world=init, obs_kf=np.repeat(np.arange(k), n), obs_pt=np.tile(np.arange(n), k),
+            obs_uv=np.concatenate(obs), obs_inv_sigma2=np.ones(k * n), obs_ur=np.full(k * n, np.nan), bf=0.0, K=K),
+            iterations=20).points_world
+
+    def add_kf(m, T, uv, pids, frame):
+        kid = m.new_keyframe_id()
+        kf = Keyframe(kid, frame, float(frame), T.copy(), None, uv, np.zeros(n), np.ones(n), np.zeros((n, 3), np.uint8),
+                      np.zeros((n, 32), np.uint8), pids.copy())
+        m.add_keyframe(kf)
+        return kf
+
+    m = Map(32, True)
+    side = [se3_inverse(make_se3(np.eye(3), np.array([x, 0.0, 0.0]))) for x in (0.0, 0.07, 0.14)]
+    obs = [project(T, X) + rng.normal(0.0, 0.5, (n, 2)) for T in side]
+    loop_ids = m.add_points(triangulate(side, obs, X * rng.uniform(0.9, 1.1, (n, 1))), np.zeros((n, 32), np.uint8),
+                            np.zeros((n, 3), np.uint8), 0)
+    for i, (T, uv) in enumerate(zip(side, obs)):
+        add_kf(m, T, uv, loop_ids, i)
+    cand = m.keyframes[1]
+    R_cur = so3_exp(np.array([0.0, np.radians(-20.0), 0.0]))
+    cur_true = [se3_inverse(make_se3(R_cur, np.array([1.0 - 0.1 * i, 0.05 + 0.03 * i, 0.3]))) for i in range(1 + n_cur_side)]
+    cur_obs = [project(T, X) + rng.normal(0.0, 0.5, (n, 2)) for T in cur_true]
+    # the current map: the world drifted by 1 deg and scaled 1.7 (G: current map <- world)
+    G = make_sim3(1.7, so3_exp(np.array([0.0, 0.0, np.radians(1.0)])), np.array([0.2, 0.0, 0.0]))
+    G_inv = sim3_inverse(G)
+    in_map = [se3_from_sim3(T @ G_inv) for T in cur_true]  # rigid poses in the current map
+    if n_cur_side:
+        Xc = triangulate(cur_true, cur_obs, X * rng.uniform(0.9, 1.1, (n, 1))) @ G[:3, :3].T + G[:3, 3]
+        cur_ids = m.add_points(Xc, np.zeros((n, 32), np.uint8), np.zeros((n, 3), np.uint8), 3)
+    else:
+        cur_ids = np.full(n, -1, dtype=np.int64)
+    cur = add_kf(m, in_map[0], cur_obs[0], cur_ids, 500)
+    for i in range(1, 1 + n_cur_side):
+        add_kf(m, in_map[i], cur_obs[i], cur_ids, 500 + 3 * i)
+    truth = cur_true[0] @ se3_inverse(cand.cam_from_world)  # cur_from_cand, metres
+    ok, rv, tv = cv2.solvePnP(m.pts_xyz[loop_ids], cur_obs[0], K, None, flags=cv2.SOLVEPNP_ITERATIVE)
+    fixed_pose = make_se3(cv2.Rodrigues(rv)[0], tv.ravel()) @ se3_inverse(cand.cam_from_world)
+    S0 = make_sim3(1.7, fixed_pose[:3, :3], 1.7 * fixed_pose[:3, 3])
+    return m, cur, cand, loop_ids, truth, S0, K
+
+
+def _sim3_errors(S, truth):
+    sc, R, t = sim3_decompose(S)
+    return rotation_angle_deg(R @ truth[:3, :3].T), float(np.linalg.norm(t / sc - truth[:3, 3])), sc
+
+
+def test_loop_pose_refinement_re_triangulates_the_old_maps_points():
+    """Step 6 of verification, the current keyframe alone: an old monocular map's points,
+    triangulated over 7 and 14 cm baselines, carry depth errors; seen again from 1 m away they put
+    the loop's pose centimetres off when they are held fixed (as steps 3-5 hold them). With them
+    free and the loop side's keyframes fixed, the loop's baseline triangulates them again: the
+    error falls several-fold, and the Sim(3)'s scale is kept."""
+    m, cur, cand, ids, truth, S0, K = _weld_scene(0)
+    n = len(ids)
+    v = LoopVerifier(LoopClosingConfig(refine_keyframes=0), K, None, None, "mono", 100.0)
+    S1, n_in = v._refine_with_structure(m, cur, cand, S0, np.arange(n), ids, [1, 0, 2])
+    assert S1 is not None and n_in >= 0.9 * n
+    rot0, tr0, _ = _sim3_errors(S0, truth)
+    rot1, tr1, sc1 = _sim3_errors(S1, truth)
+    assert tr0 > 0.01  # the fixed points put the loop's pose more than 1 cm off
+    assert tr1 < tr0 / 3 and rot1 < rot0
+    assert sc1 == pytest.approx(1.7, rel=1e-12)
+    # one fixed loop-side view (or none) leaves the monocular points' scale free: the estimate is left alone
+    for loop_kfs in ([1], []):
+        assert v._refine_with_structure(m, cur, cand, S0, np.arange(n), ids, loop_kfs)[0] is None
+
+
+def test_loop_pose_refinement_welds_the_current_side_in(monkeypatch):
+    """With the current keyframe's neighbours free too (``refine_keyframes``), the problem holds
+    the current side's keyframes (moved into the loop side's frame and scale) and their own
+    points, one point per verified match: the loop's pose comes out several-fold closer to the
+    truth than with the points held fixed, the scale is kept, and the map is not written."""
+    import slam.loop.verification as verification
+
+    seen = []
+
+    def spy(prob, **kw):
+        seen.append(prob)
+        return bundle_adjust_schur(prob, **kw)
+
+    monkeypatch.setattr(verification, "bundle_adjust_schur", spy)
+    m, cur, cand, ids, truth, S0, K = _weld_scene(3)
+    n = len(ids)
+    before = {k: kf.cam_from_world.copy() for k, kf in m.keyframes.items()}
+    xyz = m.pts_xyz[: m.n_points].copy()
+    v = LoopVerifier(LoopClosingConfig(refine_keyframes=3), K, None, None, "mono", 100.0)
+    S2, n_in = v._refine_with_structure(m, cur, cand, S0, np.arange(n), ids, [1, 0, 2])
+    prob = seen[-1]
+    assert sorted(prob.kf_ids[~prob.fixed].tolist()) == [3, 4, 5, 6]  # the current side
+    assert sorted(prob.kf_ids[prob.fixed].tolist()) == [0, 1, 2]  # the loop side
+    assert np.array_equal(np.sort(prob.point_ids), np.sort(ids))  # the current map's duplicates are the loop points
+    assert n_in >= 0.9 * n
+    rot0, tr0, _ = _sim3_errors(S0, truth)
+    rot2, tr2, sc2 = _sim3_errors(S2, truth)
+    assert tr2 < tr0 / 2 and rot2 < rot0, (rot0, tr0, rot2, tr2)
+    assert sc2 == pytest.approx(1.7, rel=1e-12)
+    assert all(np.array_equal(kf.cam_from_world, before[k]) for k, kf in m.keyframes.items())
+    assert np.array_equal(m.pts_xyz[: m.n_points], xyz)

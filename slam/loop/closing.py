@@ -93,7 +93,7 @@ class LoopClosing:
         self.db = KeyframeDatabase(self.pr.merge_every)
         self.detector = LoopDetector(self.cfg, self.pr, vocabulary, self.db)
         self.verifier = LoopVerifier(self.cfg, camera.K, camera, matcher, cfg.mode, mapper.max_desc,
-                                     dense=tracker.dense)
+                                     dense=tracker.dense, depth=mapper.depth if self.fix_scale else None)
         self.loop_edges = np.zeros((0, 2), dtype=np.int64)  # every loop edge closed so far
         self.loops: list[dict] = []
         self.verify_ms: list[float] = []
@@ -319,7 +319,7 @@ class LoopClosing:
         self.loops.append({
             "frame": frame_no, "cur_kf": lm.cur_kf, "loop_kf": lm.loop_kf, "cur_frame": cur_frame, "loop_frame": loop_frame,
             "ransac_inliers": lm.n_ransac, "refined_inliers": lm.n_refined, "final_inliers": lm.n_final,
-            "projection_matches": lm.n_projected,
+            "projection_matches": lm.n_projected, "structure_inliers": lm.n_structure,
             "cur_from_loop": rel.tolist(), "loop_side_positions": loop_side, "fused_points": task.info.n_fused, "loop_edges": int(len(task.info.loop_edges)),
             "ms": task.info.timings,
         })

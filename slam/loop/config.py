@@ -30,6 +30,9 @@ class LoopClosingConfig:
     min_refined_inliers: int = param(20, ge=3)  # inliers after the g2o refinement (ORB-SLAM: 20)
     min_final_inliers: int = param(30, ge=3)  # inliers of the second refinement, on the projected matches seen by both keyframes (ORB-SLAM3 refines again there)
     inlier_max_px: float = param(4.0, gt=0.0)  # the inlier tests' pixel threshold (sqrt(chi2 x sigma^2), by octave) never exceeds this
+    structure_refinement: bool = True  # the accepted loop's pose refined last in a bundle adjustment welding the two sides by the verified matches: the loop side's keyframes fixed, the matched loop points free (slam.loop.verification, step 6). synthetic/loop mono, 7 runs: loops 0.10-1.11 deg / 0.75-7.7 cm from the truth -> 0.04-0.44 deg / 0.4-3.3 cm, ATE unchanged (docs/benchmarks.md section 12, 2026-12-06 19:25); false = the pose of the second Sim(3) refinement
+    refine_keyframes: int = param(10, ge=0)  # ... with the current keyframe and this many of its covisible keyframes free (0 = the current keyframe alone)
+    structure_iterations: int = param(10, ge=1)  # Levenberg iterations of each of its two stages
     min_projection_matches: int = param(40, ge=1)  # map points of the loop neighbourhood found again by projection (ORB-SLAM: 40)
     projection_radius_px: float = param(10.0, gt=0.0)  # search radius when projecting the loop neighbourhood's points
     min_temporal_gap: int = param(0, ge=0)  # candidates are at least this many keyframes older than the query (0 = only covisibility excludes)

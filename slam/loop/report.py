@@ -42,13 +42,16 @@ def _nearest(table: np.ndarray, t: float, tol: float = 0.02) -> int:
 
 
 def loop_errors(run_dir: Path, groundtruth: Path, frame_timestamps: np.ndarray) -> list[dict]:
-    """[{cur_frame, loop_frame, rot_err_deg, trans_err_m}] for every accepted loop of the run.
+    """[{cur_frame, loop_frame, rot_err_deg, trans_err_m, final_rot_err_deg, final_trans_err_m}]
+    for every accepted loop of the run.
 
     frame_timestamps: (F,) float64 seconds of the sequence's frames, by frame index.
     The monocular map's units are turned into metres with the scale of the Sim(3) alignment of
     the whole estimated trajectory to the ground truth (RGB-D: 1); ``trans_err_local_m`` (monocular
     runs that recorded ``loop_side_positions``) uses instead the scale of the loop keyframe's
-    neighbourhood when the loop was accepted, the map the loop was measured in."""
+    neighbourhood when the loop was accepted, the map the loop was measured in. ``final_*``: the
+    relative pose of the same two frames in the run's final trajectory (after the loop's
+    correction and global BA), same units; absent when a frame is not in the trajectory."""
     m = json.loads((Path(run_dir) / "metrics.json").read_text())
     loops = m.get("loop_closing", {}).get("loops", [])
     gt = _read_tum(groundtruth)
@@ -67,15 +70,24 @@ def loop_errors(run_dir: Path, groundtruth: Path, frame_timestamps: np.ndarray) 
             continue
         truth = _cam_from_world(gt[i_c]) @ se3_inverse(_cam_from_world(gt[i_l]))
         s, R, t = sim3_decompose(np.asarray(lp["cur_from_loop"]))
-        dR = R.T @ truth[:3, :3]
-        rot = float(np.degrees(np.arccos(np.clip((np.trace(dR) - 1) / 2, -1, 1))))
+        rot = _angle_deg(R.T @ truth[:3, :3])
         trans = float(np.linalg.norm(t * c / s - truth[:3, 3]))
         e = {"cur_frame": lp["cur_frame"], "loop_frame": lp["loop_frame"], "rot_err_deg": rot, "trans_err_m": trans}
         c_loc = _local_scale(lp.get("loop_side_positions"), gt, frame_timestamps) if m.get("mode") == "mono" else None
         if c_loc is not None:
             e["trans_err_local_m"] = float(np.linalg.norm(t * c_loc / s - truth[:3, 3]))
+        j_c = _nearest(est, float(frame_timestamps[lp["cur_frame"]]))
+        j_l = _nearest(est, float(frame_timestamps[lp["loop_frame"]]))
+        if j_c >= 0 and j_l >= 0:
+            final = _cam_from_world(est[j_c]) @ se3_inverse(_cam_from_world(est[j_l]))
+            e["final_rot_err_deg"] = _angle_deg(final[:3, :3].T @ truth[:3, :3])
+            e["final_trans_err_m"] = float(np.linalg.norm(final[:3, 3] * c - truth[:3, 3]))
         out.append(e)
     return out
+
+
+def _angle_deg(R: np.ndarray) -> float:
+    return float(np.degrees(np.arccos(np.clip((np.trace(R) - 1) / 2, -1, 1))))
 
 
 def _local_scale(rows, gt: np.ndarray, frame_timestamps: np.ndarray) -> float | None:
@@ -120,7 +132,9 @@ def main(argv: list[str]) -> int:
     ts = np.array([float(ln.split()[0]) for ln in rgb.read_text().splitlines() if ln.strip() and not ln.startswith("#")])
     for e in loop_errors(run_dir, gt, ts):
         local = f" ({100 * e['trans_err_local_m']:.2f} cm at the loop's local scale)" if "trans_err_local_m" in e else ""
-        print(f"loop frame {e['cur_frame']} -> {e['loop_frame']}: {e['rot_err_deg']:.3f} deg, {100 * e['trans_err_m']:.2f} cm{local}")
+        final = (f"; in the final trajectory {e['final_rot_err_deg']:.3f} deg, {100 * e['final_trans_err_m']:.2f} cm"
+                 if "final_trans_err_m" in e else "")
+        print(f"loop frame {e['cur_frame']} -> {e['loop_frame']}: {e['rot_err_deg']:.3f} deg, {100 * e['trans_err_m']:.2f} cm{local}{final}")
     sp = ate_split(run_dir, gt)
     print(f"ATE {100 * sp['ate_m']:.2f} cm = drift {100 * sp['drift_m']:.2f} cm ({SMOOTH_FRAMES}-frame moving average) "
           f"+ jitter {100 * sp['jitter_m']:.2f} cm")

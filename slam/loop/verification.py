@@ -12,7 +12,15 @@
    keyframe with the refined transform;
 5. refine again on every projected match with a 3D point on both sides (ORB-SLAM3's second
    ``OptimizeSim3``), project again with the result, and accept when both the inliers of this
-   refinement and the matches found by projection are enough.
+   refinement and the matches found by projection are enough;
+6. (``loop_closing.structure_refinement``) refine the current keyframe's pose once more in a
+   bundle adjustment that welds the two sides by the verified matches: the current keyframe and
+   its ``refine_keyframes`` covisible keyframes free, with their points; the matched loop points
+   free; the loop neighbourhood's keyframes that observe them fixed
+   (:meth:`LoopVerifier._refine_with_structure`). Steps 3-5 hold the points where each map put
+   them; an old monocular map's points carry the depth error of its short baselines, and seen
+   again from a metre away that error moves the loop's pose by centimetres. The Sim(3)'s scale
+   is kept.
 
 The inlier tests scale with the keypoint's octave (chi2 x sigma^2) but never exceed
 ``loop_closing.inlier_max_px`` pixels, so a loop cannot pass on loosely fitted coarse-octave points.
@@ -29,11 +37,13 @@ from typing import Optional
 
 import numpy as np
 
-from slam.geometry.se3 import transform_points
-from slam.geometry.sim3 import project_points, solve_sim3_ransac
+from slam.geometry.se3 import se3_inverse, transform_points
+from slam.geometry.sim3 import make_sim3, project_points, se3_from_sim3, sim3_decompose, sim3_inverse, solve_sim3_ransac
 from slam.loop.config import LoopClosingConfig
 from slam.mapping.map import Map
 from slam.matching.guided import search_by_projection
+from slam.optim.ba import BAProblem
+from slam.optim.ba_schur import bundle_adjust_schur
 from slam.optim.sim3 import CHI2_SIM3, optimize_sim3
 
 
@@ -57,6 +67,7 @@ class LoopMatch:
     n_refined: int
     n_projected: int
     n_final: int = 0
+    n_structure: int = 0
 
 
 def _nn_pairs(d0: np.ndarray, d1: np.ndarray, max_dist: float, ratio: float = 0.8) -> np.ndarray:
@@ -106,8 +117,11 @@ def _match(matcher, cur, cand, i_cur: np.ndarray, i_cand: np.ndarray, max_dist: 
 
 class LoopVerifier:
     def __init__(self, cfg: LoopClosingConfig, K: np.ndarray, camera, matcher, mode: str, max_desc_dist: float,
-                 dense=None) -> None:
+                 dense=None, depth=None) -> None:
+        """depth: the run's slam.mapping.depth_weight.DepthWeight in depth modes (the structure
+        refinement then has the local BA's depth edges), None in monocular runs."""
         self.cfg = cfg
+        self.depth = depth
         #: slam.tracking.dense_match.DenseMatching with ``loop`` set, or None (keypoint matching)
         self.dense = dense if dense is not None and dense.loop else None
         self.K = np.asarray(K, dtype=np.float64)
@@ -116,7 +130,7 @@ class LoopVerifier:
         self.fix_scale = mode != "mono"
         self.max_desc = max_desc_dist
         self.n_rejected = {"matches": 0, "ransac": 0, "refine": 0, "final": 0, "projection": 0}
-        self.ms = {"match": 0.0, "ransac": 0.0, "refine": 0.0, "projection": 0.0}  # total per step
+        self.ms = {"match": 0.0, "ransac": 0.0, "refine": 0.0, "projection": 0.0, "structure": 0.0}  # total per step
         self.dense_ms = 0.0  # total time of the LoFTR image matching (outside the map lock)
         self.n_dense = 0  # candidates verified from LoFTR matches
         self.prefiltered: list = []  # (current, candidate) keyframe ids the descriptor prefilter rejected (descriptor_prefilter)
@@ -227,8 +241,106 @@ class LoopVerifier:
         if len(cur_kp) < c.min_projection_matches:
             self.n_rejected["projection"] += 1
             return None
+        n_structure = 0
+        if c.structure_refinement:
+            S2, n_structure = self._refine_with_structure(m, cur, cand, S, cur_kp, loop_pt, kfs)
+            if S2 is not None:
+                S = S2
+            self._tick("structure", t)
         return LoopMatch(int(cur_id), int(cand_id), S, cur_kp.astype(np.int64), loop_pt.astype(np.int64),
-                         rs.n_inliers, ref.n_inliers, len(cur_kp), n_final)
+                         rs.n_inliers, ref.n_inliers, len(cur_kp), n_final, n_structure)
+
+    def _refine_with_structure(self, m: Map, cur, cand, S: np.ndarray, cur_kp: np.ndarray, loop_pt: np.ndarray,
+                               loop_kfs: list[int]) -> tuple[Optional[np.ndarray], int]:
+        """Step 6: (cur_from_cand Sim(3), current-keyframe inliers), or (None, n) to keep S.
+
+        A bundle adjustment in the loop side's world frame and units, where the two sides are
+        welded by the verified matches:
+        - fixed: every keyframe of loop_kfs (the candidate and its covisible neighbours) that
+          observes a matched loop point, with its observations of them; they fix the gauge and
+          the scale (monocular: at least two are needed);
+        - free: the current keyframe and its ``loop_closing.refine_keyframes`` best covisible
+          keyframes outside loop_kfs (the current side), moved into the loop side's frame with S
+          (their relative poses kept, their map's scale made the loop side's), with the points
+          they observe; a current-side point matched to a loop point is that loop point;
+        - free: the matched loop points (steps 3-5 hold them fixed: an old monocular map's points
+          carry the depth error of its short baselines, and seen again from metres away that
+          error moves the loop's pose; here both sides' baselines triangulate them).
+        Robust, two stages, the local BA's chi2 tests (and its depth edges in depth modes). The
+        result keeps S's scale; it is kept when at least ``min_final_inliers`` of the current
+        keyframe's observations of loop points are inliers."""
+        c = self.cfg
+        loop_pt, first = np.unique(loop_pt, return_index=True)
+        cur_kp = cur_kp[first]
+        if len(loop_pt) < c.min_final_inliers:
+            return None, 0
+        loop_side = np.asarray([k for k in loop_kfs if k != cur.id and k in m.keyframes], dtype=np.int64)
+        # the current side: the current keyframe and its best covisible keyframes off the loop side
+        own = cur.point_ids[cur.point_ids >= 0]
+        own = own[m.pts_alive[own]]
+        ks, cnt = np.unique(m.obs_kf[m.observation_rows(point_ids=own)], return_counts=True)
+        keep = (ks != cur.id) & ~np.isin(ks, loop_side)
+        ks, cnt = ks[keep], cnt[keep]
+        side = np.concatenate([[cur.id], ks[np.argsort(-cnt, kind="stable")][: c.refine_keyframes]]).astype(np.int64)
+        # observations: the loop points seen from the loop side, and everything the current side sees
+        r_loop = m.observation_rows(point_ids=loop_pt, kf_ids=loop_side)
+        r_side = m.observation_rows(kf_ids=side)
+        r_side = r_side[m.pts_alive[m.obs_pt[r_side]]]
+        r_side = r_side[~((m.obs_kf[r_side] == cur.id) & np.isin(m.obs_kp[r_side], cur_kp))]  # the matches replace these
+        o_kf = np.concatenate([m.obs_kf[r_loop], m.obs_kf[r_side], np.full(len(cur_kp), cur.id)])
+        o_kp = np.concatenate([m.obs_kp[r_loop], m.obs_kp[r_side], cur_kp])
+        o_pt = np.concatenate([m.obs_pt[r_loop], m.obs_pt[r_side], loop_pt])
+        # a current-side point matched to a loop point is that loop point
+        pc = cur.point_ids[cur_kp]
+        dup = (pc >= 0) & (pc != loop_pt)
+        lut = np.arange(m.n_points)
+        lut[pc[dup]] = loop_pt[dup]
+        o_pt = lut[o_pt]
+        _, u = np.unique(o_kf * m.n_points + o_pt, return_index=True)  # one observation per (keyframe, point)
+        u = np.sort(u)
+        o_kf, o_kp, o_pt = o_kf[u], o_kp[u], o_pt[u]
+        fixed_kfs = np.unique(o_kf[np.isin(o_kf, loop_side)])
+        if self.depth is None and len(fixed_kfs) < 2:  # monocular: one fixed view leaves the points' scale free
+            return None, 0
+        n_obs = np.bincount(o_pt, minlength=m.n_points)
+        ok = n_obs[o_pt] >= 2
+        o_kf, o_kp, o_pt = o_kf[ok], o_kp[ok], o_pt[ok]
+        # initial values in the loop side's frame and units
+        s, _, _ = sim3_decompose(S)
+        W = sim3_inverse(cur.cam_from_world) @ S @ cand.cam_from_world  # current side's world <- loop side's world
+        W_inv = sim3_inverse(W)
+        kf_ids = np.unique(o_kf)
+        poses = np.empty((len(kf_ids), 4, 4))
+        for i, k in enumerate(kf_ids.tolist()):
+            T = m.keyframes[k].cam_from_world
+            if k in fixed_kfs:
+                poses[i] = T
+            else:  # rigid, in the loop side's units
+                poses[i] = se3_from_sim3(T @ W)
+        pt_ids = np.unique(o_pt)
+        X = m.pts_xyz[pt_ids].copy()
+        moved = ~np.isin(pt_ids, loop_pt)
+        X[moved] = X[moved] @ W_inv[:3, :3].T + W_inv[:3, 3]
+        uv = np.empty((len(o_kf), 2))
+        sig2 = np.empty(len(o_kf))
+        depth = np.zeros(len(o_kf))
+        for k in kf_ids.tolist():
+            sel = o_kf == k
+            kf = m.keyframes[k]
+            uv[sel], sig2[sel], depth[sel] = kf.kp_uv[o_kp[sel]], kf.kp_sigma2[o_kp[sel]], kf.kp_depth[o_kp[sel]]
+        ur = np.full(len(o_kf), np.nan)
+        if self.depth is not None:  # depth modes: the local BA's depth edges (scale 1 there)
+            ur = self.depth.virtual_right(uv[:, 0], depth)
+        prob = BAProblem(kf_ids=kf_ids, cam_from_world=poses, fixed=np.isin(kf_ids, fixed_kfs), point_ids=pt_ids,
+                         points_world=X, obs_kf=o_kf, obs_pt=o_pt, obs_uv=uv, obs_inv_sigma2=1.0 / sig2, obs_ur=ur,
+                         bf=self.depth.bf if self.depth is not None else 0.0, K=self.K)
+        res = bundle_adjust_schur(prob, iterations=c.structure_iterations)
+        matched = (o_kf == cur.id) & np.isin(o_pt, loop_pt)
+        n_in = int((~res.obs_outlier[matched]).sum())
+        if n_in < c.min_final_inliers:
+            return None, n_in
+        rel = res.cam_from_world[int(np.searchsorted(kf_ids, cur.id))] @ se3_inverse(cand.cam_from_world)
+        return make_sim3(s, rel[:3, :3], s * rel[:3, 3]), n_in
 
     def _prefilter(self) -> tuple:
         """_match's prefilter arguments: (least mutual nearest neighbours, list of the rejected pairs)."""
