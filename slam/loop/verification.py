@@ -13,14 +13,14 @@
 5. refine again on every projected match with a 3D point on both sides (ORB-SLAM3's second
    ``OptimizeSim3``), project again with the result, and accept when both the inliers of this
    refinement and the matches found by projection are enough;
-6. (``loop_closing.structure_refinement``) refine the current keyframe's pose once more in a
-   bundle adjustment that welds the two sides by the verified matches: the current keyframe and
-   its ``refine_keyframes`` covisible keyframes free, with their points; the matched loop points
-   free; the loop neighbourhood's keyframes that observe them fixed
-   (:meth:`LoopVerifier._refine_with_structure`). Steps 3-5 hold the points where each map put
-   them; an old monocular map's points carry the depth error of its short baselines, and seen
-   again from a metre away that error moves the loop's pose by centimetres. The Sim(3)'s scale
-   is kept.
+6. (``loop_closing.structure_refinement``; ``auto``: monocular maps) refine the current
+   keyframe's pose once more in a bundle adjustment that welds the two sides by the verified
+   matches: the current keyframe and its ``refine_keyframes`` covisible keyframes free, with
+   their points; the matched loop points free; the loop neighbourhood's keyframes that observe
+   them fixed (:meth:`LoopVerifier._refine_with_structure`). Steps 3-5 hold the points where each
+   map put them; an old monocular map's points carry the depth error of its short baselines, and
+   seen again from a metre away that error moves the loop's pose by centimetres. The Sim(3)'s
+   scale is kept.
 
 The inlier tests scale with the keypoint's octave (chi2 x sigma^2) but never exceed
 ``loop_closing.inlier_max_px`` pixels, so a loop cannot pass on loosely fitted coarse-octave points.
@@ -242,7 +242,7 @@ class LoopVerifier:
             self.n_rejected["projection"] += 1
             return None
         n_structure = 0
-        if c.structure_refinement:
+        if c.structure_refinement == "on" or (c.structure_refinement == "auto" and not self.fix_scale):
             S2, n_structure = self._refine_with_structure(m, cur, cand, S, cur_kp, loop_pt, kfs)
             if S2 is not None:
                 S = S2
