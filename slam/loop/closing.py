@@ -320,13 +320,16 @@ class LoopClosing:
             "frame": frame_no, "cur_kf": lm.cur_kf, "loop_kf": lm.loop_kf, "cur_frame": cur_frame, "loop_frame": loop_frame,
             "ransac_inliers": lm.n_ransac, "refined_inliers": lm.n_refined, "final_inliers": lm.n_final,
             "projection_matches": lm.n_projected, "structure_inliers": lm.n_structure,
+            "structure_change_deg": lm.structure_change[0], "structure_change_translation": lm.structure_change[1],
+            "structure_translation_before": lm.structure_change[2],
             "cur_from_loop": rel.tolist(), "loop_side_positions": loop_side, "fused_points": task.info.n_fused, "loop_edges": int(len(task.info.loop_edges)),
             "ms": task.info.timings,
         })
-        log.info("loop found at frame %d: keyframe %d (frame %d) <-> keyframe %d (frame %d), %d/%d/%d inliers "
-                 "(RANSAC/refined/projection); %d points fused; propagation + fusion %.0f ms (tracking thread), "
-                 "essential graph queued", frame_no, lm.cur_kf, cur_frame, lm.loop_kf, loop_frame, lm.n_ransac, lm.n_refined,
-                 lm.n_projected, task.info.n_fused, sum(task.info.timings.values()))
+        log.info("loop found at frame %d: keyframe %d (frame %d) <-> keyframe %d (frame %d), %d/%d/%d/%d inliers "
+                 "(RANSAC/refined/projection/welded; the weld moved the pose %.2f deg and %.4f of %.4f map units); %d points fused; "
+                 "propagation + fusion %.0f ms (tracking thread), essential graph queued", frame_no, lm.cur_kf, cur_frame,
+                 lm.loop_kf, loop_frame, lm.n_ransac, lm.n_refined, lm.n_projected, lm.n_structure, *lm.structure_change,
+                 task.info.n_fused, sum(task.info.timings.values()))
         with self._cond:
             self._job = {"kind": "graph", "task": task, "state": "pending", "due": frame_no + self.cfg.correction_delay_frames,
                          "loop": len(self.loops) - 1}

@@ -37,7 +37,7 @@ from typing import Optional
 
 import numpy as np
 
-from slam.geometry.se3 import se3_inverse, transform_points
+from slam.geometry.se3 import rotation_angle_deg, se3_inverse, transform_points
 from slam.geometry.sim3 import make_sim3, project_points, se3_from_sim3, sim3_decompose, sim3_inverse, solve_sim3_ransac
 from slam.loop.config import LoopClosingConfig
 from slam.mapping.map import Map
@@ -56,6 +56,9 @@ class LoopMatch:
     in the current keyframe's map units. cur_kp / loop_pt: (M,) int64 current keypoints and the
     loop-side map points found at them (the matches to fuse). n_ransac / n_refined / n_projected /
     n_final: inliers at each step (n_final: of the second refinement on the projected matches).
+    n_structure: the current keyframe's inlier matches in step 6 (0: not run or not kept);
+    structure_change: what step 6 changed, (rotation in degrees, translation change in the loop
+    side's map units, the translation's length before it in the same units).
     """
 
     cur_kf: int
@@ -68,6 +71,7 @@ class LoopMatch:
     n_projected: int
     n_final: int = 0
     n_structure: int = 0
+    structure_change: tuple = (0.0, 0.0, 0.0)
 
 
 def _nn_pairs(d0: np.ndarray, d1: np.ndarray, max_dist: float, ratio: float = 0.8) -> np.ndarray:
@@ -241,14 +245,18 @@ class LoopVerifier:
         if len(cur_kp) < c.min_projection_matches:
             self.n_rejected["projection"] += 1
             return None
-        n_structure = 0
+        n_structure, change = 0, (0.0, 0.0, 0.0)
         if c.structure_refinement == "on" or (c.structure_refinement == "auto" and not self.fix_scale):
             S2, n_structure = self._refine_with_structure(m, cur, cand, S, cur_kp, loop_pt, kfs)
             if S2 is not None:
+                (s1, R1, t1), (s2, R2, t2) = sim3_decompose(S), sim3_decompose(S2)
+                change = (rotation_angle_deg(R2 @ R1.T), float(np.linalg.norm(t2 / s2 - t1 / s1)), float(np.linalg.norm(t1 / s1)))
                 S = S2
+            else:
+                n_structure = 0
             self._tick("structure", t)
         return LoopMatch(int(cur_id), int(cand_id), S, cur_kp.astype(np.int64), loop_pt.astype(np.int64),
-                         rs.n_inliers, ref.n_inliers, len(cur_kp), n_final, n_structure)
+                         rs.n_inliers, ref.n_inliers, len(cur_kp), n_final, n_structure, change)
 
     def _refine_with_structure(self, m: Map, cur, cand, S: np.ndarray, cur_kp: np.ndarray, loop_pt: np.ndarray,
                                loop_kfs: list[int]) -> tuple[Optional[np.ndarray], int]:
