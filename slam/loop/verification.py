@@ -307,12 +307,11 @@ class LoopVerifier:
         _, u = np.unique(o_kf * m.n_points + o_pt, return_index=True)  # one observation per (keyframe, point)
         u = np.sort(u)
         o_kf, o_kp, o_pt = o_kf[u], o_kp[u], o_pt[u]
+        ok = np.bincount(o_pt, minlength=m.n_points)[o_pt] >= 2  # a point seen once constrains nothing
+        o_kf, o_kp, o_pt = o_kf[ok], o_kp[ok], o_pt[ok]
         fixed_kfs = np.unique(o_kf[np.isin(o_kf, loop_side)])
         if self.depth is None and len(fixed_kfs) < 2:  # monocular: one fixed view leaves the points' scale free
             return None, 0
-        n_obs = np.bincount(o_pt, minlength=m.n_points)
-        ok = n_obs[o_pt] >= 2
-        o_kf, o_kp, o_pt = o_kf[ok], o_kp[ok], o_pt[ok]
         # initial values in the loop side's frame and units
         s, _, _ = sim3_decompose(S)
         W = sim3_inverse(cur.cam_from_world) @ S @ cand.cam_from_world  # current side's world <- loop side's world
