@@ -326,7 +326,8 @@ class LoopVerifier:
                 poses[i] = se3_from_sim3(T @ W)
         pt_ids = np.unique(o_pt)
         X = m.pts_xyz[pt_ids].copy()
-        moved = ~np.isin(pt_ids, loop_pt)
+        # the current side's points move with it; points the loop side made are in its frame already
+        moved = ~np.isin(pt_ids, loop_pt) & ~np.isin(m.pts_first_kf[pt_ids], loop_side)
         X[moved] = X[moved] @ W_inv[:3, :3].T + W_inv[:3, 3]
         uv = np.empty((len(o_kf), 2))
         sig2 = np.empty(len(o_kf))
