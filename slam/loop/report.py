@@ -15,7 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
-from slam.geometry.se3 import se3_inverse
+from slam.geometry.se3 import rotation_angle_deg, se3_inverse
 from slam.geometry.sim3 import sim3_decompose, umeyama_alignment
 
 
@@ -70,7 +70,7 @@ def loop_errors(run_dir: Path, groundtruth: Path, frame_timestamps: np.ndarray) 
             continue
         truth = _cam_from_world(gt[i_c]) @ se3_inverse(_cam_from_world(gt[i_l]))
         s, R, t = sim3_decompose(np.asarray(lp["cur_from_loop"]))
-        rot = _angle_deg(R.T @ truth[:3, :3])
+        rot = rotation_angle_deg(R.T @ truth[:3, :3])
         trans = float(np.linalg.norm(t * c / s - truth[:3, 3]))
         e = {"cur_frame": lp["cur_frame"], "loop_frame": lp["loop_frame"], "rot_err_deg": rot, "trans_err_m": trans}
         c_loc = _local_scale(lp.get("loop_side_positions"), gt, frame_timestamps) if m.get("mode") == "mono" else None
@@ -80,14 +80,10 @@ def loop_errors(run_dir: Path, groundtruth: Path, frame_timestamps: np.ndarray) 
         j_l = _nearest(est, float(frame_timestamps[lp["loop_frame"]]))
         if j_c >= 0 and j_l >= 0:
             final = _cam_from_world(est[j_c]) @ se3_inverse(_cam_from_world(est[j_l]))
-            e["final_rot_err_deg"] = _angle_deg(final[:3, :3].T @ truth[:3, :3])
+            e["final_rot_err_deg"] = rotation_angle_deg(final[:3, :3].T @ truth[:3, :3])
             e["final_trans_err_m"] = float(np.linalg.norm(final[:3, 3] * c - truth[:3, 3]))
         out.append(e)
     return out
-
-
-def _angle_deg(R: np.ndarray) -> float:
-    return float(np.degrees(np.arccos(np.clip((np.trace(R) - 1) / 2, -1, 1))))
 
 
 def _local_scale(rows, gt: np.ndarray, frame_timestamps: np.ndarray) -> float | None:

@@ -329,13 +329,7 @@ class LoopVerifier:
         # the current side's points move with it; points the loop side made are in its frame already
         moved = ~np.isin(pt_ids, loop_pt) & ~np.isin(m.pts_first_kf[pt_ids], loop_side)
         X[moved] = X[moved] @ W_inv[:3, :3].T + W_inv[:3, 3]
-        uv = np.empty((len(o_kf), 2))
-        sig2 = np.empty(len(o_kf))
-        depth = np.zeros(len(o_kf))
-        for k in kf_ids.tolist():
-            sel = o_kf == k
-            kf = m.keyframes[k]
-            uv[sel], sig2[sel], depth[sel] = kf.kp_uv[o_kp[sel]], kf.kp_sigma2[o_kp[sel]], kf.kp_depth[o_kp[sel]]
+        uv, sig2, depth = m.observation_arrays(o_kf, o_kp)
         ur = np.full(len(o_kf), np.nan)
         if self.depth is not None:  # depth modes: the local BA's depth edges (scale 1 there)
             ur = self.depth.virtual_right(uv[:, 0], depth)

@@ -521,17 +521,9 @@ class LocalMapper:
         obs_kf = m.obs_kf[rows]
         obs_kp = m.obs_kp[rows]
         obs_pt = m.obs_pt[rows]
-        uv = np.empty((len(rows), 2))
-        inv_s2 = np.empty(len(rows))
-        ur = np.full(len(rows), np.nan)
-        for k in np.unique(obs_kf).tolist():
-            sel = obs_kf == k
-            kf = m.keyframes[k]
-            kp = obs_kp[sel]
-            uv[sel] = kf.kp_uv[kp]
-            inv_s2[sel] = 1.0 / kf.kp_sigma2[kp]
-            if has_depth(self.mode):
-                ur[sel] = self.depth.virtual_right(kf.kp_uv[kp, 0], kf.kp_depth[kp])
+        uv, sigma2, depth = m.observation_arrays(obs_kf, obs_kp)
+        inv_s2 = 1.0 / sigma2
+        ur = self.depth.virtual_right(uv[:, 0], depth) if has_depth(self.mode) else np.full(len(rows), np.nan)
         prob = BAProblem(
             kf_ids=kf_ids,
             cam_from_world=np.stack([m.keyframes[k].cam_from_world for k in kf_ids.tolist()]),

@@ -325,6 +325,19 @@ class Map:
             sel &= np.isin(self.obs_kf[:n], kf_ids)
         return np.nonzero(sel)[0]
 
+    def observation_arrays(self, obs_kf: np.ndarray, obs_kp: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """What the keyframes hold at observations (keyframe id, keypoint index), (M,) int64 each:
+        (uv (M, 2) float64 undistorted px, sigma2 (M,) float64 position variance factor, depth (M,)
+        float64 m, 0 = none), the inputs of a bundle adjustment's edges."""
+        uv = np.empty((len(obs_kf), 2))
+        sigma2 = np.empty(len(obs_kf))
+        depth = np.empty(len(obs_kf))
+        for k in np.unique(obs_kf).tolist():
+            sel = obs_kf == k
+            kf, kp = self.keyframes[k], obs_kp[sel]
+            uv[sel], sigma2[sel], depth[sel] = kf.kp_uv[kp], kf.kp_sigma2[kp], kf.kp_depth[kp]
+        return uv, sigma2, depth
+
     def covisible_keyframes(self, point_ids: np.ndarray, exclude: Optional[int] = None, min_shared: int = 1) -> list[tuple[int, int]]:
         """Keyframes observing any of point_ids, as (kf_id, n_shared) sorted by n_shared desc."""
         if len(point_ids) == 0:
