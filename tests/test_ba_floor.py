@@ -84,6 +84,55 @@ def test_exact_observations_give_a_zero_floor():
     assert res["ate_as_left_m"] > 0.005  # synthetic_ba_problem perturbs the starting poses
 
 
+def _turning_problem():
+    """A monocular map of a camera that turns on the spot (yaw -0.3 .. 0.3 rad, centres within 14 cm
+    and out of step with the yaw, so no depth change can mimic a zoom), so a
+    point is seen in different image columns; exact observations; truth world_from_cam (8, 4, 4)."""
+    from slam.optim.ba import BAProblem
+
+    rng = np.random.default_rng(7)
+    K = np.array([[525.0, 0.0, 319.5], [0.0, 525.0, 239.5], [0.0, 0.0, 1.0]])
+    n_kf = 8
+    cfw = np.tile(np.eye(4), (n_kf, 1, 1))
+    for k, yaw in enumerate(np.linspace(-0.3, 0.3, n_kf)):
+        cfw[k, :3, :3] = so3_exp(np.array([0.0, yaw, 0.0]))
+        cfw[k, :3, 3] = -cfw[k, :3, :3] @ np.array([0.02 * ((3 * k) % n_kf), 0.0, 0.0])  # not in step with the yaw
+    az, el, depth = rng.uniform(-0.8, 0.8, 1500), rng.uniform(-0.4, 0.4, 1500), rng.uniform(2.0, 5.0, 1500)
+    pts = depth[:, None] * np.c_[np.sin(az), np.sin(el), np.cos(az)]
+    obs_kf, obs_pt, uv = [], [], []
+    for k in range(n_kf):
+        pc = pts @ cfw[k, :3, :3].T + cfw[k, :3, 3]
+        p = pc[:, :2] / pc[:, 2:3] * K[[0, 1], [0, 1]] + K[:2, 2]
+        ok = (pc[:, 2] > 0.1) & (p[:, 0] > 0) & (p[:, 0] < 639) & (p[:, 1] > 0) & (p[:, 1] < 479)
+        obs_kf += [k] * int(ok.sum())
+        obs_pt += np.flatnonzero(ok).tolist()
+        uv.append(p[ok])
+    obs_pt = np.array(obs_pt, dtype=np.int64)
+    seen = np.bincount(obs_pt, minlength=len(pts)) >= 2
+    keep = seen[obs_pt]
+    m = int(keep.sum())
+    prob = BAProblem(kf_ids=np.arange(n_kf, dtype=np.int64), cam_from_world=cfw.copy(), fixed=np.zeros(n_kf, bool),
+                     point_ids=np.arange(len(pts), dtype=np.int64), points_world=pts.copy(),
+                     obs_kf=np.array(obs_kf, dtype=np.int64)[keep], obs_pt=obs_pt[keep], obs_uv=np.concatenate(uv)[keep],
+                     obs_inv_sigma2=np.ones(m), obs_ur=np.full(m, np.nan), bf=40.0, K=K)
+    return prob, np.stack([se3_inverse(T) for T in cfw])
+
+
+def test_a_horizontal_zoom_of_the_keypoints_shows_in_the_column_bias():
+    """Every view's keypoints 0.2 % closer to the centre horizontally (as the default front-end's
+    are on synthetic/fast): the mean horizontal residual at the truth falls from the left band to
+    the right one. Exact observations give zero in every band."""
+    tool = _tool()
+    prob, truth = _turning_problem()
+    exact = tool.floor(prob, truth, with_scale=True, iterations=20)["residuals_at_truth"]["column_mean_u_px"]
+    assert len(exact) == 8 and max(abs(c) for c in exact if c is not None) < 1e-4
+    prob.obs_uv[:, 0] -= 0.002 * (prob.obs_uv[:, 0] - prob.K[0, 2])
+    col = tool.floor(prob, truth, with_scale=True, iterations=20)["residuals_at_truth"]["column_mean_u_px"]
+    assert col[0] is not None and col[-1] is not None
+    assert col[0] > 0.05 and col[-1] < -0.05  # about +-0.1 px here
+    assert all(a > b for a, b in zip(col, col[1:]))  # falling from left to right
+
+
 def test_correlated_offsets_cost_more_than_white_noise_of_the_same_spread():
     tool = _tool()
     prob, truth = _problem(0.2)

@@ -17,7 +17,10 @@ solves it three more ways against the ground truth:
   associations within the inlier test).
 
 The residuals at the truth (observations against the points re-fitted with the true poses fixed)
-are reported too: spread, tail and per-point mean. Keyframes are matched to the ground truth
+are reported too: spread, tail, per-point mean, and the mean horizontal residual in 8 vertical
+bands of the image (``column_mean_u_px``: a horizontal zoom of the keypoints shows as a slope
+from left to right, a shift as a constant; on synthetic/fast mono the default front-end's
+keypoints sit 0.2 px inward at the right edge, ORB's do not: docs/benchmarks.md section 14). Keyframes are matched to the ground truth
 by timestamp; monocular runs are aligned with Sim(3), others with SE(3), as ``slam eval`` does
 (the ATE figures: camera centres). The truth is brought into the map's frame by an alignment whose
 rotation is fitted to the keyframes' orientations (:func:`pose_alignment`).
@@ -126,6 +129,15 @@ def floor(prob, truth_world_from_cam: np.ndarray, with_scale: bool, iterations: 
     n = np.bincount(inv)
     mean_u, mean_v = np.bincount(inv, r[:, 0]) / n, np.bincount(inv, r[:, 1]) / n
     sigma = float(r.std()) if len(r) else 0.0
+    # a bias that depends on where the keypoint lies in the image (a detector's, or the camera
+    # model's): the mean horizontal residual in 8 vertical bands across the observations' u range
+    u_obs = prob.obs_uv[good, 0]
+    column_u = []
+    if len(r):
+        edges = np.linspace(u_obs.min(), u_obs.max(), 9)
+        band = np.clip(np.searchsorted(edges, u_obs, side="right") - 1, 0, 7)
+        column_u = [round(float(r[band == b, 0].mean()), 3) if np.count_nonzero(band == b) >= 10 else None
+                    for b in range(8)]
     # white-noise floor: exact projections plus independent noise of the same spread
     rng = np.random.default_rng(seed)
     white = _subset(from_truth, good)
@@ -150,6 +162,7 @@ def floor(prob, truth_world_from_cam: np.ndarray, with_scale: bool, iterations: 
             "p99_px": float(np.percentile(rn, 99)) if len(rn) else 0.0,
             "share_over_1_5px": float((rn > 1.5).mean()) if len(rn) else 0.0,
             "per_point_mean_rms_px": float(np.sqrt(np.mean(mean_u[inv] ** 2 + mean_v[inv] ** 2))) if len(rn) else 0.0,
+            "column_mean_u_px": column_u,
         },
     }
 
