@@ -292,7 +292,9 @@ def test_batch_equals_single(official_sd):
         fs = sp.extract(img)
         assert fb.image_size == fs.image_size == (img.shape[1], img.shape[0])
         assert torch.equal(fb.keypoints, fs.keypoints)
-        torch.testing.assert_close(fb.scores, fs.scores, rtol=1e-5, atol=1e-7)
+        # float32 sums in another order (a batch of padded images takes other kernels): on an
+        # AVX2-only CPU one score in 40 differed by 1.07e-5 relative
+        torch.testing.assert_close(fb.scores, fs.scores, rtol=1e-4, atol=1e-6)
         torch.testing.assert_close(fb.descriptors, fs.descriptors, rtol=1e-4, atol=1e-5)
 
 

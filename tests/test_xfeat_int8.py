@@ -49,25 +49,38 @@ def test_calibration_needs_an_image():
         xfeat_int8.calibrate(ext.net, [])
 
 
-def test_an_int8_layer_equals_the_fp32_convolution_within_its_quantization_steps():
+@pytest.mark.parametrize("reduce_range", [True, False])
+def test_an_int8_layer_equals_the_fp32_convolution_within_its_quantization_steps(reduce_range):
+    if not reduce_range and not xfeat_int8.cpu_has_vnni():
+        pytest.skip("8-bit activations overflow 16-bit pair sums on a CPU without VNNI (the network uses 7 bits there)")
     ext, ranges = calibrated()
     conv = ext.net.block2[0]
     r = ranges["block2.0"]
-    layer = xfeat_int8._Int8Conv(conv, r)
+    layer = xfeat_int8._Int8Conv(conv, r, reduce_range)
     x = torch.randn(1, conv.weight.shape[1], 24, 32) * r["in"] / 3
     y_ref = conv(x.contiguous(memory_format=torch.channels_last))
     y = layer(x).dequantize()
     # error budget: input step x |w| summed over the kernel, the weights' step, and the output step
     w = conv.weight.detach()
-    in_step = r["in"] / 127
+    in_step = layer.in_scale
+    assert in_step == pytest.approx(r["in"] / (63 if reduce_range else 127))
     bound = (in_step / 2 * w.abs().sum(dim=(1, 2, 3)) + (w.abs().amax(dim=(1, 2, 3)) / 254) * x.abs().max() * 9 * w.shape[1]
-             + r["out"] / 255)[None, :, None, None]
+             + layer.q.scale)[None, :, None, None]
     inside = y_ref.abs() <= r["out"]  # beyond the calibrated range the output saturates
     assert bool(((y - y_ref).abs() <= bound)[inside.expand_as(y)].all())
     assert float((y - y_ref)[inside].abs().mean()) < 0.05 * float(y_ref[inside].abs().mean())
     # the sign of the input matters: with an unsigned input zero point, negative inputs are lost
-    unsigned = xfeat_int8._Int8Conv(conv, {**r, "signed_in": False})
+    unsigned = xfeat_int8._Int8Conv(conv, {**r, "signed_in": False}, reduce_range)
     assert float((unsigned(x).dequantize() - y_ref).abs().mean()) > 3 * float((y - y_ref).abs().mean())
+
+
+def test_vnni_is_read_from_the_cpu_flags(tmp_path: Path):
+    f = tmp_path / "cpuinfo"
+    f.write_text("processor\t: 0\nflags\t\t: fpu sse avx2 fma\n")
+    assert not xfeat_int8.cpu_has_vnni(str(f))
+    f.write_text("processor\t: 0\nflags\t\t: fpu avx2 avx512f avx512_vnni\n")
+    assert xfeat_int8.cpu_has_vnni(str(f))
+    assert not xfeat_int8.cpu_has_vnni(str(tmp_path / "missing"))
 
 
 def test_the_int8_network_gives_the_fp32_outputs_up_to_quantization():

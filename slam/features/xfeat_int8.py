@@ -7,7 +7,7 @@ upsampling of blocks 3-5) stays in fp32.
 
 Quantization (post-training, static, no training involved):
 - weights: per output channel, symmetric int8 (scale = max |w| / 127);
-- activations: per tensor, uint8. A layer's input is quantized with the range recorded for it by
+- activations: per tensor, uint8 (7 bits on CPUs without VNNI, :func:`cpu_has_vnni`). A layer's input is quantized with the range recorded for it by
   :func:`calibrate`; its output is requantized inside the kernel with its recorded range, and passed
   on quantized to the next 3x3 layer of the same block (no round trip through fp32). Inputs that
   can be negative (the normalised image of the first layer, and block 2's input, which adds
@@ -62,6 +62,22 @@ def int8_available() -> bool:
     return torch.backends.quantized.engine in FAST_ENGINES
 
 
+def cpu_has_vnni(cpuinfo: str = "/proc/cpuinfo") -> bool:
+    """Whether the CPU multiplies uint8 by int8 with 32-bit sums (AVX512-VNNI, AVX-VNNI or AMX;
+    read from Linux's ``cpuinfo`` flags; False where they cannot be read). Without it the x86
+    kernels add pairs of uint8 x int8 products in 16 bits, which saturate for activations above
+    127 (an AVX2-only AMD EPYC here: layer errors beyond the quantization steps)."""
+    try:
+        text = Path(cpuinfo).read_text()
+    except OSError:
+        return False
+    flags = set()
+    for line in text.splitlines():
+        if line.startswith("flags"):
+            flags.update(line.split(":", 1)[-1].split())
+    return bool(flags & {"avx512_vnni", "avx_vnni", "amx_int8"})
+
+
 def _conv_layers(net: nn.Module) -> list[tuple[str, nn.Module]]:
     """(name, module) of every folded 3x3 layer of an XFeatInference, in order: the modules with a
     (C_out, C_in, 3, 3) ``weight`` buffer, a ``bias``, ``stride``, ``padding`` and ``relu``
@@ -114,7 +130,9 @@ def load_calibration(fingerprint: str, path: Path = CALIBRATION_FILE) -> Optiona
 class _Int8Conv(nn.Module):
     """A folded 3x3 layer in int8: quint8 activations in and out, per-channel qint8 weights."""
 
-    def __init__(self, conv: nn.Module, rng: dict) -> None:
+    def __init__(self, conv: nn.Module, rng: dict, reduce_range: bool = False) -> None:
+        """reduce_range: activations in 7 bits (0..127), so that no pair of products overflows
+        16 bits on CPUs without VNNI (PyTorch's own x86 default for the same reason)."""
         super().__init__()
         import torch.ao.nn.intrinsic.quantized as nniq
         import torch.ao.nn.quantized as nnq
@@ -128,11 +146,13 @@ class _Int8Conv(nn.Module):
             w_scale = (w.abs().amax(dim=(1, 2, 3)).clamp_min(1e-12) / 127.0).double()
             qw = torch.quantize_per_channel(w, w_scale, torch.zeros(c_out, dtype=torch.long), 0, torch.qint8)
             self.q.set_weight_bias(qw, conv.bias.detach().float())
-        # output: uint8 with zero point 0 after a ReLU, centred otherwise
-        self.q.scale = max(rng["out"], 1e-6) / (255.0 if conv.relu else 127.0)
-        self.q.zero_point = 0 if conv.relu else 128
-        self.in_zero = 128 if rng["signed_in"] else 0
-        self.in_scale = max(rng["in"], 1e-6) / (127.0 if rng["signed_in"] else 255.0)
+        # output: uint8 with zero point 0 after a ReLU, centred otherwise (levels 0..255, or
+        # 0..127 with reduce_range)
+        top, mid = (127, 64) if reduce_range else (255, 128)
+        self.q.scale = max(rng["out"], 1e-6) / (float(top) if conv.relu else float(top - mid))
+        self.q.zero_point = 0 if conv.relu else mid
+        self.in_zero = mid if rng["signed_in"] else 0
+        self.in_scale = max(rng["in"], 1e-6) / (float(top - mid) if rng["signed_in"] else float(top))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if not x.is_quantized:
@@ -145,10 +165,12 @@ class _Int8Conv(nn.Module):
 class XFeatInt8(nn.Module):
     """An XFeatInference with its 3x3 layers in int8 (module doc); same inputs and outputs."""
 
-    def __init__(self, net: nn.Module, ranges: dict) -> None:
+    def __init__(self, net: nn.Module, ranges: dict, reduce_range: Optional[bool] = None) -> None:
+        """reduce_range: 7-bit activations (:class:`_Int8Conv`); None = where the CPU lacks VNNI."""
         super().__init__()
         import copy
 
+        self.reduce_range = (not cpu_has_vnni()) if reduce_range is None else bool(reduce_range)
         self.net = copy.deepcopy(net)
         layers = _conv_layers(self.net)
         missing = [n for n, _ in layers if n not in ranges]
@@ -156,7 +178,7 @@ class XFeatInt8(nn.Module):
             raise ConfigError(f"XFeat int8 calibration lacks layers {missing}; recalibrate with tools/calibrate_xfeat_int8.py")
         for name, m in layers:
             parent, _, last = name.rpartition(".")
-            setattr(self.net.get_submodule(parent), last, _Int8Conv(m, ranges[name]))  # ModuleList keys are "0", "1", ...
+            setattr(self.net.get_submodule(parent), last, _Int8Conv(m, ranges[name], self.reduce_range))  # ModuleList keys are "0", "1", ...
 
     def forward(self, grey: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         return self.net(grey)
