@@ -74,13 +74,15 @@ def test_an_int8_layer_equals_the_fp32_convolution_within_its_quantization_steps
     assert float((unsigned(x).dequantize() - y_ref).abs().mean()) > 3 * float((y - y_ref).abs().mean())
 
 
-def test_vnni_is_read_from_the_cpu_flags(tmp_path: Path):
-    f = tmp_path / "cpuinfo"
-    f.write_text("processor\t: 0\nflags\t\t: fpu sse avx2 fma\n")
-    assert not xfeat_int8.cpu_has_vnni(str(f))
-    f.write_text("processor\t: 0\nflags\t\t: fpu avx2 avx512f avx512_vnni\n")
-    assert xfeat_int8.cpu_has_vnni(str(f))
-    assert not xfeat_int8.cpu_has_vnni(str(tmp_path / "missing"))
+def test_activations_take_7_bits_where_the_cpu_lacks_vnni(monkeypatch):
+    ext, ranges = calibrated()
+    for vnni in (True, False):
+        monkeypatch.setattr(xfeat_int8, "cpu_has_vnni", lambda vnni=vnni: vnni)
+        q = xfeat_int8.XFeatInt8(ext.net, ranges)
+        assert q.reduce_range is (not vnni)
+        layer = q.net.block2[0]  # its input can be negative: zero point at mid-range
+        assert layer.in_zero == (128 if vnni else 64)
+    assert isinstance(xfeat_int8.cpu_has_vnni(), bool)
 
 
 def test_the_int8_network_gives_the_fp32_outputs_up_to_quantization():

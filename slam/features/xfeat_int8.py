@@ -62,20 +62,15 @@ def int8_available() -> bool:
     return torch.backends.quantized.engine in FAST_ENGINES
 
 
-def cpu_has_vnni(cpuinfo: str = "/proc/cpuinfo") -> bool:
-    """Whether the CPU multiplies uint8 by int8 with 32-bit sums (AVX512-VNNI, AVX-VNNI or AMX;
-    read from Linux's ``cpuinfo`` flags; False where they cannot be read). Without it the x86
-    kernels add pairs of uint8 x int8 products in 16 bits, which saturate for activations above
-    127 (an AVX2-only AMD EPYC here: layer errors beyond the quantization steps)."""
+def cpu_has_vnni() -> bool:
+    """Whether the CPU multiplies uint8 by int8 with 32-bit sums (AVX512-VNNI or AVX-VNNI, as torch's
+    cpuinfo reads it, the way :func:`slam.device.native_bf16` reads AMX; False where torch cannot
+    tell). Without it the x86 kernels add pairs of uint8 x int8 products in 16 bits, which saturate
+    for activations above 127 (an AVX2-only AMD EPYC here: layer errors beyond the quantization steps)."""
     try:
-        text = Path(cpuinfo).read_text()
-    except OSError:
+        return bool(torch.cpu._is_vnni_supported())
+    except (AttributeError, RuntimeError):
         return False
-    flags = set()
-    for line in text.splitlines():
-        if line.startswith("flags"):
-            flags.update(line.split(":", 1)[-1].split())
-    return bool(flags & {"avx512_vnni", "avx_vnni", "amx_int8"})
 
 
 def _conv_layers(net: nn.Module) -> list[tuple[str, nn.Module]]:
