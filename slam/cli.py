@@ -280,8 +280,17 @@ def cmd_render(args) -> int:
 
     name = args.name.split("/", 1)[1] if args.name.startswith("synthetic/") else args.name
     root = resolve_data_root(args.data_root)[0]
+    if args.manifest_overrides and not args.as_name:
+        raise InputError(f"render {name}: --set {' --set '.join(args.manifest_overrides)} needs --as NAME, the variant's own name "
+                         f"(so that synthetic/{name} keeps the profile's frames)")
+    if args.as_name:
+        from slam.synth.manifest import write_variant
+
+        path = write_variant(name, args.as_name, args.manifest_overrides, root)
+        print(f"wrote the manifest of synthetic/{args.as_name} (synthetic/{name} with {' '.join(args.manifest_overrides) or 'no change'}) to {path}")
+        name = args.as_name
     folder = ensure_sequence(name, root, n_frames=args.frames)
-    print(f"synthetic/{name} is in {folder}")
+    print(f"synthetic/{name} is in {folder}" + (f"; run it with --seq synthetic/{name} --data-root {root}" if args.as_name else ""))
     return 0
 
 
@@ -365,6 +374,12 @@ def build_parser() -> argparse.ArgumentParser:
     rd.add_argument("name", nargs="?", default="default", help="profile: default | xyz | desk | fast | loop | loop_short | fast_blur | corridor | stereo (sequences/synthetic/)")
     rd.add_argument("--data-root")
     rd.add_argument("--frames", type=int)
+    rd.add_argument("--as", dest="as_name", metavar="NAME",
+                    help="render a variant of the profile under this name: its manifest goes to DATA_ROOT/synthetic/NAME.yaml "
+                         "with the overrides applied, so --seq synthetic/NAME runs it")
+    rd.add_argument("--set", dest="manifest_overrides", action="append", default=[], metavar="KEY=VALUE",
+                    help="a manifest override for --as (repeatable), e.g. --set realism.exposure_time=0 (no motion blur) "
+                         "or --set motion.yaw_amplitude_deg=30")
     rd.set_defaults(func=cmd_render)
 
     vw = sub.add_parser("view", help="look at a finished run: trajectory, keyframes, map, ground truth")

@@ -162,3 +162,27 @@ def test_monocular_maps_keep_their_scale():
     assert res["fixed_keyframes"] == 2
     assert res["ate_optimum_from_truth_m"] < 0.01
     assert res["ate_white_noise_floor_m"] < 0.01
+
+
+def test_a_seed_examines_the_run_seed_spread_makes_with_it(tmp_path, monkeypatch):
+    """--seed S hands the run to seed_spread's worker with S and the jitter in its environment
+    variable (the same perturbed run as ``seed_spread.py`` seed S); seed 0 runs ``slam run`` as is."""
+    import sys
+    import types
+
+    import slam.cli
+
+    tool = _tool()
+    gt = tmp_path / "gt.txt"
+    gt.write_text("0.0 0 0 0 0 0 0 1\n1.0 1 0 0 0 0 0 1\n")
+    calls = []
+    fake = types.ModuleType("seed_spread")
+    fake._ENV = "SLAM_SEED_SPREAD"
+    fake._worker = lambda argv: calls.append(("worker", list(argv), tool.os.environ[fake._ENV])) or 0
+    monkeypatch.setitem(sys.modules, "seed_spread", fake)
+    monkeypatch.setattr(slam.cli, "main", lambda argv: calls.append(("slam", list(argv), None)) or 0)
+    monkeypatch.delenv("SLAM_SEED_SPREAD", raising=False)
+    run = ["run", "--seq", "synthetic/fast", "--sync"]
+    assert tool.main(["--groundtruth", str(gt), "--seed", "3", "--jitter", "0.5", *run]) == 2  # nothing captured
+    assert tool.main(["--groundtruth", str(gt), "--seed", "0", *run]) == 2
+    assert calls == [("worker", run, "3 0.5"), ("slam", run, None)]

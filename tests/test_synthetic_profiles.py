@@ -172,3 +172,47 @@ def test_stereo_sequence_layout_and_disparity(worlds, tmp_path: Path):
     inside = (zl > 0) & (xr >= 0)
     zr = dr[ys[inside], xr[inside]]
     assert np.mean(np.abs(zr - zl[inside]) < 0.01 * zl[inside]) > 0.9  # same depth: pure x translation
+
+
+def test_a_variant_manifest_changes_only_what_it_names(tmp_path: Path):
+    """``python -m slam render fast --as NAME --set realism.exposure_time=0``: the manifest written
+    to DATA_ROOT/synthetic/NAME.yaml is the profile's with that value (and the name) changed, and
+    ``synthetic/NAME`` then resolves to it."""
+    from slam.synth.manifest import write_variant
+
+    path = write_variant("fast", "fast_sharp", ["realism.exposure_time=0", "motion.yaw_amplitude_deg=35"], tmp_path)
+    assert path == tmp_path / "synthetic" / "fast_sharp.yaml"
+    base, var = load_manifest("fast"), load_manifest("fast_sharp", tmp_path)
+    assert base["realism"]["exposure_time"] > 0 and var["realism"]["exposure_time"] == 0
+    assert var["motion"]["yaw_amplitude_deg"] == 35 and var["name"] == "fast_sharp"
+    for section in ("realism", "motion"):
+        for k in base[section]:
+            if k not in ("exposure_time", "yaw_amplitude_deg"):
+                assert var[section][k] == base[section][k], (section, k)
+    assert {k: v for k, v in var.items() if k not in ("realism", "motion", "name")} == \
+        {k: v for k, v in base.items() if k not in ("realism", "motion", "name")}
+
+
+@pytest.mark.parametrize("variant, overrides, message", [
+    ("fast", ["realism.exposure_time=0"], "choose a new name"),
+    ("v", ["realism.exposure=0"], "no key 'exposure'"),
+    ("v", ["foo.bar=1"], "no section 'foo'"),
+    ("v", ["realism.exposure_time=-1"], "out of range"),
+    ("v", ["realism.exposure_time"], "expected KEY=VALUE"),
+])
+def test_a_variant_with_a_bad_override_is_refused(tmp_path: Path, variant, overrides, message):
+    from slam.errors import InputError
+    from slam.synth.manifest import write_variant
+
+    with pytest.raises(InputError, match=message):
+        write_variant("fast", variant, overrides, tmp_path)
+    assert not (tmp_path / "synthetic" / f"{variant}.yaml").exists()
+
+
+def test_render_refuses_overrides_without_a_variant_name(tmp_path: Path, capsys):
+    from slam.cli import main
+
+    assert main(["render", "fast", "--set", "realism.exposure_time=0", "--data-root", str(tmp_path)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "needs --as NAME" in err[0]
+    assert not (tmp_path / "synthetic").exists()

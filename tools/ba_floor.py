@@ -17,7 +17,7 @@ solves it three more ways against the ground truth:
   associations within the inlier test).
 
 The residuals at the truth (observations against the points re-fitted with the true poses fixed)
-are reported too: spread, tail, per-point mean, and the mean horizontal residual in 8 vertical
+are reported too: spread (also per image axis, ``std_uv_px``: motion blur along x widens u's), tail, per-point mean, and the mean horizontal residual in 8 vertical
 bands of the image (``column_mean_u_px``: a horizontal zoom of the keypoints shows as a slope
 from left to right, a shift as a constant; on synthetic/fast mono the default front-end's
 keypoints sit 0.2 px inward at the right edge, ORB's do not: docs/benchmarks.md section 14). Keyframes are matched to the ground truth
@@ -27,13 +27,19 @@ rotation is fitted to the keyframes' orientations (:func:`pose_alignment`).
 The adjustments fix the first keyframe, and in monocular runs the second one too (at the true
 pose, for the runs started from the truth).
 
-    OMP_NUM_THREADS=1 PYTHONPATH=. python tools/ba_floor.py --groundtruth GT.txt [--json F] \\
+    OMP_NUM_THREADS=1 PYTHONPATH=. python tools/ba_floor.py --groundtruth GT.txt [--json F] [--seed S [--jitter PX]] \\
         run --seq synthetic/loop --data-root DIR --mode rgbd --sync
+
+``--seed S`` (S > 0) examines the run that ``tools/seed_spread.py`` makes with that seed: every
+keypoint moved by at most ``--jitter`` px (default 0.001) from a generator seeded by (S, frame,
+image); seed 0 is the unperturbed run. Monocular runs are chaotic, so the floor of one seed says
+little about another's.
 """
 from __future__ import annotations
 
 import copy
 import json
+import os
 import sys
 
 import numpy as np
@@ -158,7 +164,7 @@ def floor(prob, truth_world_from_cam: np.ndarray, with_scale: bool, iterations: 
                                        sorted(zip(prob.kf_ids.tolist(), err_opt), key=lambda x: -x[1])[:5]],
         "residuals_at_truth": {
             "observations": int(good.sum()), "mean_px": r.mean(0).round(4).tolist() if len(r) else [0.0, 0.0],
-            "std_px": sigma, "median_px": float(np.median(rn)) if len(rn) else 0.0,
+            "std_px": sigma, "std_uv_px": r.std(0).round(4).tolist() if len(r) else [0.0, 0.0], "median_px": float(np.median(rn)) if len(rn) else 0.0,
             "p99_px": float(np.percentile(rn, 99)) if len(rn) else 0.0,
             "share_over_1_5px": float((rn > 1.5).mean()) if len(rn) else 0.0,
             "per_point_mean_rms_px": float(np.sqrt(np.mean(mean_u[inv] ** 2 + mean_v[inv] ** 2))) if len(rn) else 0.0,
@@ -168,15 +174,19 @@ def floor(prob, truth_world_from_cam: np.ndarray, with_scale: bool, iterations: 
 
 
 def main(argv: list[str]) -> int:
-    out_json, gt_path = None, None
-    while argv and argv[0] in ("--json", "--groundtruth"):
+    out_json, gt_path, seed, jitter = None, None, 0, 1e-3
+    while argv and argv[0] in ("--json", "--groundtruth", "--seed", "--jitter") and len(argv) > 1:
         if argv[0] == "--json":
             out_json = argv[1]
-        else:
+        elif argv[0] == "--groundtruth":
             gt_path = argv[1]
+        elif argv[0] == "--seed":
+            seed = int(argv[1])
+        else:
+            jitter = float(argv[1])
         argv = argv[2:]
     if gt_path is None or not argv:
-        print("usage: ba_floor.py --groundtruth GT.txt [--json F] run --seq ... --sync", file=sys.stderr)
+        print("usage: ba_floor.py --groundtruth GT.txt [--json F] [--seed S [--jitter PX]] run --seq ... --sync", file=sys.stderr)
         return 2
     import slam.app as app
     from slam.cli import main as slam_main
@@ -198,12 +208,19 @@ def main(argv: list[str]) -> int:
         return out
 
     app._finish = keep
-    rc = slam_main(argv)
+    if seed > 0:  # the run seed_spread.py makes with this seed (its worker perturbs the keypoints)
+        import seed_spread
+
+        os.environ[seed_spread._ENV] = f"{seed} {jitter}"
+        rc = seed_spread._worker(argv)
+    else:
+        rc = slam_main(argv)
     if "problem" not in captured or captured["problem"] is None:
         print("no map to examine", file=sys.stderr)
         return rc or 2
     res = floor(captured["problem"], captured["truth"], captured["mono"])
     res["command"] = " ".join(["python -m slam"] + argv)
+    res["seed"], res["jitter_px"] = seed, jitter if seed > 0 else 0.0
     cm = {k: round(v * 100, 3) for k, v in res.items() if k.startswith("ate_")}
     print(f"keyframe ATE (cm): as left {cm['ate_as_left_m']}, optimum of its observations from the truth "
           f"{cm['ate_optimum_from_truth_m']}, white-noise floor {cm['ate_white_noise_floor_m']}")

@@ -142,3 +142,33 @@ def _stereo_of(stereo, where: str) -> Optional[dict]:
         stereo = {}
     return dataclasses.asdict(parse_dataclass(StereoConfig, stereo, f"{where}: stereo"))
 
+
+
+def write_variant(name: str, variant: str, overrides: list[str], root: Path) -> Path:
+    """Write ``root/synthetic/<variant>.yaml``: the manifest of ``name`` (as :func:`load_manifest`
+    resolves it) with ``overrides`` ("section.key=value", the value read as YAML) applied and
+    ``name`` set to ``variant``. Unknown keys, an embedded profile's name for the variant, and
+    values the manifest's validation rejects are InputErrors. Returns the path."""
+    if variant in PROFILES or not variant or "/" in variant or os.sep in variant:
+        raise InputError(f"render --as {variant!r}: choose a new name (not one of the profiles {sorted(PROFILES)}, no '/')")
+    m = load_manifest(name, root)
+    for kv in overrides:
+        key, sep, raw = kv.partition("=")
+        if not sep or not key:
+            raise InputError(f"render override {kv!r}: expected KEY=VALUE, e.g. realism.exposure_time=0")
+        *parents, leaf = key.split(".")
+        node = m
+        for part in parents:
+            if not isinstance(node.get(part), dict):
+                raise InputError(f"render override {kv!r}: the manifest has no section {part!r}; sections: "
+                                 f"{', '.join(k for k, v in m.items() if isinstance(v, dict))}")
+            node = node[part]
+        if leaf not in node:
+            raise InputError(f"render override {kv!r}: no key {leaf!r} there; keys: {', '.join(sorted(node))}")
+        node[leaf] = yaml.safe_load(raw)
+    m["name"] = variant
+    m = load_manifest(m)  # validated: a bad value is an InputError naming it
+    path = Path(root) / "synthetic" / f"{variant}.yaml"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(yaml.safe_dump(m, sort_keys=False))
+    return path
