@@ -143,7 +143,6 @@ def _stereo_of(stereo, where: str) -> Optional[dict]:
     return dataclasses.asdict(parse_dataclass(StereoConfig, stereo, f"{where}: stereo"))
 
 
-
 def write_variant(name: str, variant: str, overrides: list[str], root: Path) -> Path:
     """Write ``root/synthetic/<variant>.yaml``: the manifest of ``name`` (as :func:`load_manifest`
     resolves it) with ``overrides`` ("section.key=value", the value read as YAML) applied and
