@@ -220,7 +220,8 @@ def main(argv: list[str]) -> int:
         return rc or 2
     res = floor(captured["problem"], captured["truth"], captured["mono"])
     res["command"] = " ".join(["python -m slam"] + argv)
-    res["seed"], res["jitter_px"] = seed, jitter if seed > 0 else 0.0
+    res["seed"] = seed
+    res["jitter_px"] = jitter if seed > 0 else 0.0  # seed 0 is the unperturbed run
     cm = {k: round(v * 100, 3) for k, v in res.items() if k.startswith("ate_")}
     print(f"keyframe ATE (cm): as left {cm['ate_as_left_m']}, optimum of its observations from the truth "
           f"{cm['ate_optimum_from_truth_m']}, white-noise floor {cm['ate_white_noise_floor_m']}")
