@@ -23,6 +23,7 @@ from slam.features.xfeat import (
     keypoint_heatmap,
     nms_candidates,
     sample_descriptors,
+    two_grid_heatmap,
 )
 from slam.weights import resolve_weights
 from conftest import textured_image
@@ -44,7 +45,7 @@ def random_net(seed: int = 0) -> XFeatNet:
 def random_xfeat(seed: int = 0, **cfg) -> XFeat:
     cfg.setdefault("detection_threshold", 0.0)  # random logits give probabilities near 1/65
     cfg.setdefault("precision", "fp32")  # the restatements are exact in fp32 (auto may pick bf16 on this CPU)
-    return XFeat(XFeatConfig(**{"subpixel": False, **cfg}), "cpu", state_dict=random_net(seed).state_dict())
+    return XFeat(XFeatConfig(**{"subpixel": False, "shifted_grid": False, **cfg}), "cpu", state_dict=random_net(seed).state_dict())
 
 
 # ----------------------------------------------------------------------------- hand-written restatements
@@ -205,6 +206,45 @@ def test_descriptor_sampling_is_bicubic_at_the_model_position_then_normalised():
     assert sample_descriptors(dense, xy[:0], w, h).shape == (0, 5)
 
 
+def test_two_grid_heatmap_is_the_geometric_mean_of_both_grids_by_hand():
+    g = torch.Generator().manual_seed(3)
+    logits = torch.randn(1, 65, 3, 4, generator=g) * 2
+    shifted = torch.randn(1, 65, 4, 5, generator=g) * 2
+    heat = two_grid_heatmap(logits, shifted)
+    assert heat.shape == (1, 1, 24, 32) and heat.dtype == torch.float32
+    base, moved = hand_heatmap(logits[0].numpy()), hand_heatmap(shifted[0].numpy())
+    # the shifted grid's cell (r, c) starts at pixel (8r - 4, 8c - 4): image pixel (y, x) is its (y + 4, x + 4)
+    np.testing.assert_allclose(heat[0, 0].numpy(), np.sqrt(base * moved[4:28, 4:36]), rtol=1e-5, atol=1e-9)
+
+
+def test_shifted_grid_logits_are_the_head_on_the_image_moved_by_half_a_cell():
+    net = random_net(4)
+    inf = XFeatInference(net).eval()
+    grey = torch.rand(1, 1, 64, 96)
+    with torch.no_grad():
+        shifted = inf.shifted_keypoint_logits(grey)
+        x = net.norm(grey)[..., 4:-4, 4:-4]  # cell (r, c) of this crop is cell (r + 1, c + 1) of the shifted grid
+        ref = net.keypoint_head(F.pixel_unshuffle(x, 8))
+    assert shifted.shape == (1, 65, 9, 13)
+    torch.testing.assert_close(shifted[..., 1:-1, 1:-1], ref, rtol=1e-4, atol=1e-4)
+
+
+def test_two_grids_make_the_heatmap_follow_a_half_cell_translation():
+    """With one grid, where the 8x8 cells cut the image decides the heatmap; with both grids a
+    4 px shift of the image swaps the grids, so the heatmap moves with it exactly."""
+    inf = XFeatInference(random_net(5)).eval()
+    inf.norm = torch.nn.Identity()  # no image statistics: the two crops below differ only by the shift
+    big = torch.rand(1, 1, 72, 104)
+    a, b = big[..., :64, :96], big[..., 4:68, 4:100]  # b(y, x) = a(y + 4, x + 4)
+    with torch.no_grad():
+        one = [keypoint_heatmap(inf.keypoint_logits(t)) for t in (a, b)]
+        two = [two_grid_heatmap(inf.keypoint_logits(t), inf.shifted_keypoint_logits(t)) for t in (a, b)]
+    inner = (slice(None), slice(None), slice(8, 56), slice(8, 88))
+    moved = (slice(None), slice(None), slice(12, 60), slice(12, 92))
+    torch.testing.assert_close(two[1][inner], two[0][moved], rtol=1e-4, atol=1e-7)
+    assert (one[1][inner] - one[0][moved]).abs().max() > 0.1 * one[0].mean()  # the reference's single grid does not
+
+
 # ----------------------------------------------------------------------------- network
 
 
@@ -226,7 +266,8 @@ def test_checkpoint_layout_and_inference_network_agree_on_random_weights():
 def test_extractor_equals_hand_pipeline_on_random_weights():
     """End to end on random weights: the plain network, then detection and description by hand."""
     net = random_net(5)
-    ext = XFeat(XFeatConfig(detection_threshold=0.0, max_keypoints=40, subpixel=False, precision="fp32"), "cpu", state_dict=net.state_dict())
+    ext = XFeat(XFeatConfig(detection_threshold=0.0, max_keypoints=40, subpixel=False, shifted_grid=False, precision="fp32"), "cpu",
+                state_dict=net.state_dict())
     img = textured_image(64, 96, 2)
     f = ext.extract(img)
     grey = torch.from_numpy(img[:, :, ::-1].astype(np.float32) / 255).mean(-1)[None, None]
@@ -344,7 +385,7 @@ def xfeat_real() -> XFeat:
         resolve_weights("xfeat")
     except WeightsError as exc:
         pytest.skip(f"XFeat weights not installed: {exc}")
-    return XFeat(XFeatConfig(subpixel=False, precision="fp32"), "cpu")  # the reference's whole-pixel keypoints, fp32
+    return XFeat(XFeatConfig(subpixel=False, shifted_grid=False, precision="fp32"), "cpu")  # the reference's keypoints, fp32
 
 
 def test_real_weights_load_strictly_and_give_sane_features(xfeat_real):
@@ -372,6 +413,23 @@ def test_real_weights_keypoints_follow_a_translation(xfeat_real):
     assert len(kp) > 100
     dist = torch.cdist(kp, f_full.keypoints).min(dim=1).values
     assert (dist < 0.5).float().mean() > 0.8
+
+
+def test_real_weights_two_grids_repeat_keypoints_under_sub_cell_translations(xfeat_real):
+    """xfeat.shifted_grid: keypoints of an image moved by a few pixels (not a multiple of 8) land
+    on the moved keypoints more often than with the reference's single grid."""
+    two = XFeat(XFeatConfig(subpixel=False, precision="fp32", shifted_grid=True), "cpu")
+    big = textured_image(320, 384, 9)
+    shares = {}
+    for name, ex in (("one", xfeat_real), ("two", two)):
+        hits = []
+        for dx, dy in ((3, 0), (0, 5), (3, 5), (6, 2)):
+            f0, f1 = ex.extract(big[32:288, 32:352]), ex.extract(big[32 + dy:288 + dy, 32 + dx:352 + dx])
+            kp = f1.keypoints + torch.tensor([dx, dy], dtype=torch.float32)
+            inner = (kp[:, 0] > 16) & (kp[:, 1] > 16) & (kp[:, 0] < 320 - 16) & (kp[:, 1] < 256 - 16)
+            hits.append((torch.cdist(kp[inner], f0.keypoints).min(dim=1).values < 0.5).float().mean())
+        shares[name] = float(torch.stack(hits).mean())
+    assert shares["two"] > shares["one"] + 0.05, shares
 
 
 def test_real_weights_batch_equals_single(xfeat_real):

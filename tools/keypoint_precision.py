@@ -12,6 +12,7 @@ match): what a patch tracker would observe.
 
     python tools/keypoint_precision.py --seq synthetic/loop_short --data-root DIR --features xfeat --matcher lightglue
     python tools/keypoint_precision.py --seq synthetic/loop_short --data-root DIR --features aliked --matcher lightglue --json F
+    python tools/keypoint_precision.py --seq synthetic/loop_short --data-root DIR xfeat.shifted_grid=true
 
 docs/benchmarks.md section 12 (2026-12-05) has the figures for XFeat, ALIKED and ORB.
 """
@@ -58,10 +59,11 @@ def main(argv: list[str]) -> int:
     ap.add_argument("--max-px", type=float, default=4.0, help="a match within this many px of the truth is correct")
     ap.add_argument("--align-lk", action="store_true", help="align the second keypoint to the first one's patch (Lucas-Kanade)")
     ap.add_argument("--json", type=Path, default=None)
+    ap.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="configuration overrides, e.g. xfeat.shifted_grid=true")
     a = ap.parse_args(argv)
     torch.set_num_threads(1)
     try:
-        cfg = resolve_config(load_config(None, [f"features={a.features}", f"matcher={a.matcher}", "device=cpu", "mode=rgbd"]))
+        cfg = resolve_config(load_config(None, [f"features={a.features}", f"matcher={a.matcher}", "device=cpu", "mode=rgbd", *a.overrides]))
         inputs = open_input(a.seq, cfg, data_root=a.data_root)
         if inputs.groundtruth is None:
             raise SlamError(f"{a.seq}: no ground truth; the tool needs exact poses and depth")
@@ -106,7 +108,7 @@ def main(argv: list[str]) -> int:
         n_matches += len(pr)
     res = precision(np.concatenate(errors) if errors else np.zeros(0), n_matches, a.max_px)
     res.update({"seq": a.seq, "features": a.features, "matcher": a.matcher, "gap": a.gap, "every": a.every,
-                "align_lk": a.align_lk, "pairs": len(errors)})
+                "align_lk": a.align_lk, "overrides": a.overrides, "pairs": len(errors)})
     print(f"{a.features} + {a.matcher}, {a.seq}, {len(errors)} pairs {a.gap} frames apart{' (Lucas-Kanade aligned)' if a.align_lk else ''}: "
           f"{res.get('correct', 0)} of {n_matches} matches within {a.max_px:g} px; error median {res.get('median_px')} px, "
           f"RMS {res.get('rms_px')} px, 90th percentile {res.get('p90_px')} px")

@@ -85,6 +85,7 @@ class XFeatConfig:
     max_keypoints: int = 1024  # keep at most this many (highest score = heatmap x reliability); <= 0 = no limit
     detection_threshold: float = param(0.05, ge=0.0, lt=1.0)  # keypoint-heatmap probability a candidate must exceed (reference 0.05)
     nms_size: int = param(5, ge=1)  # odd side of the non-maximum-suppression window, pixels (reference 5)
+    shifted_grid: bool = True  # also run the keypoint head on the 8x8 cell grid moved by half a cell (4 px) and detect on the geometric mean of the two heatmaps, so keypoints do not snap to where the grid cuts the image (keypoints 0.59 instead of 0.92 px from the truth on synthetic/loop_short, monocular ATE there halved; docs/benchmarks.md section 14, 2026-12-07); False = the reference's keypoints
     subpixel: bool = True  # refine keypoints to sub-pixel on the heatmap (parabola per axis; synthetic ATE RGB-D 0.21 -> 0.20 cm, mono 0.39 -> 0.36 cm); False = the reference's whole pixels
     precision: str = param("auto", choices=PRECISIONS + ("int8",))  # auto = fp16 on CUDA, bf16 on a CPU with AMX (native bf16) if it keeps the keypoints, else fp32 | fp32 | fp16 (CUDA only) | bf16 | int8 (CPU, opt-in: the 3x3 convolutions in int8, 1.7x faster, 98 % of the keypoints on the same pixel; slam.features.xfeat_int8)
     bf16_min_repeatability: float = param(0.9, ge=0.0, le=1.0)  # auto on CPU: bf16 only if >= this share of fp32 keypoints within 1 px (synthetic probe image)

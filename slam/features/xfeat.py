@@ -25,6 +25,13 @@ Detection at inference (:func:`detect`):
 
 1. the 65 logits get a softmax, the dustbin is dropped and each cell's 64 probabilities go back
    to their pixels (depth-to-space): a full-resolution keypoint heatmap;
+   With ``xfeat.shifted_grid`` (not in the reference) the keypoint head also runs on the cell grid
+   moved by half a cell (the normalised image reflect-padded by 4 px), and the heatmap is the
+   geometric mean of the two grids' (:func:`two_grid_heatmap`). Each cell sees only its own 64
+   pixels, so with one grid a keypoint moves when the grid cuts the image elsewhere (the camera
+   moves by a few pixels); with two, a 4 px shift swaps the grids. On synthetic/loop_short the
+   keypoints of frames 3 apart lie 0.59 px (median) from where the truth puts them, against
+   0.92 px with one grid (``tools/keypoint_precision.py``; docs/benchmarks.md section 14);
 2. a pixel is a keypoint candidate when it is the maximum of its ``nms_size`` x ``nms_size``
    window (ties keep every maximum) and above ``detection_threshold``;
 3. its score is heatmap x reliability, both read at the keypoint with the sampling convention
@@ -66,11 +73,13 @@ from slam.features.config import XFeatConfig
 from slam.types import Features
 from slam.weights import load_weights
 
-__all__ = ["XFeat", "XFeatConfig", "XFeatNet", "XFeatInference", "keypoint_heatmap", "nms_candidates", "detect", "refine_subpixel",
+__all__ = ["XFeat", "XFeatConfig", "XFeatNet", "XFeatInference", "keypoint_heatmap", "two_grid_heatmap", "nms_candidates", "detect", "refine_subpixel",
            "sample_descriptors", "CELL", "DIVISOR"]
 
 #: Pixels per side of a keypoint-head cell (three stride-2 convolutions).
 CELL = 8
+#: The shift of the second keypoint grid (``xfeat.shifted_grid``): half a cell.
+HALF_CELL = CELL // 2
 #: Image sides must be multiples of this (five stride-2 stages).
 DIVISOR = 32
 #: Descriptor dimension of the released model.
@@ -298,10 +307,22 @@ class XFeatInference(nn.Module):
         r = _nhwc(feats)
         for m in self.heatmap_head:
             r = m(r)
+        return feats, self.keypoint_logits(x), _nchw(torch.sigmoid(r))
+
+    def keypoint_logits(self, x: torch.Tensor) -> torch.Tensor:
+        """The keypoint head: (B,1,H,W) float32 instance-normalised image, H and W multiples of 8 ->
+        (B,65,H/8,W/8) float32 logits (NCHW view of channels-last memory), channels as in XFeatNet."""
+        b, _, h, w = x.shape
         k = x.reshape(b, h // CELL, CELL, w // CELL, CELL).permute(0, 1, 3, 2, 4).reshape(b, h // CELL, w // CELL, CELL * CELL)
         for m in self.keypoint_head:
             k = m(k)
-        return feats, _nchw(k), _nchw(torch.sigmoid(r))
+        return _nchw(k)
+
+    def shifted_keypoint_logits(self, grey: torch.Tensor) -> torch.Tensor:
+        """The keypoint head on the cell grid moved by half a cell: (B,1,H,W) float32 grey in [0,1]
+        (the network's input) -> (B,65,H/8+1,W/8+1) float32 logits whose cell (r, c) covers pixels
+        [8r - 4, 8r + 4) x [8c - 4, 8c + 4) of the image (the normalised image reflect-padded by 4 px)."""
+        return self.keypoint_logits(F.pad(self.norm(grey), (HALF_CELL,) * 4, mode="reflect"))
 
 
 # ----------------------------------------------------------------------------- detection
@@ -315,6 +336,16 @@ def keypoint_heatmap(logits: torch.Tensor) -> torch.Tensor:
     b, _, h, w = logits.shape
     prob = torch.softmax(_nhwc(logits).float(), dim=-1)[..., : CELL * CELL]  # (B,h,w,64)
     return prob.reshape(b, h, w, CELL, CELL).permute(0, 1, 3, 2, 4).reshape(b, 1, h * CELL, w * CELL)
+
+
+def two_grid_heatmap(logits: torch.Tensor, shifted: torch.Tensor) -> torch.Tensor:
+    """The geometric mean of the heatmaps of two cell grids, so that a keypoint does not depend on
+    where the 8x8 grid happens to cut the image. logits: (B,65,h,w) on the network's grid;
+    shifted: (B,65,h+1,w+1) on the grid moved by half a cell (``XFeatInference.shifted_keypoint_logits``).
+    Returns (B,1,8h,8w) float32, per pixel sqrt(p_grid * p_shifted)."""
+    h, w = logits.shape[-2] * CELL, logits.shape[-1] * CELL
+    moved = keypoint_heatmap(shifted)[..., HALF_CELL:HALF_CELL + h, HALF_CELL:HALF_CELL + w]
+    return keypoint_heatmap(logits).mul_(moved).sqrt_()
 
 
 def nms_candidates(heat: torch.Tensor, size: int, threshold: float) -> list[torch.Tensor]:
@@ -546,7 +577,10 @@ class XFeat:
             else:
                 with autocast(self.device, precision):
                     feats, logits, reliability = self.net(grey.contiguous(memory_format=torch.channels_last))
-            heat = keypoint_heatmap(logits)
+            if self.cfg.shifted_grid:
+                heat = two_grid_heatmap(logits, self.net.shifted_keypoint_logits(grey.float()))
+            else:
+                heat = keypoint_heatmap(logits)
             dense = F.normalize(feats.float(), p=2.0, dim=1)
             detections = detect(heat, reliability.float(), self.cfg.nms_size, self.cfg.detection_threshold,
                                 self.cfg.max_keypoints)
