@@ -12,7 +12,7 @@ match): what a patch tracker would observe.
 
     python tools/keypoint_precision.py --seq synthetic/loop_short --data-root DIR --features xfeat --matcher lightglue
     python tools/keypoint_precision.py --seq synthetic/loop_short --data-root DIR --features aliked --matcher lightglue --json F
-    python tools/keypoint_precision.py --seq synthetic/loop_short --data-root DIR xfeat.shifted_grid=true
+    python tools/keypoint_precision.py --seq synthetic/loop_short --data-root DIR xfeat.shifted_grid=false   # XFeat's one cell grid
 
 docs/benchmarks.md section 12 (2026-12-05) has the figures for XFeat, ALIKED and ORB.
 """
@@ -59,7 +59,7 @@ def main(argv: list[str]) -> int:
     ap.add_argument("--max-px", type=float, default=4.0, help="a match within this many px of the truth is correct")
     ap.add_argument("--align-lk", action="store_true", help="align the second keypoint to the first one's patch (Lucas-Kanade)")
     ap.add_argument("--json", type=Path, default=None)
-    ap.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="configuration overrides, e.g. xfeat.shifted_grid=true")
+    ap.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="configuration overrides, e.g. xfeat.shifted_grid=false")
     a = ap.parse_args(argv)
     torch.set_num_threads(1)
     try:

@@ -25,7 +25,7 @@ Detection at inference (:func:`detect`):
 
 1. the 65 logits get a softmax, the dustbin is dropped and each cell's 64 probabilities go back
    to their pixels (depth-to-space): a full-resolution keypoint heatmap;
-   With ``xfeat.shifted_grid`` (not in the reference) the keypoint head also runs on the cell grid
+   By default (``xfeat.shifted_grid``; not in the reference) the keypoint head also runs on the cell grid
    moved by half a cell (the normalised image reflect-padded by 4 px), and the heatmap is the
    geometric mean of the two grids' (:func:`two_grid_heatmap`). Each cell sees only its own 64
    pixels, so with one grid a keypoint moves when the grid cuts the image elsewhere (the camera
@@ -51,7 +51,8 @@ The extractor runs :class:`XFeatInference`, the same function rearranged for spe
 folded, channels-last, 1x1 convolutions as matrix products, the first two layers on the 2x2
 space-to-depth image); :class:`XFeatNet` keeps the checkpoint's layout and is the reference the
 tests compare it with. On real images (TUM, EuRoC, KITTI, ScanNet, Oxford pairs) both give the
-keypoints of the authors' implementation exactly, with descriptors within 3e-6.
+keypoints of the authors' implementation exactly, with descriptors within 3e-6, when the extractor
+runs with ``shifted_grid=False, subpixel=False``.
 
 Images whose sides are not multiples of 32 are resized (bilinear, as the released model does) to
 the nearest smaller multiples and the keypoints scaled back to the original pixels. Colour images
