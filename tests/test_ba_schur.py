@@ -28,6 +28,25 @@ def test_schur_reaches_g2os_result(stereo_frac):
     assert b.chi2_before == pytest.approx(a.chi2_before, rel=1e-12)
 
 
+@pytest.mark.parametrize("seed", [0, 1])
+def test_a_small_initial_damping_reaches_the_optimum_in_five_steps(seed):
+    """g2o's initial damping (1e-5 x the largest diagonal entry, a keyframe's) holds the weakly
+    constrained points back, so 5 + 5 steps stop millimetres short of the optimum; tau = 1e-8
+    (``mapping.ba_tau``) gets there in the same number of steps."""
+    prob = synthetic_ba_problem(n_kf=8, n_points=600, obs_per_point=3, seed=seed)
+    free = ~prob.fixed
+
+    def centres(res):
+        return np.linalg.inv(res.cam_from_world[free])[:, :3, 3]
+
+    optimum = centres(bundle_adjust_schur(prob, iterations=60))
+    small = bundle_adjust_schur(prob, iterations=5, tau=1e-8)
+    g2os = bundle_adjust_schur(prob, iterations=5)
+    assert small.iterations == g2os.iterations == 10
+    assert np.abs(centres(small) - optimum).max() < 2e-4  # m
+    assert np.abs(centres(g2os) - optimum).max() > 1e-3
+
+
 def test_schur_sums_a_keyframes_two_observations_of_one_point_as_g2o_does():
     """A keyframe that observes a point twice (two keypoints on one map point) adds two blocks to
     the same keyframe-point coupling entry: summed, not overwritten (the solver's scatter path)."""

@@ -158,7 +158,8 @@ class LocalMapper:
         if not (self.uses_schur(task.problem) and dense_size(task.problem) <= MAX_DENSE):
             solve = bundle_adjust
             self.n_ba_g2o += 1
-        res = solve(task.problem, iterations=iterations, pause=self.schedule.yield_point, stop=stop)
+        kw = {"tau": self.cfg.ba_tau} if solve is bundle_adjust_schur else {}
+        res = solve(task.problem, iterations=iterations, pause=self.schedule.yield_point, stop=stop, **kw)
         if res.aborted:
             self.n_ba_aborted += 1
         # a BA stopped before g2o ran changed nothing: nothing to write back

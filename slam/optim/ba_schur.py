@@ -7,6 +7,12 @@ monocular reprojection edges and RGB-D/stereo edges with ORB-SLAM's virtual righ
 (or behind the camera) are dropped and ``iterations`` more steps run without the kernel. The
 damping follows g2o's ``OptimizationAlgorithmLevenberg`` (initial lambda 1e-5 x the largest
 diagonal entry, gain ratio, at most 10 tries per step), so both solvers reach the same optimum.
+The initial damping can be set (``tau``, ``mapping.ba_tau``): g2o's 1e-5 x the largest diagonal
+entry (the default, ``TAU``) damps the weakly constrained points so much (the largest entry is a
+keyframe's, summed over thousands of observations) that 5 + 5 steps leave the free keyframes of a
+monocular KITTI window 0.8 cm (median) from the optimum; 1e-8 gets within 0.01 cm in the same
+steps. Converged windows are not better everywhere (docs/benchmarks.md section 13, "the local
+BA's initial damping"), so g2o's value stays the default.
 
 Why a second solver: a local BA is small (about 6 free keyframes, 1-3k points, 5-10k
 observations), and g2opy spends about as long building its graph in Python, one edge object
@@ -35,10 +41,10 @@ from slam.geometry.se3 import se3_exp
 from slam.optim.ba import (CHI2_MONO, CHI2_STEREO, BAProblem, BAResult, BAStop,
                            _index_of, _validate, residual_chi2)
 
-__all__ = ["bundle_adjust_schur", "dense_size", "MAX_DENSE"]
+__all__ = ["bundle_adjust_schur", "dense_size", "MAX_DENSE", "TAU"]
 
 MAX_TRIES = 10  # damping increases per step before giving up (g2o's maxTrialsAfterFailure)
-TAU = 1e-5  # initial lambda = TAU * largest diagonal entry of the Hessian (g2o)
+TAU = 1e-5  # initial lambda = TAU * largest diagonal entry of the Hessian (g2o's)
 MAX_DENSE = 4_000_000  # largest dense coupling matrix (entries, 32 MB) a caller should give this solver
 
 
@@ -284,8 +290,9 @@ def _apply(g: _Graph, poses, pts, dc, dp):
     return new_poses, new_pts
 
 
-def _levenberg(model, g, poses, pts, active, robust, iterations, pause, stop):
-    """``iterations`` g2o-style Levenberg steps. -> (poses, pts, iterations run)."""
+def _levenberg(model, g, poses, pts, active, robust, iterations, pause, stop, tau):
+    """``iterations`` g2o-style Levenberg steps, initial lambda ``tau`` x the largest diagonal
+    entry. -> (poses, pts, iterations run)."""
     proj = model.project(poses, pts)
     cost = model.cost(model.chi2(proj[1], proj[2]), active & proj[2], robust)
     lam, ni, run = None, 2.0, 0
@@ -297,7 +304,7 @@ def _levenberg(model, g, poses, pts, active, robust, iterations, pause, stop):
         U, bc, V, bp, Wo = _linearise(model, g, poses, pts, active, robust, proj)
         if lam is None:
             diag = np.r_[np.einsum("kii->ki", U).ravel(), np.einsum("iip->pi", V).ravel()]
-            lam = TAU * float(diag.max()) if diag.size else TAU
+            lam = tau * float(diag.max()) if diag.size else tau
         run += 1
         accepted = False
         for _try in range(MAX_TRIES):
@@ -323,10 +330,13 @@ def _levenberg(model, g, poses, pts, active, robust, iterations, pause, stop):
 
 
 def bundle_adjust_schur(problem: BAProblem, iterations: int = 10, robust: bool = True, two_stage: bool = True,
-                        pause: Optional[Callable[[], None]] = None, stop: Optional[BAStop] = None) -> BAResult:
+                        pause: Optional[Callable[[], None]] = None, stop: Optional[BAStop] = None,
+                        tau: float = TAU) -> BAResult:
     """:func:`slam.optim.ba.bundle_adjust`'s contract (same arguments but ``edge_chunk`` and
     ``verbose``, same :class:`BAResult`), solved in numpy. ``pause`` is called before each
-    Levenberg step; ``stop`` is polled between steps (an abort after stage 1 skips stage 2)."""
+    Levenberg step; ``stop`` is polled between steps (an abort after stage 1 skips stage 2).
+    ``tau``: the initial damping relative to the largest diagonal entry of the Hessian (the
+    default, ``TAU``, takes g2o's steps)."""
     t_start, c_start = time.perf_counter(), time.process_time()
     kf_ids, poses, fixed, point_ids, pts, obs_kf, obs_pt, uv, w, ur, K = _validate(problem)
     bf = float(problem.bf)
@@ -351,14 +361,14 @@ def bundle_adjust_schur(problem: BAProblem, iterations: int = 10, robust: bool =
     t0, c0 = time.perf_counter(), time.process_time()
     active = np.ones(m, dtype=bool)
     out_poses, out_pts, n_iter = _levenberg(model, g, poses, pts, active, robust, iterations,
-                                            pause, stop)
+                                            pause, stop, tau)
     aborted = stop is not None and stop.requested
     if two_stage and not aborted:
         chi2, _ = residual_chi2(out_poses[kf_idx, :3, :3], out_poses[kf_idx, :3, 3], out_pts[pt_idx], uv, ur, w, K, bf)
         active = chi2 <= thr
         if active.any():
             out_poses, out_pts, n2 = _levenberg(model, g, out_poses, out_pts, active[srt], False,
-                                                iterations, pause, stop)
+                                                iterations, pause, stop, tau)
             n_iter += n2
         aborted = stop is not None and stop.requested
     t_opt, c_opt = time.perf_counter() - t0, time.process_time() - c0
