@@ -9,7 +9,8 @@ import pytest
 from slam.config import load_config
 from slam.errors import SlamError
 from slam.optim.ba import BAStop, bundle_adjust, synthetic_ba_problem
-from slam.optim.ba_schur import bundle_adjust_schur, dense_size
+from slam.optim import ba_schur
+from slam.optim.ba_schur import bundle_adjust_schur, dense_size, fits
 
 
 @pytest.mark.parametrize("stereo_frac", [0.0, 0.6])
@@ -97,6 +98,75 @@ def test_schur_stop_requested_returns_the_input():
     assert res.aborted and res.iterations == 0
     assert np.array_equal(res.cam_from_world, prob.cam_from_world)
     assert np.array_equal(res.points_world, prob.points_world)
+
+
+@pytest.mark.parametrize("stereo_frac,n_fixed,obs_per_point", [(0.0, 2, 4), (0.6, 2, 4), (0.3, 6, 2)])
+def test_the_chunked_reduced_system_takes_the_dense_steps(stereo_frac, n_fixed, obs_per_point):
+    """The reduced system formed chunk by chunk of points (global BAs) gives the dense layout's
+    estimate, outliers and iterations to rounding. Several chunks (1000 points); with 6 of 12
+    keyframes fixed and 2 observations per point, some points have no free observation."""
+    prob = synthetic_ba_problem(n_kf=12, n_points=1000, obs_per_point=obs_per_point, n_fixed=n_fixed,
+                                stereo_frac=stereo_frac, seed=5)
+    a = bundle_adjust_schur(prob, iterations=5, layout="dense")
+    b = bundle_adjust_schur(prob, iterations=5, layout="chunked")
+    assert a.iterations == b.iterations == 10
+    np.testing.assert_array_equal(a.obs_outlier, b.obs_outlier)
+    np.testing.assert_allclose(b.cam_from_world, a.cam_from_world, atol=1e-10)
+    np.testing.assert_allclose(b.points_world, a.points_world, atol=1e-9)
+    assert b.chi2_after == pytest.approx(a.chi2_after, rel=1e-10)
+    moved = np.linalg.norm(b.cam_from_world[n_fixed:, :3, 3] - prob.cam_from_world[n_fixed:, :3, 3], axis=1)
+    assert moved.min() > 1e-3  # the free keyframes did move
+
+
+def test_the_chunked_layout_sums_two_observations_of_one_point_in_one_keyframe():
+    prob = synthetic_ba_problem(n_kf=6, n_points=300, obs_per_point=3, seed=4)
+    dup = np.arange(0, 900, 7)
+    prob = dataclasses.replace(prob, obs_kf=np.r_[prob.obs_kf, prob.obs_kf[dup]], obs_pt=np.r_[prob.obs_pt, prob.obs_pt[dup]],
+                               obs_uv=np.r_[prob.obs_uv, prob.obs_uv[dup] + 0.3], obs_inv_sigma2=np.r_[prob.obs_inv_sigma2, prob.obs_inv_sigma2[dup]],
+                               obs_ur=np.r_[prob.obs_ur, prob.obs_ur[dup]])
+    a = bundle_adjust_schur(prob, iterations=5, layout="dense")
+    b = bundle_adjust_schur(prob, iterations=5, layout="chunked")
+    np.testing.assert_allclose(b.cam_from_world, a.cam_from_world, atol=1e-10)
+    np.testing.assert_allclose(b.points_world, a.points_world, atol=1e-9)
+
+
+def test_auto_layout_chunks_above_max_dense_and_fits_bounds_the_free_keyframes(monkeypatch):
+    prob = synthetic_ba_problem(n_kf=8, n_points=400, obs_per_point=3, seed=6)
+    calls = []
+    real = ba_schur._solve_chunked
+    monkeypatch.setattr(ba_schur, "_solve_chunked", lambda *a: calls.append(1) or real(*a))
+    bundle_adjust_schur(prob, iterations=2)
+    assert not calls  # 18 x 6 x 400 entries: dense
+    monkeypatch.setattr(ba_schur, "MAX_DENSE", dense_size(prob) - 1)
+    bundle_adjust_schur(prob, iterations=2)
+    assert calls
+    with pytest.raises(ValueError, match="layout"):
+        bundle_adjust_schur(prob, layout="sparse")
+    assert fits(prob)
+    monkeypatch.setattr(ba_schur, "MAX_REDUCED_KEYFRAMES", 5)  # 6 free keyframes
+    assert not fits(prob)
+
+
+def test_global_ba_solver_picks_numpy_where_it_fits_and_g2o_otherwise(monkeypatch):
+    from slam.geometry.camera import PinholeCamera
+    from slam.mapping.local_mapper import LocalMapper
+    from slam.mapping.map import Map
+
+    cfg = load_config().mapping
+    assert cfg.global_ba_solver == "auto"
+    with pytest.raises(SlamError, match="global_ba_solver"):
+        load_config(overrides=["mapping.global_ba_solver=ceres"])
+    cam = PinholeCamera(width=640, height=480, fx=525.0, fy=525.0, cx=319.5, cy=239.5)
+    prob = synthetic_ba_problem(n_kf=8, n_points=400, obs_per_point=3, seed=6)
+    for mode in ("mono", "rgbd"):
+        assert LocalMapper(cfg, cam, Map(32, True), None, mode=mode).global_solver(prob) == "schur"
+    g2o_only = LocalMapper(dataclasses.replace(cfg, global_ba_solver="g2o"), cam, Map(32, True), None, mode="rgbd")
+    assert g2o_only.global_solver(prob) == "g2o"
+    lm = LocalMapper(cfg, cam, Map(32, True), None, mode="rgbd")
+    a, b = lm.solve_global(prob, 5), g2o_only.solve_global(prob, 5)
+    np.testing.assert_allclose(a.cam_from_world, b.cam_from_world, atol=1e-8)  # the same optimum
+    monkeypatch.setattr(ba_schur, "MAX_REDUCED_KEYFRAMES", 5)
+    assert lm.global_solver(prob) == "g2o"
 
 
 def test_dense_size_counts_free_keyframes_times_points():

@@ -470,6 +470,7 @@ class LoopClosing:
             self.tracker.apply_world_correction(W)
             res = g["task"].result
         self.gba_runs.append({"ms": g["task"].ms, "applied": bool(W), "frame": frame_no,
+                              "solver": self.mapper.global_solver(g["task"].problem),
                               "n_keyframes": int(len(g["task"].problem.kf_ids)),
                               "chi2_before": float(res.chi2_before), "chi2_after": float(res.chi2_after)})
         log.info("global BA after the loop over %d keyframes: chi2 %.1f -> %.1f (%.0f ms, in the background)",

@@ -21,8 +21,9 @@ return ``world_new_from_old`` per keyframe, (4, 4) similarities, so that the tra
 last frame with its reference keyframe (``Tracker.apply_world_correction``).
 
 :class:`GlobalBA` is the background global bundle adjustment: :meth:`GlobalBA.gather` copies
-the problem (under the lock), :meth:`GlobalBA.run` optimises the copy (no lock; g2o releases
-the GIL; a :class:`slam.optim.ba.BAStop` ends it), :meth:`GlobalBA.apply` writes it back and
+the problem (under the lock), :meth:`GlobalBA.run` optimises the copy (no lock; with the solver
+of ``mapping.global_ba_solver``: numpy's large operations and g2o's optimisation release the GIL;
+a :class:`slam.optim.ba.BAStop` ends it), :meth:`GlobalBA.apply` writes it back and
 moves what was added meanwhile with the nearest optimised keyframe (under the lock).
 """
 from __future__ import annotations
@@ -37,7 +38,7 @@ from slam.geometry.sim3 import se3_from_sim3, sim3_decompose, sim3_inverse
 from slam.loop.detection import Covisibility, covisibility
 from slam.loop.verification import LoopMatch
 from slam.mapping.map import Map
-from slam.optim.ba import BAProblem, BAStop, bundle_adjust
+from slam.optim.ba import BAProblem, BAStop
 from slam.optim.essential_graph import MIN_COVIS_WEIGHT, essential_graph_edges, optimize_essential_graph
 
 
@@ -289,7 +290,7 @@ class GlobalBA:
         """Optimise the copy (no lock)."""
         t = time.perf_counter()
         self.stop.reset()
-        self.result = bundle_adjust(self.problem, iterations=self.iterations, stop=self.stop)
+        self.result = self.mapper.solve_global(self.problem, self.iterations, stop=self.stop)
         self.ms = (time.perf_counter() - t) * 1e3
 
     def apply(self) -> dict:

@@ -32,7 +32,7 @@ from slam.mapping.depth_weight import DepthWeight
 from slam.mapping.map import Map
 from slam.matching.guided import float_threshold, search_by_projection, search_epipolar
 from slam.optim.ba import BAProblem, bundle_adjust
-from slam.optim.ba_schur import MAX_DENSE, bundle_adjust_schur, dense_size
+from slam.optim.ba_schur import MAX_DENSE, bundle_adjust_schur, dense_size, fits
 from slam.runtime.schedule import MappingSchedule
 from slam.types import has_depth
 
@@ -566,6 +566,19 @@ class LocalMapper:
         all_fixed = self.mode == "mono" and c.mono_fix_all_observers
         return self._gather(window, None if all_fixed else c.ba_max_fixed)
 
+    def global_solver(self, problem: BAProblem) -> str:
+        """Which solver a global BA of problem runs: "schur" or "g2o" (mapping.global_ba_solver)."""
+        if self.cfg.global_ba_solver == "g2o" or not fits(problem):
+            return "g2o"
+        return "schur"
+
+    def solve_global(self, problem: BAProblem, iterations: int, stop=None):
+        """A global BA of problem with the solver of :meth:`global_solver` (no lock needed: it
+        works on the copy). stop: a slam.optim.ba.BAStop that ends it early."""
+        if self.global_solver(problem) == "schur":
+            return bundle_adjust_schur(problem, iterations=iterations, stop=stop)
+        return bundle_adjust(problem, iterations=iterations, stop=stop)
+
     def global_bundle_adjustment(self, fixed_ids=None) -> Optional[dict]:
         """Bundle adjustment of the whole map; the first keyframe is fixed, and fixed_ids (ids of
         the first keyframes of other, unmerged maps of the atlas) too."""
@@ -580,7 +593,7 @@ class LocalMapper:
         prob.fixed[0] = True  # gauge: the first keyframe
         if fixed_ids:
             prob.fixed |= np.isin(prob.kf_ids, np.asarray(fixed_ids, dtype=np.int64))
-        res = bundle_adjust(prob, iterations=self.cfg.global_ba_iterations)
+        res = self.solve_global(prob, self.cfg.global_ba_iterations)
         with self.map.lock:
             self._apply(prob, res)
         return {"chi2_before": float(res.chi2_before), "chi2_after": float(res.chi2_after), "n_keyframes": len(window)}

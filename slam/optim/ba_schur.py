@@ -22,8 +22,14 @@ observations last, so each operation runs over every observation), the damped 3x
 blocks factored together in closed form ((V + lam)^-1 = M^T M), and the reduced camera system
 (6n x 6n for n free keyframes, dense) formed as U - Z Z^T by one symmetric rank-k update, where
 Z = W M^T is the dense coupling matrix between the free keyframes and the points (6n x 3p).
-That matrix grows with keyframes times points, so this solver is meant for local windows;
-:func:`dense_size` lets a caller send a large (global) problem to g2o instead.
+That matrix grows with keyframes times points, so a large (global) problem instead forms the
+reduced system in chunks of points (``layout="chunked"``; ``"auto"`` picks it above
+``MAX_DENSE`` entries): the points are grouped by the keyframes that see them, and each group's
+coupling matrix is dense over those keyframes only, so its rank-k update touches their block of
+the reduced system alone. On a global BA of 49 keyframes and 7k points this forms the reduced
+system 4x faster than the dense layout and 3x faster than scipy's sparse product; the result is the
+same to rounding. The reduced system itself stays dense (6n x 6n): :func:`fits` says whether a
+problem is small enough for it (``MAX_REDUCED_KEYFRAMES``); a larger one should go to g2o.
 
 Parametrisation: poses are updated on the left, ``cam_from_world <- exp(xi) @ cam_from_world``
 with ``xi = [rho (3, translation), phi (3, rotation)]``; points additively.
@@ -41,11 +47,14 @@ from slam.geometry.se3 import se3_exp
 from slam.optim.ba import (CHI2_MONO, CHI2_STEREO, BAProblem, BAResult, BAStop,
                            _index_of, _validate, residual_chi2)
 
-__all__ = ["bundle_adjust_schur", "dense_size", "MAX_DENSE", "TAU"]
+__all__ = ["bundle_adjust_schur", "dense_size", "fits", "MAX_DENSE", "MAX_REDUCED_KEYFRAMES", "TAU"]
 
 MAX_TRIES = 10  # damping increases per step before giving up (g2o's maxTrialsAfterFailure)
 TAU = 1e-5  # initial lambda = TAU * largest diagonal entry of the Hessian (g2o's)
-MAX_DENSE = 4_000_000  # largest dense coupling matrix (entries, 32 MB) a caller should give this solver
+MAX_DENSE = 4_000_000  # largest dense coupling matrix (entries, 32 MB); above it the reduced system is formed in chunks
+MAX_REDUCED_KEYFRAMES = 600  # most free keyframes for the dense reduced system (3600^2 entries, 104 MB; one Cholesky about 0.2 s here)
+CHUNK_POINTS = 128  # points per chunk in the chunked layout (a cost setting: the result is the same to rounding)
+LONG_SPAN = 8  # points seen by keyframes more than this many free slots apart are chunked apart from the others
 
 
 def dense_size(problem: BAProblem) -> int:
@@ -62,6 +71,18 @@ def dense_size(problem: BAProblem) -> int:
     pts = np.sort(np.asarray(problem.obs_pt, dtype=np.int64).reshape(-1))
     n_pts = 1 + int(np.count_nonzero(np.diff(pts)))
     return int(18 * np.count_nonzero(used & ~fixed) * n_pts)
+
+
+def fits(problem: BAProblem) -> bool:
+    """Whether this solver takes the problem: at most ``MAX_REDUCED_KEYFRAMES`` free keyframes
+    with observations (the reduced system is dense)."""
+    obs_kf = np.asarray(problem.obs_kf, dtype=np.int64).reshape(-1)
+    if obs_kf.size == 0:
+        return True
+    kf_ids = np.asarray(problem.kf_ids, dtype=np.int64).reshape(-1)
+    used = np.zeros(kf_ids.size, dtype=bool)
+    used[_index_of(kf_ids, obs_kf, "keyframe")] = True
+    return int(np.count_nonzero(used & ~np.asarray(problem.fixed, dtype=bool).reshape(-1))) <= MAX_REDUCED_KEYFRAMES
 
 
 class _Graph:
@@ -98,6 +119,42 @@ class _Graph:
         # one observation per (keyframe, point): the blocks can be written, not summed
         key = free_slot * max(self.p, 1) + self.free_pslot
         self.unique_blocks = bool(np.unique(key).size == key.size)
+        self.chunks: Optional[list] = None
+
+    def chunk(self) -> None:
+        """Build the chunked layout of the reduced system (once per problem). The points with free
+        observations are ordered by whether their observers span more than LONG_SPAN slots, then by
+        their first and last observer, and cut into CHUNK_POINTS-point chunks; each chunk keeps its
+        free observations, their flat index into its dense (6 r, 3 q) coupling matrix (r keyframes,
+        q points), and the rows of its keyframes in the reduced system."""
+        slot = self.obs_slot[self.free_obs]  # (F,) keyframe slot of each free observation
+        ps = self.free_pslot  # (F,) non-decreasing point slot
+        first = np.flatnonzero(np.r_[True, np.diff(ps) != 0]) if ps.size else np.zeros(0, dtype=np.int64)
+        self.free_pt_first = first  # segment starts of the free observations per point
+        self.free_pt = ps[first]  # point slot of each segment
+        if ps.size == 0:
+            self.chunks = []
+            return
+        lo, hi = np.minimum.reduceat(slot, first), np.maximum.reduceat(slot, first)
+        order = np.lexsort((hi, lo, hi - lo > LONG_SPAN))  # segments, in chunk order
+        rank = np.empty_like(order)
+        rank[order] = np.arange(order.size)
+        seg_of_obs = np.repeat(np.arange(first.size), np.diff(np.r_[first, ps.size]))
+        obs_order = np.argsort(rank[seg_of_obs], kind="stable")
+        obs_rank = rank[seg_of_obs][obs_order]
+        bounds = np.searchsorted(obs_rank, np.arange(0, order.size + CHUNK_POINTS, CHUNK_POINTS))
+        self.chunks = []
+        for c in range(bounds.size - 1):
+            obs = obs_order[bounds[c]:bounds[c + 1]]
+            if obs.size == 0:
+                continue
+            kfs, loc = np.unique(slot[obs], return_inverse=True)
+            q = int(min(CHUNK_POINTS, order.size - c * CHUNK_POINTS))
+            pl = obs_rank[bounds[c]:bounds[c + 1]] - c * CHUNK_POINTS  # local point index
+            rows = loc[None, None, :] * 6 + np.arange(6)[:, None, None]
+            cols = pl[None, None, :] * 3 + np.arange(3)[None, :, None]
+            index = (rows * (3 * q) + cols).ravel()
+            self.chunks.append((obs, index, kfs.size, q, (kfs[:, None] * 6 + np.arange(6)).ravel()))
 
     def dense(self, blocks: np.ndarray) -> np.ndarray:
         """(6, 3, F) per free observation -> the dense (6n, 3p) coupling matrix."""
@@ -219,7 +276,8 @@ def _solve(g: _Graph, U, bc, V, bp, Wo, lam: float):
     """Damped step (dc (n,6), dp (p,3)) or None where the system is not positive definite.
     With (V + lam)^-1 = M^T M per point (M lower triangular) and Z = W M^T (dense (6n, 3p):
     local windows keep it small), the reduced system is (U + lam - Z Z^T) dc = bc - Z M bp
-    (Z Z^T by a symmetric rank-k update), and dp = M^T (M bp - Z^T dc)."""
+    (Z Z^T by a symmetric rank-k update), and dp = M^T (M bp - Z^T dc). With ``g.chunks`` set,
+    Z is never formed: Z Z^T is summed over the chunks, and Z times a vector per observation."""
     M = _chol_inv3(V, lam)
     if M is None:
         return None
@@ -229,9 +287,11 @@ def _solve(g: _Graph, U, bc, V, bp, Wo, lam: float):
         return np.zeros((0, 6)), np.einsum("jip,pj->pi", M, Mbp)
     Mf = np.take(M, g.free_pslot, axis=2)  # (3,3,F)
     Zo = np.einsum("ijf,kjf->ikf", Wo, Mf)  # W M^T per free observation
-    Z = g.dense(Zo)
     S = _block_diag(U)
     S[np.diag_indices(6 * n)] += lam
+    if g.chunks is not None:
+        return _solve_chunked(g, S, bc, M, Mbp, Zo)
+    Z = g.dense(Zo)
     S = dsyrk(-1.0, Z.T, beta=1.0, c=S, trans=1, lower=0, overwrite_c=1)  # upper triangle of S - Z Z^T
     rhs = bc.reshape(-1) - Z @ Mbp.reshape(-1)
     try:
@@ -243,6 +303,37 @@ def _solve(g: _Graph, U, bc, V, bp, Wo, lam: float):
         return None
     r = Mbp - (Z.T @ dc).reshape(p, 3)
     return dc.reshape(n, 6), np.einsum("jip,pj->pi", M, r)
+
+
+def _solve_chunked(g: _Graph, S, bc, M, Mbp, Zo):
+    """_solve's reduced system in the chunked layout (S: the damped block diagonal (6n, 6n))."""
+    n, p = g.n, g.p
+    for obs, index, r, q, rows in g.chunks:
+        Zc = np.zeros(18 * r * q)
+        if g.unique_blocks:
+            Zc[index] = np.take(Zo, obs, axis=2).ravel()
+        else:
+            Zc = np.bincount(index, weights=np.take(Zo, obs, axis=2).ravel(), minlength=Zc.size)
+        Zc = Zc.reshape(6 * r, 3 * q)
+        # rows is increasing, so the chunk's upper triangle lands in S's upper triangle
+        S[np.ix_(rows, rows)] -= dsyrk(1.0, Zc.T, trans=1, lower=0)
+    slot = g.obs_slot[g.free_obs]
+    zm = np.einsum("ikf,fk->if", Zo, Mbp[g.free_pslot])  # (6,F) Z M bp per free observation
+    zmb = np.bincount((slot[None, :] * 6 + np.arange(6)[:, None]).ravel(), weights=zm.ravel(), minlength=6 * n)
+    rhs = bc.reshape(-1) - zmb
+    try:
+        cf = cho_factor(S, lower=False, overwrite_a=True, check_finite=False)
+    except np.linalg.LinAlgError:
+        return None
+    dc = cho_solve(cf, rhs, check_finite=False)
+    if not np.all(np.isfinite(dc)):
+        return None
+    dcr = dc.reshape(n, 6)
+    zt = np.einsum("ikf,fi->kf", Zo, dcr[slot])  # (3,F) Z^T dc per free observation
+    ztp = np.zeros((p, 3))
+    if g.free_pt_first.size:
+        ztp[g.free_pt] = np.add.reduceat(zt, g.free_pt_first, axis=1).T
+    return dcr, np.einsum("jip,pj->pi", M, Mbp - ztp)
 
 
 def _chol_inv3(V: np.ndarray, lam: float) -> Optional[np.ndarray]:
@@ -331,12 +422,16 @@ def _levenberg(model, g, poses, pts, active, robust, iterations, pause, stop, ta
 
 def bundle_adjust_schur(problem: BAProblem, iterations: int = 10, robust: bool = True, two_stage: bool = True,
                         pause: Optional[Callable[[], None]] = None, stop: Optional[BAStop] = None,
-                        tau: float = TAU) -> BAResult:
+                        tau: float = TAU, layout: str = "auto") -> BAResult:
     """:func:`slam.optim.ba.bundle_adjust`'s contract (same arguments but ``edge_chunk`` and
     ``verbose``, same :class:`BAResult`), solved in numpy. ``pause`` is called before each
     Levenberg step; ``stop`` is polled between steps (an abort after stage 1 skips stage 2).
     ``tau``: the initial damping relative to the largest diagonal entry of the Hessian (the
-    default, ``TAU``, takes g2o's steps)."""
+    default, ``TAU``, takes g2o's steps). ``layout``: how the reduced system is formed, "dense"
+    (one coupling matrix), "chunked" (by groups of points) or "auto" (dense up to ``MAX_DENSE``
+    entries); the step is the same to rounding."""
+    if layout not in ("auto", "dense", "chunked"):
+        raise ValueError(f"layout must be auto, dense or chunked, not {layout!r}")
     t_start, c_start = time.perf_counter(), time.process_time()
     kf_ids, poses, fixed, point_ids, pts, obs_kf, obs_pt, uv, w, ur, K = _validate(problem)
     bf = float(problem.bf)
@@ -351,6 +446,8 @@ def bundle_adjust_schur(problem: BAProblem, iterations: int = 10, robust: bool =
     srt = np.argsort(pt_idx, kind="stable")  # the solver works on the observations sorted by point
     ks, ps = kf_idx[srt], pt_idx[srt]
     g = _Graph(ks, ps, fixed, nk, npt)
+    if layout == "chunked" or (layout == "auto" and 18 * g.n * g.p > MAX_DENSE):
+        g.chunk()
     model = _Model(uv[srt], ur[srt], w[srt], K, bf, g, ks, nk)
     t_built, c_built = time.perf_counter(), time.process_time()
     if stop is not None and stop.requested:
