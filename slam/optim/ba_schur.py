@@ -125,15 +125,16 @@ class _Graph:
         """Build the chunked layout of the reduced system (once per problem). The points with free
         observations are ordered by whether their observers span more than LONG_SPAN slots, then by
         their first and last observer, and cut into CHUNK_POINTS-point chunks; each chunk keeps its
-        free observations, their flat index into its dense (6 r, 3 q) coupling matrix (r keyframes,
-        q points), and the rows of its keyframes in the reduced system."""
+        dense (6 r, 3 q) coupling matrix (r keyframes, q points) in one buffer (``chunk_index``: where
+        each free observation's (6, 3) block goes, in ``chunk_obs`` order), and where each entry of
+        its (6 r, 6 r) product goes in the reduced system (``chunk_s_index``)."""
         slot = self.obs_slot[self.free_obs]  # (F,) keyframe slot of each free observation
         ps = self.free_pslot  # (F,) non-decreasing point slot
         first = np.flatnonzero(np.r_[True, np.diff(ps) != 0]) if ps.size else np.zeros(0, dtype=np.int64)
         self.free_pt_first = first  # segment starts of the free observations per point
         self.free_pt = ps[first]  # point slot of each segment
+        self.chunks = []
         if ps.size == 0:
-            self.chunks = []
             return
         lo, hi = np.minimum.reduceat(slot, first), np.maximum.reduceat(slot, first)
         order = np.lexsort((hi, lo, hi - lo > LONG_SPAN))  # segments, in chunk order
@@ -143,18 +144,27 @@ class _Graph:
         obs_order = np.argsort(rank[seg_of_obs], kind="stable")
         obs_rank = rank[seg_of_obs][obs_order]
         bounds = np.searchsorted(obs_rank, np.arange(0, order.size + CHUNK_POINTS, CHUNK_POINTS))
-        self.chunks = []
+        self.chunk_obs = obs_order  # free observations, chunk after chunk
+        index = np.empty((6, 3, obs_order.size), dtype=np.int64)  # where each entry goes in the chunks' buffer
+        s_index = []  # where each entry of each chunk's (6r, 6r) product goes in the (6n, 6n) reduced system
+        offset = 0
         for c in range(bounds.size - 1):
-            obs = obs_order[bounds[c]:bounds[c + 1]]
-            if obs.size == 0:
+            a, b = bounds[c], bounds[c + 1]
+            if a == b:
                 continue
-            kfs, loc = np.unique(slot[obs], return_inverse=True)
-            q = int(min(CHUNK_POINTS, order.size - c * CHUNK_POINTS))
-            pl = obs_rank[bounds[c]:bounds[c + 1]] - c * CHUNK_POINTS  # local point index
+            kfs, loc = np.unique(slot[obs_order[a:b]], return_inverse=True)
+            r, q = kfs.size, int(min(CHUNK_POINTS, order.size - c * CHUNK_POINTS))
+            pl = obs_rank[a:b] - c * CHUNK_POINTS  # local point index
             rows = loc[None, None, :] * 6 + np.arange(6)[:, None, None]
             cols = pl[None, None, :] * 3 + np.arange(3)[None, :, None]
-            index = (rows * (3 * q) + cols).ravel()
-            self.chunks.append((obs, index, kfs.size, q, (kfs[:, None] * 6 + np.arange(6)).ravel()))
+            index[:, :, a:b] = offset + rows * (3 * q) + cols
+            rs = (kfs[:, None] * 6 + np.arange(6)).ravel()
+            s_index.append((rs[:, None] * (6 * self.n) + rs[None, :]).ravel())
+            self.chunks.append((offset, r, q))
+            offset += 18 * r * q
+        self.chunk_index = index.ravel()
+        self.chunk_size = offset
+        self.chunk_s_index = np.concatenate(s_index)
 
     def dense(self, blocks: np.ndarray) -> np.ndarray:
         """(6, 3, F) per free observation -> the dense (6n, 3p) coupling matrix."""
@@ -308,15 +318,18 @@ def _solve(g: _Graph, U, bc, V, bp, Wo, lam: float):
 def _solve_chunked(g: _Graph, S, bc, M, Mbp, Zo):
     """_solve's reduced system in the chunked layout (S: the damped block diagonal (6n, 6n))."""
     n, p = g.n, g.p
-    for obs, index, r, q, rows in g.chunks:
-        Zc = np.zeros(18 * r * q)
+    if g.chunks:  # else no free observation: S is the damped block diagonal
+        blocks = np.take(Zo, g.chunk_obs, axis=2).ravel()
         if g.unique_blocks:
-            Zc[index] = np.take(Zo, obs, axis=2).ravel()
+            buf = np.zeros(g.chunk_size)
+            buf[g.chunk_index] = blocks
         else:
-            Zc = np.bincount(index, weights=np.take(Zo, obs, axis=2).ravel(), minlength=Zc.size)
-        Zc = Zc.reshape(6 * r, 3 * q)
-        # rows is increasing, so the chunk's upper triangle lands in S's upper triangle
-        S[np.ix_(rows, rows)] -= dsyrk(1.0, Zc.T, trans=1, lower=0)
+            buf = np.bincount(g.chunk_index, weights=blocks, minlength=g.chunk_size)
+        products = []
+        for offset, r, q in g.chunks:
+            Zc = buf[offset:offset + 18 * r * q].reshape(6 * r, 3 * q)
+            products.append(dsyrk(1.0, Zc.T, trans=1, lower=0).ravel())  # upper triangle (the keyframe rows increase)
+        S -= np.bincount(g.chunk_s_index, weights=np.concatenate(products), minlength=S.size).reshape(S.shape)
     slot = g.obs_slot[g.free_obs]
     zm = np.einsum("ikf,fk->if", Zo, Mbp[g.free_pslot])  # (6,F) Z M bp per free observation
     zmb = np.bincount((slot[None, :] * 6 + np.arange(6)[:, None]).ravel(), weights=zm.ravel(), minlength=6 * n)
