@@ -1,12 +1,15 @@
-"""Compare the two local-BA solvers on the problems of a real run.
+"""Compare the two bundle-adjustment solvers on the problems of a real run.
 
 Runs ``python -m slam run ARGS`` (add ``--sync``) with ``mapping.ba_solver=g2o``, keeps every
 local bundle-adjustment problem the mapper solved (not the final global one), then solves each again with g2o
 (:func:`slam.optim.ba.bundle_adjust`) and with the numpy Schur solver
 (:func:`slam.optim.ba_schur.bundle_adjust_schur`), alternating, and reports the largest
 difference between their results and the CPU time of each (process time, one BLAS thread).
+With ``--global`` it does the same for the global BAs instead (after a loop and at the end of the
+run; ``mapping.global_ba_solver=g2o``), where the numpy solver forms large reduced systems in
+chunks of points.
 
-    OMP_NUM_THREADS=1 PYTHONPATH=. python tools/ba_schur_check.py --json out.json \\
+    OMP_NUM_THREADS=1 PYTHONPATH=. python tools/ba_schur_check.py [--global] --json out.json \\
         run --seq tum/fr1_xyz --data-root ../shared/data/tum --max-frames 200 --sync
 """
 from __future__ import annotations
@@ -19,9 +22,14 @@ import numpy as np
 
 
 def main(argv: list[str]) -> int:
-    out_json = None
-    if len(argv) >= 2 and argv[0] == "--json":
-        out_json, argv = argv[1], argv[2:]
+    out_json, global_ba = None, False
+    while argv and argv[0] in ("--json", "--global"):
+        if argv[0] == "--global":
+            global_ba, argv = True, argv[1:]
+        elif len(argv) >= 2:
+            out_json, argv = argv[1], argv[2:]
+        else:
+            break
     import slam.mapping.local_mapper as local_mapper
     from slam.cli import main as slam_main
     from slam.optim.ba import bundle_adjust
@@ -34,14 +42,24 @@ def main(argv: list[str]) -> int:
             problems.append((problem, kwargs.get("iterations", args[0] if args else 10)))
         return bundle_adjust(problem, *args, **kwargs)
 
-    local_mapper.bundle_adjust = keep
-    rc = slam_main(argv + ["mapping.ba_solver=g2o"])
+    solve_global = local_mapper.LocalMapper.solve_global
+
+    def keep_global(self, problem, iterations, stop=None):
+        problems.append((problem, iterations))
+        return solve_global(self, problem, iterations, stop=stop)
+
+    if global_ba:
+        local_mapper.LocalMapper.solve_global = keep_global
+        rc = slam_main(argv + ["mapping.global_ba_solver=g2o"])
+    else:
+        local_mapper.bundle_adjust = keep
+        rc = slam_main(argv + ["mapping.ba_solver=g2o"])
     rows = []
     for problem, iterations in problems:
         t0 = time.process_time()
         a = bundle_adjust(problem, iterations=iterations)
         t1 = time.process_time()
-        b = bundle_adjust_schur(problem, iterations=iterations)
+        b = bundle_adjust_schur(problem, iterations=iterations, layout="chunked" if global_ba else "auto")  # as the system runs it
         t2 = time.process_time()
         free = ~np.asarray(problem.fixed, dtype=bool)
         rows.append({
@@ -56,7 +74,7 @@ def main(argv: list[str]) -> int:
     g2o_ms = np.array([r["g2o_ms"] for r in rows])
     schur_ms = np.array([r["schur_ms"] for r in rows])
     summary = {
-        "command": " ".join(["python -m slam"] + argv), "problems": len(rows),
+        "command": " ".join(["python -m slam"] + argv), "global": global_ba, "problems": len(rows),
         "median_observations": float(np.median([r["observations"] for r in rows])) if rows else 0.0,
         "g2o_cpu_ms_median": float(np.median(g2o_ms)) if rows else 0.0,
         "schur_cpu_ms_median": float(np.median(schur_ms)) if rows else 0.0,

@@ -22,13 +22,13 @@ observations last, so each operation runs over every observation), the damped 3x
 blocks factored together in closed form ((V + lam)^-1 = M^T M), and the reduced camera system
 (6n x 6n for n free keyframes, dense) formed as U - Z Z^T by one symmetric rank-k update, where
 Z = W M^T is the dense coupling matrix between the free keyframes and the points (6n x 3p).
-That matrix grows with keyframes times points, so a large (global) problem instead forms the
-reduced system in chunks of points (``layout="chunked"``; ``"auto"`` picks it above
-``MAX_DENSE`` entries): the points are grouped by the keyframes that see them, and each group's
-coupling matrix is dense over those keyframes only, so its rank-k update touches their block of
-the reduced system alone. On a global BA of 49 keyframes and 7k points this forms the reduced
-system 4x faster than the dense layout and 3x faster than scipy's sparse product; the result is the
-same to rounding. The reduced system itself stays dense (6n x 6n): :func:`fits` says whether a
+That matrix grows with keyframes times points, so a global problem instead forms the reduced
+system in chunks of points (``layout="chunked"``, which the global BAs ask for; ``"auto"`` picks
+it above ``MAX_DENSE`` entries, so local windows keep the dense layout): the points are grouped
+by the keyframes that see them, and each group's coupling matrix is dense over those keyframes
+only, so its rank-k update touches their block of the reduced system alone. On a global BA of 49
+keyframes and 7k points this forms the reduced system 4x faster than the dense layout and 6x
+faster than scipy's sparse product; the result is the same to rounding. The reduced system itself stays dense (6n x 6n): :func:`fits` says whether a
 problem is small enough for it (``MAX_REDUCED_KEYFRAMES``); a larger one should go to g2o.
 
 Parametrisation: poses are updated on the left, ``cam_from_world <- exp(xi) @ cam_from_world``
@@ -191,12 +191,19 @@ class _Model:
         self.delta2 = np.where(self.stereo, CHI2_STEREO, CHI2_MONO)  # Huber delta^2
         self.used_pt, self.nk, self.kf_idx = g.used_pt, nk, kf_idx
         self.flat = g.obs_pslot * nk + kf_idx  # row of each observation in the (p * nk, 3) all-pairs array
+        # global problems (chunked layout): each observation's own product, O(M) instead of O(p nk)
+        self.obs_pt = g.used_pt[g.obs_pslot] if g.chunks is not None else None
 
     def project(self, poses, pts):
         """-> (pc (3,M) camera-frame points, e (3,M) measurement - projection, ok (M,) depth > 0)."""
-        # every used point in every keyframe (one matrix product), then each observation's pair
-        Rt = poses[:, :3, :3].transpose(2, 0, 1).reshape(3, 3 * self.nk)  # [R_0^T | R_1^T | ...]
-        pc = ((pts[self.used_pt] @ Rt).reshape(-1, self.nk, 3) + poses[None, :, :3, 3]).reshape(-1, 3)[self.flat].T
+        if self.obs_pt is None:
+            # every used point in every keyframe (one matrix product), then each observation's pair
+            Rt = poses[:, :3, :3].transpose(2, 0, 1).reshape(3, 3 * self.nk)  # [R_0^T | R_1^T | ...]
+            pc = ((pts[self.used_pt] @ Rt).reshape(-1, self.nk, 3) + poses[None, :, :3, 3]).reshape(-1, 3)[self.flat].T
+        else:
+            R = np.take(poses[:, :3, :3].transpose(1, 2, 0), self.kf_idx, axis=2)  # (3,3,M)
+            X = np.take(pts.T, self.obs_pt, axis=1)  # (3,M)
+            pc = np.take(poses[:, :3, 3].T, self.kf_idx, axis=1) + R[:, 0] * X[0] + R[:, 1] * X[1] + R[:, 2] * X[2]
         z = pc[2]
         ok = z > 1e-9
         iz = 1.0 / np.where(ok, z, 1.0)
