@@ -311,15 +311,22 @@ def _solve(g: _Graph, U, bc, V, bp, Wo, lam: float):
     Z = g.dense(Zo)
     S = dsyrk(-1.0, Z.T, beta=1.0, c=S, trans=1, lower=0, overwrite_c=1)  # upper triangle of S - Z Z^T
     rhs = bc.reshape(-1) - Z @ Mbp.reshape(-1)
+    dc = _factor_solve(S, rhs)
+    if dc is None:
+        return None
+    r = Mbp - (Z.T @ dc).reshape(p, 3)
+    return dc.reshape(n, 6), np.einsum("jip,pj->pi", M, r)
+
+
+def _factor_solve(S: np.ndarray, rhs: np.ndarray) -> Optional[np.ndarray]:
+    """S^-1 rhs by Cholesky of S's upper triangle (S is overwritten); None if S is not positive
+    definite or the solution is not finite."""
     try:
         cf = cho_factor(S, lower=False, overwrite_a=True, check_finite=False)
     except np.linalg.LinAlgError:
         return None
     dc = cho_solve(cf, rhs, check_finite=False)
-    if not np.all(np.isfinite(dc)):
-        return None
-    r = Mbp - (Z.T @ dc).reshape(p, 3)
-    return dc.reshape(n, 6), np.einsum("jip,pj->pi", M, r)
+    return dc if np.all(np.isfinite(dc)) else None
 
 
 def _solve_chunked(g: _Graph, S, bc, M, Mbp, Zo):
@@ -341,12 +348,8 @@ def _solve_chunked(g: _Graph, S, bc, M, Mbp, Zo):
     zm = np.einsum("ikf,fk->if", Zo, Mbp[g.free_pslot])  # (6,F) Z M bp per free observation
     zmb = np.bincount((slot[None, :] * 6 + np.arange(6)[:, None]).ravel(), weights=zm.ravel(), minlength=6 * n)
     rhs = bc.reshape(-1) - zmb
-    try:
-        cf = cho_factor(S, lower=False, overwrite_a=True, check_finite=False)
-    except np.linalg.LinAlgError:
-        return None
-    dc = cho_solve(cf, rhs, check_finite=False)
-    if not np.all(np.isfinite(dc)):
+    dc = _factor_solve(S, rhs)
+    if dc is None:
         return None
     dcr = dc.reshape(n, 6)
     zt = np.einsum("ikf,fi->kf", Zo, dcr[slot])  # (3,F) Z^T dc per free observation
