@@ -118,6 +118,20 @@ def test_the_chunked_reduced_system_takes_the_dense_steps(stereo_frac, n_fixed, 
     assert moved.min() > 1e-3  # the free keyframes did move
 
 
+def test_a_function_tolerance_ends_the_stages_early_at_the_same_optimum():
+    """ftol (mapping.global_ba_tolerance): a stage stops once a step gains at most ftol of the
+    cost; 0 runs every step, as g2o."""
+    prob = synthetic_ba_problem(n_kf=10, n_points=800, obs_per_point=4, stereo_frac=0.5, seed=7)
+    full = bundle_adjust_schur(prob, iterations=15, layout="chunked")
+    early = bundle_adjust_schur(prob, iterations=15, layout="chunked", ftol=1e-6)
+    assert full.iterations == 30 and early.iterations < full.iterations
+    # the second stage's inliers come from the first stage's end, so an observation at the chi2
+    # threshold may flip: the same optimum to about 1e-4
+    assert early.chi2_after == pytest.approx(full.chi2_after, rel=1e-3)
+    np.testing.assert_allclose(early.cam_from_world, full.cam_from_world, atol=1e-4)
+    assert np.count_nonzero(early.obs_outlier != full.obs_outlier) <= 2
+
+
 def test_the_chunked_layout_sums_two_observations_of_one_point_in_one_keyframe():
     prob = synthetic_ba_problem(n_kf=6, n_points=300, obs_per_point=3, seed=4)
     dup = np.arange(0, 900, 7)

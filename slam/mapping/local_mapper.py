@@ -576,7 +576,8 @@ class LocalMapper:
         """A global BA of problem with the solver of :meth:`global_solver` (no lock needed: it
         works on the copy). stop: a slam.optim.ba.BAStop that ends it early."""
         if self.global_solver(problem) == "schur":  # chunked: faster than dense from about 20 keyframes on
-            return bundle_adjust_schur(problem, iterations=iterations, stop=stop, layout="chunked")
+            return bundle_adjust_schur(problem, iterations=iterations, stop=stop, layout="chunked",
+                                       ftol=self.cfg.global_ba_tolerance)
         return bundle_adjust(problem, iterations=iterations, stop=stop)
 
     def global_bundle_adjustment(self, fixed_ids=None) -> Optional[dict]:

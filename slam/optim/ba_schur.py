@@ -404,9 +404,10 @@ def _apply(g: _Graph, poses, pts, dc, dp):
     return new_poses, new_pts
 
 
-def _levenberg(model, g, poses, pts, active, robust, iterations, pause, stop, tau):
+def _levenberg(model, g, poses, pts, active, robust, iterations, pause, stop, tau, ftol=0.0):
     """``iterations`` g2o-style Levenberg steps, initial lambda ``tau`` x the largest diagonal
-    entry. -> (poses, pts, iterations run)."""
+    entry; fewer when an accepted step lowers the cost by at most ``ftol`` of it (0: never).
+    -> (poses, pts, iterations run)."""
     proj = model.project(poses, pts)
     cost = model.cost(model.chi2(proj[1], proj[2]), active & proj[2], robust)
     lam, ni, run = None, 2.0, 0
@@ -420,7 +421,7 @@ def _levenberg(model, g, poses, pts, active, robust, iterations, pause, stop, ta
             diag = np.r_[np.einsum("kii->ki", U).ravel(), np.einsum("iip->pi", V).ravel()]
             lam = tau * float(diag.max()) if diag.size else tau
         run += 1
-        accepted = False
+        accepted = converged = False
         for _try in range(MAX_TRIES):
             step = _solve(g, U, bc, V, bp, Wo, lam)
             if step is not None:
@@ -434,25 +435,28 @@ def _levenberg(model, g, poses, pts, active, robust, iterations, pause, stop, ta
                 if np.isfinite(new_cost) and rho > 0:
                     lam *= max(1.0 / 3.0, 1.0 - (2.0 * rho - 1.0) ** 3)
                     ni = 2.0
+                    converged = cost - new_cost <= ftol * cost
                     poses, pts, cost, proj, accepted = new_poses, new_pts, new_cost, new_proj, True
                     break
             lam *= ni
             ni *= 2.0
-        if not accepted:
+        if not accepted or converged:
             break
     return poses, pts, run
 
 
 def bundle_adjust_schur(problem: BAProblem, iterations: int = 10, robust: bool = True, two_stage: bool = True,
                         pause: Optional[Callable[[], None]] = None, stop: Optional[BAStop] = None,
-                        tau: float = TAU, layout: str = "auto") -> BAResult:
+                        tau: float = TAU, layout: str = "auto", ftol: float = 0.0) -> BAResult:
     """:func:`slam.optim.ba.bundle_adjust`'s contract (same arguments but ``edge_chunk`` and
     ``verbose``, same :class:`BAResult`), solved in numpy. ``pause`` is called before each
     Levenberg step; ``stop`` is polled between steps (an abort after stage 1 skips stage 2).
     ``tau``: the initial damping relative to the largest diagonal entry of the Hessian (the
     default, ``TAU``, takes g2o's steps). ``layout``: how the reduced system is formed, "dense"
     (one coupling matrix), "chunked" (by groups of points) or "auto" (dense up to ``MAX_DENSE``
-    entries); the step is the same to rounding."""
+    entries); the step is the same to rounding. ``ftol``: a stage ends early once an accepted step
+    lowers its cost by at most this fraction (Ceres' function tolerance; 0, g2o's way and the
+    default: every step runs)."""
     if layout not in ("auto", "dense", "chunked"):
         raise ValueError(f"layout must be auto, dense or chunked, not {layout!r}")
     t_start, c_start = time.perf_counter(), time.process_time()
@@ -481,14 +485,14 @@ def bundle_adjust_schur(problem: BAProblem, iterations: int = 10, robust: bool =
     t0, c0 = time.perf_counter(), time.process_time()
     active = np.ones(m, dtype=bool)
     out_poses, out_pts, n_iter = _levenberg(model, g, poses, pts, active, robust, iterations,
-                                            pause, stop, tau)
+                                            pause, stop, tau, ftol)
     aborted = stop is not None and stop.requested
     if two_stage and not aborted:
         chi2, _ = residual_chi2(out_poses[kf_idx, :3, :3], out_poses[kf_idx, :3, 3], out_pts[pt_idx], uv, ur, w, K, bf)
         active = chi2 <= thr
         if active.any():
             out_poses, out_pts, n2 = _levenberg(model, g, out_poses, out_pts, active[srt], False,
-                                                iterations, pause, stop, tau)
+                                                iterations, pause, stop, tau, ftol)
             n_iter += n2
         aborted = stop is not None and stop.requested
     t_opt, c_opt = time.perf_counter() - t0, time.process_time() - c0
