@@ -28,8 +28,9 @@ it above ``MAX_DENSE`` entries, so local windows keep the dense layout): the poi
 by the keyframes that see them, and each group's coupling matrix is dense over those keyframes
 only, so its rank-k update touches their block of the reduced system alone. On a global BA of 49
 keyframes and 7k points this forms the reduced system 4x faster than the dense layout and 6x
-faster than scipy's sparse product; the result is the same to rounding. The reduced system itself stays dense (6n x 6n): :func:`fits` says whether a
-problem is small enough for it (``MAX_REDUCED_KEYFRAMES``); a larger one should go to g2o.
+faster than scipy's sparse product; the result is the same to rounding. The reduced system
+itself stays dense (6n x 6n): :func:`fits` says whether a problem is small enough for it
+(``MAX_REDUCED_KEYFRAMES``); a larger one should go to g2o.
 
 Parametrisation: poses are updated on the left, ``cam_from_world <- exp(xi) @ cam_from_world``
 with ``xi = [rho (3, translation), phi (3, rotation)]``; points additively.
@@ -52,7 +53,7 @@ __all__ = ["bundle_adjust_schur", "dense_size", "fits", "MAX_DENSE", "MAX_REDUCE
 MAX_TRIES = 10  # damping increases per step before giving up (g2o's maxTrialsAfterFailure)
 TAU = 1e-5  # initial lambda = TAU * largest diagonal entry of the Hessian (g2o's)
 MAX_DENSE = 4_000_000  # largest dense coupling matrix (entries, 32 MB); above it the reduced system is formed in chunks
-MAX_REDUCED_KEYFRAMES = 600  # most free keyframes for the dense reduced system (3600^2 entries, 104 MB; one Cholesky about 0.2 s here)
+MAX_REDUCED_KEYFRAMES = 600  # most free keyframes for the dense reduced system (3600^2 entries, 104 MB; one Cholesky took 49 ms at 300 keyframes on a 2-core AMD EPYC, and grows as the cube)
 CHUNK_POINTS = 128  # points per chunk in the chunked layout (a cost setting: the result is the same to rounding)
 LONG_SPAN = 8  # points seen by keyframes more than this many free slots apart are chunked apart from the others
 
