@@ -19,6 +19,8 @@ import time
 
 import numpy as np
 
+from slam.runtime.stats import TimingSummary
+
 
 def summary(t_done: np.ndarray, ms: np.ndarray, windows: list[tuple[float, float]], after_s: float = 1.0) -> dict:
     """p50/p95/max of ms (N,) over all frames, and over the frames whose t_done (N,, perf_counter
@@ -26,8 +28,8 @@ def summary(t_done: np.ndarray, ms: np.ndarray, windows: list[tuple[float, float
     def stats(x: np.ndarray) -> dict:
         if x.size == 0:
             return {"frames": 0}
-        return {"frames": int(x.size), "p50_ms": float(np.percentile(x, 50)), "p95_ms": float(np.percentile(x, 95)),
-                "max_ms": float(x.max())}
+        t = TimingSummary.from_samples(x)
+        return {"frames": t.count, "p50_ms": t.p50_ms, "p95_ms": t.p95_ms, "max_ms": t.max_ms}
     near = np.zeros(ms.size, dtype=bool)
     for a, b in windows:
         near |= (t_done >= a) & (t_done <= b + after_s)

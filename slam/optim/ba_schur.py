@@ -62,28 +62,29 @@ def dense_size(problem: BAProblem) -> int:
     """Entries of the dense (6 x free keyframes, 3 x points) coupling matrix this solver builds
     (8 bytes each, one such matrix alive at a time, per damping try): small for a local window, large for a
     global adjustment, which should go to g2o (:func:`slam.optim.ba.bundle_adjust`)."""
-    kf_ids = np.asarray(problem.kf_ids, dtype=np.int64).reshape(-1)
-    fixed = np.asarray(problem.fixed, dtype=bool).reshape(-1)
-    obs_kf = np.asarray(problem.obs_kf, dtype=np.int64).reshape(-1)
-    if obs_kf.size == 0:
+    n_free = _n_free_keyframes(problem)
+    if n_free == 0:
         return 0
-    used = np.zeros(kf_ids.size, dtype=bool)
-    used[_index_of(kf_ids, obs_kf, "keyframe")] = True
     pts = np.sort(np.asarray(problem.obs_pt, dtype=np.int64).reshape(-1))
     n_pts = 1 + int(np.count_nonzero(np.diff(pts)))
-    return int(18 * np.count_nonzero(used & ~fixed) * n_pts)
+    return int(18 * n_free * n_pts)
 
 
 def fits(problem: BAProblem) -> bool:
     """Whether this solver takes the problem: at most ``MAX_REDUCED_KEYFRAMES`` free keyframes
     with observations (the reduced system is dense)."""
+    return _n_free_keyframes(problem) <= MAX_REDUCED_KEYFRAMES
+
+
+def _n_free_keyframes(problem: BAProblem) -> int:
+    """Keyframes of problem that are not fixed and have at least one observation."""
     obs_kf = np.asarray(problem.obs_kf, dtype=np.int64).reshape(-1)
     if obs_kf.size == 0:
-        return True
+        return 0
     kf_ids = np.asarray(problem.kf_ids, dtype=np.int64).reshape(-1)
     used = np.zeros(kf_ids.size, dtype=bool)
     used[_index_of(kf_ids, obs_kf, "keyframe")] = True
-    return int(np.count_nonzero(used & ~np.asarray(problem.fixed, dtype=bool).reshape(-1))) <= MAX_REDUCED_KEYFRAMES
+    return int(np.count_nonzero(used & ~np.asarray(problem.fixed, dtype=bool).reshape(-1)))
 
 
 class _Graph:
@@ -108,7 +109,7 @@ class _Graph:
         f = self.free_obs = np.flatnonzero(self.obs_slot >= 0)
         self.free_pslot = self.obs_pslot[f]
         # the free observations grouped by keyframe: each keyframe's Hessian block is one product
-        free_slot = self.obs_slot[f]
+        free_slot = self.free_slot = self.obs_slot[f]  # (F,) keyframe slot of each free observation
         self.kf_order = np.argsort(free_slot, kind="stable")  # (F,) into the free observations
         self.kf_bounds = np.searchsorted(free_slot[self.kf_order], np.arange(self.n + 1))
         # flat index into the dense (6n, 3p) coupling matrix of entry (i, j) of free observation o,
@@ -129,11 +130,12 @@ class _Graph:
         dense (6 r, 3 q) coupling matrix (r keyframes, q points) in one buffer (``chunk_index``: where
         each free observation's (6, 3) block goes, in ``chunk_obs`` order), and where each entry of
         its (6 r, 6 r) product goes in the reduced system (``chunk_s_index``)."""
-        slot = self.obs_slot[self.free_obs]  # (F,) keyframe slot of each free observation
+        slot = self.free_slot
         ps = self.free_pslot  # (F,) non-decreasing point slot
         first = np.flatnonzero(np.r_[True, np.diff(ps) != 0]) if ps.size else np.zeros(0, dtype=np.int64)
         self.free_pt_first = first  # segment starts of the free observations per point
         self.free_pt = ps[first]  # point slot of each segment
+        self.free_rows = (slot[None, :] * 6 + np.arange(6)[:, None]).ravel()  # (6F,) reduced-system row of each (6, F) entry
         self.chunks = []
         if ps.size == 0:
             return
@@ -345,15 +347,13 @@ def _solve_chunked(g: _Graph, S, bc, M, Mbp, Zo):
             Zc = buf[offset:offset + 18 * r * q].reshape(6 * r, 3 * q)
             products.append(dsyrk(1.0, Zc.T, trans=1, lower=0).ravel())  # upper triangle (the keyframe rows increase)
         S -= np.bincount(g.chunk_s_index, weights=np.concatenate(products), minlength=S.size).reshape(S.shape)
-    slot = g.obs_slot[g.free_obs]
     zm = np.einsum("ikf,fk->if", Zo, Mbp[g.free_pslot])  # (6,F) Z M bp per free observation
-    zmb = np.bincount((slot[None, :] * 6 + np.arange(6)[:, None]).ravel(), weights=zm.ravel(), minlength=6 * n)
-    rhs = bc.reshape(-1) - zmb
+    rhs = bc.reshape(-1) - np.bincount(g.free_rows, weights=zm.ravel(), minlength=6 * n)
     dc = _factor_solve(S, rhs)
     if dc is None:
         return None
     dcr = dc.reshape(n, 6)
-    zt = np.einsum("ikf,fi->kf", Zo, dcr[slot])  # (3,F) Z^T dc per free observation
+    zt = np.einsum("ikf,fi->kf", Zo, dcr[g.free_slot])  # (3,F) Z^T dc per free observation
     ztp = np.zeros((p, 3))
     if g.free_pt_first.size:
         ztp[g.free_pt] = np.add.reduceat(zt, g.free_pt_first, axis=1).T
