@@ -211,3 +211,17 @@ def test_ba_solver_is_a_checked_setting_and_auto_means_depth_modes_and_fixed_gau
         assert mono.uses_schur(problem) is expected, n_fixed
     g2o_only = LocalMapper(dataclasses.replace(cfg, ba_solver="g2o"), cam, Map(32, True), None, mode="mono")
     assert not g2o_only.uses_schur(problem)
+
+
+def test_pause_comes_before_every_linearisation_solve_and_trial_cost_and_changes_nothing():
+    """The background global BA waits for the frame path at ``pause``: before each step, each
+    solve of the damped system and each trial step's cost, so no piece of work between two
+    pauses is more than about a third of a step. Pausing does not change the result."""
+    prob = synthetic_ba_problem(n_kf=10, n_points=600, obs_per_point=4, stereo_frac=0.5, seed=3)
+    calls = []
+    plain = bundle_adjust_schur(prob, iterations=6, layout="chunked")
+    paused = bundle_adjust_schur(prob, iterations=6, layout="chunked", pause=lambda: calls.append(1))
+    assert paused.iterations == plain.iterations == 12
+    assert len(calls) >= 3 * paused.iterations  # step, solve, trial cost; more where a step is retried
+    np.testing.assert_array_equal(paused.cam_from_world, plain.cam_from_world)
+    np.testing.assert_array_equal(paused.points_world, plain.points_world)

@@ -245,6 +245,51 @@ def test_dataset_mode_never_drops_even_with_a_slow_stage():
     assert stats.queues["features"].max_depth <= 2
 
 
+class Gate:
+    """A stage that holds its first item until released (a loop closer busy with a global BA)."""
+
+    def __init__(self) -> None:
+        self.release = threading.Event()
+        self.released = None
+        self.seen: list = []
+
+    def process(self, item):
+        if not self.seen:
+            self.released = self.release.wait(10.0)  # False: nobody released it
+        self.seen.append(item.index)
+        return None
+
+
+class ReleaseAt:
+    """Passes items on, and releases the gate when it has passed ``n`` of them: only possible if
+    nothing upstream waits for the gated stage."""
+
+    def __init__(self, gate: Gate, n: int) -> None:
+        self.gate, self.n, self.count = gate, n, 0
+
+    def process(self, item):
+        self.count += 1
+        if self.count == self.n:
+            self.gate.release.set()
+        return item
+
+
+@pytest.mark.parametrize("live", [False, True])
+def test_a_busy_loop_closer_never_holds_up_mapping_and_loses_no_wake_up(live):
+    """The loop-closing queue is unbounded and lossless: while the loop closer works on one item
+    (seconds of global BA), mapping hands it every later one without waiting (a bounded queue of
+    2 would block the third put, and the gate would never open), in order, none dropped."""
+    gate = Gate()
+    stages = [("mapping", ReleaseAt(gate, 20)), ("loop_closing", gate)]
+    cfg = RuntimeConfig(live=live, queue_size=2, progress=False)
+    stats = make_runner(paced_source(20, 0.0), stages, cfg).run()
+    assert stats.status == "completed"
+    assert gate.released, "mapping waited for the loop closer"
+    assert gate.seen == list(range(20))
+    q = stats.queues["loop_closing"]
+    assert q.policy == "unbounded" and q.capacity == 0 and q.dropped == 0 and q.max_depth >= 3
+
+
 # ------------------------------------------------------------------------------------------
 # errors, stopping, hangs
 # ------------------------------------------------------------------------------------------

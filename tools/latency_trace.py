@@ -62,10 +62,10 @@ def main(argv: list[str]) -> int:
             frames.append((time.perf_counter() if t_done is None else t_done, ms))
         return ms
 
-    def gba_run(self):
+    def gba_run(self, *args, **kwargs):
         t0 = time.perf_counter()
         try:
-            return run(self)
+            return run(self, *args, **kwargs)
         finally:
             windows.append((t0, time.perf_counter()))
 

@@ -106,6 +106,7 @@ class LoopClosing:
         self._matching: list[dict] = []
         self.match_jobs_ms: list[float] = []  # each keyframe's candidate matching in the loop-closing stage
         self._closed = False
+        self._frame_no = 0  # the frame being tracked (read by the loop-closing stage's global BA)
         self.gba_runs: list[dict] = []
         #: the atlas (slam.mapping.atlas) and its merger (slam.loop.merge) when lost tracking may start
         #: new maps (set by slam.system); loops stay within a map, places shared with another map merge
@@ -117,6 +118,7 @@ class LoopClosing:
         """Before tracking frame ``frame_no``: background results that are due (the essential
         graph, then the global BA), then (dataset) detection for newly committed keyframes, or
         (live) the loops verified meanwhile."""
+        self._frame_no = frame_no
         queued = self._maybe_apply(frame_no)
         if self.live:
             with self._cond:
@@ -377,8 +379,8 @@ class LoopClosing:
         caller holds ``_cond``)."""
         n_kf = len(gba.problem.kf_ids) if gba.problem is not None else 0
         delay = max(self.cfg.global_ba_delay_frames, int(np.ceil(self.cfg.global_ba_delay_per_keyframe * n_kf)))
-        due = (frame_no if frame_no is not None else 0) + delay
-        self._job = {"kind": "gba", "task": gba, "state": "pending", "due": due}
+        start = frame_no if frame_no is not None else 0
+        self._job = {"kind": "gba", "task": gba, "state": "pending", "due": start + delay, "queued_at": start}
 
     # ================================================================== background jobs hand-off
     def _claim(self) -> Optional[dict]:
@@ -389,13 +391,29 @@ class LoopClosing:
                 return g
         return None
 
-    def _run(self, g: dict) -> None:
+    def _run(self, g: dict, background: bool = False) -> None:
         try:
-            g["task"].run()
+            if background and g["kind"] == "gba":
+                g["task"].run(pause=lambda: self._gba_pause(g))
+            else:
+                g["task"].run()
         finally:
             with self._cond:
                 g["state"] = "done"
                 self._cond.notify_all()
+
+    def _gba_pause(self, g: dict) -> None:
+        """The background global BA's pause points: wait while the frame path is busy (at most
+        global_ba_yield_max_ms each); in dataset runs not in the last quarter of the frames
+        before it is due, so that it is done when tracking reaches that frame; never once it has
+        been told to stop (a new loop, the end of the run)."""
+        if g["task"].stop.requested:
+            return
+        if not self.live:
+            due, start = g["due"], g["queued_at"]
+            if self._frame_no >= due - (due - start) // 4:
+                return
+        self.mapping_schedule.background_yield(self.cfg.global_ba_yield_max_ms / 1e3)
 
     def _wait_done(self, g: dict) -> bool:
         with self._cond:
@@ -497,7 +515,7 @@ class LoopClosing:
             self._run(m)
         g = self._claim()
         if g is not None:
-            self._run(g)
+            self._run(g, background=True)
 
     def close(self) -> None:
         with self._cond:

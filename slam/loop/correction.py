@@ -286,11 +286,12 @@ class GlobalBA:
         self.problem = prob
         return True
 
-    def run(self) -> None:
-        """Optimise the copy (no lock)."""
+    def run(self, pause=None) -> None:
+        """Optimise the copy (no lock). pause: called between pieces of the solver's work (the
+        loop-closing stage waits there for the frame path, see LoopClosing)."""
         t = time.perf_counter()
         self.stop.reset()
-        self.result = self.mapper.solve_global(self.problem, self.iterations, stop=self.stop)
+        self.result = self.mapper.solve_global(self.problem, self.iterations, stop=self.stop, pause=pause)
         self.ms = (time.perf_counter() - t) * 1e3
 
     def apply(self) -> dict:

@@ -572,13 +572,14 @@ class LocalMapper:
             return "g2o"
         return "schur"
 
-    def solve_global(self, problem: BAProblem, iterations: int, stop=None):
+    def solve_global(self, problem: BAProblem, iterations: int, stop=None, pause=None):
         """A global BA of problem with the solver of :meth:`global_solver` (no lock needed: it
-        works on the copy). stop: a slam.optim.ba.BAStop that ends it early."""
+        works on the copy). stop: a slam.optim.ba.BAStop that ends it early; pause: called
+        between pieces of work (the solvers' ``pause``)."""
         if self.global_solver(problem) == "schur":  # chunked: faster than dense from about 20 keyframes on
-            return bundle_adjust_schur(problem, iterations=iterations, stop=stop, layout="chunked",
+            return bundle_adjust_schur(problem, iterations=iterations, stop=stop, pause=pause, layout="chunked",
                                        ftol=self.cfg.global_ba_tolerance)
-        return bundle_adjust(problem, iterations=iterations, stop=stop)
+        return bundle_adjust(problem, iterations=iterations, stop=stop, pause=pause)
 
     def global_bundle_adjustment(self, fixed_ids=None) -> Optional[dict]:
         """Bundle adjustment of the whole map; the first keyframe is fixed, and fixed_ids (ids of

@@ -55,6 +55,7 @@ TAU = 1e-5  # initial lambda = TAU * largest diagonal entry of the Hessian (g2o'
 MAX_DENSE = 4_000_000  # largest dense coupling matrix (entries, 32 MB); above it the reduced system is formed in chunks
 MAX_REDUCED_KEYFRAMES = 600  # most free keyframes for the dense reduced system (3600^2 entries, 104 MB; one Cholesky took 49 ms at 300 keyframes on a 2-core AMD EPYC, and grows as the cube)
 CHUNK_POINTS = 128  # points per chunk in the chunked layout (a cost setting: the result is the same to rounding)
+CHUNKS_PER_PAUSE = 8  # a pause (the background global BA's wait for the frame path) between groups of this many chunks
 LONG_SPAN = 8  # points seen by keyframes more than this many free slots apart are chunked apart from the others
 
 
@@ -292,12 +293,13 @@ def _linearise(model: _Model, g: _Graph, poses, pts, active, robust: bool, proj=
     return U, bc, V, bp, Wo
 
 
-def _solve(g: _Graph, U, bc, V, bp, Wo, lam: float):
+def _solve(g: _Graph, U, bc, V, bp, Wo, lam: float, pause: Optional[Callable[[], None]] = None):
     """Damped step (dc (n,6), dp (p,3)) or None where the system is not positive definite.
     With (V + lam)^-1 = M^T M per point (M lower triangular) and Z = W M^T (dense (6n, 3p):
     local windows keep it small), the reduced system is (U + lam - Z Z^T) dc = bc - Z M bp
     (Z Z^T by a symmetric rank-k update), and dp = M^T (M bp - Z^T dc). With ``g.chunks`` set,
-    Z is never formed: Z Z^T is summed over the chunks, and Z times a vector per observation."""
+    Z is never formed: Z Z^T is summed over the chunks, and Z times a vector per observation;
+    ``pause`` is then called every ``CHUNKS_PER_PAUSE`` chunks."""
     M = _chol_inv3(V, lam)
     if M is None:
         return None
@@ -310,7 +312,7 @@ def _solve(g: _Graph, U, bc, V, bp, Wo, lam: float):
     S = _block_diag(U)
     S[np.diag_indices(6 * n)] += lam
     if g.chunks is not None:
-        return _solve_chunked(g, S, bc, M, Mbp, Zo)
+        return _solve_chunked(g, S, bc, M, Mbp, Zo, pause)
     Z = g.dense(Zo)
     S = dsyrk(-1.0, Z.T, beta=1.0, c=S, trans=1, lower=0, overwrite_c=1)  # upper triangle of S - Z Z^T
     rhs = bc.reshape(-1) - Z @ Mbp.reshape(-1)
@@ -332,7 +334,7 @@ def _factor_solve(S: np.ndarray, rhs: np.ndarray) -> Optional[np.ndarray]:
     return dc if np.all(np.isfinite(dc)) else None
 
 
-def _solve_chunked(g: _Graph, S, bc, M, Mbp, Zo):
+def _solve_chunked(g: _Graph, S, bc, M, Mbp, Zo, pause=None):
     """_solve's reduced system in the chunked layout (S: the damped block diagonal (6n, 6n))."""
     n, p = g.n, g.p
     if g.chunks:  # else no free observation: S is the damped block diagonal
@@ -343,7 +345,9 @@ def _solve_chunked(g: _Graph, S, bc, M, Mbp, Zo):
         else:
             buf = np.bincount(g.chunk_index, weights=blocks, minlength=g.chunk_size)
         products = []
-        for offset, r, q in g.chunks:
+        for c, (offset, r, q) in enumerate(g.chunks):
+            if pause is not None and c and c % CHUNKS_PER_PAUSE == 0:
+                pause()
             Zc = buf[offset:offset + 18 * r * q].reshape(6 * r, 3 * q)
             products.append(dsyrk(1.0, Zc.T, trans=1, lower=0).ravel())  # upper triangle (the keyframe rows increase)
         S -= np.bincount(g.chunk_s_index, weights=np.concatenate(products), minlength=S.size).reshape(S.shape)
@@ -424,10 +428,14 @@ def _levenberg(model, g, poses, pts, active, robust, iterations, pause, stop, ta
         run += 1
         accepted = converged = False
         for _try in range(MAX_TRIES):
-            step = _solve(g, U, bc, V, bp, Wo, lam)
+            if pause is not None:
+                pause()
+            step = _solve(g, U, bc, V, bp, Wo, lam, pause)
             if step is not None:
                 dc, dp = step
                 new_poses, new_pts = _apply(g, poses, pts, dc, dp)
+                if pause is not None:
+                    pause()
                 new_proj = model.project(new_poses, new_pts)
                 new_cost = model.cost(model.chi2(new_proj[1], new_proj[2]), active & new_proj[2], robust)
                 dx = np.r_[dc.ravel(), dp.ravel()]
@@ -451,7 +459,8 @@ def bundle_adjust_schur(problem: BAProblem, iterations: int = 10, robust: bool =
                         tau: float = TAU, layout: str = "auto", ftol: float = 0.0) -> BAResult:
     """:func:`slam.optim.ba.bundle_adjust`'s contract (same arguments but ``edge_chunk`` and
     ``verbose``, same :class:`BAResult`), solved in numpy. ``pause`` is called before each
-    Levenberg step; ``stop`` is polled between steps (an abort after stage 1 skips stage 2).
+    Levenberg step, before each solve of the damped system and before each trial step's cost
+    (three pieces of about equal work); ``stop`` is polled between steps (an abort after stage 1 skips stage 2).
     ``tau``: the initial damping relative to the largest diagonal entry of the Hessian (the
     default, ``TAU``, takes g2o's steps). ``layout``: how the reduced system is formed, "dense"
     (one coupling matrix), "chunked" (by groups of points) or "auto" (dense up to ``MAX_DENSE``

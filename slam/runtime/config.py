@@ -16,7 +16,7 @@ from slam.params import param
 class RuntimeConfig:
     threaded: bool = True  # reader and each stage in a thread of its own (and features in a process, see feature_stage); False = synchronous runner
     live: bool = False  # live camera: frame queues keep only the newest frame and count drops (set by `slam live`)
-    queue_size: int = param(8, ge=1)  # capacity of each blocking queue between threads (items)
+    queue_size: int = param(8, ge=1)  # capacity of each blocking queue between threads (items; loop closing's input is unbounded: its wake-ups must never hold up mapping, slam.runtime.threaded)
     feature_stage: str = param("auto", choices=("auto", "process", "thread"))  # where reader + features run when threaded: auto = a process on a multi-core CPU
     feature_threads: int = param(0, ge=0)  # torch/OpenCV threads of the feature process (feature_stage process); 0 = auto: every core for the heavy extractors (aliked, disk, superpoint), whose frames leave the tracking core idle, else 1 (slam.runtime.feature_process.resolve_feature_threads; docs/benchmarks.md section 13)
     blas_threads: int = param(1, ge=0)  # threads of numpy's BLAS during a run, here and in the feature process (0 = library default); see slam.runtime.blas

@@ -11,7 +11,10 @@ The tracking stage, the mapping stage, the tracker and the local mapper take one
   while mapping still has work queued: ORB-SLAM's idle condition);
 - the mapper: :meth:`~MappingSchedule.yield_point` (between pieces of Python work, so the frame
   path can go first), :meth:`~MappingSchedule.backlog` (another job waits behind this one: its
-  optional work is skipped), :attr:`~MappingSchedule.ba_stop` (stops a running local BA).
+  optional work is skipped), :attr:`~MappingSchedule.ba_stop` (stops a running local BA);
+- background work off the frame path (the global BA after a loop):
+  :meth:`~MappingSchedule.background_yield`, a point where it waits while a frame is being
+  tracked or a keyframe job is being worked on (both schedules of real runs; :class:`Foreground`).
 
 Three schedules:
 
@@ -30,7 +33,44 @@ import time
 from contextlib import contextmanager, nullcontext
 from typing import Any, ContextManager, Iterator, Optional
 
-__all__ = ["MappingSchedule", "DatasetSchedule", "LiveSchedule", "make_schedule"]
+__all__ = ["Foreground", "MappingSchedule", "DatasetSchedule", "LiveSchedule", "make_schedule"]
+
+
+class Foreground:
+    """How many pieces of the frame path are at work now: frames being tracked and keyframe jobs
+    being mapped (tracking waits for mapping at keyframes, so both are on it). Background work
+    waits at its yield points until none is (:meth:`wait_idle`), so that on a CPU with no core to
+    spare it runs in the frame path's gaps instead of beside it: two Python threads in one
+    interpreter share the GIL, and a busy background thread makes a frame's Python work wait
+    for it in 5 ms turns."""
+
+    def __init__(self) -> None:
+        self._cond = threading.Condition()
+        self._busy = 0
+        self.waited_ms = 0.0  # background time spent waiting
+        self.n_waits = 0
+
+    @contextmanager
+    def busy(self) -> Iterator[None]:
+        with self._cond:
+            self._busy += 1
+        try:
+            yield
+        finally:
+            with self._cond:
+                self._busy -= 1
+                if self._busy == 0:
+                    self._cond.notify_all()
+
+    def wait_idle(self, max_wait_s: float) -> None:
+        """Block (without the GIL) until nothing is busy, or max_wait_s has passed."""
+        with self._cond:
+            if self._busy == 0 or max_wait_s <= 0:
+                return
+            t = time.perf_counter()
+            self._cond.wait_for(lambda: self._busy == 0, max_wait_s)
+            self.waited_ms += (time.perf_counter() - t) * 1e3
+            self.n_waits += 1
 
 
 class MappingSchedule:
@@ -74,6 +114,10 @@ class MappingSchedule:
         """Mapping: another keyframe job waits behind the one being worked on."""
         return False
 
+    def background_yield(self, max_wait_s: float) -> None:
+        """Background work (the global BA after a loop): wait here while the frame path is busy,
+        at most max_wait_s (the no-op schedule: never)."""
+
     def drain_committed(self) -> list:
         """Keyframe ids whose mapping results were written back since the last call, in order
         (dataset runs: loop closing reads the map after them; other schedules: [])."""
@@ -110,6 +154,13 @@ class DatasetSchedule(MappingSchedule):
         self._closed = False
         self.wait_ms: list[float] = []  # time tracking spent waiting for mapping
         self._committed: list[int] = []  # keyframe ids committed since drain_committed()
+        self.foreground = Foreground()
+
+    def tracking(self) -> ContextManager[None]:
+        return self.foreground.busy()
+
+    def background_yield(self, max_wait_s: float) -> None:
+        self.foreground.wait_idle(max_wait_s)
 
     # -- tracking side --------------------------------------------------------------------------
     def hand_over(self, job: Any, frame_no: int) -> tuple:
@@ -165,13 +216,14 @@ class DatasetSchedule(MappingSchedule):
     def run_job(self, mapper: Any, item: tuple) -> None:
         n, job = item
         task = None
-        try:
-            task = mapper.prepare(job)
-        finally:
-            self._set(n, "prepared" if task is not None else "dropped", task, mapper)
-        if task is not None:
-            mapper.optimize(task)
-            self._set(n, "optimized", task, mapper)
+        with self.foreground.busy():
+            try:
+                task = mapper.prepare(job)
+            finally:
+                self._set(n, "prepared" if task is not None else "dropped", task, mapper)
+            if task is not None:
+                mapper.optimize(task)
+                self._set(n, "optimized", task, mapper)
 
     def _set(self, n: int, state: str, task: Any, mapper: Any) -> None:
         with self._cond:
@@ -185,7 +237,8 @@ class DatasetSchedule(MappingSchedule):
             self._cond.notify_all()
 
     def stats(self) -> dict:
-        return {"tracking_waited_for_mapping_ms": float(sum(self.wait_ms))}
+        return {"tracking_waited_for_mapping_ms": float(sum(self.wait_ms)),
+                "background_yielded_ms": float(self.foreground.waited_ms)}
 
 
 class LiveSchedule(MappingSchedule):
@@ -215,6 +268,7 @@ class LiveSchedule(MappingSchedule):
         self.yield_ms = 0.0
         self.n_yields = 0
         self.ba_stop = BAStop() if skip_when_queued else None
+        self.foreground = Foreground()
 
     def add(self, n: int) -> None:
         with self._lock:
@@ -228,7 +282,8 @@ class LiveSchedule(MappingSchedule):
     def tracking(self) -> Iterator[None]:
         self._idle.clear()
         try:
-            yield
+            with self.foreground.busy():
+                yield
         finally:
             self._idle.set()
 
@@ -242,9 +297,13 @@ class LiveSchedule(MappingSchedule):
     # -- mapping side ---------------------------------------------------------------------------
     def run_job(self, mapper: Any, item: Any) -> None:
         try:
-            mapper.process(item)
+            with self.foreground.busy():
+                mapper.process(item)
         finally:
             self.add(-1)
+
+    def background_yield(self, max_wait_s: float) -> None:
+        self.foreground.wait_idle(max_wait_s)
 
     def backlog(self) -> bool:
         return self.skip_when_queued and self.pending > 1
@@ -262,7 +321,8 @@ class LiveSchedule(MappingSchedule):
         self._idle.set()
 
     def stats(self) -> dict:
-        return {"mapping_yielded_to_tracking_ms": float(self.yield_ms)}
+        return {"mapping_yielded_to_tracking_ms": float(self.yield_ms),
+                "background_yielded_ms": float(self.foreground.waited_ms)}
 
 
 def make_schedule(runtime: Any) -> MappingSchedule:

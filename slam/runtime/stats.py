@@ -52,9 +52,10 @@ class TimingSummary:
 class QueueSummary:
     """One queue between two threads (named after its consumer).
 
-    capacity:   maximum number of items it holds (1 for a live "newest only" queue).
-    policy:     "block" (a full queue makes the producer wait) or "latest" (a new item
-                replaces the waiting one; the replaced item is counted as dropped).
+    capacity:   maximum number of items it holds (1 for a live "newest only" queue; 0: no limit).
+    policy:     "block" (a full queue makes the producer wait), "latest" (a new item
+                replaces the waiting one; the replaced item is counted as dropped) or
+                "unbounded" (never full, never drops: loop closing's wake-ups).
     mean_depth / max_depth: items waiting, sampled each time the consumer takes an item.
     dropped:    items discarded by a "latest" queue.
     """
@@ -142,10 +143,10 @@ class RunStats:
         t = self.latency
         lines.append(f"{'frame->pose':<14}{t.count:>7}{t.mean_ms:>10.2f}{t.p50_ms:>10.2f}{t.p95_ms:>10.2f}{t.max_ms:>10.2f}")
         if self.queues:
-            qhead = f"{'queue':<14}{'policy':>8}{'cap':>6}{'mean':>8}{'max':>6}{'dropped':>9}"
+            qhead = f"{'queue':<14}{'policy':>10}{'cap':>6}{'mean':>8}{'max':>6}{'dropped':>9}"
             lines += ["", qhead, "-" * len(qhead)]
             for name, q in self.queues.items():
-                lines.append(f"{name:<14}{q.policy:>8}{q.capacity:>6}{q.mean_depth:>8.2f}{q.max_depth:>6}{q.dropped:>9}")
+                lines.append(f"{name:<14}{q.policy:>10}{q.capacity:>6}{q.mean_depth:>8.2f}{q.max_depth:>6}{q.dropped:>9}")
         return "\n".join(lines)
 
 

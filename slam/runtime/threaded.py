@@ -13,8 +13,8 @@ Two modes
     - Live mode (``cfg.live`` true): the queues into frame stages keep only the newest item
       (capacity 1): a new item replaces the waiting one and the replaced one is counted as
       dropped (``RunStats.queues[...].dropped``, ``RunStats.dropped_ids``). The queues into the
-      ``lossless`` stages (default: mapping, whose keyframe jobs must never be lost) and the
-      output queue still block. The ``background`` stages' threads (default: mapping) run at
+      ``lossless`` stages (default: mapping, whose keyframe jobs must never be lost, and loop
+      closing, which looks up every keyframe) and the output queue still block. The ``background`` stages' threads (default: mapping) run at
       a lower OS priority (``cfg.background_nice``). This bounds latency when the system is
       slower than the camera.
 
@@ -80,15 +80,18 @@ _EMPTY = object()
 
 
 class _StageQueue:
-    """Bounded FIFO between two threads with a stop-aware put/get.
+    """FIFO between two threads with a stop-aware put/get.
 
     policy "block": put waits while full. policy "latest": put never waits; a waiting item is
-    replaced by the new one and counted as dropped (EndOfStream is never dropped).
+    replaced by the new one and counted as dropped (EndOfStream is never dropped). policy
+    "unbounded" (capacity 0): put never waits and nothing is dropped.
     """
 
     def __init__(self, name: str, capacity: int, policy: str, stop: threading.Event, stats: StatsCollector) -> None:
-        if capacity < 1:
-            raise ValueError(f"queue capacity must be >= 1, got {capacity}")
+        if policy not in ("block", "latest", "unbounded"):
+            raise ValueError(f"queue policy must be block, latest or unbounded, got {policy!r}")
+        if (capacity < 1) != (policy == "unbounded"):
+            raise ValueError(f"queue capacity must be >= 1 (0 with policy unbounded), got {capacity} ({policy})")
         self.name = name
         self.capacity = capacity
         self.policy = policy
@@ -112,7 +115,7 @@ class _StageQueue:
                 while len(self._dq) >= self.capacity and not isinstance(self._dq[0], EndOfStream):
                     old = self._dq.popleft()
                     self._stats.record_drop(self.name, old.item_id if isinstance(old, Item) else -1)
-            else:
+            elif self.policy == "block":
                 while len(self._dq) >= self.capacity and not isinstance(item, EndOfStream):
                     if self._stop.is_set():
                         return False
@@ -164,6 +167,10 @@ class ThreadedRunner:
     total:       number of source items expected (progress display), None if unknown.
     latency_stage: the stage whose completion ends the frame-to-pose latency.
     lossless:    live mode: stages whose input queue never drops (keyframe jobs).
+    unbounded:   stages whose input queue never makes its producer wait (both modes; its items
+                 are small and few, and the stage may spend seconds on one: loop closing's
+                 wake-ups, one per keyframe, while a global BA runs; ORB-SLAM's loop closer
+                 queue). Reported with capacity 0.
     background:  live mode: stages whose thread runs at ``cfg.background_nice``.
 
     ``run()`` may be called once. ``stop()`` is safe from a signal handler or any thread.
@@ -179,8 +186,9 @@ class ThreadedRunner:
         progress_fn: Optional[Callable[[], dict]] = None,
         total: Optional[int] = None,
         latency_stage: str = "tracking",
-        lossless: tuple[str, ...] = ("mapping",),
+        lossless: tuple[str, ...] = ("mapping", "loop_closing"),
         background: tuple[str, ...] = ("mapping",),
+        unbounded: tuple[str, ...] = ("loop_closing",),
     ) -> None:
         self.cfg = cfg if cfg is not None else RuntimeConfig()
         if not stages:
@@ -204,9 +212,11 @@ class ThreadedRunner:
         self._queues: list[_StageQueue] = []
         for name in names + [OUTPUT]:
             lossy = live and name != OUTPUT and name not in lossless
-            self._queues.append(
-                _StageQueue(name, 1 if lossy else self.cfg.queue_size, "latest" if lossy else "block", self._stop, self.stats)
-            )
+            if name in unbounded:
+                q = _StageQueue(name, 0, "unbounded", self._stop, self.stats)
+            else:
+                q = _StageQueue(name, 1 if lossy else self.cfg.queue_size, "latest" if lossy else "block", self._stop, self.stats)
+            self._queues.append(q)
         self._busy_since: dict[str, Optional[float]] = {n: None for n in names}
         self._threads: list[threading.Thread] = []
         self._ran = False
