@@ -124,13 +124,14 @@ class _Graph:
         self.unique_blocks = bool(np.unique(key).size == key.size)
         self.chunks: Optional[list] = None
 
-    def chunk(self) -> None:
+    def chunk(self, pause: Optional[Callable[[], None]] = None) -> None:
         """Build the chunked layout of the reduced system (once per problem). The points with free
         observations are ordered by whether their observers span more than LONG_SPAN slots, then by
         their first and last observer, and cut into CHUNK_POINTS-point chunks; each chunk keeps its
         dense (6 r, 3 q) coupling matrix (r keyframes, q points) in one buffer (``chunk_index``: where
         each free observation's (6, 3) block goes, in ``chunk_obs`` order), and where each entry of
-        its (6 r, 6 r) product goes in the reduced system (``chunk_s_index``)."""
+        its (6 r, 6 r) product goes in the reduced system (``chunk_s_index``). ``pause`` is called
+        every ``CHUNKS_PER_PAUSE`` chunks."""
         slot = self.free_slot
         ps = self.free_pslot  # (F,) non-decreasing point slot
         first = np.flatnonzero(np.r_[True, np.diff(ps) != 0]) if ps.size else np.zeros(0, dtype=np.int64)
@@ -153,6 +154,8 @@ class _Graph:
         s_index = []  # where each entry of each chunk's (6r, 6r) product goes in the (6n, 6n) reduced system
         offset = 0
         for c in range(bounds.size - 1):
+            if pause is not None and c and c % CHUNKS_PER_PAUSE == 0:
+                pause()
             a, b = bounds[c], bounds[c + 1]
             if a == b:
                 continue
@@ -458,9 +461,11 @@ def bundle_adjust_schur(problem: BAProblem, iterations: int = 10, robust: bool =
                         pause: Optional[Callable[[], None]] = None, stop: Optional[BAStop] = None,
                         tau: float = TAU, layout: str = "auto", ftol: float = 0.0) -> BAResult:
     """:func:`slam.optim.ba.bundle_adjust`'s contract (same arguments but ``edge_chunk`` and
-    ``verbose``, same :class:`BAResult`), solved in numpy. ``pause`` is called before each
-    Levenberg step, before each solve of the damped system and before each trial step's cost
-    (three pieces of about equal work); ``stop`` is polled between steps (an abort after stage 1 skips stage 2).
+    ``verbose``, same :class:`BAResult`), solved in numpy. ``pause`` is called between pieces of
+    work of at most some tens of ms at a few thousand points (the background global BA waits there
+    for the frame path): between the steps of the setup, before each Levenberg step, before each
+    solve of the damped system and before each trial step's cost, and every ``CHUNKS_PER_PAUSE``
+    chunks in the chunked layout; ``stop`` is polled between steps (an abort after stage 1 skips stage 2).
     ``tau``: the initial damping relative to the largest diagonal entry of the Hessian (the
     default, ``TAU``, takes g2o's steps). ``layout``: how the reduced system is formed, "dense"
     (one coupling matrix), "chunked" (by groups of points) or "auto" (dense up to ``MAX_DENSE``
@@ -470,6 +475,8 @@ def bundle_adjust_schur(problem: BAProblem, iterations: int = 10, robust: bool =
     if layout not in ("auto", "dense", "chunked"):
         raise ValueError(f"layout must be auto, dense or chunked, not {layout!r}")
     t_start, c_start = time.perf_counter(), time.process_time()
+    if pause is not None:
+        pause()
     kf_ids, poses, fixed, point_ids, pts, obs_kf, obs_pt, uv, w, ur, K = _validate(problem)
     bf = float(problem.bf)
     nk, npt, m = kf_ids.size, point_ids.size, obs_kf.size
@@ -480,11 +487,17 @@ def bundle_adjust_schur(problem: BAProblem, iterations: int = 10, robust: bool =
     stereo = np.isfinite(ur)
     thr = np.where(stereo, CHI2_STEREO, CHI2_MONO)
     chi2_init, _ = residual_chi2(poses[kf_idx, :3, :3], poses[kf_idx, :3, 3], pts[pt_idx], uv, ur, w, K, bf)
+    if pause is not None:
+        pause()
     srt = np.argsort(pt_idx, kind="stable")  # the solver works on the observations sorted by point
     ks, ps = kf_idx[srt], pt_idx[srt]
     g = _Graph(ks, ps, fixed, nk, npt)
     if layout == "chunked" or (layout == "auto" and 18 * g.n * g.p > MAX_DENSE):
-        g.chunk()
+        if pause is not None:
+            pause()
+        g.chunk(pause)
+    if pause is not None:
+        pause()
     model = _Model(uv[srt], ur[srt], w[srt], K, bf, g, ks, nk)
     t_built, c_built = time.perf_counter(), time.process_time()
     if stop is not None and stop.requested:
