@@ -238,9 +238,10 @@ def _outer_sum(A: np.ndarray, B: np.ndarray) -> np.ndarray:
     return np.einsum("rin,rjn->ijn", A, B)
 
 
-def _linearise(model: _Model, g: _Graph, poses, pts, active, robust: bool, proj=None):
+def _linearise(model: _Model, g: _Graph, poses, pts, active, robust: bool, proj=None, pause=None):
     """Blocks of the normal equations at the current estimate, active observations only.
-    proj: model.project at this estimate, if already computed.
+    proj: model.project at this estimate, if already computed; pause: called once, between the
+    point blocks and the keyframe blocks.
     -> (U (n,6,6), bc (n,6), V (3,3,p), bp (p,3), Wo (6,3,F) per free observation)."""
     pc, e3, ok = model.project(poses, pts) if proj is None else proj
     chi2 = model.chi2(e3, ok)
@@ -273,6 +274,8 @@ def _linearise(model: _Model, g: _Graph, poses, pts, active, robust: bool, proj=
     se = e3 * so  # (3,M)
     V = np.add.reduceat(_outer_sum(Bx, Bx), g.pt_starts, axis=2)  # (3,3,p)
     bp = np.add.reduceat(np.einsum("rin,rn->in", Bx, se), g.pt_starts, axis=1).T  # (p,3)
+    if pause is not None:
+        pause()
     # d residual / d xi = Jp [I | -[pc]x], free observations only
     f = g.free_obs
     a, b, c0, c1, a2, c2 = a[f], b[f], c0[f], c1[f], a2[f], c2[f]
@@ -424,7 +427,7 @@ def _levenberg(model, g, poses, pts, active, robust, iterations, pause, stop, ta
             break
         if pause is not None:
             pause()
-        U, bc, V, bp, Wo = _linearise(model, g, poses, pts, active, robust, proj)
+        U, bc, V, bp, Wo = _linearise(model, g, poses, pts, active, robust, proj, pause)
         if lam is None:
             diag = np.r_[np.einsum("kii->ki", U).ravel(), np.einsum("iip->pi", V).ravel()]
             lam = tau * float(diag.max()) if diag.size else tau
@@ -463,9 +466,9 @@ def bundle_adjust_schur(problem: BAProblem, iterations: int = 10, robust: bool =
     """:func:`slam.optim.ba.bundle_adjust`'s contract (same arguments but ``edge_chunk`` and
     ``verbose``, same :class:`BAResult`), solved in numpy. ``pause`` is called between pieces of
     work of at most some tens of ms at a few thousand points (the background global BA waits there
-    for the frame path): between the steps of the setup, before each Levenberg step, before each
-    solve of the damped system and before each trial step's cost, and every ``CHUNKS_PER_PAUSE``
-    chunks in the chunked layout; ``stop`` is polled between steps (an abort after stage 1 skips stage 2).
+    for the frame path): between the steps of the setup, before each Levenberg step, halfway
+    through its linearisation, before each solve of the damped system and before each trial step's
+    cost, and every ``CHUNKS_PER_PAUSE`` chunks in the chunked layout; ``stop`` is polled between steps (an abort after stage 1 skips stage 2).
     ``tau``: the initial damping relative to the largest diagonal entry of the Hessian (the
     default, ``TAU``, takes g2o's steps). ``layout``: how the reduced system is formed, "dense"
     (one coupling matrix), "chunked" (by groups of points) or "auto" (dense up to ``MAX_DENSE``
