@@ -44,9 +44,9 @@ def main(argv: list[str]) -> int:
 
     solve_global = local_mapper.LocalMapper.solve_global
 
-    def keep_global(self, problem, iterations, stop=None):
+    def keep_global(self, problem, iterations, **kwargs):  # stop, pause: as the loop closer passes them
         problems.append((problem, iterations))
-        return solve_global(self, problem, iterations, stop=stop)
+        return solve_global(self, problem, iterations, **kwargs)
 
     if global_ba:
         local_mapper.LocalMapper.solve_global = keep_global

@@ -124,7 +124,7 @@ class _Graph:
         self.unique_blocks = bool(np.unique(key).size == key.size)
         self.chunks: Optional[list] = None
 
-    def chunk(self, pause: Optional[Callable[[], None]] = None) -> None:
+    def chunk(self, pause: Callable[[], None]) -> None:
         """Build the chunked layout of the reduced system (once per problem). The points with free
         observations are ordered by whether their observers span more than LONG_SPAN slots, then by
         their first and last observer, and cut into CHUNK_POINTS-point chunks; each chunk keeps its
@@ -154,7 +154,7 @@ class _Graph:
         s_index = []  # where each entry of each chunk's (6r, 6r) product goes in the (6n, 6n) reduced system
         offset = 0
         for c in range(bounds.size - 1):
-            if pause is not None and c and c % CHUNKS_PER_PAUSE == 0:
+            if c and c % CHUNKS_PER_PAUSE == 0:
                 pause()
             a, b = bounds[c], bounds[c + 1]
             if a == b:
@@ -238,10 +238,10 @@ def _outer_sum(A: np.ndarray, B: np.ndarray) -> np.ndarray:
     return np.einsum("rin,rjn->ijn", A, B)
 
 
-def _linearise(model: _Model, g: _Graph, poses, pts, active, robust: bool, proj=None, pause=None):
+def _linearise(model: _Model, g: _Graph, poses, pts, active, robust: bool, proj, pause: Callable[[], None]):
     """Blocks of the normal equations at the current estimate, active observations only.
-    proj: model.project at this estimate, if already computed; pause: called once, between the
-    point blocks and the keyframe blocks.
+    proj: model.project at this estimate, if already computed (else None); pause: called once,
+    between the point blocks and the keyframe blocks.
     -> (U (n,6,6), bc (n,6), V (3,3,p), bp (p,3), Wo (6,3,F) per free observation)."""
     pc, e3, ok = model.project(poses, pts) if proj is None else proj
     chi2 = model.chi2(e3, ok)
@@ -274,8 +274,7 @@ def _linearise(model: _Model, g: _Graph, poses, pts, active, robust: bool, proj=
     se = e3 * so  # (3,M)
     V = np.add.reduceat(_outer_sum(Bx, Bx), g.pt_starts, axis=2)  # (3,3,p)
     bp = np.add.reduceat(np.einsum("rin,rn->in", Bx, se), g.pt_starts, axis=1).T  # (p,3)
-    if pause is not None:
-        pause()
+    pause()
     # d residual / d xi = Jp [I | -[pc]x], free observations only
     f = g.free_obs
     a, b, c0, c1, a2, c2 = a[f], b[f], c0[f], c1[f], a2[f], c2[f]
@@ -299,7 +298,7 @@ def _linearise(model: _Model, g: _Graph, poses, pts, active, robust: bool, proj=
     return U, bc, V, bp, Wo
 
 
-def _solve(g: _Graph, U, bc, V, bp, Wo, lam: float, pause: Optional[Callable[[], None]] = None):
+def _solve(g: _Graph, U, bc, V, bp, Wo, lam: float, pause: Callable[[], None]):
     """Damped step (dc (n,6), dp (p,3)) or None where the system is not positive definite.
     With (V + lam)^-1 = M^T M per point (M lower triangular) and Z = W M^T (dense (6n, 3p):
     local windows keep it small), the reduced system is (U + lam - Z Z^T) dc = bc - Z M bp
@@ -340,7 +339,7 @@ def _factor_solve(S: np.ndarray, rhs: np.ndarray) -> Optional[np.ndarray]:
     return dc if np.all(np.isfinite(dc)) else None
 
 
-def _solve_chunked(g: _Graph, S, bc, M, Mbp, Zo, pause=None):
+def _solve_chunked(g: _Graph, S, bc, M, Mbp, Zo, pause: Callable[[], None]):
     """_solve's reduced system in the chunked layout (S: the damped block diagonal (6n, 6n))."""
     n, p = g.n, g.p
     if g.chunks:  # else no free observation: S is the damped block diagonal
@@ -352,7 +351,7 @@ def _solve_chunked(g: _Graph, S, bc, M, Mbp, Zo, pause=None):
             buf = np.bincount(g.chunk_index, weights=blocks, minlength=g.chunk_size)
         products = []
         for c, (offset, r, q) in enumerate(g.chunks):
-            if pause is not None and c and c % CHUNKS_PER_PAUSE == 0:
+            if c and c % CHUNKS_PER_PAUSE == 0:
                 pause()
             Zc = buf[offset:offset + 18 * r * q].reshape(6 * r, 3 * q)
             products.append(dsyrk(1.0, Zc.T, trans=1, lower=0).ravel())  # upper triangle (the keyframe rows increase)
@@ -415,6 +414,10 @@ def _apply(g: _Graph, poses, pts, dc, dp):
     return new_poses, new_pts
 
 
+def _no_pause() -> None:
+    """The pause of a bundle adjustment that nobody waits in."""
+
+
 def _levenberg(model, g, poses, pts, active, robust, iterations, pause, stop, tau, ftol=0.0):
     """``iterations`` g2o-style Levenberg steps, initial lambda ``tau`` x the largest diagonal
     entry; fewer when an accepted step lowers the cost by at most ``ftol`` of it (0: never).
@@ -425,8 +428,7 @@ def _levenberg(model, g, poses, pts, active, robust, iterations, pause, stop, ta
     for _ in range(int(iterations)):
         if stop is not None and stop.requested:
             break
-        if pause is not None:
-            pause()
+        pause()
         U, bc, V, bp, Wo = _linearise(model, g, poses, pts, active, robust, proj, pause)
         if lam is None:
             diag = np.r_[np.einsum("kii->ki", U).ravel(), np.einsum("iip->pi", V).ravel()]
@@ -434,14 +436,12 @@ def _levenberg(model, g, poses, pts, active, robust, iterations, pause, stop, ta
         run += 1
         accepted = converged = False
         for _try in range(MAX_TRIES):
-            if pause is not None:
-                pause()
+            pause()
             step = _solve(g, U, bc, V, bp, Wo, lam, pause)
             if step is not None:
                 dc, dp = step
                 new_poses, new_pts = _apply(g, poses, pts, dc, dp)
-                if pause is not None:
-                    pause()
+                pause()
                 new_proj = model.project(new_poses, new_pts)
                 new_cost = model.cost(model.chi2(new_proj[1], new_proj[2]), active & new_proj[2], robust)
                 dx = np.r_[dc.ravel(), dp.ravel()]
@@ -478,8 +478,9 @@ def bundle_adjust_schur(problem: BAProblem, iterations: int = 10, robust: bool =
     if layout not in ("auto", "dense", "chunked"):
         raise ValueError(f"layout must be auto, dense or chunked, not {layout!r}")
     t_start, c_start = time.perf_counter(), time.process_time()
-    if pause is not None:
-        pause()
+    if pause is None:
+        pause = _no_pause
+    pause()
     kf_ids, poses, fixed, point_ids, pts, obs_kf, obs_pt, uv, w, ur, K = _validate(problem)
     bf = float(problem.bf)
     nk, npt, m = kf_ids.size, point_ids.size, obs_kf.size
@@ -490,17 +491,14 @@ def bundle_adjust_schur(problem: BAProblem, iterations: int = 10, robust: bool =
     stereo = np.isfinite(ur)
     thr = np.where(stereo, CHI2_STEREO, CHI2_MONO)
     chi2_init, _ = residual_chi2(poses[kf_idx, :3, :3], poses[kf_idx, :3, 3], pts[pt_idx], uv, ur, w, K, bf)
-    if pause is not None:
-        pause()
+    pause()
     srt = np.argsort(pt_idx, kind="stable")  # the solver works on the observations sorted by point
     ks, ps = kf_idx[srt], pt_idx[srt]
     g = _Graph(ks, ps, fixed, nk, npt)
     if layout == "chunked" or (layout == "auto" and 18 * g.n * g.p > MAX_DENSE):
-        if pause is not None:
-            pause()
-        g.chunk(pause)
-    if pause is not None:
         pause()
+        g.chunk(pause)
+    pause()
     model = _Model(uv[srt], ur[srt], w[srt], K, bf, g, ks, nk)
     t_built, c_built = time.perf_counter(), time.process_time()
     if stop is not None and stop.requested:
