@@ -216,15 +216,24 @@ def test_ba_solver_is_a_checked_setting_and_auto_means_depth_modes_and_fixed_gau
 def test_pause_comes_between_pieces_of_setup_steps_and_chunks_and_changes_nothing():
     """The background global BA waits for the frame path at ``pause``: at the start, between the
     pieces of the setup (before the sort, before and within the chunking, before the model),
-    and in each step before and halfway through the linearisation, before the solve, within the
-    solve's chunks and before the trial step's cost. 1200 points make 10 chunks, so the chunk
-    loops pause once each.
+    and in each step: before the linearisation and five times within it (point Jacobians, point
+    blocks, keyframe Jacobians, coupling blocks, their regrouping), once per KF_PER_PAUSE
+    keyframes' Hessian blocks, after the solve's products with the point blocks, every
+    CHUNKS_PER_PAUSE chunks (from the first), before and after the sum of the chunks, after the
+    factorisation, before and after applying the step and before its cost: at least 16 pauses a
+    step with 9 free keyframes and 10 chunks (1200 points), and more with more keyframes.
     Pausing does not change the result."""
     prob = synthetic_ba_problem(n_kf=10, n_points=1200, obs_per_point=4, stereo_frac=0.5, seed=3)
     calls = []
     plain = bundle_adjust_schur(prob, iterations=6, layout="chunked")
     paused = bundle_adjust_schur(prob, iterations=6, layout="chunked", pause=lambda: calls.append(1))
     assert paused.iterations == plain.iterations == 12
-    assert len(calls) >= 5 + 5 * paused.iterations  # more where a step is retried
+    assert len(calls) >= 5 + 16 * paused.iterations  # more where a step is retried
     np.testing.assert_array_equal(paused.cam_from_world, plain.cam_from_world)
     np.testing.assert_array_equal(paused.points_world, plain.points_world)
+    # 39 free keyframes: two more groups of Hessian blocks in every step
+    wide = synthetic_ba_problem(n_kf=40, n_points=1200, obs_per_point=4, stereo_frac=0.5, seed=3)
+    wide_calls = []
+    res = bundle_adjust_schur(wide, iterations=6, layout="chunked", pause=lambda: wide_calls.append(1))
+    assert res.iterations == 12
+    assert len(wide_calls) >= len(calls) + 2 * res.iterations

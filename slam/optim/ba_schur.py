@@ -56,6 +56,7 @@ MAX_DENSE = 4_000_000  # largest dense coupling matrix (entries, 32 MB); above i
 MAX_REDUCED_KEYFRAMES = 600  # most free keyframes for the dense reduced system (3600^2 entries, 104 MB; one Cholesky took 49 ms at 300 keyframes on a 2-core AMD EPYC, and grows as the cube)
 CHUNK_POINTS = 128  # points per chunk in the chunked layout (a cost setting: the result is the same to rounding)
 CHUNKS_PER_PAUSE = 8  # a pause (the background global BA's wait for the frame path) between groups of this many chunks
+KF_PER_PAUSE = 16  # and between groups of this many keyframes' Hessian blocks
 LONG_SPAN = 8  # points seen by keyframes more than this many free slots apart are chunked apart from the others
 
 
@@ -240,8 +241,10 @@ def _outer_sum(A: np.ndarray, B: np.ndarray) -> np.ndarray:
 
 def _linearise(model: _Model, g: _Graph, poses, pts, active, robust: bool, proj, pause: Callable[[], None]):
     """Blocks of the normal equations at the current estimate, active observations only.
-    proj: model.project at this estimate, if already computed (else None); pause: called once,
-    between the point blocks and the keyframe blocks.
+    proj: model.project at this estimate, if already computed (else None); pause: called between
+    its pieces (after the point Jacobians, after the point blocks, after the keyframe Jacobians,
+    after the coupling blocks, after their regrouping by keyframe and every KF_PER_PAUSE
+    keyframes' Hessian blocks).
     -> (U (n,6,6), bc (n,6), V (3,3,p), bp (p,3), Wo (6,3,F) per free observation)."""
     pc, e3, ok = model.project(poses, pts) if proj is None else proj
     chi2 = model.chi2(e3, ok)
@@ -272,6 +275,7 @@ def _linearise(model: _Model, g: _Graph, poses, pts, active, robust: bool, proj,
     np.multiply(a2, R[0], out=Bx[2])
     Bx[2] += c2 * R[2]
     se = e3 * so  # (3,M)
+    pause()
     V = np.add.reduceat(_outer_sum(Bx, Bx), g.pt_starts, axis=2)  # (3,3,p)
     bp = np.add.reduceat(np.einsum("rin,rn->in", Bx, se), g.pt_starts, axis=1).T  # (p,3)
     pause()
@@ -283,14 +287,19 @@ def _linearise(model: _Model, g: _Graph, poses, pts, active, robust: bool, proj,
     Ac[0, 0], Ac[0, 2], Ac[0, 3], Ac[0, 4], Ac[0, 5] = a, c0, c0 * y, a * z - c0 * x, -a * y
     Ac[1, 1], Ac[1, 2], Ac[1, 3], Ac[1, 4], Ac[1, 5] = b, c1, c1 * y - b * z, -c1 * x, b * x
     Ac[2, 0], Ac[2, 2], Ac[2, 3], Ac[2, 4], Ac[2, 5] = a2, c2, c2 * y, a2 * z - c2 * x, -a2 * y
+    pause()
     Wo = _outer_sum(Ac, np.take(Bx, f, axis=2))  # (6,3,F) coupling block of each free observation
+    pause()
     # per keyframe: U_k = A_k A_k^T, A_k (6, 3 F_k), its observations' rows side by side
     order = g.kf_order
     As = np.take(Ac, order, axis=2).transpose(1, 2, 0).reshape(6, -1)
+    pause()
     es = np.take(se, f[order], axis=1).T.reshape(-1)
     U = np.empty((g.n, 6, 6))
     bc = np.empty((g.n, 6))
     for k in range(g.n):
+        if k % KF_PER_PAUSE == 0:
+            pause()
         s, t = 3 * g.kf_bounds[k], 3 * g.kf_bounds[k + 1]
         Ak = As[:, s:t]
         U[k] = Ak @ Ak.T
@@ -314,6 +323,7 @@ def _solve(g: _Graph, U, bc, V, bp, Wo, lam: float, pause: Callable[[], None]):
         return np.zeros((0, 6)), np.einsum("jip,pj->pi", M, Mbp)
     Mf = np.take(M, g.free_pslot, axis=2)  # (3,3,F)
     Zo = np.einsum("ijf,kjf->ikf", Wo, Mf)  # W M^T per free observation
+    pause()
     S = _block_diag(U)
     S[np.diag_indices(6 * n)] += lam
     if g.chunks is not None:
@@ -351,16 +361,19 @@ def _solve_chunked(g: _Graph, S, bc, M, Mbp, Zo, pause: Callable[[], None]):
             buf = np.bincount(g.chunk_index, weights=blocks, minlength=g.chunk_size)
         products = []
         for c, (offset, r, q) in enumerate(g.chunks):
-            if c and c % CHUNKS_PER_PAUSE == 0:
+            if c % CHUNKS_PER_PAUSE == 0:
                 pause()
             Zc = buf[offset:offset + 18 * r * q].reshape(6 * r, 3 * q)
             products.append(dsyrk(1.0, Zc.T, trans=1, lower=0).ravel())  # upper triangle (the keyframe rows increase)
+        pause()
         S -= np.bincount(g.chunk_s_index, weights=np.concatenate(products), minlength=S.size).reshape(S.shape)
+        pause()
     zm = np.einsum("ikf,fk->if", Zo, Mbp[g.free_pslot])  # (6,F) Z M bp per free observation
     rhs = bc.reshape(-1) - np.bincount(g.free_rows, weights=zm.ravel(), minlength=6 * n)
     dc = _factor_solve(S, rhs)
     if dc is None:
         return None
+    pause()
     dcr = dc.reshape(n, 6)
     zt = np.einsum("ikf,fi->kf", Zo, dcr[g.free_slot])  # (3,F) Z^T dc per free observation
     ztp = np.zeros((p, 3))
@@ -423,6 +436,7 @@ def _levenberg(model, g, poses, pts, active, robust, iterations, pause, stop, ta
     entry; fewer when an accepted step lowers the cost by at most ``ftol`` of it (0: never).
     -> (poses, pts, iterations run)."""
     proj = model.project(poses, pts)
+    pause()
     cost = model.cost(model.chi2(proj[1], proj[2]), active & proj[2], robust)
     lam, ni, run = None, 2.0, 0
     for _ in range(int(iterations)):
@@ -440,6 +454,7 @@ def _levenberg(model, g, poses, pts, active, robust, iterations, pause, stop, ta
             step = _solve(g, U, bc, V, bp, Wo, lam, pause)
             if step is not None:
                 dc, dp = step
+                pause()
                 new_poses, new_pts = _apply(g, poses, pts, dc, dp)
                 pause()
                 new_proj = model.project(new_poses, new_pts)
