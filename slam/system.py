@@ -217,13 +217,16 @@ class TrackingStage:
         self.results: list[TrackResult] = []
 
     def process(self, fr: FrameFeatures):
+        # the frame path is busy (slam.runtime.schedule.Foreground: background work waits) for the
+        # whole frame: the write-backs and loop closing's per-frame work before it, and the
+        # hand-over of a keyframe job after it, not only the tracking itself
         frame_no = len(self.results)
-        self.schedule.before_frame(frame_no)
-        wake = self.loop.before_frame(frame_no) if self.loop is not None else None
         with self.schedule.tracking():
+            self.schedule.before_frame(frame_no)
+            wake = self.loop.before_frame(frame_no) if self.loop is not None else None
             res, job = self.tracker.process(fr)
-        self.results.append(res)
-        return wake if job is None else self.schedule.hand_over(job, frame_no)
+            self.results.append(res)
+            return wake if job is None else self.schedule.hand_over(job, frame_no)
 
     def flush(self) -> list:
         self.schedule.finish()

@@ -66,6 +66,34 @@ def test_tracking_and_mapping_jobs_count_as_the_frame_path(schedule):
     assert seen == [1, 1] and schedule.foreground._busy == 0
 
 
+@pytest.mark.parametrize("schedule", [DatasetSchedule(1), LiveSchedule()], ids=["dataset", "live"])
+def test_the_whole_frame_of_the_tracking_stage_counts_as_the_frame_path(schedule):
+    """The tracking thread's work around the tracking itself (the mapping write-backs before a
+    frame, loop closing's per-frame work, the hand-over of a keyframe job) also keeps the
+    background global BA waiting."""
+    from slam.system import TrackingStage
+
+    seen = {}
+
+    class Spy(type(schedule)):
+        def before_frame(self, frame_no):
+            seen["write-backs"] = self.foreground._busy
+            super().before_frame(frame_no)
+
+        def hand_over(self, job, frame_no):
+            seen["hand-over"] = self.foreground._busy
+            return super().hand_over(job, frame_no)
+
+    spy = Spy.__new__(Spy)
+    spy.__dict__.update(schedule.__dict__)
+    loop = SimpleNamespace(before_frame=lambda n: seen.setdefault("loop closing", spy.foreground._busy))
+    tracker = SimpleNamespace(process=lambda fr: (seen.setdefault("tracking", spy.foreground._busy) and None, "job"))
+    stage = TrackingStage(tracker, spy, loop)
+    stage.process(None)
+    assert seen == {"write-backs": 1, "loop closing": 1, "tracking": 1, "hand-over": 1}
+    assert spy.foreground._busy == 0
+
+
 def test_the_no_op_schedule_never_waits():
     MappingSchedule().background_yield(10.0)  # unit tests of the mapper: returns at once
 

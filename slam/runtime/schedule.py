@@ -84,7 +84,8 @@ class MappingSchedule:
         """Before tracking frame number ``frame_no`` (0-based position in the run)."""
 
     def tracking(self) -> ContextManager[None]:
-        """Context of tracking one frame."""
+        """Context of the tracking stage's work on one frame (the write-backs before it, the
+        tracking, the hand-over after it)."""
         return nullcontext()
 
     def hand_over(self, job: Any, frame_no: int) -> Any:
