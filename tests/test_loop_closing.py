@@ -294,7 +294,7 @@ def test_global_ba_is_written_back_later_for_a_larger_map():
         return lc._job["due"]
 
     assert due(10) == 130  # 30 frames at least
-    assert due(67) == 167  # one frame per keyframe
+    assert due(67) == 201  # 1.5 frames per keyframe
     assert due(67, global_ba_delay_per_keyframe=0.5) == 134
     assert due(67, global_ba_delay_per_keyframe=0) == 130
 

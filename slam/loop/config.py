@@ -46,7 +46,7 @@ class LoopClosingConfig:
     global_ba_iterations: int = param(10, ge=1)
     global_ba_delay_frames: int = param(30, ge=1)  # dataset runs: its result is applied at least this many frames after the essential graph's (tracking waits if it is not done) ...
     global_ba_yield_max_ms: float = param(200.0, ge=0.0)  # the background global BA waits at each of its pause points (between pieces of its work of a few ms: slam.optim.ba_schur) while a frame is tracked or a keyframe mapped, at most this long per point, so it runs in the frame path's gaps (beside it, on 2 cores, tracking took twice as long per frame: docs/benchmarks.md section 12, 2026-12-07 11:47); dataset runs stop waiting for the last quarter of the frames before it is due, so that tracking does not wait for it; 0 = never waits
-    global_ba_delay_per_keyframe: float = param(1.0, ge=0.0)  # ... and at least this many frames per keyframe it adjusts (its cost grows with the map: 67 keyframes took 3.3 s in a threaded run on this 2-core CPU with g2o, about 56 frames at 17 fps; 49 keyframes take 2.2-2.6 s with the numpy solver, mapping.global_ba_solver, about 35 frames at 15 fps); 0 = global_ba_delay_frames alone
+    global_ba_delay_per_keyframe: float = param(1.5, ge=0.0)  # ... and at least this many frames per keyframe it adjusts (its cost grows with the map; yielding to the frame path, 49 keyframes take 2.1-3.6 s, 27-48 frames, in threaded runs on this 2-core CPU, and it stops yielding for the last quarter of its frames: with 1.0 it ran into that quarter in 10 of 14 runs, with 1.5 in none of 3; docs/benchmarks.md section 12, 2026-12-07 14:45); 0 = global_ba_delay_frames alone
 
 
 @dataclass
