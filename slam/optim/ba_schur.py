@@ -482,8 +482,8 @@ def bundle_adjust_schur(problem: BAProblem, iterations: int = 10, robust: bool =
     ``verbose``, same :class:`BAResult`), solved in numpy. ``pause`` is called between pieces of
     work of a few ms at a few thousand points (the background global BA waits there for the frame
     path; 49 keyframes and 7000 points: 4.2 ms of CPU at p90, 13 ms at most, on this CPU):
-    between the steps of the setup, before each Levenberg step, six times within its linearisation
-    and every ``KF_PER_PAUSE`` keyframes' Hessian blocks, within each solve of the damped system
+    between the steps of the setup, before each Levenberg step, five times within its linearisation
+    and before every ``KF_PER_PAUSE`` keyframes' Hessian blocks, within each solve of the damped system
     (and every ``CHUNKS_PER_PAUSE`` chunks in the chunked layout), around the step's update and
     before its cost; ``stop`` is polled between steps (an abort after stage 1 skips stage 2).
     ``tau``: the initial damping relative to the largest diagonal entry of the Hessian (the
