@@ -24,6 +24,7 @@ from slam.matching.loftr.fine import expectation, gather_windows
 from slam.matching.loftr.matcher import LoFTR, default_temp_bug_fix
 from slam.matching.loftr.model import LoFTRNet, read_checkpoint
 from slam.matching.loftr.transformer import linear_attention, sine_position_encoding
+from slam.matching.loftr.winograd import WinogradConv3x3
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -353,6 +354,43 @@ def test_matcher_layout_blocked_only_for_cpu_float32():
     from slam.config import load_config
     with pytest.raises(ConfigError, match="loftr.backbone_layout"):
         load_config([], ["loftr.backbone_layout=nhwc"])
+
+
+def _prepared(sd: dict, layout: str) -> LoFTRNet:
+    net = LoFTRNet()
+    net.load_official_state_dict(sd)
+    return net.prepare_inference("cpu", layout)
+
+
+def test_winograd_backbone_equals_the_direct_one_within_float32_rounding():
+    sd = _random_state_dict(seed=6)
+    direct, wino = _prepared(sd, "channels_last"), _prepared(sd, "winograd")
+    n_wino = sum(isinstance(m, WinogradConv3x3) for m in wino.backbone.modules())
+    assert n_wino == 14  # every 3x3 stride-1 conv: 10 in the residual blocks, 4 in the two merges
+    assert all(m.stride != (1, 1) or m.kernel_size != (3, 3) for m in wino.backbone.modules() if isinstance(m, torch.nn.Conv2d))
+    x = torch.rand(2, 1, 72, 88)
+    with torch.inference_mode():
+        for a, b in zip(wino.backbone(x), direct.backbone(x)):
+            assert a.shape == b.shape
+            torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-4 * b.abs().max().item())
+    with pytest.raises(RuntimeError, match="cannot change"):
+        wino.backbone.set_layout("channels_last")
+    with pytest.raises(RuntimeError, match="fold_batchnorm"):
+        LoFTRNet().backbone.set_layout("winograd")
+
+
+def test_matcher_winograd_layout_only_for_cpu_float32_and_same_matches():
+    sd = _random_state_dict(seed=7)
+    assert LoFTR(LoFTRConfig(backbone_layout="winograd", precision="bf16"), "cpu", state_dict=sd).layout == "channels_last"
+    a = LoFTR(LoFTRConfig(backbone_layout="winograd", threshold=0.0, temp_bug_fix=True), "cpu", state_dict=sd)
+    b = LoFTR(LoFTRConfig(backbone_layout="channels_last", threshold=0.0, temp_bug_fix=True), "cpu", state_dict=sd)
+    assert a.layout == "winograd"
+    im0, im1 = _pair(96, 128, seed=3)
+    ma, mb = a.match_images(im0, im1), b.match_images(im0, im1)
+    assert len(mb.pts0) > 20
+    sa = {tuple(p) for p in ma.pts0.round(3).tolist()}
+    sb = {tuple(p) for p in mb.pts0.round(3).tolist()}
+    assert len(sa & sb) >= 0.95 * len(sb)
 
 
 # ----------------------------------------------------------------------------- loading

@@ -212,7 +212,7 @@ def speed(ref_cls, default_cfg, repeats: int, threshold: float, ckpt_dir: Path,
     out = {"threads": torch.get_num_threads(), "repeats": repeats, "pair": "fr1_xyz 0-10 640x480"}
     for prec in precisions:
         runners = {}
-        for layout in (("channels_last", "blocked") if prec == "fp32" else ("channels_last",)):
+        for layout in (("channels_last", "blocked", "winograd") if prec == "fp32" else ("channels_last",)):
             m = LoFTR(LoFTRConfig(weights=str(path), temp_bug_fix=True, precision=prec, threshold=threshold,
                                   backbone_layout=layout), state_dict=sd)
             runners[f"ours {layout}"] = lambda m=m: m.match_images(im0, im1)
@@ -252,7 +252,7 @@ def main(argv=None) -> int:
     ap.add_argument("--repeats", type=int, default=7)
     ap.add_argument("--precisions", default="fp32,bf16", help="comma list of fp32, bf16 for --speed")
     ap.add_argument("--threads", type=int, default=2)
-    ap.add_argument("--layout", default="blocked", choices=("blocked", "channels_last"),
+    ap.add_argument("--layout", default="blocked", choices=("blocked", "channels_last", "winograd"),
                     help="our backbone layout for parity (loftr.backbone_layout)")
     ap.add_argument("--max-pairs", type=int, default=0,
                     help="variants after the first: at most this many pairs (every third); 0 = all")

@@ -18,7 +18,10 @@ float32 convs here) or ``blocked`` (oneDNN's nChw16c tensors between layers, pre
 weights). The two differ only in rounding: oneDNN's NHWC 3x3 kernels sum in another order and
 carry about 3x the float32 error of the NCHW / blocked kernels (1e-6 against 3e-7 relative,
 measured against float64 per conv); ``blocked`` gives the reference's (NCHW) numerics, about 10 %
-faster than plain NCHW. Set once, after fold_batchnorm; irreversible, CPU and float32 only.
+faster than plain NCHW. ``winograd`` is channels-last with every 3x3 stride-1 conv computed by
+Winograd's F(4x4, 3x3) (slam.matching.loftr.winograd): a quarter of the multiplications, about 4x
+the float32 rounding of a direct conv. Set once, after fold_batchnorm; irreversible, CPU and
+float32 only.
 """
 from __future__ import annotations
 
@@ -28,6 +31,9 @@ from torch import nn
 from torch.nn.utils.fusion import fuse_conv_bn_eval
 from torch.utils.mkldnn import to_mkldnn
 
+from slam.matching.loftr.winograd import WinogradConv3x3
+
+LAYOUTS = ("contiguous", "channels_last", "blocked", "winograd")
 BLOCK_DIMS = (128, 196, 256)  # channels at 1/2, 1/4, 1/8
 INITIAL_DIM = 128
 
@@ -111,7 +117,7 @@ class ResNetFPN(nn.Module):
 
     @property
     def memory_format(self) -> torch.memory_format:
-        return torch.channels_last if self.layout == "channels_last" else torch.contiguous_format
+        return torch.channels_last if self.layout in ("channels_last", "winograd") else torch.contiguous_format
 
     def _forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         x1 = self.layer1(F.relu(self.bn1(self.conv1(x)), inplace=True))
@@ -136,17 +142,23 @@ class ResNetFPN(nn.Module):
 
     @torch.no_grad()
     def set_layout(self, layout: str) -> None:
-        """"contiguous", "channels_last" or "blocked" (oneDNN, after fold_batchnorm, CPU float32
-        only, irreversible: the convs become prepacked oneDNN convs). See the module docstring."""
-        if layout not in ("contiguous", "channels_last", "blocked"):
-            raise ValueError(f"layout must be contiguous, channels_last or blocked, got {layout!r}")
-        if self.layout == "blocked" and layout != "blocked":
-            raise RuntimeError("a blocked backbone cannot change its layout")
+        """"contiguous", "channels_last", "blocked" (oneDNN) or "winograd" (channels-last, the 3x3
+        stride-1 convs by F(4x4, 3x3)). blocked and winograd: after fold_batchnorm, CPU float32
+        only, irreversible. See the module docstring."""
+        if layout not in LAYOUTS:
+            raise ValueError(f"layout must be one of {', '.join(LAYOUTS)}, got {layout!r}")
+        if self.layout in ("blocked", "winograd") and layout != self.layout:
+            raise RuntimeError(f"a {self.layout} backbone cannot change its layout")
+        if layout in ("blocked", "winograd") and any(isinstance(m, nn.BatchNorm2d) for m in self.modules()):
+            raise RuntimeError(f"the {layout} layout needs fold_batchnorm() first")
         if layout == "blocked":
-            if any(isinstance(m, nn.BatchNorm2d) for m in self.modules()):
-                raise RuntimeError("the blocked layout needs fold_batchnorm() first")
             for name, child in list(self.named_children()):
                 setattr(self, name, to_mkldnn(child))
         else:
-            self.to(memory_format=torch.channels_last if layout == "channels_last" else torch.contiguous_format)
+            self.to(memory_format=torch.contiguous_format if layout == "contiguous" else torch.channels_last)
+        if layout == "winograd" and self.layout != "winograd":
+            for parent in list(self.modules()):
+                for name, child in list(parent.named_children()):
+                    if isinstance(child, nn.Conv2d) and child.kernel_size == (3, 3) and child.stride == (1, 1):
+                        setattr(parent, name, WinogradConv3x3(child))
         self.layout = layout

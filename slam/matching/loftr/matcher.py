@@ -173,10 +173,10 @@ class LoFTR:
         self.half_stages: tuple[str, ...] = HALF_STAGES[self.autocast_dtype]
         net = LoFTRNet(match_type, fix)
         net.load_official_state_dict(state_dict, source)
-        #: backbone memory layout: blocked only for float32 on the CPU (see loftr/backbone.py)
+        #: backbone memory layout: blocked and winograd only for float32 on the CPU (see loftr/backbone.py)
         self.layout = "channels_last"
-        if cfg.backbone_layout == "blocked" and self.device.type == "cpu" and self.autocast_dtype is None:
-            self.layout = "blocked"
+        if cfg.backbone_layout in ("blocked", "winograd") and self.device.type == "cpu" and self.autocast_dtype is None:
+            self.layout = cfg.backbone_layout
         self.net = net.prepare_inference(self.device, self.layout)
         log.debug("LoFTR %s: match_type=%s temp_bug_fix=%s precision=%s", source, match_type, fix, cfg.precision)
 

@@ -103,13 +103,13 @@ class LoFTRNet(nn.Module):
 
     def prepare_inference(self, device: torch.device | str, layout: str = "channels_last") -> "LoFTRNet":
         """eval(), BatchNorm folded into the convs, moved to device, backbone in ``layout``
-        (channels_last, or blocked = oneDNN with the reference's float32 numerics; CPU only,
-        see backbone.py)."""
+        (channels_last; blocked = oneDNN with the reference's float32 numerics; winograd = the 3x3
+        convs by F(4x4, 3x3); the last two CPU only, see backbone.py)."""
         self.eval()
         self.backbone.fold_batchnorm()
         self.to(device)
-        if layout == "blocked" and torch.device(device).type != "cpu":
-            raise ValueError("the blocked backbone layout is for the CPU only")
+        if layout in ("blocked", "winograd") and torch.device(device).type != "cpu":
+            raise ValueError(f"the {layout} backbone layout is for the CPU only")
         self.backbone.set_layout(layout)
         return self
 
