@@ -61,3 +61,15 @@ def test_winograd_conv_refuses_other_convs_and_autocast():
     wc = WinogradConv3x3(nn.Conv2d(4, 4, 3, padding=1))
     with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16), pytest.raises(RuntimeError, match="float32"):
         wc(torch.randn(1, 4, 8, 8))
+
+
+def test_the_one_axis_transforms_multiply_by_bt_and_at():
+    """The vectorised passes (common subexpressions) equal B^T and A^T applied along one axis."""
+    g64 = torch.Generator().manual_seed(2)
+    d = torch.randn(6, 5, 3, dtype=torch.float64, generator=g64)
+    out, tmp = torch.empty(6, 5, 3, dtype=torch.float64), torch.empty(3, 5, 3, dtype=torch.float64)
+    winograd._input_1d(list(d), list(out), list(tmp))
+    torch.testing.assert_close(out, torch.einsum("ai,ixy->axy", torch.tensor(winograd._BT, dtype=torch.float64), d))
+    y = torch.empty(4, 5, 3, dtype=torch.float64)
+    winograd._output_1d(list(d), list(y), list(tmp))
+    torch.testing.assert_close(y, torch.einsum("ai,ixy->axy", torch.tensor(winograd._AT, dtype=torch.float64), d))

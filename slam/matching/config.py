@@ -65,4 +65,4 @@ class LoFTRConfig:
     max_size: int = param(0, ge=0)  # shrink images whose longer side exceeds this (aspect kept); 0 = never resize
     precision: str = param("auto", choices=PRECISIONS)  # auto (fp16 on cuda, fp32 on cpu) | fp32 | bf16 | fp16 (cuda only)
     max_batch: int = param(0, ge=0)  # most pairs per forward pass in match_image_pairs; 0 = all in one pass
-    backbone_layout: str = param("auto", choices=("auto", "channels_last", "blocked", "winograd"))  # CPU float32 conv layout: blocked = oneDNN, the reference's rounding; channels_last = NHWC; winograd = NHWC with the 3x3 stride-1 convs by Winograd's F(4x4, 3x3) (a quarter of the multiplications, about 4x a direct conv's float32 rounding); auto = channels_last
+    backbone_layout: str = param("auto", choices=("auto", "channels_last", "blocked", "winograd"))  # CPU float32 conv layout: blocked = oneDNN, the reference's rounding; channels_last = NHWC; winograd = NHWC with the 3x3 stride-1 convs by Winograd's F(4x4, 3x3) (a quarter of the multiplications, about 5x a direct conv's float32 rounding); auto = channels_last

@@ -19,7 +19,7 @@ weights). The two differ only in rounding: oneDNN's NHWC 3x3 kernels sum in anot
 carry about 3x the float32 error of the NCHW / blocked kernels (1e-6 against 3e-7 relative,
 measured against float64 per conv); ``blocked`` gives the reference's (NCHW) numerics, about 10 %
 faster than plain NCHW. ``winograd`` is channels-last with every 3x3 stride-1 conv computed by
-Winograd's F(4x4, 3x3) (slam.matching.loftr.winograd): a quarter of the multiplications, about 4x
+Winograd's F(4x4, 3x3) (slam.matching.loftr.winograd): a quarter of the multiplications, about 5x
 the float32 rounding of a direct conv. Set once, after fold_batchnorm; irreversible, CPU and
 float32 only.
 """
