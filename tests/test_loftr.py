@@ -346,11 +346,13 @@ def test_blocked_backbone_has_the_rounding_of_the_contiguous_one():
         unfolded.backbone.set_layout("blocked")
 
 
-def test_matcher_layout_blocked_only_for_cpu_float32():
+def test_matcher_layouts_blocked_and_winograd_only_for_cpu_float32():
     sd = _random_state_dict(seed=5)
     assert LoFTR(LoFTRConfig(backbone_layout="blocked", precision="fp32"), "cpu", state_dict=sd).layout == "blocked"
     assert LoFTR(LoFTRConfig(backbone_layout="blocked", precision="bf16"), "cpu", state_dict=sd).layout == "channels_last"
-    assert LoFTR(LoFTRConfig(precision="fp32"), "cpu", state_dict=sd).layout == "channels_last"
+    assert LoFTR(LoFTRConfig(precision="fp32"), "cpu", state_dict=sd).layout == "winograd"  # auto on the CPU
+    assert LoFTR(LoFTRConfig(precision="bf16"), "cpu", state_dict=sd).layout == "channels_last"
+    assert LoFTR(LoFTRConfig(backbone_layout="channels_last"), "cpu", state_dict=sd).layout == "channels_last"
     from slam.config import load_config
     with pytest.raises(ConfigError, match="loftr.backbone_layout"):
         load_config([], ["loftr.backbone_layout=nhwc"])

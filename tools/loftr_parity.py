@@ -18,8 +18,9 @@ tool prints, per pair and weight variant:
   the coarse grid in both); plus the matches found by one side only.
 
 Speed (``--speed``): ms per 640x480 fr1_xyz pair for ours and the reference in fp32 and bf16
-(bf16: the reference under CPU autocast; ours with loftr.precision=bf16), same thread count,
-the two calls alternating in one process, median of ``--repeats`` after a warm-up.
+(bf16: the reference under CPU autocast; ours with loftr.precision=bf16; fp32: ours in each CPU
+backbone layout, channels_last, blocked and winograd), same thread count, the calls alternating
+in one process, median of ``--repeats`` after a warm-up.
 
 Results go to ``--out`` as JSON. Exit status 1 when a parity figure exceeds its bar
 (conf 1e-4, fine 1e-3 px) on any pair.

@@ -173,10 +173,11 @@ class LoFTR:
         self.half_stages: tuple[str, ...] = HALF_STAGES[self.autocast_dtype]
         net = LoFTRNet(match_type, fix)
         net.load_official_state_dict(state_dict, source)
-        #: backbone memory layout: blocked and winograd only for float32 on the CPU (see loftr/backbone.py)
+        #: backbone layout (see loftr/backbone.py): blocked and winograd only for float32 on the CPU,
+        #: where auto is winograd; channels_last otherwise
         self.layout = "channels_last"
-        if cfg.backbone_layout in ("blocked", "winograd") and self.device.type == "cpu" and self.autocast_dtype is None:
-            self.layout = cfg.backbone_layout
+        if self.device.type == "cpu" and self.autocast_dtype is None and cfg.backbone_layout != "channels_last":
+            self.layout = "winograd" if cfg.backbone_layout == "auto" else cfg.backbone_layout
         self.net = net.prepare_inference(self.device, self.layout)
         log.debug("LoFTR %s: match_type=%s temp_bug_fix=%s precision=%s", source, match_type, fix, cfg.precision)
 
