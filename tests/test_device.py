@@ -59,6 +59,20 @@ def test_explicit_precision_is_kept_and_validated():
         check_precision("fp16", CPU, "m")
 
 
+
+@pytest.mark.parametrize("avx512_bf16,amx,warned", [(False, False, True), (True, False, False), (False, True, False)])
+def test_explicit_bf16_on_a_cpu_without_bf16_instructions_warns(monkeypatch, caplog, avx512_bf16, amx, warned):
+    monkeypatch.setattr(torch.cpu, "_is_avx512_bf16_supported", lambda: avx512_bf16, raising=False)
+    monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda: amx, raising=False)
+    with caplog.at_level("WARNING", logger="slam.device"):
+        assert resolve_precision("bf16", CPU, "loftr") == "bf16"  # still what was asked for
+        resolve_precision("fp32", CPU, "loftr")
+        resolve_precision("auto", CPU, "loftr", cpu_auto="bf16")
+    lines = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
+    assert len(lines) == (1 if warned else 0)
+    if warned:
+        assert "loftr.precision=bf16" in lines[0] and "emulated" in lines[0] and "loftr.precision=fp32" in lines[0]
+
 def test_bf16_probe_decides_auto_on_cpu_only(monkeypatch):
     monkeypatch.setattr(dev_mod, "native_bf16", lambda device: True)
     calls = []

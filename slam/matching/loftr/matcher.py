@@ -24,7 +24,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from slam.errors import ConfigError, InputError
+from slam.device import resolve_precision
+from slam.errors import InputError
 from slam.matching.config import LoFTRConfig
 from slam.matching.loftr.model import FACTOR, STRIDE, WINDOW, LoFTRNet, read_checkpoint
 from slam.params import check_params
@@ -95,12 +96,9 @@ HALF_STAGES = {None: (), torch.float16: ("backbone", "coarse", "fine"), torch.bf
 
 
 def autocast_dtype(precision: str, device: torch.device) -> Optional[torch.dtype]:
-    """None (float32) or the autocast dtype for loftr.precision on this device."""
-    if precision == "auto":
-        return torch.float16 if device.type == "cuda" else None
-    if precision == "fp16" and device.type != "cuda":
-        raise ConfigError("loftr.precision=fp16 needs a CUDA device; use fp32 or bf16 on the cpu")
-    return {"fp32": None, "fp16": torch.float16, "bf16": torch.bfloat16}[precision]
+    """None (float32) or the autocast dtype for loftr.precision on this device (auto: fp16 on
+    CUDA, fp32 on the CPU; slam.device.resolve_precision)."""
+    return {"fp32": None, "fp16": torch.float16, "bf16": torch.bfloat16}[resolve_precision(precision, device, "loftr")]
 
 
 def to_gray_tensor(image: ImageLike, what: str = "image") -> torch.Tensor:
