@@ -107,7 +107,7 @@ def resolve_precision(precision: str, device: torch.device, owner: str, *, cuda_
     if p != "auto":
         if p == "bf16" and device.type == "cpu" and not cpu_has_bf16_instructions():
             log.warning("%s.precision=bf16: this CPU has no bf16 instructions (neither AVX512-BF16 nor AMX), "
-                        "so bf16 is emulated and runs many times slower than fp32; use %s.precision=fp32 or auto",
+                        "so bf16 is emulated and usually slower than fp32; use %s.precision=fp32 or auto",
                         owner, owner)
         return p
     choice = {"cuda": cuda_auto, "cpu": cpu_auto}.get(device.type, "fp32")
