@@ -407,6 +407,7 @@ class SLAMSystem:
         with self.map.lock:
             out = at.stats(self.map.keyframes)
         out["new_maps_after_loss"] = self.tracker.n_new_maps
+        out["young_maps_discarded"] = self.tracker.n_young_resets
         if self.loop is not None and self.loop.merger is not None:
             out["merge_detection"] = self.loop.merger.stats()
         return {"atlas": out}

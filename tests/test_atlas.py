@@ -266,3 +266,51 @@ def test_end_to_end_long_blackout_new_map_then_merge(tmp_path_factory):
     rel = se3_inverse(est[i_cur]) @ est[i_loop]
     assert rotation_angle_deg(rel[:3, :3] @ true_rel[:3, :3].T) < 1.0
     assert np.linalg.norm(scale * rel[:3, 3] - true_rel[:3, 3]) < 0.03
+
+
+@pytest.mark.parametrize("reset", [True, False])
+def test_a_map_lost_soon_after_its_start_is_discarded_and_initialisation_starts_again(reset):
+    """ORB-SLAM's reset: tracking lost within tracking.reset_young_map_frames frames of the
+    initialisation, while the map has few keyframes, discards that map (keyframes, points and
+    its frames in the trajectory) and the next frames initialise a new one at once. With the
+    rule off the young map is kept and the tracker stays lost in it."""
+    s = _System()
+    if not reset:
+        s.tracker.cfg = TrackingConfig(new_map_after_lost_frames=5, reset_young_map_keyframes=0)
+    tr, at, m = s.tracker, s.atlas, s.map
+    i = 0
+    while tr.state != "OK":  # the first initialisation
+        res, job = tr.process(s.scene.frame(i, path_a(i), depth=False))
+        if job is not None:
+            s.mapper.process(job)
+        i += 1
+        assert i < 20
+    first = i - 1
+    young = at.keyframes_of(0, m.keyframes)
+    assert 1 <= len(young) <= tr.cfg.reset_young_map_keyframes or not reset
+    for j in range(i, i + 2):  # two tracked frames, then the images go black
+        res, job = tr.process(s.scene.frame(j, path_a(j), depth=False))
+        assert res.state == "OK"
+        if job is not None:
+            s.mapper.process(job)
+    lost_at = i + 2
+    res, _ = tr.process(s.scene.frame(lost_at, path_a(lost_at), depth=False, max_kp=0))
+    if not reset:
+        assert res.state == "LOST" and tr.n_young_resets == 0 and at.keyframes_of(0, m.keyframes) == young
+        idx, _, _ = tr.frame_poses.poses()
+        assert idx.min() <= first
+        return
+    assert res.state == "INIT" and tr.n_young_resets == 1 and at.active == 1
+    assert at.keyframes_of(0, m.keyframes) == [] and not any(k in m.keyframes for k in young)
+    assert m.n_alive_points() == 0  # the young map's points died with its keyframes
+    assert len(tr.frame_poses.poses()[0]) == 0  # and its frames left the trajectory
+    # the images come back: a new map initialises and tracks from there on
+    states = []
+    for j in range(lost_at + 1, lost_at + 30):
+        res, job = tr.process(s.scene.frame(j, path_a(j), depth=False))
+        states.append(res.state)
+        if job is not None:
+            s.mapper.process(job)
+    assert "OK" in states[:10] and all(x == "OK" for x in states[states.index("OK"):])
+    idx, _, _ = tr.frame_poses.poses()
+    assert idx.min() > lost_at and at.keyframes_of(1, m.keyframes)

@@ -122,7 +122,7 @@ def main(argv=None) -> int:
     ap.add_argument("--precision", nargs="+", default=["auto"], help="one or more of auto fp32 fp16 bf16")
     ap.add_argument("--sizes", nargs="+", type=int, default=[512, 1024, 2048], help="keypoints per image")
     ap.add_argument("--iters", nargs="+", type=int, default=[20, 100], help="Sinkhorn iterations")
-    ap.add_argument("--keyframes", type=int, default=4, help="K for one frame against K keyframes in one pass")
+    ap.add_argument("--keyframes", type=int, default=4, help="K for one frame against K keyframes in one pass (0: none)")
     ap.add_argument("--kf-sizes", nargs="+", type=int, default=[1024], help="keypoint counts for the 1-vs-K runs")
     ap.add_argument("--repeat", type=int, default=5)
     ap.add_argument("--warmup", type=int, default=1)
@@ -169,7 +169,7 @@ def main(argv=None) -> int:
                     t = time_call(lambda: sg.match(f0, f1), device, args.warmup, args.repeat)
                 report({"precision": dtype, "mode": "pair", "keypoints": n, "sinkhorn_iterations": iters, **t,
                         "pairs": 1, "ms_per_pair": t["ms_median"]})
-            for n in args.kf_sizes:
+            for n in (args.kf_sizes if args.keyframes > 0 else []):
                 query = synthetic_features(n, 1, device)
                 refs = [synthetic_features(n - 37 * i, 10 + i, device) for i in range(args.keyframes)]  # padded batch
                 with torch.inference_mode():

@@ -199,6 +199,8 @@ class LocalMapper:
 
     def _cull_keyframes(self, current_kf: int) -> None:
         m = self.map
+        if current_kf not in m.keyframes:  # gone meanwhile (tracking discarded its young map)
+            return
         for kid, _ in m.keyframe_covisibility(current_kf, min_shared=15):
             if kid == 0 or kid == current_kf or kid not in m.keyframes:
                 continue

@@ -115,4 +115,12 @@ class TrackingConfig:
     new_map_after_lost_frames: int = param(30, ge=0)  # atlas (slam.mapping.atlas): after this many frames lost in a row, start a
     # new map and keep the old one; place recognition merges them when they meet (needs loop closing; 0 = stay lost)
     new_map_in_depth_modes: bool = False  # also in RGB-D and stereo (which relocalise more easily); monocular only by default
+    reset_young_map_keyframes: int = param(5, ge=0)  # monocular, with the atlas: tracking lost while the map has at most this many
+    # keyframes, and within reset_young_map_frames frames of its initialisation, discards that map (its keyframes, points and
+    # frames) and initialises again at once, instead of trying to relocalise in it for new_map_after_lost_frames frames
+    # (ORB-SLAM's "track lost soon after initialisation, resetting", same count). A map lost that young is usually a wrong
+    # start: fr1_xyz shaken at 150 deg/s with 30 px blur, first 200 frames, started five wrong maps of 2 keyframes each, each
+    # lost on its next frame, and tracked 1 % (docs/benchmarks.md section 14). 0 = off
+    reset_young_map_frames: int = param(10, ge=1)  # frames after the initialisation within which a loss counts as "soon" (above):
+    # the wrong starts above were lost on the next frame; a map that tracked longer is kept and the atlas rule above applies
     keyframes: KeyframePolicyConfig = field(default_factory=KeyframePolicyConfig)

@@ -112,6 +112,8 @@ class Tracker:
         self.n_lost_run = 0  # frames lost in a row
         self._kept: Optional[tuple] = None  # (map id, last frame) of the map kept when a new one started, until it starts
         self.n_new_maps = 0
+        self.n_young_resets = 0  # maps discarded because tracking was lost soon after they started
+        self.init_frame: Optional[int] = None  # frame index of the active map's initialisation
 
     # ================================================================== entry point
     def process(self, fr: FrameFeatures) -> tuple[TrackResult, Optional[KeyframeJob]]:
@@ -129,6 +131,7 @@ class Tracker:
             cam_from_world, job = self._init_rgbd(fr) if has_depth(self.mode) else self._init_mono(fr)
             if job is not None:
                 self.state = "OK"
+                self.init_frame = fr.index
                 n_inl = int((self.map.keyframes[job.kf_id].point_ids >= 0).sum())
         else:
             cam_from_world, point_ids, n_inl = self._track(fr)
@@ -139,7 +142,8 @@ class Tracker:
                 self.n_lost += 1
                 self.n_lost_run += 1
                 self.velocity = None
-                self._maybe_new_map(fr)
+                if not self._maybe_reset_young_map(fr):
+                    self._maybe_new_map(fr)
             else:
                 if self.state == "LOST":
                     self.n_relocalised += 1
@@ -190,6 +194,34 @@ class Tracker:
         """(indices (F,), timestamps (F,), world_from_cam (F,4,4)) of every tracked frame,
         expressed relative to the (possibly optimised) reference keyframes."""
         return self.frame_poses.poses()
+
+    def _maybe_reset_young_map(self, fr: FrameFeatures) -> bool:
+        """Monocular: tracking lost while the active map has at most
+        tracking.reset_young_map_keyframes keyframes, within tracking.reset_young_map_frames frames
+        of its initialisation. That map is discarded (its keyframes go without
+        a parent, so their points lose every observation and die, and the frames tracked in it leave
+        the trajectory) and a new map starts at once, with this frame as the next initialisation's
+        first candidate. Returns whether it did."""
+        n = self.cfg.reset_young_map_keyframes
+        if (self.atlas is None or n <= 0 or has_depth(self.mode) or self.init_frame is None
+                or fr.index - self.init_frame > self.cfg.reset_young_map_frames):
+            return False
+        with self.map.lock:
+            young = self.atlas.keyframes_of(self.atlas.active, self.map.keyframes)
+            if not young or len(young) > n:
+                return False
+            for kf_id in young:
+                self.map.remove_keyframe(kf_id)
+            old_id = self.atlas.active
+            new_id = self.atlas.new_map(self.map.next_keyframe_id, fr.index)
+        log.info("frame %d: tracking lost in map %d with %d keyframes, soon after its start: map discarded, new map %d",
+                 fr.index, old_id, len(young), new_id)
+        self._kept = None
+        self.state, self.last, self.velocity, self.ref_kf_id, self.last_kf_frame = "INIT", None, None, None, -1
+        self.mono_init.ref, self.mono_init.waiting_since = None, None
+        self.n_lost_run = 0
+        self.n_young_resets += 1
+        return True
 
     def _maybe_new_map(self, fr: FrameFeatures) -> None:
         """Lost for tracking.new_map_after_lost_frames frames in a row: keep the map in the atlas
