@@ -384,6 +384,7 @@ class SLAMSystem:
             "relocalisations": self.tracker.n_relocalised,
             "matcher_frames": self.tracker.n_matched_frames,  # tracked frames for which the matcher ran (not init/reloc)
             "depth_rescues": self.tracker.pose.n_depth_rescues,  # pose refinements saved by keeping depth outliers' pixels (tracking.depth_outliers_as_mono=rescue)
+            "wide_searches": {"first_stage": self.tracker.n_wide_first_stage, "all_keyframes": self.tracker.n_wide_searches},
             "predictions_replaced": self.tracker.n_predictions_replaced,  # frames whose motion-model prediction the descriptor check replaced
             "rotation_priors": self.tracker.n_rotation_priors,  # frames whose prediction took the small images' rotation (tracking.rotation_prior)
             "rotation_prior_ms": round(self.tracker.rotation_prior_ms / max(1, self.tracker.n_rotation_alignments), 2),  # per alignment

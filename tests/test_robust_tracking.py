@@ -341,10 +341,11 @@ class PairCountingOracle(OracleLearnedMatcher):
 def test_the_wide_search_does_not_match_again_what_the_first_fallback_matched():
     """A frame's first fallback matched the reference and its covisible keyframes; the wide
     search reuses those matches, matches only the other keyframes and the last frame, and
-    gives the same pose as matching everything again."""
+    gives the same pose as matching everything again (in one stage: wide_search_staged off)."""
     scene = Scene(21)
     matcher = PairCountingOracle()
-    tracker = Tracker(TrackingConfig(learned_matching="keyframes", n_match_keyframes=1, keyframes=KeyframePolicyConfig(max_interval=5)),
+    tracker = Tracker(TrackingConfig(learned_matching="keyframes", n_match_keyframes=1, keyframes=KeyframePolicyConfig(max_interval=5),
+                                     wide_search_staged=False),
                       CAM, new_map(), matcher, mode="rgbd")
     for i in range(14):
         res, _ = tracker.process(scene.frame(i, Scene.cam_from_world(i), depth=True))
@@ -364,6 +365,40 @@ def test_the_wide_search_does_not_match_again_what_the_first_fallback_matched():
     np.testing.assert_allclose(reused[0], again[0], atol=1e-12)
     np.testing.assert_array_equal(reused[1], again[1])
     dt, dr = pose_error(reused[0], Scene.cam_from_world(14))
+    assert dt < 1e-5 and dr < 1e-4
+
+
+@pytest.mark.parametrize("last_frame_useful", [True, False])
+def test_the_staged_wide_search_matches_the_other_keyframes_only_when_the_last_frame_is_not_enough(last_frame_useful):
+    """tracking.wide_search_staged: after a first fallback, the wide search first matches the
+    last frame alone (one pair) and stops there when that pose holds (exact here); when the last
+    frame carries no map points it goes on to the other keyframes, as the one-stage search does."""
+    scene = Scene(21)
+    matcher = PairCountingOracle()
+    tracker = Tracker(TrackingConfig(learned_matching="keyframes", n_match_keyframes=1, keyframes=KeyframePolicyConfig(max_interval=5),
+                                     wide_search_staged=True),
+                      CAM, new_map(), matcher, mode="rgbd")
+    for i in range(14):
+        res, _ = tracker.process(scene.frame(i, Scene.cam_from_world(i), depth=True))
+        assert res.state == "OK"
+    if not last_frame_useful:
+        tracker.last.point_ids[:] = -1
+    fr = scene.frame(14, Scene.cam_from_world(14), depth=True)
+    with tracker.map.lock:
+        first = tracker.search.keyframes_to_match(tracker.ref_kf_id)
+        every = tracker.search.keyframes_to_match(tracker.ref_kf_id, tracker.cfg.reloc_candidates)
+    fallback = matcher.match_many(fr.features, [kf.features for kf in first])
+    # the first fallback's matches give too few points for a pose: the first stage rests on the last frame
+    fallback[0].matches0[np.flatnonzero(fallback[0].matches0 >= 0)[3:]] = -1
+    done = dict(zip([kf.id for kf in first], fallback))
+    matcher.pairs.clear()
+    found = tracker._track_wide(fr, tracker.last.cam_from_world, matched=done)
+    if last_frame_useful:
+        assert matcher.pairs == [1] and tracker.n_wide_first_stage == 1 and tracker.n_wide_searches == 0
+    else:
+        assert matcher.pairs == [1, len(every) - len(first)] and tracker.n_wide_searches == 1
+    assert found[0] is not None and found[2] >= tracker.cfg.min_inliers
+    dt, dr = pose_error(found[0], Scene.cam_from_world(14))
     assert dt < 1e-5 and dr < 1e-4
 
 

@@ -92,6 +92,10 @@ class TrackingConfig:
     min_matches_motion: int = param(20, ge=1)  # fewer guided matches than this -> PnP fallback
     min_inliers: int = param(30, ge=1)  # fewer inliers than this -> LOST
     wide_search: bool = True  # a failed prediction is redone from matches to the last frame and reloc_candidates keyframes (PnP)
+    wide_search_staged: bool = False  # the wide search first matches the last frame alone (one matcher pair; with the keyframes a
+    # first fallback matched) and matches the other keyframes only if that pose keeps fewer than min_inliers after the local map.
+    # Opt-in: fr1_xyz shaken at 150 deg/s (30 px blur) mono runs 1.2 instead of 0.9 fps, but at 70 deg/s (11 px) mono it is
+    # not ranked against the one-stage search (1.50, 1.91, 1.22 against 1.38, 1.74, 1.40 cm over three seeds); docs/benchmarks.md section 14
     n_local_keyframes: int = param(10, ge=1)  # keyframes whose points form the local map
     n_match_keyframes: int = param(3, ge=1)  # learned matchers: reference + best covisible keyframes matched per frame
     reloc_candidates: int = param(8, ge=1)  # keyframes tried when relocalising

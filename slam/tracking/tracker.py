@@ -113,6 +113,8 @@ class Tracker:
         self._kept: Optional[tuple] = None  # (map id, last frame) of the map kept when a new one started, until it starts
         self.n_new_maps = 0
         self.n_young_resets = 0  # maps discarded because tracking was lost soon after they started
+        self.n_wide_first_stage = 0  # wide searches that began with the last frame alone (tracking.wide_search_staged)
+        self.n_wide_searches = 0  # wide searches that matched every candidate keyframe
         self.init_frame: Optional[int] = None  # frame index of the active map's initialisation
 
     # ================================================================== entry point
@@ -454,16 +456,32 @@ class Tracker:
         the reference keyframe with its best covisible ones (tracking.reloc_candidates in all),
         PnP + RANSAC on the union of the 2D-3D candidates, then the local map with twice the
         search radius. matched: {keyframe id: Matches} this frame already has (the first
-        fallback's), which are not matched again."""
+        fallback's), which are not matched again. With tracking.wide_search_staged the last frame
+        is matched first, alone, and the pose from it and ``matched`` is kept when it has
+        tracking.min_inliers inliers after the local map; only otherwise are the other keyframes matched."""
         n = len(fr.kp_uv)
         matched = matched or {}
         with self.map.lock:
             kfs = self.search.keyframes_to_match(self.ref_kf_id, n_keyframes or self.cfg.reloc_candidates)
             todo = [kf for kf in kfs if kf.id not in matched]
-            views = [kf.features for kf in todo] + ([self.last.data.features] if with_last else [])
+            last_views = [self.last.data.features] if with_last else []
             last_pids = [self.last.point_ids.copy()] if with_last else []
-        new = iter(self.matcher.match_many(fr.features, views))  # without the lock
-        matches = [matched[kf.id] if kf.id in matched else next(new) for kf in kfs] + list(new)
+        last_matches = []
+        if with_last and todo and self.cfg.wide_search_staged:
+            # first stage: the last frame, with the keyframes the first fallback matched (if it ran)
+            last_matches = self.matcher.match_many(fr.features, last_views)  # without the lock
+            self.n_wide_first_stage += 1
+            with self.map.lock:
+                done = [kf for kf in kfs if kf.id in matched]
+                kf_pids = [kf.point_ids if kf.id in self.map.keyframes else None for kf in done]
+                point_ids = self.search.from_matches(n, kf_pids + last_pids, [matched[kf.id] for kf in done] + last_matches)
+                first = self._pose_and_local_map(fr, point_ids, None, pred, "wide, first stage", wide=True)
+            if first[0] is not None and first[2] >= self.cfg.min_inliers:
+                return first
+            last_views = []
+        new = iter(self.matcher.match_many(fr.features, [kf.features for kf in todo] + last_views))  # without the lock
+        matches = [matched[kf.id] if kf.id in matched else next(new) for kf in kfs] + (last_matches or list(new))
+        self.n_wide_searches += 1
         with self.map.lock:
             kf_pids = [kf.point_ids if kf.id in self.map.keyframes else None for kf in kfs]
             point_ids = self.search.from_matches(n, kf_pids + last_pids, matches)
