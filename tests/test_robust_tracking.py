@@ -338,18 +338,24 @@ class PairCountingOracle(OracleLearnedMatcher):
         return super().match_many(query, refs)
 
 
-def test_the_wide_search_does_not_match_again_what_the_first_fallback_matched():
-    """A frame's first fallback matched the reference and its covisible keyframes; the wide
-    search reuses those matches, matches only the other keyframes and the last frame, and
-    gives the same pose as matching everything again (in one stage: wide_search_staged off)."""
+def _tracked_14_frames(**cfg):
+    """(scene, pair-counting oracle matcher, RGB-D tracker with learned_matching=keyframes) after
+    14 tracked frames of Scene(21), a keyframe every 5 frames; cfg: more TrackingConfig settings."""
     scene = Scene(21)
     matcher = PairCountingOracle()
-    tracker = Tracker(TrackingConfig(learned_matching="keyframes", n_match_keyframes=1, keyframes=KeyframePolicyConfig(max_interval=5),
-                                     wide_search_staged=False),
+    tracker = Tracker(TrackingConfig(learned_matching="keyframes", n_match_keyframes=1, keyframes=KeyframePolicyConfig(max_interval=5), **cfg),
                       CAM, new_map(), matcher, mode="rgbd")
     for i in range(14):
         res, _ = tracker.process(scene.frame(i, Scene.cam_from_world(i), depth=True))
         assert res.state == "OK"
+    return scene, matcher, tracker
+
+
+def test_the_wide_search_does_not_match_again_what_the_first_fallback_matched():
+    """A frame's first fallback matched the reference and its covisible keyframes; the wide
+    search reuses those matches, matches only the other keyframes and the last frame, and
+    gives the same pose as matching everything again (in one stage: wide_search_staged off)."""
+    scene, matcher, tracker = _tracked_14_frames(wide_search_staged=False)
     fr = scene.frame(14, Scene.cam_from_world(14), depth=True)
     pred = tracker.last.cam_from_world
     with tracker.map.lock:
@@ -373,14 +379,7 @@ def test_the_staged_wide_search_matches_the_other_keyframes_only_when_the_last_f
     """tracking.wide_search_staged: after a first fallback, the wide search first matches the
     last frame alone (one pair) and stops there when that pose holds (exact here); when the last
     frame carries no map points it goes on to the other keyframes, as the one-stage search does."""
-    scene = Scene(21)
-    matcher = PairCountingOracle()
-    tracker = Tracker(TrackingConfig(learned_matching="keyframes", n_match_keyframes=1, keyframes=KeyframePolicyConfig(max_interval=5),
-                                     wide_search_staged=True),
-                      CAM, new_map(), matcher, mode="rgbd")
-    for i in range(14):
-        res, _ = tracker.process(scene.frame(i, Scene.cam_from_world(i), depth=True))
-        assert res.state == "OK"
+    scene, matcher, tracker = _tracked_14_frames(wide_search_staged=True)
     if not last_frame_useful:
         tracker.last.point_ids[:] = -1
     fr = scene.frame(14, Scene.cam_from_world(14), depth=True)
