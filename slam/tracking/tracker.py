@@ -144,8 +144,7 @@ class Tracker:
                 self.n_lost += 1
                 self.n_lost_run += 1
                 self.velocity = None
-                if not self._maybe_reset_young_map(fr):
-                    self._maybe_new_map(fr)
+                self._maybe_new_map(fr)
             else:
                 if self.state == "LOST":
                     self.n_relocalised += 1
@@ -197,51 +196,43 @@ class Tracker:
         expressed relative to the (possibly optimised) reference keyframes."""
         return self.frame_poses.poses()
 
-    def _maybe_reset_young_map(self, fr: FrameFeatures) -> bool:
-        """Monocular: tracking lost while the active map has at most
-        tracking.reset_young_map_keyframes keyframes, within tracking.reset_young_map_frames frames
-        of its initialisation. That map is discarded (its keyframes go without
-        a parent, so their points lose every observation and die, and the frames tracked in it leave
-        the trajectory) and a new map starts at once, with this frame as the next initialisation's
-        first candidate. Returns whether it did."""
-        n = self.cfg.reset_young_map_keyframes
-        if (self.atlas is None or n <= 0 or has_depth(self.mode) or self.init_frame is None
-                or fr.index - self.init_frame > self.cfg.reset_young_map_frames):
-            return False
+    def _maybe_new_map(self, fr: FrameFeatures) -> None:
+        """Tracking was lost on fr. With the atlas, the tracker starts a new map and initialises
+        again (fr is the next initialisation's first candidate) in two cases:
+        - monocular, lost within tracking.reset_young_map_frames frames of the initialisation while
+          the map has at most tracking.reset_young_map_keyframes keyframes: the map is taken for a
+          wrong start and discarded (ORB-SLAM's reset; its keyframes go without a parent, so their
+          points lose every observation and die, and the frames tracked in it leave the trajectory);
+        - lost for tracking.new_map_after_lost_frames frames in a row (monocular, or any mode with
+          tracking.new_map_in_depth_modes): the map is kept in the atlas."""
+        c = self.cfg
+        young = (c.reset_young_map_keyframes > 0 and not has_depth(self.mode) and self.init_frame is not None
+                 and fr.index - self.init_frame <= c.reset_young_map_frames)
+        long_loss = (c.new_map_after_lost_frames > 0 and self.n_lost_run >= c.new_map_after_lost_frames
+                     and (not has_depth(self.mode) or c.new_map_in_depth_modes))
+        if self.atlas is None or not (young or long_loss):
+            return
         with self.map.lock:
-            young = self.atlas.keyframes_of(self.atlas.active, self.map.keyframes)
-            if not young or len(young) > n:
-                return False
-            for kf_id in young:
+            kfs = self.atlas.keyframes_of(self.atlas.active, self.map.keyframes)
+            discard = young and 0 < len(kfs) <= c.reset_young_map_keyframes
+            if not kfs or not (discard or long_loss):
+                return
+            for kf_id in kfs if discard else ():
                 self.map.remove_keyframe(kf_id)
             old_id = self.atlas.active
             new_id = self.atlas.new_map(self.map.next_keyframe_id, fr.index)
-        log.info("frame %d: tracking lost in map %d with %d keyframes, soon after its start: map discarded, new map %d",
-                 fr.index, old_id, len(young), new_id)
-        self._kept = None
+        if discard:
+            log.info("frame %d: tracking lost in map %d with %d keyframes, soon after its start: map discarded, new map %d",
+                     fr.index, old_id, len(kfs), new_id)
+            self._kept = None
+            self.n_young_resets += 1
+        else:
+            log.info("frame %d: lost for %d frames, map %d kept, new map %d started", fr.index, self.n_lost_run, old_id, new_id)
+            self._kept = (old_id, self.last)
+            self.n_new_maps += 1
         self.state, self.last, self.velocity, self.ref_kf_id, self.last_kf_frame = "INIT", None, None, None, -1
         self.mono_init.ref, self.mono_init.waiting_since = None, None
         self.n_lost_run = 0
-        self.n_young_resets += 1
-        return True
-
-    def _maybe_new_map(self, fr: FrameFeatures) -> None:
-        """Lost for tracking.new_map_after_lost_frames frames in a row: keep the map in the atlas
-        and start a new one (the tracker initialises again)."""
-        n = self.cfg.new_map_after_lost_frames
-        if self.atlas is None or n <= 0 or self.n_lost_run < n or (has_depth(self.mode) and not self.cfg.new_map_in_depth_modes):
-            return
-        with self.map.lock:
-            if not self.atlas.keyframes_of(self.atlas.active, self.map.keyframes):
-                return
-            old_id = self.atlas.active
-            new_id = self.atlas.new_map(self.map.next_keyframe_id, fr.index)
-        log.info("frame %d: lost for %d frames, map %d kept, new map %d started", fr.index, self.n_lost_run, old_id, new_id)
-        self._kept = (old_id, self.last)
-        self.state, self.last, self.velocity, self.ref_kf_id, self.last_kf_frame = "INIT", None, None, None, -1
-        self.mono_init.ref, self.mono_init.waiting_since = None, None
-        self.n_lost_run = 0
-        self.n_new_maps += 1
 
     def _relocalise_in_kept_map(self, fr: FrameFeatures) -> Optional[tuple]:
         """Until the new map has a keyframe, a frame is first relocalised in the map kept when it
@@ -466,7 +457,7 @@ class Tracker:
             todo = [kf for kf in kfs if kf.id not in matched]
             last_views = [self.last.data.features] if with_last else []
             last_pids = [self.last.point_ids.copy()] if with_last else []
-        last_matches = []
+        views = [kf.features for kf in todo]
         if with_last and todo and self.cfg.wide_search_staged:
             # first stage: the last frame, with the keyframes the first fallback matched (if it ran)
             last_matches = self.matcher.match_many(fr.features, last_views)  # without the lock
@@ -478,9 +469,12 @@ class Tracker:
                 first = self._pose_and_local_map(fr, point_ids, None, pred, "wide, first stage", wide=True)
             if first[0] is not None and first[2] >= self.cfg.min_inliers:
                 return first
-            last_views = []
-        new = iter(self.matcher.match_many(fr.features, [kf.features for kf in todo] + last_views))  # without the lock
-        matches = [matched[kf.id] if kf.id in matched else next(new) for kf in kfs] + (last_matches or list(new))
+            new = self.matcher.match_many(fr.features, views)  # without the lock
+        else:
+            new = self.matcher.match_many(fr.features, views + last_views)  # without the lock
+            new, last_matches = new[:len(todo)], new[len(todo):]
+        new = iter(new)
+        matches = [matched[kf.id] if kf.id in matched else next(new) for kf in kfs] + list(last_matches)
         self.n_wide_searches += 1
         with self.map.lock:
             kf_pids = [kf.point_ids if kf.id in self.map.keyframes else None for kf in kfs]
