@@ -53,7 +53,7 @@ class SuperPointConfig:
     detection_threshold: float = param(0.005, ge=0.0)  # keep heatmap maxima with probability > this (>= 0)
     nms_radius: int = param(4, ge=0)  # NMS window is (2r+1)x(2r+1) pixels (max-pool form); 0 disables
     remove_borders: int = param(4, ge=0)  # drop keypoints closer than this (px) to the original image border
-    precision: str = param("auto", choices=PRECISIONS)  # auto = fp16 on CUDA, bf16 on a CPU with AMX if it keeps quality, else fp32
+    precision: str = param("auto", choices=PRECISIONS)  # auto = fp16 on CUDA, bf16 on a CPU with AMX or AVX512-BF16 on AMD (slam.device.fast_cpu_bf16_matmul) if it keeps quality, else fp32
     compile: bool = False  # torch.compile the network (CUDA: mode reduce-overhead = CUDA graphs)
     channels_last: bool = True  # NHWC memory format for the convolutions (faster with oneDNN/cuDNN)
     descriptor_convention: str = param("auto", choices=("auto", "official", "open"))  # where descriptor cells sit (see sample_descriptors)

@@ -29,7 +29,7 @@ class SuperGlueConfig:
     n_layers: int = param(9, ge=1)  # pairs of self+cross attention layers; the checkpoint's value wins
     num_heads: int = param(4, ge=1)  # attention heads; the checkpoint's config wins (official: 4)
     keypoint_encoder: list[int] = param(factory=lambda: [32, 64, 128, 256], ge=1)  # hidden widths of the keypoint MLP; the checkpoint's value wins
-    precision: str = param("auto", choices=PRECISIONS)  # auto: fp16 on CUDA, bf16 on CPUs with AMX (native bf16), else fp32; Sinkhorn always fp32
+    precision: str = param("auto", choices=PRECISIONS)  # auto: fp16 on CUDA, bf16 on CPUs with AMX or AVX512-BF16 on AMD (slam.device.fast_cpu_bf16_matmul), else fp32; Sinkhorn always fp32
     max_batch: int = param(0, ge=0)  # most pairs per forward pass in match_many/match_pairs; 0 = all in ONE pass
 
 
