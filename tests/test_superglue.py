@@ -641,6 +641,19 @@ def test_empty_and_unsuitable_inputs():
 
 
 @pytest.mark.slow
+@pytest.mark.parametrize("vendor,avx512_bf16,want", [("AuthenticAMD", True, "bf16"), ("GenuineIntel", True, "fp32"),
+                                                       ("AuthenticAMD", False, "fp32")])
+def test_auto_precision_on_a_cpu_without_amx_follows_the_vendor_rule(monkeypatch, vendor, avx512_bf16, want):
+    import slam.device as dev_mod
+
+    monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda: False, raising=False)
+    monkeypatch.setattr(torch.cpu, "_is_avx512_bf16_supported", lambda: avx512_bf16, raising=False)
+    monkeypatch.setattr(dev_mod, "cpu_vendor", lambda: vendor)
+    net = random_net(3, descriptor_dim=32, n_layers=1, num_heads=2, keypoint_encoder=[8])
+    assert make_sg(net, precision="auto").precision == want
+    assert make_sg(net, precision="fp32").precision == "fp32"
+
+
 def test_bf16_stays_close_to_fp32():
     """bf16 (auto on CPUs with fast bf16 products: AMX, or AVX512-BF16 on AMD) loses a little: on this deliberately rough random
     network fp32 gets precision 0.95 / recall 0.92 and bf16 0.93 / 0.91; on real pairs bf16 keeps

@@ -350,6 +350,21 @@ def test_auto_precision_on_cpu_checks_quality(official_sd):
     assert strict.precision == "fp32"  # an unreachable quality bar always falls back to fp32
 
 
+@pytest.mark.parametrize("vendor", ["AuthenticAMD", "GenuineIntel"])
+def test_auto_takes_bf16_on_amd_cpus_with_avx512_bf16_when_the_probe_passes(monkeypatch, official_sd, vendor):
+    import slam.device as dev_mod
+
+    monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda: False, raising=False)
+    monkeypatch.setattr(torch.cpu, "_is_avx512_bf16_supported", lambda: True, raising=False)
+    monkeypatch.setattr(dev_mod, "cpu_vendor", lambda: vendor)
+    # the probe's score, not a bf16 run (which an AVX2-only test machine would emulate slowly)
+    monkeypatch.setattr(SuperPoint, "_bf16_probe", lambda self: 0.95)
+    sp = SuperPoint(SuperPointConfig(precision="auto"), torch.device("cpu"), state_dict=official_sd)
+    assert sp.precision == ("bf16" if vendor == "AuthenticAMD" else "fp32")
+    monkeypatch.setattr(SuperPoint, "_bf16_probe", lambda self: 0.5)  # below the 0.9 bar: fp32
+    assert SuperPoint(SuperPointConfig(precision="auto"), torch.device("cpu"), state_dict=official_sd).precision == "fp32"
+
+
 @pytest.mark.gpu
 def test_cpu_and_gpu_agree(official_sd):
     gray = make_image(120, 160, seed=13)
