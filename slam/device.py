@@ -145,9 +145,8 @@ def resolve_precision(precision: str, device: torch.device, owner: str, *, cuda_
                         owner, owner)
         return p
     choice = {"cuda": cuda_auto, "cpu": cpu_auto}.get(device.type, "fp32")
-    if choice == "bf16" and not native_bf16(device):
-        if not (amd_avx512_bf16 and device.type == "cpu" and fast_cpu_bf16_matmul()):
-            return "fp32"
+    if choice == "bf16" and not (native_bf16(device) or (amd_avx512_bf16 and device.type == "cpu" and fast_cpu_bf16_matmul())):
+        return "fp32"
     if choice == "bf16" and probe is not None and device.type == "cpu":
         quality = float(probe())
         ok = quality >= min_quality
