@@ -159,7 +159,10 @@ def resolve_config(cfg: Config, live: bool = False) -> Config:
     return cfg
 
 
-def build_extractor(cfg: Config, device: torch.device):
+def build_extractor(cfg: Config, device: torch.device, depth_run: bool = False):
+    """The configured extractor. ``depth_run``: it feeds a run with measured depth (RGB-D, stereo),
+    where XFeat's ``auto`` precision may take bf16 on more CPUs (slam.features.xfeat.XFeat); off for
+    single images, vocabulary pools and tools, so their descriptors do not depend on the CPU's maker."""
     name = cfg.features
     if name == "orb":
         from slam.features.orb import ORBExtractor
@@ -180,7 +183,7 @@ def build_extractor(cfg: Config, device: torch.device):
     if name == "xfeat":
         from slam.features.xfeat import XFeat
 
-        return XFeat(cfg.xfeat, device)
+        return XFeat(cfg.xfeat, device, depth_run=depth_run)
     raise ValueError(f"unknown features {name!r}")
 
 
@@ -457,7 +460,7 @@ def build_stereo_matcher(cfg: Config, camera: PinholeCamera, device: torch.devic
 def build_frontend(cfg: Config, camera: PinholeCamera) -> FeatureStage:
     """The feature stage alone (what a feature process builds for itself)."""
     device = resolve_device(cfg.device)
-    extractor = build_extractor(cfg, device)
+    extractor = build_extractor(cfg, device, depth_run=cfg.mode != "mono")
     tc = cfg.tracking
     return FeatureStage(extractor, camera, min_depth=tc.min_depth, max_depth=tc.max_depth,
                         stereo=build_stereo_matcher(cfg, camera, device), keep_image=keeps_images(cfg),
@@ -512,7 +515,7 @@ def attach_atlas(cfg: Config, camera: PinholeCamera, tracker: Tracker, loop: Loo
 def build_system(cfg: Config, camera: PinholeCamera) -> SLAMSystem:
     """The whole system for a resolved configuration (features and matcher not "auto")."""
     device = resolve_device(cfg.device)
-    extractor = build_extractor(cfg, device)
+    extractor = build_extractor(cfg, device, depth_run=cfg.mode != "mono")
     matcher = build_matcher(cfg, device)
     slam_map = Map(extractor.descriptor_dim, extractor.binary)
     tc = cfg.tracking

@@ -504,6 +504,49 @@ def test_auto_precision_on_cpu_is_bf16_only_with_native_bf16_and_a_passing_probe
     assert XFeat(XFeatConfig(precision="fp32"), "cpu", state_dict=sd).precision == "fp32"  # explicit wins
 
 
+@pytest.mark.parametrize("vendor,mode,want", [("AuthenticAMD", "rgbd", "bf16"), ("AuthenticAMD", "stereo", "bf16"),
+                                               ("AuthenticAMD", "mono", "fp32"), ("GenuineIntel", "rgbd", "fp32")])
+def test_auto_takes_bf16_on_amd_avx512_bf16_cpus_only_in_runs_with_depth(monkeypatch, tmp_path, vendor, mode, want):
+    """A run's extractor (slam.system.build_frontend, what the feature process builds) is told
+    whether the run measures depth; AVX512-BF16 without AMX counts only on AMD, and only there."""
+    import slam.device
+    from slam.config import load_config
+    from slam.geometry.camera import PinholeCamera
+    from slam.system import build_extractor, build_frontend
+
+    monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda: False, raising=False)
+    monkeypatch.setattr(torch.cpu, "_is_avx512_bf16_supported", lambda: True, raising=False)
+    monkeypatch.setattr(slam.device, "cpu_vendor", lambda: vendor)
+    # the probe's score, not a bf16 run (which an AVX2-only test machine would emulate slowly)
+    monkeypatch.setattr(XFeat, "_bf16_probe", lambda self: 0.95)
+    path = tmp_path / "xfeat.pt"
+    torch.save(random_net(3).state_dict(), path)
+    cfg = load_config(None, ["features=xfeat", "matcher=nn", "device=cpu", f"xfeat.weights={path}", "mode=rgbd"])
+    cam = PinholeCamera(width=640, height=480, fx=500.0, fy=500.0, cx=320.0, cy=240.0)
+    if mode != "stereo":  # stereo's frontend also builds its stereo matcher; its extractor is asked the same way
+        cfg.mode = mode
+        assert build_frontend(cfg, cam).extractor.precision == want
+    assert build_extractor(cfg, torch.device("cpu"), depth_run=mode != "mono").precision == want
+    # single images, vocabulary pools and tools: the CPU's maker does not change their descriptors
+    assert build_extractor(cfg, torch.device("cpu")).precision == "fp32"
+    monkeypatch.setattr(XFeat, "_bf16_probe", lambda self: 0.5)  # below the 0.9 bar: fp32 even with depth
+    assert build_extractor(cfg, torch.device("cpu"), depth_run=True).precision == "fp32"
+
+
+def test_keypoint_head_runs_in_float32_under_a_bf16_autocast():
+    """The logits alone place the keypoints (heatmap, NMS, sub-pixel parabola), so a bf16 run keeps
+    fp32's keypoint positions; only the backbone (descriptors, reliability) runs in bf16."""
+    net = random_xfeat(7).net
+    x = torch.randn(1, 1, 64, 96)
+    ref = net.keypoint_logits(x)
+    with torch.autocast(device_type="cpu", dtype=torch.bfloat16):
+        got = net.keypoint_logits(x)
+        shifted = net.shifted_keypoint_logits(torch.rand(1, 1, 64, 96))
+        _, logits, _ = net(torch.rand(1, 1, 64, 96).contiguous(memory_format=torch.channels_last))
+    assert got.dtype == shifted.dtype == logits.dtype == torch.float32
+    assert torch.equal(got, ref)
+
+
 def test_compare_precision_of_identical_precisions_is_exact():
     ext = random_xfeat(4, max_keypoints=60)
     check = ext.compare_precision("fp32", textured_image(96, 128, 2))

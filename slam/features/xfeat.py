@@ -312,7 +312,20 @@ class XFeatInference(nn.Module):
 
     def keypoint_logits(self, x: torch.Tensor) -> torch.Tensor:
         """The keypoint head: (B,1,H,W) float32 instance-normalised image, H and W multiples of 8 ->
-        (B,65,H/8,W/8) float32 logits (NCHW view of channels-last memory), channels as in XFeatNet."""
+        (B,65,H/8,W/8) float32 logits (NCHW view of channels-last memory), channels as in XFeatNet.
+
+        Always float32, also under a bf16 / fp16 autocast: the logits alone place the keypoints
+        (the heatmap, its non-maximum suppression and the sub-pixel parabola), the head is small
+        (1x1 layers on the image's 8x8 cells, about 2 ms per 640x480 frame on one CPU thread), and
+        the second grid (:meth:`shifted_keypoint_logits`) is float32 too, so both grids of the
+        two-grid heatmap have the same rounding. With bf16 logits no sub-pixel keypoint stayed on
+        fp32's position (98-99 % within 1 px); with float32 logits 99.3-99.7 % do, the rest being
+        top-k changes through the bf16 reliability (fr1_xyz and synthetic/fast frames;
+        docs/benchmarks.md section 13, 2026-12-08)."""
+        with torch.autocast(device_type=x.device.type, enabled=False):
+            return self._keypoint_logits(x.float())
+
+    def _keypoint_logits(self, x: torch.Tensor) -> torch.Tensor:
         b, _, h, w = x.shape
         k = x.reshape(b, h // CELL, CELL, w // CELL, CELL).permute(0, 1, 3, 2, 4).reshape(b, h // CELL, w // CELL, CELL * CELL)
         for m in self.keypoint_head:
@@ -482,8 +495,10 @@ def network_input(images: Sequence[np.ndarray], device: torch.device) -> tuple[t
 class XFeat:
     """XFeat behind the Extractor protocol.
 
-    XFeat(cfg, device, state_dict=None): weights from ``state_dict`` when given, else from
-    ``cfg.weights`` (registry name or path of ``xfeat.pt``).
+    XFeat(cfg, device, state_dict=None, depth_run=False): weights from ``state_dict`` when given,
+    else from ``cfg.weights`` (registry name or path of ``xfeat.pt``). ``depth_run``: the run
+    measures depth (RGB-D, stereo), where the feature process bounds the frame rate, so ``auto``
+    also takes bf16 on AMD CPUs with AVX512-BF16 (see ``__init__``).
 
     extract(image (H,W,3) uint8 BGR or (H,W) uint8 grey, sides >= 32) -> Features with keypoints
     (N,2) float32 pixels (x, y) of the original image (integer positions unless the image was
@@ -498,7 +513,7 @@ class XFeat:
     descriptor_dim = DIM
 
     def __init__(self, cfg: Optional[XFeatConfig] = None, device: torch.device | str = "cpu",
-                 state_dict: Optional[dict] = None) -> None:
+                 state_dict: Optional[dict] = None, depth_run: bool = False) -> None:
         self.cfg = cfg if cfg is not None else XFeatConfig()
         self.device = torch.device(device)
         if self.cfg.nms_size < 1 or self.cfg.nms_size % 2 == 0:
@@ -515,10 +530,14 @@ class XFeat:
         p = str(self.cfg.precision).lower()
         self._int8: Optional[nn.Module] = self._int8_net(state_dict) if p == "int8" else None
         # auto on a CPU with native bf16 (AMX, slam.device.native_bf16): bf16 when it keeps the keypoints
-        # (fr1_xyz: 43 vs 76 ms of CPU per 640x480 frame, 98 % of the keypoints at the same pixel)
+        # (fr1_xyz: 43 vs 76 ms of CPU per 640x480 frame, 98 % of the keypoints at the same pixel).
+        # On AMD CPUs with AVX512-BF16 (25.9 vs 42.4 ms) only in runs with depth: there the feature
+        # process bounds the frame rate (RGB-D fr1_xyz 1.26x); monocular runs are bound by the mapping
+        # thread, gain nothing, and KITTI's monocular scale drift spread wider in bf16 (section 13)
         self.precision = "int8" if p == "int8" else resolve_precision(p, self.device, "xfeat", cpu_auto="bf16",
                                                                       probe=self._bf16_probe,
-                                                                      min_quality=self.cfg.bf16_min_repeatability)
+                                                                      min_quality=self.cfg.bf16_min_repeatability,
+                                                                      amd_avx512_bf16=depth_run)
 
     def _int8_net(self, state_dict: dict) -> nn.Module:
         """The int8 network for these weights (slam.features.xfeat_int8); a ConfigError where int8
