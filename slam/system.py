@@ -460,7 +460,7 @@ def build_stereo_matcher(cfg: Config, camera: PinholeCamera, device: torch.devic
 def build_frontend(cfg: Config, camera: PinholeCamera) -> FeatureStage:
     """The feature stage alone (what a feature process builds for itself)."""
     device = resolve_device(cfg.device)
-    extractor = build_extractor(cfg, device, depth_run=cfg.mode != "mono")
+    extractor = build_extractor(cfg, device, depth_run=has_depth(cfg.mode))
     tc = cfg.tracking
     return FeatureStage(extractor, camera, min_depth=tc.min_depth, max_depth=tc.max_depth,
                         stereo=build_stereo_matcher(cfg, camera, device), keep_image=keeps_images(cfg),
@@ -515,7 +515,7 @@ def attach_atlas(cfg: Config, camera: PinholeCamera, tracker: Tracker, loop: Loo
 def build_system(cfg: Config, camera: PinholeCamera) -> SLAMSystem:
     """The whole system for a resolved configuration (features and matcher not "auto")."""
     device = resolve_device(cfg.device)
-    extractor = build_extractor(cfg, device, depth_run=cfg.mode != "mono")
+    extractor = build_extractor(cfg, device, depth_run=has_depth(cfg.mode))
     matcher = build_matcher(cfg, device)
     slam_map = Map(extractor.descriptor_dim, extractor.binary)
     tc = cfg.tracking

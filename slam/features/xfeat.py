@@ -532,7 +532,7 @@ class XFeat:
         # auto on a CPU with native bf16 (AMX, slam.device.native_bf16): bf16 when it keeps the keypoints
         # (fr1_xyz: 43 vs 76 ms of CPU per 640x480 frame, 98 % of the keypoints at the same pixel).
         # On AMD CPUs with AVX512-BF16 (25.9 vs 42.4 ms) only in runs with depth: there the feature
-        # process bounds the frame rate (RGB-D fr1_xyz 1.26x); monocular runs are bound by the mapping
+        # process bounds the frame rate (RGB-D fr1_xyz 1.26-1.33x); monocular runs are bound by the mapping
         # thread, gain nothing, and KITTI's monocular scale drift spread wider in bf16 (section 13)
         self.precision = "int8" if p == "int8" else resolve_precision(p, self.device, "xfeat", cpu_auto="bf16",
                                                                       probe=self._bf16_probe,
